@@ -1,0 +1,294 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * framebus: move live video frames between processes with zero copies.
+ *
+ * This is the whole public C API of libframebus.
+ *
+ * Conventions
+ * - Functions that can fail return int: >= 0 on success, a negative errno
+ *   value on failure (fb_strerror() describes it).  Output parameters are
+ *   named ret_* and are left untouched when a call fails.
+ * - Objects are opaque and released with *_free(), which accepts NULL.
+ * - An object is not thread-safe: one thread at a time may call into it.
+ *   Different objects may be used from different threads freely.
+ * - The library never prints and never raises signals.
+ *
+ * The ring
+ * A stream is one ring of N frame slots (FB_MIN_SLOTS..FB_MAX_SLOTS) in
+ * shared memory with a fixed geometry.  One fb_producer writes it; any number
+ * of fb_subscriber objects (up to FB_MAX_SUBSCRIBERS, in this or other
+ * processes) read it with zero copies.  The producer hands each subscriber
+ * four file descriptors (struct fb_subscriber_fds); passing them to another
+ * process (SCM_RIGHTS, fork) and calling fb_subscriber_attach() there is all
+ * it takes.  docs/ring.md describes the shared-memory protocol.
+ */
+#ifndef FRAMEBUS_H
+#define FRAMEBUS_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Version of this header; the library's own is fb_version(). */
+#define FB_VERSION_MAJOR 0
+#define FB_VERSION_MINOR 1
+#define FB_VERSION_MICRO 0
+
+#define FB_MAX_PLANES 4
+#define FB_MIN_SLOTS 2
+#define FB_MAX_SLOTS 64
+#define FB_MAX_SUBSCRIBERS 64
+/** Largest width or height accepted. */
+#define FB_MAX_DIMENSION 16384
+/** Largest per-frame side-data blob a stream may reserve. */
+#define FB_MAX_META 65536
+
+/** Pixel formats.  Values are stable: they cross process boundaries. */
+enum fb_format {
+	FB_FORMAT_GRAY8 = 1,   /**< one 8-bit plane */
+	FB_FORMAT_BGR24 = 2,   /**< packed B, G, R (OpenCV's default) */
+	FB_FORMAT_RGB24 = 3,   /**< packed R, G, B */
+	FB_FORMAT_BGRA = 4,    /**< packed B, G, R, A */
+	FB_FORMAT_NV12 = 5,    /**< Y plane, then interleaved U/V at half size */
+	FB_FORMAT_YUV420P = 6, /**< Y, U, V planes, chroma at half size */
+};
+
+/** What a producer does when every slot is taken. */
+enum fb_policy {
+	/** Never block: reuse the oldest slot nobody holds, else drop the frame. */
+	FB_POLICY_DROP = 0,
+	/** Wait (with a timeout) until every queue subscriber consumed a slot
+	 * and nobody holds it: no frame is lost. */
+	FB_POLICY_BLOCK = 1,
+};
+
+/** How a subscriber walks the ring. */
+enum fb_mode {
+	/** Each acquire returns the newest frame not yet seen. */
+	FB_MODE_LATEST = 0,
+	/** Each acquire returns the next frame in order; a subscriber that
+	 * falls more than the ring's depth behind resumes at the oldest frame
+	 * still there and fb_frame.missed says how many it lost. */
+	FB_MODE_QUEUE = 1,
+};
+
+/** Frame flags (fb_frame.flags). */
+enum fb_frame_flags {
+	FB_FRAME_KEYFRAME = 1u << 0,
+	FB_FRAME_END_OF_STREAM = 1u << 1,
+	FB_FRAME_DISCONTINUITY = 1u << 2,
+};
+
+/** Geometry of one frame: planes, their offsets inside a slot and their
+ * strides.  Strides are multiples of 64 bytes. */
+struct fb_layout {
+	uint32_t width;
+	uint32_t height;
+	uint32_t format;       /**< enum fb_format */
+	uint32_t n_planes;
+	uint32_t stride[FB_MAX_PLANES];     /**< bytes per row of each plane */
+	uint32_t plane_height[FB_MAX_PLANES]; /**< rows of each plane */
+	uint64_t offset[FB_MAX_PLANES];     /**< plane start inside the frame */
+	uint64_t frame_size;   /**< bytes of pixel data in one frame */
+};
+
+/**
+ * Compute the layout of a width x height frame of the given format.
+ * Returns -EINVAL for an unknown format, a zero or odd size where the format
+ * subsamples chroma, or a dimension above FB_MAX_DIMENSION.
+ */
+int fb_layout_compute(uint32_t width, uint32_t height, uint32_t format,
+		      struct fb_layout *ret_layout);
+
+/** Name of a format ("bgr24", ...), or NULL if unknown. */
+const char *fb_format_name(uint32_t format);
+/** Format for a name as fb_format_name() spells it; -EINVAL if unknown. */
+int fb_format_from_name(const char *name);
+
+/** Describe an error code returned by this library (negative or positive). */
+const char *fb_strerror(int error);
+
+/** The library's version as "MAJOR.MINOR.MICRO". */
+const char *fb_version(void);
+
+/** Everything needed to create a ring.  Zero-initialise, then fill in. */
+struct fb_ring_params {
+	uint32_t width;
+	uint32_t height;
+	uint32_t format;   /**< enum fb_format */
+	uint32_t slots;    /**< FB_MIN_SLOTS..FB_MAX_SLOTS */
+	uint32_t policy;   /**< enum fb_policy */
+	uint32_t meta_max; /**< bytes of side data per frame, 0..FB_MAX_META */
+};
+
+/**
+ * One frame in a slot.  The library owns this structure; it stays valid until
+ * the frame is released (subscriber) or published/discarded (producer).
+ *
+ * For a subscriber, data[] and meta point into read-only memory: writing there
+ * faults.  For a producer they point into the slot being written; fill the
+ * pixels and set pts, flags, source_seq, meta_size, then publish: seq and the
+ * timestamps are stamped by fb_producer_publish().
+ */
+struct fb_frame {
+	uint8_t *data[FB_MAX_PLANES];
+	uint32_t stride[FB_MAX_PLANES];
+	uint64_t seq;          /**< 1, 2, 3, ... per stream, in publish order */
+	uint64_t source_seq;   /**< the frame this one was made from, or 0 */
+	int64_t pts;           /**< presentation time in the source's time base */
+	uint64_t monotonic_ns; /**< CLOCK_MONOTONIC at publish */
+	uint64_t realtime_ns;  /**< CLOCK_REALTIME at publish */
+	uint32_t flags;        /**< enum fb_frame_flags */
+	uint32_t meta_size;    /**< bytes of side data at meta */
+	uint8_t *meta;         /**< side data, up to the stream's meta_max */
+	uint64_t missed;       /**< subscriber: frames skipped just before this one */
+	uint32_t slot;         /**< slot index, for diagnostics */
+	uint32_t reserved_[7];
+};
+
+/** The file descriptors that let one subscriber attach to a ring. */
+struct fb_subscriber_fds {
+	int frame_fd;   /**< sealed memfd: header, slot metadata and pixels */
+	int control_fd; /**< memfd shared by all subscribers: the space semaphore */
+	int record_fd;  /**< memfd of this subscriber alone: its holds and cursor */
+	int event_fd;   /**< eventfd the producer signals on publish */
+};
+
+/** Counters of a ring, as seen by its producer. */
+struct fb_ring_stats {
+	uint64_t published;   /**< frames published */
+	uint64_t dropped;     /**< publishes dropped because every slot was held */
+	uint32_t subscribers; /**< subscribers currently added */
+	uint32_t held;        /**< slots held by subscribers right now */
+};
+
+/** Per-subscriber counters, as seen by the producer. */
+struct fb_subscriber_stats {
+	uint32_t mode;       /**< enum fb_mode */
+	uint32_t held;       /**< frames it holds right now */
+	uint64_t next_seq;   /**< the next frame it will read */
+	uint64_t lag;        /**< published frames it has not read yet */
+	uint64_t missed;     /**< frames it lost by falling behind (queue mode) */
+};
+
+typedef struct fb_producer fb_producer;
+typedef struct fb_subscriber fb_subscriber;
+
+/**
+ * Create a ring and become its producer.  All ring memory is reserved now, so
+ * a host short of memory fails here with -ENOMEM or -ENOSPC, never later.
+ * Returns -EINVAL for bad parameters.
+ */
+int fb_producer_new(const struct fb_ring_params *params, fb_producer **ret_producer);
+
+/** Mark the stream ended (subscribers get -EPIPE once they have read every
+ * frame), wake every subscriber and free the producer.  Accepts NULL. */
+void fb_producer_free(fb_producer *producer);
+
+/** The ring's frame layout. */
+const struct fb_layout *fb_producer_get_layout(const fb_producer *producer);
+
+/**
+ * Take a slot to write the next frame into.
+ *
+ * timeout_ms: how long a FB_POLICY_BLOCK ring may wait for a free slot
+ * (-1: forever, 0: not at all).  A FB_POLICY_DROP ring never waits.
+ *
+ * Returns 0 and the frame, -ENOBUFS when a drop ring has every slot held (the
+ * frame is counted as dropped), -ETIMEDOUT when a block ring found no free
+ * slot in time, -EBUSY if a slot is already taken and not yet published.
+ */
+int fb_producer_acquire(fb_producer *producer, int timeout_ms, struct fb_frame **ret_frame);
+
+/** Publish the frame taken by fb_producer_acquire() and wake subscribers.
+ * Returns -EINVAL if frame is not the producer's current frame or meta_size
+ * exceeds the ring's meta_max. */
+int fb_producer_publish(fb_producer *producer, struct fb_frame *frame);
+
+/** Give the frame taken by fb_producer_acquire() back unpublished. */
+int fb_producer_discard(fb_producer *producer, struct fb_frame *frame);
+
+/**
+ * Add a subscriber.  On success ret_fds holds four new file descriptors owned
+ * by the caller: hand them to the subscriber (fb_subscriber_attach()) and close
+ * them.  ret_id names the subscriber in fb_producer_remove_subscriber().
+ * max_holds (1..slots-1) limits how many frames it may hold at once.
+ * Returns -EINVAL for a bad mode or max_holds, -EUSERS when the ring already
+ * has FB_MAX_SUBSCRIBERS subscribers.
+ */
+int fb_producer_add_subscriber(fb_producer *producer, uint32_t mode, uint32_t max_holds,
+			       struct fb_subscriber_fds *ret_fds, uint32_t *ret_id);
+
+/**
+ * Remove a subscriber, whatever state it was left in: every frame it held
+ * goes back to the ring.  Call it once the subscriber is gone (its process
+ * exited or it said goodbye).  Returns -ENOENT for an unknown id.
+ */
+int fb_producer_remove_subscriber(fb_producer *producer, uint32_t id);
+
+/** Counters of the ring. */
+void fb_producer_get_stats(const fb_producer *producer, struct fb_ring_stats *ret_stats);
+
+/** Counters of one subscriber; -ENOENT for an unknown id. */
+int fb_producer_get_subscriber_stats(const fb_producer *producer, uint32_t id,
+				     struct fb_subscriber_stats *ret_stats);
+
+/** Close the four descriptors (those >= 0) and set them to -1. */
+void fb_subscriber_fds_close(struct fb_subscriber_fds *fds);
+
+/**
+ * Attach to a ring with the descriptors its producer handed out.  The memory
+ * is checked before use (seals, sizes, magic, version, a geometry that matches
+ * its own layout) and mapped read-only.  On success the subscriber owns the
+ * descriptors and closes them when freed; on failure the caller still owns
+ * them.  Returns -EBADF for a descriptor that is not what it should be,
+ * -EPROTO for memory whose contents do not describe a valid ring.
+ */
+int fb_subscriber_attach(const struct fb_subscriber_fds *fds, fb_subscriber **ret_subscriber);
+
+/** Release every frame still held and free the subscriber.  Accepts NULL. */
+void fb_subscriber_free(fb_subscriber *subscriber);
+
+/** The ring's frame layout. */
+const struct fb_layout *fb_subscriber_get_layout(const fb_subscriber *subscriber);
+
+/** The ring's side-data capacity per frame. */
+uint32_t fb_subscriber_get_meta_max(const fb_subscriber *subscriber);
+
+/** enum fb_mode of this subscriber. */
+uint32_t fb_subscriber_get_mode(const fb_subscriber *subscriber);
+
+/**
+ * A descriptor that becomes readable when a frame may be waiting.  For event
+ * loops: when it is readable, call fb_subscriber_acquire() with timeout 0
+ * until it returns -EAGAIN; only that -EAGAIN re-arms the descriptor.
+ */
+int fb_subscriber_get_fd(const fb_subscriber *subscriber);
+
+/**
+ * Take the next frame (the newest unseen one in FB_MODE_LATEST, the next in
+ * order in FB_MODE_QUEUE) and hold it until fb_subscriber_release().
+ *
+ * timeout_ms: -1 waits forever, 0 never waits.
+ * Returns 0 and the frame; -EAGAIN (timeout 0) or -ETIMEDOUT when no frame
+ * came; -EDQUOT when the subscriber already holds max_holds frames; -EPIPE
+ * once the producer ended the stream and every frame was read; -EINTR if a
+ * signal interrupted the wait.
+ */
+int fb_subscriber_acquire(fb_subscriber *subscriber, int timeout_ms,
+			  const struct fb_frame **ret_frame);
+
+/** Give a frame back to the ring.  Returns -EINVAL if it is not held. */
+int fb_subscriber_release(fb_subscriber *subscriber, const struct fb_frame *frame);
+
+/** Frames held right now. */
+uint32_t fb_subscriber_get_held(const fb_subscriber *subscriber);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

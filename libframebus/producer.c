@@ -1,0 +1,477 @@
+/* SPDX-License-Identifier: MIT */
+/* The producer side of a ring: it owns the ring, picks slots, publishes and
+ * wakes subscribers.  See docs/ring.md for the protocol. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring-private.h"
+
+#define RECORD_SIZE 4096u
+#define CONTROL_SIZE 4096u
+/* A blocked producer re-checks the ring at least this often even without a
+ * post on the space semaphore: a hostile subscriber that clears
+ * producer_waiting can cost latency, never a wedge. */
+#define WAIT_SLICE_NS 50000000ull
+
+struct sub_entry {
+	struct fb__record *record; /* NULL: entry unused */
+	int event_fd;
+	uint32_t mode;
+	uint32_t max_holds;
+	uint32_t generation;
+};
+
+struct fb_producer {
+	struct fb_ring_params params;
+	struct fb__ring_geometry geo;
+	int frame_fd;
+	int control_fd;
+	struct fb__ring_header *hdr;
+	struct fb__control *ctl;
+	uint8_t *meta;
+	uint8_t *data;
+	uint64_t slot_mask;
+	uint64_t slot_seq[FB_MAX_SLOTS]; /* our copy of what each slot holds; 0: nothing */
+	uint64_t last_seq;
+	uint64_t published;
+	uint64_t dropped;
+	int current; /* slot handed out by acquire, -1: none */
+	struct fb_frame frame;
+	uint32_t n_subs;
+	struct sub_entry subs[FB_MAX_SUBSCRIBERS];
+};
+
+static uint64_t slot_bit(uint32_t slot)
+{
+	return UINT64_C(1) << slot;
+}
+
+/* Every slot some subscriber holds.  A record claiming more holds than its
+ * subscriber may have is ignored: it can only hurt that subscriber. */
+static uint64_t held_slots(const struct fb_producer *p)
+{
+	uint64_t all = 0;
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
+		const struct sub_entry *s = &p->subs[i];
+		if (!s->record)
+			continue;
+		uint64_t h = atomic_load(&s->record->held) & p->slot_mask;
+		if ((uint32_t)__builtin_popcountll(h) <= s->max_holds)
+			all |= h;
+	}
+	return all;
+}
+
+/* The oldest frame some queue subscriber has not read yet. */
+static uint64_t min_queue_cursor(const struct fb_producer *p)
+{
+	uint64_t min = UINT64_MAX;
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
+		const struct sub_entry *s = &p->subs[i];
+		if (!s->record || s->mode != FB_MODE_QUEUE)
+			continue;
+		uint64_t c = atomic_load(&s->record->cursor);
+		if (c < min)
+			min = c;
+	}
+	return min;
+}
+
+/* Take slot for writing unless a subscriber holds it.  The store of WRITING
+ * and the following load of the holds pair with a subscriber's store of its
+ * hold and load of the state (both seq_cst): one of the two sides sees the
+ * other, so a slot is never written while a subscriber reads it. */
+static bool claim(struct fb_producer *p, uint32_t slot)
+{
+	uint64_t old = p->slot_seq[slot] ? FB__SLOT_PUBLISHED(p->slot_seq[slot]) : FB__SLOT_EMPTY;
+
+	atomic_store(&p->hdr->slot[slot].state, FB__SLOT_WRITING);
+	if (!(held_slots(p) & slot_bit(slot)))
+		return true;
+	atomic_store(&p->hdr->slot[slot].state, old);
+	return false;
+}
+
+/* Claim the oldest free slot; -1 if none is free. */
+static int pick_slot(struct fb_producer *p)
+{
+	uint64_t free = p->slot_mask & ~held_slots(p);
+
+	if (p->params.policy == FB_POLICY_BLOCK) {
+		uint64_t cursor = min_queue_cursor(p);
+		for (uint32_t i = 0; i < p->params.slots; i++)
+			if (p->slot_seq[i] >= cursor)
+				free &= ~slot_bit(i);
+	}
+	while (free) {
+		uint32_t oldest = (uint32_t)__builtin_ctzll(free);
+		for (uint64_t m = free; m; m &= m - 1) {
+			uint32_t i = (uint32_t)__builtin_ctzll(m);
+			if (p->slot_seq[i] < p->slot_seq[oldest])
+				oldest = i;
+		}
+		if (claim(p, oldest))
+			return (int)oldest;
+		free &= ~slot_bit(oldest);
+	}
+	return -1;
+}
+
+static void drain_space(struct fb_producer *p)
+{
+	/* Bounded: a hostile peer may have posted the semaphore to a huge value. */
+	for (int i = 0; i < 64 && sem_trywait(&p->ctl->space) == 0; i++)
+		;
+}
+
+/* Wait for a slot to become free, until deadline_ns (0: forever). */
+static int wait_for_slot(struct fb_producer *p, uint64_t deadline_ns)
+{
+	for (;;) {
+		uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+		if (deadline_ns && now >= deadline_ns)
+			return -ETIMEDOUT;
+		uint64_t until = now + WAIT_SLICE_NS;
+		if (deadline_ns && deadline_ns < until)
+			until = deadline_ns;
+
+		drain_space(p);
+		atomic_store(&p->ctl->producer_waiting, 1);
+		int slot = pick_slot(p);
+		if (slot < 0) {
+			struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
+					      .tv_nsec = (long)(until % 1000000000u)};
+			if (sem_clockwait(&p->ctl->space, CLOCK_MONOTONIC, &ts) == 0 ||
+			    errno == ETIMEDOUT || errno == EINTR)
+				slot = pick_slot(p);
+		}
+		atomic_store(&p->ctl->producer_waiting, 0);
+		if (slot >= 0)
+			return slot;
+	}
+}
+
+FB_EXPORT int fb_producer_new(const struct fb_ring_params *params, fb_producer **ret_producer)
+{
+	struct fb_producer *p;
+	int r;
+
+	if (!params || !ret_producer)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	p->frame_fd = p->control_fd = -1;
+	p->current = -1;
+	p->params = *params;
+	r = fb__ring_geometry_compute(params, &p->geo);
+	if (r < 0)
+		goto fail;
+	p->slot_mask = params->slots == 64 ? UINT64_MAX : slot_bit(params->slots) - 1;
+
+	r = fb__memfd_create("framebus-ring", p->geo.total_size, true);
+	if (r < 0)
+		goto fail;
+	p->frame_fd = r;
+	p->hdr = fb__map(p->frame_fd, p->geo.total_size, true);
+	if (!p->hdr) {
+		r = -errno;
+		goto fail;
+	}
+	/* Only this mapping may ever write the ring: seal it now. */
+	if (fcntl(p->frame_fd, F_ADD_SEALS, F_SEAL_FUTURE_WRITE | F_SEAL_SEAL) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	p->meta = (uint8_t *)p->hdr + p->geo.meta_offset;
+	p->data = (uint8_t *)p->hdr + p->geo.data_offset;
+	/* Large frames in huge pages where the host allows it: fewer TLB
+	 * misses for every reader.  A refusal changes nothing else. */
+	(void)madvise(p->data, p->geo.slot_size * params->slots, MADV_HUGEPAGE);
+
+	*p->hdr = (struct fb__ring_header){
+		.magic = FB__RING_MAGIC,
+		.version = FB__RING_VERSION,
+		.header_size = sizeof(struct fb__ring_header),
+		.width = params->width,
+		.height = params->height,
+		.format = params->format,
+		.slots = params->slots,
+		.policy = params->policy,
+		.meta_max = params->meta_max,
+		.meta_offset = p->geo.meta_offset,
+		.data_offset = p->geo.data_offset,
+		.slot_size = p->geo.slot_size,
+		.total_size = p->geo.total_size,
+	};
+
+	r = fb__memfd_create("framebus-control", CONTROL_SIZE, false);
+	if (r < 0)
+		goto fail;
+	p->control_fd = r;
+	p->ctl = fb__map(p->control_fd, CONTROL_SIZE, true);
+	if (!p->ctl) {
+		r = -errno;
+		goto fail;
+	}
+	p->ctl->magic = FB__CONTROL_MAGIC;
+	p->ctl->version = FB__RING_VERSION;
+	if (sem_init(&p->ctl->space, 1, 0) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	*ret_producer = p;
+	return 0;
+fail:
+	fb_producer_free(p);
+	return r;
+}
+
+static void wake(const struct sub_entry *s)
+{
+	uint64_t one = 1;
+	/* EAGAIN (counter full) still leaves the fd readable: nothing lost. */
+	(void)!write(s->event_fd, &one, sizeof(one));
+}
+
+FB_EXPORT void fb_producer_free(fb_producer *p)
+{
+	if (!p)
+		return;
+	if (p->hdr) {
+		atomic_store(&p->hdr->closed, 1);
+		for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
+			if (p->subs[i].record)
+				wake(&p->subs[i]);
+	}
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
+		if (p->subs[i].record)
+			fb_producer_remove_subscriber(p, p->subs[i].generation << 8 | i);
+	if (p->ctl)
+		munmap(p->ctl, CONTROL_SIZE);
+	if (p->hdr)
+		munmap(p->hdr, p->geo.total_size);
+	if (p->control_fd >= 0)
+		close(p->control_fd);
+	if (p->frame_fd >= 0)
+		close(p->frame_fd);
+	free(p);
+}
+
+FB_EXPORT const struct fb_layout *fb_producer_get_layout(const fb_producer *p)
+{
+	return p ? &p->geo.layout : NULL;
+}
+
+FB_EXPORT int fb_producer_acquire(fb_producer *p, int timeout_ms, struct fb_frame **ret_frame)
+{
+	int slot;
+
+	if (!p || !ret_frame)
+		return -EINVAL;
+	if (p->current >= 0)
+		return -EBUSY;
+
+	slot = pick_slot(p);
+	if (slot < 0) {
+		if (p->params.policy == FB_POLICY_DROP) {
+			atomic_store_explicit(&p->hdr->dropped, ++p->dropped, memory_order_relaxed);
+			return -ENOBUFS;
+		}
+		if (timeout_ms == 0)
+			return -ETIMEDOUT;
+		uint64_t deadline = timeout_ms < 0 ? 0
+						   : fb__now_ns(CLOCK_MONOTONIC) +
+							     (uint64_t)timeout_ms * 1000000u;
+		slot = wait_for_slot(p, deadline);
+		if (slot < 0)
+			return slot;
+	}
+
+	p->current = slot;
+	p->slot_seq[slot] = 0; /* its old frame is gone */
+	struct fb_frame *f = &p->frame;
+	memset(f, 0, sizeof(*f));
+	fb__frame_set_planes(f, &p->geo.layout, p->data + p->geo.slot_size * (uint64_t)slot);
+	f->meta = p->meta + (uint64_t)p->params.meta_max * (uint64_t)slot;
+	f->slot = (uint32_t)slot;
+	*ret_frame = f;
+	return 0;
+}
+
+FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
+{
+	if (!p || p->current < 0 || frame != &p->frame)
+		return -EINVAL;
+	if (frame->meta_size > p->params.meta_max)
+		return -EINVAL;
+
+	uint32_t slot = (uint32_t)p->current;
+	struct fb__slot *s = &p->hdr->slot[slot];
+	uint64_t seq = ++p->last_seq;
+
+	frame->seq = seq;
+	frame->monotonic_ns = fb__now_ns(CLOCK_MONOTONIC);
+	frame->realtime_ns = fb__now_ns(CLOCK_REALTIME);
+	s->pts = frame->pts;
+	s->monotonic_ns = frame->monotonic_ns;
+	s->realtime_ns = frame->realtime_ns;
+	s->source_seq = frame->source_seq;
+	s->flags = frame->flags;
+	s->meta_size = frame->meta_size;
+	atomic_store_explicit(&s->state, FB__SLOT_PUBLISHED(seq), memory_order_release);
+	atomic_store_explicit(&p->hdr->log[seq % p->params.slots], FB__PACK(seq, slot),
+			      memory_order_release);
+	atomic_store_explicit(&p->hdr->published, ++p->published, memory_order_relaxed);
+	p->slot_seq[slot] = seq;
+	p->current = -1;
+
+	/* seq_cst store, then seq_cst loads of every armed flag: pairs with a
+	 * subscriber's store of armed and load of latest (ring.md, wake-ups). */
+	atomic_store(&p->hdr->latest, FB__PACK(seq, slot));
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
+		struct sub_entry *e = &p->subs[i];
+		if (e->record && atomic_load(&e->record->armed) &&
+		    atomic_exchange(&e->record->armed, 0))
+			wake(e);
+	}
+	return 0;
+}
+
+FB_EXPORT int fb_producer_discard(fb_producer *p, struct fb_frame *frame)
+{
+	if (!p || p->current < 0 || frame != &p->frame)
+		return -EINVAL;
+	/* Its old frame may be half overwritten: the slot goes back empty. */
+	atomic_store(&p->hdr->slot[p->current].state, FB__SLOT_EMPTY);
+	p->current = -1;
+	return 0;
+}
+
+FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t max_holds,
+					 struct fb_subscriber_fds *ret_fds, uint32_t *ret_id)
+{
+	struct fb_subscriber_fds fds = {-1, -1, -1, -1};
+	struct fb__record *rec = NULL;
+	int event_fd = -1, r;
+	uint32_t i;
+
+	if (!p || !ret_fds || !ret_id)
+		return -EINVAL;
+	if (mode != FB_MODE_LATEST && mode != FB_MODE_QUEUE)
+		return -EINVAL;
+	if (max_holds < 1 || max_holds >= p->params.slots)
+		return -EINVAL;
+	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].record; i++)
+		;
+	if (i == FB_MAX_SUBSCRIBERS)
+		return -EUSERS;
+
+	r = fb__memfd_create("framebus-record", RECORD_SIZE, false);
+	if (r < 0)
+		goto fail;
+	fds.record_fd = r;
+	rec = fb__map(fds.record_fd, RECORD_SIZE, true);
+	if (!rec) {
+		r = -errno;
+		goto fail;
+	}
+	event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	fds.frame_fd = fcntl(p->frame_fd, F_DUPFD_CLOEXEC, 3);
+	fds.control_fd = fcntl(p->control_fd, F_DUPFD_CLOEXEC, 3);
+	fds.event_fd = event_fd < 0 ? -1 : fcntl(event_fd, F_DUPFD_CLOEXEC, 3);
+	if (event_fd < 0 || fds.frame_fd < 0 || fds.control_fd < 0 || fds.event_fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+
+	uint64_t latest = FB__PACKED_SEQ(atomic_load(&p->hdr->latest));
+	rec->magic = FB__RECORD_MAGIC;
+	rec->version = FB__RING_VERSION;
+	rec->mode = mode;
+	rec->max_holds = max_holds;
+	/* Start at the newest frame: a new subscriber sees the current picture
+	 * at once, and a queue subscriber pins nothing older. */
+	atomic_store(&rec->cursor, latest ? latest : 1);
+
+	p->subs[i] = (struct sub_entry){
+		.record = rec,
+		.event_fd = event_fd,
+		.mode = mode,
+		.max_holds = max_holds,
+		.generation = (p->subs[i].generation + 1) & 0xffffffu,
+	};
+	p->n_subs++;
+	*ret_fds = fds;
+	*ret_id = p->subs[i].generation << 8 | i;
+	return 0;
+fail:
+	if (rec)
+		munmap(rec, RECORD_SIZE);
+	if (event_fd >= 0)
+		close(event_fd);
+	fb_subscriber_fds_close(&fds);
+	return r;
+}
+
+static struct sub_entry *find_sub(const fb_producer *p, uint32_t id)
+{
+	uint32_t i = id & 0xffu;
+	if (!p || i >= FB_MAX_SUBSCRIBERS || !p->subs[i].record ||
+	    p->subs[i].generation != id >> 8)
+		return NULL;
+	return (struct sub_entry *)&p->subs[i];
+}
+
+FB_EXPORT int fb_producer_remove_subscriber(fb_producer *p, uint32_t id)
+{
+	struct sub_entry *s = find_sub(p, id);
+
+	if (!s)
+		return -ENOENT;
+	/* Dropping the entry drops its holds and its cursor from every later
+	 * decision: whatever it held is free again. */
+	munmap(s->record, RECORD_SIZE);
+	close(s->event_fd);
+	s->record = NULL;
+	s->event_fd = -1;
+	p->n_subs--;
+	return 0;
+}
+
+FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats *ret_stats)
+{
+	if (!p || !ret_stats)
+		return;
+	*ret_stats = (struct fb_ring_stats){
+		.published = p->published,
+		.dropped = p->dropped,
+		.subscribers = p->n_subs,
+		.held = (uint32_t)__builtin_popcountll(held_slots(p)),
+	};
+}
+
+FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id,
+					       struct fb_subscriber_stats *ret_stats)
+{
+	const struct sub_entry *s = find_sub(p, id);
+
+	if (!s || !ret_stats)
+		return s ? -EINVAL : -ENOENT;
+	uint64_t cursor = atomic_load(&s->record->cursor);
+	*ret_stats = (struct fb_subscriber_stats){
+		.mode = s->mode,
+		.held = (uint32_t)__builtin_popcountll(atomic_load(&s->record->held) & p->slot_mask),
+		.next_seq = cursor,
+		.lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
+		.missed = atomic_load(&s->record->missed),
+	};
+	return 0;
+}

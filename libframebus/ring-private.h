@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The ring's shared-memory structures and the helpers both of its sides use.
+ * docs/ring.md explains the protocol; every comment here that says "see
+ * ring.md" names an invariant stated there.
+ */
+#ifndef FB_RING_PRIVATE_H
+#define FB_RING_PRIVATE_H
+
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "framebus/framebus.h"
+
+#define FB_EXPORT __attribute__((visibility("default")))
+
+#define FB__RING_MAGIC 0x47524246u    /* "FBRG" */
+#define FB__CONTROL_MAGIC 0x43524246u /* "FBRC" */
+#define FB__RECORD_MAGIC 0x52524246u  /* "FBRR" */
+#define FB__RING_VERSION 1u
+
+#define FB__CACHELINE 64
+#define FB__ALIGNED __attribute__((aligned(FB__CACHELINE)))
+
+/* Slot state word: 0 before the first write, FB__SLOT_WRITING while the
+ * producer owns it, seq << 1 once frame seq is published in it. */
+#define FB__SLOT_EMPTY 0u
+#define FB__SLOT_WRITING 1u
+#define FB__SLOT_PUBLISHED(seq) ((uint64_t)(seq) << 1)
+
+/* latest and log entries pack a sequence number and a slot index. */
+#define FB__PACK(seq, slot) (((uint64_t)(seq) << 8) | (uint64_t)(slot))
+#define FB__PACKED_SEQ(v) ((v) >> 8)
+#define FB__PACKED_SLOT(v) ((uint32_t)((v) & 0xffu))
+
+/* Metadata of one slot.  Written by the producer only, while it owns the
+ * slot; read by subscribers only while they hold it. */
+struct fb__slot {
+	_Atomic uint64_t state;
+	int64_t pts;
+	uint64_t monotonic_ns;
+	uint64_t realtime_ns;
+	uint64_t source_seq;
+	uint32_t flags;
+	uint32_t meta_size;
+} FB__ALIGNED;
+
+/* The start of the frame memfd.  Only the producer can write it (the memfd
+ * is sealed against new writable mappings); subscribers trust nothing in it
+ * they have not checked. */
+struct fb__ring_header {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t header_size;
+	uint32_t width;
+	uint32_t height;
+	uint32_t format;
+	uint32_t slots;
+	uint32_t policy;
+	uint32_t meta_max;
+	uint32_t reserved_;
+	uint64_t meta_offset; /* side-data blobs, meta_max bytes per slot */
+	uint64_t data_offset; /* pixel data, page aligned */
+	uint64_t slot_size;   /* distance between two slots' pixels, page multiple */
+	uint64_t total_size;
+
+	/* Producer's hot words, each on a line of its own. */
+	_Atomic uint64_t latest FB__ALIGNED; /* FB__PACK(seq, slot) of the newest frame, 0: none */
+	_Atomic uint32_t closed FB__ALIGNED; /* 1 once the producer ended the stream */
+	_Atomic uint64_t published;
+	_Atomic uint64_t dropped;
+
+	/* log[seq % slots] = FB__PACK(seq, slot) of recent frames: where a
+	 * queue subscriber finds frame seq without scanning the slots. */
+	_Atomic uint64_t log[FB_MAX_SLOTS] FB__ALIGNED;
+
+	struct fb__slot slot[FB_MAX_SLOTS];
+};
+
+/* The control memfd, shared read-write by the producer and every subscriber:
+ * what a subscriber must write to wake a producer waiting for space.  No value
+ * written here can do more than wake the producer early (ring.md, "hostile
+ * peers"). */
+struct fb__control {
+	uint32_t magic;
+	uint32_t version;
+	_Atomic uint32_t producer_waiting FB__ALIGNED;
+	sem_t space;
+};
+
+/* A subscriber's own record, in a memfd only it and its producer map.  The
+ * subscriber writes held, cursor, armed and missed; mode and max_holds are
+ * set by the producer at creation and kept by the producer on its side too, so
+ * changing them here fools nobody but the subscriber itself. */
+struct fb__record {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t mode;
+	uint32_t max_holds;
+	_Atomic uint64_t held FB__ALIGNED; /* bit i: slot i is held */
+	_Atomic uint64_t cursor;           /* the next seq it will read */
+	_Atomic uint64_t missed;           /* frames it lost by falling behind */
+	_Atomic uint32_t armed FB__ALIGNED; /* 1: write event_fd on the next publish */
+};
+
+/* Sizes and offsets of a ring's frame memfd, computed from its parameters
+ * alone, so both sides derive them and neither trusts the other's numbers. */
+struct fb__ring_geometry {
+	struct fb_layout layout;
+	uint64_t meta_offset;
+	uint64_t data_offset;
+	uint64_t slot_size;
+	uint64_t total_size;
+};
+
+int fb__ring_geometry_compute(const struct fb_ring_params *params,
+			      struct fb__ring_geometry *ret_geometry);
+
+/* A memfd of size bytes, all of it allocated now, sealed against resizing.
+ * Returns the fd or -errno. */
+int fb__memfd_create(const char *name, uint64_t size, bool allow_sealing_writes);
+
+/* Check that fd is a memfd sealed against shrinking and growing (and, if
+ * read_only, against new writable mappings) of at least min_size bytes.
+ * Returns its size or -errno. */
+int64_t fb__memfd_check(int fd, uint64_t min_size, bool read_only);
+
+/* Map size bytes of fd, populated; returns MAP_FAILED-free pointer or NULL
+ * with errno set. */
+void *fb__map(int fd, uint64_t size, bool writable);
+
+uint64_t fb__now_ns(int clock);
+
+/* Point frame's plane pointers at the pixels of slot. */
+void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout,
+			  uint8_t *slot_data);
+
+#endif

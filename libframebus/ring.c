@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/* What both sides of a ring share: its geometry and its memory. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring-private.h"
+
+#define PAGE 4096u
+
+static uint64_t align_up64(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) / a * a;
+}
+
+int fb__ring_geometry_compute(const struct fb_ring_params *params,
+			      struct fb__ring_geometry *ret_geometry)
+{
+	struct fb__ring_geometry g = {0};
+	int r;
+
+	if (!params)
+		return -EINVAL;
+	if (params->slots < FB_MIN_SLOTS || params->slots > FB_MAX_SLOTS)
+		return -EINVAL;
+	if (params->policy != FB_POLICY_DROP && params->policy != FB_POLICY_BLOCK)
+		return -EINVAL;
+	if (params->meta_max > FB_MAX_META)
+		return -EINVAL;
+	r = fb_layout_compute(params->width, params->height, params->format, &g.layout);
+	if (r < 0)
+		return r;
+
+	/* Dimensions are bounded by FB_MAX_DIMENSION, so none of this can
+	 * overflow 64 bits: at most 64 slots of 16384 * 16384 * 4 bytes. */
+	g.meta_offset = align_up64(sizeof(struct fb__ring_header), FB__CACHELINE);
+	g.data_offset = align_up64(g.meta_offset + (uint64_t)params->meta_max * params->slots, PAGE);
+	g.slot_size = align_up64(g.layout.frame_size, PAGE);
+	g.total_size = g.data_offset + g.slot_size * params->slots;
+	*ret_geometry = g;
+	return 0;
+}
+
+/* Bytes the kernel says it could hand out without swapping, or UINT64_MAX if
+ * it does not say. */
+static uint64_t memory_available(void)
+{
+	unsigned long long kib = 0;
+	char line[128];
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return UINT64_MAX;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib ? kib * 1024u : UINT64_MAX;
+}
+
+int fb__memfd_create(const char *name, uint64_t size, bool allow_sealing_writes)
+{
+	int fd, r;
+
+	/* Allocating shared memory past what the host has does not fail
+	 * cleanly: it wakes the OOM killer.  Refuse such a ring up front. */
+	if (size > memory_available())
+		return -ENOMEM;
+	fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, (off_t)size) < 0)
+		goto fail;
+	/* Reserve the memory now: a host short of it fails here, not with a
+	 * SIGBUS in some client later.  posix_fallocate returns the error. */
+	r = posix_fallocate(fd, 0, (off_t)size);
+	if (r != 0) {
+		errno = r;
+		goto fail;
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | (allow_sealing_writes ? 0 : F_SEAL_SEAL)) < 0)
+		goto fail;
+	return fd;
+fail:
+	r = -errno;
+	close(fd);
+	return r;
+}
+
+int64_t fb__memfd_check(int fd, uint64_t min_size, bool read_only)
+{
+	int want = F_SEAL_SHRINK | F_SEAL_GROW;
+	struct stat st;
+	int seals;
+
+	if (fd < 0)
+		return -EBADF;
+	seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return errno == EINVAL ? -EBADF : -errno; /* EINVAL: not a memfd */
+	if (read_only && !(seals & (F_SEAL_FUTURE_WRITE | F_SEAL_WRITE)))
+		return -EBADF;
+	if ((seals & want) != want)
+		return -EBADF;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < min_size)
+		return -EBADF;
+	return st.st_size;
+}
+
+void *fb__map(int fd, uint64_t size, bool writable)
+{
+	void *p = mmap(NULL, size, PROT_READ | (writable ? PROT_WRITE : 0),
+		       MAP_SHARED | MAP_POPULATE, fd, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+uint64_t fb__now_ns(int clock)
+{
+	struct timespec ts;
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout,
+			  uint8_t *slot_data)
+{
+	for (uint32_t p = 0; p < FB_MAX_PLANES; p++) {
+		frame->data[p] = p < layout->n_planes ? slot_data + layout->offset[p] : NULL;
+		frame->stride[p] = p < layout->n_planes ? layout->stride[p] : 0;
+	}
+}
+
+FB_EXPORT void fb_subscriber_fds_close(struct fb_subscriber_fds *fds)
+{
+	if (!fds)
+		return;
+	int *all[] = {&fds->frame_fd, &fds->control_fd, &fds->record_fd, &fds->event_fd};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (*all[i] >= 0)
+			close(*all[i]);
+		*all[i] = -1;
+	}
+}
+
+FB_EXPORT const char *fb_strerror(int error)
+{
+	if (error < 0)
+		error = -error;
+	switch (error) {
+	case ENOBUFS:
+		return "every slot of the ring is held; the frame was dropped";
+	case EDQUOT:
+		return "the subscriber already holds its maximum number of frames";
+	case EPIPE:
+		return "the stream has ended";
+	case EPROTO:
+		return "protocol error: the peer sent something malformed";
+	case EUSERS:
+		return "too many subscribers";
+	default:
+		return strerrordesc_np(error) ? strerrordesc_np(error) : "unknown error";
+	}
+}
+
+FB_EXPORT const char *fb_version(void)
+{
+	return FB_VERSION_STRING;
+}

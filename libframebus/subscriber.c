@@ -1,0 +1,375 @@
+/* SPDX-License-Identifier: MIT */
+/* The subscriber side of a ring: attach, acquire, release.  Nothing the
+ * producer wrote is trusted before it is checked.  See docs/ring.md. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ring-private.h"
+
+/* How many times an acquire retries after losing a race with the producer
+ * before it reports nothing available; every retry sees a newer frame. */
+#define MAX_ATTEMPTS (2 * FB_MAX_SLOTS)
+
+struct fb_subscriber {
+	struct fb_subscriber_fds fds;
+	struct fb__ring_geometry geo;
+	const struct fb__ring_header *hdr;
+	struct fb__control *ctl;
+	struct fb__record *rec;
+	uint32_t slots;
+	uint32_t meta_max;
+	uint32_t mode;
+	uint32_t max_holds;
+	uint64_t held;   /* our own copy of rec->held */
+	uint64_t cursor; /* the next seq to read */
+	struct fb_frame frames[FB_MAX_SLOTS];
+};
+
+static bool is_eventfd(int fd)
+{
+	char path[64], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return errno == ENOENT && fcntl(fd, F_GETFD) >= 0; /* no /proc: trust it */
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:[eventfd]") == 0;
+}
+
+/* Map the frame memfd after checking that its header describes exactly the
+ * ring its size and our own geometry computation say it is. */
+static int map_ring(struct fb_subscriber *s, int fd)
+{
+	const struct fb__ring_header *h;
+	struct fb_ring_params params;
+	int64_t size;
+	int r = 0;
+
+	size = fb__memfd_check(fd, sizeof(struct fb__ring_header), true);
+	if (size < 0)
+		return (int)size;
+	h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED)
+		return -errno;
+	params = (struct fb_ring_params){
+		.width = h->width,
+		.height = h->height,
+		.format = h->format,
+		.slots = h->slots,
+		.policy = h->policy,
+		.meta_max = h->meta_max,
+	};
+	if (h->magic != FB__RING_MAGIC || h->version != FB__RING_VERSION ||
+	    h->header_size != sizeof(*h) || fb__ring_geometry_compute(&params, &s->geo) < 0 ||
+	    h->meta_offset != s->geo.meta_offset || h->data_offset != s->geo.data_offset ||
+	    h->slot_size != s->geo.slot_size || h->total_size != s->geo.total_size ||
+	    (uint64_t)size != s->geo.total_size)
+		r = -EPROTO;
+	munmap((void *)h, sizeof(*h));
+	if (r < 0)
+		return r;
+
+	s->hdr = fb__map(fd, s->geo.total_size, false);
+	if (!s->hdr)
+		return -errno;
+	s->slots = params.slots;
+	s->meta_max = params.meta_max;
+	return 0;
+}
+
+static void *map_shared_page(int fd, size_t size, uint32_t magic, int *ret_error)
+{
+	int64_t r = fb__memfd_check(fd, size, false);
+	uint32_t *p;
+
+	if (r < 0) {
+		*ret_error = (int)r;
+		return NULL;
+	}
+	p = fb__map(fd, size, true);
+	if (!p) {
+		*ret_error = -errno;
+		return NULL;
+	}
+	if (p[0] != magic || p[1] != FB__RING_VERSION) {
+		munmap(p, size);
+		*ret_error = -EPROTO;
+		return NULL;
+	}
+	return p;
+}
+
+FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
+				   fb_subscriber **ret_subscriber)
+{
+	struct fb_subscriber *s;
+	int r;
+
+	if (!fds || !ret_subscriber)
+		return -EINVAL;
+	if (!is_eventfd(fds->event_fd))
+		return -EBADF;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+
+	r = map_ring(s, fds->frame_fd);
+	if (r < 0)
+		goto fail;
+	s->ctl = map_shared_page(fds->control_fd, sizeof(*s->ctl), FB__CONTROL_MAGIC, &r);
+	if (!s->ctl)
+		goto fail;
+	s->rec = map_shared_page(fds->record_fd, sizeof(*s->rec), FB__RECORD_MAGIC, &r);
+	if (!s->rec)
+		goto fail;
+	s->mode = s->rec->mode;
+	s->max_holds = s->rec->max_holds;
+	if ((s->mode != FB_MODE_LATEST && s->mode != FB_MODE_QUEUE) || s->max_holds < 1 ||
+	    s->max_holds >= s->slots) {
+		r = -EPROTO;
+		goto fail;
+	}
+	if (fcntl(fds->event_fd, F_SETFL, O_NONBLOCK) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	s->cursor = atomic_load(&s->rec->cursor);
+
+	const uint8_t *meta = (const uint8_t *)s->hdr + s->geo.meta_offset;
+	const uint8_t *data = (const uint8_t *)s->hdr + s->geo.data_offset;
+	for (uint32_t i = 0; i < s->slots; i++) {
+		struct fb_frame *f = &s->frames[i];
+		fb__frame_set_planes(f, &s->geo.layout, (uint8_t *)data + s->geo.slot_size * i);
+		f->meta = (uint8_t *)meta + (uint64_t)s->meta_max * i;
+		f->slot = i;
+	}
+	s->fds = *fds;
+	*ret_subscriber = s;
+	return 0;
+fail:
+	if (s->rec)
+		munmap(s->rec, sizeof(*s->rec));
+	if (s->ctl)
+		munmap(s->ctl, sizeof(*s->ctl));
+	if (s->hdr)
+		munmap((void *)s->hdr, s->geo.total_size);
+	free(s);
+	return r;
+}
+
+/* The producer may be waiting for a slot this subscriber just gave up or
+ * consumed: pairs with its store of producer_waiting and load of our record. */
+static void notify_space(struct fb_subscriber *s)
+{
+	if (atomic_load(&s->ctl->producer_waiting))
+		sem_post(&s->ctl->space);
+}
+
+/* Hold slot if it still contains frame seq.  The store of the hold and the
+ * load of the state (both seq_cst) pair with the producer's claim. */
+static bool hold(struct fb_subscriber *s, uint32_t slot, uint64_t seq)
+{
+	uint64_t bit = UINT64_C(1) << slot;
+
+	if (s->held & bit)
+		return false; /* we hold an older frame there, so seq is not in it */
+	atomic_fetch_or(&s->rec->held, bit);
+	if (atomic_load(&s->hdr->slot[slot].state) == FB__SLOT_PUBLISHED(seq)) {
+		s->held |= bit;
+		return true;
+	}
+	atomic_fetch_and(&s->rec->held, ~bit);
+	notify_space(s);
+	return false;
+}
+
+/* The oldest frame still in the ring with a seq of at least from. */
+static bool find_oldest(const struct fb_subscriber *s, uint64_t from, uint64_t *ret_seq,
+			uint32_t *ret_slot)
+{
+	uint64_t best = UINT64_MAX;
+	uint32_t best_slot = 0;
+
+	for (uint32_t i = 0; i < s->slots; i++) {
+		uint64_t st = atomic_load_explicit(&s->hdr->slot[i].state, memory_order_relaxed);
+		if (st == FB__SLOT_EMPTY || (st & 1))
+			continue;
+		uint64_t seq = st >> 1;
+		if (seq >= from && seq < best) {
+			best = seq;
+			best_slot = i;
+		}
+	}
+	if (best == UINT64_MAX)
+		return false;
+	*ret_seq = best;
+	*ret_slot = best_slot;
+	return true;
+}
+
+static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_frame)
+{
+	bool scan = false;
+
+	for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+		uint64_t latest = atomic_load(&s->hdr->latest);
+		uint64_t want = FB__PACKED_SEQ(latest);
+		uint32_t slot = FB__PACKED_SLOT(latest);
+
+		if (want < s->cursor)
+			return -EAGAIN;
+		if (s->mode == FB_MODE_QUEUE) {
+			uint64_t e = atomic_load_explicit(&s->hdr->log[s->cursor % s->slots],
+							  memory_order_acquire);
+			want = s->cursor;
+			slot = FB__PACKED_SLOT(e);
+			/* Not in the log: overwritten, or being overwritten. */
+			if ((scan || FB__PACKED_SEQ(e) != want) && !find_oldest(s, want, &want, &slot))
+				continue;
+		}
+		if (slot >= s->slots)
+			return -EPROTO;
+		if (!hold(s, slot, want)) {
+			scan = true;
+			continue;
+		}
+
+		const struct fb__slot *meta = &s->hdr->slot[slot];
+		struct fb_frame *f = &s->frames[slot];
+		f->seq = want;
+		f->source_seq = meta->source_seq;
+		f->pts = meta->pts;
+		f->monotonic_ns = meta->monotonic_ns;
+		f->realtime_ns = meta->realtime_ns;
+		f->flags = meta->flags;
+		f->meta_size = meta->meta_size;
+		f->missed = want - s->cursor;
+		if (f->meta_size > s->meta_max) {
+			fb_subscriber_release(s, f);
+			return -EPROTO;
+		}
+		s->cursor = want + 1;
+		atomic_store(&s->rec->cursor, s->cursor);
+		if (s->mode == FB_MODE_QUEUE) {
+			if (f->missed)
+				atomic_fetch_add_explicit(&s->rec->missed, f->missed,
+							  memory_order_relaxed);
+			notify_space(s);
+		}
+		*ret_frame = f;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+static int acquire_nowait(struct fb_subscriber *s, const struct fb_frame **ret_frame)
+{
+	uint64_t count;
+	bool closed;
+	int r;
+
+	if ((uint32_t)__builtin_popcountll(s->held) >= s->max_holds)
+		return -EDQUOT;
+	closed = atomic_load(&s->hdr->closed);
+	r = try_acquire(s, ret_frame);
+	if (r != -EAGAIN)
+		return r;
+	/* Nothing new: reset the fd, ask to be woken, and look once more so a
+	 * frame published meanwhile is not left waiting for the next one. */
+	(void)!read(s->fds.event_fd, &count, sizeof(count));
+	atomic_store(&s->rec->armed, 1);
+	r = try_acquire(s, ret_frame);
+	if (r == -EAGAIN && closed)
+		return -EPIPE;
+	return r;
+}
+
+FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
+				    const struct fb_frame **ret_frame)
+{
+	uint64_t deadline = 0;
+
+	if (!s || !ret_frame)
+		return -EINVAL;
+	if (timeout_ms > 0)
+		deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+	for (;;) {
+		int r = acquire_nowait(s, ret_frame);
+		if (r != -EAGAIN || timeout_ms == 0)
+			return r;
+
+		struct timespec ts, *tsp = NULL;
+		if (timeout_ms > 0) {
+			uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+			if (now >= deadline)
+				return -ETIMEDOUT;
+			ts.tv_sec = (time_t)((deadline - now) / 1000000000u);
+			ts.tv_nsec = (long)((deadline - now) % 1000000000u);
+			tsp = &ts;
+		}
+		struct pollfd pfd = {.fd = s->fds.event_fd, .events = POLLIN};
+		if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno == EINTR)
+			return -EINTR;
+	}
+}
+
+FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *frame)
+{
+	if (!s || !frame || frame < s->frames || frame >= s->frames + s->slots)
+		return -EINVAL;
+	uint64_t bit = UINT64_C(1) << (frame - s->frames);
+	if (!(s->held & bit))
+		return -EINVAL;
+	s->held &= ~bit;
+	atomic_fetch_and(&s->rec->held, ~bit);
+	notify_space(s);
+	return 0;
+}
+
+FB_EXPORT void fb_subscriber_free(fb_subscriber *s)
+{
+	if (!s)
+		return;
+	atomic_store(&s->rec->held, 0);
+	notify_space(s);
+	munmap(s->rec, sizeof(*s->rec));
+	munmap(s->ctl, sizeof(*s->ctl));
+	munmap((void *)s->hdr, s->geo.total_size);
+	fb_subscriber_fds_close(&s->fds);
+	free(s);
+}
+
+FB_EXPORT const struct fb_layout *fb_subscriber_get_layout(const fb_subscriber *s)
+{
+	return s ? &s->geo.layout : NULL;
+}
+
+FB_EXPORT uint32_t fb_subscriber_get_meta_max(const fb_subscriber *s)
+{
+	return s ? s->meta_max : 0;
+}
+
+FB_EXPORT uint32_t fb_subscriber_get_mode(const fb_subscriber *s)
+{
+	return s ? s->mode : 0;
+}
+
+FB_EXPORT int fb_subscriber_get_fd(const fb_subscriber *s)
+{
+	return s ? s->fds.event_fd : -EINVAL;
+}
+
+FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)
+{
+	return s ? (uint32_t)__builtin_popcountll(s->held) : 0;
+}
