@@ -1,0 +1,525 @@
+/* SPDX-License-Identifier: MIT */
+/* The ring in one process: publish, acquire, release, policies, modes, misuse
+ * and what attach checks (libframebus/producer.c, subscriber.c). */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "test-helpers.h"
+
+struct pair {
+	fb_producer *producer;
+	fb_subscriber *sub;
+	uint32_t id;
+};
+
+static int fds_before;
+
+static void note_fds(void)
+{
+	fds_before = th_count_fds();
+}
+
+/* Every test ends with as many descriptors open as it started with. */
+static void check_fds(void)
+{
+	cr_assert_eq(th_count_fds(), fds_before, "descriptor leak: %d open, %d before",
+		     th_count_fds(), fds_before);
+}
+
+TestSuite(ring, .init = note_fds, .fini = check_fds);
+
+static fb_subscriber *add_sub(fb_producer *p, uint32_t mode, uint32_t max_holds, uint32_t *ret_id)
+{
+	struct fb_subscriber_fds fds;
+	fb_subscriber *s = NULL;
+	uint32_t id;
+
+	cr_assert_eq(fb_producer_add_subscriber(p, mode, max_holds, &fds, &id), 0);
+	cr_assert_eq(fb_subscriber_attach(&fds, &s), 0);
+	if (ret_id)
+		*ret_id = id;
+	return s;
+}
+
+static struct pair make_pair(struct fb_ring_params params, uint32_t mode, uint32_t max_holds)
+{
+	struct pair pr = {0};
+	cr_assert_eq(fb_producer_new(&params, &pr.producer), 0);
+	pr.sub = add_sub(pr.producer, mode, max_holds, &pr.id);
+	return pr;
+}
+
+static void free_pair(struct pair *pr)
+{
+	fb_subscriber_free(pr->sub);
+	fb_producer_free(pr->producer);
+}
+
+static uint64_t publish(fb_producer *p)
+{
+	struct fb_frame *f;
+	cr_assert_eq(fb_producer_acquire(p, 1000, &f), 0);
+	struct fb_ring_stats st;
+	fb_producer_get_stats(p, &st);
+	th_fill_frame(f, fb_producer_get_layout(p), st.published + 1);
+	cr_assert_eq(fb_producer_publish(p, f), 0);
+	cr_assert_eq(f->seq, st.published + 1);
+	return f->seq;
+}
+
+Test(ring, publish_acquire_release_every_format)
+{
+	for (uint32_t fmt = FB_FORMAT_GRAY8; fmt <= FB_FORMAT_YUV420P; fmt++) {
+		struct pair pr = make_pair(th_params(96, 54, fmt, 4, FB_POLICY_DROP),
+					   FB_MODE_QUEUE, 2);
+		const struct fb_frame *f;
+		const struct fb_layout *l = fb_subscriber_get_layout(pr.sub);
+
+		cr_assert_eq(l->format, fmt);
+		cr_assert_eq(fb_subscriber_get_meta_max(pr.sub), 64);
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN, "empty ring");
+		uint64_t t0 = th_now_ns();
+		publish(pr.producer);
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+		cr_assert_eq(f->seq, 1);
+		cr_assert_eq(f->missed, 0);
+		cr_assert(th_frame_is_whole(f, l), "format %u", fmt);
+		cr_assert_geq(f->monotonic_ns, t0);
+		cr_assert_leq(f->monotonic_ns, th_now_ns());
+		cr_assert_gt(f->realtime_ns, UINT64_C(1600000000) * 1000000000u);
+		for (uint32_t p = 0; p < l->n_planes; p++) {
+			cr_assert_eq(f->stride[p], l->stride[p]);
+			cr_assert_eq((uintptr_t)f->data[p] % 64, 0, "plane %u misaligned", p);
+		}
+		cr_assert_eq((uintptr_t)f->data[0] % 4096, 0, "slot data not page aligned");
+		cr_assert_eq(fb_subscriber_get_held(pr.sub), 1);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+		cr_assert_eq(fb_subscriber_get_held(pr.sub), 0);
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN);
+		free_pair(&pr);
+	}
+}
+
+Test(ring, latest_mode_returns_newest_and_counts_skipped)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_LATEST, 2);
+	const struct fb_frame *f;
+
+	for (int i = 0; i < 3; i++)
+		publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(f->seq, 3);
+	cr_assert_eq(f->missed, 2);
+	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(pr.sub)));
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN, "seq 3 seen already");
+	free_pair(&pr);
+}
+
+Test(ring, new_subscriber_sees_current_frame)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	const struct fb_frame *f;
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	publish(p);
+	publish(p);
+	fb_subscriber *latest = add_sub(p, FB_MODE_LATEST, 1, NULL);
+	fb_subscriber *queue = add_sub(p, FB_MODE_QUEUE, 1, NULL);
+	cr_assert_eq(fb_subscriber_acquire(latest, 0, &f), 0);
+	cr_assert_eq(f->seq, 2);
+	cr_assert_eq(f->missed, 0);
+	cr_assert_eq(fb_subscriber_acquire(queue, 0, &f), 0);
+	cr_assert_eq(f->seq, 2);
+	fb_subscriber_free(latest);
+	fb_subscriber_free(queue);
+	fb_producer_free(p);
+}
+
+Test(ring, queue_mode_in_order_then_resumes_at_oldest)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	const struct fb_frame *f;
+	struct fb_subscriber_stats st;
+
+	for (int i = 0; i < 3; i++)
+		publish(pr.producer);
+	for (uint64_t seq = 1; seq <= 3; seq++) {
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+		cr_assert_eq(f->seq, seq);
+		cr_assert_eq(f->missed, 0);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	}
+	/* 10 more frames into 4 slots: 4..9 are gone, 10..13 remain. */
+	for (int i = 0; i < 10; i++)
+		publish(pr.producer);
+	cr_assert_eq(fb_producer_get_subscriber_stats(pr.producer, pr.id, &st), 0);
+	cr_assert_eq(st.lag, 10);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(f->seq, 10);
+	cr_assert_eq(f->missed, 6);
+	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(pr.sub)));
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	for (uint64_t seq = 11; seq <= 13; seq++) {
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+		cr_assert_eq(f->seq, seq);
+		cr_assert_eq(f->missed, 0);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	}
+	cr_assert_eq(fb_producer_get_subscriber_stats(pr.producer, pr.id, &st), 0);
+	cr_assert_eq(st.missed, 6);
+	cr_assert_eq(st.lag, 0);
+	cr_assert_eq(st.next_seq, 14);
+	free_pair(&pr);
+}
+
+Test(ring, hold_limit_is_enforced)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	const struct fb_frame *a, *b, *c;
+
+	for (int i = 0; i < 3; i++)
+		publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &a), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &b), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &c), -EDQUOT);
+	cr_assert_eq(a->seq, 1);
+	cr_assert_eq(b->seq, 2);
+	cr_assert_eq(fb_subscriber_release(pr.sub, a), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &c), 0);
+	cr_assert_eq(c->seq, 3);
+	cr_assert(th_frame_is_whole(b, fb_subscriber_get_layout(pr.sub)));
+	free_pair(&pr);
+}
+
+Test(ring, release_misuse_is_refused)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	const struct fb_frame *f;
+	struct fb_frame stranger = {0};
+
+	publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(fb_subscriber_release(pr.sub, &stranger), -EINVAL);
+	cr_assert_eq(fb_subscriber_release(pr.sub, NULL), -EINVAL);
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), -EINVAL, "double release");
+	cr_assert_eq(fb_subscriber_acquire(NULL, 0, &f), -EINVAL);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, NULL), -EINVAL);
+	free_pair(&pr);
+}
+
+Test(ring, producer_misuse_is_refused)
+{
+	fb_producer *p;
+	struct fb_frame *f, *g;
+	struct fb_subscriber_fds fds;
+	uint32_t id;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	cr_assert_eq(fb_producer_publish(p, NULL), -EINVAL, "publish before acquire");
+	cr_assert_eq(fb_producer_acquire(p, 0, &f), 0);
+	cr_assert_eq(fb_producer_acquire(p, 0, &g), -EBUSY);
+	f->meta_size = 65;
+	cr_assert_eq(fb_producer_publish(p, f), -EINVAL, "meta larger than meta_max");
+	f->meta_size = 0;
+	cr_assert_eq(fb_producer_discard(p, f), 0);
+	cr_assert_eq(fb_producer_discard(p, f), -EINVAL);
+	cr_assert_eq(fb_producer_add_subscriber(p, 7, 1, &fds, &id), -EINVAL);
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_QUEUE, 0, &fds, &id), -EINVAL);
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_QUEUE, 4, &fds, &id), -EINVAL,
+		     "max_holds must leave the producer a slot");
+	cr_assert_eq(fb_producer_remove_subscriber(p, 12345), -ENOENT);
+	fb_producer_free(p);
+}
+
+Test(ring, bad_parameters_are_refused)
+{
+	fb_producer *p = NULL;
+	struct fb_ring_params ok = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), bad;
+
+	bad = ok, bad.slots = 1;
+	cr_assert_eq(fb_producer_new(&bad, &p), -EINVAL);
+	bad = ok, bad.slots = 65;
+	cr_assert_eq(fb_producer_new(&bad, &p), -EINVAL);
+	bad = ok, bad.policy = 2;
+	cr_assert_eq(fb_producer_new(&bad, &p), -EINVAL);
+	bad = ok, bad.meta_max = FB_MAX_META + 1;
+	cr_assert_eq(fb_producer_new(&bad, &p), -EINVAL);
+	bad = ok, bad.format = 0;
+	cr_assert_eq(fb_producer_new(&bad, &p), -EINVAL);
+	bad = ok, bad.width = 0;
+	cr_assert_eq(fb_producer_new(&bad, &p), -EINVAL);
+	cr_assert_eq(fb_producer_new(NULL, &p), -EINVAL);
+	cr_assert_null(p, "ret_producer written on failure");
+	fb_producer_free(NULL);
+	fb_subscriber_free(NULL);
+}
+
+Test(ring, ring_larger_than_memory_fails_cleanly)
+{
+	fb_producer *p = NULL;
+	/* 64 slots of 16384 x 16384 BGRA: 64 GiB, more than this host has. */
+	struct fb_ring_params huge =
+		th_params(FB_MAX_DIMENSION, FB_MAX_DIMENSION, FB_FORMAT_BGRA, 64, FB_POLICY_DROP);
+	int r = fb_producer_new(&huge, &p);
+	cr_assert(r == -ENOMEM || r == -ENOSPC, "got %d", r);
+	cr_assert_null(p);
+}
+
+Test(ring, drop_policy_reuses_unheld_slots_then_drops)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	fb_subscriber *other = add_sub(pr.producer, FB_MODE_LATEST, 1, NULL);
+	const struct fb_frame *a, *b, *c;
+	struct fb_frame *w;
+	struct fb_ring_stats st;
+
+	publish(pr.producer);
+	publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &a), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &b), 0);
+	/* One slot free: the producer keeps going through it. */
+	for (int i = 0; i < 5; i++)
+		publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(other, 0, &c), 0);
+	cr_assert_eq(c->seq, 7);
+	/* Now all three slots are held: publishing drops. */
+	cr_assert_eq(fb_producer_acquire(pr.producer, -1, &w), -ENOBUFS);
+	fb_producer_get_stats(pr.producer, &st);
+	cr_assert_eq(st.dropped, 1);
+	cr_assert_eq(st.published, 7);
+	cr_assert_eq(st.held, 3);
+	cr_assert_eq(st.subscribers, 2);
+	cr_assert(th_frame_is_whole(a, fb_subscriber_get_layout(pr.sub)), "held frame intact");
+	cr_assert(th_frame_is_whole(b, fb_subscriber_get_layout(pr.sub)), "held frame intact");
+	cr_assert_eq(fb_subscriber_release(other, c), 0);
+	cr_assert_eq(publish(pr.producer), 8);
+	fb_subscriber_free(other);
+	free_pair(&pr);
+}
+
+Test(ring, block_policy_waits_for_queue_subscribers)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK),
+				   FB_MODE_QUEUE, 1);
+	fb_subscriber *latest = add_sub(pr.producer, FB_MODE_LATEST, 1, NULL);
+	const struct fb_frame *f;
+	struct fb_frame *w;
+
+	for (int i = 0; i < 3; i++)
+		publish(pr.producer);
+	/* The latest subscriber reads everything; the queue one nothing yet. */
+	cr_assert_eq(fb_subscriber_acquire(latest, 0, &f), 0);
+	cr_assert_eq(fb_subscriber_release(latest, f), 0);
+	cr_assert_eq(fb_producer_acquire(pr.producer, 0, &w), -ETIMEDOUT);
+	cr_assert_eq(fb_producer_acquire(pr.producer, 20, &w), -ETIMEDOUT);
+	/* Reading frame 1 frees its slot once released. */
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(f->seq, 1);
+	cr_assert_eq(fb_producer_acquire(pr.producer, 0, &w), -ETIMEDOUT, "frame 1 still held");
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(publish(pr.producer), 4);
+	for (uint64_t seq = 2; seq <= 4; seq++) {
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+		cr_assert_eq(f->seq, seq);
+		cr_assert_eq(f->missed, 0);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	}
+	/* A latest subscriber holding a frame pins only that frame. */
+	cr_assert_eq(fb_subscriber_acquire(latest, 0, &f), 0);
+	cr_assert_eq(f->seq, 4);
+	cr_assert_eq(publish(pr.producer), 5);
+	cr_assert_eq(publish(pr.producer), 6);
+	cr_assert_eq(fb_subscriber_release(latest, f), 0);
+	fb_subscriber_free(latest);
+	free_pair(&pr);
+}
+
+Test(ring, removing_a_subscriber_returns_its_slots)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK),
+				   FB_MODE_QUEUE, 2);
+	const struct fb_frame *f;
+	struct fb_frame *w;
+	struct fb_ring_stats st;
+
+	for (int i = 0; i < 3; i++)
+		publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(fb_producer_acquire(pr.producer, 0, &w), -ETIMEDOUT);
+	/* The subscriber vanishes without releasing anything. */
+	cr_assert_eq(fb_producer_remove_subscriber(pr.producer, pr.id), 0);
+	cr_assert_eq(fb_producer_remove_subscriber(pr.producer, pr.id), -ENOENT);
+	fb_producer_get_stats(pr.producer, &st);
+	cr_assert_eq(st.held, 0);
+	cr_assert_eq(st.subscribers, 0);
+	for (int i = 0; i < 6; i++)
+		publish(pr.producer);
+	free_pair(&pr);
+}
+
+Test(ring, too_many_subscribers)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 2, FB_POLICY_DROP);
+	struct fb_subscriber_fds fds;
+	uint32_t ids[FB_MAX_SUBSCRIBERS], id;
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	for (int i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
+		cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_LATEST, 1, &fds, &ids[i]), 0);
+		fb_subscriber_fds_close(&fds);
+	}
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_LATEST, 1, &fds, &id), -EUSERS);
+	cr_assert_eq(fb_producer_remove_subscriber(p, ids[5]), 0);
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_LATEST, 1, &fds, &id), 0);
+	cr_assert_neq(id, ids[5], "a reused entry gets a new id");
+	cr_assert_eq(fb_producer_remove_subscriber(p, ids[5]), -ENOENT);
+	fb_subscriber_fds_close(&fds);
+	fb_producer_free(p);
+}
+
+Test(ring, end_of_stream_after_the_last_frame)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	const struct fb_frame *f;
+
+	publish(pr.producer);
+	publish(pr.producer);
+	fb_producer_free(pr.producer);
+	pr.producer = NULL;
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(f->seq, 1);
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, -1, &f), 0);
+	cr_assert_eq(f->seq, 2);
+	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(pr.sub)),
+		  "frames stay readable after the producer is gone");
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, -1, &f), -EPIPE);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EPIPE);
+	free_pair(&pr);
+}
+
+Test(ring, fd_is_pollable_and_rearms)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	struct pollfd pfd = {.fd = fb_subscriber_get_fd(pr.sub), .events = POLLIN};
+	const struct fb_frame *f;
+
+	cr_assert_geq(pfd.fd, 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN, "arms the fd");
+	cr_assert_eq(poll(&pfd, 1, 0), 0, "nothing published yet");
+	publish(pr.producer);
+	cr_assert_eq(poll(&pfd, 1, 0), 1, "publish wakes an armed subscriber");
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN);
+	cr_assert_eq(poll(&pfd, 1, 0), 0, "the -EAGAIN drained and re-armed it");
+	publish(pr.producer);
+	cr_assert_eq(poll(&pfd, 1, 0), 1);
+	free_pair(&pr);
+}
+
+Test(ring, blocking_acquire_times_out)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_LATEST, 2);
+	const struct fb_frame *f;
+	uint64_t t0 = th_now_ns();
+
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 30, &f), -ETIMEDOUT);
+	cr_assert_geq(th_now_ns() - t0, 30000000u, "returned before its timeout");
+	free_pair(&pr);
+}
+
+/* A subscriber's mapping is read-only and cannot be made writable. */
+Test(ring, subscriber_cannot_map_frames_writable)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_LATEST, 2);
+	struct fb_subscriber_fds fds;
+	uint32_t id;
+
+	cr_assert_eq(fb_producer_add_subscriber(pr.producer, FB_MODE_LATEST, 1, &fds, &id), 0);
+	void *w = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds.frame_fd, 0);
+	cr_assert_eq(w, MAP_FAILED, "writable shared mapping of a sealed ring");
+	cr_assert_eq(errno, EPERM);
+	void *r = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fds.frame_fd, 0);
+	cr_assert_neq(r, MAP_FAILED);
+	cr_assert_eq(mprotect(r, 4096, PROT_READ | PROT_WRITE), -1, "mprotect to writable");
+	munmap(r, 4096);
+	cr_assert_eq(ftruncate(fds.frame_fd, 0), -1, "a subscriber shrank the ring");
+	cr_assert_eq(fcntl(fds.frame_fd, F_ADD_SEALS, F_SEAL_WRITE), -1, "ring not sealed");
+	fb_subscriber_fds_close(&fds);
+	free_pair(&pr);
+}
+
+Test(ring, subscriber_write_to_a_frame_faults, .signal = SIGSEGV)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_LATEST, 2);
+	const struct fb_frame *f;
+
+	publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	((volatile uint8_t *)f->data[0])[0] = 1;
+	cr_assert_fail("the write to a read-only frame did not fault");
+}
+
+Test(ring, attach_checks_what_it_is_given)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	struct fb_subscriber_fds fds, bad;
+	fb_subscriber *s = NULL;
+	uint32_t id;
+	int pipefd[2];
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_LATEST, 1, &fds, &id), 0);
+	cr_assert_eq(pipe(pipefd), 0);
+
+	bad = fds, bad.event_fd = pipefd[0];
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "a pipe is no eventfd");
+	bad = fds, bad.frame_fd = pipefd[0];
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "a pipe is no memfd");
+	bad = fds, bad.frame_fd = fds.record_fd;
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "an unsealed memfd as the ring");
+	bad = fds, bad.record_fd = fds.control_fd;
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EPROTO, "the control page as a record");
+	bad = fds, bad.control_fd = fds.record_fd;
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EPROTO, "a record as the control page");
+	bad = fds, bad.frame_fd = -1;
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF);
+	int plain = memfd_create("plain", MFD_CLOEXEC);
+	cr_assert_eq(ftruncate(plain, 1 << 20), 0);
+	bad = fds, bad.frame_fd = plain;
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "an unsealed memfd");
+	cr_assert_null(s);
+	close(plain);
+	close(pipefd[0]);
+	close(pipefd[1]);
+
+	cr_assert_eq(fb_subscriber_attach(&fds, &s), 0, "the real descriptors still work");
+	fb_subscriber_free(s);
+	fb_producer_free(p);
+}
