@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* Stress of the acquire-versus-overwrite race: a producer publishing as fast
- * as it can into a small ring while subscribers acquire, check every byte of
- * every frame they get, and release, in processes and in threads. */
+ * as it can into a small ring while subscriber processes acquire, check every
+ * byte of every frame they get, and release.  ring-threads-test.c runs the
+ * same race between threads. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -98,81 +98,4 @@ Test(ring_race, processes_never_see_a_torn_frame)
 			     (unsigned long)t.frames);
 	}
 	cr_log_info("published %lu frames", (unsigned long)published);
-}
-
-struct thread_sub {
-	pthread_t thread;
-	fb_subscriber *sub;
-	struct tally tally;
-};
-
-static void *thread_main(void *arg)
-{
-	struct thread_sub *ts = arg;
-	ts->tally = hammer(ts->sub);
-	fb_subscriber_free(ts->sub);
-	return NULL;
-}
-
-Test(ring_race, threads_never_see_a_torn_frame)
-{
-	struct fb_ring_params params = th_params(128, 64, FB_FORMAT_YUV420P, 3, FB_POLICY_DROP);
-	struct thread_sub subs[SUBSCRIBERS];
-	fb_producer *p;
-
-	cr_assert_eq(fb_producer_new(&params, &p), 0);
-	for (int i = 0; i < SUBSCRIBERS; i++) {
-		struct fb_subscriber_fds fds;
-		uint32_t id;
-		cr_assert_eq(fb_producer_add_subscriber(p, modes[i], 1, &fds, &id), 0);
-		cr_assert_eq(fb_subscriber_attach(&fds, &subs[i].sub), 0);
-		cr_assert_eq(pthread_create(&subs[i].thread, NULL, thread_main, &subs[i]), 0);
-	}
-	produce(p);
-	fb_producer_free(p);
-	for (int i = 0; i < SUBSCRIBERS; i++) {
-		const struct tally *t = &subs[i].tally;
-		cr_assert_eq(pthread_join(subs[i].thread, NULL), 0);
-		cr_assert_eq(t->end, -EPIPE, "subscriber %d ended with %s", i, fb_strerror(t->end));
-		cr_assert_eq(t->torn, 0, "subscriber %d saw %lu torn frames", i,
-			     (unsigned long)t->torn);
-		cr_assert_eq(t->disorder, 0);
-		cr_assert_gt(t->frames, 100, "subscriber %d checked only %lu frames", i,
-			     (unsigned long)t->frames);
-	}
-}
-
-/* The same race under the block policy: a queue subscriber must see every
- * frame exactly once, in order, while latest subscribers race beside it. */
-Test(ring_race, block_policy_queue_subscriber_sees_every_frame)
-{
-	struct fb_ring_params params = th_params(128, 64, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK);
-	struct thread_sub subs[SUBSCRIBERS];
-	fb_producer *p;
-
-	cr_assert_eq(fb_producer_new(&params, &p), 0);
-	for (int i = 0; i < SUBSCRIBERS; i++) {
-		struct fb_subscriber_fds fds;
-		uint32_t id;
-		cr_assert_eq(fb_producer_add_subscriber(p, modes[i], 1, &fds, &id), 0);
-		cr_assert_eq(fb_subscriber_attach(&fds, &subs[i].sub), 0);
-		cr_assert_eq(pthread_create(&subs[i].thread, NULL, thread_main, &subs[i]), 0);
-	}
-	const struct fb_layout *l = fb_producer_get_layout(p);
-	const uint64_t frames = 20000;
-	for (uint64_t seq = 1; seq <= frames; seq++) {
-		struct fb_frame *f;
-		int r = fb_producer_acquire(p, 5000, &f);
-		cr_assert_eq(r, 0, "frame %lu: %s", (unsigned long)seq, fb_strerror(r));
-		th_fill_frame(f, l, seq);
-		cr_assert_eq(fb_producer_publish(p, f), 0);
-	}
-	fb_producer_free(p);
-	for (int i = 0; i < SUBSCRIBERS; i++) {
-		cr_assert_eq(pthread_join(subs[i].thread, NULL), 0);
-		cr_assert_eq(subs[i].tally.torn, 0);
-		cr_assert_eq(subs[i].tally.disorder, 0);
-	}
-	cr_assert_eq(subs[1].tally.frames, frames, "the queue subscriber got %lu of %lu",
-		     (unsigned long)subs[1].tally.frames, (unsigned long)frames);
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -473,16 +474,30 @@ Test(ring, subscriber_cannot_map_frames_writable)
 	free_pair(&pr);
 }
 
-Test(ring, subscriber_write_to_a_frame_faults, .signal = SIGSEGV)
+static sigjmp_buf fault_jump;
+
+static void on_fault(int sig)
+{
+	siglongjmp(fault_jump, sig);
+}
+
+Test(ring, subscriber_write_to_a_frame_faults)
 {
 	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
 				   FB_MODE_LATEST, 2);
+	struct sigaction sa = {.sa_handler = on_fault}, old_sa;
 	const struct fb_frame *f;
 
 	publish(pr.producer);
 	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
-	((volatile uint8_t *)f->data[0])[0] = 1;
-	cr_assert_fail("the write to a read-only frame did not fault");
+	cr_assert_eq(sigaction(SIGSEGV, &sa, &old_sa), 0);
+	int sig = sigsetjmp(fault_jump, 1);
+	if (sig == 0)
+		((volatile uint8_t *)f->data[0])[0] = 1;
+	sigaction(SIGSEGV, &old_sa, NULL);
+	cr_assert_eq(sig, SIGSEGV, "the write to a read-only frame did not fault");
+	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(pr.sub)));
+	free_pair(&pr);
 }
 
 Test(ring, attach_checks_what_it_is_given)

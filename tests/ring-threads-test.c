@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The acquire-versus-overwrite race between threads of one process, the way
+ * the daemon (decoder threads publishing, clients reading) and Python use the
+ * ring.  A plain TAP program rather than a Criterion suite so that it also runs
+ * under ThreadSanitizer: Criterion cannot start under TSan (its inheritable
+ * arena collides with TSan's shadow memory, Snaipe/Criterion#274).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "test-helpers.h"
+
+#define SUBSCRIBERS 3
+
+static int failures;
+static int test_number;
+
+static void check(bool ok, const char *fmt, ...)
+{
+	if (ok)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	printf("# ");
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+	failures++;
+}
+
+struct thread_sub {
+	pthread_t thread;
+	fb_subscriber *sub;
+	uint64_t frames;
+	uint64_t torn;
+	uint64_t disorder;
+	int end;
+};
+
+static void *subscriber_main(void *arg)
+{
+	struct thread_sub *ts = arg;
+	const struct fb_layout *l = fb_subscriber_get_layout(ts->sub);
+	const struct fb_frame *f;
+	uint64_t last = 0;
+
+	while ((ts->end = fb_subscriber_acquire(ts->sub, 5000, &f)) == 0) {
+		ts->torn += !th_frame_is_whole(f, l);
+		ts->disorder += f->seq <= last;
+		last = f->seq;
+		ts->frames++;
+		fb_subscriber_release(ts->sub, f);
+	}
+	fb_subscriber_free(ts->sub);
+	return NULL;
+}
+
+static const uint32_t modes[SUBSCRIBERS] = {FB_MODE_LATEST, FB_MODE_QUEUE, FB_MODE_LATEST};
+
+/* One producer (this thread) and three subscriber threads on one ring.
+ * A drop ring runs for a fixed time; a block ring for a fixed frame count,
+ * and then its queue subscriber must have seen every frame. */
+static void race(const char *name, uint32_t format, uint32_t policy)
+{
+	struct fb_ring_params params = th_params(128, 64, format, 3, policy);
+	struct thread_sub subs[SUBSCRIBERS] = {0};
+	const uint64_t block_frames = 20000, drop_run_ns = 1500000000u;
+	fb_producer *p;
+	int before = failures;
+
+	check(fb_producer_new(&params, &p) == 0, "fb_producer_new");
+	for (int i = 0; i < SUBSCRIBERS; i++) {
+		struct fb_subscriber_fds fds;
+		uint32_t id;
+		check(fb_producer_add_subscriber(p, modes[i], 1, &fds, &id) == 0, "add subscriber");
+		check(fb_subscriber_attach(&fds, &subs[i].sub) == 0, "attach");
+		check(pthread_create(&subs[i].thread, NULL, subscriber_main, &subs[i]) == 0,
+		      "pthread_create");
+	}
+
+	const struct fb_layout *l = fb_producer_get_layout(p);
+	uint64_t until = th_now_ns() + drop_run_ns, published = 0;
+	while (policy == FB_POLICY_BLOCK ? published < block_frames : th_now_ns() < until) {
+		struct fb_frame *f;
+		int r = fb_producer_acquire(p, 5000, &f);
+		if (policy == FB_POLICY_DROP && r == -ENOBUFS)
+			continue;
+		check(r == 0, "producer acquire: %s", fb_strerror(r));
+		if (r < 0)
+			break;
+		th_fill_frame(f, l, published + 1);
+		check(fb_producer_publish(p, f) == 0, "publish");
+		published = f->seq;
+	}
+	fb_producer_free(p);
+
+	for (int i = 0; i < SUBSCRIBERS; i++) {
+		const struct thread_sub *t = &subs[i];
+		pthread_join(subs[i].thread, NULL);
+		check(t->end == -EPIPE, "subscriber %d ended with %s", i, fb_strerror(t->end));
+		check(t->torn == 0, "subscriber %d saw %lu torn frames of %lu", i,
+		      (unsigned long)t->torn, (unsigned long)t->frames);
+		check(t->disorder == 0, "subscriber %d saw frames out of order", i);
+		check(t->frames > 100, "subscriber %d checked only %lu frames", i,
+		      (unsigned long)t->frames);
+	}
+	if (policy == FB_POLICY_BLOCK)
+		check(subs[1].frames == published, "queue subscriber got %lu of %lu frames",
+		      (unsigned long)subs[1].frames, (unsigned long)published);
+	printf("%s %d - %s (%lu frames published)\n", failures == before ? "ok" : "not ok",
+	       ++test_number, name, (unsigned long)published);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	printf("TAP version 13\n1..3\n");
+	race("threads_drop_ring_never_shows_a_torn_frame", FB_FORMAT_YUV420P, FB_POLICY_DROP);
+	race("threads_drop_ring_bgra", FB_FORMAT_BGRA, FB_POLICY_DROP);
+	race("threads_block_ring_queue_subscriber_sees_every_frame", FB_FORMAT_GRAY8,
+	     FB_POLICY_BLOCK);
+	return failures ? 1 : 0;
+}
