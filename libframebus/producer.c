@@ -383,7 +383,9 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		r = -errno;
 		goto fail;
 	}
-	event_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	/* Blocking, for the subscriber to sleep in read(); a write blocks only
+	 * when the counter would overflow, which one write per wake-up never does. */
+	event_fd = eventfd(0, EFD_CLOEXEC);
 	fds.frame_fd = fcntl(p->frame_fd, F_DUPFD_CLOEXEC, 3);
 	fds.control_fd = fcntl(p->control_fd, F_DUPFD_CLOEXEC, 3);
 	fds.event_fd = event_fd < 0 ? -1 : fcntl(event_fd, F_DUPFD_CLOEXEC, 3);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -139,7 +140,7 @@ FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 		r = -EPROTO;
 		goto fail;
 	}
-	if (fcntl(fds->event_fd, F_SETFL, O_NONBLOCK) < 0) {
+	if (fcntl(fds->event_fd, F_SETFL, 0) < 0) { /* blocking: see drain_events() */
 		r = -errno;
 		goto fail;
 	}
@@ -272,54 +273,79 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 	return -EAGAIN;
 }
 
-static int acquire_nowait(struct fb_subscriber *s, const struct fb_frame **ret_frame)
+/* Reset the event fd without blocking (the fd itself is blocking, so that a
+ * waiting subscriber sleeps in read(): the cheapest wake-up there is). */
+static void drain_events(struct fb_subscriber *s)
 {
 	uint64_t count;
-	bool closed;
-	int r;
+	struct iovec iov = {.iov_base = &count, .iov_len = sizeof(count)};
 
-	if ((uint32_t)__builtin_popcountll(s->held) >= s->max_holds)
-		return -EDQUOT;
-	closed = atomic_load(&s->hdr->closed);
-	r = try_acquire(s, ret_frame);
-	if (r != -EAGAIN)
-		return r;
-	/* Nothing new: reset the fd, ask to be woken, and look once more so a
-	 * frame published meanwhile is not left waiting for the next one. */
-	(void)!read(s->fds.event_fd, &count, sizeof(count));
-	atomic_store(&s->rec->armed, 1);
-	r = try_acquire(s, ret_frame);
-	if (r == -EAGAIN && closed)
-		return -EPIPE;
-	return r;
+	if (preadv2(s->fds.event_fd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP)
+		return;
+	/* Kernels before 5.12 do not honour RWF_NOWAIT on an eventfd. */
+	struct pollfd pfd = {.fd = s->fds.event_fd, .events = POLLIN};
+	if (poll(&pfd, 1, 0) == 1)
+		(void)!read(s->fds.event_fd, &count, sizeof(count));
+}
+
+/* Sleep until the producer writes the event fd or deadline_ns passes (0:
+ * never).  Reading the fd both waits and resets it. */
+static int wait_events(struct fb_subscriber *s, uint64_t deadline_ns)
+{
+	uint64_t count;
+
+	if (deadline_ns) {
+		uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+		if (now >= deadline_ns)
+			return -ETIMEDOUT;
+		struct timespec ts = {.tv_sec = (time_t)((deadline_ns - now) / 1000000000u),
+				      .tv_nsec = (long)((deadline_ns - now) % 1000000000u)};
+		struct pollfd pfd = {.fd = s->fds.event_fd, .events = POLLIN};
+		int r = ppoll(&pfd, 1, &ts, NULL);
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ETIMEDOUT;
+	}
+	if (read(s->fds.event_fd, &count, sizeof(count)) < 0)
+		return -errno;
+	return 0;
 }
 
 FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 				    const struct fb_frame **ret_frame)
 {
 	uint64_t deadline = 0;
+	int r;
 
 	if (!s || !ret_frame)
 		return -EINVAL;
+	if ((uint32_t)__builtin_popcountll(s->held) >= s->max_holds)
+		return -EDQUOT;
 	if (timeout_ms > 0)
 		deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
 	for (;;) {
-		int r = acquire_nowait(s, ret_frame);
-		if (r != -EAGAIN || timeout_ms == 0)
+		bool closed = atomic_load(&s->hdr->closed);
+		r = try_acquire(s, ret_frame);
+		if (r != -EAGAIN)
 			return r;
-
-		struct timespec ts, *tsp = NULL;
-		if (timeout_ms > 0) {
-			uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
-			if (now >= deadline)
-				return -ETIMEDOUT;
-			ts.tv_sec = (time_t)((deadline - now) / 1000000000u);
-			ts.tv_nsec = (long)((deadline - now) % 1000000000u);
-			tsp = &ts;
-		}
-		struct pollfd pfd = {.fd = s->fds.event_fd, .events = POLLIN};
-		if (ppoll(&pfd, 1, tsp, NULL) < 0 && errno == EINTR)
-			return -EINTR;
+		/* Nothing new: ask to be woken, then look once more so that a
+		 * frame published meanwhile does not wait for the next one.
+		 * An event loop's fd must also be reset before arming, or it
+		 * would stay readable with nothing to read. */
+		if (timeout_ms == 0)
+			drain_events(s);
+		atomic_store(&s->rec->armed, 1);
+		r = try_acquire(s, ret_frame);
+		if (r != -EAGAIN)
+			return r;
+		if (closed)
+			return -EPIPE;
+		if (timeout_ms == 0)
+			return -EAGAIN;
+		r = wait_events(s, deadline);
+		if (r < 0)
+			return r;
 	}
 }
 
