@@ -1,0 +1,41 @@
+# Sourced by the scripts in this folder: what they share.
+# shellcheck shell=bash
+
+FRAMEBUS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Debian packages the build, the tests and the benchmarks need.
+FRAMEBUS_PACKAGES=(
+    meson ninja-build pkg-config gcc libc6-dev
+    libcriterion-dev
+)
+
+# Install whatever of FRAMEBUS_PACKAGES is missing; silent when nothing is.
+fb_install_deps() {
+    local missing=() p
+    for p in "${FRAMEBUS_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' \
+            || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=()
+    [ "$(id -u)" -ne 0 ] && sudo=(sudo)
+    echo "framebus: installing ${missing[*]}" >&2
+    "${sudo[@]}" apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
+}
+
+# fb_build DIR [meson options...]: configure DIR if needed (again if the
+# options changed) and build it.
+fb_build() {
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1
+    else
+        rm -rf "$dir"
+        meson setup "$dir" "$@" >"$dir.setup.log" 2>&1
+    fi || { cat "$dir.setup.log" >&2; return 1; }
+    rm -f "$dir.setup.log"
+    meson compile -C "$dir" >/dev/null || meson compile -C "$dir"
+}
