@@ -100,11 +100,10 @@ static void floor_child(const struct options *o, uint32_t k, int efd)
 	uint64_t n = 0, count;
 
 	while (read(efd, &count, sizeof(count)) == sizeof(count)) {
-		uint64_t now = now_ns();
 		if (atomic_load(&sh->floor_done))
 			break;
 		uint64_t seq = atomic_load(&sh->floor_seq);
-		record(o, FLOOR, k, n++, now - floor_stamp[seq]);
+		record(o, FLOOR, k, n++, now_ns() - floor_stamp[seq]);
 	}
 	sh->received[FLOOR][k] = n;
 	_exit(0);
@@ -333,7 +332,7 @@ int main(int argc, char **argv)
 	usleep(100000); /* let every child reach its wait */
 
 	uint64_t period = o.fps > 0 ? (uint64_t)(1e9 / o.fps) : 0;
-	uint64_t published = 0, dropped = 0;
+	uint64_t published = 0, dropped = 0, ring_start = 0, ring_end = 0;
 	if (period) {
 		uint64_t t0 = now_ns() + period;
 		for (uint64_t i = 1; i <= o.frames; i++) {
@@ -348,11 +347,13 @@ int main(int argc, char **argv)
 		for (uint64_t i = 1; i <= o.frames; i++)
 			floor_send(&o, efd, i);
 		usleep(100000);
+		ring_start = now_ns();
 		for (uint64_t i = 1; i <= o.frames; i++) {
 			r = ring_send(producer);
 			published += r == 0;
 			dropped += r == -ENOBUFS;
 		}
+		ring_end = now_ns();
 	}
 	usleep(100000); /* let the last wake-ups land */
 	atomic_store(&sh->floor_done, 1);
@@ -387,7 +388,10 @@ int main(int argc, char **argv)
 		printf("%-15s %10.1f %10.1f %10.1f %12.0f %8lu\n", transport_name[t], res[t].p50_us,
 		       res[t].p99_us, res[t].max_us, res[t].fps, (unsigned long)res[t].lost);
 	}
-	printf("ring: %lu published, %lu dropped (every slot held)\n", (unsigned long)published,
+	printf("ring: %lu published", (unsigned long)published);
+	if (ring_end > ring_start)
+		printf(" at %.0f frames/s", (double)published * 1e9 / (double)(ring_end - ring_start));
+	printf(", %lu dropped (every slot held); frames/s above is what each subscriber got\n",
 	       (unsigned long)dropped);
 	printf("ring-bench k=%u size=%ux%u fps=%.1f p50_us=%.1f p99_us=%.1f max_us=%.1f lost=%lu "
 	       "floor_p50_us=%.1f floor_p99_us=%.1f\n",
