@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -29,6 +30,9 @@ struct sub_entry {
 };
 
 struct fb_producer {
+	/* Held by every call but while waiting for space: the subscriber table
+	 * may change (add, remove) from another thread than the one writing. */
+	pthread_mutex_t lock;
 	struct fb_ring_params params;
 	struct fb__ring_geometry geo;
 	int frame_fd;
@@ -148,8 +152,10 @@ static int wait_for_slot(struct fb_producer *p, uint64_t deadline_ns)
 		if (slot < 0) {
 			struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
 					      .tv_nsec = (long)(until % 1000000000u)};
-			if (sem_clockwait(&p->ctl->space, CLOCK_MONOTONIC, &ts) == 0 ||
-			    errno == ETIMEDOUT || errno == EINTR)
+			pthread_mutex_unlock(&p->lock);
+			int r = sem_clockwait(&p->ctl->space, CLOCK_MONOTONIC, &ts);
+			pthread_mutex_lock(&p->lock);
+			if (r == 0 || errno == ETIMEDOUT || errno == EINTR)
 				slot = pick_slot(p);
 		}
 		atomic_store(&p->ctl->producer_waiting, 0);
@@ -168,6 +174,7 @@ FB_EXPORT int fb_producer_new(const struct fb_ring_params *params, fb_producer *
 	p = calloc(1, sizeof(*p));
 	if (!p)
 		return -ENOMEM;
+	pthread_mutex_init(&p->lock, NULL);
 	p->frame_fd = p->control_fd = -1;
 	p->current = -1;
 	p->params = *params;
@@ -241,16 +248,25 @@ static void wake(const struct sub_entry *s)
 	(void)!write(s->event_fd, &one, sizeof(one));
 }
 
+FB_EXPORT int fb_producer_end(fb_producer *p)
+{
+	if (!p)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	atomic_store(&p->hdr->closed, 1);
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
+		if (p->subs[i].record)
+			wake(&p->subs[i]);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
 FB_EXPORT void fb_producer_free(fb_producer *p)
 {
 	if (!p)
 		return;
-	if (p->hdr) {
-		atomic_store(&p->hdr->closed, 1);
-		for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
-			if (p->subs[i].record)
-				wake(&p->subs[i]);
-	}
+	if (p->hdr)
+		fb_producer_end(p);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		if (p->subs[i].record)
 			fb_producer_remove_subscriber(p, p->subs[i].generation << 8 | i);
@@ -262,6 +278,7 @@ FB_EXPORT void fb_producer_free(fb_producer *p)
 		close(p->control_fd);
 	if (p->frame_fd >= 0)
 		close(p->frame_fd);
+	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 
@@ -276,23 +293,24 @@ FB_EXPORT int fb_producer_acquire(fb_producer *p, int timeout_ms, struct fb_fram
 
 	if (!p || !ret_frame)
 		return -EINVAL;
-	if (p->current >= 0)
-		return -EBUSY;
-
-	slot = pick_slot(p);
-	if (slot < 0) {
+	pthread_mutex_lock(&p->lock);
+	slot = p->current >= 0 ? -EBUSY : atomic_load(&p->hdr->closed) ? -EPIPE : pick_slot(p);
+	if (slot == -1) {
 		if (p->params.policy == FB_POLICY_DROP) {
 			atomic_store_explicit(&p->hdr->dropped, ++p->dropped, memory_order_relaxed);
-			return -ENOBUFS;
+			slot = -ENOBUFS;
+		} else if (timeout_ms == 0) {
+			slot = -ETIMEDOUT;
+		} else {
+			uint64_t deadline = timeout_ms < 0 ? 0
+							   : fb__now_ns(CLOCK_MONOTONIC) +
+								     (uint64_t)timeout_ms * 1000000u;
+			slot = wait_for_slot(p, deadline);
 		}
-		if (timeout_ms == 0)
-			return -ETIMEDOUT;
-		uint64_t deadline = timeout_ms < 0 ? 0
-						   : fb__now_ns(CLOCK_MONOTONIC) +
-							     (uint64_t)timeout_ms * 1000000u;
-		slot = wait_for_slot(p, deadline);
-		if (slot < 0)
-			return slot;
+	}
+	if (slot < 0) {
+		pthread_mutex_unlock(&p->lock);
+		return slot;
 	}
 
 	p->current = slot;
@@ -303,15 +321,19 @@ FB_EXPORT int fb_producer_acquire(fb_producer *p, int timeout_ms, struct fb_fram
 	f->meta = p->meta + (uint64_t)p->params.meta_max * (uint64_t)slot;
 	f->slot = (uint32_t)slot;
 	*ret_frame = f;
+	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
 
 FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 {
-	if (!p || p->current < 0 || frame != &p->frame)
+	if (!p || frame != &p->frame || frame->meta_size > p->params.meta_max)
 		return -EINVAL;
-	if (frame->meta_size > p->params.meta_max)
+	pthread_mutex_lock(&p->lock);
+	if (p->current < 0) {
+		pthread_mutex_unlock(&p->lock);
 		return -EINVAL;
+	}
 
 	uint32_t slot = (uint32_t)p->current;
 	struct fb__slot *s = &p->hdr->slot[slot];
@@ -342,17 +364,23 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 		    atomic_exchange(&e->record->armed, 0))
 			wake(e);
 	}
+	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
 
 FB_EXPORT int fb_producer_discard(fb_producer *p, struct fb_frame *frame)
 {
-	if (!p || p->current < 0 || frame != &p->frame)
+	if (!p || frame != &p->frame)
 		return -EINVAL;
-	/* Its old frame may be half overwritten: the slot goes back empty. */
-	atomic_store(&p->hdr->slot[p->current].state, FB__SLOT_EMPTY);
-	p->current = -1;
-	return 0;
+	pthread_mutex_lock(&p->lock);
+	int r = p->current < 0 ? -EINVAL : 0;
+	if (r == 0) {
+		/* Its old frame may be half overwritten: the slot goes back empty. */
+		atomic_store(&p->hdr->slot[p->current].state, FB__SLOT_EMPTY);
+		p->current = -1;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return r;
 }
 
 FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t max_holds,
@@ -369,9 +397,7 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		return -EINVAL;
 	if (max_holds < 1 || max_holds >= p->params.slots)
 		return -EINVAL;
-	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].record; i++)
-		;
-	if (i == FB_MAX_SUBSCRIBERS)
+	if (p->n_subs >= FB_MAX_SUBSCRIBERS)
 		return -EUSERS;
 
 	r = fb__memfd_create("framebus-record", RECORD_SIZE, false);
@@ -394,6 +420,14 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		goto fail;
 	}
 
+	pthread_mutex_lock(&p->lock);
+	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].record; i++)
+		;
+	if (i == FB_MAX_SUBSCRIBERS) {
+		pthread_mutex_unlock(&p->lock);
+		r = -EUSERS;
+		goto fail;
+	}
 	uint64_t latest = FB__PACKED_SEQ(atomic_load(&p->hdr->latest));
 	rec->magic = FB__RECORD_MAGIC;
 	rec->version = FB__RING_VERSION;
@@ -413,6 +447,7 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 	p->n_subs++;
 	*ret_fds = fds;
 	*ret_id = p->subs[i].generation << 8 | i;
+	pthread_mutex_unlock(&p->lock);
 	return 0;
 fail:
 	if (rec)
@@ -434,10 +469,14 @@ static struct sub_entry *find_sub(const fb_producer *p, uint32_t id)
 
 FB_EXPORT int fb_producer_remove_subscriber(fb_producer *p, uint32_t id)
 {
+	if (!p)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
 	struct sub_entry *s = find_sub(p, id);
-
-	if (!s)
+	if (!s) {
+		pthread_mutex_unlock(&p->lock);
 		return -ENOENT;
+	}
 	/* Dropping the entry drops its holds and its cursor from every later
 	 * decision: whatever it held is free again. */
 	munmap(s->record, RECORD_SIZE);
@@ -445,6 +484,7 @@ FB_EXPORT int fb_producer_remove_subscriber(fb_producer *p, uint32_t id)
 	s->record = NULL;
 	s->event_fd = -1;
 	p->n_subs--;
+	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
 
@@ -452,21 +492,27 @@ FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats 
 {
 	if (!p || !ret_stats)
 		return;
+	pthread_mutex_lock((pthread_mutex_t *)&p->lock);
 	*ret_stats = (struct fb_ring_stats){
 		.published = p->published,
 		.dropped = p->dropped,
 		.subscribers = p->n_subs,
 		.held = (uint32_t)__builtin_popcountll(held_slots(p)),
 	};
+	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 }
 
 FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id,
 					       struct fb_subscriber_stats *ret_stats)
 {
+	if (!p || !ret_stats)
+		return -EINVAL;
+	pthread_mutex_lock((pthread_mutex_t *)&p->lock);
 	const struct sub_entry *s = find_sub(p, id);
-
-	if (!s || !ret_stats)
-		return s ? -EINVAL : -ENOENT;
+	if (!s) {
+		pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
+		return -ENOENT;
+	}
 	uint64_t cursor = atomic_load(&s->record->cursor);
 	*ret_stats = (struct fb_subscriber_stats){
 		.mode = s->mode,
@@ -475,5 +521,6 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 		.lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
 		.missed = atomic_load(&s->record->missed),
 	};
+	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 	return 0;
 }

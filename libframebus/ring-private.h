@@ -133,6 +133,10 @@ void *fb__map(int fd, uint64_t size, bool writable);
 
 uint64_t fb__now_ns(int clock);
 
+/* The daemon's id for a subscription made through fb_client_subscribe(). */
+void fb__subscriber_set_id(fb_subscriber *subscriber, uint32_t id);
+uint32_t fb__subscriber_get_id(const fb_subscriber *subscriber);
+
 /* Point frame's plane pointers at the pixels of slot. */
 void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout,
 			  uint8_t *slot_data);

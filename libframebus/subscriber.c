@@ -33,6 +33,7 @@ struct fb_subscriber {
 	uint32_t max_holds;
 	uint64_t held;   /* our own copy of rec->held */
 	uint64_t cursor; /* the next seq to read */
+	uint32_t id;     /* the daemon's subscription id, 0 if none */
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
@@ -433,4 +434,14 @@ FB_EXPORT int fb_subscriber_get_fd(const fb_subscriber *s)
 FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)
 {
 	return s ? (uint32_t)__builtin_popcountll(s->held) : 0;
+}
+
+void fb__subscriber_set_id(fb_subscriber *s, uint32_t id)
+{
+	s->id = id;
+}
+
+uint32_t fb__subscriber_get_id(const fb_subscriber *s)
+{
+	return s->id;
 }

@@ -10,7 +10,9 @@
  *   named ret_* and are left untouched when a call fails.
  * - Objects are opaque and released with *_free(), which accepts NULL.
  * - An object is not thread-safe: one thread at a time may call into it.
- *   Different objects may be used from different threads freely.
+ *   Different objects may be used from different threads freely.  One
+ *   exception: a producer's subscribers may be added, removed and counted
+ *   from another thread than the one that acquires and publishes.
  * - The library never prints and never raises signals.
  *
  * The ring
@@ -184,8 +186,11 @@ typedef struct fb_subscriber fb_subscriber;
  */
 int fb_producer_new(const struct fb_ring_params *params, fb_producer **ret_producer);
 
-/** Mark the stream ended (subscribers get -EPIPE once they have read every
- * frame), wake every subscriber and free the producer.  Accepts NULL. */
+/** End the stream: subscribers get -EPIPE once they have read every frame,
+ * and fb_producer_acquire() returns -EPIPE from now on. */
+int fb_producer_end(fb_producer *producer);
+
+/** End the stream (fb_producer_end()) and free the producer.  Accepts NULL. */
 void fb_producer_free(fb_producer *producer);
 
 /** The ring's frame layout. */
@@ -199,7 +204,8 @@ const struct fb_layout *fb_producer_get_layout(const fb_producer *producer);
  *
  * Returns 0 and the frame, -ENOBUFS when a drop ring has every slot held (the
  * frame is counted as dropped), -ETIMEDOUT when a block ring found no free
- * slot in time, -EBUSY if a slot is already taken and not yet published.
+ * slot in time, -EBUSY if a slot is already taken and not yet published,
+ * -EPIPE once the stream was ended.
  */
 int fb_producer_acquire(fb_producer *producer, int timeout_ms, struct fb_frame **ret_frame);
 
@@ -286,6 +292,115 @@ int fb_subscriber_release(fb_subscriber *subscriber, const struct fb_frame *fram
 
 /** Frames held right now. */
 uint32_t fb_subscriber_get_held(const fb_subscriber *subscriber);
+
+/* ------------------------------------------------------------------------ */
+/* The bus: a client of framebusd                                            */
+/* ------------------------------------------------------------------------ */
+
+/** Where framebusd listens unless told otherwise ($FRAMEBUS_SOCKET, --socket). */
+#define FB_DEFAULT_SOCKET "/run/framebus/framebus.sock"
+
+/** Longest stream or client name, without the terminating NUL. */
+#define FB_NAME_MAX 63
+
+/** What a stream is doing. */
+enum fb_stream_state {
+	FB_STREAM_STARTING = 0, /**< its source is being opened */
+	FB_STREAM_RUNNING = 1,  /**< frames are flowing */
+	FB_STREAM_RETRYING = 2, /**< its source failed; it will try again */
+	FB_STREAM_ENDED = 3,    /**< its source ended (a file that does not loop) */
+	FB_STREAM_REMOVED = 4,  /**< gone from the configuration, or restarted with a
+				     new geometry: subscribe again */
+};
+
+/** Name of a stream state ("running", ...). */
+const char *fb_stream_state_name(uint32_t state);
+
+/** A stream as the daemon describes it. */
+struct fb_stream_info {
+	char name[FB_NAME_MAX + 1];
+	char source[128];     /**< its url, possibly truncated */
+	uint32_t width;
+	uint32_t height;
+	uint32_t format;      /**< enum fb_format */
+	uint32_t slots;
+	uint32_t policy;      /**< enum fb_policy */
+	uint32_t meta_max;
+	uint32_t state;       /**< enum fb_stream_state */
+	uint32_t subscribers;
+	uint64_t published;   /**< frames published since the stream (re)started */
+	uint64_t dropped;     /**< publishes dropped because every slot was held */
+	double fps;           /**< frames published per second, lately */
+	uint32_t retries;     /**< consecutive failures to open or read its source */
+	char detail[192];     /**< why it is retrying or ended, else empty */
+};
+
+/** One subscription to a stream, for status tools. */
+struct fb_subscription_info {
+	uint32_t id;
+	uint32_t mode;     /**< enum fb_mode */
+	uint32_t held;     /**< frames held right now */
+	uint64_t lag;      /**< published frames not yet read */
+	uint64_t missed;   /**< frames lost by falling behind (queue mode) */
+	uint64_t next_seq; /**< the next frame it will read */
+	char client[FB_NAME_MAX + 1]; /**< the client's name and pid */
+};
+
+typedef struct fb_client fb_client;
+
+/** Called from fb_client_process() (and from blocking calls) for each event:
+ * a stream changed state.  detail says why, or is empty. */
+typedef void (*fb_client_event_fn)(void *userdata, const char *stream, uint32_t state,
+				   const char *detail);
+
+/**
+ * Connect to framebusd at path; NULL means $FRAMEBUS_SOCKET, else
+ * FB_DEFAULT_SOCKET.  name (NULL: "client") is shown by status tools.
+ * Returns -ENOENT or -ECONNREFUSED when no daemon listens there, -EACCES when
+ * this user may not connect, -EPROTO when the daemon speaks another protocol.
+ */
+int fb_client_connect(const char *path, const char *name, fb_client **ret_client);
+
+/** Disconnect.  Subscribers obtained from this client stay usable (their
+ * frames stay mapped) until freed.  Accepts NULL. */
+void fb_client_free(fb_client *client);
+
+/** A descriptor that is readable when fb_client_process() has work: add it to
+ * an event loop to receive events and notice the daemon going away. */
+int fb_client_get_fd(const fb_client *client);
+
+/** Handle every pending message without blocking.  Returns the number of
+ * events delivered, or -ECONNRESET once the daemon is gone. */
+int fb_client_process(fb_client *client);
+
+/** Set the event callback (NULL: none). */
+void fb_client_set_event_callback(fb_client *client, fb_client_event_fn fn, void *userdata);
+
+/** Every stream.  *ret_streams is an array of *ret_n entries to free(). */
+int fb_client_list_streams(fb_client *client, struct fb_stream_info **ret_streams, size_t *ret_n);
+
+/** One stream; -ENOENT if the daemon has no stream of that name. */
+int fb_client_get_stream(fb_client *client, const char *name, struct fb_stream_info *ret_info);
+
+/** The subscriptions of a stream.  *ret_subs is an array to free(). */
+int fb_client_get_subscriptions(fb_client *client, const char *stream,
+				struct fb_subscription_info **ret_subs, size_t *ret_n);
+
+/**
+ * Subscribe to a stream and attach to its ring.  max_holds 0 takes the
+ * daemon's default.  Returns -ENOENT for an unknown stream, -EINVAL for a bad
+ * mode or max_holds, -EUSERS when the stream has all the subscribers it can
+ * take; the daemon's error text is in fb_client_last_error().
+ */
+int fb_client_subscribe(fb_client *client, const char *stream, uint32_t mode, uint32_t max_holds,
+			fb_subscriber **ret_subscriber);
+
+/** End a subscription made with fb_client_subscribe() and free the
+ * subscriber (which may be used no more). */
+int fb_client_unsubscribe(fb_client *client, fb_subscriber *subscriber);
+
+/** The daemon's explanation of the last error it returned to this client. */
+const char *fb_client_last_error(const fb_client *client);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,381 @@
+/* SPDX-License-Identifier: MIT */
+/* The client side of the control protocol: connect, ask, subscribe. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "protocol-private.h"
+#include "ring-private.h"
+
+/* How long a blocking call waits for the daemon's reply. */
+#define REPLY_TIMEOUT_MS 10000
+
+struct fb_client {
+	int fd;
+	uint32_t seq;
+	uint32_t id;
+	bool gone;
+	fb_client_event_fn event_fn;
+	void *event_data;
+	char last_error[FB__ERROR_TEXT_MAX];
+};
+
+static const char *state_names[] = {
+	[FB_STREAM_STARTING] = "starting", [FB_STREAM_RUNNING] = "running",
+	[FB_STREAM_RETRYING] = "retrying", [FB_STREAM_ENDED] = "ended",
+	[FB_STREAM_REMOVED] = "removed",
+};
+
+FB_EXPORT const char *fb_stream_state_name(uint32_t state)
+{
+	return state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state] : "unknown";
+}
+
+static void deliver_event(fb_client *c, const struct fb__msg_stream_event *e)
+{
+	char stream[FB__NAME_MAX], detail[FB__ERROR_TEXT_MAX];
+	if (!c->event_fn)
+		return;
+	snprintf(stream, sizeof(stream), "%.*s", (int)sizeof(e->stream), e->stream);
+	snprintf(detail, sizeof(detail), "%.*s", (int)sizeof(e->detail), e->detail);
+	c->event_fn(c->event_data, stream, e->state, detail);
+}
+
+/* Receive one message, waiting up to timeout_ms.  Events are delivered and
+ * reported as 1; a message for the caller is 0. */
+static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
+{
+	if (c->gone)
+		return -ECONNRESET;
+	for (;;) {
+		int r = fb__msg_recv(c->fd, msg);
+		if (r == -EAGAIN) {
+			if (timeout_ms == 0)
+				return -EAGAIN;
+			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+			r = poll(&pfd, 1, timeout_ms);
+			if (r < 0)
+				return -errno;
+			if (r == 0)
+				return -ETIMEDOUT;
+			continue;
+		}
+		if (r == -ECONNRESET || r == -EPIPE)
+			c->gone = true;
+		if (r < 0)
+			return r;
+		if (msg->header.opcode == FB__OP_STREAM_EVENT) {
+			deliver_event(c, &msg->body.stream_event);
+			return 1;
+		}
+		return 0;
+	}
+}
+
+/* The next reply to request seq; an ERROR reply becomes its error code. */
+static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg)
+{
+	for (;;) {
+		int r = receive(c, msg, REPLY_TIMEOUT_MS);
+		if (r == 1)
+			continue;
+		if (r < 0)
+			return r;
+		if (msg->header.seq != seq) {
+			fb__msg_close_fds(msg);
+			return -EPROTO;
+		}
+		if (msg->header.opcode == FB__OP_ERROR) {
+			snprintf(c->last_error, sizeof(c->last_error), "%.*s",
+				 (int)sizeof(msg->body.error.text), msg->body.error.text);
+			return msg->body.error.error < 0 ? msg->body.error.error : -EPROTO;
+		}
+		return 0;
+	}
+}
+
+static int request(fb_client *c, uint32_t opcode, const void *payload, size_t size,
+		   uint32_t *ret_seq)
+{
+	if (c->gone)
+		return -ECONNRESET;
+	c->last_error[0] = '\0';
+	uint32_t seq = ++c->seq ? c->seq : ++c->seq;
+	int r = fb__msg_send(c->fd, opcode, seq, payload, size, NULL, 0);
+	if (r == -EPIPE || r == -ECONNRESET)
+		c->gone = true;
+	if (r < 0)
+		return r;
+	*ret_seq = seq;
+	return 0;
+}
+
+FB_EXPORT int fb_client_connect(const char *path, const char *name, fb_client **ret_client)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct fb__msg_hello hello = {.version = FB__PROTOCOL_VERSION};
+	struct fb__msg msg;
+	fb_client *c;
+	uint32_t seq;
+	int r;
+
+	if (!ret_client)
+		return -EINVAL;
+	if (!path)
+		path = getenv("FRAMEBUS_SOCKET");
+	if (!path || !*path)
+		path = FB_DEFAULT_SOCKET;
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	if (!fb__name_set(hello.name, sizeof(hello.name), name ? name : "client") ||
+	    !fb__name_valid(hello.name, sizeof(hello.name)))
+		return -EINVAL;
+	strcpy(addr.sun_path, path);
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	r = request(c, FB__OP_HELLO, &hello, sizeof(hello), &seq);
+	if (r >= 0)
+		r = reply(c, seq, &msg);
+	if (r >= 0 && (msg.header.opcode != FB__OP_HELLO_REPLY ||
+		       msg.body.hello.version != FB__PROTOCOL_VERSION))
+		r = -EPROTO;
+	if (r < 0)
+		goto fail;
+	c->id = msg.body.hello.client_id;
+	*ret_client = c;
+	return 0;
+fail:
+	fb_client_free(c);
+	return r;
+}
+
+FB_EXPORT void fb_client_free(fb_client *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}
+
+FB_EXPORT int fb_client_get_fd(const fb_client *c)
+{
+	return c ? c->fd : -EINVAL;
+}
+
+FB_EXPORT void fb_client_set_event_callback(fb_client *c, fb_client_event_fn fn, void *userdata)
+{
+	if (!c)
+		return;
+	c->event_fn = fn;
+	c->event_data = userdata;
+}
+
+FB_EXPORT const char *fb_client_last_error(const fb_client *c)
+{
+	return c ? c->last_error : "";
+}
+
+FB_EXPORT int fb_client_process(fb_client *c)
+{
+	struct fb__msg msg;
+	int events = 0, r;
+
+	if (!c)
+		return -EINVAL;
+	while ((r = receive(c, &msg, 0)) >= 0) {
+		if (r == 0) /* a reply nobody waits for: protocol error */
+			fb__msg_close_fds(&msg);
+		events += r;
+	}
+	return r == -EAGAIN ? events : r;
+}
+
+static void info_from_msg(struct fb_stream_info *info, const struct fb__msg_stream_info *m)
+{
+	memset(info, 0, sizeof(*info));
+	snprintf(info->name, sizeof(info->name), "%.*s", (int)sizeof(m->name), m->name);
+	snprintf(info->source, sizeof(info->source), "%.*s", (int)sizeof(m->source), m->source);
+	snprintf(info->detail, sizeof(info->detail), "%.*s", (int)sizeof(m->detail), m->detail);
+	info->width = m->width;
+	info->height = m->height;
+	info->format = m->format;
+	info->slots = m->slots;
+	info->policy = m->policy;
+	info->meta_max = m->meta_max;
+	info->state = m->state;
+	info->subscribers = m->subscribers;
+	info->published = m->published;
+	info->dropped = m->dropped;
+	info->fps = m->fps_in_milli / 1000.0;
+	info->retries = m->retries;
+}
+
+/* Append one element of size bytes to a growing array. */
+static void *append(void *array, size_t *n, size_t size)
+{
+	void *grown = realloc(array, (*n + 1) * size);
+	if (grown)
+		(*n)++;
+	return grown;
+}
+
+FB_EXPORT int fb_client_list_streams(fb_client *c, struct fb_stream_info **ret_streams,
+				     size_t *ret_n)
+{
+	struct fb_stream_info *list = NULL;
+	struct fb__msg msg;
+	size_t n = 0;
+	uint32_t seq;
+	int r;
+
+	if (!c || !ret_streams || !ret_n)
+		return -EINVAL;
+	r = request(c, FB__OP_LIST, NULL, 0, &seq);
+	while (r >= 0 && (r = reply(c, seq, &msg)) >= 0 && msg.header.opcode == FB__OP_STREAM_INFO) {
+		struct fb_stream_info *grown = append(list, &n, sizeof(*list));
+		if (!grown) {
+			r = -ENOMEM;
+			break;
+		}
+		list = grown;
+		info_from_msg(&list[n - 1], &msg.body.stream_info);
+	}
+	if (r >= 0 && msg.header.opcode != FB__OP_DONE)
+		r = -EPROTO;
+	if (r < 0) {
+		free(list);
+		return r;
+	}
+	*ret_streams = list;
+	*ret_n = n;
+	return 0;
+}
+
+FB_EXPORT int fb_client_get_stream(fb_client *c, const char *name, struct fb_stream_info *ret_info)
+{
+	struct fb__msg_name req;
+	struct fb__msg msg;
+	uint32_t seq;
+	int r;
+
+	if (!c || !ret_info || !fb__name_set(req.name, sizeof(req.name), name))
+		return -EINVAL;
+	r = request(c, FB__OP_INFO, &req, sizeof(req), &seq);
+	if (r >= 0)
+		r = reply(c, seq, &msg);
+	if (r >= 0 && msg.header.opcode != FB__OP_STREAM_INFO)
+		r = -EPROTO;
+	if (r < 0)
+		return r;
+	info_from_msg(ret_info, &msg.body.stream_info);
+	return 0;
+}
+
+FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
+					  struct fb_subscription_info **ret_subs, size_t *ret_n)
+{
+	struct fb_subscription_info *list = NULL;
+	struct fb__msg_name req;
+	struct fb__msg msg;
+	size_t n = 0;
+	uint32_t seq;
+	int r;
+
+	if (!c || !ret_subs || !ret_n || !fb__name_set(req.name, sizeof(req.name), stream))
+		return -EINVAL;
+	r = request(c, FB__OP_STATS, &req, sizeof(req), &seq);
+	while (r >= 0 && (r = reply(c, seq, &msg)) >= 0 &&
+	       msg.header.opcode == FB__OP_SUBSCRIBER_STATS) {
+		const struct fb__msg_subscriber_stats *m = &msg.body.subscriber_stats;
+		struct fb_subscription_info *grown = append(list, &n, sizeof(*list));
+		if (!grown) {
+			r = -ENOMEM;
+			break;
+		}
+		list = grown;
+		list[n - 1] = (struct fb_subscription_info){
+			.id = m->id, .mode = m->mode, .held = m->held, .lag = m->lag,
+			.missed = m->missed, .next_seq = m->next_seq,
+		};
+		snprintf(list[n - 1].client, sizeof(list[n - 1].client), "%.*s",
+			 (int)sizeof(m->client), m->client);
+	}
+	if (r >= 0 && msg.header.opcode != FB__OP_STREAM_INFO)
+		r = -EPROTO;
+	if (r < 0) {
+		free(list);
+		return r;
+	}
+	*ret_subs = list;
+	*ret_n = n;
+	return 0;
+}
+
+static int unsubscribe_id(fb_client *c, uint32_t id)
+{
+	struct fb__msg_id req = {.id = id};
+	struct fb__msg msg;
+	uint32_t seq;
+	int r = request(c, FB__OP_UNSUBSCRIBE, &req, sizeof(req), &seq);
+	if (r >= 0)
+		r = reply(c, seq, &msg);
+	return r;
+}
+
+FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mode,
+				  uint32_t max_holds, fb_subscriber **ret_subscriber)
+{
+	struct fb__msg_subscribe req = {.mode = mode, .max_holds = max_holds};
+	struct fb__msg msg;
+	struct fb_subscriber_fds fds;
+	fb_subscriber *sub;
+	uint32_t seq;
+	int r;
+
+	if (!c || !ret_subscriber || !fb__name_set(req.stream, sizeof(req.stream), stream))
+		return -EINVAL;
+	r = request(c, FB__OP_SUBSCRIBE, &req, sizeof(req), &seq);
+	if (r >= 0)
+		r = reply(c, seq, &msg);
+	if (r >= 0 && msg.header.opcode != FB__OP_SUBSCRIBED) {
+		fb__msg_close_fds(&msg);
+		r = -EPROTO;
+	}
+	if (r < 0)
+		return r;
+	fds = (struct fb_subscriber_fds){msg.fds[0], msg.fds[1], msg.fds[2], msg.fds[3]};
+	r = fb_subscriber_attach(&fds, &sub);
+	if (r < 0) {
+		fb_subscriber_fds_close(&fds);
+		unsubscribe_id(c, msg.body.subscribed.id);
+		snprintf(c->last_error, sizeof(c->last_error),
+			 "the daemon's ring for '%s' failed the checks: %s", stream, fb_strerror(r));
+		return r;
+	}
+	fb__subscriber_set_id(sub, msg.body.subscribed.id);
+	*ret_subscriber = sub;
+	return 0;
+}
+
+FB_EXPORT int fb_client_unsubscribe(fb_client *c, fb_subscriber *sub)
+{
+	if (!c || !sub)
+		return -EINVAL;
+	int r = unsubscribe_id(c, fb__subscriber_get_id(sub));
+	fb_subscriber_free(sub);
+	return r;
+}

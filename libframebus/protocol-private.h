@@ -1,0 +1,161 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The control protocol between framebusd and its clients: SOCK_SEQPACKET,
+ * one message per packet, a fixed header and a fixed payload per opcode.
+ * docs/protocol.md is the specification; this header is its code.
+ */
+#ifndef FB_PROTOCOL_PRIVATE_H
+#define FB_PROTOCOL_PRIVATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "framebus/framebus.h"
+
+#define FB__PROTOCOL_VERSION 1u
+#define FB__MSG_MAX 4096u
+#define FB__MSG_MAX_FDS 4u
+#define FB__NAME_MAX 64u    /* stream and client names, NUL included */
+#define FB__ERROR_TEXT_MAX 192u
+
+enum fb__opcode {
+	/* requests: client -> daemon; the reply echoes the request's seq */
+	FB__OP_HELLO = 1,       /* fb__msg_hello -> FB__OP_HELLO_REPLY */
+	FB__OP_LIST = 2,        /* no payload -> FB__OP_STREAM_INFO x N, then FB__OP_DONE */
+	FB__OP_INFO = 3,        /* fb__msg_name -> FB__OP_STREAM_INFO */
+	FB__OP_SUBSCRIBE = 4,   /* fb__msg_subscribe -> FB__OP_SUBSCRIBED + 4 fds */
+	FB__OP_UNSUBSCRIBE = 5, /* fb__msg_id -> FB__OP_DONE */
+	FB__OP_STATS = 6,       /* fb__msg_name -> FB__OP_SUBSCRIBER_STATS x N, then FB__OP_STREAM_INFO */
+
+	/* replies: daemon -> client */
+	FB__OP_HELLO_REPLY = 64, /* fb__msg_hello */
+	FB__OP_DONE = 65,        /* no payload */
+	FB__OP_ERROR = 66,       /* fb__msg_error */
+	FB__OP_STREAM_INFO = 67, /* fb__msg_stream_info */
+	FB__OP_SUBSCRIBED = 68,  /* fb__msg_subscribed + 4 fds */
+	FB__OP_SUBSCRIBER_STATS = 69, /* fb__msg_subscriber_stats */
+
+	/* events: daemon -> client, seq 0 */
+	FB__OP_STREAM_EVENT = 128, /* fb__msg_stream_event */
+};
+
+struct fb__msg_header {
+	uint32_t opcode;
+	uint32_t size;  /* whole message, header included */
+	uint32_t seq;   /* request serial, echoed by replies; 0 for events */
+	uint32_t n_fds; /* descriptors passed with the message */
+};
+
+struct fb__msg_hello {
+	uint32_t version;
+	uint32_t client_id; /* reply only */
+	char name[FB__NAME_MAX];
+};
+
+struct fb__msg_name {
+	char name[FB__NAME_MAX];
+};
+
+struct fb__msg_id {
+	uint32_t id;
+	uint32_t reserved_;
+};
+
+struct fb__msg_subscribe {
+	char stream[FB__NAME_MAX];
+	uint32_t mode;
+	uint32_t max_holds; /* 0: the daemon's default */
+};
+
+struct fb__msg_subscribed {
+	uint32_t id; /* for FB__OP_UNSUBSCRIBE */
+	uint32_t reserved_;
+};
+
+struct fb__msg_error {
+	int32_t error; /* negative errno */
+	uint32_t reserved_;
+	char text[FB__ERROR_TEXT_MAX];
+};
+
+struct fb__msg_stream_info {
+	char name[FB__NAME_MAX];
+	char source[FB__NAME_MAX * 2]; /* url, truncated; "client:NAME" for published streams */
+	uint32_t width, height, format, slots, policy, meta_max;
+	uint32_t state;       /* enum fb_stream_state */
+	uint32_t subscribers;
+	uint64_t published;
+	uint64_t dropped;
+	uint32_t fps_in_milli;  /* frames published per second over the last interval, x1000 */
+	uint32_t retries;       /* consecutive failed attempts to open the source */
+	char detail[FB__ERROR_TEXT_MAX]; /* why it is retrying or ended */
+};
+
+struct fb__msg_subscriber_stats {
+	uint32_t id;
+	uint32_t client_id;
+	uint32_t mode;
+	uint32_t held;
+	uint64_t lag;
+	uint64_t missed;
+	uint64_t next_seq;
+	char client[FB__NAME_MAX];
+};
+
+struct fb__msg_stream_event {
+	char stream[FB__NAME_MAX];
+	uint32_t state;        /* enum fb_stream_state */
+	uint32_t subscription; /* subscription id the event is for, 0: every one on stream */
+	char detail[FB__ERROR_TEXT_MAX];
+};
+
+/* A received message: header, payload and descriptors. */
+struct fb__msg {
+	struct fb__msg_header header;
+	union {
+		struct fb__msg_hello hello;
+		struct fb__msg_name name;
+		struct fb__msg_id id;
+		struct fb__msg_subscribe subscribe;
+		struct fb__msg_subscribed subscribed;
+		struct fb__msg_error error;
+		struct fb__msg_stream_info stream_info;
+		struct fb__msg_subscriber_stats subscriber_stats;
+		struct fb__msg_stream_event stream_event;
+		uint8_t raw[FB__MSG_MAX - sizeof(struct fb__msg_header)];
+	} body;
+	int fds[FB__MSG_MAX_FDS];
+};
+
+/* Send one message: header filled in from the arguments, payload copied,
+ * fds passed with SCM_RIGHTS (they stay open on our side).  MSG_NOSIGNAL: a
+ * vanished peer is -EPIPE, never SIGPIPE. */
+int fb__msg_send(int sock, uint32_t opcode, uint32_t seq, const void *payload, size_t size,
+		 const int *fds, uint32_t n_fds);
+
+/* Receive one message (blocking or not, as the socket is).  Checks the
+ * header against the packet (size, fd count, payload size for the opcode) and
+ * closes every descriptor that should not be there.  On success the message's
+ * fds (msg->header.n_fds of them) belong to the caller.  Returns 0, -EAGAIN,
+ * -ECONNRESET when the peer hung up, -EPROTO for a malformed message (any fds
+ * closed), or another -errno. */
+int fb__msg_recv(int sock, struct fb__msg *msg);
+
+/* Close a received message's descriptors. */
+void fb__msg_close_fds(struct fb__msg *msg);
+
+/* Payload size an opcode requires, or -1 for an unknown opcode. */
+int fb__msg_payload_size(uint32_t opcode);
+
+/* Number of fds an opcode carries. */
+uint32_t fb__msg_fd_count(uint32_t opcode);
+
+/* Copy a string into a fixed NUL-padded field; false if it did not fit. */
+bool fb__name_set(char *dst, size_t dst_size, const char *src);
+
+/* Whether a fixed field holds a NUL-terminated name of 1..size-1 printable
+ * characters. */
+bool fb__name_valid(const char *name, size_t size);
+
+#endif
