@@ -7,7 +7,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -23,7 +22,10 @@
 
 struct sub_entry {
 	struct fb__record *record; /* NULL: entry unused */
-	int event_fd;
+	int wake_fd;
+	/* Our copy of the pipe's read end: with a reader always there, a write
+	 * after the subscriber died is never a SIGPIPE. */
+	int wake_read_fd;
 	uint32_t mode;
 	uint32_t max_holds;
 	uint32_t generation;
@@ -94,11 +96,17 @@ static uint64_t min_queue_cursor(const struct fb_producer *p)
  * other, so a slot is never written while a subscriber reads it. */
 static bool claim(struct fb_producer *p, uint32_t slot)
 {
-	uint64_t old = p->slot_seq[slot] ? FB__SLOT_PUBLISHED(p->slot_seq[slot]) : FB__SLOT_EMPTY;
+	uint64_t seq = p->slot_seq[slot];
+	uint64_t old = seq ? FB__SLOT_PUBLISHED(seq) : FB__SLOT_EMPTY;
 
-	atomic_store(&p->hdr->slot[slot].state, FB__SLOT_WRITING);
-	if (!(held_slots(p) & slot_bit(slot)))
+	/* CLAIMING(seq) tells a queue subscriber scanning for frame seq that
+	 * it may come back, so it must look again rather than skip it. */
+	atomic_store(&p->hdr->slot[slot].state, seq ? FB__SLOT_CLAIMING(seq) : FB__SLOT_WRITING);
+	if (!(held_slots(p) & slot_bit(slot))) {
+		atomic_store_explicit(&p->hdr->slot[slot].state, FB__SLOT_WRITING,
+				      memory_order_relaxed);
 		return true;
+	}
 	atomic_store(&p->hdr->slot[slot].state, old);
 	return false;
 }
@@ -128,14 +136,8 @@ static int pick_slot(struct fb_producer *p)
 	return -1;
 }
 
-static void drain_space(struct fb_producer *p)
-{
-	/* Bounded: a hostile peer may have posted the semaphore to a huge value. */
-	for (int i = 0; i < 64 && sem_trywait(&p->ctl->space) == 0; i++)
-		;
-}
-
-/* Wait for a slot to become free, until deadline_ns (0: forever). */
+/* Wait for a slot to become free, until deadline_ns (0: forever).  Called
+ * and returns with p->lock held. */
 static int wait_for_slot(struct fb_producer *p, uint64_t deadline_ns)
 {
 	for (;;) {
@@ -146,17 +148,16 @@ static int wait_for_slot(struct fb_producer *p, uint64_t deadline_ns)
 		if (deadline_ns && deadline_ns < until)
 			until = deadline_ns;
 
-		drain_space(p);
+		/* Read the word before announcing the wait: a post after this
+		 * read changes it, and the futex wait returns at once. */
+		uint32_t seen = atomic_load(&p->ctl->space);
 		atomic_store(&p->ctl->producer_waiting, 1);
 		int slot = pick_slot(p);
 		if (slot < 0) {
-			struct timespec ts = {.tv_sec = (time_t)(until / 1000000000u),
-					      .tv_nsec = (long)(until % 1000000000u)};
 			pthread_mutex_unlock(&p->lock);
-			int r = sem_clockwait(&p->ctl->space, CLOCK_MONOTONIC, &ts);
+			(void)fb__futex_wait(&p->ctl->space, seen, until);
 			pthread_mutex_lock(&p->lock);
-			if (r == 0 || errno == ETIMEDOUT || errno == EINTR)
-				slot = pick_slot(p);
+			slot = pick_slot(p);
 		}
 		atomic_store(&p->ctl->producer_waiting, 0);
 		if (slot >= 0)
@@ -230,10 +231,6 @@ FB_EXPORT int fb_producer_new(const struct fb_ring_params *params, fb_producer *
 	}
 	p->ctl->magic = FB__CONTROL_MAGIC;
 	p->ctl->version = FB__RING_VERSION;
-	if (sem_init(&p->ctl->space, 1, 0) < 0) {
-		r = -errno;
-		goto fail;
-	}
 	*ret_producer = p;
 	return 0;
 fail:
@@ -241,11 +238,26 @@ fail:
 	return r;
 }
 
+static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke);
+
+/* Wake a subscriber that armed itself, the way it asked to be woken.
+ * Neither way can block: FUTEX_WAKE never waits, and the pipe's write end is
+ * non-blocking and ours alone (a full pipe is still readable). */
+static void wake_as_armed(const struct sub_entry *s, uint32_t armed)
+{
+	if (armed == FB__ARMED_FUTEX)
+		fb__futex_wake(&s->record->armed);
+	else if (armed != FB__ARMED_NONE)
+		(void)!write(s->wake_fd, "", 1);
+}
+
+/* Wake a subscriber whatever it armed for: the stream ended or it was
+ * dropped. */
 static void wake(const struct sub_entry *s)
 {
-	uint64_t one = 1;
-	/* EAGAIN (counter full) still leaves the fd readable: nothing lost. */
-	(void)!write(s->event_fd, &one, sizeof(one));
+	atomic_exchange(&s->record->armed, FB__ARMED_NONE);
+	wake_as_armed(s, FB__ARMED_FUTEX);
+	wake_as_armed(s, FB__ARMED_PIPE);
 }
 
 FB_EXPORT int fb_producer_end(fb_producer *p)
@@ -269,7 +281,7 @@ FB_EXPORT void fb_producer_free(fb_producer *p)
 		fb_producer_end(p);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		if (p->subs[i].record)
-			fb_producer_remove_subscriber(p, p->subs[i].generation << 8 | i);
+			drop_sub(p, &p->subs[i], false);
 	if (p->ctl)
 		munmap(p->ctl, CONTROL_SIZE);
 	if (p->hdr)
@@ -360,9 +372,8 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	atomic_store(&p->hdr->latest, FB__PACK(seq, slot));
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		struct sub_entry *e = &p->subs[i];
-		if (e->record && atomic_load(&e->record->armed) &&
-		    atomic_exchange(&e->record->armed, 0))
-			wake(e);
+		if (e->record && atomic_load(&e->record->armed))
+			wake_as_armed(e, atomic_exchange(&e->record->armed, FB__ARMED_NONE));
 	}
 	pthread_mutex_unlock(&p->lock);
 	return 0;
@@ -388,7 +399,7 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 {
 	struct fb_subscriber_fds fds = {-1, -1, -1, -1};
 	struct fb__record *rec = NULL;
-	int event_fd = -1, r;
+	int wake_fd = -1, pipe_fds[2] = {-1, -1}, r;
 	uint32_t i;
 
 	if (!p || !ret_fds || !ret_id)
@@ -409,13 +420,18 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		r = -errno;
 		goto fail;
 	}
-	/* Blocking, for the subscriber to sleep in read(); a write blocks only
-	 * when the counter would overflow, which one write per wake-up never does. */
-	event_fd = eventfd(0, EFD_CLOEXEC);
+	/* The pollable wake fd for event loops: a pipe, not an eventfd, so
+	 * that the producer alone holds the end it writes and no subscriber can
+	 * make that write block (an eventfd is one open file for both sides,
+	 * whose counter and flags a subscriber controls).  Blocking acquires do
+	 * not use it: they sleep on a futex in the record. */
+	if (pipe2(pipe_fds, O_CLOEXEC) == 0)
+		(void)fcntl(pipe_fds[1], F_SETFL, O_NONBLOCK);
+	wake_fd = pipe_fds[1];
+	fds.wake_fd = pipe_fds[0] < 0 ? -1 : fcntl(pipe_fds[0], F_DUPFD_CLOEXEC, 3);
 	fds.frame_fd = fcntl(p->frame_fd, F_DUPFD_CLOEXEC, 3);
 	fds.control_fd = fcntl(p->control_fd, F_DUPFD_CLOEXEC, 3);
-	fds.event_fd = event_fd < 0 ? -1 : fcntl(event_fd, F_DUPFD_CLOEXEC, 3);
-	if (event_fd < 0 || fds.frame_fd < 0 || fds.control_fd < 0 || fds.event_fd < 0) {
+	if (wake_fd < 0 || fds.frame_fd < 0 || fds.control_fd < 0 || fds.wake_fd < 0) {
 		r = -errno;
 		goto fail;
 	}
@@ -428,7 +444,12 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		r = -EUSERS;
 		goto fail;
 	}
-	uint64_t latest = FB__PACKED_SEQ(atomic_load(&p->hdr->latest));
+	uint64_t latest_packed = atomic_load(&p->hdr->latest);
+	uint64_t latest = FB__PACKED_SEQ(latest_packed);
+	/* The newest frame's slot may be the one being rewritten: then the
+	 * newest readable frame is the next one. */
+	if (latest && p->current == (int)FB__PACKED_SLOT(latest_packed))
+		latest++;
 	rec->magic = FB__RECORD_MAGIC;
 	rec->version = FB__RING_VERSION;
 	rec->mode = mode;
@@ -439,7 +460,8 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 
 	p->subs[i] = (struct sub_entry){
 		.record = rec,
-		.event_fd = event_fd,
+		.wake_fd = wake_fd,
+		.wake_read_fd = pipe_fds[0],
 		.mode = mode,
 		.max_holds = max_holds,
 		.generation = (p->subs[i].generation + 1) & 0xffffffu,
@@ -452,8 +474,10 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 fail:
 	if (rec)
 		munmap(rec, RECORD_SIZE);
-	if (event_fd >= 0)
-		close(event_fd);
+	if (wake_fd >= 0)
+		close(wake_fd);
+	if (pipe_fds[0] >= 0)
+		close(pipe_fds[0]);
 	fb_subscriber_fds_close(&fds);
 	return r;
 }
@@ -467,25 +491,34 @@ static struct sub_entry *find_sub(const fb_producer *p, uint32_t id)
 	return (struct sub_entry *)&p->subs[i];
 }
 
+/* Forget a subscriber: its holds and cursor leave every later decision, so
+ * whatever it held is free again.  revoke tells a subscriber still alive
+ * (its next acquire fails with -ECANCELED); at the end of the stream it is
+ * not told, and reads what is left. */
+static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke)
+{
+	if (revoke) {
+		atomic_store(&s->record->revoked, 1);
+		wake(s);
+	}
+	munmap(s->record, RECORD_SIZE);
+	close(s->wake_fd);
+	close(s->wake_read_fd);
+	s->record = NULL;
+	s->wake_fd = s->wake_read_fd = -1;
+	p->n_subs--;
+}
+
 FB_EXPORT int fb_producer_remove_subscriber(fb_producer *p, uint32_t id)
 {
 	if (!p)
 		return -EINVAL;
 	pthread_mutex_lock(&p->lock);
 	struct sub_entry *s = find_sub(p, id);
-	if (!s) {
-		pthread_mutex_unlock(&p->lock);
-		return -ENOENT;
-	}
-	/* Dropping the entry drops its holds and its cursor from every later
-	 * decision: whatever it held is free again. */
-	munmap(s->record, RECORD_SIZE);
-	close(s->event_fd);
-	s->record = NULL;
-	s->event_fd = -1;
-	p->n_subs--;
+	if (s)
+		drop_sub(p, s, true);
 	pthread_mutex_unlock(&p->lock);
-	return 0;
+	return s ? 0 : -ENOENT;
 }
 
 FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats *ret_stats)

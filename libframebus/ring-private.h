@@ -7,7 +7,6 @@
 #ifndef FB_RING_PRIVATE_H
 #define FB_RING_PRIVATE_H
 
-#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -24,11 +23,14 @@
 #define FB__CACHELINE 64
 #define FB__ALIGNED __attribute__((aligned(FB__CACHELINE)))
 
-/* Slot state word: 0 before the first write, FB__SLOT_WRITING while the
- * producer owns it, seq << 1 once frame seq is published in it. */
+/* Slot state word: 0 before the first write; seq << 1 once frame seq is
+ * published in it; odd while the producer has it: (seq << 1) | 1 while it
+ * checks for holds on frame seq (it may give the slot back), and just 1 once
+ * it writes (the old frame is gone). */
 #define FB__SLOT_EMPTY 0u
 #define FB__SLOT_WRITING 1u
 #define FB__SLOT_PUBLISHED(seq) ((uint64_t)(seq) << 1)
+#define FB__SLOT_CLAIMING(seq) (((uint64_t)(seq) << 1) | 1u)
 
 /* latest and log entries pack a sequence number and a slot index. */
 #define FB__PACK(seq, slot) (((uint64_t)(seq) << 8) | (uint64_t)(slot))
@@ -80,14 +82,16 @@ struct fb__ring_header {
 };
 
 /* The control memfd, shared read-write by the producer and every subscriber:
- * what a subscriber must write to wake a producer waiting for space.  No value
- * written here can do more than wake the producer early (ring.md, "hostile
- * peers"). */
+ * what a subscriber must write to wake a producer waiting for space.  A
+ * semaphore of our own on a futex word rather than a glibc sem_t, whose
+ * internals (its futex flags) a hostile peer could corrupt into an abort().
+ * No value written here can do more than wake the producer early or late
+ * (ring.md, "hostile peers"). */
 struct fb__control {
 	uint32_t magic;
 	uint32_t version;
 	_Atomic uint32_t producer_waiting FB__ALIGNED;
-	sem_t space;
+	_Atomic uint32_t space; /* futex: bumped by each post */
 };
 
 /* A subscriber's own record, in a memfd only it and its producer map.  The
@@ -102,7 +106,17 @@ struct fb__record {
 	_Atomic uint64_t held FB__ALIGNED; /* bit i: slot i is held */
 	_Atomic uint64_t cursor;           /* the next seq it will read */
 	_Atomic uint64_t missed;           /* frames it lost by falling behind */
-	_Atomic uint32_t armed FB__ALIGNED; /* 1: write event_fd on the next publish */
+	_Atomic uint32_t armed FB__ALIGNED; /* enum fb__armed, and a futex */
+	_Atomic uint32_t revoked;           /* set by the producer when it drops us */
+};
+
+/* How a subscriber that found nothing new wants the next publish to wake
+ * it (record.armed).  The producer exchanges it for NONE and then wakes the
+ * futex, or writes the wake pipe. */
+enum fb__armed {
+	FB__ARMED_NONE = 0,
+	FB__ARMED_FUTEX = 1, /* sleeping in FUTEX_WAIT on armed itself */
+	FB__ARMED_PIPE = 2,  /* an event loop polls the wake pipe */
 };
 
 /* Sizes and offsets of a ring's frame memfd, computed from its parameters
@@ -132,6 +146,13 @@ int64_t fb__memfd_check(int fd, uint64_t min_size, bool read_only);
 void *fb__map(int fd, uint64_t size, bool writable);
 
 uint64_t fb__now_ns(int clock);
+
+/* Futex wait (until deadline_ns on CLOCK_MONOTONIC, 0: forever) and wake on a
+ * word in shared memory.  A caller always re-checks what it waits for, so
+ * every return may be spurious; the wait reports only -EINTR (a signal) and
+ * -ETIMEDOUT, the wake nothing. */
+int fb__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns);
+void fb__futex_wake(_Atomic uint32_t *word);
 
 /* The daemon's id for a subscription made through fb_client_subscribe(). */
 void fb__subscriber_set_id(fb_subscriber *subscriber, uint32_t id);

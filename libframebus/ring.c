@@ -5,8 +5,10 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -129,6 +131,23 @@ uint64_t fb__now_ns(int clock)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+int fb__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+			      .tv_nsec = (long)(deadline_ns % 1000000000u)};
+	/* Shared (not FUTEX_PRIVATE_FLAG): the word is in a memfd mapped by
+	 * other processes at other addresses. */
+	if (syscall(SYS_futex, word, FUTEX_WAIT_BITSET, expected, deadline_ns ? &ts : NULL, NULL,
+		    FUTEX_BITSET_MATCH_ANY) == 0)
+		return 0;
+	return errno == EINTR || errno == ETIMEDOUT ? -errno : 0;
+}
+
+void fb__futex_wake(_Atomic uint32_t *word)
+{
+	syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+}
+
 void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout,
 			  uint8_t *slot_data)
 {
@@ -142,7 +161,7 @@ FB_EXPORT void fb_subscriber_fds_close(struct fb_subscriber_fds *fds)
 {
 	if (!fds)
 		return;
-	int *all[] = {&fds->frame_fd, &fds->control_fd, &fds->record_fd, &fds->event_fd};
+	int *all[] = {&fds->frame_fd, &fds->control_fd, &fds->record_fd, &fds->wake_fd};
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
 		if (*all[i] >= 0)
 			close(*all[i]);
@@ -165,6 +184,8 @@ FB_EXPORT const char *fb_strerror(int error)
 		return "protocol error: the peer sent something malformed";
 	case EUSERS:
 		return "too many subscribers";
+	case ECANCELED:
+		return "the producer cancelled this subscription";
 	default:
 		return strerrordesc_np(error) ? strerrordesc_np(error) : "unknown error";
 	}

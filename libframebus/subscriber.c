@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,17 +38,10 @@ struct fb_subscriber {
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
-static bool is_eventfd(int fd)
+static bool is_pipe(int fd)
 {
-	char path[64], target[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return errno == ENOENT && fcntl(fd, F_GETFD) >= 0; /* no /proc: trust it */
-	target[n] = '\0';
-	return strcmp(target, "anon_inode:[eventfd]") == 0;
+	struct stat st;
+	return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
 /* Map the frame memfd after checking that its header describes exactly the
@@ -121,7 +115,7 @@ FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 
 	if (!fds || !ret_subscriber)
 		return -EINVAL;
-	if (!is_eventfd(fds->event_fd))
+	if (!is_pipe(fds->wake_fd))
 		return -EBADF;
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -143,7 +137,7 @@ FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 		r = -EPROTO;
 		goto fail;
 	}
-	if (fcntl(fds->event_fd, F_SETFL, 0) < 0) { /* blocking: see drain_events() */
+	if (fcntl(fds->wake_fd, F_SETFL, 0) < 0) { /* blocking: see drain_wakes() */
 		r = -errno;
 		goto fail;
 	}
@@ -175,8 +169,10 @@ fail:
  * consumed: pairs with its store of producer_waiting and load of our record. */
 static void notify_space(struct fb_subscriber *s)
 {
-	if (atomic_load(&s->ctl->producer_waiting))
-		sem_post(&s->ctl->space);
+	if (atomic_load(&s->ctl->producer_waiting)) {
+		atomic_fetch_add(&s->ctl->space, 1);
+		fb__futex_wake(&s->ctl->space);
+	}
 }
 
 /* Hold slot if it still contains frame seq.  The store of the hold and the
@@ -197,31 +193,38 @@ static bool hold(struct fb_subscriber *s, uint32_t slot, uint64_t seq)
 	return false;
 }
 
-/* The oldest frame still in the ring with a seq of at least from. */
-static bool find_oldest(const struct fb_subscriber *s, uint64_t from, uint64_t *ret_seq,
-			uint32_t *ret_slot)
+/* The oldest frame still in the ring with a seq of at least from.  Returns
+ * 1 and the frame, 0 if there is none, -EAGAIN if a frame that old is being
+ * claimed and may come back: look again. */
+static int find_oldest(const struct fb_subscriber *s, uint64_t from, uint64_t *ret_seq,
+		       uint32_t *ret_slot)
 {
 	uint64_t best = UINT64_MAX;
 	uint32_t best_slot = 0;
 
 	for (uint32_t i = 0; i < s->slots; i++) {
 		uint64_t st = atomic_load_explicit(&s->hdr->slot[i].state, memory_order_relaxed);
-		if (st == FB__SLOT_EMPTY || (st & 1))
-			continue;
 		uint64_t seq = st >> 1;
-		if (seq >= from && seq < best) {
+		if (st == FB__SLOT_EMPTY || st == FB__SLOT_WRITING || seq < from)
+			continue;
+		if (st & 1)
+			return -EAGAIN;
+		if (seq < best) {
 			best = seq;
 			best_slot = i;
 		}
 	}
 	if (best == UINT64_MAX)
-		return false;
+		return 0;
 	*ret_seq = best;
 	*ret_slot = best_slot;
-	return true;
+	return 1;
 }
 
-static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_frame)
+/* Take the next frame if there is one.  *ret_latest is the value of latest
+ * it last saw, for a caller that then waits for it to change. */
+static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_frame,
+		       uint64_t *ret_latest)
 {
 	bool scan = false;
 
@@ -230,6 +233,7 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 		uint64_t want = FB__PACKED_SEQ(latest);
 		uint32_t slot = FB__PACKED_SLOT(latest);
 
+		*ret_latest = latest;
 		if (want < s->cursor)
 			return -EAGAIN;
 		if (s->mode == FB_MODE_QUEUE) {
@@ -238,8 +242,13 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 			want = s->cursor;
 			slot = FB__PACKED_SLOT(e);
 			/* Not in the log: overwritten, or being overwritten. */
-			if ((scan || FB__PACKED_SEQ(e) != want) && !find_oldest(s, want, &want, &slot))
-				continue;
+			if (scan || FB__PACKED_SEQ(e) != want) {
+				int found = find_oldest(s, want, &want, &slot);
+				if (found == 0) /* only frames being rewritten */
+					return -EAGAIN;
+				if (found < 0)
+					continue;
+			}
 		}
 		if (slot >= s->slots)
 			return -EPROTO;
@@ -289,17 +298,16 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Watch for a new frame for a few microseconds before sleeping: a frame
- * that comes that soon then costs neither the producer a write() nor us a
- * wake-up, which is what lets a fast stream run at millions of frames a
- * second.  At camera rates it costs SPIN_NS of CPU per frame. */
-static bool spin_for_frame(const struct fb_subscriber *s)
+/* Watch latest for a few microseconds before sleeping: a frame that comes
+ * that soon then costs neither the producer a write() nor us a wake-up,
+ * which is what lets a fast stream run at millions of frames a second.  At
+ * camera rates it costs SPIN_NS of CPU per frame. */
+static bool spin_for_change(const struct fb_subscriber *s, uint64_t seen_latest)
 {
 	uint64_t start = fb__now_ns(CLOCK_MONOTONIC);
 
 	for (unsigned i = 1;; i++) {
-		if (FB__PACKED_SEQ(atomic_load_explicit(&s->hdr->latest, memory_order_relaxed)) >=
-		    s->cursor)
+		if (atomic_load_explicit(&s->hdr->latest, memory_order_relaxed) != seen_latest)
 			return true;
 		if (i % 32 == 0 && fb__now_ns(CLOCK_MONOTONIC) - start > SPIN_NS)
 			return false;
@@ -307,49 +315,24 @@ static bool spin_for_frame(const struct fb_subscriber *s)
 	}
 }
 
-/* Reset the event fd without blocking (the fd itself is blocking, so that a
- * waiting subscriber sleeps in read(): the cheapest wake-up there is). */
-static void drain_events(struct fb_subscriber *s)
+/* Empty the wake pipe without blocking, before an event loop re-arms it. */
+static void drain_wakes(struct fb_subscriber *s)
 {
-	uint64_t count;
-	struct iovec iov = {.iov_base = &count, .iov_len = sizeof(count)};
+	char buf[64];
+	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
 
-	if (preadv2(s->fds.event_fd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP)
+	if (preadv2(s->fds.wake_fd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP)
 		return;
-	/* Kernels before 5.12 do not honour RWF_NOWAIT on an eventfd. */
-	struct pollfd pfd = {.fd = s->fds.event_fd, .events = POLLIN};
+	/* Kernels that do not honour RWF_NOWAIT on a pipe. */
+	struct pollfd pfd = {.fd = s->fds.wake_fd, .events = POLLIN};
 	if (poll(&pfd, 1, 0) == 1)
-		(void)!read(s->fds.event_fd, &count, sizeof(count));
-}
-
-/* Sleep until the producer writes the event fd or deadline_ns passes (0:
- * never).  Reading the fd both waits and resets it. */
-static int wait_events(struct fb_subscriber *s, uint64_t deadline_ns)
-{
-	uint64_t count;
-
-	if (deadline_ns) {
-		uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
-		if (now >= deadline_ns)
-			return -ETIMEDOUT;
-		struct timespec ts = {.tv_sec = (time_t)((deadline_ns - now) / 1000000000u),
-				      .tv_nsec = (long)((deadline_ns - now) % 1000000000u)};
-		struct pollfd pfd = {.fd = s->fds.event_fd, .events = POLLIN};
-		int r = ppoll(&pfd, 1, &ts, NULL);
-		if (r < 0)
-			return -errno;
-		if (r == 0)
-			return -ETIMEDOUT;
-	}
-	if (read(s->fds.event_fd, &count, sizeof(count)) < 0)
-		return -errno;
-	return 0;
+		(void)!read(s->fds.wake_fd, buf, sizeof(buf));
 }
 
 FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 				    const struct fb_frame **ret_frame)
 {
-	uint64_t deadline = 0;
+	uint64_t deadline = 0, latest;
 	int r;
 
 	if (!s || !ret_frame)
@@ -359,28 +342,38 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 	if (timeout_ms > 0)
 		deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
 	for (;;) {
+		if (atomic_load(&s->rec->revoked))
+			return -ECANCELED;
 		bool closed = atomic_load(&s->hdr->closed);
-		r = try_acquire(s, ret_frame);
-		if (r != -EAGAIN)
-			return r;
-		/* Nothing new: ask to be woken, then look once more so that a
-		 * frame published meanwhile does not wait for the next one.
-		 * An event loop's fd must also be reset before arming, or it
-		 * would stay readable with nothing to read. */
-		if (timeout_ms == 0)
-			drain_events(s);
-		else if (spin_for_frame(s))
-			continue;
-		atomic_store(&s->rec->armed, 1);
-		r = try_acquire(s, ret_frame);
+		r = try_acquire(s, ret_frame, &latest);
 		if (r != -EAGAIN)
 			return r;
 		if (closed)
 			return -EPIPE;
+		if (deadline && fb__now_ns(CLOCK_MONOTONIC) >= deadline)
+			return -ETIMEDOUT;
+		if (timeout_ms != 0 && spin_for_change(s, latest))
+			continue;
+		/* Nothing new: ask to be woken, then look once more so that a
+		 * frame published meanwhile does not wait for the next one.
+		 * An event loop's pipe must be emptied before arming, or it
+		 * would stay readable with nothing to read. */
+		uint32_t how = timeout_ms == 0 ? FB__ARMED_PIPE : FB__ARMED_FUTEX;
+		if (how == FB__ARMED_PIPE)
+			drain_wakes(s);
+		atomic_store(&s->rec->armed, how);
+		r = try_acquire(s, ret_frame, &latest);
+		if (r != -EAGAIN)
+			return r;
+		/* The end of the stream (or our removal) pairs the same way
+		 * with the arming: the producer stores closed, then takes
+		 * armed; we store armed, then load closed. */
+		if (atomic_load(&s->hdr->closed) || atomic_load(&s->rec->revoked))
+			continue;
 		if (timeout_ms == 0)
 			return -EAGAIN;
-		r = wait_events(s, deadline);
-		if (r < 0)
+		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, deadline);
+		if (r == -EINTR)
 			return r;
 	}
 }
@@ -428,7 +421,7 @@ FB_EXPORT uint32_t fb_subscriber_get_mode(const fb_subscriber *s)
 
 FB_EXPORT int fb_subscriber_get_fd(const fb_subscriber *s)
 {
-	return s ? s->fds.event_fd : -EINVAL;
+	return s ? s->fds.wake_fd : -EINVAL;
 }
 
 FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)

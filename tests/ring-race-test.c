@@ -30,7 +30,7 @@ static struct tally hammer(fb_subscriber *sub)
 	struct tally t = {0};
 	uint64_t last = 0;
 
-	while ((t.end = fb_subscriber_acquire(sub, 5000, &f)) == 0) {
+	while ((t.end = fb_subscriber_acquire(sub, -1, &f)) == 0) {
 		t.torn += !th_frame_is_whole(f, l);
 		t.disorder += f->seq <= last;
 		last = f->seq;

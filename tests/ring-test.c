@@ -513,8 +513,10 @@ Test(ring, attach_checks_what_it_is_given)
 	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_LATEST, 1, &fds, &id), 0);
 	cr_assert_eq(pipe(pipefd), 0);
 
-	bad = fds, bad.event_fd = pipefd[0];
-	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "a pipe is no eventfd");
+	int efd = eventfd(0, EFD_CLOEXEC);
+	bad = fds, bad.wake_fd = efd;
+	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "an eventfd is no wake pipe");
+	close(efd);
 	bad = fds, bad.frame_fd = pipefd[0];
 	cr_assert_eq(fb_subscriber_attach(&bad, &s), -EBADF, "a pipe is no memfd");
 	bad = fds, bad.frame_fd = fds.record_fd;

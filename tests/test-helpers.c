@@ -52,7 +52,7 @@ bool th_frame_is_whole(const struct fb_frame *f, const struct fb_layout *l)
 
 int th_send_fds(int sock, const struct fb_subscriber_fds *fds)
 {
-	int all[4] = {fds->frame_fd, fds->control_fd, fds->record_fd, fds->event_fd};
+	int all[4] = {fds->frame_fd, fds->control_fd, fds->record_fd, fds->wake_fd};
 	char byte = 'F';
 	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
 	union {

@@ -156,7 +156,7 @@ struct fb_subscriber_fds {
 	int frame_fd;   /**< sealed memfd: header, slot metadata and pixels */
 	int control_fd; /**< memfd shared by all subscribers: the space semaphore */
 	int record_fd;  /**< memfd of this subscriber alone: its holds and cursor */
-	int event_fd;   /**< eventfd the producer signals on publish */
+	int wake_fd;   /**< eventfd the producer signals on publish */
 };
 
 /** Counters of a ring, as seen by its producer. */

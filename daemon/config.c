@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: MIT */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+#include "config.h"
+
+#define DEFAULT_SOCKET_MODE 0660
+#define NS_PER_S 1000000000ull
+
+struct parser {
+	struct fbd_config *config;
+	struct fbd_stream_config *stream; /* the section being read, NULL in [daemon] */
+	bool in_daemon;
+	const char *path;
+	FILE *file;
+	unsigned line;
+	char *error;
+	size_t error_size;
+	int failed;
+};
+
+static void stream_defaults(struct fbd_stream_config *s)
+{
+	*s = (struct fbd_stream_config){
+		.format = FB_FORMAT_BGR24,
+		.slots = 8,
+		.policy = FB_POLICY_DROP,
+		.meta_max = 4096,
+		.retry_min_ns = NS_PER_S / 2,
+		.retry_max_ns = 30 * NS_PER_S,
+		.stall_timeout_ns = 10 * NS_PER_S,
+	};
+}
+
+static struct fbd_config *config_new(void)
+{
+	struct fbd_config *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->socket_mode = DEFAULT_SOCKET_MODE;
+	c->log_level = LOG_INFO;
+	c->max_clients = 256;
+	c->max_subscriptions_per_client = 64;
+	c->default_max_holds = 2;
+	c->socket_path = strdup(FB_DEFAULT_SOCKET);
+	if (!c->socket_path) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* Reads one line for inih and counts lines, so errors can name them
+ * (Debian builds inih without INI_HANDLER_LINENO). */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct parser *p = stream;
+	char *r = fgets(str, num, p->file);
+	if (r)
+		p->line++;
+	return r;
+}
+
+static bool parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *ret)
+{
+	char *end;
+	errno = 0;
+	if (*v == '-' || *v == '\0')
+		return false;
+	unsigned long long n = strtoull(v, &end, 0);
+	if (errno || *end || n < min || n > max)
+		return false;
+	*ret = n;
+	return true;
+}
+
+static bool parse_bool(const char *v, bool *ret)
+{
+	if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") || !strcasecmp(v, "on"))
+		*ret = true;
+	else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") ||
+		 !strcasecmp(v, "off"))
+		*ret = false;
+	else
+		return false;
+	return true;
+}
+
+/* "500ms", "2s", "1.5", "1m": seconds unless a unit says otherwise. */
+static bool parse_duration(const char *v, uint64_t *ret_ns)
+{
+	char *end;
+	double n = strtod(v, &end);
+	double scale = 1.0;
+	if (end == v || !isfinite(n) || n < 0)
+		return false;
+	if (!strcmp(end, "ms"))
+		scale = 1e-3;
+	else if (!strcmp(end, "m") || !strcmp(end, "min"))
+		scale = 60;
+	else if (*end && strcmp(end, "s"))
+		return false;
+	if (n * scale > 86400)
+		return false;
+	*ret_ns = (uint64_t)(n * scale * 1e9);
+	return true;
+}
+
+static bool parse_enum(const char *v, const char *const *names, size_t n, uint32_t *ret)
+{
+	for (size_t i = 0; i < n; i++)
+		if (names[i] && !strcmp(v, names[i])) {
+			*ret = (uint32_t)i;
+			return true;
+		}
+	return false;
+}
+
+static bool set_string(char **dst, const char *v)
+{
+	char *copy = strdup(v);
+	if (!copy)
+		return false;
+	free(*dst);
+	*dst = copy;
+	return true;
+}
+
+static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (!p->failed)
+		snprintf(p->error, p->error_size, "%s:%u: [%s] %s: %s", p->path, p->line, section, key,
+			 why);
+	p->failed = -EINVAL;
+	return 0;
+}
+
+static int daemon_key(struct parser *p, const char *section, const char *key, const char *v)
+{
+	struct fbd_config *c = p->config;
+	static const char *const levels[] = {[LOG_ERR] = "error", [LOG_WARNING] = "warning",
+					     [LOG_NOTICE] = "notice", [LOG_INFO] = "info",
+					     [LOG_DEBUG] = "debug"};
+	uint64_t n;
+	uint32_t e;
+
+	if (!strcmp(key, "socket")) {
+		if (v[0] != '/' || strlen(v) >= 108)
+			return fail(p, section, key, "'%s' is not an absolute path of at most 107 bytes", v);
+		return set_string(&c->socket_path, v) ? 1 : fail(p, section, key, "out of memory");
+	}
+	if (!strcmp(key, "socket_group"))
+		return set_string(&c->socket_group, v) ? 1 : fail(p, section, key, "out of memory");
+	if (!strcmp(key, "socket_mode")) {
+		char *end;
+		unsigned long mode = strtoul(v, &end, 8);
+		if (*v == '\0' || *end || mode > 0777)
+			return fail(p, section, key, "'%s' is not an octal mode such as 0660", v);
+		c->socket_mode = (uint32_t)mode;
+		return 1;
+	}
+	if (!strcmp(key, "log_level")) {
+		if (!parse_enum(v, levels, sizeof(levels) / sizeof(levels[0]), &e))
+			return fail(p, section, key, "'%s' is not one of error, warning, notice, info, debug", v);
+		c->log_level = (int)e;
+		return 1;
+	}
+	if (!strcmp(key, "max_clients")) {
+		if (!parse_uint(v, 1, 100000, &n))
+			return fail(p, section, key, "'%s' is not a number from 1 to 100000", v);
+		c->max_clients = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "max_subscriptions_per_client")) {
+		if (!parse_uint(v, 1, 4096, &n))
+			return fail(p, section, key, "'%s' is not a number from 1 to 4096", v);
+		c->max_subscriptions_per_client = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "default_max_holds")) {
+		if (!parse_uint(v, 1, FB_MAX_SLOTS - 1, &n))
+			return fail(p, section, key, "'%s' is not a number from 1 to %d", v, FB_MAX_SLOTS - 1);
+		c->default_max_holds = (uint32_t)n;
+		return 1;
+	}
+	return fail(p, section, key, "unknown key");
+}
+
+static int stream_key(struct parser *p, const char *section, const char *key, const char *v)
+{
+	struct fbd_stream_config *s = p->stream;
+	static const char *const policies[] = {[FB_POLICY_DROP] = "drop", [FB_POLICY_BLOCK] = "block"};
+	static const char *const pacings[] = {[FBD_PACING_AUTO] = "auto",
+					      [FBD_PACING_NATIVE] = "native",
+					      [FBD_PACING_FAST] = "fast"};
+	uint64_t n;
+	uint32_t e;
+	int f;
+
+	if (!strcmp(key, "url")) {
+		if (!*v)
+			return fail(p, section, key, "empty url");
+		return set_string(&s->url, v) ? 1 : fail(p, section, key, "out of memory");
+	}
+	if (!strcmp(key, "input_format"))
+		return set_string(&s->input_format, v) ? 1 : fail(p, section, key, "out of memory");
+	if (!strcmp(key, "width") || !strcmp(key, "height")) {
+		if (!parse_uint(v, 1, FB_MAX_DIMENSION, &n))
+			return fail(p, section, key, "'%s' is not a number from 1 to %d", v, FB_MAX_DIMENSION);
+		*(key[0] == 'w' ? &s->width : &s->height) = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "format")) {
+		if ((f = fb_format_from_name(v)) < 0)
+			return fail(p, section, key,
+				    "'%s' is not one of gray8, bgr24, rgb24, bgra, nv12, yuv420p", v);
+		s->format = (uint32_t)f;
+		return 1;
+	}
+	if (!strcmp(key, "slots")) {
+		if (!parse_uint(v, FB_MIN_SLOTS, FB_MAX_SLOTS, &n))
+			return fail(p, section, key, "'%s' is not a number from %d to %d", v, FB_MIN_SLOTS,
+				    FB_MAX_SLOTS);
+		s->slots = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "policy")) {
+		if (!parse_enum(v, policies, 2, &s->policy))
+			return fail(p, section, key, "'%s' is not drop or block", v);
+		return 1;
+	}
+	if (!strcmp(key, "pacing")) {
+		if (!parse_enum(v, pacings, 3, &e))
+			return fail(p, section, key, "'%s' is not auto, native or fast", v);
+		s->pacing = e;
+		return 1;
+	}
+	if (!strcmp(key, "loop"))
+		return parse_bool(v, &s->loop) ? 1 : fail(p, section, key, "'%s' is not true or false", v);
+	if (!strcmp(key, "decoder_threads")) {
+		if (!parse_uint(v, 0, 64, &n))
+			return fail(p, section, key, "'%s' is not a number from 0 to 64", v);
+		s->decoder_threads = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "meta_max")) {
+		if (!parse_uint(v, 0, FB_MAX_META, &n))
+			return fail(p, section, key, "'%s' is not a number from 0 to %d", v, FB_MAX_META);
+		s->meta_max = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "retry_min") || !strcmp(key, "retry_max") || !strcmp(key, "stall_timeout")) {
+		uint64_t ns;
+		if (!parse_duration(v, &ns) || ns == 0)
+			return fail(p, section, key, "'%s' is not a duration such as 500ms, 2s or 1m", v);
+		*(!strcmp(key, "retry_min") ? &s->retry_min_ns
+		  : !strcmp(key, "retry_max") ? &s->retry_max_ns : &s->stall_timeout_ns) = ns;
+		return 1;
+	}
+	if (!strncmp(key, "option.", 7) && key[7]) {
+		if (s->n_options == FBD_MAX_OPTIONS)
+			return fail(p, section, key, "more than %d FFmpeg options", FBD_MAX_OPTIONS);
+		s->option_keys[s->n_options] = strdup(key + 7);
+		s->option_values[s->n_options] = strdup(v);
+		s->n_options++;
+		return 1;
+	}
+	return fail(p, section, key, "unknown key");
+}
+
+static bool stream_name_ok(const char *name)
+{
+	size_t len = strlen(name);
+	if (len == 0 || len > FB_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
+			return false;
+	return true;
+}
+
+static int handler(void *user, const char *section, const char *key, const char *value)
+{
+	struct parser *p = user;
+
+	if (p->failed)
+		return 0;
+	if (!strcmp(section, "daemon"))
+		return daemon_key(p, section, key, value);
+	if (!strncmp(section, "stream ", 7)) {
+		const char *name = section + 7;
+		if (!p->stream || strcmp(p->stream->name, name)) {
+			if (!stream_name_ok(name))
+				return fail(p, section, key,
+					    "stream name '%s' must be 1-%d letters, digits, '.', '_' or '-'",
+					    name, FB_NAME_MAX);
+			for (uint32_t i = 0; i < p->config->n_streams; i++)
+				if (!strcmp(p->config->streams[i].name, name))
+					return fail(p, section, key, "stream '%s' is defined twice", name);
+			if (p->config->n_streams == FBD_MAX_STREAMS)
+				return fail(p, section, key, "more than %d streams", FBD_MAX_STREAMS);
+			p->stream = &p->config->streams[p->config->n_streams++];
+			stream_defaults(p->stream);
+			strcpy(p->stream->name, name);
+		}
+		return stream_key(p, section, key, value);
+	}
+	return fail(p, section, key, "unknown section (expected [daemon] or [stream NAME])");
+}
+
+static const char *check_stream(const struct fbd_stream_config *s)
+{
+	static char why[160];
+	struct fb_layout l;
+	if (!s->url)
+		return "no url";
+	if ((s->width == 0) != (s->height == 0))
+		return "width and height must be given together";
+	if (s->width && fb_layout_compute(s->width, s->height, s->format, &l) < 0) {
+		snprintf(why, sizeof(why), "%ux%u is not a valid size for %s (nv12 and yuv420p need even sizes)",
+			 s->width, s->height, fb_format_name(s->format));
+		return why;
+	}
+	if (s->retry_min_ns > s->retry_max_ns)
+		return "retry_min is longer than retry_max";
+	return NULL;
+}
+
+int fbd_config_load(const char *path, struct fbd_config **ret_config, char *error, size_t size)
+{
+	struct parser p = {.path = path, .error = error, .error_size = size};
+	int r;
+
+	p.file = fopen(path, "re");
+	if (!p.file) {
+		r = -errno;
+		snprintf(error, size, "%s: %s", path, strerror(-r));
+		return r;
+	}
+	p.config = config_new();
+	if (!p.config) {
+		fclose(p.file);
+		return -ENOMEM;
+	}
+	r = ini_parse_stream(read_line, &p, handler, &p);
+	fclose(p.file);
+	if (r > 0 && !p.failed) {
+		snprintf(error, size, "%s:%d: syntax error (expected [section], key = value or a comment)",
+			 path, r);
+		p.failed = -EINVAL;
+	}
+	for (uint32_t i = 0; !p.failed && i < p.config->n_streams; i++) {
+		const char *why = check_stream(&p.config->streams[i]);
+		if (why) {
+			snprintf(error, size, "%s: [stream %s]: %s", path, p.config->streams[i].name, why);
+			p.failed = -EINVAL;
+		}
+	}
+	if (p.failed) {
+		fbd_config_free(p.config);
+		return p.failed;
+	}
+	*ret_config = p.config;
+	return 0;
+}
+
+int fbd_config_default(struct fbd_config **ret_config)
+{
+	struct fbd_config *c = config_new();
+	if (!c)
+		return -ENOMEM;
+	struct fbd_stream_config *s = &c->streams[c->n_streams++];
+	stream_defaults(s);
+	strcpy(s->name, "cam0");
+	s->url = strdup("testsrc2=size=1280x720:rate=30");
+	s->input_format = strdup("lavfi");
+	s->width = 1280;
+	s->height = 720;
+	if (!s->url || !s->input_format) {
+		fbd_config_free(c);
+		return -ENOMEM;
+	}
+	*ret_config = c;
+	return 0;
+}
+
+static void stream_config_clear(struct fbd_stream_config *s)
+{
+	free(s->url);
+	free(s->input_format);
+	for (uint32_t i = 0; i < s->n_options; i++) {
+		free(s->option_keys[i]);
+		free(s->option_values[i]);
+	}
+}
+
+void fbd_config_free(struct fbd_config *c)
+{
+	if (!c)
+		return;
+	for (uint32_t i = 0; i < c->n_streams; i++)
+		stream_config_clear(&c->streams[i]);
+	free(c->socket_path);
+	free(c->socket_group);
+	free(c);
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b)
+{
+	if (strcmp(a->name, b->name) || !str_eq(a->url, b->url) ||
+	    !str_eq(a->input_format, b->input_format) || a->width != b->width ||
+	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
+	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
+	    a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
+	    a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
+	    a->stall_timeout_ns != b->stall_timeout_ns || a->n_options != b->n_options)
+		return false;
+	for (uint32_t i = 0; i < a->n_options; i++)
+		if (!str_eq(a->option_keys[i], b->option_keys[i]) ||
+		    !str_eq(a->option_values[i], b->option_values[i]))
+			return false;
+	return true;
+}
+
+struct fbd_stream_config *fbd_stream_config_dup(const struct fbd_stream_config *c)
+{
+	struct fbd_stream_config *d = malloc(sizeof(*d));
+	if (!d)
+		return NULL;
+	*d = *c;
+	d->url = c->url ? strdup(c->url) : NULL;
+	d->input_format = c->input_format ? strdup(c->input_format) : NULL;
+	for (uint32_t i = 0; i < c->n_options; i++) {
+		d->option_keys[i] = strdup(c->option_keys[i]);
+		d->option_values[i] = strdup(c->option_values[i]);
+	}
+	return d;
+}
+
+void fbd_stream_config_free(struct fbd_stream_config *c)
+{
+	if (!c)
+		return;
+	stream_config_clear(c);
+	free(c);
+}

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: MIT */
+/* framebusd.conf: an INI file, parsed with libinih.  config/framebusd.conf
+ * documents every key. */
+#ifndef FBD_CONFIG_H
+#define FBD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "framebus/framebus.h"
+
+#define FBD_MAX_STREAMS 64
+#define FBD_MAX_OPTIONS 16
+
+enum fbd_pacing {
+	FBD_PACING_AUTO = 0, /* native for files and lavfi, fast for live inputs */
+	FBD_PACING_NATIVE,   /* sleep to each frame's timestamp */
+	FBD_PACING_FAST,     /* as fast as the decoder (and a block ring) allow */
+};
+
+struct fbd_stream_config {
+	char name[FB_NAME_MAX + 1];
+	char *url;
+	char *input_format; /* FFmpeg demuxer name, e.g. lavfi, v4l2; NULL: probe */
+	uint32_t width, height; /* 0: the source's own */
+	uint32_t format;
+	uint32_t slots;
+	uint32_t policy;
+	uint32_t meta_max;
+	uint32_t pacing;
+	bool loop;
+	uint32_t decoder_threads; /* 0: FFmpeg's choice */
+	uint64_t retry_min_ns;
+	uint64_t retry_max_ns;
+	uint64_t stall_timeout_ns;
+	uint32_t n_options;
+	char *option_keys[FBD_MAX_OPTIONS];
+	char *option_values[FBD_MAX_OPTIONS];
+};
+
+struct fbd_config {
+	char *socket_path;
+	char *socket_group;   /* NULL: the daemon's own group */
+	uint32_t socket_mode;
+	int log_level;        /* syslog priority: LOG_ERR .. LOG_DEBUG */
+	uint32_t max_clients;
+	uint32_t max_subscriptions_per_client;
+	uint32_t default_max_holds;
+	uint32_t n_streams;
+	struct fbd_stream_config streams[FBD_MAX_STREAMS];
+};
+
+/* Load path into a new config.  On error returns -errno and writes a message
+ * naming the file, line and key to error (size bytes). */
+int fbd_config_load(const char *path, struct fbd_config **ret_config, char *error, size_t size);
+
+/* The configuration used when there is no file at all: one test-pattern
+ * stream, cam0. */
+int fbd_config_default(struct fbd_config **ret_config);
+
+void fbd_config_free(struct fbd_config *config);
+
+/* Whether two stream sections would run the same stream. */
+bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b);
+
+/* Deep copy of one stream section (NULL on allocation failure). */
+struct fbd_stream_config *fbd_stream_config_dup(const struct fbd_stream_config *c);
+void fbd_stream_config_free(struct fbd_stream_config *c);
+
+#endif
