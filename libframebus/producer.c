@@ -372,7 +372,7 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	atomic_store(&p->hdr->latest, FB__PACK(seq, slot));
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		struct sub_entry *e = &p->subs[i];
-		if (e->record && atomic_load(&e->record->armed))
+		if (e->record)
 			wake_as_armed(e, atomic_exchange(&e->record->armed, FB__ARMED_NONE));
 	}
 	pthread_mutex_unlock(&p->lock);

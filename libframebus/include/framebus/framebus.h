@@ -156,7 +156,7 @@ struct fb_subscriber_fds {
 	int frame_fd;   /**< sealed memfd: header, slot metadata and pixels */
 	int control_fd; /**< memfd shared by all subscribers: the space semaphore */
 	int record_fd;  /**< memfd of this subscriber alone: its holds and cursor */
-	int wake_fd;   /**< eventfd the producer signals on publish */
+	int wake_fd;   /**< read end of the pipe the producer writes for event loops */
 };
 
 /** Counters of a ring, as seen by its producer. */
@@ -251,7 +251,8 @@ void fb_subscriber_fds_close(struct fb_subscriber_fds *fds);
  * its own layout) and mapped read-only.  On success the subscriber owns the
  * descriptors and closes them when freed; on failure the caller still owns
  * them.  Returns -EBADF for a descriptor that is not what it should be,
- * -EPROTO for memory whose contents do not describe a valid ring.
+ * -EPROTO for memory whose contents do not describe a valid ring.  The
+ * descriptors must not be shared with another subscriber.
  */
 int fb_subscriber_attach(const struct fb_subscriber_fds *fds, fb_subscriber **ret_subscriber);
 
@@ -281,8 +282,9 @@ int fb_subscriber_get_fd(const fb_subscriber *subscriber);
  * timeout_ms: -1 waits forever, 0 never waits.
  * Returns 0 and the frame; -EAGAIN (timeout 0) or -ETIMEDOUT when no frame
  * came; -EDQUOT when the subscriber already holds max_holds frames; -EPIPE
- * once the producer ended the stream and every frame was read; -EINTR if a
- * signal interrupted the wait.
+ * once the producer ended the stream and every frame was read; -ECANCELED
+ * once the producer removed this subscriber; -EINTR if a signal interrupted
+ * the wait.
  */
 int fb_subscriber_acquire(fb_subscriber *subscriber, int timeout_ms,
 			  const struct fb_frame **ret_frame);
