@@ -540,3 +540,50 @@ Test(ring, attach_checks_what_it_is_given)
 	fb_subscriber_free(s);
 	fb_producer_free(p);
 }
+
+Test(ring, removed_subscriber_is_told)
+{
+	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
+				   FB_MODE_QUEUE, 2);
+	const struct fb_frame *f;
+
+	publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(fb_producer_remove_subscriber(pr.producer, pr.id), 0);
+	publish(pr.producer);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, -1, &f), -ECANCELED);
+	cr_assert_str_eq(fb_strerror(-ECANCELED), "the producer cancelled this subscription");
+	free_pair(&pr);
+}
+
+/* What a hostile subscriber can write (its record, the control page, its
+ * wake pipe) neither stalls nor crashes the producer. */
+Test(ring, hostile_subscriber_writes_do_not_stall_the_producer)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	struct fb_subscriber_fds fds;
+	uint32_t id;
+	struct fb_ring_stats st;
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_QUEUE, 1, &fds, &id), 0);
+	uint64_t *rec = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds.record_fd, 0);
+	uint32_t *ctl = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fds.control_fd, 0);
+	cr_assert_neq(rec, MAP_FAILED);
+	cr_assert_neq(ctl, MAP_FAILED);
+	memset(rec, 0xff, 4096); /* every slot "held", armed = garbage, revoked */
+	memset(ctl, 0xff, 4096); /* producer_waiting and the space word */
+	close(fds.wake_fd);      /* and nobody reads the wake pipe */
+	fds.wake_fd = -1;
+	for (int i = 0; i < 200; i++)
+		publish(p);
+	fb_producer_get_stats(p, &st);
+	cr_assert_eq(st.published, 200);
+	cr_assert_eq(st.dropped, 0, "a record claiming every slot was believed");
+	munmap(rec, 4096);
+	munmap(ctl, 4096);
+	fb_subscriber_fds_close(&fds);
+	fb_producer_free(p);
+}
