@@ -1,0 +1,464 @@
+/* SPDX-License-Identifier: MIT */
+/* The control socket: SOCK_SEQPACKET, one uv_poll_t per client, one reply per
+ * request.  Whatever a client sends, only that client can suffer for it. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "protocol-private.h"
+
+struct subscription {
+	uint32_t id;
+	struct fbd_stream *stream;
+	uint32_t ring_id; /* the producer's id for it */
+	uint32_t mode;
+};
+
+struct fbd_client {
+	struct fbd_daemon *d;
+	struct fbd_client *next;
+	uv_poll_t poll;
+	int fd;
+	uint32_t id;
+	struct ucred cred;
+	bool said_hello;
+	char name[FB__NAME_MAX];
+	char label[FB__NAME_MAX + 32]; /* "name[pid]" for logs and status */
+	struct subscription *subs;
+	uint32_t n_subs;
+};
+
+static void client_close(struct fbd_client *c, const char *why);
+
+static int send_error(struct fbd_client *c, uint32_t seq, int error, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int send_error(struct fbd_client *c, uint32_t seq, int error, const char *fmt, ...)
+{
+	struct fb__msg_error e = {.error = error};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(e.text, sizeof(e.text), fmt, ap);
+	va_end(ap);
+	fbd_debug("client %s: error: %s", c->label, e.text);
+	return fb__msg_send(c->fd, FB__OP_ERROR, seq, &e, sizeof(e), NULL, 0);
+}
+
+static void drop_subscription(struct fbd_client *c, uint32_t i)
+{
+	struct subscription *s = &c->subs[i];
+	fb_producer *p = fbd_stream_producer(s->stream);
+	if (p)
+		fb_producer_remove_subscriber(p, s->ring_id);
+	c->subs[i] = c->subs[--c->n_subs];
+}
+
+static void send_stream_info(struct fbd_client *c, uint32_t seq, struct fbd_stream *st)
+{
+	struct fb__msg_stream_info info;
+	fbd_stream_describe(st, &info);
+	fb__msg_send(c->fd, FB__OP_STREAM_INFO, seq, &info, sizeof(info), NULL, 0);
+}
+
+static struct fbd_stream *find_stream(struct fbd_client *c, uint32_t seq, const char *name,
+				      size_t size)
+{
+	struct fbd_stream *st;
+	if (!fb__name_valid(name, size)) {
+		send_error(c, seq, -EINVAL, "the stream name is empty, too long or not printable");
+		return NULL;
+	}
+	st = fbd_streams_find(c->d, name);
+	if (!st)
+		send_error(c, seq, -ENOENT, "no stream named '%s'", name);
+	return st;
+}
+
+static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
+{
+	const struct fb__msg_subscribe *req = &m->body.subscribe;
+	uint32_t seq = m->header.seq;
+	struct fbd_stream *st = find_stream(c, seq, req->stream, sizeof(req->stream));
+	struct fb_subscriber_fds fds;
+	uint32_t ring_id;
+	int r;
+
+	if (!st)
+		return;
+	if (req->mode != FB_MODE_LATEST && req->mode != FB_MODE_QUEUE) {
+		send_error(c, seq, -EINVAL, "mode %u is neither latest (0) nor queue (1)", req->mode);
+		return;
+	}
+	if (c->n_subs >= c->d->config->max_subscriptions_per_client) {
+		send_error(c, seq, -EUSERS, "this client already has %u subscriptions, the limit",
+			   c->n_subs);
+		return;
+	}
+	fb_producer *p = fbd_stream_producer(st);
+	if (!p) {
+		send_error(c, seq, -EAGAIN,
+			   "stream '%s' is starting: its source has not told its size yet",
+			   st->config->name);
+		return;
+	}
+	uint32_t slots = st->config->slots;
+	uint32_t holds = req->max_holds ? req->max_holds : c->d->config->default_max_holds;
+	if (holds >= slots)
+		holds = req->max_holds ? holds : slots - 1;
+	if (holds < 1 || holds >= slots) {
+		send_error(c, seq, -EINVAL, "max_holds %u: stream '%s' has %u slots, so 1 to %u",
+			   req->max_holds, st->config->name, slots, slots - 1);
+		return;
+	}
+	struct subscription *grown = realloc(c->subs, (c->n_subs + 1) * sizeof(*grown));
+	if (!grown) {
+		send_error(c, seq, -ENOMEM, "out of memory");
+		return;
+	}
+	c->subs = grown;
+	r = fb_producer_add_subscriber(p, req->mode, holds, &fds, &ring_id);
+	if (r < 0) {
+		send_error(c, seq, r, "cannot subscribe to '%s': %s", st->config->name,
+			   fb_strerror(r));
+		return;
+	}
+	struct fb__msg_subscribed reply = {.id = ++c->d->next_subscription_id};
+	int all[4] = {fds.frame_fd, fds.control_fd, fds.record_fd, fds.wake_fd};
+	r = fb__msg_send(c->fd, FB__OP_SUBSCRIBED, seq, &reply, sizeof(reply), all, 4);
+	fb_subscriber_fds_close(&fds);
+	if (r < 0) {
+		fb_producer_remove_subscriber(p, ring_id);
+		return;
+	}
+	c->subs[c->n_subs++] = (struct subscription){
+		.id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
+	fbd_info("client %s subscribed to %s (%s, holds up to %u)", c->label, st->config->name,
+		 req->mode == FB_MODE_QUEUE ? "queue" : "latest", holds);
+}
+
+static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
+{
+	uint32_t seq = m->header.seq;
+	struct fbd_stream *st = find_stream(c, seq, m->body.name.name, sizeof(m->body.name.name));
+	fb_producer *p;
+
+	if (!st)
+		return;
+	p = fbd_stream_producer(st);
+	for (struct fbd_client *o = c->d->clients; p && o; o = o->next)
+		for (uint32_t i = 0; i < o->n_subs; i++) {
+			struct fb_subscriber_stats ss;
+			if (o->subs[i].stream != st ||
+			    fb_producer_get_subscriber_stats(p, o->subs[i].ring_id, &ss) < 0)
+				continue;
+			struct fb__msg_subscriber_stats out = {
+				.id = o->subs[i].id, .client_id = o->id, .mode = ss.mode,
+				.held = ss.held, .lag = ss.lag, .missed = ss.missed,
+				.next_seq = ss.next_seq,
+			};
+			snprintf(out.client, sizeof(out.client), "%.*s", (int)sizeof(out.client) - 1, o->label);
+			fb__msg_send(c->fd, FB__OP_SUBSCRIBER_STATS, seq, &out, sizeof(out), NULL, 0);
+		}
+	send_stream_info(c, seq, st);
+}
+
+/* One request; returns false if the client must be disconnected. */
+static bool handle(struct fbd_client *c, const struct fb__msg *m)
+{
+	uint32_t seq = m->header.seq;
+
+	if (!c->said_hello && m->header.opcode != FB__OP_HELLO) {
+		send_error(c, seq, -EPROTO, "the first message must be hello");
+		return false;
+	}
+	switch (m->header.opcode) {
+	case FB__OP_HELLO: {
+		const struct fb__msg_hello *h = &m->body.hello;
+		if (c->said_hello) {
+			send_error(c, seq, -EPROTO, "hello twice");
+			return false;
+		}
+		if (h->version != FB__PROTOCOL_VERSION) {
+			send_error(c, seq, -EPROTONOSUPPORT,
+				   "protocol version %u; this daemon speaks version %u", h->version,
+				   FB__PROTOCOL_VERSION);
+			return false;
+		}
+		if (!fb__name_valid(h->name, sizeof(h->name))) {
+			send_error(c, seq, -EINVAL, "the client name is empty, too long or not printable");
+			return false;
+		}
+		c->said_hello = true;
+		memcpy(c->name, h->name, sizeof(c->name));
+		snprintf(c->label, sizeof(c->label), "%s[%d]", c->name, (int)c->cred.pid);
+		struct fb__msg_hello reply = {.version = FB__PROTOCOL_VERSION, .client_id = c->id};
+		fb__name_set(reply.name, sizeof(reply.name), "framebusd");
+		fbd_info("client %s connected (uid %u, gid %u)", c->label, (unsigned)c->cred.uid,
+			 (unsigned)c->cred.gid);
+		return fb__msg_send(c->fd, FB__OP_HELLO_REPLY, seq, &reply, sizeof(reply), NULL, 0) >= 0;
+	}
+	case FB__OP_LIST:
+		for (uint32_t i = 0; i < c->d->n_streams; i++)
+			send_stream_info(c, seq, c->d->streams[i]);
+		return fb__msg_send(c->fd, FB__OP_DONE, seq, NULL, 0, NULL, 0) >= 0;
+	case FB__OP_INFO: {
+		struct fbd_stream *st =
+			find_stream(c, seq, m->body.name.name, sizeof(m->body.name.name));
+		if (st)
+			send_stream_info(c, seq, st);
+		return true;
+	}
+	case FB__OP_SUBSCRIBE:
+		handle_subscribe(c, m);
+		return true;
+	case FB__OP_UNSUBSCRIBE:
+		for (uint32_t i = 0; i < c->n_subs; i++)
+			if (c->subs[i].id == m->body.id.id) {
+				fbd_info("client %s unsubscribed from %s", c->label,
+					 c->subs[i].stream->config->name);
+				drop_subscription(c, i);
+				return fb__msg_send(c->fd, FB__OP_DONE, seq, NULL, 0, NULL, 0) >= 0;
+			}
+		send_error(c, seq, -ENOENT, "no subscription %u", m->body.id.id);
+		return true;
+	case FB__OP_STATS:
+		handle_stats(c, m);
+		return true;
+	default:
+		send_error(c, seq, -EPROTO, "opcode %u is not a request", m->header.opcode);
+		return false;
+	}
+}
+
+static void on_client(uv_poll_t *poll, int status, int events)
+{
+	struct fbd_client *c = poll->data;
+	struct fb__msg m;
+
+	if (status < 0) {
+		client_close(c, uv_strerror(status));
+		return;
+	}
+	/* A bounded batch per wake-up: one chatty client cannot starve the
+	 * others. */
+	for (int i = 0; i < 64; i++) {
+		int r = fb__msg_recv(c->fd, &m);
+		if (r == -EAGAIN)
+			return;
+		if (r == -EPROTO) {
+			send_error(c, 0, -EPROTO,
+				   "malformed message (size, opcode or descriptors do not match)");
+			client_close(c, "it sent a malformed message");
+			return;
+		}
+		if (r < 0) {
+			client_close(c, r == -ECONNRESET ? "it hung up" : strerror(-r));
+			return;
+		}
+		bool ok = m.header.n_fds == 0 && handle(c, &m);
+		fb__msg_close_fds(&m); /* no request carries descriptors */
+		if (!ok) {
+			client_close(c, "protocol error");
+			return;
+		}
+	}
+	(void)events;
+}
+
+static void free_client(uv_handle_t *h)
+{
+	struct fbd_client *c = h->data;
+	close(c->fd);
+	free(c->subs);
+	free(c);
+}
+
+static void client_close(struct fbd_client *c, const char *why)
+{
+	struct fbd_daemon *d = c->d;
+	while (c->n_subs)
+		drop_subscription(c, c->n_subs - 1);
+	for (struct fbd_client **pp = &d->clients; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	d->n_clients--;
+	fbd_info("client %s disconnected: %s", c->label, why);
+	uv_poll_stop(&c->poll);
+	uv_close((uv_handle_t *)&c->poll, free_client);
+}
+
+static void on_listen(uv_poll_t *poll, int status, int events)
+{
+	struct fbd_daemon *d = poll->data;
+	(void)events;
+
+	if (status < 0)
+		return;
+	for (;;) {
+		int fd = accept4(d->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EINTR)
+				fbd_warning("accept: %s", strerror(errno));
+			return;
+		}
+		struct fbd_client *c = calloc(1, sizeof(*c));
+		socklen_t len = sizeof(c ? c->cred : (struct ucred){0});
+		if (!c || getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0 ||
+		    uv_poll_init(d->loop, &c->poll, fd) < 0) {
+			free(c);
+			close(fd);
+			continue;
+		}
+		c->d = d;
+		c->fd = fd;
+		c->id = ++d->next_client_id;
+		c->poll.data = c;
+		snprintf(c->label, sizeof(c->label), "#%u[%d]", c->id, (int)c->cred.pid);
+		if (d->n_clients >= d->config->max_clients) {
+			send_error(c, 0, -EUSERS, "the daemon already serves %u clients, its limit",
+				   d->n_clients);
+			fbd_warning("refused client pid %d: %u clients already", (int)c->cred.pid,
+				    d->n_clients);
+			uv_close((uv_handle_t *)&c->poll, free_client);
+			continue;
+		}
+		c->next = d->clients;
+		d->clients = c;
+		d->n_clients++;
+		uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_client);
+	}
+}
+
+/* Bind path, replacing a stale socket (one nobody listens on) but never a
+ * live daemon's or a file that is not a socket. */
+static int bind_socket(struct fbd_daemon *d, const char *path)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd, r;
+
+	if (strlen(path) >= sizeof(addr.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(addr.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (lstat(path, &st) == 0) {
+		int probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+		bool live = S_ISSOCK(st.st_mode) &&
+			    connect(probe, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+		close(probe);
+		if (!S_ISSOCK(st.st_mode) || live) {
+			fbd_error("%s: %s", path, live ? "another framebusd listens there"
+							: "exists and is not a socket");
+			close(fd);
+			return -EADDRINUSE;
+		}
+		unlink(path);
+	}
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(fd, 128) < 0) {
+		r = -errno;
+		fbd_error("cannot listen on %s: %s", path, strerror(-r));
+		close(fd);
+		return r;
+	}
+	if (chmod(path, d->config->socket_mode) < 0)
+		fbd_warning("chmod %s: %s", path, strerror(errno));
+	if (d->config->socket_group) {
+		struct group *g = getgrnam(d->config->socket_group);
+		if (!g || chown(path, (uid_t)-1, g->gr_gid) < 0)
+			fbd_warning("cannot give %s to group %s: %s", path, d->config->socket_group,
+				    g ? strerror(errno) : "no such group");
+	}
+	d->bound_path = strdup(path);
+	d->listen_fd = fd;
+	return 0;
+}
+
+int fbd_server_start(struct fbd_daemon *d)
+{
+	const char *path = d->socket_override ? d->socket_override : d->config->socket_path;
+	int r, n = sd_listen_fds(1);
+
+	if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_SEQPACKET, 1, NULL, 0) > 0) {
+		d->listen_fd = SD_LISTEN_FDS_START;
+		d->socket_activated = true;
+		fcntl(d->listen_fd, F_SETFL, O_NONBLOCK);
+		fbd_info("listening on the socket systemd passed");
+	} else {
+		if (n > 0)
+			fbd_warning("ignoring %d descriptors from systemd: want one listening "
+				    "SOCK_SEQPACKET Unix socket", n);
+		r = bind_socket(d, path);
+		if (r < 0)
+			return r;
+		fbd_info("listening on %s", path);
+	}
+	r = uv_poll_init(d->loop, &d->listen_poll, d->listen_fd);
+	if (r < 0)
+		return r;
+	d->listen_poll.data = d;
+	return uv_poll_start(&d->listen_poll, UV_READABLE, on_listen);
+}
+
+void fbd_server_stop(struct fbd_daemon *d)
+{
+	while (d->clients)
+		client_close(d->clients, "the daemon is stopping");
+	if (d->listen_fd >= 0) {
+		uv_poll_stop(&d->listen_poll);
+		uv_close((uv_handle_t *)&d->listen_poll, NULL);
+		if (!d->socket_activated)
+			close(d->listen_fd);
+		d->listen_fd = -1;
+	}
+	if (d->bound_path) {
+		unlink(d->bound_path);
+		free(d->bound_path);
+		d->bound_path = NULL;
+	}
+}
+
+static void send_event(struct fbd_client *c, struct fbd_stream *st, uint32_t subscription,
+		       uint32_t state, const char *detail)
+{
+	struct fb__msg_stream_event e = {.state = state, .subscription = subscription};
+	fb__name_set(e.stream, sizeof(e.stream), st->config->name);
+	snprintf(e.detail, sizeof(e.detail), "%s", detail ? detail : "");
+	fb__msg_send(c->fd, FB__OP_STREAM_EVENT, 0, &e, sizeof(e), NULL, 0);
+}
+
+void fbd_server_stream_event(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state,
+			     const char *detail)
+{
+	for (struct fbd_client *c = d->clients; c; c = c->next)
+		for (uint32_t i = 0; i < c->n_subs; i++)
+			if (c->subs[i].stream == st) {
+				send_event(c, st, c->subs[i].id, state, detail);
+				break;
+			}
+}
+
+void fbd_server_forget_stream(struct fbd_daemon *d, struct fbd_stream *st, const char *detail)
+{
+	for (struct fbd_client *c = d->clients; c; c = c->next)
+		for (uint32_t i = c->n_subs; i-- > 0;)
+			if (c->subs[i].stream == st) {
+				send_event(c, st, c->subs[i].id, FB_STREAM_REMOVED, detail);
+				c->subs[i] = c->subs[--c->n_subs]; /* its ring goes with the stream */
+			}
+}

@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+/* The set of configured streams: start, reload, stop, and the state changes
+ * their source threads report. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "log.h"
+
+static void notify_loop(void *data)
+{
+	uv_async_send(data); /* thread-safe: the one libuv call a thread may make */
+}
+
+static void on_state_change(uv_async_t *async)
+{
+	struct fbd_daemon *d = async->data;
+	char detail[FB__ERROR_TEXT_MAX];
+	uint32_t state;
+
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (fbd_stream_take_change(d->streams[i], &state, detail, sizeof(detail)))
+			fbd_server_stream_event(d, d->streams[i], state, detail);
+}
+
+static int start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
+{
+	struct fbd_stream *st;
+	int r = fbd_stream_start(c, notify_loop, &d->state_async, &st);
+	if (r < 0) {
+		fbd_error("stream %s: cannot start: %s", c->name, fb_strerror(r));
+		return r;
+	}
+	d->streams[d->n_streams++] = st;
+	fbd_info("stream %s: started (%s%s%s)", c->name, c->input_format ? c->input_format : "",
+		 c->input_format ? " " : "", c->url);
+	return 0;
+}
+
+static void stop_one(struct fbd_daemon *d, uint32_t i, const char *why)
+{
+	struct fbd_stream *st = d->streams[i];
+	fbd_server_forget_stream(d, st, why);
+	fbd_info("stream %s: stopped (%s)", st->config->name, why);
+	fbd_stream_free(st);
+	d->streams[i] = d->streams[--d->n_streams];
+}
+
+int fbd_streams_start(struct fbd_daemon *d)
+{
+	int r = uv_async_init(d->loop, &d->state_async, on_state_change);
+	if (r < 0)
+		return r;
+	d->state_async.data = d;
+	for (uint32_t i = 0; i < d->config->n_streams; i++) {
+		r = start_one(d, &d->config->streams[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+struct fbd_stream *fbd_streams_find(struct fbd_daemon *d, const char *name)
+{
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (!strcmp(d->streams[i]->config->name, name))
+			return d->streams[i];
+	return NULL;
+}
+
+void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
+{
+	/* Streams gone or changed stop first, so that a changed one's new ring
+	 * does not need memory the old one still holds. */
+	for (uint32_t i = d->n_streams; i-- > 0;) {
+		const struct fbd_stream_config *old = d->streams[i]->config;
+		const struct fbd_stream_config *now = NULL;
+		for (uint32_t j = 0; j < config->n_streams; j++)
+			if (!strcmp(config->streams[j].name, old->name))
+				now = &config->streams[j];
+		if (!now)
+			stop_one(d, i, "removed from the configuration");
+		else if (!fbd_stream_config_equal(old, now))
+			stop_one(d, i, "its configuration changed; subscribe again");
+	}
+	for (uint32_t j = 0; j < config->n_streams; j++)
+		if (!fbd_streams_find(d, config->streams[j].name))
+			start_one(d, &config->streams[j]);
+	fbd_config_free(d->config);
+	d->config = config;
+}
+
+void fbd_streams_stop(struct fbd_daemon *d)
+{
+	while (d->n_streams)
+		stop_one(d, d->n_streams - 1, "the daemon is stopping");
+	if (!uv_is_closing((uv_handle_t *)&d->state_async))
+		uv_close((uv_handle_t *)&d->state_async, NULL);
+}
+
+void fbd_streams_status(struct fbd_daemon *d, char *buf, size_t size)
+{
+	size_t n = (size_t)snprintf(buf, size, "%u clients;", d->n_clients);
+	for (uint32_t i = 0; i < d->n_streams && n < size; i++) {
+		struct fb__msg_stream_info info;
+		fbd_stream_describe(d->streams[i], &info);
+		n += (size_t)snprintf(buf + n, size - n, " %s %s %.1f fps %u subs%s", info.name,
+				      fb_stream_state_name(info.state), info.fps_in_milli / 1000.0,
+				      info.subscribers, i + 1 < d->n_streams ? ";" : "");
+	}
+}

@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/* framebusctl: look at and into a running framebusd. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <libavcodec/avcodec.h>
+#include <libswscale/swscale.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "framebus/framebus.h"
+
+static const char *socket_path;
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: framebusctl [--socket PATH] COMMAND\n"
+		"  status [--json]                 every stream: state, geometry, fps, drops,\n"
+		"                                  subscribers and their lag\n"
+		"  snapshot STREAM FILE.png        save the stream's newest frame as PNG\n"
+		"  watch STREAM [--seconds N] [--queue]\n"
+		"                                  subscribe and print fps, latency and losses\n"
+		"                                  every second (N = 0: until interrupted)\n"
+		"The socket is PATH, else $FRAMEBUS_SOCKET, else " FB_DEFAULT_SOCKET ".\n");
+}
+
+static fb_client *connect_or_die(void)
+{
+	fb_client *c;
+	int r = fb_client_connect(socket_path, "framebusctl", &c);
+	if (r < 0) {
+		const char *path = socket_path ? socket_path
+				   : getenv("FRAMEBUS_SOCKET") ? getenv("FRAMEBUS_SOCKET")
+								: FB_DEFAULT_SOCKET;
+		fprintf(stderr, "framebusctl: cannot connect to framebusd at %s: %s\n", path,
+			fb_strerror(r));
+		exit(1);
+	}
+	return c;
+}
+
+static void json_string(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static int cmd_status(int argc, char **argv)
+{
+	bool json = argc > 1 && !strcmp(argv[1], "--json");
+	struct fb_stream_info *streams;
+	size_t n;
+	fb_client *c;
+	int r;
+
+	if (argc > (json ? 2 : 1)) {
+		usage(stderr);
+		return 2;
+	}
+	c = connect_or_die();
+	r = fb_client_list_streams(c, &streams, &n);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: status: %s\n", fb_strerror(r));
+		fb_client_free(c);
+		return 1;
+	}
+	if (json)
+		printf("{\"streams\": [");
+	for (size_t i = 0; i < n; i++) {
+		const struct fb_stream_info *s = &streams[i];
+		struct fb_subscription_info *subs = NULL;
+		size_t n_subs = 0;
+		fb_client_get_subscriptions(c, s->name, &subs, &n_subs);
+		if (json) {
+			printf("%s\n  {\"name\": ", i ? "," : "");
+			json_string(s->name);
+			printf(", \"source\": ");
+			json_string(s->source);
+			printf(", \"state\": \"%s\", \"width\": %u, \"height\": %u, \"format\": \"%s\", "
+			       "\"slots\": %u, \"policy\": \"%s\", \"fps\": %.2f, \"published\": %llu, "
+			       "\"dropped\": %llu, \"retries\": %u, \"detail\": ",
+			       fb_stream_state_name(s->state), s->width, s->height,
+			       s->width ? fb_format_name(s->format) : "", s->slots,
+			       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->fps,
+			       (unsigned long long)s->published, (unsigned long long)s->dropped,
+			       s->retries);
+			json_string(s->detail);
+			printf(", \"subscribers\": [");
+			for (size_t j = 0; j < n_subs; j++) {
+				printf("%s{\"id\": %u, \"client\": ", j ? ", " : "", subs[j].id);
+				json_string(subs[j].client);
+				printf(", \"mode\": \"%s\", \"held\": %u, \"lag\": %llu, \"missed\": %llu}",
+				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest", subs[j].held,
+				       (unsigned long long)subs[j].lag,
+				       (unsigned long long)subs[j].missed);
+			}
+			printf("]}");
+		} else {
+			printf("%s: %s", s->name, fb_stream_state_name(s->state));
+			if (s->detail[0])
+				printf(" (%s)", s->detail);
+			printf("\n  source     %s\n", s->source);
+			if (s->width)
+				printf("  frames     %ux%u %s, %u slots, %s\n", s->width, s->height,
+				       fb_format_name(s->format), s->slots,
+				       s->policy == FB_POLICY_BLOCK ? "block" : "drop");
+			printf("  rate       %.1f fps, %llu published, %llu dropped\n", s->fps,
+			       (unsigned long long)s->published, (unsigned long long)s->dropped);
+			if (s->retries)
+				printf("  retries    %u\n", s->retries);
+			printf("  subscribers %zu\n", n_subs);
+			for (size_t j = 0; j < n_subs; j++)
+				printf("    #%u %-24s %-6s held %u, lag %llu, missed %llu\n", subs[j].id,
+				       subs[j].client, subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest",
+				       subs[j].held, (unsigned long long)subs[j].lag,
+				       (unsigned long long)subs[j].missed);
+		}
+		free(subs);
+	}
+	if (json)
+		printf("%s]}\n", n ? "\n" : "");
+	else if (n == 0)
+		printf("no streams\n");
+	free(streams);
+	fb_client_free(c);
+	return 0;
+}
+
+static enum AVPixelFormat av_format(uint32_t format)
+{
+	switch (format) {
+	case FB_FORMAT_GRAY8: return AV_PIX_FMT_GRAY8;
+	case FB_FORMAT_BGR24: return AV_PIX_FMT_BGR24;
+	case FB_FORMAT_RGB24: return AV_PIX_FMT_RGB24;
+	case FB_FORMAT_BGRA: return AV_PIX_FMT_BGRA;
+	case FB_FORMAT_NV12: return AV_PIX_FMT_NV12;
+	case FB_FORMAT_YUV420P: return AV_PIX_FMT_YUV420P;
+	default: return AV_PIX_FMT_NONE;
+	}
+}
+
+/* Encode frame as a PNG file with libavcodec. */
+static int write_png(const struct fb_frame *f, const struct fb_layout *l, const char *path)
+{
+	const AVCodec *codec = avcodec_find_encoder(AV_CODEC_ID_PNG);
+	AVCodecContext *enc = codec ? avcodec_alloc_context3(codec) : NULL;
+	AVFrame *rgb = av_frame_alloc();
+	AVPacket *pkt = av_packet_alloc();
+	struct SwsContext *sws = NULL;
+	FILE *out = NULL;
+	int r = -ENOMEM;
+
+	if (!enc || !rgb || !pkt)
+		goto out;
+	enc->width = (int)l->width;
+	enc->height = (int)l->height;
+	enc->pix_fmt = l->format == FB_FORMAT_GRAY8 ? AV_PIX_FMT_GRAY8 : AV_PIX_FMT_RGB24;
+	enc->time_base = (AVRational){1, 25};
+	r = avcodec_open2(enc, codec, NULL);
+	if (r < 0)
+		goto out;
+	rgb->format = enc->pix_fmt;
+	rgb->width = enc->width;
+	rgb->height = enc->height;
+	r = av_frame_get_buffer(rgb, 0);
+	if (r < 0)
+		goto out;
+	sws = sws_getContext((int)l->width, (int)l->height, av_format(l->format), enc->width,
+			     enc->height, enc->pix_fmt, SWS_POINT, NULL, NULL, NULL);
+	if (!sws) {
+		r = -EINVAL;
+		goto out;
+	}
+	int strides[4] = {0};
+	for (int i = 0; i < 4; i++)
+		strides[i] = (int)f->stride[i];
+	sws_scale(sws, (const uint8_t *const *)f->data, strides, 0, (int)l->height, rgb->data,
+		  rgb->linesize);
+	r = avcodec_send_frame(enc, rgb);
+	if (r >= 0)
+		r = avcodec_send_frame(enc, NULL);
+	if (r >= 0)
+		r = avcodec_receive_packet(enc, pkt);
+	if (r < 0)
+		goto out;
+	out = fopen(path, "we");
+	if (!out || fwrite(pkt->data, 1, (size_t)pkt->size, out) != (size_t)pkt->size) {
+		r = -errno;
+		goto out;
+	}
+	r = fclose(out) == 0 ? 0 : -errno;
+	out = NULL;
+out:
+	if (out)
+		fclose(out);
+	sws_freeContext(sws);
+	av_packet_free(&pkt);
+	av_frame_free(&rgb);
+	avcodec_free_context(&enc);
+	return r;
+}
+
+static int cmd_snapshot(int argc, char **argv)
+{
+	const struct fb_frame *f;
+	fb_subscriber *sub;
+	fb_client *c;
+	int r;
+
+	if (argc != 3) {
+		usage(stderr);
+		return 2;
+	}
+	c = connect_or_die();
+	r = fb_client_subscribe(c, argv[1], FB_MODE_LATEST, 1, &sub);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: %s: %s\n", argv[1],
+			fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
+		fb_client_free(c);
+		return 1;
+	}
+	r = fb_subscriber_acquire(sub, 5000, &f);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: %s: no frame: %s\n", argv[1], fb_strerror(r));
+	} else {
+		r = write_png(f, fb_subscriber_get_layout(sub), argv[2]);
+		if (r < 0)
+			fprintf(stderr, "framebusctl: cannot write %s: %s\n", argv[2],
+				r < -4096 ? av_err2str(r) : fb_strerror(r));
+		else
+			printf("%s: frame %llu, %ux%u, saved to %s\n", argv[1],
+			       (unsigned long long)f->seq, fb_subscriber_get_layout(sub)->width,
+			       fb_subscriber_get_layout(sub)->height, argv[2]);
+		fb_subscriber_release(sub, f);
+	}
+	fb_client_unsubscribe(c, sub);
+	fb_client_free(c);
+	return r < 0 ? 1 : 0;
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	(void)sig;
+	interrupted = 1;
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static int cmd_watch(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"seconds", required_argument, NULL, 'n'},
+		{"queue", no_argument, NULL, 'q'},
+		{0},
+	};
+	double seconds = 0;
+	uint32_t mode = FB_MODE_LATEST;
+	int ch;
+
+	optind = 0; /* GNU getopt: start over, from argv[1] */
+	while ((ch = getopt_long(argc, argv, "n:q", longopts, NULL)) != -1) {
+		if (ch == 'n')
+			seconds = strtod(optarg, NULL);
+		else if (ch == 'q')
+			mode = FB_MODE_QUEUE;
+		else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	const char *name = argv[optind];
+	fb_client *c = connect_or_die();
+	fb_subscriber *sub;
+	int r = fb_client_subscribe(c, name, mode, 1, &sub);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: %s: %s\n", name,
+			fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
+		fb_client_free(c);
+		return 1;
+	}
+	const struct fb_layout *l = fb_subscriber_get_layout(sub);
+	printf("watching %s: %ux%u %s, %s mode\n", name, l->width, l->height,
+	       fb_format_name(l->format), mode == FB_MODE_QUEUE ? "queue" : "latest");
+	signal(SIGINT, on_interrupt);
+	signal(SIGTERM, on_interrupt);
+
+	uint64_t start = now_ns(), tick = start, frames = 0, missed = 0, total = 0;
+	uint64_t lat[4096];
+	size_t n_lat = 0;
+	while (!interrupted && (seconds <= 0 || now_ns() - start < (uint64_t)(seconds * 1e9))) {
+		const struct fb_frame *f;
+		r = fb_subscriber_acquire(sub, 200, &f);
+		if (r == 0) {
+			uint64_t t = now_ns();
+			if (n_lat < sizeof(lat) / sizeof(lat[0]))
+				lat[n_lat++] = t - f->monotonic_ns;
+			frames++;
+			total++;
+			missed += f->missed;
+			fb_subscriber_release(sub, f);
+		} else if (r != -ETIMEDOUT && r != -EINTR) {
+			fprintf(stderr, "framebusctl: %s: %s\n", name, fb_strerror(r));
+			break;
+		}
+		if (fb_client_process(c) == -ECONNRESET) {
+			fprintf(stderr, "framebusctl: the daemon went away\n");
+			r = -ECONNRESET;
+			break;
+		}
+		uint64_t now = now_ns();
+		if (now - tick >= 1000000000u) {
+			qsort(lat, n_lat, sizeof(lat[0]), cmp_u64);
+			printf("%s: %5.1f fps  latency p50 %6.1f us  max %7.1f us  skipped %llu  "
+			       "total %llu\n",
+			       name, frames * 1e9 / (double)(now - tick),
+			       n_lat ? lat[n_lat / 2] / 1000.0 : 0.0,
+			       n_lat ? lat[n_lat - 1] / 1000.0 : 0.0, (unsigned long long)missed,
+			       (unsigned long long)total);
+			fflush(stdout);
+			tick = now;
+			frames = missed = 0;
+			n_lat = 0;
+		}
+		r = 0;
+	}
+	fb_client_unsubscribe(c, sub);
+	fb_client_free(c);
+	return r < 0 ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"help", no_argument, NULL, 'h'},
+		{0},
+	};
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "+s:h", longopts, NULL)) != -1) {
+		if (ch == 's')
+			socket_path = optarg;
+		else if (ch == 'h') {
+			usage(stdout);
+			return 0;
+		} else {
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	argc -= optind;
+	argv += optind;
+	if (!strcmp(argv[0], "status"))
+		return cmd_status(argc, argv);
+	if (!strcmp(argv[0], "snapshot"))
+		return cmd_snapshot(argc, argv);
+	if (!strcmp(argv[0], "watch"))
+		return cmd_watch(argc, argv);
+	fprintf(stderr, "framebusctl: unknown command '%s'\n", argv[0]);
+	usage(stderr);
+	return 2;
+}
