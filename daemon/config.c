@@ -25,6 +25,11 @@ struct parser {
 	char *error;
 	size_t error_size;
 	int failed;
+	/* Keys of the current section so far: a key given twice is an error
+	 * (and the only sign of a section repeated right after itself). */
+	char section[80];
+	char seen[64][48];
+	unsigned n_seen;
 };
 
 static void stream_defaults(struct fbd_stream_config *s)
@@ -302,6 +307,15 @@ static int handler(void *user, const char *section, const char *key, const char 
 
 	if (p->failed)
 		return 0;
+	if (strcmp(p->section, section)) {
+		snprintf(p->section, sizeof(p->section), "%s", section);
+		p->n_seen = 0;
+	}
+	for (unsigned i = 0; i < p->n_seen; i++)
+		if (!strcmp(p->seen[i], key))
+			return fail(p, section, key, "given twice (or the section appears twice)");
+	if (p->n_seen < sizeof(p->seen) / sizeof(p->seen[0]))
+		snprintf(p->seen[p->n_seen++], sizeof(p->seen[0]), "%s", key);
 	if (!strcmp(section, "daemon"))
 		return daemon_key(p, section, key, value);
 	if (!strncmp(section, "stream ", 7)) {

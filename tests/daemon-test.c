@@ -1,0 +1,697 @@
+/* SPDX-License-Identifier: MIT */
+/* framebusd end to end: a real daemon on a temporary socket, real sources
+ * (lavfi, H.264 files made by ffmpeg, a TCP server on 127.0.0.1), real
+ * clients, and clients that misbehave. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test-helpers.h"
+
+struct daemon {
+	pid_t pid;
+	char dir[64];
+	char socket[128];
+	char config[128];
+	char log[128];
+};
+
+static void write_file(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	fputs(text, f);
+	fclose(f);
+}
+
+static char *read_file(const char *path)
+{
+	static char buf[65536];
+	FILE *f = fopen(path, "r");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	buf[n] = '\0';
+	if (f)
+		fclose(f);
+	return buf;
+}
+
+static void make_dir(struct daemon *d)
+{
+	strcpy(d->dir, "/tmp/framebus-test-XXXXXX");
+	cr_assert_not_null(mkdtemp(d->dir));
+	snprintf(d->socket, sizeof(d->socket), "%s/framebus.sock", d->dir);
+	snprintf(d->config, sizeof(d->config), "%s/framebusd.conf", d->dir);
+	snprintf(d->log, sizeof(d->log), "%s/framebusd.log", d->dir);
+}
+
+static pid_t spawn_daemon(struct daemon *d, const char *notify_socket)
+{
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		int log = open(d->log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0644);
+		dup2(log, STDOUT_FILENO);
+		dup2(log, STDERR_FILENO);
+		prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failed test leaves no daemon behind */
+		if (notify_socket)
+			setenv("NOTIFY_SOCKET", notify_socket, 1);
+		else
+			unsetenv("NOTIFY_SOCKET");
+		if (notify_socket)
+			setenv("WATCHDOG_USEC", "200000", 1);
+		execl(FRAMEBUSD_PATH, "framebusd", "--config", d->config, "--socket", d->socket,
+		      "--verbose", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Start a daemon on config and wait until it accepts clients. */
+static void start(struct daemon *d, const char *config)
+{
+	make_dir(d);
+	write_file(d->config, config);
+	d->pid = spawn_daemon(d, NULL);
+	for (int i = 0; i < 500; i++) {
+		fb_client *c;
+		if (fb_client_connect(d->socket, "probe", &c) == 0) {
+			fb_client_free(c);
+			return;
+		}
+		int status;
+		cr_assert_eq(waitpid(d->pid, &status, WNOHANG), 0, "framebusd exited:\n%s",
+			     read_file(d->log));
+		th_sleep_us(10000);
+	}
+	cr_assert_fail("framebusd did not listen within 5 s:\n%s", read_file(d->log));
+}
+
+static void stop(struct daemon *d)
+{
+	kill(d->pid, SIGTERM);
+	cr_assert_eq(th_wait(d->pid), 0, "framebusd did not stop cleanly:\n%s", read_file(d->log));
+	cr_assert_eq(access(d->socket, F_OK), -1, "the socket was left behind");
+	char cmd[160];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d->dir);
+	cr_assert_eq(system(cmd), 0);
+}
+
+static fb_client *client(struct daemon *d)
+{
+	fb_client *c;
+	int r = fb_client_connect(d->socket, "test", &c);
+	cr_assert_eq(r, 0, "connect: %s", fb_strerror(r));
+	return c;
+}
+
+/* Wait until stream reaches state (or fail after seconds). */
+static struct fb_stream_info wait_state(fb_client *c, const char *stream, uint32_t state,
+					double seconds)
+{
+	struct fb_stream_info info = {0};
+	uint64_t until = th_now_ns() + (uint64_t)(seconds * 1e9);
+	while (th_now_ns() < until) {
+		int r = fb_client_get_stream(c, stream, &info);
+		cr_assert(r == 0 || r == -ENOENT, "%s: %s", stream, fb_strerror(r));
+		if (r == 0 && info.state == state)
+			return info;
+		th_sleep_us(20000);
+	}
+	cr_assert_fail("stream %s stayed %s (%s), never %s", stream,
+		       fb_stream_state_name(info.state), info.detail, fb_stream_state_name(state));
+	return info;
+}
+
+static int run(const char *cmd)
+{
+	int r = system(cmd);
+	return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
+}
+
+static int daemon_fd_count(const struct daemon *d)
+{
+	char path[64];
+	int n = 0;
+	snprintf(path, sizeof(path), "/proc/%d/fd", (int)d->pid);
+	DIR *dir = opendir(path);
+	if (!dir)
+		return -1;
+	while (readdir(dir))
+		n++;
+	closedir(dir);
+	return n;
+}
+
+static const char *lavfi_config =
+	"[stream bars]\n"
+	"url = testsrc2=size=320x240:rate=50\n"
+	"input_format = lavfi\n"
+	"width = 320\n"
+	"height = 240\n"
+	"format = bgr24\n"
+	"slots = 6\n";
+
+TestSuite(daemon, .timeout = 60);
+
+Test(daemon, lavfi_stream_serves_whole_frames_in_order)
+{
+	struct daemon d;
+	fb_subscriber *sub;
+	struct fb_stream_info *list;
+	size_t n;
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	cr_assert_eq(fb_client_list_streams(c, &list, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_str_eq(list[0].name, "bars");
+	cr_assert_eq(list[0].width, 320);
+	cr_assert_eq(list[0].format, FB_FORMAT_BGR24);
+	free(list);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_QUEUE, 2, &sub), 0,
+		     "%s", fb_client_last_error(c));
+	const struct fb_layout *l = fb_subscriber_get_layout(sub);
+	cr_assert_eq(l->width, 320);
+	cr_assert_eq(l->height, 240);
+	uint64_t last = 0;
+	for (int i = 0; i < 25; i++) {
+		const struct fb_frame *f;
+		int r = fb_subscriber_acquire(sub, 2000, &f);
+		cr_assert_eq(r, 0, "frame %d: %s", i, fb_strerror(r));
+		cr_assert_gt(f->seq, last);
+		if (last)
+			cr_assert_eq(f->seq, last + 1 + f->missed);
+		last = f->seq;
+		/* testsrc2's left bar is red: BGR (0, 0, 255). */
+		const uint8_t *px = f->data[0] + 120 * f->stride[0] + 10 * 3;
+		cr_assert(px[0] < 40 && px[1] < 40 && px[2] > 200, "pixel %u,%u,%u is not red",
+			  px[0], px[1], px[2]);
+		cr_assert_eq(fb_subscriber_release(sub, f), 0);
+	}
+	struct fb_subscription_info *subs;
+	cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(subs[0].mode, FB_MODE_QUEUE);
+	cr_assert(strstr(subs[0].client, "test["), "client label '%s'", subs[0].client);
+	free(subs);
+	cr_assert_eq(fb_client_unsubscribe(c, sub), 0);
+	cr_assert_eq(fb_client_subscribe(c, "nope", FB_MODE_QUEUE, 2, &sub), -ENOENT);
+	cr_assert_str_eq(fb_client_last_error(c), "no stream named 'nope'");
+	cr_assert_eq(fb_client_subscribe(c, "bars", 9, 2, &sub), -EINVAL);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 6, &sub), -EINVAL);
+	cr_assert(strstr(fb_client_last_error(c), "1 to 5"), "%s", fb_client_last_error(c));
+	fb_client_free(c);
+	stop(&d);
+}
+
+Test(daemon, h264_file_decodes_then_ends)
+{
+	struct daemon d;
+	char cmd[512], config[512], files[] = "/tmp/framebus-files-XXXXXX";
+	fb_subscriber *sub;
+
+	cr_assert_not_null(mkdtemp(files));
+	snprintf(cmd, sizeof(cmd),
+		 "ffmpeg -loglevel error -y -f lavfi -i color=c=blue:size=192x108:rate=25 "
+		 "-frames:v 50 -c:v libx264 -pix_fmt yuv420p %s/blue.mp4",
+		 files);
+	cr_assert_eq(run(cmd), 0, "ffmpeg could not make the test file");
+	snprintf(config, sizeof(config),
+		 "[stream file]\nurl = %s/blue.mp4\nwidth = 192\nheight = 108\n"
+		 "pacing = native\npolicy = block\n",
+		 files);
+	start(&d, config);
+	fb_client *c = client(&d);
+	cr_assert_eq(fb_client_subscribe(c, "file", FB_MODE_QUEUE, 1, &sub), 0, "%s",
+		     fb_client_last_error(c));
+	const struct fb_frame *f;
+	int r, frames = 0;
+	uint64_t last = 0;
+	while ((r = fb_subscriber_acquire(sub, 5000, &f)) == 0) {
+		const uint8_t *px = f->data[0] + 50 * f->stride[0] + 90 * 3;
+		cr_assert(px[0] > 200 && px[1] < 40 && px[2] < 40, "pixel %u,%u,%u is not blue",
+			  px[0], px[1], px[2]);
+		cr_assert(last == 0 || f->seq == last + 1, "frames lost under block");
+		last = f->seq;
+		frames++;
+		fb_subscriber_release(sub, f);
+	}
+	cr_assert_eq(r, -EPIPE, "the end of the file: %s", fb_strerror(r));
+	cr_assert_geq(frames, 40, "only %d of 50 frames", frames);
+	struct fb_stream_info info = wait_state(c, "file", FB_STREAM_ENDED, 5);
+	cr_assert_eq(info.published, 50, "published %llu of 50", (unsigned long long)info.published);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", files);
+	run(cmd);
+}
+
+struct bad_config {
+	const char *text;
+	const char *message;
+};
+
+Test(daemon, bad_configs_are_refused_with_file_line_and_key)
+{
+	static const struct bad_config cases[] = {
+		{"[daemon]\nbogus = 1\n", "framebusd.conf:2: [daemon] bogus: unknown key"},
+		{"[stream a]\nurl = x\nslots = 1\n",
+		 "framebusd.conf:3: [stream a] slots: '1' is not a number from 2 to 64"},
+		{"[stream a]\nurl = x\nformat = rgb48\n",
+		 "framebusd.conf:3: [stream a] format: 'rgb48' is not one of gray8, bgr24"},
+		{"[stream a]\nurl = x\npolicy = wait\n",
+		 "framebusd.conf:3: [stream a] policy: 'wait' is not drop or block"},
+		{"[stream a]\nurl = x\nretry_min = soon\n",
+		 "[stream a] retry_min: 'soon' is not a duration"},
+		{"# comment\n[stream a b]\nurl = x\n",
+		 "framebusd.conf:3: [stream a b] url: stream name 'a b' must be"},
+		{"[stream a]\nwidth = 640\nheight = 480\n", "framebusd.conf: [stream a]: no url"},
+		{"[stream a]\nurl = x\nwidth = 641\nheight = 480\nformat = nv12\n",
+		 "641x480 is not a valid size for nv12"},
+		{"[cameras]\nx = 1\n", "[cameras] x: unknown section"},
+		{"[daemon]\nsocket_mode = 999\n", "socket_mode: '999' is not an octal mode"},
+		{"[stream a]\nurl = x\n[stream a]\nurl = y\n",
+		 "framebusd.conf:4: [stream a] url: given twice"},
+		{"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
+		 "[stream a] slots: stream 'a' is defined twice"},
+		{"[daemon\n", "framebusd.conf:1: syntax error"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct daemon d;
+		make_dir(&d);
+		write_file(d.config, cases[i].text);
+		pid_t pid = spawn_daemon(&d, NULL);
+		int status = -1;
+		for (int t = 0; t < 500 && waitpid(pid, &status, WNOHANG) == 0; t++)
+			th_sleep_us(10000);
+		if (status == -1) {
+			kill(pid, SIGKILL);
+			th_wait(pid);
+		}
+		cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 1,
+			  "case %zu: framebusd did not refuse:\n%s", i, read_file(d.log));
+		const char *log = read_file(d.log);
+		cr_assert(strstr(log, cases[i].message), "case %zu: expected '%s' in:\n%s", i,
+			  cases[i].message, log);
+		cr_assert_eq(access(d.socket, F_OK), -1, "case %zu: it listened anyway", i);
+		char cmd[128];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+		run(cmd);
+	}
+}
+
+Test(daemon, reload_touches_only_changed_streams)
+{
+	struct daemon d;
+	fb_subscriber *kept, *changed;
+	const struct fb_frame *f;
+	char config[1024];
+
+	snprintf(config, sizeof(config), "%s\n[stream other]\nurl = testsrc=size=64x48:rate=25\n"
+		 "input_format = lavfi\nwidth = 64\nheight = 48\n", lavfi_config);
+	start(&d, config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	wait_state(c, "other", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_QUEUE, 1, &kept), 0);
+	cr_assert_eq(fb_client_subscribe(c, "other", FB_MODE_QUEUE, 1, &changed), 0);
+	cr_assert_eq(fb_subscriber_acquire(kept, 2000, &f), 0);
+	uint64_t before = f->seq;
+	fb_subscriber_release(kept, f);
+
+	/* bars unchanged, other changed, third added. */
+	snprintf(config, sizeof(config), "%s\n[stream other]\nurl = testsrc=size=64x48:rate=25\n"
+		 "input_format = lavfi\nwidth = 32\nheight = 24\n"
+		 "[stream third]\nurl = testsrc=size=64x48:rate=25\ninput_format = lavfi\n",
+		 lavfi_config);
+	write_file(d.config, config);
+	kill(d.pid, SIGHUP);
+	wait_state(c, "third", FB_STREAM_RUNNING, 10);
+	struct fb_stream_info other = wait_state(c, "other", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(other.width, 32);
+	struct fb_stream_info third = wait_state(c, "third", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(third.width, 64, "geometry taken from the source");
+
+	/* The kept stream's subscription runs on, frame after frame. */
+	cr_assert_eq(fb_subscriber_acquire(kept, 2000, &f), 0);
+	cr_assert_eq(f->seq, before + 1 + f->missed);
+	fb_subscriber_release(kept, f);
+	/* The changed stream's old ring ended. */
+	int r;
+	while ((r = fb_subscriber_acquire(changed, 2000, &f)) == 0)
+		fb_subscriber_release(changed, f);
+	cr_assert_eq(r, -EPIPE, "%s", fb_strerror(r));
+	fb_subscriber_free(changed);
+
+	/* A broken file is refused and the running configuration kept. */
+	write_file(d.config, "[stream bars]\nslots = 100\n");
+	kill(d.pid, SIGHUP);
+	th_sleep_us(300000);
+	cr_assert(strstr(read_file(d.log), "reload refused, keeping the running configuration"),
+		  "%s", read_file(d.log));
+	cr_assert_eq(fb_subscriber_acquire(kept, 2000, &f), 0);
+	fb_subscriber_release(kept, f);
+	wait_state(c, "third", FB_STREAM_RUNNING, 1);
+	fb_subscriber_free(kept);
+	fb_client_free(c);
+	stop(&d);
+}
+
+static int free_port(void)
+{
+	return 20000 + (int)(getpid() % 20000);
+}
+
+Test(daemon, unreachable_source_retries_then_recovers)
+{
+	struct daemon d;
+	char config[512], cmd[512];
+	int port = free_port();
+
+	snprintf(config, sizeof(config),
+		 "%s\n[stream net]\nurl = tcp://127.0.0.1:%d\ninput_format = mpegts\n"
+		 "retry_min = 200ms\nretry_max = 1s\nstall_timeout = 2s\n",
+		 lavfi_config, port);
+	start(&d, config);
+	fb_client *c = client(&d);
+	struct fb_stream_info info = wait_state(c, "net", FB_STREAM_RETRYING, 10);
+	cr_assert(strstr(info.detail, "refused"), "detail: %s", info.detail);
+	cr_assert_eq(info.width, 0, "no geometry before the first frame");
+	/* Every other stream is untouched. */
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+
+	snprintf(cmd, sizeof(cmd),
+		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=160x120:rate=25 -t 20 "
+		 "-c:v mpeg2video -f mpegts 'tcp://127.0.0.1:%d?listen=1' >/dev/null 2>&1 &",
+		 port);
+	cr_assert_eq(run(cmd), 0);
+	info = wait_state(c, "net", FB_STREAM_RUNNING, 15);
+	cr_assert_eq(info.width, 160);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(c, "net", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 3000, &f), 0);
+	fb_subscriber_release(sub, f);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d); /* the daemon stops the network read at once */
+	snprintf(cmd, sizeof(cmd), "pkill -f 'tcp://127.0.0.1:%d' || true", port);
+	run(cmd);
+}
+
+Test(daemon, truncated_and_garbage_files_retry_while_others_run)
+{
+	struct daemon d;
+	char cmd[512], config[1024];
+
+	char files[] = "/tmp/framebus-files-XXXXXX";
+	cr_assert_not_null(mkdtemp(files));
+	snprintf(cmd, sizeof(cmd),
+		 "ffmpeg -loglevel error -y -f lavfi -i testsrc=size=160x120:rate=25 -frames:v 50 "
+		 "-c:v libx264 %s/whole.mp4 && head -c $(($(stat -c %%s %s/whole.mp4) / 2)) "
+		 "%s/whole.mp4 > %s/truncated.mp4 && head -c 100000 /dev/urandom > %s/garbage.mp4",
+		 files, files, files, files, files);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(config, sizeof(config),
+		 "%s\n[stream truncated]\nurl = %s/truncated.mp4\nretry_min = 5s\n"
+		 "[stream garbage]\nurl = %s/garbage.mp4\nretry_min = 5s\n",
+		 lavfi_config, files, files);
+	start(&d, config);
+	fb_client *c = client(&d);
+	struct fb_stream_info t = wait_state(c, "truncated", FB_STREAM_RETRYING, 10);
+	cr_assert_neq(t.detail[0], '\0');
+	struct fb_stream_info g = wait_state(c, "garbage", FB_STREAM_RETRYING, 10);
+	cr_assert(strstr(g.detail, "garbage.mp4"), "detail: %s", g.detail);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert(strstr(read_file(d.log), "stream garbage:"), "%s", read_file(d.log));
+	fb_client_free(c);
+	stop(&d);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", files);
+	run(cmd);
+}
+
+static int raw_connect(const struct daemon *d)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	strcpy(addr.sun_path, d->socket);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	return fd;
+}
+
+/* Whether the daemon hung up on fd (after maybe sending an error). */
+static bool hung_up(int fd)
+{
+	char buf[4096];
+	for (int i = 0; i < 100; i++) {
+		ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno == ECONNRESET))
+			return true;
+		if (n < 0 && errno == EAGAIN)
+			th_sleep_us(10000);
+	}
+	return false;
+}
+
+Test(daemon, protocol_abuse_hurts_only_the_abuser)
+{
+	struct daemon d;
+	start(&d, lavfi_config);
+	fb_client *good = client(&d);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(good, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	th_sleep_us(200000);
+	int fds_before = daemon_fd_count(&d);
+
+	/* Random bytes. */
+	int fd = raw_connect(&d);
+	char junk[300];
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(rand() & 0xff);
+	send(fd, junk, sizeof(junk), 0);
+	cr_assert(hung_up(fd), "random bytes");
+	close(fd);
+
+	/* Oversized, and shorter than a header. */
+	static char big[16384];
+	fd = raw_connect(&d);
+	send(fd, big, sizeof(big), 0);
+	cr_assert(hung_up(fd), "oversized message");
+	close(fd);
+	fd = raw_connect(&d);
+	send(fd, junk, 7, 0);
+	cr_assert(hung_up(fd), "truncated header");
+	close(fd);
+
+	/* A well-formed hello carrying descriptors it should not. */
+	fd = raw_connect(&d);
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		uint32_t version, client_id;
+		char name[64];
+	} hello = {1, sizeof(hello), 1, 2, 1, 0, "fds"};
+	int extra[2] = {open("/dev/null", O_RDONLY), open("/dev/null", O_RDONLY)};
+	struct iovec iov = {.iov_base = &hello, .iov_len = sizeof(hello)};
+	union {
+		char buf[CMSG_SPACE(sizeof(extra))];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(extra));
+	memcpy(CMSG_DATA(cm), extra, sizeof(extra));
+	cr_assert_eq(sendmsg(fd, &msg, 0), (ssize_t)sizeof(hello));
+	close(extra[0]);
+	close(extra[1]);
+	cr_assert(hung_up(fd), "unexpected descriptors");
+	close(fd);
+
+	/* A request before hello. */
+	fd = raw_connect(&d);
+	uint32_t list[4] = {2, 16, 1, 0};
+	send(fd, list, sizeof(list), 0);
+	cr_assert(hung_up(fd), "no hello");
+	close(fd);
+
+	/* A thousand connections at once, over the client limit. */
+	int many[1000];
+	for (int i = 0; i < 1000; i++)
+		many[i] = raw_connect(&d);
+	th_sleep_us(300000);
+	for (int i = 0; i < 1000; i++)
+		close(many[i]);
+
+	/* The good client was served throughout, and still is. */
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
+	fb_subscriber_release(sub, f);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(good, "bars", &info), 0);
+	cr_assert_eq(info.state, FB_STREAM_RUNNING);
+	th_sleep_us(300000);
+	cr_assert_eq(daemon_fd_count(&d), fds_before, "the daemon leaked descriptors");
+	cr_assert(strstr(read_file(d.log), "malformed"), "nothing logged about the abuse");
+	fb_subscriber_free(sub);
+	fb_client_free(good);
+	stop(&d);
+}
+
+Test(daemon, killed_subscriber_gives_its_slots_back)
+{
+	struct daemon d;
+	int ready[2];
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(pipe(ready), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		fb_client *mine;
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		if (fb_client_connect(d.socket, "victim", &mine) < 0 ||
+		    fb_client_subscribe(mine, "bars", FB_MODE_QUEUE, 3, &sub) < 0)
+			_exit(1);
+		for (int i = 0; i < 3; i++)
+			if (fb_subscriber_acquire(sub, 2000, &f) < 0)
+				_exit(2);
+		(void)!write(ready[1], "x", 1);
+		pause();
+	}
+	char byte;
+	cr_assert_eq(read(ready[0], &byte, 1), 1, "the victim did not get its frames");
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(subs[0].held, 3);
+	free(subs);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	for (int i = 0; i < 100; i++) {
+		cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
+		free(subs);
+		if (n == 0)
+			break;
+		th_sleep_us(10000);
+	}
+	cr_assert_eq(n, 0, "the dead subscriber is still there");
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(c, "bars", &info), 0);
+	cr_assert_eq(info.subscribers, 0);
+	cr_assert(strstr(read_file(d.log), "client victim["), "%s", read_file(d.log));
+	fb_client_free(c);
+	stop(&d);
+}
+
+Test(daemon, framebusctl_status_and_snapshot)
+{
+	struct daemon d;
+	char cmd[512];
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status --json > %s/status.json", FRAMEBUSCTL_PATH,
+		 d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/status.json", d.dir);
+	char *json = read_file(cmd);
+	cr_assert(strstr(json, "\"name\": \"bars\""), "%s", json);
+	cr_assert(strstr(json, "\"state\": \"running\""), "%s", json);
+	cr_assert(strstr(json, "\"width\": 320, \"height\": 240, \"format\": \"bgr24\""), "%s", json);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s snapshot bars %s/snap.png >/dev/null",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd),
+		 "ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 "
+		 "%s/snap.png > %s/probe.txt",
+		 d.dir, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/probe.txt", d.dir);
+	cr_assert_str_eq(read_file(cmd), "png,320,240\n");
+	snprintf(cmd, sizeof(cmd), "%s --socket %s snapshot nope /dev/null 2>/dev/null",
+		 FRAMEBUSCTL_PATH, d.socket);
+	cr_assert_eq(run(cmd), 1);
+	fb_client_free(c);
+	stop(&d);
+}
+
+Test(daemon, systemd_notifications)
+{
+	struct daemon d;
+	char notify_path[128];
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+
+	make_dir(&d);
+	write_file(d.config, lavfi_config);
+	snprintf(notify_path, sizeof(notify_path), "%s/notify", d.dir);
+	int ns = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	strcpy(addr.sun_path, notify_path);
+	cr_assert_eq(bind(ns, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	d.pid = spawn_daemon(&d, notify_path);
+
+	/* Collect datagrams for a while, then signal, then collect again. */
+	char all[65536] = "";
+	size_t len = 0;
+	bool reloaded = false;
+	uint64_t until = th_now_ns() + 3000000000u;
+	while (th_now_ns() < until) {
+		char buf[1024];
+		struct timeval tv = {.tv_usec = 100000};
+		setsockopt(ns, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		ssize_t n = recv(ns, buf, sizeof(buf) - 1, 0);
+		if (n > 0 && len + (size_t)n + 2 < sizeof(all)) {
+			memcpy(all + len, buf, (size_t)n);
+			len += (size_t)n;
+			all[len++] = '\n';
+			all[len] = '\0';
+		}
+		if (!reloaded && strstr(all, "READY=1") && th_now_ns() > until - 1500000000u) {
+			kill(d.pid, SIGHUP);
+			reloaded = true;
+		}
+	}
+	kill(d.pid, SIGTERM);
+	for (int i = 0; i < 20; i++) {
+		char buf[1024];
+		ssize_t n = recv(ns, buf, sizeof(buf) - 1, 0);
+		if (n > 0 && len + (size_t)n + 2 < sizeof(all)) {
+			memcpy(all + len, buf, (size_t)n);
+			len += (size_t)n;
+			all[len++] = '\n';
+			all[len] = '\0';
+		}
+	}
+	cr_assert_eq(th_wait(d.pid), 0);
+	cr_assert(strstr(all, "READY=1"), "%s", all);
+	cr_assert(strstr(all, "STATUS=0 clients; bars running"), "%s", all);
+	cr_assert(strstr(all, "WATCHDOG=1"), "%s", all);
+	char *reload = strstr(all, "RELOADING=1");
+	cr_assert(reload, "%s", all);
+	cr_assert(strstr(reload, "READY=1"), "no READY=1 after the reload: %s", all);
+	cr_assert(strstr(all, "STOPPING=1"), "%s", all);
+	close(ns);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+	run(cmd);
+}
