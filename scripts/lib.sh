@@ -6,7 +6,10 @@ FRAMEBUS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Debian packages the build, the tests and the benchmarks need.
 FRAMEBUS_PACKAGES=(
     meson ninja-build pkg-config gcc libc6-dev
-    libcriterion-dev
+    libuv1-dev libsystemd-dev libinih-dev
+    libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
+    libcriterion-dev python3
+    ffmpeg
 )
 
 # Install whatever of FRAMEBUS_PACKAGES is missing; silent when nothing is.

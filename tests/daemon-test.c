@@ -261,6 +261,21 @@ Test(daemon, h264_file_decodes_then_ends)
 	run(cmd);
 }
 
+Test(daemon, shipped_config_serves_cam0)
+{
+	struct daemon d;
+	char text[16384];
+	snprintf(text, sizeof(text), "%s", read_file(FRAMEBUS_SOURCE_ROOT "/config/framebusd.conf"));
+	cr_assert(strstr(text, "[stream cam0]"));
+	start(&d, text);
+	fb_client *c = client(&d);
+	struct fb_stream_info info = wait_state(c, "cam0", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(info.width, 1280);
+	cr_assert_eq(info.height, 720);
+	fb_client_free(c);
+	stop(&d);
+}
+
 struct bad_config {
 	const char *text;
 	const char *message;
