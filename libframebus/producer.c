@@ -13,7 +13,6 @@
 
 #include "ring-private.h"
 
-#define RECORD_SIZE 4096u
 #define CONTROL_SIZE 4096u
 /* A blocked producer re-checks the ring at least this often even without a
  * post on the space semaphore: a hostile subscriber that clears
@@ -21,14 +20,11 @@
 #define WAIT_SLICE_NS 50000000ull
 
 struct sub_entry {
-	struct fb__record *record; /* NULL: entry unused */
-	int wake_fd;
-	/* Our copy of the pipe's read end: with a reader always there, a write
-	 * after the subscriber died is never a SIGPIPE. */
-	int wake_read_fd;
+	struct fb__subscriber_slot slot; /* slot.record NULL: entry unused */
 	uint32_t mode;
 	uint32_t max_holds;
 	uint32_t generation;
+	uint32_t remote_id; /* the daemon's id, for a remote registration */
 };
 
 struct fb_producer {
@@ -66,9 +62,9 @@ static uint64_t held_slots(const struct fb_producer *p)
 	uint64_t all = 0;
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		const struct sub_entry *s = &p->subs[i];
-		if (!s->record)
+		if (!s->slot.record)
 			continue;
-		uint64_t h = atomic_load(&s->record->held) & p->slot_mask;
+		uint64_t h = atomic_load(&s->slot.record->held) & p->slot_mask;
 		if ((uint32_t)__builtin_popcountll(h) <= s->max_holds)
 			all |= h;
 	}
@@ -81,9 +77,9 @@ static uint64_t min_queue_cursor(const struct fb_producer *p)
 	uint64_t min = UINT64_MAX;
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		const struct sub_entry *s = &p->subs[i];
-		if (!s->record || s->mode != FB_MODE_QUEUE)
+		if (!s->slot.record || s->mode != FB_MODE_QUEUE)
 			continue;
-		uint64_t c = atomic_load(&s->record->cursor);
+		uint64_t c = atomic_load(&s->slot.record->cursor);
 		if (c < min)
 			min = c;
 	}
@@ -245,17 +241,14 @@ static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke);
  * non-blocking and ours alone (a full pipe is still readable). */
 static void wake_as_armed(const struct sub_entry *s, uint32_t armed)
 {
-	if (armed == FB__ARMED_FUTEX)
-		fb__futex_wake(&s->record->armed);
-	else if (armed != FB__ARMED_NONE)
-		(void)!write(s->wake_fd, "", 1);
+	fb__subscriber_slot_wake(&s->slot, armed);
 }
 
 /* Wake a subscriber whatever it armed for: the stream ended or it was
  * dropped. */
 static void wake(const struct sub_entry *s)
 {
-	atomic_exchange(&s->record->armed, FB__ARMED_NONE);
+	atomic_exchange(&s->slot.record->armed, FB__ARMED_NONE);
 	wake_as_armed(s, FB__ARMED_FUTEX);
 	wake_as_armed(s, FB__ARMED_PIPE);
 }
@@ -267,7 +260,7 @@ FB_EXPORT int fb_producer_end(fb_producer *p)
 	pthread_mutex_lock(&p->lock);
 	atomic_store(&p->hdr->closed, 1);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
-		if (p->subs[i].record)
+		if (p->subs[i].slot.record)
 			wake(&p->subs[i]);
 	pthread_mutex_unlock(&p->lock);
 	return 0;
@@ -280,7 +273,7 @@ FB_EXPORT void fb_producer_free(fb_producer *p)
 	if (p->hdr)
 		fb_producer_end(p);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
-		if (p->subs[i].record)
+		if (p->subs[i].slot.record)
 			drop_sub(p, &p->subs[i], false);
 	if (p->ctl)
 		munmap(p->ctl, CONTROL_SIZE);
@@ -372,8 +365,8 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	atomic_store(&p->hdr->latest, FB__PACK(seq, slot));
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		struct sub_entry *e = &p->subs[i];
-		if (e->record)
-			wake_as_armed(e, atomic_exchange(&e->record->armed, FB__ARMED_NONE));
+		if (e->slot.record)
+			wake_as_armed(e, atomic_exchange(&e->slot.record->armed, FB__ARMED_NONE));
 	}
 	pthread_mutex_unlock(&p->lock);
 	return 0;
@@ -394,13 +387,46 @@ FB_EXPORT int fb_producer_discard(fb_producer *p, struct fb_frame *frame)
 	return r;
 }
 
+/* Put slot in a free entry.  Called with p->lock held. */
+static int insert_sub(struct fb_producer *p, const struct fb__subscriber_slot *slot, uint32_t mode,
+		      uint32_t max_holds, uint32_t remote_id, uint32_t *ret_id)
+{
+	uint32_t i;
+	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].slot.record; i++)
+		;
+	if (i == FB_MAX_SUBSCRIBERS)
+		return -EUSERS;
+	p->subs[i] = (struct sub_entry){
+		.slot = *slot,
+		.mode = mode,
+		.max_holds = max_holds,
+		.generation = (p->subs[i].generation + 1) & 0xffffffu,
+		.remote_id = remote_id,
+	};
+	p->subs[i].slot.record_fd = -1; /* the mapping is all we keep */
+	p->n_subs++;
+	*ret_id = p->subs[i].generation << 8 | i;
+	return 0;
+}
+
+/* Where a new subscriber starts: the newest frame, so it sees the current
+ * picture at once and a queue subscriber pins nothing older; or the next
+ * one if the newest frame's slot is being rewritten. */
+static uint64_t first_seq(const struct fb_producer *p)
+{
+	uint64_t latest = atomic_load(&p->hdr->latest);
+	uint64_t seq = FB__PACKED_SEQ(latest);
+	if (seq && p->current == (int)FB__PACKED_SLOT(latest))
+		seq++;
+	return seq;
+}
+
 FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t max_holds,
 					 struct fb_subscriber_fds *ret_fds, uint32_t *ret_id)
 {
 	struct fb_subscriber_fds fds = {-1, -1, -1, -1};
-	struct fb__record *rec = NULL;
-	int wake_fd = -1, pipe_fds[2] = {-1, -1}, r;
-	uint32_t i;
+	struct fb__subscriber_slot slot;
+	int r;
 
 	if (!p || !ret_fds || !ret_id)
 		return -EINVAL;
@@ -411,81 +437,34 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 	if (p->n_subs >= FB_MAX_SUBSCRIBERS)
 		return -EUSERS;
 
-	r = fb__memfd_create("framebus-record", RECORD_SIZE, false);
-	if (r < 0)
-		goto fail;
-	fds.record_fd = r;
-	rec = fb__map(fds.record_fd, RECORD_SIZE, true);
-	if (!rec) {
-		r = -errno;
-		goto fail;
+	pthread_mutex_lock(&p->lock);
+	r = fb__subscriber_slot_create(mode, max_holds, first_seq(p), &slot);
+	if (r < 0) {
+		pthread_mutex_unlock(&p->lock);
+		return r;
 	}
-	/* The pollable wake fd for event loops: a pipe, not an eventfd, so
-	 * that the producer alone holds the end it writes and no subscriber can
-	 * make that write block (an eventfd is one open file for both sides,
-	 * whose counter and flags a subscriber controls).  Blocking acquires do
-	 * not use it: they sleep on a futex in the record. */
-	if (pipe2(pipe_fds, O_CLOEXEC) == 0)
-		(void)fcntl(pipe_fds[1], F_SETFL, O_NONBLOCK);
-	wake_fd = pipe_fds[1];
-	fds.wake_fd = pipe_fds[0] < 0 ? -1 : fcntl(pipe_fds[0], F_DUPFD_CLOEXEC, 3);
 	fds.frame_fd = fcntl(p->frame_fd, F_DUPFD_CLOEXEC, 3);
 	fds.control_fd = fcntl(p->control_fd, F_DUPFD_CLOEXEC, 3);
-	if (wake_fd < 0 || fds.frame_fd < 0 || fds.control_fd < 0 || fds.wake_fd < 0) {
-		r = -errno;
-		goto fail;
-	}
-
-	pthread_mutex_lock(&p->lock);
-	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].record; i++)
-		;
-	if (i == FB_MAX_SUBSCRIBERS) {
-		pthread_mutex_unlock(&p->lock);
-		r = -EUSERS;
-		goto fail;
-	}
-	uint64_t latest_packed = atomic_load(&p->hdr->latest);
-	uint64_t latest = FB__PACKED_SEQ(latest_packed);
-	/* The newest frame's slot may be the one being rewritten: then the
-	 * newest readable frame is the next one. */
-	if (latest && p->current == (int)FB__PACKED_SLOT(latest_packed))
-		latest++;
-	rec->magic = FB__RECORD_MAGIC;
-	rec->version = FB__RING_VERSION;
-	rec->mode = mode;
-	rec->max_holds = max_holds;
-	/* Start at the newest frame: a new subscriber sees the current picture
-	 * at once, and a queue subscriber pins nothing older. */
-	atomic_store(&rec->cursor, latest ? latest : 1);
-
-	p->subs[i] = (struct sub_entry){
-		.record = rec,
-		.wake_fd = wake_fd,
-		.wake_read_fd = pipe_fds[0],
-		.mode = mode,
-		.max_holds = max_holds,
-		.generation = (p->subs[i].generation + 1) & 0xffffffu,
-	};
-	p->n_subs++;
-	*ret_fds = fds;
-	*ret_id = p->subs[i].generation << 8 | i;
+	fds.record_fd = fcntl(slot.record_fd, F_DUPFD_CLOEXEC, 3);
+	fds.wake_fd = fcntl(slot.wake_read_fd, F_DUPFD_CLOEXEC, 3);
+	r = fds.frame_fd < 0 || fds.control_fd < 0 || fds.record_fd < 0 || fds.wake_fd < 0
+		    ? -errno
+		    : insert_sub(p, &slot, mode, max_holds, 0, ret_id);
 	pthread_mutex_unlock(&p->lock);
+	if (r < 0) {
+		fb__subscriber_slot_close(&slot);
+		fb_subscriber_fds_close(&fds);
+		return r;
+	}
+	close(slot.record_fd);
+	*ret_fds = fds;
 	return 0;
-fail:
-	if (rec)
-		munmap(rec, RECORD_SIZE);
-	if (wake_fd >= 0)
-		close(wake_fd);
-	if (pipe_fds[0] >= 0)
-		close(pipe_fds[0]);
-	fb_subscriber_fds_close(&fds);
-	return r;
 }
 
 static struct sub_entry *find_sub(const fb_producer *p, uint32_t id)
 {
 	uint32_t i = id & 0xffu;
-	if (!p || i >= FB_MAX_SUBSCRIBERS || !p->subs[i].record ||
+	if (!p || i >= FB_MAX_SUBSCRIBERS || !p->subs[i].slot.record ||
 	    p->subs[i].generation != id >> 8)
 		return NULL;
 	return (struct sub_entry *)&p->subs[i];
@@ -498,14 +477,10 @@ static struct sub_entry *find_sub(const fb_producer *p, uint32_t id)
 static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke)
 {
 	if (revoke) {
-		atomic_store(&s->record->revoked, 1);
+		atomic_store(&s->slot.record->revoked, 1);
 		wake(s);
 	}
-	munmap(s->record, RECORD_SIZE);
-	close(s->wake_fd);
-	close(s->wake_read_fd);
-	s->record = NULL;
-	s->wake_fd = s->wake_read_fd = -1;
+	fb__subscriber_slot_close(&s->slot);
 	p->n_subs--;
 }
 
@@ -546,13 +521,13 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 		pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 		return -ENOENT;
 	}
-	uint64_t cursor = atomic_load(&s->record->cursor);
+	uint64_t cursor = atomic_load(&s->slot.record->cursor);
 	*ret_stats = (struct fb_subscriber_stats){
 		.mode = s->mode,
-		.held = (uint32_t)__builtin_popcountll(atomic_load(&s->record->held) & p->slot_mask),
+		.held = (uint32_t)__builtin_popcountll(atomic_load(&s->slot.record->held) & p->slot_mask),
 		.next_seq = cursor,
 		.lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
-		.missed = atomic_load(&s->record->missed),
+		.missed = atomic_load(&s->slot.record->missed),
 	};
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 	return 0;

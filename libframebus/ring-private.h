@@ -92,6 +92,9 @@ struct fb__control {
 	uint32_t version;
 	_Atomic uint32_t producer_waiting FB__ALIGNED;
 	_Atomic uint32_t space; /* futex: bumped by each post */
+	/* Bumped by the daemon after it sent a producer in another process a
+	 * subscriber to add or remove (ring.md, "remote producers"). */
+	_Atomic uint32_t registrations FB__ALIGNED;
 };
 
 /* A subscriber's own record, in a memfd only it and its producer map.  The
@@ -108,7 +111,10 @@ struct fb__record {
 	_Atomic uint64_t missed;           /* frames it lost by falling behind */
 	_Atomic uint32_t armed FB__ALIGNED; /* enum fb__armed, and a futex */
 	_Atomic uint32_t revoked;           /* set by the producer when it drops us */
+	_Atomic uint32_t ended;             /* set by the daemon when the producer died */
 };
+
+#define FB__RECORD_SIZE 4096u
 
 /* How a subscriber that found nothing new wants the next publish to wake
  * it (record.armed).  The producer exchanges it for NONE and then wakes the
@@ -131,6 +137,35 @@ struct fb__ring_geometry {
 
 int fb__ring_geometry_compute(const struct fb_ring_params *params,
 			      struct fb__ring_geometry *ret_geometry);
+
+/* Check a frame memfd someone else made (seals, size, a header that
+ * describes exactly the ring our own geometry computation does) and map it
+ * read-only.  -EBADF, -EPROTO or -errno. */
+int fb__ring_map_readonly(int fd, struct fb_ring_params *ret_params,
+			  struct fb__ring_geometry *ret_geometry,
+			  const struct fb__ring_header **ret_header);
+
+/* Check and map a shared page (control or record) that must start with
+ * magic and our version; NULL with *ret_error set on failure. */
+void *fb__map_shared_page(int fd, size_t size, uint32_t magic, int *ret_error);
+
+/* What a producer needs of one subscriber: its record (mapped), the write end
+ * of its wake pipe, and a read end kept so that a write after the subscriber
+ * died is never a SIGPIPE.  The subscriber gets a copy of record_fd and of
+ * the read end. */
+struct fb__subscriber_slot {
+	struct fb__record *record;
+	int record_fd;
+	int wake_fd;
+	int wake_read_fd;
+};
+
+int fb__subscriber_slot_create(uint32_t mode, uint32_t max_holds, uint64_t first_seq,
+			       struct fb__subscriber_slot *ret_slot);
+void fb__subscriber_slot_close(struct fb__subscriber_slot *slot);
+/* Wake it the way it armed itself (armed: what it held before the
+ * exchange).  Never blocks. */
+void fb__subscriber_slot_wake(const struct fb__subscriber_slot *slot, uint32_t armed);
 
 /* A memfd of size bytes, all of it allocated now, sealed against resizing.
  * Returns the fd or -errno. */

@@ -117,6 +117,129 @@ int64_t fb__memfd_check(int fd, uint64_t min_size, bool read_only)
 	return st.st_size;
 }
 
+int fb__ring_map_readonly(int fd, struct fb_ring_params *ret_params,
+			  struct fb__ring_geometry *ret_geometry,
+			  const struct fb__ring_header **ret_header)
+{
+	const struct fb__ring_header *h;
+	struct fb__ring_geometry g;
+	struct fb_ring_params params;
+	int64_t size;
+	int r = 0;
+
+	size = fb__memfd_check(fd, sizeof(struct fb__ring_header), true);
+	if (size < 0)
+		return (int)size;
+	/* The header alone first: its numbers decide how much to map. */
+	h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
+	if (h == MAP_FAILED)
+		return -errno;
+	params = (struct fb_ring_params){
+		.width = h->width,
+		.height = h->height,
+		.format = h->format,
+		.slots = h->slots,
+		.policy = h->policy,
+		.meta_max = h->meta_max,
+	};
+	if (h->magic != FB__RING_MAGIC || h->version != FB__RING_VERSION ||
+	    h->header_size != sizeof(*h) || fb__ring_geometry_compute(&params, &g) < 0 ||
+	    h->meta_offset != g.meta_offset || h->data_offset != g.data_offset ||
+	    h->slot_size != g.slot_size || h->total_size != g.total_size ||
+	    (uint64_t)size != g.total_size)
+		r = -EPROTO;
+	munmap((void *)h, sizeof(*h));
+	if (r < 0)
+		return r;
+	h = fb__map(fd, g.total_size, false);
+	if (!h)
+		return -errno;
+	*ret_params = params;
+	*ret_geometry = g;
+	*ret_header = h;
+	return 0;
+}
+
+void *fb__map_shared_page(int fd, size_t size, uint32_t magic, int *ret_error)
+{
+	int64_t r = fb__memfd_check(fd, size, false);
+	uint32_t *p;
+
+	if (r < 0) {
+		*ret_error = (int)r;
+		return NULL;
+	}
+	p = fb__map(fd, size, true);
+	if (!p) {
+		*ret_error = -errno;
+		return NULL;
+	}
+	if (p[0] != magic || p[1] != FB__RING_VERSION) {
+		munmap(p, size);
+		*ret_error = -EPROTO;
+		return NULL;
+	}
+	return p;
+}
+
+int fb__subscriber_slot_create(uint32_t mode, uint32_t max_holds, uint64_t first_seq,
+			       struct fb__subscriber_slot *ret_slot)
+{
+	struct fb__subscriber_slot s = {.record_fd = -1, .wake_fd = -1, .wake_read_fd = -1};
+	int pipe_fds[2], r;
+
+	r = fb__memfd_create("framebus-record", FB__RECORD_SIZE, false);
+	if (r < 0)
+		return r;
+	s.record_fd = r;
+	s.record = fb__map(s.record_fd, FB__RECORD_SIZE, true);
+	if (!s.record)
+		goto fail;
+	/* The pollable wake fd for event loops: a pipe, not an eventfd, so
+	 * that the producer alone holds the end it writes and no subscriber can
+	 * make that write block (an eventfd is one open file for both sides,
+	 * whose counter and flags a subscriber controls).  Blocking acquires do
+	 * not use it: they sleep on a futex in the record. */
+	if (pipe2(pipe_fds, O_CLOEXEC) < 0)
+		goto fail;
+	s.wake_read_fd = pipe_fds[0];
+	s.wake_fd = pipe_fds[1];
+	if (fcntl(s.wake_fd, F_SETFL, O_NONBLOCK) < 0)
+		goto fail;
+	s.record->magic = FB__RECORD_MAGIC;
+	s.record->version = FB__RING_VERSION;
+	s.record->mode = mode;
+	s.record->max_holds = max_holds;
+	atomic_store(&s.record->cursor, first_seq ? first_seq : 1);
+	*ret_slot = s;
+	return 0;
+fail:
+	r = -errno;
+	fb__subscriber_slot_close(&s);
+	return r;
+}
+
+void fb__subscriber_slot_close(struct fb__subscriber_slot *s)
+{
+	if (s->record)
+		munmap(s->record, FB__RECORD_SIZE);
+	int *fds[] = {&s->record_fd, &s->wake_fd, &s->wake_read_fd};
+	for (size_t i = 0; i < 3; i++) {
+		if (*fds[i] >= 0)
+			close(*fds[i]);
+		*fds[i] = -1;
+	}
+	s->record = NULL;
+}
+
+void fb__subscriber_slot_wake(const struct fb__subscriber_slot *s, uint32_t armed)
+{
+	if (armed == FB__ARMED_FUTEX)
+		fb__futex_wake(&s->record->armed);
+	else if (armed != FB__ARMED_NONE)
+		(void)!write(s->wake_fd, "", 1);
+}
+
 void *fb__map(int fd, uint64_t size, bool writable)
 {
 	void *p = mmap(NULL, size, PROT_READ | (writable ? PROT_WRITE : 0),

@@ -44,69 +44,6 @@ static bool is_pipe(int fd)
 	return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode);
 }
 
-/* Map the frame memfd after checking that its header describes exactly the
- * ring its size and our own geometry computation say it is. */
-static int map_ring(struct fb_subscriber *s, int fd)
-{
-	const struct fb__ring_header *h;
-	struct fb_ring_params params;
-	int64_t size;
-	int r = 0;
-
-	size = fb__memfd_check(fd, sizeof(struct fb__ring_header), true);
-	if (size < 0)
-		return (int)size;
-	h = mmap(NULL, sizeof(*h), PROT_READ, MAP_SHARED, fd, 0);
-	if (h == MAP_FAILED)
-		return -errno;
-	params = (struct fb_ring_params){
-		.width = h->width,
-		.height = h->height,
-		.format = h->format,
-		.slots = h->slots,
-		.policy = h->policy,
-		.meta_max = h->meta_max,
-	};
-	if (h->magic != FB__RING_MAGIC || h->version != FB__RING_VERSION ||
-	    h->header_size != sizeof(*h) || fb__ring_geometry_compute(&params, &s->geo) < 0 ||
-	    h->meta_offset != s->geo.meta_offset || h->data_offset != s->geo.data_offset ||
-	    h->slot_size != s->geo.slot_size || h->total_size != s->geo.total_size ||
-	    (uint64_t)size != s->geo.total_size)
-		r = -EPROTO;
-	munmap((void *)h, sizeof(*h));
-	if (r < 0)
-		return r;
-
-	s->hdr = fb__map(fd, s->geo.total_size, false);
-	if (!s->hdr)
-		return -errno;
-	s->slots = params.slots;
-	s->meta_max = params.meta_max;
-	return 0;
-}
-
-static void *map_shared_page(int fd, size_t size, uint32_t magic, int *ret_error)
-{
-	int64_t r = fb__memfd_check(fd, size, false);
-	uint32_t *p;
-
-	if (r < 0) {
-		*ret_error = (int)r;
-		return NULL;
-	}
-	p = fb__map(fd, size, true);
-	if (!p) {
-		*ret_error = -errno;
-		return NULL;
-	}
-	if (p[0] != magic || p[1] != FB__RING_VERSION) {
-		munmap(p, size);
-		*ret_error = -EPROTO;
-		return NULL;
-	}
-	return p;
-}
-
 FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 				   fb_subscriber **ret_subscriber)
 {
@@ -121,13 +58,16 @@ FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 	if (!s)
 		return -ENOMEM;
 
-	r = map_ring(s, fds->frame_fd);
+	struct fb_ring_params params;
+	r = fb__ring_map_readonly(fds->frame_fd, &params, &s->geo, &s->hdr);
 	if (r < 0)
 		goto fail;
-	s->ctl = map_shared_page(fds->control_fd, sizeof(*s->ctl), FB__CONTROL_MAGIC, &r);
+	s->slots = params.slots;
+	s->meta_max = params.meta_max;
+	s->ctl = fb__map_shared_page(fds->control_fd, sizeof(*s->ctl), FB__CONTROL_MAGIC, &r);
 	if (!s->ctl)
 		goto fail;
-	s->rec = map_shared_page(fds->record_fd, sizeof(*s->rec), FB__RECORD_MAGIC, &r);
+	s->rec = fb__map_shared_page(fds->record_fd, sizeof(*s->rec), FB__RECORD_MAGIC, &r);
 	if (!s->rec)
 		goto fail;
 	s->mode = s->rec->mode;
@@ -344,7 +284,7 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 	for (;;) {
 		if (atomic_load(&s->rec->revoked))
 			return -ECANCELED;
-		bool closed = atomic_load(&s->hdr->closed);
+		bool closed = atomic_load(&s->hdr->closed) || atomic_load(&s->rec->ended);
 		r = try_acquire(s, ret_frame, &latest);
 		if (r != -EAGAIN)
 			return r;
@@ -368,7 +308,8 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 		/* The end of the stream (or our removal) pairs the same way
 		 * with the arming: the producer stores closed, then takes
 		 * armed; we store armed, then load closed. */
-		if (atomic_load(&s->hdr->closed) || atomic_load(&s->rec->revoked))
+		if (atomic_load(&s->hdr->closed) || atomic_load(&s->rec->ended) ||
+		    atomic_load(&s->rec->revoked))
 			continue;
 		if (timeout_ms == 0)
 			return -EAGAIN;
