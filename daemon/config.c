@@ -55,6 +55,8 @@ static struct fbd_config *config_new(void)
 	c->max_clients = 256;
 	c->max_subscriptions_per_client = 64;
 	c->default_max_holds = 2;
+	c->max_streams_per_client = 8;
+	c->max_ring_memory_per_client = 1ull << 30;
 	c->socket_path = strdup(FB_DEFAULT_SOCKET);
 	if (!c->socket_path) {
 		free(c);
@@ -116,6 +118,21 @@ static bool parse_duration(const char *v, uint64_t *ret_ns)
 	if (n * scale > 86400)
 		return false;
 	*ret_ns = (uint64_t)(n * scale * 1e9);
+	return true;
+}
+
+/* "1048576", "512K", "512M", "2G". */
+static bool parse_size(const char *v, uint64_t *ret)
+{
+	char *end;
+	errno = 0;
+	if (*v == '-' || !*v)
+		return false;
+	unsigned long long n = strtoull(v, &end, 10);
+	unsigned shift = !strcmp(end, "K") ? 10 : !strcmp(end, "M") ? 20 : !strcmp(end, "G") ? 30 : 0;
+	if (errno || (*end && !shift) || n > (UINT64_MAX >> shift))
+		return false;
+	*ret = (uint64_t)n << shift;
 	return true;
 }
 
@@ -202,6 +219,17 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 		if (!parse_uint(v, 1, FB_MAX_SLOTS - 1, &n))
 			return fail(p, section, key, "'%s' is not a number from 1 to %d", v, FB_MAX_SLOTS - 1);
 		c->default_max_holds = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "max_streams_per_client")) {
+		if (!parse_uint(v, 0, FBD_MAX_STREAMS, &n))
+			return fail(p, section, key, "'%s' is not a number from 0 to %d", v, FBD_MAX_STREAMS);
+		c->max_streams_per_client = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "max_ring_memory_per_client")) {
+		if (!parse_size(v, &c->max_ring_memory_per_client))
+			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
 	return fail(p, section, key, "unknown key");

@@ -46,6 +46,8 @@ struct fbd_config {
 	uint32_t max_clients;
 	uint32_t max_subscriptions_per_client;
 	uint32_t default_max_holds;
+	uint32_t max_streams_per_client;        /* streams a client may publish */
+	uint64_t max_ring_memory_per_client;    /* bytes of rings it may publish */
 	uint32_t n_streams;
 	struct fbd_stream_config streams[FBD_MAX_STREAMS];
 };

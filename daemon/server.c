@@ -18,6 +18,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "protocol-private.h"
+#include "published.h"
 
 struct subscription {
 	uint32_t id;
@@ -60,7 +61,9 @@ static void drop_subscription(struct fbd_client *c, uint32_t i)
 {
 	struct subscription *s = &c->subs[i];
 	fb_producer *p = fbd_stream_producer(s->stream);
-	if (p)
+	if (s->stream->published)
+		fbd_published_unsubscribe(s->stream, s->ring_id);
+	else if (p)
 		fb_producer_remove_subscriber(p, s->ring_id);
 	c->subs[i] = c->subs[--c->n_subs];
 }
@@ -107,7 +110,7 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		return;
 	}
 	fb_producer *p = fbd_stream_producer(st);
-	if (!p) {
+	if (!p && !st->published) {
 		send_error(c, seq, -EAGAIN,
 			   "stream '%s' is starting: its source has not told its size yet",
 			   st->config->name);
@@ -128,7 +131,8 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		return;
 	}
 	c->subs = grown;
-	r = fb_producer_add_subscriber(p, req->mode, holds, &fds, &ring_id);
+	r = st->published ? fbd_published_subscribe(st, req->mode, holds, &fds, &ring_id)
+			  : fb_producer_add_subscriber(p, req->mode, holds, &fds, &ring_id);
 	if (r < 0) {
 		send_error(c, seq, r, "cannot subscribe to '%s': %s", st->config->name,
 			   fb_strerror(r));
@@ -139,7 +143,10 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	r = fb__msg_send(c->fd, FB__OP_SUBSCRIBED, seq, &reply, sizeof(reply), all, 4);
 	fb_subscriber_fds_close(&fds);
 	if (r < 0) {
-		fb_producer_remove_subscriber(p, ring_id);
+		if (st->published)
+			fbd_published_unsubscribe(st, ring_id);
+		else
+			fb_producer_remove_subscriber(p, ring_id);
 		return;
 	}
 	c->subs[c->n_subs++] = (struct subscription){
@@ -157,11 +164,16 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 	if (!st)
 		return;
 	p = fbd_stream_producer(st);
-	for (struct fbd_client *o = c->d->clients; p && o; o = o->next)
+	for (struct fbd_client *o = c->d->clients; o; o = o->next)
 		for (uint32_t i = 0; i < o->n_subs; i++) {
 			struct fb_subscriber_stats ss;
-			if (o->subs[i].stream != st ||
-			    fb_producer_get_subscriber_stats(p, o->subs[i].ring_id, &ss) < 0)
+			if (o->subs[i].stream != st)
+				continue;
+			int r = st->published
+					? fbd_published_subscriber_stats(st, o->subs[i].ring_id, &ss)
+				: p	? fb_producer_get_subscriber_stats(p, o->subs[i].ring_id, &ss)
+					: -ENOENT;
+			if (r < 0)
 				continue;
 			struct fb__msg_subscriber_stats out = {
 				.id = o->subs[i].id, .client_id = o->id, .mode = ss.mode,
@@ -172,6 +184,91 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 			fb__msg_send(c->fd, FB__OP_SUBSCRIBER_STATS, seq, &out, sizeof(out), NULL, 0);
 		}
 	send_stream_info(c, seq, st);
+}
+
+static void remove_stream(struct fbd_daemon *d, struct fbd_stream *st, const char *why)
+{
+	fbd_server_forget_stream(d, st, why);
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (d->streams[i] == st) {
+			d->streams[i] = d->streams[--d->n_streams];
+			break;
+		}
+	fbd_info("stream %s: %s", st->config->name, why);
+	fbd_stream_free(st);
+}
+
+static void handle_create(struct fbd_client *c, struct fb__msg *m)
+{
+	const struct fb__msg_create_stream *req = &m->body.create_stream;
+	struct fbd_daemon *d = c->d;
+	uint32_t seq = m->header.seq, mine = 0;
+	uint64_t memory = 0;
+	struct fb__ring_geometry geo;
+	char why[FB__ERROR_TEXT_MAX];
+	struct fbd_stream *st;
+	int frame_fd = m->fds[0], control_fd = m->fds[1];
+	struct fb_ring_params params = {
+		.width = req->width, .height = req->height, .format = req->format,
+		.slots = req->slots, .policy = req->policy, .meta_max = req->meta_max,
+	};
+
+	m->fds[0] = m->fds[1] = -1; /* ours now */
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (d->streams[i]->owner == c) {
+			mine++;
+			memory += fbd_published_memory(d->streams[i]);
+		}
+	int r = 0;
+	if (!fb__name_valid(req->name, sizeof(req->name)))
+		r = -EINVAL, snprintf(why, sizeof(why), "the stream name is empty, too long or not printable");
+	else if (fbd_streams_find(d, req->name))
+		r = -EEXIST, snprintf(why, sizeof(why), "a stream named '%s' exists already", req->name);
+	else if (fb__ring_geometry_compute(&params, &geo) < 0)
+		r = -EINVAL, snprintf(why, sizeof(why), "invalid ring parameters (size, format, slots, "
+					"policy or meta_max)");
+	else if (mine >= d->config->max_streams_per_client || d->n_streams >= FBD_MAX_STREAMS)
+		r = -EUSERS, snprintf(why, sizeof(why), "this client may publish %u streams",
+				      d->config->max_streams_per_client);
+	else if (memory + geo.total_size > d->config->max_ring_memory_per_client)
+		r = -EDQUOT, snprintf(why, sizeof(why),
+				      "a ring of %llu bytes would take this client past its %llu "
+				      "bytes of ring memory",
+				      (unsigned long long)geo.total_size,
+				      (unsigned long long)d->config->max_ring_memory_per_client);
+	if (r < 0) {
+		close(frame_fd);
+		close(control_fd);
+		send_error(c, seq, r, "%s", why);
+		return;
+	}
+	char name[FB__NAME_MAX];
+	memcpy(name, req->name, sizeof(name));
+	r = fbd_published_create(name, c->label, c->fd, ++d->next_subscription_id, &params,
+				 frame_fd, control_fd, why, sizeof(why), &st);
+	if (r < 0) {
+		send_error(c, seq, r, "cannot publish '%s': %s", name, why);
+		return;
+	}
+	st->owner = c;
+	d->streams[d->n_streams++] = st;
+	struct fb__msg_id reply = {.id = fbd_published_id(st)};
+	fb__msg_send(c->fd, FB__OP_CREATED, seq, &reply, sizeof(reply), NULL, 0);
+	fbd_info("stream %s: published by %s, %ux%u %s, %u slots", name, c->label, params.width,
+		 params.height, fb_format_name(params.format), params.slots);
+}
+
+static void handle_destroy(struct fbd_client *c, const struct fb__msg *m)
+{
+	for (uint32_t i = 0; i < c->d->n_streams; i++) {
+		struct fbd_stream *st = c->d->streams[i];
+		if (st->owner == c && fbd_published_id(st) == m->body.id.id) {
+			remove_stream(c->d, st, "its publisher withdrew it");
+			fb__msg_send(c->fd, FB__OP_DONE, m->header.seq, NULL, 0, NULL, 0);
+			return;
+		}
+	}
+	send_error(c, m->header.seq, -ENOENT, "this client publishes no stream %u", m->body.id.id);
 }
 
 /* One request; returns false if the client must be disconnected. */
@@ -236,6 +333,12 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 	case FB__OP_STATS:
 		handle_stats(c, m);
 		return true;
+	case FB__OP_CREATE_STREAM:
+		handle_create(c, (struct fb__msg *)m);
+		return true;
+	case FB__OP_DESTROY_STREAM:
+		handle_destroy(c, m);
+		return true;
 	default:
 		send_error(c, seq, -EPROTO, "opcode %u is not a request", m->header.opcode);
 		return false;
@@ -267,8 +370,9 @@ static void on_client(uv_poll_t *poll, int status, int events)
 			client_close(c, r == -ECONNRESET ? "it hung up" : strerror(-r));
 			return;
 		}
-		bool ok = m.header.n_fds == 0 && handle(c, &m);
-		fb__msg_close_fds(&m); /* no request carries descriptors */
+		/* fb__msg_recv checked that only CREATE_STREAM carries fds. */
+		bool ok = handle(c, &m);
+		fb__msg_close_fds(&m); /* whatever the handler did not take */
 		if (!ok) {
 			client_close(c, "protocol error");
 			return;
@@ -290,6 +394,9 @@ static void client_close(struct fbd_client *c, const char *why)
 	struct fbd_daemon *d = c->d;
 	while (c->n_subs)
 		drop_subscription(c, c->n_subs - 1);
+	for (uint32_t i = d->n_streams; i-- > 0;)
+		if (d->streams[i]->owner == c)
+			remove_stream(d, d->streams[i], "its publisher went away");
 	for (struct fbd_client **pp = &d->clients; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;

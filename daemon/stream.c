@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "published.h"
 #include "stream.h"
 
 static uint64_t now_ns(void)
@@ -178,6 +179,10 @@ void fbd_stream_free(struct fbd_stream *st)
 {
 	if (!st)
 		return;
+	if (st->published) {
+		fbd_published_free(st);
+		return;
+	}
 	pthread_mutex_lock(&st->lock);
 	atomic_store(&st->stop, true);
 	pthread_cond_broadcast(&st->wake);
@@ -220,6 +225,8 @@ void fbd_stream_describe(struct fbd_stream *st, struct fb__msg_stream_info *info
 
 	if (p)
 		fb_producer_get_stats(p, &stats);
+	if (st->published)
+		fbd_published_counters(st, &stats.published, &stats.dropped, &stats.subscribers);
 	uint64_t now = now_ns();
 	if (now - st->last_sample_ns >= 500000000u) {
 		st->fps = (double)(stats.published - st->last_published) * 1e9 /

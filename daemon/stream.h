@@ -12,8 +12,14 @@
 #include "framebus/framebus.h"
 #include "protocol-private.h"
 
+struct fbd_published;
+
 struct fbd_stream {
 	struct fbd_stream_config *config;
+	/* Set for a stream a client publishes (published.c): no source thread,
+	 * no local producer. */
+	struct fbd_published *published;
+	struct fbd_client *owner; /* the publishing client */
 	/* Called from the source thread when the state changed; must be
 	 * thread-safe (the daemon passes uv_async_send). */
 	void (*notify)(void *data);

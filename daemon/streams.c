@@ -74,6 +74,8 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 	/* Streams gone or changed stop first, so that a changed one's new ring
 	 * does not need memory the old one still holds. */
 	for (uint32_t i = d->n_streams; i-- > 0;) {
+		if (d->streams[i]->published)
+			continue; /* a client's, not the configuration's */
 		const struct fbd_stream_config *old = d->streams[i]->config;
 		const struct fbd_stream_config *now = NULL;
 		for (uint32_t j = 0; j < config->n_streams; j++)
@@ -84,9 +86,14 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 		else if (!fbd_stream_config_equal(old, now))
 			stop_one(d, i, "its configuration changed; subscribe again");
 	}
-	for (uint32_t j = 0; j < config->n_streams; j++)
-		if (!fbd_streams_find(d, config->streams[j].name))
+	for (uint32_t j = 0; j < config->n_streams; j++) {
+		struct fbd_stream *st = fbd_streams_find(d, config->streams[j].name);
+		if (st && st->published)
+			fbd_error("stream %s: not started: a client publishes a stream of that name",
+				  config->streams[j].name);
+		else if (!st)
 			start_one(d, &config->streams[j]);
+	}
 	fbd_config_free(d->config);
 	d->config = config;
 }

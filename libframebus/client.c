@@ -16,6 +16,25 @@
 /* How long a blocking call waits for the daemon's reply. */
 #define REPLY_TIMEOUT_MS 10000
 
+/* A subscriber the daemon registered with one of our producers, waiting to
+ * be taken in at that producer's next claim. */
+struct registration {
+	uint32_t opcode; /* FB__OP_ADD_SUBSCRIBER or FB__OP_REMOVE_SUBSCRIBER */
+	struct fb__msg_registration msg;
+	int fds[3];
+};
+
+/* A stream this client publishes. */
+struct publication {
+	fb_client *client;
+	fb_producer *producer;
+	uint32_t stream_id;
+	struct registration *pending;
+	uint32_t n_pending;
+};
+
+#define MAX_PUBLICATIONS 16
+
 struct fb_client {
 	int fd;
 	uint32_t seq;
@@ -24,7 +43,29 @@ struct fb_client {
 	fb_client_event_fn event_fn;
 	void *event_data;
 	char last_error[FB__ERROR_TEXT_MAX];
+	struct publication *pubs[MAX_PUBLICATIONS];
 };
+
+static void queue_registration(fb_client *c, struct fb__msg *msg)
+{
+	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++) {
+		struct publication *pub = c->pubs[i];
+		if (!pub || pub->stream_id != msg->body.registration.stream_id)
+			continue;
+		struct registration *grown =
+			realloc(pub->pending, (pub->n_pending + 1) * sizeof(*grown));
+		if (!grown)
+			break;
+		pub->pending = grown;
+		grown[pub->n_pending++] = (struct registration){
+			.opcode = msg->header.opcode,
+			.msg = msg->body.registration,
+			.fds = {msg->fds[0], msg->fds[1], msg->fds[2]},
+		};
+		return;
+	}
+	fb__msg_close_fds(msg); /* for a stream we no longer publish */
+}
 
 static const char *state_names[] = {
 	[FB_STREAM_STARTING] = "starting", [FB_STREAM_RUNNING] = "running",
@@ -72,6 +113,11 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 			return r;
 		if (msg->header.opcode == FB__OP_STREAM_EVENT) {
 			deliver_event(c, &msg->body.stream_event);
+			return 1;
+		}
+		if (msg->header.opcode == FB__OP_ADD_SUBSCRIBER ||
+		    msg->header.opcode == FB__OP_REMOVE_SUBSCRIBER) {
+			queue_registration(c, msg);
 			return 1;
 		}
 		return 0;
@@ -162,10 +208,26 @@ fail:
 	return r;
 }
 
+static void publication_free(struct publication *pub)
+{
+	for (uint32_t i = 0; i < pub->n_pending; i++)
+		for (int j = 0; j < 3; j++)
+			if (pub->pending[i].fds[j] >= 0)
+				close(pub->pending[i].fds[j]);
+	free(pub->pending);
+	free(pub);
+}
+
 FB_EXPORT void fb_client_free(fb_client *c)
 {
 	if (!c)
 		return;
+	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++)
+		if (c->pubs[i]) {
+			/* The producer lives on, alone: no new subscriber reaches it. */
+			fb__producer_set_pump(c->pubs[i]->producer, NULL, NULL);
+			publication_free(c->pubs[i]);
+		}
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c);
@@ -377,5 +439,103 @@ FB_EXPORT int fb_client_unsubscribe(fb_client *c, fb_subscriber *sub)
 		return -EINVAL;
 	int r = unsubscribe_id(c, fb__subscriber_get_id(sub));
 	fb_subscriber_free(sub);
+	return r;
+}
+
+/* Called by a published producer's claim, with the producer locked: read
+ * what the daemon sent and take in this producer's registrations. */
+static void pump(void *data)
+{
+	struct publication *pub = data;
+	struct fb__msg msg;
+	int r;
+
+	while ((r = receive(pub->client, &msg, 0)) >= 0)
+		if (r == 0) /* a reply nobody waits for */
+			fb__msg_close_fds(&msg);
+	for (uint32_t i = 0; i < pub->n_pending; i++) {
+		struct registration *g = &pub->pending[i];
+		if (g->opcode == FB__OP_ADD_SUBSCRIBER)
+			fb__producer_register_locked(pub->producer, g->msg.subscriber_id, g->msg.mode,
+						     g->msg.max_holds, g->fds[0], g->fds[1],
+						     g->fds[2]);
+		else
+			fb__producer_unregister_locked(pub->producer, g->msg.subscriber_id);
+	}
+	pub->n_pending = 0;
+}
+
+FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_ring_params *params,
+				fb_producer **ret_producer)
+{
+	struct fb__msg_create_stream req;
+	struct fb__msg msg;
+	struct publication *pub;
+	fb_producer *p;
+	int fds[2], r;
+	uint32_t i, seq;
+
+	if (!c || !params || !ret_producer || !fb__name_set(req.name, sizeof(req.name), name))
+		return -EINVAL;
+	for (i = 0; i < MAX_PUBLICATIONS && c->pubs[i]; i++)
+		;
+	if (i == MAX_PUBLICATIONS)
+		return -EUSERS;
+	req.width = params->width;
+	req.height = params->height;
+	req.format = params->format;
+	req.slots = params->slots;
+	req.policy = params->policy;
+	req.meta_max = params->meta_max;
+	r = fb_producer_new(params, &p);
+	if (r < 0)
+		return r;
+	pub = calloc(1, sizeof(*pub));
+	if (!pub) {
+		fb_producer_free(p);
+		return -ENOMEM;
+	}
+	fb__producer_get_fds(p, &fds[0], &fds[1]);
+	c->last_error[0] = '\0';
+	seq = ++c->seq ? c->seq : ++c->seq;
+	r = c->gone ? -ECONNRESET : fb__msg_send(c->fd, FB__OP_CREATE_STREAM, seq, &req, sizeof(req), fds, 2);
+	if (r >= 0)
+		r = reply(c, seq, &msg);
+	if (r >= 0 && msg.header.opcode != FB__OP_CREATED)
+		r = -EPROTO;
+	if (r < 0) {
+		free(pub);
+		fb_producer_free(p);
+		return r;
+	}
+	*pub = (struct publication){.client = c, .producer = p, .stream_id = msg.body.id.id};
+	c->pubs[i] = pub;
+	fb__producer_set_pump(p, pump, pub);
+	*ret_producer = p;
+	return 0;
+}
+
+FB_EXPORT int fb_client_unpublish(fb_client *c, fb_producer *p)
+{
+	struct fb__msg msg;
+	uint32_t seq;
+	int r = -EINVAL;
+
+	if (!c || !p)
+		return -EINVAL;
+	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++) {
+		struct publication *pub = c->pubs[i];
+		if (!pub || pub->producer != p)
+			continue;
+		struct fb__msg_id req = {.id = pub->stream_id};
+		r = request(c, FB__OP_DESTROY_STREAM, &req, sizeof(req), &seq);
+		if (r >= 0)
+			r = reply(c, seq, &msg);
+		fb__producer_set_pump(p, NULL, NULL);
+		publication_free(pub);
+		c->pubs[i] = NULL;
+		break;
+	}
+	fb_producer_free(p);
 	return r;
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +46,11 @@ struct fb_producer {
 	uint64_t published;
 	uint64_t dropped;
 	int current; /* slot handed out by acquire, -1: none */
+	/* A producer whose subscribers the daemon adds (fb_client_publish):
+	 * pump reads its registrations when control->registrations moves. */
+	void (*pump)(void *data);
+	void *pump_data;
+	uint32_t registrations_seen;
 	struct fb_frame frame;
 	uint32_t n_subs;
 	struct sub_entry subs[FB_MAX_SUBSCRIBERS];
@@ -98,6 +104,16 @@ static bool claim(struct fb_producer *p, uint32_t slot)
 	/* CLAIMING(seq) tells a queue subscriber scanning for frame seq that
 	 * it may come back, so it must look again rather than skip it. */
 	atomic_store(&p->hdr->slot[slot].state, seq ? FB__SLOT_CLAIMING(seq) : FB__SLOT_WRITING);
+	/* A subscriber the daemon registered may hold the slot already: take
+	 * in every registration announced before our claim (ring.md, "remote
+	 * producers") before looking at the holds. */
+	if (p->pump) {
+		uint32_t announced = atomic_load(&p->ctl->registrations);
+		if (announced != p->registrations_seen) {
+			p->registrations_seen = announced;
+			p->pump(p->pump_data);
+		}
+	}
 	if (!(held_slots(p) & slot_bit(slot))) {
 		atomic_store_explicit(&p->hdr->slot[slot].state, FB__SLOT_WRITING,
 				      memory_order_relaxed);
@@ -530,5 +546,59 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 		.missed = atomic_load(&s->slot.record->missed),
 	};
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
+	return 0;
+}
+
+void fb__producer_set_pump(fb_producer *p, void (*pump)(void *data), void *data)
+{
+	pthread_mutex_lock(&p->lock);
+	p->pump = pump;
+	p->pump_data = data;
+	pthread_mutex_unlock(&p->lock);
+}
+
+int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mode,
+				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd)
+{
+	struct fb__subscriber_slot slot = {.record_fd = -1, .wake_fd = wake_fd,
+					   .wake_read_fd = wake_read_fd};
+	uint32_t id;
+	int r = 0;
+
+	if ((mode != FB_MODE_LATEST && mode != FB_MODE_QUEUE) || max_holds < 1 ||
+	    max_holds >= p->params.slots)
+		r = -EPROTO;
+	if (r == 0) {
+		struct stat st;
+		if (fstat(wake_fd, &st) < 0 || !S_ISFIFO(st.st_mode) ||
+		    fcntl(wake_fd, F_SETFL, O_NONBLOCK) < 0)
+			r = -EPROTO;
+	}
+	if (r == 0 && !(slot.record = fb__map_shared_page(record_fd, sizeof(struct fb__record),
+							   FB__RECORD_MAGIC, &r)))
+		r = r ? r : -EPROTO;
+	if (r == 0)
+		r = insert_sub(p, &slot, mode, max_holds, remote_id, &id);
+	close(record_fd);
+	if (r < 0) {
+		if (slot.record)
+			munmap(slot.record, sizeof(struct fb__record));
+		close(wake_fd);
+		close(wake_read_fd);
+	}
+	return r;
+}
+
+void fb__producer_unregister_locked(fb_producer *p, uint32_t remote_id)
+{
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
+		if (p->subs[i].slot.record && p->subs[i].remote_id == remote_id)
+			drop_sub(p, &p->subs[i], false);
+}
+
+int fb__producer_get_fds(const fb_producer *p, int *ret_frame_fd, int *ret_control_fd)
+{
+	*ret_frame_fd = p->frame_fd;
+	*ret_control_fd = p->control_fd;
 	return 0;
 }

@@ -27,6 +27,8 @@ enum fb__opcode {
 	FB__OP_SUBSCRIBE = 4,   /* fb__msg_subscribe -> FB__OP_SUBSCRIBED + 4 fds */
 	FB__OP_UNSUBSCRIBE = 5, /* fb__msg_id -> FB__OP_DONE */
 	FB__OP_STATS = 6,       /* fb__msg_name -> FB__OP_SUBSCRIBER_STATS x N, then FB__OP_STREAM_INFO */
+	FB__OP_CREATE_STREAM = 7,  /* fb__msg_create_stream + frame and control memfds -> FB__OP_CREATED */
+	FB__OP_DESTROY_STREAM = 8, /* fb__msg_id (stream id) -> FB__OP_DONE */
 
 	/* replies: daemon -> client */
 	FB__OP_HELLO_REPLY = 64, /* fb__msg_hello */
@@ -35,9 +37,13 @@ enum fb__opcode {
 	FB__OP_STREAM_INFO = 67, /* fb__msg_stream_info */
 	FB__OP_SUBSCRIBED = 68,  /* fb__msg_subscribed + 4 fds */
 	FB__OP_SUBSCRIBER_STATS = 69, /* fb__msg_subscriber_stats */
+	FB__OP_CREATED = 70,     /* fb__msg_id: the new stream's id */
 
 	/* events: daemon -> client, seq 0 */
 	FB__OP_STREAM_EVENT = 128, /* fb__msg_stream_event */
+	/* to the producer of a stream a client publishes */
+	FB__OP_ADD_SUBSCRIBER = 129,    /* fb__msg_registration + record, wake pipe write and read ends */
+	FB__OP_REMOVE_SUBSCRIBER = 130, /* fb__msg_registration */
 };
 
 struct fb__msg_header {
@@ -103,6 +109,18 @@ struct fb__msg_subscriber_stats {
 	char client[FB__NAME_MAX];
 };
 
+struct fb__msg_create_stream {
+	char name[FB__NAME_MAX];
+	uint32_t width, height, format, slots, policy, meta_max;
+};
+
+struct fb__msg_registration {
+	uint32_t stream_id;
+	uint32_t subscriber_id;
+	uint32_t mode;
+	uint32_t max_holds;
+};
+
 struct fb__msg_stream_event {
 	char stream[FB__NAME_MAX];
 	uint32_t state;        /* enum fb_stream_state */
@@ -123,6 +141,8 @@ struct fb__msg {
 		struct fb__msg_stream_info stream_info;
 		struct fb__msg_subscriber_stats subscriber_stats;
 		struct fb__msg_stream_event stream_event;
+		struct fb__msg_create_stream create_stream;
+		struct fb__msg_registration registration;
 		uint8_t raw[FB__MSG_MAX - sizeof(struct fb__msg_header)];
 	} body;
 	int fds[FB__MSG_MAX_FDS];

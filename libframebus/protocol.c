@@ -34,6 +34,14 @@ int fb__msg_payload_size(uint32_t opcode)
 		return sizeof(struct fb__msg_subscriber_stats);
 	case FB__OP_STREAM_EVENT:
 		return sizeof(struct fb__msg_stream_event);
+	case FB__OP_CREATE_STREAM:
+		return sizeof(struct fb__msg_create_stream);
+	case FB__OP_DESTROY_STREAM:
+	case FB__OP_CREATED:
+		return sizeof(struct fb__msg_id);
+	case FB__OP_ADD_SUBSCRIBER:
+	case FB__OP_REMOVE_SUBSCRIBER:
+		return sizeof(struct fb__msg_registration);
 	default:
 		return -1;
 	}
@@ -41,7 +49,16 @@ int fb__msg_payload_size(uint32_t opcode)
 
 uint32_t fb__msg_fd_count(uint32_t opcode)
 {
-	return opcode == FB__OP_SUBSCRIBED ? 4 : 0;
+	switch (opcode) {
+	case FB__OP_SUBSCRIBED:
+		return 4;
+	case FB__OP_ADD_SUBSCRIBER:
+		return 3;
+	case FB__OP_CREATE_STREAM:
+		return 2;
+	default:
+		return 0;
+	}
 }
 
 int fb__msg_send(int sock, uint32_t opcode, uint32_t seq, const void *payload, size_t size,

@@ -193,6 +193,18 @@ void fb__futex_wake(_Atomic uint32_t *word);
 void fb__subscriber_set_id(fb_subscriber *subscriber, uint32_t id);
 uint32_t fb__subscriber_get_id(const fb_subscriber *subscriber);
 
+/* A producer whose subscribers come from the daemon (fb_client_publish):
+ * pump is called, from a claim, with the producer locked, whenever the
+ * daemon announced registrations; it calls the _locked functions below. */
+void fb__producer_set_pump(fb_producer *producer, void (*pump)(void *data), void *data);
+/* Take in a subscriber the daemon created: its record, the write end of its
+ * wake pipe and a read end.  Takes the descriptors, on failure too. */
+int fb__producer_register_locked(fb_producer *producer, uint32_t remote_id, uint32_t mode,
+				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd);
+void fb__producer_unregister_locked(fb_producer *producer, uint32_t remote_id);
+/* The ring's descriptors, still owned by the producer. */
+int fb__producer_get_fds(const fb_producer *producer, int *ret_frame_fd, int *ret_control_fd);
+
 /* Point frame's plane pointers at the pixels of slot. */
 void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout,
 			  uint8_t *slot_data);

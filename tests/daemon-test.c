@@ -710,3 +710,119 @@ Test(daemon, systemd_notifications)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
 	run(cmd);
 }
+
+/* A client publishes a stream; another subscribes and gets every frame with
+ * its side data; the publisher's death ends the subscription cleanly and
+ * frees the name. */
+Test(daemon, client_published_stream_reaches_subscribers)
+{
+	struct daemon d;
+	struct fb_ring_params params = th_params(64, 48, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	fb_producer *prod;
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	start(&d, "[daemon]\nmax_ring_memory_per_client = 2M\n");
+	fb_client *pc = client(&d);
+	fb_client *sc = client(&d);
+	cr_assert_eq(fb_client_publish(pc, "processed", &params, &prod), 0, "%s",
+		     fb_client_last_error(pc));
+	fb_producer *dup;
+	cr_assert_eq(fb_client_publish(sc, "processed", &params, &dup), -EEXIST);
+	struct fb_ring_params big = th_params(640, 480, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
+	cr_assert_eq(fb_client_publish(sc, "big", &big, &dup), -EDQUOT);
+	cr_assert(strstr(fb_client_last_error(sc), "ring memory"), "%s", fb_client_last_error(sc));
+
+	cr_assert_eq(fb_client_subscribe(sc, "processed", FB_MODE_QUEUE, 1, &sub), 0, "%s",
+		     fb_client_last_error(sc));
+	for (uint64_t i = 1; i <= 20; i++) {
+		struct fb_frame *w;
+		cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
+		th_fill_frame(w, fb_producer_get_layout(prod), i);
+		cr_assert_eq(fb_producer_publish(prod, w), 0);
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %lu", (unsigned long)i);
+		cr_assert_eq(f->seq, i);
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)), "frame %lu", (unsigned long)i);
+		cr_assert_eq(fb_subscriber_release(sub, f), 0);
+	}
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(sc, "processed", &info), 0);
+	cr_assert(!strncmp(info.source, "client:test[", 12), "source %s", info.source);
+	cr_assert_eq(info.published, 20);
+	cr_assert_eq(info.subscribers, 1);
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_get_subscriptions(sc, "processed", &subs, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(subs[0].lag, 0);
+	free(subs);
+
+	/* A subscriber that unsubscribes gives back what it held: the
+	 * producer (4 slots) keeps going. */
+	cr_assert_eq(fb_subscriber_acquire(sub, 0, &f), -EAGAIN);
+	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), -EPIPE);
+	fb_subscriber_free(sub);
+	cr_assert_eq(fb_client_get_stream(sc, "processed", &info), -ENOENT);
+	fb_client_free(pc);
+	fb_client_free(sc);
+	stop(&d);
+}
+
+Test(daemon, killed_publisher_ends_its_stream)
+{
+	struct daemon d;
+	int ready[2];
+
+	start(&d, "");
+	cr_assert_eq(pipe(ready), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct fb_ring_params params = th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
+		fb_client *pc;
+		fb_producer *prod;
+		if (fb_client_connect(d.socket, "publisher", &pc) < 0 ||
+		    fb_client_publish(pc, "proc", &params, &prod) < 0)
+			_exit(1);
+		(void)!write(ready[1], "x", 1);
+		for (uint64_t seq = 1;; seq++) {
+			struct fb_frame *w;
+			if (fb_producer_acquire(prod, 0, &w) == 0) {
+				th_fill_frame(w, fb_producer_get_layout(prod), seq);
+				fb_producer_publish(prod, w);
+			}
+			th_sleep_us(1000);
+		}
+	}
+	char byte;
+	cr_assert_eq(read(ready[0], &byte, 1), 1);
+	fb_client *sc = client(&d);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(sc, "proc", FB_MODE_QUEUE, 1, &sub), 0, "%s",
+		     fb_client_last_error(sc));
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %d", i);
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)));
+		fb_subscriber_release(sub, f);
+	}
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 3000, &f)) == 0) {
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)));
+		fb_subscriber_release(sub, f);
+	}
+	cr_assert_eq(r, -EPIPE, "%s", fb_strerror(r));
+	fb_subscriber_free(sub);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(sc, "proc", &info), -ENOENT);
+	/* The name is free again. */
+	struct fb_ring_params params = th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
+	fb_producer *again;
+	cr_assert_eq(fb_client_publish(sc, "proc", &params, &again), 0);
+	cr_assert_eq(fb_client_unpublish(sc, again), 0);
+	cr_assert(strstr(read_file(d.log), "its publisher went away"), "%s", read_file(d.log));
+	fb_client_free(sc);
+	stop(&d);
+}

@@ -401,6 +401,23 @@ int fb_client_subscribe(fb_client *client, const char *stream, uint32_t mode, ui
  * subscriber (which may be used no more). */
 int fb_client_unsubscribe(fb_client *client, fb_subscriber *subscriber);
 
+/**
+ * Publish a stream: create a ring with params and offer it on the bus under
+ * name.  Fill and publish frames with fb_producer_acquire() and
+ * fb_producer_publish() as with any producer; subscribers of name get them
+ * with zero copies.  The daemon's subscribers reach the producer through this
+ * client, so use the producer from the thread that uses the client.
+ * Returns -EEXIST if the bus has a stream of that name, -EINVAL for bad
+ * params, -EDQUOT past this client's ring memory limit (text in
+ * fb_client_last_error()).
+ */
+int fb_client_publish(fb_client *client, const char *name, const struct fb_ring_params *params,
+		      fb_producer **ret_producer);
+
+/** Withdraw a stream published with fb_client_publish() and free its
+ * producer: its subscribers read what is left, then get -EPIPE. */
+int fb_client_unpublish(fb_client *client, fb_producer *producer);
+
 /** The daemon's explanation of the last error it returned to this client. */
 const char *fb_client_last_error(const fb_client *client);
 
