@@ -580,6 +580,7 @@ Test(daemon, killed_subscriber_gives_its_slots_back)
 	cr_assert_eq(pipe(ready), 0);
 	pid_t pid = fork();
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		fb_client *mine;
 		fb_subscriber *sub;
 		const struct fb_frame *f;
@@ -778,6 +779,7 @@ Test(daemon, killed_publisher_ends_its_stream)
 	cr_assert_eq(pipe(ready), 0);
 	pid_t pid = fork();
 	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		struct fb_ring_params params = th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
 		fb_client *pc;
 		fb_producer *prod;
@@ -823,6 +825,59 @@ Test(daemon, killed_publisher_ends_its_stream)
 	cr_assert_eq(fb_client_publish(sc, "proc", &params, &again), 0);
 	cr_assert_eq(fb_client_unpublish(sc, again), 0);
 	cr_assert(strstr(read_file(d.log), "its publisher went away"), "%s", read_file(d.log));
+	fb_client_free(sc);
+	stop(&d);
+}
+
+/* The registration race: a publisher flat out into a 3-slot ring while a
+ * subscriber comes and goes; every frame any subscription gets is whole. */
+Test(daemon, subscribers_joining_a_flat_out_publisher_never_see_torn_frames)
+{
+	struct daemon d;
+	int ready[2];
+
+	start(&d, "");
+	cr_assert_eq(pipe(ready), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		struct fb_ring_params params = th_params(256, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP);
+		fb_client *pc;
+		fb_producer *prod;
+		if (fb_client_connect(d.socket, "publisher", &pc) < 0 ||
+		    fb_client_publish(pc, "fast", &params, &prod) < 0)
+			_exit(1);
+		(void)!write(ready[1], "x", 1);
+		for (uint64_t seq = 1;; seq++) {
+			struct fb_frame *w;
+			if (fb_producer_acquire(prod, 0, &w) == 0) {
+				th_fill_frame(w, fb_producer_get_layout(prod), seq);
+				fb_producer_publish(prod, w);
+			}
+		}
+	}
+	char byte;
+	cr_assert_eq(read(ready[0], &byte, 1), 1);
+	fb_client *sc = client(&d);
+	uint64_t frames = 0;
+	for (int round = 0; round < 150; round++) {
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		uint32_t mode = round % 2 ? FB_MODE_QUEUE : FB_MODE_LATEST;
+		cr_assert_eq(fb_client_subscribe(sc, "fast", mode, 1, &sub), 0, "round %d: %s", round,
+			     fb_client_last_error(sc));
+		for (int i = 0; i < 20; i++) {
+			cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "round %d", round);
+			cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)),
+				  "round %d: frame %lu torn", round, (unsigned long)f->seq);
+			fb_subscriber_release(sub, f);
+			frames++;
+		}
+		cr_assert_eq(fb_client_unsubscribe(sc, sub), 0);
+	}
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	cr_assert_eq(frames, 3000);
 	fb_client_free(sc);
 	stop(&d);
 }
