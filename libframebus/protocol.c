@@ -93,7 +93,7 @@ int fb__msg_send(int sock, uint32_t opcode, uint32_t seq, const void *payload, s
 		n = sendmsg(sock, &m, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
-		return errno == ECONNREFUSED ? -ECONNRESET : -errno;
+		return errno == ECONNREFUSED || errno == EPIPE ? -ECONNRESET : -errno; /* peer gone */
 	return n == (ssize_t)h.size ? 0 : -EPROTO;
 }
 

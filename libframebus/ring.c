@@ -309,6 +309,8 @@ FB_EXPORT const char *fb_strerror(int error)
 		return "too many subscribers";
 	case ECANCELED:
 		return "the producer cancelled this subscription";
+	case ECONNRESET:
+		return "the connection to framebusd was lost";
 	default:
 		return strerrordesc_np(error) ? strerrordesc_np(error) : "unknown error";
 	}

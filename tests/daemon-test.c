@@ -881,3 +881,30 @@ Test(daemon, subscribers_joining_a_flat_out_publisher_never_see_torn_frames)
 	fb_client_free(sc);
 	stop(&d);
 }
+
+Test(daemon, frames_stay_readable_when_the_daemon_dies)
+{
+	struct daemon d;
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
+	kill(d.pid, SIGKILL);
+	th_wait(d.pid);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(c, "bars", &info), -ECONNRESET);
+	cr_assert_str_eq(fb_strerror(-ECONNRESET), "the connection to framebusd was lost");
+	cr_assert_eq(fb_client_process(c), -ECONNRESET);
+	const uint8_t *px = f->data[0] + 120 * f->stride[0] + 10 * 3;
+	cr_assert(px[0] < 40 && px[1] < 40 && px[2] > 200, "the held frame changed");
+	cr_assert_eq(fb_subscriber_release(sub, f), 0);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+	run(cmd);
+}
