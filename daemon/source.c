@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "pixfmt.h"
 #include "stream.h"
 
 /* Consecutive undecodable packets after which the source counts as broken. */
@@ -41,19 +42,6 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static enum AVPixelFormat av_format(uint32_t format)
-{
-	switch (format) {
-	case FB_FORMAT_GRAY8: return AV_PIX_FMT_GRAY8;
-	case FB_FORMAT_BGR24: return AV_PIX_FMT_BGR24;
-	case FB_FORMAT_RGB24: return AV_PIX_FMT_RGB24;
-	case FB_FORMAT_BGRA: return AV_PIX_FMT_BGRA;
-	case FB_FORMAT_NV12: return AV_PIX_FMT_NV12;
-	case FB_FORMAT_YUV420P: return AV_PIX_FMT_YUV420P;
-	default: return AV_PIX_FMT_NONE;
-	}
 }
 
 /* FFmpeg calls this during every blocking operation: stop on request, and
@@ -174,7 +162,7 @@ static int deliver(struct source *s, char *why, size_t size)
 	}
 	const struct fb_layout *l = fb_producer_get_layout(p);
 	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
-				      (int)l->height, av_format(l->format), SWS_BILINEAR, NULL, NULL,
+				      (int)l->height, fb_av_pixel_format(l->format), SWS_BILINEAR, NULL, NULL,
 				      NULL);
 	if (!s->sws) {
 		snprintf(why, size, "libswscale cannot convert %s %dx%d to %s",

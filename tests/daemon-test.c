@@ -770,21 +770,23 @@ Test(daemon, client_published_stream_reaches_subscribers)
 	stop(&d);
 }
 
-Test(daemon, killed_publisher_ends_its_stream)
+/* A publisher process that publishes stream name forever, a frame every
+ * delay_us (0: flat out); returns once the stream exists. */
+static pid_t spawn_publisher(const struct daemon *d, const char *name,
+			     struct fb_ring_params params, uint64_t delay_us)
 {
-	struct daemon d;
 	int ready[2];
+	char byte;
 
-	start(&d, "");
 	cr_assert_eq(pipe(ready), 0);
 	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		struct fb_ring_params params = th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
 		fb_client *pc;
 		fb_producer *prod;
-		if (fb_client_connect(d.socket, "publisher", &pc) < 0 ||
-		    fb_client_publish(pc, "proc", &params, &prod) < 0)
+		if (fb_client_connect(d->socket, "publisher", &pc) < 0 ||
+		    fb_client_publish(pc, name, &params, &prod) < 0)
 			_exit(1);
 		(void)!write(ready[1], "x", 1);
 		for (uint64_t seq = 1;; seq++) {
@@ -793,11 +795,23 @@ Test(daemon, killed_publisher_ends_its_stream)
 				th_fill_frame(w, fb_producer_get_layout(prod), seq);
 				fb_producer_publish(prod, w);
 			}
-			th_sleep_us(1000);
+			if (delay_us)
+				th_sleep_us(delay_us);
 		}
 	}
-	char byte;
-	cr_assert_eq(read(ready[0], &byte, 1), 1);
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &byte, 1), 1, "the publisher could not publish %s", name);
+	close(ready[0]);
+	return pid;
+}
+
+Test(daemon, killed_publisher_ends_its_stream)
+{
+	struct daemon d;
+
+	start(&d, "");
+	pid_t pid = spawn_publisher(&d, "proc",
+				    th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP), 1000);
 	fb_client *sc = client(&d);
 	fb_subscriber *sub;
 	const struct fb_frame *f;
@@ -834,30 +848,10 @@ Test(daemon, killed_publisher_ends_its_stream)
 Test(daemon, subscribers_joining_a_flat_out_publisher_never_see_torn_frames)
 {
 	struct daemon d;
-	int ready[2];
 
 	start(&d, "");
-	cr_assert_eq(pipe(ready), 0);
-	pid_t pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		struct fb_ring_params params = th_params(256, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP);
-		fb_client *pc;
-		fb_producer *prod;
-		if (fb_client_connect(d.socket, "publisher", &pc) < 0 ||
-		    fb_client_publish(pc, "fast", &params, &prod) < 0)
-			_exit(1);
-		(void)!write(ready[1], "x", 1);
-		for (uint64_t seq = 1;; seq++) {
-			struct fb_frame *w;
-			if (fb_producer_acquire(prod, 0, &w) == 0) {
-				th_fill_frame(w, fb_producer_get_layout(prod), seq);
-				fb_producer_publish(prod, w);
-			}
-		}
-	}
-	char byte;
-	cr_assert_eq(read(ready[0], &byte, 1), 1);
+	pid_t pid = spawn_publisher(&d, "fast",
+				    th_params(256, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP), 0);
 	fb_client *sc = client(&d);
 	uint64_t frames = 0;
 	for (int round = 0; round < 150; round++) {

@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "framebus/framebus.h"
+#include "pixfmt.h"
 
 static const char *socket_path;
 
@@ -139,19 +140,6 @@ static int cmd_status(int argc, char **argv)
 	return 0;
 }
 
-static enum AVPixelFormat av_format(uint32_t format)
-{
-	switch (format) {
-	case FB_FORMAT_GRAY8: return AV_PIX_FMT_GRAY8;
-	case FB_FORMAT_BGR24: return AV_PIX_FMT_BGR24;
-	case FB_FORMAT_RGB24: return AV_PIX_FMT_RGB24;
-	case FB_FORMAT_BGRA: return AV_PIX_FMT_BGRA;
-	case FB_FORMAT_NV12: return AV_PIX_FMT_NV12;
-	case FB_FORMAT_YUV420P: return AV_PIX_FMT_YUV420P;
-	default: return AV_PIX_FMT_NONE;
-	}
-}
-
 /* Encode frame as a PNG file with libavcodec. */
 static int write_png(const struct fb_frame *f, const struct fb_layout *l, const char *path)
 {
@@ -178,7 +166,7 @@ static int write_png(const struct fb_frame *f, const struct fb_layout *l, const 
 	r = av_frame_get_buffer(rgb, 0);
 	if (r < 0)
 		goto out;
-	sws = sws_getContext((int)l->width, (int)l->height, av_format(l->format), enc->width,
+	sws = sws_getContext((int)l->width, (int)l->height, fb_av_pixel_format(l->format), enc->width,
 			     enc->height, enc->pix_fmt, SWS_POINT, NULL, NULL, NULL);
 	if (!sws) {
 		r = -EINVAL;
