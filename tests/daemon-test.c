@@ -902,3 +902,74 @@ Test(daemon, frames_stay_readable_when_the_daemon_dies)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
 	run(cmd);
 }
+
+/* systemd socket activation: systemd-socket-activate listens, starts the
+ * daemon on the first connection and passes it the listening socket. */
+Test(daemon, socket_activation)
+{
+	struct daemon d;
+	make_dir(&d);
+	write_file(d.config, lavfi_config);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int log = open(d.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		dup2(log, STDOUT_FILENO);
+		dup2(log, STDERR_FILENO);
+		execlp("systemd-socket-activate", "systemd-socket-activate", "--seqpacket", "-l",
+		       d.socket, FRAMEBUSD_PATH, "--config", d.config, (char *)NULL);
+		_exit(127);
+	}
+	fb_client *c = NULL;
+	for (int i = 0; i < 500 && fb_client_connect(d.socket, "activated", &c) < 0; i++)
+		th_sleep_us(10000);
+	cr_assert_not_null(c, "no daemon behind the activation socket:\n%s", read_file(d.log));
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert(strstr(read_file(d.log), "listening on the socket systemd passed"), "%s",
+		  read_file(d.log));
+	fb_client_free(c);
+	kill(pid, SIGTERM);
+	cr_assert_eq(th_wait(pid), 0, "%s", read_file(d.log));
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+	run(cmd);
+}
+
+/* HTTP and UDP inputs from local ffmpeg servers on 127.0.0.1. */
+Test(daemon, http_and_udp_sources)
+{
+	struct daemon d;
+	char config[1024], cmd[512];
+	int port = free_port() + 1;
+
+	snprintf(config, sizeof(config),
+		 "[stream http]\nurl = http://127.0.0.1:%d/live.ts\nretry_min = 200ms\nretry_max = 1s\n"
+		 "[stream udp]\nurl = udp://127.0.0.1:%d\ninput_format = mpegts\nretry_min = 200ms\n"
+		 "retry_max = 1s\noption.timeout = 2000000\n",
+		 port, port + 1);
+	snprintf(cmd, sizeof(cmd),
+		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=96x64:rate=25 -t 20 "
+		 "-c:v mpeg2video -f mpegts -listen 1 http://127.0.0.1:%d/live.ts >/dev/null 2>&1 & "
+		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=112x64:rate=25 -t 20 "
+		 "-c:v mpeg2video -f mpegts udp://127.0.0.1:%d >/dev/null 2>&1 &",
+		 port, port + 1);
+	cr_assert_eq(run(cmd), 0);
+	start(&d, config);
+	fb_client *c = client(&d);
+	struct fb_stream_info http = wait_state(c, "http", FB_STREAM_RUNNING, 15);
+	struct fb_stream_info udp = wait_state(c, "udp", FB_STREAM_RUNNING, 15);
+	cr_assert_eq(http.width, 96);
+	cr_assert_eq(udp.width, 112);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(c, "udp", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 3000, &f), 0);
+	fb_subscriber_release(sub, f);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+	snprintf(cmd, sizeof(cmd), "pkill -f '127.0.0.1:%d' ; pkill -f '127.0.0.1:%d'; true", port,
+		 port + 1);
+	run(cmd);
+}
