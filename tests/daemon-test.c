@@ -936,8 +936,10 @@ Test(daemon, socket_activation)
 	run(cmd);
 }
 
-/* HTTP and UDP inputs from local ffmpeg servers on 127.0.0.1. */
-Test(daemon, http_and_udp_sources)
+/* HTTP, UDP and RTSP inputs from local ffmpeg processes on 127.0.0.1 (for
+ * RTSP framebusd listens and ffmpeg pushes, as an RTSP camera would be
+ * pulled: the same RTSP session either way). */
+Test(daemon, http_udp_and_rtsp_sources)
 {
 	struct daemon d;
 	char config[1024], cmd[512];
@@ -946,8 +948,9 @@ Test(daemon, http_and_udp_sources)
 	snprintf(config, sizeof(config),
 		 "[stream http]\nurl = http://127.0.0.1:%d/live.ts\nretry_min = 200ms\nretry_max = 1s\n"
 		 "[stream udp]\nurl = udp://127.0.0.1:%d\ninput_format = mpegts\nretry_min = 200ms\n"
-		 "retry_max = 1s\noption.timeout = 2000000\n",
-		 port, port + 1);
+		 "retry_max = 1s\noption.timeout = 2000000\n"
+		 "[stream rtsp]\nurl = rtsp://127.0.0.1:%d/live\noption.rtsp_flags = listen\n",
+		 port, port + 1, port + 2);
 	snprintf(cmd, sizeof(cmd),
 		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=96x64:rate=25 -t 20 "
 		 "-c:v mpeg2video -f mpegts -listen 1 http://127.0.0.1:%d/live.ts >/dev/null 2>&1 & "
@@ -956,7 +959,14 @@ Test(daemon, http_and_udp_sources)
 		 port, port + 1);
 	cr_assert_eq(run(cmd), 0);
 	start(&d, config);
+	snprintf(cmd, sizeof(cmd),
+		 "sleep 0.5; ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=128x96:rate=25 -t 20 "
+		 "-c:v mpeg2video -f rtsp rtsp://127.0.0.1:%d/live >/dev/null 2>&1 &",
+		 port + 2);
+	cr_assert_eq(run(cmd), 0);
 	fb_client *c = client(&d);
+	struct fb_stream_info rtsp = wait_state(c, "rtsp", FB_STREAM_RUNNING, 15);
+	cr_assert_eq(rtsp.width, 128);
 	struct fb_stream_info http = wait_state(c, "http", FB_STREAM_RUNNING, 15);
 	struct fb_stream_info udp = wait_state(c, "udp", FB_STREAM_RUNNING, 15);
 	cr_assert_eq(http.width, 96);
@@ -969,7 +979,7 @@ Test(daemon, http_and_udp_sources)
 	fb_subscriber_free(sub);
 	fb_client_free(c);
 	stop(&d);
-	snprintf(cmd, sizeof(cmd), "pkill -f '127.0.0.1:%d' ; pkill -f '127.0.0.1:%d'; true", port,
-		 port + 1);
+	snprintf(cmd, sizeof(cmd), "pkill -f '127.0.0.1:%d' ; pkill -f '127.0.0.1:%d'; "
+		 "pkill -f '127.0.0.1:%d'; true", port, port + 1, port + 2);
 	run(cmd);
 }
