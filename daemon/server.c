@@ -25,6 +25,10 @@ struct subscription {
 	struct fbd_stream *stream;
 	uint32_t ring_id; /* the producer's id for it */
 	uint32_t mode;
+	/* For its read rate: the cursor and the time it was last sampled. */
+	uint64_t sampled_seq;
+	uint64_t sampled_ns;
+	double fps;
 };
 
 struct fbd_client {
@@ -175,7 +179,19 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 					: -ENOENT;
 			if (r < 0)
 				continue;
+			struct subscription *sub = &o->subs[i];
+			uint64_t now = uv_hrtime();
+			if (!sub->sampled_ns) {
+				sub->sampled_ns = now;
+				sub->sampled_seq = ss.next_seq;
+			} else if (now - sub->sampled_ns >= 500000000u) {
+				sub->fps = (double)(ss.next_seq - sub->sampled_seq) * 1e9 /
+					   (double)(now - sub->sampled_ns);
+				sub->sampled_ns = now;
+				sub->sampled_seq = ss.next_seq;
+			}
 			struct fb__msg_subscriber_stats out = {
+				.fps_out_milli = (uint32_t)(sub->fps * 1000),
 				.id = o->subs[i].id, .client_id = o->id, .mode = ss.mode,
 				.held = ss.held, .lag = ss.lag, .missed = ss.missed,
 				.next_seq = ss.next_seq,

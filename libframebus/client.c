@@ -371,7 +371,7 @@ FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
 		list = grown;
 		list[n - 1] = (struct fb_subscription_info){
 			.id = m->id, .mode = m->mode, .held = m->held, .lag = m->lag,
-			.missed = m->missed, .next_seq = m->next_seq,
+			.missed = m->missed, .next_seq = m->next_seq, .fps = m->fps_out_milli / 1000.0,
 		};
 		snprintf(list[n - 1].client, sizeof(list[n - 1].client), "%.*s",
 			 (int)sizeof(m->client), m->client);

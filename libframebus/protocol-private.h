@@ -103,6 +103,8 @@ struct fb__msg_subscriber_stats {
 	uint32_t client_id;
 	uint32_t mode;
 	uint32_t held;
+	uint32_t fps_out_milli; /* frames it read per second lately, x1000 */
+	uint32_t reserved_;
 	uint64_t lag;
 	uint64_t missed;
 	uint64_t next_seq;

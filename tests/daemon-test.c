@@ -204,7 +204,15 @@ Test(daemon, lavfi_stream_serves_whole_frames_in_order)
 	}
 	struct fb_subscription_info *subs;
 	cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
+	free(subs);
+	for (int i = 0; i < 40; i++) { /* 0.8 s at 50 fps, for the read rate */
+		const struct fb_frame *f;
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
+		cr_assert_eq(fb_subscriber_release(sub, f), 0);
+	}
+	cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
 	cr_assert_eq(n, 1);
+	cr_assert(subs[0].fps > 25 && subs[0].fps < 100, "fps out %.1f, expected ~50", subs[0].fps);
 	cr_assert_eq(subs[0].mode, FB_MODE_QUEUE);
 	cr_assert(strstr(subs[0].client, "test["), "client label '%s'", subs[0].client);
 	free(subs);

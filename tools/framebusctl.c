@@ -103,8 +103,10 @@ static int cmd_status(int argc, char **argv)
 			for (size_t j = 0; j < n_subs; j++) {
 				printf("%s{\"id\": %u, \"client\": ", j ? ", " : "", subs[j].id);
 				json_string(subs[j].client);
-				printf(", \"mode\": \"%s\", \"held\": %u, \"lag\": %llu, \"missed\": %llu}",
-				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest", subs[j].held,
+				printf(", \"mode\": \"%s\", \"fps\": %.2f, \"held\": %u, \"lag\": %llu, "
+				       "\"missed\": %llu}",
+				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest", subs[j].fps,
+				       subs[j].held,
 				       (unsigned long long)subs[j].lag,
 				       (unsigned long long)subs[j].missed);
 			}
@@ -118,14 +120,15 @@ static int cmd_status(int argc, char **argv)
 				printf("  frames     %ux%u %s, %u slots, %s\n", s->width, s->height,
 				       fb_format_name(s->format), s->slots,
 				       s->policy == FB_POLICY_BLOCK ? "block" : "drop");
-			printf("  rate       %.1f fps, %llu published, %llu dropped\n", s->fps,
+			printf("  rate       %.1f fps in, %llu published, %llu dropped\n", s->fps,
 			       (unsigned long long)s->published, (unsigned long long)s->dropped);
 			if (s->retries)
 				printf("  retries    %u\n", s->retries);
 			printf("  subscribers %zu\n", n_subs);
 			for (size_t j = 0; j < n_subs; j++)
-				printf("    #%u %-24s %-6s held %u, lag %llu, missed %llu\n", subs[j].id,
-				       subs[j].client, subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest",
+				printf("    #%u %-24s %-6s %5.1f fps, held %u, lag %llu, missed %llu\n",
+				       subs[j].id, subs[j].client,
+				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest", subs[j].fps,
 				       subs[j].held, (unsigned long long)subs[j].lag,
 				       (unsigned long long)subs[j].missed);
 		}

@@ -345,6 +345,7 @@ struct fb_subscription_info {
 	uint64_t lag;      /**< published frames not yet read */
 	uint64_t missed;   /**< frames lost by falling behind (queue mode) */
 	uint64_t next_seq; /**< the next frame it will read */
+	double fps;        /**< frames it read per second, lately */
 	char client[FB_NAME_MAX + 1]; /**< the client's name and pid */
 };
 
