@@ -54,7 +54,7 @@ int fbd_published_create(const char *name, const char *owner_label, int owner_fd
 	}
 	pub->frame_fd = frame_fd;
 	pub->control_fd = control_fd;
-	r = fb__ring_map_readonly(frame_fd, &got, &pub->geo, &pub->hdr);
+	r = fb__ring_map_readonly(frame_fd, true, &got, &pub->geo, &pub->hdr);
 	if (r < 0) {
 		snprintf(why, size, "the ring's memory failed the checks: %s", fb_strerror(r));
 		goto fail;
@@ -96,7 +96,7 @@ int fbd_published_create(const char *name, const char *owner_label, int owner_fd
 fail:
 	if (pub) {
 		if (pub->hdr)
-			munmap((void *)pub->hdr, pub->geo.total_size);
+			munmap((void *)pub->hdr, sizeof(*pub->hdr));
 		if (pub->ctl)
 			munmap(pub->ctl, sizeof(*pub->ctl));
 	}
@@ -251,7 +251,7 @@ void fbd_published_free(struct fbd_stream *st)
 		fb__subscriber_slot_wake(&rs->slot, FB__ARMED_PIPE);
 		fb__subscriber_slot_close(&rs->slot);
 	}
-	munmap((void *)pub->hdr, pub->geo.total_size);
+	munmap((void *)pub->hdr, sizeof(*pub->hdr));
 	munmap(pub->ctl, sizeof(*pub->ctl));
 	close(pub->frame_fd);
 	close(pub->control_fd);

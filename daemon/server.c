@@ -20,6 +20,9 @@
 #include "protocol-private.h"
 #include "published.h"
 
+/* Subscriber places (of FB_MAX_SUBSCRIBERS) one client may take on one stream. */
+#define MAX_SUBSCRIPTIONS_PER_STREAM (FB_MAX_SUBSCRIBERS / 4)
+
 struct subscription {
 	uint32_t id;
 	struct fbd_stream *stream;
@@ -106,6 +109,15 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		return;
 	if (req->mode != FB_MODE_LATEST && req->mode != FB_MODE_QUEUE) {
 		send_error(c, seq, -EINVAL, "mode %u is neither latest (0) nor queue (1)", req->mode);
+		return;
+	}
+	uint32_t here = 0;
+	for (uint32_t i = 0; i < c->n_subs; i++)
+		here += c->subs[i].stream == st;
+	/* One client may not take every subscriber place of a stream. */
+	if (here >= MAX_SUBSCRIPTIONS_PER_STREAM) {
+		send_error(c, seq, -EUSERS, "this client already has %u subscriptions to '%s', the limit",
+			   here, st->config->name);
 		return;
 	}
 	if (c->n_subs >= c->d->config->max_subscriptions_per_client) {
@@ -367,7 +379,8 @@ static void on_client(uv_poll_t *poll, int status, int events)
 	struct fb__msg m;
 
 	if (status < 0) {
-		client_close(c, uv_strerror(status));
+		/* POLLERR: the peer reset the connection with messages unread. */
+		client_close(c, status == UV_EBADF ? "its connection was reset" : uv_strerror(status));
 		return;
 	}
 	/* A bounded batch per wake-up: one chatty client cannot starve the

@@ -249,8 +249,10 @@ int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 	if (r < 0)
 		goto out;
 	while (!atomic_load(&st->stop)) {
-		r = av_read_frame(s.fmt, s.pkt);
+		/* Only time spent reading counts as a stall, not time spent
+		 * waiting for a slot or pacing. */
 		s.last_io_ns = now_ns();
+		r = av_read_frame(s.fmt, s.pkt);
 		if (r == AVERROR_EOF) {
 			r = decode(&s, NULL, &errors, why, size);
 			if (r >= 0 && s.frames == 0) {

@@ -2,6 +2,7 @@
 /* The set of configured streams: start, reload, stop, and the state changes
  * their source threads report. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -27,6 +28,11 @@ static void on_state_change(uv_async_t *async)
 static int start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
 {
 	struct fbd_stream *st;
+	if (d->n_streams == FBD_MAX_STREAMS) {
+		fbd_error("stream %s: not started: the daemon already runs %d streams", c->name,
+			  FBD_MAX_STREAMS);
+		return -EUSERS;
+	}
 	int r = fbd_stream_start(c, notify_loop, &d->state_async, &st);
 	if (r < 0) {
 		fbd_error("stream %s: cannot start: %s", c->name, fb_strerror(r));

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "protocol-private.h"
@@ -44,6 +45,11 @@ struct fb_client {
 	void *event_data;
 	char last_error[FB__ERROR_TEXT_MAX];
 	struct publication *pubs[MAX_PUBLICATIONS];
+	/* Events read by a producer's pump (inside its claim, producer locked)
+	 * wait here for fb_client_process() or the next blocking call. */
+	bool in_pump;
+	struct fb__msg_stream_event *deferred;
+	uint32_t n_deferred;
 };
 
 static void queue_registration(fb_client *c, struct fb__msg *msg)
@@ -83,28 +89,51 @@ static void deliver_event(fb_client *c, const struct fb__msg_stream_event *e)
 	char stream[FB__NAME_MAX], detail[FB__ERROR_TEXT_MAX];
 	if (!c->event_fn)
 		return;
+	if (c->in_pump) {
+		struct fb__msg_stream_event *grown =
+			realloc(c->deferred, (c->n_deferred + 1) * sizeof(*grown));
+		if (grown) {
+			c->deferred = grown;
+			grown[c->n_deferred++] = *e;
+		}
+		return;
+	}
 	snprintf(stream, sizeof(stream), "%.*s", (int)sizeof(e->stream), e->stream);
 	snprintf(detail, sizeof(detail), "%.*s", (int)sizeof(e->detail), e->detail);
 	c->event_fn(c->event_data, stream, e->state, detail);
+}
+
+static void deliver_deferred(fb_client *c)
+{
+	for (uint32_t i = 0; !c->in_pump && i < c->n_deferred; i++)
+		deliver_event(c, &c->deferred[i]);
+	if (!c->in_pump)
+		c->n_deferred = 0;
 }
 
 /* Receive one message, waiting up to timeout_ms.  Events are delivered and
  * reported as 1; a message for the caller is 0. */
 static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 {
+	uint64_t deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
+
 	if (c->gone)
 		return -ECONNRESET;
+	deliver_deferred(c);
 	for (;;) {
 		int r = fb__msg_recv(c->fd, msg);
 		if (r == -EAGAIN) {
 			if (timeout_ms == 0)
 				return -EAGAIN;
-			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
-			r = poll(&pfd, 1, timeout_ms);
-			if (r < 0)
-				return -errno;
-			if (r == 0)
+			uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+			if (now >= deadline)
 				return -ETIMEDOUT;
+			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+			/* A signal does not cut a request short: its reply would
+			 * then answer the next one. */
+			if (poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000)) < 0 &&
+			    errno != EINTR)
+				return -errno;
 			continue;
 		}
 		if (r == -ECONNRESET || r == -EPIPE)
@@ -134,7 +163,15 @@ static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg)
 		if (r < 0)
 			return r;
 		if (msg->header.seq != seq) {
+			/* The late reply to a request that timed out: drop it,
+			 * and end a subscription nobody holds. */
+			if (msg->header.opcode == FB__OP_SUBSCRIBED) {
+				struct fb__msg_id req = {.id = msg->body.subscribed.id};
+				fb__msg_send(c->fd, FB__OP_UNSUBSCRIBE, 0, &req, sizeof(req), NULL, 0);
+			}
 			fb__msg_close_fds(msg);
+			if ((int32_t)(msg->header.seq - seq) < 0)
+				continue;
 			return -EPROTO;
 		}
 		if (msg->header.opcode == FB__OP_ERROR) {
@@ -230,6 +267,7 @@ FB_EXPORT void fb_client_free(fb_client *c)
 		}
 	if (c->fd >= 0)
 		close(c->fd);
+	free(c->deferred);
 	free(c);
 }
 
@@ -450,9 +488,11 @@ static void pump(void *data)
 	struct fb__msg msg;
 	int r;
 
+	pub->client->in_pump = true;
 	while ((r = receive(pub->client, &msg, 0)) >= 0)
 		if (r == 0) /* a reply nobody waits for */
 			fb__msg_close_fds(&msg);
+	pub->client->in_pump = false;
 	for (uint32_t i = 0; i < pub->n_pending; i++) {
 		struct registration *g = &pub->pending[i];
 		if (g->opcode == FB__OP_ADD_SUBSCRIBER)

@@ -410,6 +410,14 @@ static int insert_sub(struct fb_producer *p, const struct fb__subscriber_slot *s
 	uint32_t i;
 	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].slot.record; i++)
 		;
+	/* Full: drop remote subscribers the daemon revoked but whose removal
+	 * never reached us (our socket was full).  Their holds are cleared
+	 * already; a subscriber revoking itself only loses its own place. */
+	for (uint32_t j = 0; i == FB_MAX_SUBSCRIBERS && j < FB_MAX_SUBSCRIBERS; j++)
+		if (p->subs[j].remote_id && atomic_load(&p->subs[j].slot.record->revoked)) {
+			drop_sub(p, &p->subs[j], false);
+			i = j;
+		}
 	if (i == FB_MAX_SUBSCRIBERS)
 		return -EUSERS;
 	p->subs[i] = (struct sub_entry){
@@ -581,8 +589,12 @@ int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mo
 		r = insert_sub(p, &slot, mode, max_holds, remote_id, &id);
 	close(record_fd);
 	if (r < 0) {
-		if (slot.record)
+		/* We cannot see its holds: it must not read, so cancel it. */
+		if (slot.record) {
+			atomic_store(&slot.record->revoked, 1);
+			fb__subscriber_slot_wake(&slot, atomic_exchange(&slot.record->armed, 0));
 			munmap(slot.record, sizeof(struct fb__record));
+		}
 		close(wake_fd);
 		close(wake_read_fd);
 	}

@@ -138,10 +138,11 @@ struct fb__ring_geometry {
 int fb__ring_geometry_compute(const struct fb_ring_params *params,
 			      struct fb__ring_geometry *ret_geometry);
 
-/* Check a frame memfd someone else made (seals, size, a header that
- * describes exactly the ring our own geometry computation does) and map it
- * read-only.  -EBADF, -EPROTO or -errno. */
-int fb__ring_map_readonly(int fd, struct fb_ring_params *ret_params,
+/* Check a frame memfd someone else made (seals, size, every page allocated,
+ * a header that describes exactly the ring our own geometry computation
+ * does) and map it read-only, whole or (header_only: sizeof the header, for
+ * the daemon's counters) not.  -EBADF, -EPROTO or -errno. */
+int fb__ring_map_readonly(int fd, bool header_only, struct fb_ring_params *ret_params,
 			  struct fb__ring_geometry *ret_geometry,
 			  const struct fb__ring_header **ret_header);
 

@@ -114,10 +114,14 @@ int64_t fb__memfd_check(int fd, uint64_t min_size, bool read_only)
 		return -errno;
 	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size < min_size)
 		return -EBADF;
+	/* Every page allocated, as fb__memfd_create leaves it: mapping a
+	 * sparse memfd a peer made would make us allocate its memory. */
+	if ((uint64_t)st.st_blocks * 512u < (uint64_t)st.st_size)
+		return -EBADF;
 	return st.st_size;
 }
 
-int fb__ring_map_readonly(int fd, struct fb_ring_params *ret_params,
+int fb__ring_map_readonly(int fd, bool header_only, struct fb_ring_params *ret_params,
 			  struct fb__ring_geometry *ret_geometry,
 			  const struct fb__ring_header **ret_header)
 {
@@ -148,9 +152,18 @@ int fb__ring_map_readonly(int fd, struct fb_ring_params *ret_params,
 	    h->slot_size != g.slot_size || h->total_size != g.total_size ||
 	    (uint64_t)size != g.total_size)
 		r = -EPROTO;
-	munmap((void *)h, sizeof(*h));
-	if (r < 0)
+	if (r < 0 || header_only) {
+		if (r < 0)
+			munmap((void *)h, sizeof(*h));
+		else
+			*ret_header = h;
+		if (r == 0) {
+			*ret_params = params;
+			*ret_geometry = g;
+		}
 		return r;
+	}
+	munmap((void *)h, sizeof(*h));
 	h = fb__map(fd, g.total_size, false);
 	if (!h)
 		return -errno;

@@ -59,7 +59,7 @@ FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 		return -ENOMEM;
 
 	struct fb_ring_params params;
-	r = fb__ring_map_readonly(fds->frame_fd, &params, &s->geo, &s->hdr);
+	r = fb__ring_map_readonly(fds->frame_fd, false, &params, &s->geo, &s->hdr);
 	if (r < 0)
 		goto fail;
 	s->slots = params.slots;
