@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -42,6 +44,7 @@ struct fbd_client {
 	uint32_t id;
 	struct ucred cred;
 	bool said_hello;
+	bool paused; /* its replies are unread: its requests wait */
 	char name[FB__NAME_MAX];
 	char label[FB__NAME_MAX + 32]; /* "name[pid]" for logs and status */
 	struct subscription *subs;
@@ -373,11 +376,28 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 	}
 }
 
+/* Bytes of replies a client may leave unread before the daemon stops
+ * reading its requests: bounds the memory and, above all, the descriptors
+ * (four per SUBSCRIBED) a client that never reads keeps in flight. */
+#define MAX_UNREAD_REPLIES (16 * 1024)
+
+static bool replies_pending(const struct fbd_client *c)
+{
+	int queued = 0;
+	return ioctl(c->fd, SIOCOUTQ, &queued) == 0 && queued > MAX_UNREAD_REPLIES;
+}
+
 static void on_client(uv_poll_t *poll, int status, int events)
 {
 	struct fbd_client *c = poll->data;
 	struct fb__msg m;
 
+	if (status >= 0 && c->paused) {
+		if (!(events & UV_DISCONNECT) && replies_pending(c))
+			return; /* still behind: wait for the next writable */
+		c->paused = false;
+		uv_poll_start(&c->poll, UV_READABLE | UV_DISCONNECT, on_client);
+	}
 	if (status < 0) {
 		/* POLLERR: the peer reset the connection with messages unread. */
 		client_close(c, status == UV_EBADF ? "its connection was reset" : uv_strerror(status));
@@ -386,6 +406,14 @@ static void on_client(uv_poll_t *poll, int status, int events)
 	/* A bounded batch per wake-up: one chatty client cannot starve the
 	 * others. */
 	for (int i = 0; i < 64; i++) {
+		if (replies_pending(c)) {
+			/* It does not read what we send: read nothing more from
+			 * it until it does (writable means it read some). */
+			c->paused = true;
+			uv_poll_start(&c->poll, UV_WRITABLE | UV_DISCONNECT, on_client);
+			fbd_debug("client %s: replies unread, pausing its requests", c->label);
+			return;
+		}
 		int r = fb__msg_recv(c->fd, &m);
 		if (r == -EAGAIN)
 			return;
@@ -407,7 +435,6 @@ static void on_client(uv_poll_t *poll, int status, int events)
 			return;
 		}
 	}
-	(void)events;
 }
 
 static void free_client(uv_handle_t *h)

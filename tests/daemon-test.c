@@ -991,3 +991,49 @@ Test(daemon, http_udp_and_rtsp_sources)
 		 "pkill -f '127.0.0.1:%d'; true", port, port + 1, port + 2);
 	run(cmd);
 }
+
+/* A client that floods requests and never reads the replies: the daemon stops
+ * reading it once a few replies wait unread, instead of piling up replies
+ * (and the descriptors SUBSCRIBED replies carry), and serves everyone else. */
+Test(daemon, a_client_that_never_reads_is_paused)
+{
+	struct daemon d;
+	start(&d, lavfi_config);
+	fb_client *good = client(&d);
+	wait_state(good, "bars", FB_STREAM_RUNNING, 10);
+	int baseline = daemon_fd_count(&d);
+
+	int fd = raw_connect(&d);
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		uint32_t version, client_id;
+		char name[64];
+	} hello = {1, sizeof(hello), 1, 0, 1, 0, "hog"};
+	cr_assert_eq(send(fd, &hello, sizeof(hello), 0), (ssize_t)sizeof(hello));
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		char name[64];
+	} info = {3, sizeof(info), 2, 0, "bars"};
+	for (int i = 0; i < 1000; i++)
+		if (send(fd, &info, sizeof(info), MSG_DONTWAIT) != (ssize_t)sizeof(info))
+			break;
+	th_sleep_us(500000);
+
+	fb_subscriber *s;
+	cr_assert_eq(fb_client_subscribe(good, "bars", FB_MODE_LATEST, 1, &s), 0,
+		     "the others are still served: %s", fb_client_last_error(good));
+	cr_assert_eq(fb_client_unsubscribe(good, s), 0);
+
+	int replies = 0;
+	char buf[4096];
+	while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+		replies++;
+	cr_assert_gt(replies, 1, "the hog was not served at all");
+	cr_assert_lt(replies, 64, "%d replies piled up unread", replies);
+	close(fd);
+	th_sleep_us(300000);
+	cr_assert_eq(daemon_fd_count(&d), baseline, "descriptors left after the hog went");
+	cr_assert(strstr(read_file(d.log), "client hog[") , "%s", read_file(d.log));
+	fb_client_free(good);
+	stop(&d);
+}
