@@ -63,37 +63,45 @@ bool fbd_stream_sleep(struct fbd_stream *st, uint64_t ns)
 int fbd_stream_ring(struct fbd_stream *st, uint32_t width, uint32_t height,
 		    fb_producer **ret_producer)
 {
-	int r = 0;
+	fb_producer *p = fbd_stream_producer(st);
+	int r;
 
-	pthread_mutex_lock(&st->lock);
-	if (!st->producer) {
-		struct fb_ring_params params = {
-			.width = st->config->width ? st->config->width : width,
-			.height = st->config->height ? st->config->height : height,
-			.format = st->config->format,
-			.slots = st->config->slots,
-			.policy = st->config->policy,
-			.meta_max = st->config->meta_max,
-		};
-		/* A source's own size may be odd; the subsampled formats need
-		 * even sizes, so round down. */
-		if (st->config->format == FB_FORMAT_NV12 || st->config->format == FB_FORMAT_YUV420P) {
-			params.width &= ~1u;
-			params.height &= ~1u;
-		}
-		r = fb_producer_new(&params, &st->producer);
-		if (r == 0) {
-			st->width = params.width;
-			st->height = params.height;
-			fbd_info("stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame",
-				 st->config->name, params.slots, params.width, params.height,
-				 fb_format_name(params.format),
-				 params.policy == FB_POLICY_BLOCK ? "block" : "drop", params.meta_max);
-		}
+	if (p) {
+		*ret_producer = p;
+		return 0;
 	}
-	*ret_producer = st->producer;
+	struct fb_ring_params params = {
+		.width = st->config->width ? st->config->width : width,
+		.height = st->config->height ? st->config->height : height,
+		.format = st->config->format,
+		.slots = st->config->slots,
+		.policy = st->config->policy,
+		.meta_max = st->config->meta_max,
+	};
+	/* A source's own size may be odd; the subsampled formats need even
+	 * sizes, so round down. */
+	if (st->config->format == FB_FORMAT_NV12 || st->config->format == FB_FORMAT_YUV420P) {
+		params.width &= ~1u;
+		params.height &= ~1u;
+	}
+	/* Made without the lock: allocating a large ring takes a while, and the
+	 * main thread takes the lock for status and subscriptions.  Only one
+	 * thread ever makes a stream's ring (the source thread, or start-up
+	 * before that thread exists). */
+	r = fb_producer_new(&params, &p);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&st->lock);
+	st->producer = p;
+	st->width = params.width;
+	st->height = params.height;
 	pthread_mutex_unlock(&st->lock);
-	return r;
+	fbd_info("stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame",
+		 st->config->name, params.slots, params.width, params.height,
+		 fb_format_name(params.format), params.policy == FB_POLICY_BLOCK ? "block" : "drop",
+		 params.meta_max);
+	*ret_producer = p;
+	return 0;
 }
 
 static void *stream_thread(void *arg)
