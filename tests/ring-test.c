@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test-helpers.h"
@@ -585,5 +586,36 @@ Test(ring, hostile_subscriber_writes_do_not_stall_the_producer)
 	munmap(rec, 4096);
 	munmap(ctl, 4096);
 	fb_subscriber_fds_close(&fds);
+	fb_producer_free(p);
+}
+
+/* A ring whose memory is not all allocated (a sparse memfd with a valid
+ * header) is refused: mapping it would allocate the producer's memory here. */
+Test(ring, sparse_ring_memory_is_refused)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(640, 480, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
+	struct fb_subscriber_fds fds;
+	fb_subscriber *s = NULL;
+	uint32_t id;
+	char header[4096];
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	cr_assert_eq(fb_producer_add_subscriber(p, FB_MODE_LATEST, 1, &fds, &id), 0);
+	struct stat st;
+	cr_assert_eq(fstat(fds.frame_fd, &st), 0);
+	cr_assert_eq(pread(fds.frame_fd, header, sizeof(header), 0), (ssize_t)sizeof(header));
+	int sparse = memfd_create("sparse", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	cr_assert_eq(ftruncate(sparse, st.st_size), 0);
+	cr_assert_eq(pwrite(sparse, header, sizeof(header), 0), (ssize_t)sizeof(header));
+	cr_assert_eq(fcntl(sparse, F_ADD_SEALS,
+			   F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL), 0);
+	int real = fds.frame_fd;
+	fds.frame_fd = sparse;
+	cr_assert_eq(fb_subscriber_attach(&fds, &s), -EBADF);
+	fds.frame_fd = real;
+	close(sparse);
+	cr_assert_eq(fb_subscriber_attach(&fds, &s), 0, "the real, allocated ring");
+	fb_subscriber_free(s);
 	fb_producer_free(p);
 }
