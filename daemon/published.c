@@ -151,13 +151,9 @@ int fbd_published_subscribe(struct fbd_stream *st, uint32_t mode, uint32_t max_h
 	if (r < 0)
 		return r;
 	rs->id = ++pub->next_sub_id ? pub->next_sub_id : ++pub->next_sub_id;
-	fds.frame_fd = fcntl(pub->frame_fd, F_DUPFD_CLOEXEC, 3);
-	fds.control_fd = fcntl(pub->control_fd, F_DUPFD_CLOEXEC, 3);
-	fds.record_fd = fcntl(rs->slot.record_fd, F_DUPFD_CLOEXEC, 3);
-	fds.wake_fd = fcntl(rs->slot.wake_read_fd, F_DUPFD_CLOEXEC, 3);
-	r = fds.frame_fd < 0 || fds.control_fd < 0 || fds.record_fd < 0 || fds.wake_fd < 0
-		    ? -errno
-		    : tell_producer(pub, FB__OP_ADD_SUBSCRIBER, rs, mode, max_holds);
+	r = fb__subscriber_slot_fds(&rs->slot, pub->frame_fd, pub->control_fd, &fds);
+	if (r == 0)
+		r = tell_producer(pub, FB__OP_ADD_SUBSCRIBER, rs, mode, max_holds);
 	if (r < 0) {
 		fb_subscriber_fds_close(&fds);
 		fb__subscriber_slot_close(&rs->slot);

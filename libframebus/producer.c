@@ -467,13 +467,9 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		pthread_mutex_unlock(&p->lock);
 		return r;
 	}
-	fds.frame_fd = fcntl(p->frame_fd, F_DUPFD_CLOEXEC, 3);
-	fds.control_fd = fcntl(p->control_fd, F_DUPFD_CLOEXEC, 3);
-	fds.record_fd = fcntl(slot.record_fd, F_DUPFD_CLOEXEC, 3);
-	fds.wake_fd = fcntl(slot.wake_read_fd, F_DUPFD_CLOEXEC, 3);
-	r = fds.frame_fd < 0 || fds.control_fd < 0 || fds.record_fd < 0 || fds.wake_fd < 0
-		    ? -errno
-		    : insert_sub(p, &slot, mode, max_holds, 0, ret_id);
+	r = fb__subscriber_slot_fds(&slot, p->frame_fd, p->control_fd, &fds);
+	if (r == 0)
+		r = insert_sub(p, &slot, mode, max_holds, 0, ret_id);
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0) {
 		fb__subscriber_slot_close(&slot);

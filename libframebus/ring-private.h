@@ -164,6 +164,10 @@ struct fb__subscriber_slot {
 int fb__subscriber_slot_create(uint32_t mode, uint32_t max_holds, uint64_t first_seq,
 			       struct fb__subscriber_slot *ret_slot);
 void fb__subscriber_slot_close(struct fb__subscriber_slot *slot);
+/* New descriptors for the subscriber itself: the ring's two and copies of
+ * the slot's record and read end. */
+int fb__subscriber_slot_fds(const struct fb__subscriber_slot *slot, int frame_fd, int control_fd,
+			    struct fb_subscriber_fds *ret_fds);
 /* Wake it the way it armed itself (armed: what it held before the
  * exchange).  Never blocks. */
 void fb__subscriber_slot_wake(const struct fb__subscriber_slot *slot, uint32_t armed);

@@ -232,6 +232,24 @@ fail:
 	return r;
 }
 
+int fb__subscriber_slot_fds(const struct fb__subscriber_slot *s, int frame_fd, int control_fd,
+			    struct fb_subscriber_fds *ret_fds)
+{
+	struct fb_subscriber_fds fds = {
+		.frame_fd = fcntl(frame_fd, F_DUPFD_CLOEXEC, 3),
+		.control_fd = fcntl(control_fd, F_DUPFD_CLOEXEC, 3),
+		.record_fd = fcntl(s->record_fd, F_DUPFD_CLOEXEC, 3),
+		.wake_fd = fcntl(s->wake_read_fd, F_DUPFD_CLOEXEC, 3),
+	};
+	if (fds.frame_fd < 0 || fds.control_fd < 0 || fds.record_fd < 0 || fds.wake_fd < 0) {
+		int r = -errno;
+		fb_subscriber_fds_close(&fds);
+		return r;
+	}
+	*ret_fds = fds;
+	return 0;
+}
+
 void fb__subscriber_slot_close(struct fb__subscriber_slot *s)
 {
 	if (s->record)

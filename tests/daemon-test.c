@@ -491,6 +491,33 @@ static bool hung_up(int fd)
 	return false;
 }
 
+/* Say hello on a raw connection, as the library would. */
+static void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds)
+{
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		uint32_t version, client_id;
+		char name[64];
+	} hello = {1, sizeof(hello), 1, n_fds_claimed, 1, 0, ""};
+	snprintf(hello.name, sizeof(hello.name), "%s", name);
+	struct iovec iov = {.iov_base = &hello, .iov_len = sizeof(hello)};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 2)];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (n_fds_claimed) {
+		msg.msg_control = u.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds_claimed);
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds_claimed);
+		memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds_claimed);
+	}
+	cr_assert_eq(sendmsg(fd, &msg, 0), (ssize_t)sizeof(hello));
+}
+
 Test(daemon, protocol_abuse_hurts_only_the_abuser)
 {
 	struct daemon d;
@@ -524,25 +551,8 @@ Test(daemon, protocol_abuse_hurts_only_the_abuser)
 
 	/* A well-formed hello carrying descriptors it should not. */
 	fd = raw_connect(&d);
-	struct {
-		uint32_t opcode, size, seq, n_fds;
-		uint32_t version, client_id;
-		char name[64];
-	} hello = {1, sizeof(hello), 1, 2, 1, 0, "fds"};
 	int extra[2] = {open("/dev/null", O_RDONLY), open("/dev/null", O_RDONLY)};
-	struct iovec iov = {.iov_base = &hello, .iov_len = sizeof(hello)};
-	union {
-		char buf[CMSG_SPACE(sizeof(extra))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-			     .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(extra));
-	memcpy(CMSG_DATA(cm), extra, sizeof(extra));
-	cr_assert_eq(sendmsg(fd, &msg, 0), (ssize_t)sizeof(hello));
+	raw_hello(fd, "fds", 2, extra);
 	close(extra[0]);
 	close(extra[1]);
 	cr_assert(hung_up(fd), "unexpected descriptors");
@@ -1004,12 +1014,7 @@ Test(daemon, a_client_that_never_reads_is_paused)
 	int baseline = daemon_fd_count(&d);
 
 	int fd = raw_connect(&d);
-	struct {
-		uint32_t opcode, size, seq, n_fds;
-		uint32_t version, client_id;
-		char name[64];
-	} hello = {1, sizeof(hello), 1, 0, 1, 0, "hog"};
-	cr_assert_eq(send(fd, &hello, sizeof(hello), 0), (ssize_t)sizeof(hello));
+	raw_hello(fd, "hog", 0, NULL);
 	struct {
 		uint32_t opcode, size, seq, n_fds;
 		char name[64];
