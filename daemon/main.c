@@ -229,8 +229,10 @@ int main(int argc, char **argv)
 
 	sd_notify(0, "STOPPING=1");
 out:
-	fbd_server_stop(d);
+	/* Streams first: their subscribers are told and read what is left
+	 * (-EPIPE), rather than being cancelled with their connections. */
 	fbd_streams_stop(d);
+	fbd_server_stop(d);
 	uv_walk(d->loop, close_handle, NULL);
 	uv_run(d->loop, UV_RUN_DEFAULT);
 	uv_loop_close(d->loop);

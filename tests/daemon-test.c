@@ -1042,3 +1042,53 @@ Test(daemon, a_client_that_never_reads_is_paused)
 	fb_client_free(good);
 	stop(&d);
 }
+
+struct seen_event {
+	char stream[64];
+	uint32_t state;
+	char detail[192];
+	int count;
+};
+
+static void on_event(void *data, const char *stream, uint32_t state, const char *detail)
+{
+	struct seen_event *e = data;
+	snprintf(e->stream, sizeof(e->stream), "%s", stream);
+	snprintf(e->detail, sizeof(e->detail), "%s", detail);
+	e->state = state;
+	e->count++;
+}
+
+/* SIGTERM: subscribers are told (an event, then -EPIPE once they read
+ * what is left) and the daemon exits cleanly. */
+Test(daemon, sigterm_tells_subscribers)
+{
+	struct daemon d;
+	struct seen_event seen = {0};
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	fb_client_set_event_callback(c, on_event, &seen);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
+	fb_subscriber_release(sub, f);
+	kill(d.pid, SIGTERM);
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 5000, &f)) == 0)
+		fb_subscriber_release(sub, f);
+	cr_assert_eq(r, -EPIPE, "%s", fb_strerror(r));
+	cr_assert_eq(th_wait(d.pid), 0, "%s", read_file(d.log));
+	cr_assert_eq(fb_client_process(c), -ECONNRESET);
+	cr_assert_geq(seen.count, 1, "no event before the daemon went");
+	cr_assert_str_eq(seen.stream, "bars");
+	cr_assert_eq(seen.state, FB_STREAM_REMOVED);
+	cr_assert_str_eq(seen.detail, "the daemon is stopping");
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+	run(cmd);
+}
