@@ -1092,3 +1092,109 @@ Test(daemon, sigterm_tells_subscribers)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
 	run(cmd);
 }
+
+/* One client may take at most 16 of a stream's subscriber places. */
+Test(daemon, one_client_cannot_take_every_place)
+{
+	struct daemon d;
+	fb_subscriber *subs[17];
+
+	start(&d, lavfi_config);
+	fb_client *hog = client(&d), *other = client(&d);
+	wait_state(hog, "bars", FB_STREAM_RUNNING, 10);
+	for (int i = 0; i < 16; i++)
+		cr_assert_eq(fb_client_subscribe(hog, "bars", FB_MODE_LATEST, 1, &subs[i]), 0, "%d", i);
+	cr_assert_eq(fb_client_subscribe(hog, "bars", FB_MODE_LATEST, 1, &subs[16]), -EUSERS);
+	cr_assert(strstr(fb_client_last_error(hog), "16 subscriptions to 'bars'"), "%s",
+		  fb_client_last_error(hog));
+	cr_assert_eq(fb_client_subscribe(other, "bars", FB_MODE_LATEST, 1, &subs[16]), 0);
+	fb_subscriber_free(subs[16]);
+	for (int i = 0; i < 16; i++)
+		fb_subscriber_free(subs[i]);
+	fb_client_free(hog);
+	fb_client_free(other);
+	stop(&d);
+}
+
+/* Client-published streams fill the daemon's stream table; a reload that
+ * adds a configured stream then refuses it cleanly. */
+Test(daemon, reload_with_a_full_stream_table)
+{
+	struct daemon d;
+	struct fb_ring_params params = th_params(16, 16, FB_FORMAT_GRAY8, 2, FB_POLICY_DROP);
+	fb_client *pubs[4];
+	fb_producer *prods[4][16];
+	char name[32];
+
+	start(&d, "[daemon]\nmax_streams_per_client = 16\n");
+	for (int k = 0; k < 4; k++) {
+		pubs[k] = client(&d);
+		for (int i = 0; i < 16; i++) {
+			snprintf(name, sizeof(name), "p%d_%d", k, i);
+			cr_assert_eq(fb_client_publish(pubs[k], name, &params, &prods[k][i]), 0,
+				     "%s: %s", name, fb_client_last_error(pubs[k]));
+		}
+	}
+	fb_client *c = client(&d);
+	write_file(d.config, "[daemon]\nmax_streams_per_client = 16\n"
+			     "[stream extra]\nurl = testsrc=size=32x32:rate=5\ninput_format = lavfi\n");
+	kill(d.pid, SIGHUP);
+	th_sleep_us(500000);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(c, "extra", &info), -ENOENT);
+	cr_assert(strstr(read_file(d.log), "not started: the daemon already runs 64 streams"), "%s",
+		  read_file(d.log));
+	for (int i = 0; i < 16; i++)
+		cr_assert_eq(fb_client_unpublish(pubs[0], prods[0][i]), 0);
+	kill(d.pid, SIGHUP); /* now there is room */
+	wait_state(c, "extra", FB_STREAM_RUNNING, 10);
+	for (int k = 1; k < 4; k++)
+		for (int i = 0; i < 16; i++)
+			cr_assert_eq(fb_client_unpublish(pubs[k], prods[k][i]), 0);
+	for (int k = 0; k < 4; k++)
+		fb_client_free(pubs[k]);
+	fb_client_free(c);
+	stop(&d);
+}
+
+/* A source waiting for a slot (block policy, a queue subscriber that
+ * pauses longer than stall_timeout) is not a stalled input. */
+Test(daemon, waiting_for_a_slow_subscriber_is_not_a_stall)
+{
+	struct daemon d;
+	char cmd[512], config[512], files[] = "/tmp/framebus-files-XXXXXX";
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	cr_assert_not_null(mkdtemp(files));
+	snprintf(cmd, sizeof(cmd),
+		 "ffmpeg -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=25 -frames:v 150 "
+		 "-c:v rawvideo -pix_fmt yuv420p %s/f.nut", files);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(config, sizeof(config),
+		 "[stream f]\nurl = %s/f.nut\nwidth = 64\nheight = 48\npolicy = block\n"
+		 "pacing = fast\nstall_timeout = 1s\nslots = 3\n", files);
+	start(&d, config);
+	fb_client *c = client(&d);
+	cr_assert_eq(fb_client_subscribe(c, "f", FB_MODE_QUEUE, 1, &sub), 0);
+	uint64_t last = 0;
+	int64_t last_pts = -1;
+	/* Past the packets FFmpeg buffered while probing: the pause must come
+	 * while the source really reads. */
+	for (int i = 0; i < 90; i++) {
+		cr_assert_eq(fb_subscriber_acquire(sub, 3000, &f), 0);
+		cr_assert(last == 0 || f->seq == last + 1);
+		cr_assert_gt(f->pts, last_pts, "the file started over: the source was reopened");
+		last = f->seq;
+		last_pts = f->pts;
+		fb_subscriber_release(sub, f);
+		if (i == 70)
+			th_sleep_us(2500000); /* longer than stall_timeout */
+	}
+	cr_assert_null(strstr(read_file(d.log), "retrying"), "%s", read_file(d.log));
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", files);
+	run(cmd);
+}
