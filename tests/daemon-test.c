@@ -1198,3 +1198,100 @@ Test(daemon, waiting_for_a_slow_subscriber_is_not_a_stall)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", files);
 	run(cmd);
 }
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A signal during a blocking call does not desynchronise the client: the
+ * call goes on waiting for its own reply, and the next call gets its own. */
+Test(daemon, a_signal_during_a_call_keeps_replies_in_step)
+{
+	struct daemon d;
+	struct fb_stream_info info;
+	struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART */
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(sigaction(SIGALRM, &sa, NULL), 0);
+	kill(d.pid, SIGSTOP);
+	pid_t waker = fork();
+	if (waker == 0) {
+		th_sleep_us(600000);
+		kill(d.pid, SIGCONT);
+		_exit(0);
+	}
+	ualarm(200000, 0);
+	cr_assert_eq(fb_client_get_stream(c, "bars", &info), 0, "interrupted call");
+	cr_assert_str_eq(info.name, "bars");
+	th_wait(waker);
+	struct fb_stream_info *list;
+	size_t n;
+	cr_assert_eq(fb_client_list_streams(c, &list, &n), 0, "the next call");
+	cr_assert_eq(n, 1);
+	free(list);
+	fb_subscriber *sub;
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_client_unsubscribe(c, sub), 0);
+	fb_client_free(c);
+	stop(&d);
+}
+
+struct reentry {
+	bool in_acquire;
+	int calls;
+	int calls_inside;
+};
+
+static void note_event(void *data, const char *stream, uint32_t state, const char *detail)
+{
+	struct reentry *r = data;
+	(void)stream, (void)state, (void)detail;
+	r->calls++;
+	r->calls_inside += r->in_acquire;
+}
+
+/* Events a publisher's library reads inside fb_producer_acquire (where it
+ * takes in new subscribers, the producer locked) are delivered later, from
+ * fb_client_process, never from inside the acquire. */
+Test(daemon, events_are_not_delivered_inside_a_producer_call)
+{
+	struct daemon d;
+	struct reentry seen = {0};
+	struct fb_ring_params params = th_params(32, 32, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP);
+	fb_producer *prod;
+	fb_subscriber *watch, *sub;
+	struct fb_frame *w;
+
+	start(&d, lavfi_config);
+	fb_client *pc = client(&d), *sc = client(&d);
+	wait_state(pc, "bars", FB_STREAM_RUNNING, 10);
+	fb_client_set_event_callback(pc, note_event, &seen);
+	cr_assert_eq(fb_client_publish(pc, "out", &params, &prod), 0);
+	cr_assert_eq(fb_client_subscribe(pc, "bars", FB_MODE_LATEST, 1, &watch), 0);
+
+	write_file(d.config, "");
+	kill(d.pid, SIGHUP); /* bars goes: an event for pc */
+	th_sleep_us(400000);
+	cr_assert_eq(fb_client_subscribe(sc, "out", FB_MODE_QUEUE, 1, &sub), 0); /* a registration */
+
+	seen.in_acquire = true;
+	cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
+	seen.in_acquire = false;
+	cr_assert_eq(fb_producer_publish(prod, w), 0);
+	cr_assert_eq(seen.calls_inside, 0, "an event callback ran inside fb_producer_acquire");
+	cr_assert_geq(fb_client_process(pc), 0);
+	cr_assert_geq(seen.calls, 1, "the event was lost");
+
+	const struct fb_frame *f;
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "the registration was taken in");
+	fb_subscriber_release(sub, f);
+	fb_subscriber_free(sub);
+	fb_subscriber_free(watch);
+	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
+	fb_client_free(pc);
+	fb_client_free(sc);
+	stop(&d);
+}
