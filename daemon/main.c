@@ -16,7 +16,7 @@
 #include "daemon.h"
 #include "log.h"
 
-#define DEFAULT_CONFIG "/etc/framebus/framebusd.conf"
+#define DEFAULT_CONFIG FBD_DEFAULT_CONFIG
 #define STATUS_INTERVAL_MS 1000
 
 struct options {
