@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -1293,5 +1294,50 @@ Test(daemon, events_are_not_delivered_inside_a_producer_call)
 	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
 	fb_client_free(pc);
 	fb_client_free(sc);
+	stop(&d);
+}
+
+/* Try to connect to d as uid 65534 (nobody), with or without group gid among
+ * its groups; the connect's result (0 or -errno). */
+static int connect_as_nobody(const struct daemon *d, gid_t gid, bool in_group)
+{
+	int pipefd[2];
+	cr_assert_eq(pipe(pipefd), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		gid_t groups[1] = {gid};
+		if (setgroups(in_group ? 1 : 0, groups) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+			_exit(2);
+		fb_client *c;
+		int r = fb_client_connect(d->socket, "nobody", &c);
+		(void)!write(pipefd[1], &r, sizeof(r));
+		_exit(0);
+	}
+	int r = 1;
+	cr_assert_eq(read(pipefd[0], &r, sizeof(r)), (ssize_t)sizeof(r), "the child could not drop privileges");
+	th_wait(pid);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	return r;
+}
+
+/* Only members of the socket's group (and root) may attach. */
+Test(daemon, only_the_socket_group_may_connect)
+{
+	struct daemon d;
+	struct group *video = getgrnam("video");
+	cr_assert_not_null(video, "the test needs Debian's video group");
+	char config[256];
+	snprintf(config, sizeof(config), "[daemon]\nsocket_group = video\nsocket_mode = 0660\n%s",
+		 lavfi_config);
+	start(&d, config);
+	cr_assert_eq(chmod(d.dir, 0755), 0); /* the socket's directory is searchable */
+	struct stat st;
+	cr_assert_eq(stat(d.socket, &st), 0);
+	cr_assert_eq(st.st_gid, video->gr_gid, "socket group");
+	cr_assert_eq(st.st_mode & 0777, 0660, "socket mode %o", st.st_mode & 0777);
+	cr_assert_eq(connect_as_nobody(&d, video->gr_gid, false), -EACCES, "outside the group");
+	cr_assert_eq(connect_as_nobody(&d, video->gr_gid, true), 0, "inside the group");
 	stop(&d);
 }
