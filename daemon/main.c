@@ -199,6 +199,7 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o) < 0)
 		return 2;
+	fbd_log_init();
 	signal(SIGPIPE, SIG_IGN);
 	av_log_set_level(o.verbose ? AV_LOG_WARNING : AV_LOG_ERROR);
 	avdevice_register_all();

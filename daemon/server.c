@@ -63,7 +63,7 @@ static int send_error(struct fbd_client *c, uint32_t seq, int error, const char 
 	va_start(ap, fmt);
 	vsnprintf(e.text, sizeof(e.text), fmt, ap);
 	va_end(ap);
-	fbd_debug("client %s: error: %s", c->label, e.text);
+	fbd_log_about(LOG_DEBUG, NULL, c->label, "client %s: error: %s", c->label, e.text);
 	return fb__msg_send(c->fd, FB__OP_ERROR, seq, &e, sizeof(e), NULL, 0);
 }
 
@@ -170,7 +170,7 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	}
 	c->subs[c->n_subs++] = (struct subscription){
 		.id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
-	fbd_info("client %s subscribed to %s (%s, holds up to %u)", c->label, st->config->name,
+	fbd_log_about(LOG_INFO, NULL, c->label, "client %s subscribed to %s (%s, holds up to %u)", c->label, st->config->name,
 		 req->mode == FB_MODE_QUEUE ? "queue" : "latest", holds);
 }
 
@@ -225,7 +225,7 @@ static void remove_stream(struct fbd_daemon *d, struct fbd_stream *st, const cha
 			d->streams[i] = d->streams[--d->n_streams];
 			break;
 		}
-	fbd_info("stream %s: %s", st->config->name, why);
+	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: %s", st->config->name, why);
 	fbd_stream_free(st);
 }
 
@@ -285,7 +285,7 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	d->streams[d->n_streams++] = st;
 	struct fb__msg_id reply = {.id = fbd_published_id(st)};
 	fb__msg_send(c->fd, FB__OP_CREATED, seq, &reply, sizeof(reply), NULL, 0);
-	fbd_info("stream %s: published by %s, %ux%u %s, %u slots", name, c->label, params.width,
+	fbd_log_about(LOG_INFO, name, NULL, "stream %s: published by %s, %ux%u %s, %u slots", name, c->label, params.width,
 		 params.height, fb_format_name(params.format), params.slots);
 }
 
@@ -333,7 +333,7 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 		snprintf(c->label, sizeof(c->label), "%s[%d]", c->name, (int)c->cred.pid);
 		struct fb__msg_hello reply = {.version = FB__PROTOCOL_VERSION, .client_id = c->id};
 		fb__name_set(reply.name, sizeof(reply.name), "framebusd");
-		fbd_info("client %s connected (uid %u, gid %u)", c->label, (unsigned)c->cred.uid,
+		fbd_log_about(LOG_INFO, NULL, c->label, "client %s connected (uid %u, gid %u)", c->label, (unsigned)c->cred.uid,
 			 (unsigned)c->cred.gid);
 		return fb__msg_send(c->fd, FB__OP_HELLO_REPLY, seq, &reply, sizeof(reply), NULL, 0) >= 0;
 	}
@@ -354,7 +354,7 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 	case FB__OP_UNSUBSCRIBE:
 		for (uint32_t i = 0; i < c->n_subs; i++)
 			if (c->subs[i].id == m->body.id.id) {
-				fbd_info("client %s unsubscribed from %s", c->label,
+				fbd_log_about(LOG_INFO, NULL, c->label, "client %s unsubscribed from %s", c->label,
 					 c->subs[i].stream->config->name);
 				drop_subscription(c, i);
 				return fb__msg_send(c->fd, FB__OP_DONE, seq, NULL, 0, NULL, 0) >= 0;
@@ -411,7 +411,7 @@ static void on_client(uv_poll_t *poll, int status, int events)
 			 * it until it does (writable means it read some). */
 			c->paused = true;
 			uv_poll_start(&c->poll, UV_WRITABLE | UV_DISCONNECT, on_client);
-			fbd_debug("client %s: replies unread, pausing its requests", c->label);
+			fbd_log_about(LOG_DEBUG, NULL, c->label, "client %s: replies unread, pausing its requests", c->label);
 			return;
 		}
 		int r = fb__msg_recv(c->fd, &m);
@@ -459,7 +459,7 @@ static void client_close(struct fbd_client *c, const char *why)
 			break;
 		}
 	d->n_clients--;
-	fbd_info("client %s disconnected: %s", c->label, why);
+	fbd_log_about(LOG_INFO, NULL, c->label, "client %s disconnected: %s", c->label, why);
 	uv_poll_stop(&c->poll);
 	uv_close((uv_handle_t *)&c->poll, free_client);
 }

@@ -87,7 +87,7 @@ static int open_input(struct source *s, char *why, size_t size)
 	r = avformat_open_input(&s->fmt, s->cfg->url, ifmt, &opts);
 	if (r >= 0 && av_dict_count(opts) > 0) {
 		const AVDictionaryEntry *e = av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX);
-		fbd_warning("stream %s: FFmpeg ignored option %s=%s", s->cfg->name, e->key, e->value);
+		fbd_log_about(LOG_WARNING, s->cfg->name, NULL, "stream %s: FFmpeg ignored option %s=%s", s->cfg->name, e->key, e->value);
 	}
 	av_dict_free(&opts);
 	if (r < 0) {
@@ -121,7 +121,7 @@ static int open_input(struct source *s, char *why, size_t size)
 		describe(why, size, "cannot open the decoder", r);
 		return r;
 	}
-	fbd_info("stream %s: opened %s (%s %dx%d)", s->cfg->name, s->cfg->url, codec->name,
+	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d)", s->cfg->name, s->cfg->url, codec->name,
 		 s->dec->width, s->dec->height);
 	return 0;
 }

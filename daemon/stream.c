@@ -96,8 +96,7 @@ int fbd_stream_ring(struct fbd_stream *st, uint32_t width, uint32_t height,
 	st->width = params.width;
 	st->height = params.height;
 	pthread_mutex_unlock(&st->lock);
-	fbd_info("stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame",
-		 st->config->name, params.slots, params.width, params.height,
+	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame", st->config->name, params.slots, params.width, params.height,
 		 fb_format_name(params.format), params.policy == FB_POLICY_BLOCK ? "block" : "drop",
 		 params.meta_max);
 	*ret_producer = p;
@@ -117,7 +116,7 @@ static void *stream_thread(void *arg)
 		if (atomic_load(&st->stop))
 			break;
 		if (r == 0 && !st->config->loop) {
-			fbd_info("stream %s: end of %s", st->config->name, st->config->url);
+			fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: end of %s", st->config->name, st->config->url);
 			fbd_stream_set_state(st, FB_STREAM_ENDED, "end of input");
 			fb_producer *p = fbd_stream_producer(st);
 			if (p)
@@ -130,7 +129,7 @@ static void *stream_thread(void *arg)
 		 * the shortest wait. */
 		if (now_ns() - started > st->config->retry_max_ns)
 			backoff = st->config->retry_min_ns;
-		fbd_warning("stream %s: %s; retrying in %.1f s", st->config->name, why, backoff / 1e9);
+		fbd_log_about(LOG_WARNING, st->config->name, NULL, "stream %s: %s; retrying in %.1f s", st->config->name, why, backoff / 1e9);
 		fbd_stream_set_state(st, FB_STREAM_RETRYING, why);
 		if (!fbd_stream_sleep(st, backoff))
 			break;
