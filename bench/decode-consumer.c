@@ -39,7 +39,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "decode-consumer: connect: %s\n", fb_strerror(r));
 		return 1;
 	}
-	for (int i = 0; i < 500 && (r = fb_client_subscribe(c, argv[2], FB_MODE_QUEUE, 1, &sub)) == -EAGAIN; i++) {
+	for (int i = 0;
+	     i < 500 && (r = fb_client_subscribe(c, argv[2], FB_MODE_QUEUE, 1, &sub)) == -EAGAIN;
+	     i++) {
 		struct timespec ts = {0, 10000000};
 		nanosleep(&ts, NULL);
 	}

@@ -47,14 +47,14 @@ struct options {
 
 /* Shared with the children (MAP_SHARED | MAP_ANONYMOUS). */
 struct shared {
-	_Atomic uint64_t floor_seq;          /* last floor "frame" sent, 1-based */
+	_Atomic uint64_t floor_seq; /* last floor "frame" sent, 1-based */
 	_Atomic uint32_t floor_done;
 	uint64_t received[TRANSPORTS][MAX_K];
 	uint64_t first_ns[TRANSPORTS][MAX_K];
 	uint64_t last_ns[TRANSPORTS][MAX_K];
-	uint64_t checksum[MAX_K];            /* keeps --touch reads alive */
-	/* then: uint64_t floor_stamp[frames + 1];
-	 *       uint32_t latency_ns[TRANSPORTS][K][frames]; */
+	uint64_t checksum[MAX_K]; /* keeps --touch reads alive */
+				  /* then: uint64_t floor_stamp[frames + 1];
+				   *       uint32_t latency_ns[TRANSPORTS][K][frames]; */
 };
 
 static struct shared *sh;
@@ -133,7 +133,8 @@ static void ring_child(const struct options *o, uint32_t k, struct fb_subscriber
 
 static void sleep_until(uint64_t t)
 {
-	struct timespec ts = {.tv_sec = (time_t)(t / 1000000000u), .tv_nsec = (long)(t % 1000000000u)};
+	struct timespec ts = {.tv_sec = (time_t)(t / 1000000000u),
+			      .tv_nsec = (long)(t % 1000000000u)};
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
 		;
 }
@@ -212,21 +213,27 @@ static void usage(FILE *out)
 static int parse(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
-		{"subscribers", required_argument, NULL, 'k'},
-		{"size", required_argument, NULL, 's'},
-		{"format", required_argument, NULL, 'f'},
-		{"fps", required_argument, NULL, 'r'},
-		{"frames", required_argument, NULL, 'n'},
-		{"mode", required_argument, NULL, 'm'},
-		{"slots", required_argument, NULL, 'S'},
-		{"touch", no_argument, NULL, 't'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"subscribers", required_argument, NULL, 'k'},
+	    {"size", required_argument, NULL, 's'},
+	    {"format", required_argument, NULL, 'f'},
+	    {"fps", required_argument, NULL, 'r'},
+	    {"frames", required_argument, NULL, 'n'},
+	    {"mode", required_argument, NULL, 'm'},
+	    {"slots", required_argument, NULL, 'S'},
+	    {"touch", no_argument, NULL, 't'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int c, fmt;
 
-	*o = (struct options){.k = 4, .width = 1920, .height = 1080, .format = FB_FORMAT_BGR24,
-			      .fps = 30, .frames = 300, .mode = FB_MODE_QUEUE, .slots = 8};
+	*o = (struct options){.k = 4,
+			      .width = 1920,
+			      .height = 1080,
+			      .format = FB_FORMAT_BGR24,
+			      .fps = 30,
+			      .frames = 300,
+			      .mode = FB_MODE_QUEUE,
+			      .slots = 8};
 	while ((c = getopt_long(argc, argv, "k:s:f:r:n:m:th", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
@@ -254,7 +261,8 @@ static int parse(int argc, char **argv, struct options *o)
 			break;
 		case 'm':
 			if (strcmp(optarg, "latest") && strcmp(optarg, "queue")) {
-				fprintf(stderr, "ring-bench: --mode is latest or queue, not '%s'\n", optarg);
+				fprintf(stderr, "ring-bench: --mode is latest or queue, not '%s'\n",
+					optarg);
 				return -1;
 			}
 			o->mode = strcmp(optarg, "latest") ? FB_MODE_QUEUE : FB_MODE_LATEST;
@@ -274,7 +282,8 @@ static int parse(int argc, char **argv, struct options *o)
 		}
 	}
 	if (o->k < 1 || o->k > MAX_K || o->frames < 2 || o->fps < 0) {
-		fprintf(stderr, "ring-bench: need 1 <= K <= %d, at least 2 frames and fps >= 0\n", MAX_K);
+		fprintf(stderr, "ring-bench: need 1 <= K <= %d, at least 2 frames and fps >= 0\n",
+			MAX_K);
 		return -1;
 	}
 	return 0;
@@ -291,8 +300,11 @@ int main(int argc, char **argv)
 
 	if (parse(argc, argv, &o) < 0)
 		return 2;
-	params = (struct fb_ring_params){.width = o.width, .height = o.height, .format = o.format,
-					 .slots = o.slots, .policy = FB_POLICY_DROP};
+	params = (struct fb_ring_params){.width = o.width,
+					 .height = o.height,
+					 .format = o.format,
+					 .slots = o.slots,
+					 .policy = FB_POLICY_DROP};
 	r = fb_producer_new(&params, &producer);
 	if (r < 0) {
 		fprintf(stderr, "ring-bench: cannot create the ring: %s\n", fb_strerror(r));
@@ -301,7 +313,8 @@ int main(int argc, char **argv)
 
 	size_t size = sizeof(struct shared) + sizeof(uint64_t) * (o.frames + 1) +
 		      sizeof(uint32_t) * TRANSPORTS * o.k * o.frames;
-	sh = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	sh = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE, -1,
+		  0);
 	if (sh == MAP_FAILED) {
 		perror("ring-bench: mmap");
 		return 1;
@@ -380,7 +393,8 @@ int main(int argc, char **argv)
 	       (unsigned long)o.frames, o.mode == FB_MODE_QUEUE ? "queue" : "latest", o.slots,
 	       o.touch ? ", frames read in full" : ", frames untouched");
 	if (period)
-		printf("rate: %.1f fps per transport, the two interleaved half a period apart\n", o.fps);
+		printf("rate: %.1f fps per transport, the two interleaved half a period apart\n",
+		       o.fps);
 	printf("%-15s %10s %10s %10s %12s %8s\n", "transport", "p50_us", "p99_us", "max_us",
 	       "frames/s", "lost");
 	for (int t = 0; t < TRANSPORTS; t++) {
@@ -390,7 +404,8 @@ int main(int argc, char **argv)
 	}
 	printf("ring: %lu published", (unsigned long)published);
 	if (ring_end > ring_start)
-		printf(" at %.0f frames/s", (double)published * 1e9 / (double)(ring_end - ring_start));
+		printf(" at %.0f frames/s",
+		       (double)published * 1e9 / (double)(ring_end - ring_start));
 	printf(", %lu dropped (every slot held); frames/s above is what each subscriber got\n",
 	       (unsigned long)dropped);
 	printf("ring-bench k=%u size=%ux%u fps=%.1f p50_us=%.1f p99_us=%.1f max_us=%.1f lost=%lu "

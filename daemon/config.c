@@ -35,13 +35,13 @@ struct parser {
 static void stream_defaults(struct fbd_stream_config *s)
 {
 	*s = (struct fbd_stream_config){
-		.format = FB_FORMAT_BGR24,
-		.slots = 8,
-		.policy = FB_POLICY_DROP,
-		.meta_max = 4096,
-		.retry_min_ns = NS_PER_S / 2,
-		.retry_max_ns = 30 * NS_PER_S,
-		.stall_timeout_ns = 10 * NS_PER_S,
+	    .format = FB_FORMAT_BGR24,
+	    .slots = 8,
+	    .policy = FB_POLICY_DROP,
+	    .meta_max = 4096,
+	    .retry_min_ns = NS_PER_S / 2,
+	    .retry_max_ns = 30 * NS_PER_S,
+	    .stall_timeout_ns = 10 * NS_PER_S,
 	};
 }
 
@@ -91,7 +91,8 @@ static bool parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *ret)
 
 static bool parse_bool(const char *v, bool *ret)
 {
-	if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") || !strcasecmp(v, "on"))
+	if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") ||
+	    !strcasecmp(v, "on"))
 		*ret = true;
 	else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") ||
 		 !strcasecmp(v, "off"))
@@ -129,7 +130,10 @@ static bool parse_size(const char *v, uint64_t *ret)
 	if (*v == '-' || !*v)
 		return false;
 	unsigned long long n = strtoull(v, &end, 10);
-	unsigned shift = !strcmp(end, "K") ? 10 : !strcmp(end, "M") ? 20 : !strcmp(end, "G") ? 30 : 0;
+	unsigned shift = !strcmp(end, "K")   ? 10
+			 : !strcmp(end, "M") ? 20
+			 : !strcmp(end, "G") ? 30
+					     : 0;
 	if (errno || (*end && !shift) || n > (UINT64_MAX >> shift))
 		return false;
 	*ret = (uint64_t)n << shift;
@@ -157,7 +161,7 @@ static bool set_string(char **dst, const char *v)
 }
 
 static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
 {
@@ -167,8 +171,8 @@ static int fail(struct parser *p, const char *section, const char *key, const ch
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	if (!p->failed)
-		snprintf(p->error, p->error_size, "%s:%u: [%s] %s: %s", p->path, p->line, section, key,
-			 why);
+		snprintf(p->error, p->error_size, "%s:%u: [%s] %s: %s", p->path, p->line, section,
+			 key, why);
 	p->failed = -EINVAL;
 	return 0;
 }
@@ -176,15 +180,18 @@ static int fail(struct parser *p, const char *section, const char *key, const ch
 static int daemon_key(struct parser *p, const char *section, const char *key, const char *v)
 {
 	struct fbd_config *c = p->config;
-	static const char *const levels[] = {[LOG_ERR] = "error", [LOG_WARNING] = "warning",
-					     [LOG_NOTICE] = "notice", [LOG_INFO] = "info",
+	static const char *const levels[] = {[LOG_ERR] = "error",
+					     [LOG_WARNING] = "warning",
+					     [LOG_NOTICE] = "notice",
+					     [LOG_INFO] = "info",
 					     [LOG_DEBUG] = "debug"};
 	uint64_t n;
 	uint32_t e;
 
 	if (!strcmp(key, "socket")) {
 		if (v[0] != '/' || strlen(v) >= 108)
-			return fail(p, section, key, "'%s' is not an absolute path of at most 107 bytes", v);
+			return fail(p, section, key,
+				    "'%s' is not an absolute path of at most 107 bytes", v);
 		return set_string(&c->socket_path, v) ? 1 : fail(p, section, key, "out of memory");
 	}
 	if (!strcmp(key, "socket_group"))
@@ -199,7 +206,8 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 	}
 	if (!strcmp(key, "log_level")) {
 		if (!parse_enum(v, levels, sizeof(levels) / sizeof(levels[0]), &e))
-			return fail(p, section, key, "'%s' is not one of error, warning, notice, info, debug", v);
+			return fail(p, section, key,
+				    "'%s' is not one of error, warning, notice, info, debug", v);
 		c->log_level = (int)e;
 		return 1;
 	}
@@ -217,13 +225,15 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 	}
 	if (!strcmp(key, "default_max_holds")) {
 		if (!parse_uint(v, 1, FB_MAX_SLOTS - 1, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to %d", v, FB_MAX_SLOTS - 1);
+			return fail(p, section, key, "'%s' is not a number from 1 to %d", v,
+				    FB_MAX_SLOTS - 1);
 		c->default_max_holds = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "max_streams_per_client")) {
 		if (!parse_uint(v, 0, FBD_MAX_STREAMS, &n))
-			return fail(p, section, key, "'%s' is not a number from 0 to %d", v, FBD_MAX_STREAMS);
+			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
+				    FBD_MAX_STREAMS);
 		c->max_streams_per_client = (uint32_t)n;
 		return 1;
 	}
@@ -238,10 +248,10 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 static int stream_key(struct parser *p, const char *section, const char *key, const char *v)
 {
 	struct fbd_stream_config *s = p->stream;
-	static const char *const policies[] = {[FB_POLICY_DROP] = "drop", [FB_POLICY_BLOCK] = "block"};
-	static const char *const pacings[] = {[FBD_PACING_AUTO] = "auto",
-					      [FBD_PACING_NATIVE] = "native",
-					      [FBD_PACING_FAST] = "fast"};
+	static const char *const policies[] = {
+	    [FB_POLICY_DROP] = "drop", [FB_POLICY_BLOCK] = "block"};
+	static const char *const pacings[] = {
+	    [FBD_PACING_AUTO] = "auto", [FBD_PACING_NATIVE] = "native", [FBD_PACING_FAST] = "fast"};
 	uint64_t n;
 	uint32_t e;
 	int f;
@@ -255,21 +265,23 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		return set_string(&s->input_format, v) ? 1 : fail(p, section, key, "out of memory");
 	if (!strcmp(key, "width") || !strcmp(key, "height")) {
 		if (!parse_uint(v, 1, FB_MAX_DIMENSION, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to %d", v, FB_MAX_DIMENSION);
+			return fail(p, section, key, "'%s' is not a number from 1 to %d", v,
+				    FB_MAX_DIMENSION);
 		*(key[0] == 'w' ? &s->width : &s->height) = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "format")) {
 		if ((f = fb_format_from_name(v)) < 0)
 			return fail(p, section, key,
-				    "'%s' is not one of gray8, bgr24, rgb24, bgra, nv12, yuv420p", v);
+				    "'%s' is not one of gray8, bgr24, rgb24, bgra, nv12, yuv420p",
+				    v);
 		s->format = (uint32_t)f;
 		return 1;
 	}
 	if (!strcmp(key, "slots")) {
 		if (!parse_uint(v, FB_MIN_SLOTS, FB_MAX_SLOTS, &n))
-			return fail(p, section, key, "'%s' is not a number from %d to %d", v, FB_MIN_SLOTS,
-				    FB_MAX_SLOTS);
+			return fail(p, section, key, "'%s' is not a number from %d to %d", v,
+				    FB_MIN_SLOTS, FB_MAX_SLOTS);
 		s->slots = (uint32_t)n;
 		return 1;
 	}
@@ -285,7 +297,9 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		return 1;
 	}
 	if (!strcmp(key, "loop"))
-		return parse_bool(v, &s->loop) ? 1 : fail(p, section, key, "'%s' is not true or false", v);
+		return parse_bool(v, &s->loop)
+			   ? 1
+			   : fail(p, section, key, "'%s' is not true or false", v);
 	if (!strcmp(key, "decoder_threads")) {
 		if (!parse_uint(v, 0, 64, &n))
 			return fail(p, section, key, "'%s' is not a number from 0 to 64", v);
@@ -294,21 +308,26 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	}
 	if (!strcmp(key, "meta_max")) {
 		if (!parse_uint(v, 0, FB_MAX_META, &n))
-			return fail(p, section, key, "'%s' is not a number from 0 to %d", v, FB_MAX_META);
+			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
+				    FB_MAX_META);
 		s->meta_max = (uint32_t)n;
 		return 1;
 	}
-	if (!strcmp(key, "retry_min") || !strcmp(key, "retry_max") || !strcmp(key, "stall_timeout")) {
+	if (!strcmp(key, "retry_min") || !strcmp(key, "retry_max") ||
+	    !strcmp(key, "stall_timeout")) {
 		uint64_t ns;
 		if (!parse_duration(v, &ns) || ns == 0)
-			return fail(p, section, key, "'%s' is not a duration such as 500ms, 2s or 1m", v);
-		*(!strcmp(key, "retry_min") ? &s->retry_min_ns
-		  : !strcmp(key, "retry_max") ? &s->retry_max_ns : &s->stall_timeout_ns) = ns;
+			return fail(p, section, key,
+				    "'%s' is not a duration such as 500ms, 2s or 1m", v);
+		*(!strcmp(key, "retry_min")   ? &s->retry_min_ns
+		  : !strcmp(key, "retry_max") ? &s->retry_max_ns
+					      : &s->stall_timeout_ns) = ns;
 		return 1;
 	}
 	if (!strncmp(key, "option.", 7) && key[7]) {
 		if (s->n_options == FBD_MAX_OPTIONS)
-			return fail(p, section, key, "more than %d FFmpeg options", FBD_MAX_OPTIONS);
+			return fail(p, section, key, "more than %d FFmpeg options",
+				    FBD_MAX_OPTIONS);
 		s->option_keys[s->n_options] = strdup(key + 7);
 		s->option_values[s->n_options] = strdup(v);
 		s->n_options++;
@@ -351,13 +370,16 @@ static int handler(void *user, const char *section, const char *key, const char 
 		if (!p->stream || strcmp(p->stream->name, name)) {
 			if (!stream_name_ok(name))
 				return fail(p, section, key,
-					    "stream name '%s' must be 1-%d letters, digits, '.', '_' or '-'",
+					    "stream name '%s' must be 1-%d letters, digits, '.', "
+					    "'_' or '-'",
 					    name, FB_NAME_MAX);
 			for (uint32_t i = 0; i < p->config->n_streams; i++)
 				if (!strcmp(p->config->streams[i].name, name))
-					return fail(p, section, key, "stream '%s' is defined twice", name);
+					return fail(p, section, key, "stream '%s' is defined twice",
+						    name);
 			if (p->config->n_streams == FBD_MAX_STREAMS)
-				return fail(p, section, key, "more than %d streams", FBD_MAX_STREAMS);
+				return fail(p, section, key, "more than %d streams",
+					    FBD_MAX_STREAMS);
 			p->stream = &p->config->streams[p->config->n_streams++];
 			stream_defaults(p->stream);
 			strcpy(p->stream->name, name);
@@ -376,7 +398,8 @@ static const char *check_stream(const struct fbd_stream_config *s)
 	if ((s->width == 0) != (s->height == 0))
 		return "width and height must be given together";
 	if (s->width && fb_layout_compute(s->width, s->height, s->format, &l) < 0) {
-		snprintf(why, sizeof(why), "%ux%u is not a valid size for %s (nv12 and yuv420p need even sizes)",
+		snprintf(why, sizeof(why),
+			 "%ux%u is not a valid size for %s (nv12 and yuv420p need even sizes)",
 			 s->width, s->height, fb_format_name(s->format));
 		return why;
 	}
@@ -404,14 +427,16 @@ int fbd_config_load(const char *path, struct fbd_config **ret_config, char *erro
 	r = ini_parse_stream(read_line, &p, handler, &p);
 	fclose(p.file);
 	if (r > 0 && !p.failed) {
-		snprintf(error, size, "%s:%d: syntax error (expected [section], key = value or a comment)",
-			 path, r);
+		snprintf(error, size,
+			 "%s:%d: syntax error (expected [section], key = value or a comment)", path,
+			 r);
 		p.failed = -EINVAL;
 	}
 	for (uint32_t i = 0; !p.failed && i < p.config->n_streams; i++) {
 		const char *why = check_stream(&p.config->streams[i]);
 		if (why) {
-			snprintf(error, size, "%s: [stream %s]: %s", path, p.config->streams[i].name, why);
+			snprintf(error, size, "%s: [stream %s]: %s", path,
+				 p.config->streams[i].name, why);
 			p.failed = -EINVAL;
 		}
 	}

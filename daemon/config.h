@@ -21,7 +21,7 @@ enum fbd_pacing {
 struct fbd_stream_config {
 	char name[FB_NAME_MAX + 1];
 	char *url;
-	char *input_format; /* FFmpeg demuxer name, e.g. lavfi, v4l2; NULL: probe */
+	char *input_format;     /* FFmpeg demuxer name, e.g. lavfi, v4l2; NULL: probe */
 	uint32_t width, height; /* 0: the source's own */
 	uint32_t format;
 	uint32_t slots;
@@ -40,14 +40,14 @@ struct fbd_stream_config {
 
 struct fbd_config {
 	char *socket_path;
-	char *socket_group;   /* NULL: the daemon's own group */
+	char *socket_group; /* NULL: the daemon's own group */
 	uint32_t socket_mode;
-	int log_level;        /* syslog priority: LOG_ERR .. LOG_DEBUG */
+	int log_level; /* syslog priority: LOG_ERR .. LOG_DEBUG */
 	uint32_t max_clients;
 	uint32_t max_subscriptions_per_client;
 	uint32_t default_max_holds;
-	uint32_t max_streams_per_client;        /* streams a client may publish */
-	uint64_t max_ring_memory_per_client;    /* bytes of rings it may publish */
+	uint32_t max_streams_per_client;     /* streams a client may publish */
+	uint64_t max_ring_memory_per_client; /* bytes of rings it may publish */
 	uint32_t n_streams;
 	struct fbd_stream_config streams[FBD_MAX_STREAMS];
 };

@@ -35,8 +35,8 @@ void fbd_log_set_level(int level)
 
 static void to_stderr(int level, const char *line)
 {
-	static const char *const words[] = {"emergency", "alert", "critical", "error",
-					    "warning", "notice", "info", "debug"};
+	static const char *const words[] = {"emergency", "alert",  "critical", "error",
+					    "warning",   "notice", "info",     "debug"};
 	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 	/* One write per line, whole, whichever thread logs. */

@@ -14,7 +14,7 @@ void fbd_log_set_level(int level);
 
 /* A message about stream (or NULL) and client (or NULL). */
 void fbd_log_about(int level, const char *stream, const char *client, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 #define fbd_log(level, ...) fbd_log_about(level, NULL, NULL, __VA_ARGS__)
 #define fbd_error(...) fbd_log(LOG_ERR, __VA_ARGS__)

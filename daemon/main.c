@@ -32,22 +32,22 @@ static uv_timer_t status_timer, watchdog_timer;
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: framebusd [--config FILE] [--socket PATH] [--verbose]\n"
-		     "  -c, --config FILE   configuration (default " DEFAULT_CONFIG
-		     "; without one,\n"
-		     "                      a test-pattern stream cam0)\n"
-		     "  -s, --socket PATH   listen here instead of the configured socket\n"
-		     "  -v, --verbose       log debug messages too\n");
+	fprintf(out,
+		"usage: framebusd [--config FILE] [--socket PATH] [--verbose]\n"
+		"  -c, --config FILE   configuration (default " DEFAULT_CONFIG "; without one,\n"
+		"                      a test-pattern stream cam0)\n"
+		"  -s, --socket PATH   listen here instead of the configured socket\n"
+		"  -v, --verbose       log debug messages too\n");
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"socket", required_argument, NULL, 's'},
-		{"verbose", no_argument, NULL, 'v'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"socket", required_argument, NULL, 's'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int c;
 

@@ -66,7 +66,8 @@ int fbd_published_create(const char *name, const char *owner_label, int owner_fd
 	}
 	pub->ctl = fb__map_shared_page(control_fd, sizeof(*pub->ctl), FB__CONTROL_MAGIC, &r);
 	if (!pub->ctl) {
-		snprintf(why, size, "the ring's control page failed the checks: %s", fb_strerror(r));
+		snprintf(why, size, "the ring's control page failed the checks: %s",
+			 fb_strerror(r));
 		goto fail;
 	}
 	pub->owner_fd = owner_fd;
@@ -123,8 +124,8 @@ uint32_t fbd_published_id(const struct fbd_stream *st)
 static int tell_producer(struct fbd_published *pub, uint32_t opcode, const struct remote_sub *rs,
 			 uint32_t mode, uint32_t max_holds)
 {
-	struct fb__msg_registration m = {.stream_id = pub->id, .subscriber_id = rs->id,
-					 .mode = mode, .max_holds = max_holds};
+	struct fb__msg_registration m = {
+	    .stream_id = pub->id, .subscriber_id = rs->id, .mode = mode, .max_holds = max_holds};
 	int fds[3] = {rs->slot.record_fd, rs->slot.wake_fd, rs->slot.wake_read_fd};
 	int r = fb__msg_send(pub->owner_fd, opcode, 0, &m, sizeof(m), fds,
 			     opcode == FB__OP_ADD_SUBSCRIBER ? 3 : 0);
@@ -210,11 +211,11 @@ int fbd_published_subscriber_stats(struct fbd_stream *st, uint32_t ring_id,
 	uint64_t cursor = atomic_load(&rec->cursor);
 	uint64_t last = FB__PACKED_SEQ(atomic_load(&st->published->hdr->latest));
 	*ret = (struct fb_subscriber_stats){
-		.mode = rec->mode,
-		.held = (uint32_t)__builtin_popcountll(atomic_load(&rec->held)),
-		.next_seq = cursor,
-		.lag = last >= cursor ? last - cursor + 1 : 0,
-		.missed = atomic_load(&rec->missed),
+	    .mode = rec->mode,
+	    .held = (uint32_t)__builtin_popcountll(atomic_load(&rec->held)),
+	    .next_seq = cursor,
+	    .lag = last >= cursor ? last - cursor + 1 : 0,
+	    .missed = atomic_load(&rec->missed),
 	};
 	return 0;
 }

@@ -54,7 +54,7 @@ struct fbd_client {
 static void client_close(struct fbd_client *c, const char *why);
 
 static int send_error(struct fbd_client *c, uint32_t seq, int error, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 
 static int send_error(struct fbd_client *c, uint32_t seq, int error, const char *fmt, ...)
 {
@@ -111,7 +111,8 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	if (!st)
 		return;
 	if (req->mode != FB_MODE_LATEST && req->mode != FB_MODE_QUEUE) {
-		send_error(c, seq, -EINVAL, "mode %u is neither latest (0) nor queue (1)", req->mode);
+		send_error(c, seq, -EINVAL, "mode %u is neither latest (0) nor queue (1)",
+			   req->mode);
 		return;
 	}
 	uint32_t here = 0;
@@ -119,8 +120,9 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		here += c->subs[i].stream == st;
 	/* One client may not take every subscriber place of a stream. */
 	if (here >= MAX_SUBSCRIPTIONS_PER_STREAM) {
-		send_error(c, seq, -EUSERS, "this client already has %u subscriptions to '%s', the limit",
-			   here, st->config->name);
+		send_error(c, seq, -EUSERS,
+			   "this client already has %u subscriptions to '%s', the limit", here,
+			   st->config->name);
 		return;
 	}
 	if (c->n_subs >= c->d->config->max_subscriptions_per_client) {
@@ -169,9 +171,10 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		return;
 	}
 	c->subs[c->n_subs++] = (struct subscription){
-		.id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
-	fbd_log_about(LOG_INFO, NULL, c->label, "client %s subscribed to %s (%s, holds up to %u)", c->label, st->config->name,
-		 req->mode == FB_MODE_QUEUE ? "queue" : "latest", holds);
+	    .id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
+	fbd_log_about(LOG_INFO, NULL, c->label, "client %s subscribed to %s (%s, holds up to %u)",
+		      c->label, st->config->name, req->mode == FB_MODE_QUEUE ? "queue" : "latest",
+		      holds);
 }
 
 static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
@@ -189,9 +192,9 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 			if (o->subs[i].stream != st)
 				continue;
 			int r = st->published
-					? fbd_published_subscriber_stats(st, o->subs[i].ring_id, &ss)
-				: p	? fb_producer_get_subscriber_stats(p, o->subs[i].ring_id, &ss)
-					: -ENOENT;
+				    ? fbd_published_subscriber_stats(st, o->subs[i].ring_id, &ss)
+				: p ? fb_producer_get_subscriber_stats(p, o->subs[i].ring_id, &ss)
+				    : -ENOENT;
 			if (r < 0)
 				continue;
 			struct subscription *sub = &o->subs[i];
@@ -206,13 +209,19 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 				sub->sampled_seq = ss.next_seq;
 			}
 			struct fb__msg_subscriber_stats out = {
-				.fps_out_milli = (uint32_t)(sub->fps * 1000),
-				.id = o->subs[i].id, .client_id = o->id, .mode = ss.mode,
-				.held = ss.held, .lag = ss.lag, .missed = ss.missed,
-				.next_seq = ss.next_seq,
+			    .fps_out_milli = (uint32_t)(sub->fps * 1000),
+			    .id = o->subs[i].id,
+			    .client_id = o->id,
+			    .mode = ss.mode,
+			    .held = ss.held,
+			    .lag = ss.lag,
+			    .missed = ss.missed,
+			    .next_seq = ss.next_seq,
 			};
-			snprintf(out.client, sizeof(out.client), "%.*s", (int)sizeof(out.client) - 1, o->label);
-			fb__msg_send(c->fd, FB__OP_SUBSCRIBER_STATS, seq, &out, sizeof(out), NULL, 0);
+			snprintf(out.client, sizeof(out.client), "%.*s",
+				 (int)sizeof(out.client) - 1, o->label);
+			fb__msg_send(c->fd, FB__OP_SUBSCRIBER_STATS, seq, &out, sizeof(out), NULL,
+				     0);
 		}
 	send_stream_info(c, seq, st);
 }
@@ -240,8 +249,12 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	struct fbd_stream *st;
 	int frame_fd = m->fds[0], control_fd = m->fds[1];
 	struct fb_ring_params params = {
-		.width = req->width, .height = req->height, .format = req->format,
-		.slots = req->slots, .policy = req->policy, .meta_max = req->meta_max,
+	    .width = req->width,
+	    .height = req->height,
+	    .format = req->format,
+	    .slots = req->slots,
+	    .policy = req->policy,
+	    .meta_max = req->meta_max,
 	};
 
 	m->fds[0] = m->fds[1] = -1; /* ours now */
@@ -252,12 +265,15 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 		}
 	int r = 0;
 	if (!fb__name_valid(req->name, sizeof(req->name)))
-		r = -EINVAL, snprintf(why, sizeof(why), "the stream name is empty, too long or not printable");
+		r = -EINVAL,
+		snprintf(why, sizeof(why), "the stream name is empty, too long or not printable");
 	else if (fbd_streams_find(d, req->name))
-		r = -EEXIST, snprintf(why, sizeof(why), "a stream named '%s' exists already", req->name);
+		r = -EEXIST,
+		snprintf(why, sizeof(why), "a stream named '%s' exists already", req->name);
 	else if (fb__ring_geometry_compute(&params, &geo) < 0)
-		r = -EINVAL, snprintf(why, sizeof(why), "invalid ring parameters (size, format, slots, "
-					"policy or meta_max)");
+		r = -EINVAL, snprintf(why, sizeof(why),
+				      "invalid ring parameters (size, format, slots, "
+				      "policy or meta_max)");
 	else if (mine >= d->config->max_streams_per_client || d->n_streams >= FBD_MAX_STREAMS)
 		r = -EUSERS, snprintf(why, sizeof(why), "this client may publish %u streams",
 				      d->config->max_streams_per_client);
@@ -285,8 +301,9 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	d->streams[d->n_streams++] = st;
 	struct fb__msg_id reply = {.id = fbd_published_id(st)};
 	fb__msg_send(c->fd, FB__OP_CREATED, seq, &reply, sizeof(reply), NULL, 0);
-	fbd_log_about(LOG_INFO, name, NULL, "stream %s: published by %s, %ux%u %s, %u slots", name, c->label, params.width,
-		 params.height, fb_format_name(params.format), params.slots);
+	fbd_log_about(LOG_INFO, name, NULL, "stream %s: published by %s, %ux%u %s, %u slots", name,
+		      c->label, params.width, params.height, fb_format_name(params.format),
+		      params.slots);
 }
 
 static void handle_destroy(struct fbd_client *c, const struct fb__msg *m)
@@ -325,7 +342,8 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 			return false;
 		}
 		if (!fb__name_valid(h->name, sizeof(h->name))) {
-			send_error(c, seq, -EINVAL, "the client name is empty, too long or not printable");
+			send_error(c, seq, -EINVAL,
+				   "the client name is empty, too long or not printable");
 			return false;
 		}
 		c->said_hello = true;
@@ -333,9 +351,10 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 		snprintf(c->label, sizeof(c->label), "%s[%d]", c->name, (int)c->cred.pid);
 		struct fb__msg_hello reply = {.version = FB__PROTOCOL_VERSION, .client_id = c->id};
 		fb__name_set(reply.name, sizeof(reply.name), "framebusd");
-		fbd_log_about(LOG_INFO, NULL, c->label, "client %s connected (uid %u, gid %u)", c->label, (unsigned)c->cred.uid,
-			 (unsigned)c->cred.gid);
-		return fb__msg_send(c->fd, FB__OP_HELLO_REPLY, seq, &reply, sizeof(reply), NULL, 0) >= 0;
+		fbd_log_about(LOG_INFO, NULL, c->label, "client %s connected (uid %u, gid %u)",
+			      c->label, (unsigned)c->cred.uid, (unsigned)c->cred.gid);
+		return fb__msg_send(c->fd, FB__OP_HELLO_REPLY, seq, &reply, sizeof(reply), NULL,
+				    0) >= 0;
 	}
 	case FB__OP_LIST:
 		for (uint32_t i = 0; i < c->d->n_streams; i++)
@@ -343,7 +362,7 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 		return fb__msg_send(c->fd, FB__OP_DONE, seq, NULL, 0, NULL, 0) >= 0;
 	case FB__OP_INFO: {
 		struct fbd_stream *st =
-			find_stream(c, seq, m->body.name.name, sizeof(m->body.name.name));
+		    find_stream(c, seq, m->body.name.name, sizeof(m->body.name.name));
 		if (st)
 			send_stream_info(c, seq, st);
 		return true;
@@ -354,8 +373,9 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 	case FB__OP_UNSUBSCRIBE:
 		for (uint32_t i = 0; i < c->n_subs; i++)
 			if (c->subs[i].id == m->body.id.id) {
-				fbd_log_about(LOG_INFO, NULL, c->label, "client %s unsubscribed from %s", c->label,
-					 c->subs[i].stream->config->name);
+				fbd_log_about(LOG_INFO, NULL, c->label,
+					      "client %s unsubscribed from %s", c->label,
+					      c->subs[i].stream->config->name);
 				drop_subscription(c, i);
 				return fb__msg_send(c->fd, FB__OP_DONE, seq, NULL, 0, NULL, 0) >= 0;
 			}
@@ -400,7 +420,8 @@ static void on_client(uv_poll_t *poll, int status, int events)
 	}
 	if (status < 0) {
 		/* POLLERR: the peer reset the connection with messages unread. */
-		client_close(c, status == UV_EBADF ? "its connection was reset" : uv_strerror(status));
+		client_close(c,
+			     status == UV_EBADF ? "its connection was reset" : uv_strerror(status));
 		return;
 	}
 	/* A bounded batch per wake-up: one chatty client cannot starve the
@@ -411,7 +432,8 @@ static void on_client(uv_poll_t *poll, int status, int events)
 			 * it until it does (writable means it read some). */
 			c->paused = true;
 			uv_poll_start(&c->poll, UV_WRITABLE | UV_DISCONNECT, on_client);
-			fbd_log_about(LOG_DEBUG, NULL, c->label, "client %s: replies unread, pausing its requests", c->label);
+			fbd_log_about(LOG_DEBUG, NULL, c->label,
+				      "client %s: replies unread, pausing its requests", c->label);
 			return;
 		}
 		int r = fb__msg_recv(c->fd, &m);
@@ -526,8 +548,9 @@ static int bind_socket(struct fbd_daemon *d, const char *path)
 			    connect(probe, (struct sockaddr *)&addr, sizeof(addr)) == 0;
 		close(probe);
 		if (!S_ISSOCK(st.st_mode) || live) {
-			fbd_error("%s: %s", path, live ? "another framebusd listens there"
-							: "exists and is not a socket");
+			fbd_error("%s: %s", path,
+				  live ? "another framebusd listens there"
+				       : "exists and is not a socket");
 			close(fd);
 			return -EADDRINUSE;
 		}
@@ -565,7 +588,8 @@ int fbd_server_start(struct fbd_daemon *d)
 	} else {
 		if (n > 0)
 			fbd_warning("ignoring %d descriptors from systemd: want one listening "
-				    "SOCK_SEQPACKET Unix socket", n);
+				    "SOCK_SEQPACKET Unix socket",
+				    n);
 		r = bind_socket(d, path);
 		if (r < 0)
 			return r;
@@ -622,6 +646,7 @@ void fbd_server_forget_stream(struct fbd_daemon *d, struct fbd_stream *st, const
 		for (uint32_t i = c->n_subs; i-- > 0;)
 			if (c->subs[i].stream == st) {
 				send_event(c, st, c->subs[i].id, FB_STREAM_REMOVED, detail);
-				c->subs[i] = c->subs[--c->n_subs]; /* its ring goes with the stream */
+				c->subs[i] =
+				    c->subs[--c->n_subs]; /* its ring goes with the stream */
 			}
 }

@@ -30,7 +30,7 @@ struct source {
 	AVFrame *frame;
 	int video;
 	bool paced;
-	uint64_t last_io_ns;    /* for the stall timeout */
+	uint64_t last_io_ns; /* for the stall timeout */
 	uint64_t pace_origin_ns;
 	int64_t pace_origin_pts;
 	uint64_t frames;
@@ -87,7 +87,9 @@ static int open_input(struct source *s, char *why, size_t size)
 	r = avformat_open_input(&s->fmt, s->cfg->url, ifmt, &opts);
 	if (r >= 0 && av_dict_count(opts) > 0) {
 		const AVDictionaryEntry *e = av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX);
-		fbd_log_about(LOG_WARNING, s->cfg->name, NULL, "stream %s: FFmpeg ignored option %s=%s", s->cfg->name, e->key, e->value);
+		fbd_log_about(LOG_WARNING, s->cfg->name, NULL,
+			      "stream %s: FFmpeg ignored option %s=%s", s->cfg->name, e->key,
+			      e->value);
 	}
 	av_dict_free(&opts);
 	if (r < 0) {
@@ -101,9 +103,9 @@ static int open_input(struct source *s, char *why, size_t size)
 	}
 	r = av_find_best_stream(s->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
 	if (r < 0) {
-		snprintf(why, size, "%s", r == AVERROR_DECODER_NOT_FOUND
-						  ? "no decoder for its video codec"
-						  : "no video stream in the input");
+		snprintf(why, size, "%s",
+			 r == AVERROR_DECODER_NOT_FOUND ? "no decoder for its video codec"
+							: "no video stream in the input");
 		return r;
 	}
 	s->video = r;
@@ -121,8 +123,8 @@ static int open_input(struct source *s, char *why, size_t size)
 		describe(why, size, "cannot open the decoder", r);
 		return r;
 	}
-	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d)", s->cfg->name, s->cfg->url, codec->name,
-		 s->dec->width, s->dec->height);
+	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d)", s->cfg->name,
+		      s->cfg->url, codec->name, s->dec->width, s->dec->height);
 	return 0;
 }
 
@@ -136,8 +138,8 @@ static void pace(struct source *s, int64_t pts)
 		s->pace_origin_ns = now_ns();
 		return;
 	}
-	uint64_t due = s->pace_origin_ns +
-		       (uint64_t)av_rescale_q(pts - s->pace_origin_pts, tb, (AVRational){1, 1000000000});
+	uint64_t due = s->pace_origin_ns + (uint64_t)av_rescale_q(pts - s->pace_origin_pts, tb,
+								  (AVRational){1, 1000000000});
 	uint64_t now = now_ns();
 	if (due > now)
 		fbd_stream_sleep(s->st, due - now);
@@ -162,8 +164,8 @@ static int deliver(struct source *s, char *why, size_t size)
 	}
 	const struct fb_layout *l = fb_producer_get_layout(p);
 	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
-				      (int)l->height, fb_av_pixel_format(l->format), SWS_BILINEAR, NULL, NULL,
-				      NULL);
+				      (int)l->height, fb_av_pixel_format(l->format), SWS_BILINEAR,
+				      NULL, NULL, NULL);
 	if (!s->sws) {
 		snprintf(why, size, "libswscale cannot convert %s %dx%d to %s",
 			 av_get_pix_fmt_name(in->format), in->width, in->height,
@@ -176,7 +178,8 @@ static int deliver(struct source *s, char *why, size_t size)
 		return 0;
 
 	do
-		r = fb_producer_acquire(p, s->cfg->policy == FB_POLICY_BLOCK ? ACQUIRE_SLICE_MS : 0, &out);
+		r = fb_producer_acquire(p, s->cfg->policy == FB_POLICY_BLOCK ? ACQUIRE_SLICE_MS : 0,
+					&out);
 	while (r == -ETIMEDOUT && !atomic_load(&s->st->stop));
 	if (r == -ENOBUFS || r == -ETIMEDOUT)
 		return 0; /* dropped (counted by the ring), or stopping */

@@ -71,12 +71,12 @@ int fbd_stream_ring(struct fbd_stream *st, uint32_t width, uint32_t height,
 		return 0;
 	}
 	struct fb_ring_params params = {
-		.width = st->config->width ? st->config->width : width,
-		.height = st->config->height ? st->config->height : height,
-		.format = st->config->format,
-		.slots = st->config->slots,
-		.policy = st->config->policy,
-		.meta_max = st->config->meta_max,
+	    .width = st->config->width ? st->config->width : width,
+	    .height = st->config->height ? st->config->height : height,
+	    .format = st->config->format,
+	    .slots = st->config->slots,
+	    .policy = st->config->policy,
+	    .meta_max = st->config->meta_max,
 	};
 	/* A source's own size may be odd; the subsampled formats need even
 	 * sizes, so round down. */
@@ -96,9 +96,11 @@ int fbd_stream_ring(struct fbd_stream *st, uint32_t width, uint32_t height,
 	st->width = params.width;
 	st->height = params.height;
 	pthread_mutex_unlock(&st->lock);
-	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame", st->config->name, params.slots, params.width, params.height,
-		 fb_format_name(params.format), params.policy == FB_POLICY_BLOCK ? "block" : "drop",
-		 params.meta_max);
+	fbd_log_about(LOG_INFO, st->config->name, NULL,
+		      "stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame",
+		      st->config->name, params.slots, params.width, params.height,
+		      fb_format_name(params.format),
+		      params.policy == FB_POLICY_BLOCK ? "block" : "drop", params.meta_max);
 	*ret_producer = p;
 	return 0;
 }
@@ -116,7 +118,8 @@ static void *stream_thread(void *arg)
 		if (atomic_load(&st->stop))
 			break;
 		if (r == 0 && !st->config->loop) {
-			fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: end of %s", st->config->name, st->config->url);
+			fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: end of %s",
+				      st->config->name, st->config->url);
 			fbd_stream_set_state(st, FB_STREAM_ENDED, "end of input");
 			fb_producer *p = fbd_stream_producer(st);
 			if (p)
@@ -129,11 +132,14 @@ static void *stream_thread(void *arg)
 		 * the shortest wait. */
 		if (now_ns() - started > st->config->retry_max_ns)
 			backoff = st->config->retry_min_ns;
-		fbd_log_about(LOG_WARNING, st->config->name, NULL, "stream %s: %s; retrying in %.1f s", st->config->name, why, backoff / 1e9);
+		fbd_log_about(LOG_WARNING, st->config->name, NULL,
+			      "stream %s: %s; retrying in %.1f s", st->config->name, why,
+			      backoff / 1e9);
 		fbd_stream_set_state(st, FB_STREAM_RETRYING, why);
 		if (!fbd_stream_sleep(st, backoff))
 			break;
-		backoff = backoff * 2 > st->config->retry_max_ns ? st->config->retry_max_ns : backoff * 2;
+		backoff =
+		    backoff * 2 > st->config->retry_max_ns ? st->config->retry_max_ns : backoff * 2;
 	}
 	return NULL;
 }

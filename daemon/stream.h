@@ -30,11 +30,11 @@ struct fbd_stream {
 	/* Wakes the source thread's sleeps (backoff, pacing) on stop. */
 	pthread_cond_t wake;
 
-	pthread_mutex_t lock; /* guards everything below */
+	pthread_mutex_t lock;  /* guards everything below */
 	fb_producer *producer; /* set once, when the geometry is known */
 	uint32_t width, height;
-	uint32_t state;         /* enum fb_stream_state */
-	bool state_changed;     /* not yet told to subscribers */
+	uint32_t state;     /* enum fb_stream_state */
+	bool state_changed; /* not yet told to subscribers */
 	uint32_t retries;
 	char detail[FB__ERROR_TEXT_MAX];
 

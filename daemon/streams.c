@@ -29,18 +29,20 @@ static int start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
 {
 	struct fbd_stream *st;
 	if (d->n_streams == FBD_MAX_STREAMS) {
-		fbd_log_about(LOG_ERR, c->name, NULL, "stream %s: not started: the daemon already runs %d streams", c->name,
-			  FBD_MAX_STREAMS);
+		fbd_log_about(LOG_ERR, c->name, NULL,
+			      "stream %s: not started: the daemon already runs %d streams", c->name,
+			      FBD_MAX_STREAMS);
 		return -EUSERS;
 	}
 	int r = fbd_stream_start(c, notify_loop, &d->state_async, &st);
 	if (r < 0) {
-		fbd_log_about(LOG_ERR, c->name, NULL, "stream %s: cannot start: %s", c->name, fb_strerror(r));
+		fbd_log_about(LOG_ERR, c->name, NULL, "stream %s: cannot start: %s", c->name,
+			      fb_strerror(r));
 		return r;
 	}
 	d->streams[d->n_streams++] = st;
-	fbd_log_about(LOG_INFO, c->name, NULL, "stream %s: started (%s%s%s)", c->name, c->input_format ? c->input_format : "",
-		 c->input_format ? " " : "", c->url);
+	fbd_log_about(LOG_INFO, c->name, NULL, "stream %s: started (%s%s%s)", c->name,
+		      c->input_format ? c->input_format : "", c->input_format ? " " : "", c->url);
 	return 0;
 }
 
@@ -48,7 +50,8 @@ static void stop_one(struct fbd_daemon *d, uint32_t i, const char *why)
 {
 	struct fbd_stream *st = d->streams[i];
 	fbd_server_forget_stream(d, st, why);
-	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: stopped (%s)", st->config->name, why);
+	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: stopped (%s)", st->config->name,
+		      why);
 	fbd_stream_free(st);
 	d->streams[i] = d->streams[--d->n_streams];
 }
@@ -95,7 +98,10 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 	for (uint32_t j = 0; j < config->n_streams; j++) {
 		struct fbd_stream *st = fbd_streams_find(d, config->streams[j].name);
 		if (st && st->published)
-			fbd_log_about(LOG_ERR, config->streams[j].name, NULL, "stream %s: not started: a client publishes a stream of that name", config->streams[j].name);
+			fbd_log_about(
+			    LOG_ERR, config->streams[j].name, NULL,
+			    "stream %s: not started: a client publishes a stream of that name",
+			    config->streams[j].name);
 		else if (!st)
 			start_one(d, &config->streams[j]);
 	}

@@ -59,14 +59,14 @@ static void queue_registration(fb_client *c, struct fb__msg *msg)
 		if (!pub || pub->stream_id != msg->body.registration.stream_id)
 			continue;
 		struct registration *grown =
-			realloc(pub->pending, (pub->n_pending + 1) * sizeof(*grown));
+		    realloc(pub->pending, (pub->n_pending + 1) * sizeof(*grown));
 		if (!grown)
 			break;
 		pub->pending = grown;
 		grown[pub->n_pending++] = (struct registration){
-			.opcode = msg->header.opcode,
-			.msg = msg->body.registration,
-			.fds = {msg->fds[0], msg->fds[1], msg->fds[2]},
+		    .opcode = msg->header.opcode,
+		    .msg = msg->body.registration,
+		    .fds = {msg->fds[0], msg->fds[1], msg->fds[2]},
 		};
 		return;
 	}
@@ -74,14 +74,15 @@ static void queue_registration(fb_client *c, struct fb__msg *msg)
 }
 
 static const char *state_names[] = {
-	[FB_STREAM_STARTING] = "starting", [FB_STREAM_RUNNING] = "running",
-	[FB_STREAM_RETRYING] = "retrying", [FB_STREAM_ENDED] = "ended",
-	[FB_STREAM_REMOVED] = "removed",
+    [FB_STREAM_STARTING] = "starting", [FB_STREAM_RUNNING] = "running",
+    [FB_STREAM_RETRYING] = "retrying", [FB_STREAM_ENDED] = "ended",
+    [FB_STREAM_REMOVED] = "removed",
 };
 
 FB_EXPORT const char *fb_stream_state_name(uint32_t state)
 {
-	return state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state] : "unknown";
+	return state < sizeof(state_names) / sizeof(state_names[0]) ? state_names[state]
+								    : "unknown";
 }
 
 static void deliver_event(fb_client *c, const struct fb__msg_stream_event *e)
@@ -91,7 +92,7 @@ static void deliver_event(fb_client *c, const struct fb__msg_stream_event *e)
 		return;
 	if (c->in_pump) {
 		struct fb__msg_stream_event *grown =
-			realloc(c->deferred, (c->n_deferred + 1) * sizeof(*grown));
+		    realloc(c->deferred, (c->n_deferred + 1) * sizeof(*grown));
 		if (grown) {
 			c->deferred = grown;
 			grown[c->n_deferred++] = *e;
@@ -167,7 +168,8 @@ static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg)
 			 * and end a subscription nobody holds. */
 			if (msg->header.opcode == FB__OP_SUBSCRIBED) {
 				struct fb__msg_id req = {.id = msg->body.subscribed.id};
-				fb__msg_send(c->fd, FB__OP_UNSUBSCRIBE, 0, &req, sizeof(req), NULL, 0);
+				fb__msg_send(c->fd, FB__OP_UNSUBSCRIBE, 0, &req, sizeof(req), NULL,
+					     0);
 			}
 			fb__msg_close_fds(msg);
 			if ((int32_t)(msg->header.seq - seq) < 0)
@@ -345,7 +347,8 @@ FB_EXPORT int fb_client_list_streams(fb_client *c, struct fb_stream_info **ret_s
 	if (!c || !ret_streams || !ret_n)
 		return -EINVAL;
 	r = request(c, FB__OP_LIST, NULL, 0, &seq);
-	while (r >= 0 && (r = reply(c, seq, &msg)) >= 0 && msg.header.opcode == FB__OP_STREAM_INFO) {
+	while (r >= 0 && (r = reply(c, seq, &msg)) >= 0 &&
+	       msg.header.opcode == FB__OP_STREAM_INFO) {
 		struct fb_stream_info *grown = append(list, &n, sizeof(*list));
 		if (!grown) {
 			r = -ENOMEM;
@@ -408,8 +411,13 @@ FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
 		}
 		list = grown;
 		list[n - 1] = (struct fb_subscription_info){
-			.id = m->id, .mode = m->mode, .held = m->held, .lag = m->lag,
-			.missed = m->missed, .next_seq = m->next_seq, .fps = m->fps_out_milli / 1000.0,
+		    .id = m->id,
+		    .mode = m->mode,
+		    .held = m->held,
+		    .lag = m->lag,
+		    .missed = m->missed,
+		    .next_seq = m->next_seq,
+		    .fps = m->fps_out_milli / 1000.0,
 		};
 		snprintf(list[n - 1].client, sizeof(list[n - 1].client), "%.*s",
 			 (int)sizeof(m->client), m->client);
@@ -463,7 +471,8 @@ FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mod
 		fb_subscriber_fds_close(&fds);
 		unsubscribe_id(c, msg.body.subscribed.id);
 		snprintf(c->last_error, sizeof(c->last_error),
-			 "the daemon's ring for '%s' failed the checks: %s", stream, fb_strerror(r));
+			 "the daemon's ring for '%s' failed the checks: %s", stream,
+			 fb_strerror(r));
 		return r;
 	}
 	fb__subscriber_set_id(sub, msg.body.subscribed.id);
@@ -496,9 +505,9 @@ static void pump(void *data)
 	for (uint32_t i = 0; i < pub->n_pending; i++) {
 		struct registration *g = &pub->pending[i];
 		if (g->opcode == FB__OP_ADD_SUBSCRIBER)
-			fb__producer_register_locked(pub->producer, g->msg.subscriber_id, g->msg.mode,
-						     g->msg.max_holds, g->fds[0], g->fds[1],
-						     g->fds[2]);
+			fb__producer_register_locked(pub->producer, g->msg.subscriber_id,
+						     g->msg.mode, g->msg.max_holds, g->fds[0],
+						     g->fds[1], g->fds[2]);
 		else
 			fb__producer_unregister_locked(pub->producer, g->msg.subscriber_id);
 	}
@@ -538,7 +547,8 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 	fb__producer_get_fds(p, &fds[0], &fds[1]);
 	c->last_error[0] = '\0';
 	seq = ++c->seq ? c->seq : ++c->seq;
-	r = c->gone ? -ECONNRESET : fb__msg_send(c->fd, FB__OP_CREATE_STREAM, seq, &req, sizeof(req), fds, 2);
+	r = c->gone ? -ECONNRESET
+		    : fb__msg_send(c->fd, FB__OP_CREATE_STREAM, seq, &req, sizeof(req), fds, 2);
 	if (r >= 0)
 		r = reply(c, seq, &msg);
 	if (r >= 0 && msg.header.opcode != FB__OP_CREATED)

@@ -15,12 +15,9 @@ struct format_desc {
 };
 
 static const struct format_desc formats[] = {
-	[FB_FORMAT_GRAY8] = {"gray8", 1, 1, false},
-	[FB_FORMAT_BGR24] = {"bgr24", 3, 1, false},
-	[FB_FORMAT_RGB24] = {"rgb24", 3, 1, false},
-	[FB_FORMAT_BGRA] = {"bgra", 4, 1, false},
-	[FB_FORMAT_NV12] = {"nv12", 1, 2, true},
-	[FB_FORMAT_YUV420P] = {"yuv420p", 1, 3, true},
+    [FB_FORMAT_GRAY8] = {"gray8", 1, 1, false}, [FB_FORMAT_BGR24] = {"bgr24", 3, 1, false},
+    [FB_FORMAT_RGB24] = {"rgb24", 3, 1, false}, [FB_FORMAT_BGRA] = {"bgra", 4, 1, false},
+    [FB_FORMAT_NV12] = {"nv12", 1, 2, true},    [FB_FORMAT_YUV420P] = {"yuv420p", 1, 3, true},
 };
 
 static const struct format_desc *format_lookup(uint32_t format)

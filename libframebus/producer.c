@@ -217,19 +217,19 @@ FB_EXPORT int fb_producer_new(const struct fb_ring_params *params, fb_producer *
 	(void)madvise(p->data, p->geo.slot_size * params->slots, MADV_HUGEPAGE);
 
 	*p->hdr = (struct fb__ring_header){
-		.magic = FB__RING_MAGIC,
-		.version = FB__RING_VERSION,
-		.header_size = sizeof(struct fb__ring_header),
-		.width = params->width,
-		.height = params->height,
-		.format = params->format,
-		.slots = params->slots,
-		.policy = params->policy,
-		.meta_max = params->meta_max,
-		.meta_offset = p->geo.meta_offset,
-		.data_offset = p->geo.data_offset,
-		.slot_size = p->geo.slot_size,
-		.total_size = p->geo.total_size,
+	    .magic = FB__RING_MAGIC,
+	    .version = FB__RING_VERSION,
+	    .header_size = sizeof(struct fb__ring_header),
+	    .width = params->width,
+	    .height = params->height,
+	    .format = params->format,
+	    .slots = params->slots,
+	    .policy = params->policy,
+	    .meta_max = params->meta_max,
+	    .meta_offset = p->geo.meta_offset,
+	    .data_offset = p->geo.data_offset,
+	    .slot_size = p->geo.slot_size,
+	    .total_size = p->geo.total_size,
 	};
 
 	r = fb__memfd_create("framebus-control", CONTROL_SIZE, false);
@@ -325,7 +325,7 @@ FB_EXPORT int fb_producer_acquire(fb_producer *p, int timeout_ms, struct fb_fram
 		} else {
 			uint64_t deadline = timeout_ms < 0 ? 0
 							   : fb__now_ns(CLOCK_MONOTONIC) +
-								     (uint64_t)timeout_ms * 1000000u;
+								 (uint64_t)timeout_ms * 1000000u;
 			slot = wait_for_slot(p, deadline);
 		}
 	}
@@ -421,11 +421,11 @@ static int insert_sub(struct fb_producer *p, const struct fb__subscriber_slot *s
 	if (i == FB_MAX_SUBSCRIBERS)
 		return -EUSERS;
 	p->subs[i] = (struct sub_entry){
-		.slot = *slot,
-		.mode = mode,
-		.max_holds = max_holds,
-		.generation = (p->subs[i].generation + 1) & 0xffffffu,
-		.remote_id = remote_id,
+	    .slot = *slot,
+	    .mode = mode,
+	    .max_holds = max_holds,
+	    .generation = (p->subs[i].generation + 1) & 0xffffffu,
+	    .remote_id = remote_id,
 	};
 	p->subs[i].slot.record_fd = -1; /* the mapping is all we keep */
 	p->n_subs++;
@@ -522,10 +522,10 @@ FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats 
 		return;
 	pthread_mutex_lock((pthread_mutex_t *)&p->lock);
 	*ret_stats = (struct fb_ring_stats){
-		.published = p->published,
-		.dropped = p->dropped,
-		.subscribers = p->n_subs,
-		.held = (uint32_t)__builtin_popcountll(held_slots(p)),
+	    .published = p->published,
+	    .dropped = p->dropped,
+	    .subscribers = p->n_subs,
+	    .held = (uint32_t)__builtin_popcountll(held_slots(p)),
 	};
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 }
@@ -543,11 +543,12 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 	}
 	uint64_t cursor = atomic_load(&s->slot.record->cursor);
 	*ret_stats = (struct fb_subscriber_stats){
-		.mode = s->mode,
-		.held = (uint32_t)__builtin_popcountll(atomic_load(&s->slot.record->held) & p->slot_mask),
-		.next_seq = cursor,
-		.lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
-		.missed = atomic_load(&s->slot.record->missed),
+	    .mode = s->mode,
+	    .held =
+		(uint32_t)__builtin_popcountll(atomic_load(&s->slot.record->held) & p->slot_mask),
+	    .next_seq = cursor,
+	    .lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
+	    .missed = atomic_load(&s->slot.record->missed),
 	};
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 	return 0;
@@ -564,8 +565,8 @@ void fb__producer_set_pump(fb_producer *p, void (*pump)(void *data), void *data)
 int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mode,
 				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd)
 {
-	struct fb__subscriber_slot slot = {.record_fd = -1, .wake_fd = wake_fd,
-					   .wake_read_fd = wake_read_fd};
+	struct fb__subscriber_slot slot = {
+	    .record_fd = -1, .wake_fd = wake_fd, .wake_read_fd = wake_read_fd};
 	uint32_t id;
 	int r = 0;
 
@@ -579,7 +580,7 @@ int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mo
 			r = -EPROTO;
 	}
 	if (r == 0 && !(slot.record = fb__map_shared_page(record_fd, sizeof(struct fb__record),
-							   FB__RECORD_MAGIC, &r)))
+							  FB__RECORD_MAGIC, &r)))
 		r = r ? r : -EPROTO;
 	if (r == 0)
 		r = insert_sub(p, &slot, mode, max_holds, remote_id, &id);

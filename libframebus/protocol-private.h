@@ -16,7 +16,7 @@
 #define FB__PROTOCOL_VERSION 1u
 #define FB__MSG_MAX 4096u
 #define FB__MSG_MAX_FDS 4u
-#define FB__NAME_MAX 64u    /* stream and client names, NUL included */
+#define FB__NAME_MAX 64u /* stream and client names, NUL included */
 #define FB__ERROR_TEXT_MAX 192u
 
 enum fb__opcode {
@@ -26,23 +26,25 @@ enum fb__opcode {
 	FB__OP_INFO = 3,        /* fb__msg_name -> FB__OP_STREAM_INFO */
 	FB__OP_SUBSCRIBE = 4,   /* fb__msg_subscribe -> FB__OP_SUBSCRIBED + 4 fds */
 	FB__OP_UNSUBSCRIBE = 5, /* fb__msg_id -> FB__OP_DONE */
-	FB__OP_STATS = 6,       /* fb__msg_name -> FB__OP_SUBSCRIBER_STATS x N, then FB__OP_STREAM_INFO */
-	FB__OP_CREATE_STREAM = 7,  /* fb__msg_create_stream + frame and control memfds -> FB__OP_CREATED */
+	FB__OP_STATS = 6, /* fb__msg_name -> FB__OP_SUBSCRIBER_STATS x N, then FB__OP_STREAM_INFO */
+	FB__OP_CREATE_STREAM =
+	    7, /* fb__msg_create_stream + frame and control memfds -> FB__OP_CREATED */
 	FB__OP_DESTROY_STREAM = 8, /* fb__msg_id (stream id) -> FB__OP_DONE */
 
 	/* replies: daemon -> client */
-	FB__OP_HELLO_REPLY = 64, /* fb__msg_hello */
-	FB__OP_DONE = 65,        /* no payload */
-	FB__OP_ERROR = 66,       /* fb__msg_error */
-	FB__OP_STREAM_INFO = 67, /* fb__msg_stream_info */
-	FB__OP_SUBSCRIBED = 68,  /* fb__msg_subscribed + 4 fds */
+	FB__OP_HELLO_REPLY = 64,      /* fb__msg_hello */
+	FB__OP_DONE = 65,             /* no payload */
+	FB__OP_ERROR = 66,            /* fb__msg_error */
+	FB__OP_STREAM_INFO = 67,      /* fb__msg_stream_info */
+	FB__OP_SUBSCRIBED = 68,       /* fb__msg_subscribed + 4 fds */
 	FB__OP_SUBSCRIBER_STATS = 69, /* fb__msg_subscriber_stats */
-	FB__OP_CREATED = 70,     /* fb__msg_id: the new stream's id */
+	FB__OP_CREATED = 70,          /* fb__msg_id: the new stream's id */
 
 	/* events: daemon -> client, seq 0 */
 	FB__OP_STREAM_EVENT = 128, /* fb__msg_stream_event */
 	/* to the producer of a stream a client publishes */
-	FB__OP_ADD_SUBSCRIBER = 129,    /* fb__msg_registration + record, wake pipe write and read ends */
+	FB__OP_ADD_SUBSCRIBER =
+	    129, /* fb__msg_registration + record, wake pipe write and read ends */
 	FB__OP_REMOVE_SUBSCRIBER = 130, /* fb__msg_registration */
 };
 
@@ -89,12 +91,12 @@ struct fb__msg_stream_info {
 	char name[FB__NAME_MAX];
 	char source[FB__NAME_MAX * 2]; /* url, truncated; "client:NAME" for published streams */
 	uint32_t width, height, format, slots, policy, meta_max;
-	uint32_t state;       /* enum fb_stream_state */
+	uint32_t state; /* enum fb_stream_state */
 	uint32_t subscribers;
 	uint64_t published;
 	uint64_t dropped;
-	uint32_t fps_in_milli;  /* frames published per second over the last interval, x1000 */
-	uint32_t retries;       /* consecutive failed attempts to open the source */
+	uint32_t fps_in_milli; /* frames published per second over the last interval, x1000 */
+	uint32_t retries;      /* consecutive failed attempts to open the source */
 	char detail[FB__ERROR_TEXT_MAX]; /* why it is retrying or ended */
 };
 

@@ -64,10 +64,8 @@ uint32_t fb__msg_fd_count(uint32_t opcode)
 int fb__msg_send(int sock, uint32_t opcode, uint32_t seq, const void *payload, size_t size,
 		 const int *fds, uint32_t n_fds)
 {
-	struct fb__msg_header h = {.opcode = opcode,
-				   .size = (uint32_t)(sizeof(h) + size),
-				   .seq = seq,
-				   .n_fds = n_fds};
+	struct fb__msg_header h = {
+	    .opcode = opcode, .size = (uint32_t)(sizeof(h) + size), .seq = seq, .n_fds = n_fds};
 	struct iovec iov[2] = {{.iov_base = &h, .iov_len = sizeof(h)},
 			       {.iov_base = (void *)payload, .iov_len = size}};
 	union {
@@ -93,7 +91,8 @@ int fb__msg_send(int sock, uint32_t opcode, uint32_t seq, const void *payload, s
 		n = sendmsg(sock, &m, MSG_NOSIGNAL);
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
-		return errno == ECONNREFUSED || errno == EPIPE ? -ECONNRESET : -errno; /* peer gone */
+		return errno == ECONNREFUSED || errno == EPIPE ? -ECONNRESET
+							       : -errno; /* peer gone */
 	return n == (ssize_t)h.size ? 0 : -EPROTO;
 }
 

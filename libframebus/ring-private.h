@@ -35,7 +35,7 @@
 /* latest and log entries pack a sequence number and a slot index. */
 #define FB__PACK(seq, slot) (((uint64_t)(seq) << 8) | (uint64_t)(slot))
 #define FB__PACKED_SEQ(v) ((v) >> 8)
-#define FB__PACKED_SLOT(v) ((uint32_t)((v) & 0xffu))
+#define FB__PACKED_SLOT(v) ((uint32_t)((v)&0xffu))
 
 /* Metadata of one slot.  Written by the producer only, while it owns the
  * slot; read by subscribers only while they hold it. */
@@ -106,9 +106,9 @@ struct fb__record {
 	uint32_t version;
 	uint32_t mode;
 	uint32_t max_holds;
-	_Atomic uint64_t held FB__ALIGNED; /* bit i: slot i is held */
-	_Atomic uint64_t cursor;           /* the next seq it will read */
-	_Atomic uint64_t missed;           /* frames it lost by falling behind */
+	_Atomic uint64_t held FB__ALIGNED;  /* bit i: slot i is held */
+	_Atomic uint64_t cursor;            /* the next seq it will read */
+	_Atomic uint64_t missed;            /* frames it lost by falling behind */
 	_Atomic uint32_t armed FB__ALIGNED; /* enum fb__armed, and a futex */
 	_Atomic uint32_t revoked;           /* set by the producer when it drops us */
 	_Atomic uint32_t ended;             /* set by the daemon when the producer died */

@@ -42,7 +42,8 @@ int fb__ring_geometry_compute(const struct fb_ring_params *params,
 	/* Dimensions are bounded by FB_MAX_DIMENSION, so none of this can
 	 * overflow 64 bits: at most 64 slots of 16384 * 16384 * 4 bytes. */
 	g.meta_offset = align_up64(sizeof(struct fb__ring_header), FB__CACHELINE);
-	g.data_offset = align_up64(g.meta_offset + (uint64_t)params->meta_max * params->slots, PAGE);
+	g.data_offset =
+	    align_up64(g.meta_offset + (uint64_t)params->meta_max * params->slots, PAGE);
 	g.slot_size = align_up64(g.layout.frame_size, PAGE);
 	g.total_size = g.data_offset + g.slot_size * params->slots;
 	*ret_geometry = g;
@@ -86,7 +87,8 @@ int fb__memfd_create(const char *name, uint64_t size, bool allow_sealing_writes)
 		errno = r;
 		goto fail;
 	}
-	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | (allow_sealing_writes ? 0 : F_SEAL_SEAL)) < 0)
+	if (fcntl(fd, F_ADD_SEALS,
+		  F_SEAL_SHRINK | F_SEAL_GROW | (allow_sealing_writes ? 0 : F_SEAL_SEAL)) < 0)
 		goto fail;
 	return fd;
 fail:
@@ -139,12 +141,12 @@ int fb__ring_map_readonly(int fd, bool header_only, struct fb_ring_params *ret_p
 	if (h == MAP_FAILED)
 		return -errno;
 	params = (struct fb_ring_params){
-		.width = h->width,
-		.height = h->height,
-		.format = h->format,
-		.slots = h->slots,
-		.policy = h->policy,
-		.meta_max = h->meta_max,
+	    .width = h->width,
+	    .height = h->height,
+	    .format = h->format,
+	    .slots = h->slots,
+	    .policy = h->policy,
+	    .meta_max = h->meta_max,
 	};
 	if (h->magic != FB__RING_MAGIC || h->version != FB__RING_VERSION ||
 	    h->header_size != sizeof(*h) || fb__ring_geometry_compute(&params, &g) < 0 ||
@@ -236,10 +238,10 @@ int fb__subscriber_slot_fds(const struct fb__subscriber_slot *s, int frame_fd, i
 			    struct fb_subscriber_fds *ret_fds)
 {
 	struct fb_subscriber_fds fds = {
-		.frame_fd = fcntl(frame_fd, F_DUPFD_CLOEXEC, 3),
-		.control_fd = fcntl(control_fd, F_DUPFD_CLOEXEC, 3),
-		.record_fd = fcntl(s->record_fd, F_DUPFD_CLOEXEC, 3),
-		.wake_fd = fcntl(s->wake_read_fd, F_DUPFD_CLOEXEC, 3),
+	    .frame_fd = fcntl(frame_fd, F_DUPFD_CLOEXEC, 3),
+	    .control_fd = fcntl(control_fd, F_DUPFD_CLOEXEC, 3),
+	    .record_fd = fcntl(s->record_fd, F_DUPFD_CLOEXEC, 3),
+	    .wake_fd = fcntl(s->wake_read_fd, F_DUPFD_CLOEXEC, 3),
 	};
 	if (fds.frame_fd < 0 || fds.control_fd < 0 || fds.record_fd < 0 || fds.wake_fd < 0) {
 		int r = -errno;

@@ -155,14 +155,13 @@ static int daemon_fd_count(const struct daemon *d)
 	return n;
 }
 
-static const char *lavfi_config =
-	"[stream bars]\n"
-	"url = testsrc2=size=320x240:rate=50\n"
-	"input_format = lavfi\n"
-	"width = 320\n"
-	"height = 240\n"
-	"format = bgr24\n"
-	"slots = 6\n";
+static const char *lavfi_config = "[stream bars]\n"
+				  "url = testsrc2=size=320x240:rate=50\n"
+				  "input_format = lavfi\n"
+				  "width = 320\n"
+				  "height = 240\n"
+				  "format = bgr24\n"
+				  "slots = 6\n";
 
 TestSuite(daemon, .timeout = 60);
 
@@ -183,8 +182,8 @@ Test(daemon, lavfi_stream_serves_whole_frames_in_order)
 	free(list);
 	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
 
-	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_QUEUE, 2, &sub), 0,
-		     "%s", fb_client_last_error(c));
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_QUEUE, 2, &sub), 0, "%s",
+		     fb_client_last_error(c));
 	const struct fb_layout *l = fb_subscriber_get_layout(sub);
 	cr_assert_eq(l->width, 320);
 	cr_assert_eq(l->height, 240);
@@ -262,7 +261,8 @@ Test(daemon, h264_file_decodes_then_ends)
 	cr_assert_eq(r, -EPIPE, "the end of the file: %s", fb_strerror(r));
 	cr_assert_geq(frames, 40, "only %d of 50 frames", frames);
 	struct fb_stream_info info = wait_state(c, "file", FB_STREAM_ENDED, 5);
-	cr_assert_eq(info.published, 50, "published %llu of 50", (unsigned long long)info.published);
+	cr_assert_eq(info.published, 50, "published %llu of 50",
+		     (unsigned long long)info.published);
 	fb_subscriber_free(sub);
 	fb_client_free(c);
 	stop(&d);
@@ -274,7 +274,8 @@ Test(daemon, shipped_config_serves_cam0)
 {
 	struct daemon d;
 	char text[16384];
-	snprintf(text, sizeof(text), "%s", read_file(FRAMEBUS_SOURCE_ROOT "/config/framebusd.conf"));
+	snprintf(text, sizeof(text), "%s",
+		 read_file(FRAMEBUS_SOURCE_ROOT "/config/framebusd.conf"));
 	cr_assert(strstr(text, "[stream cam0]"));
 	start(&d, text);
 	fb_client *c = client(&d);
@@ -293,27 +294,27 @@ struct bad_config {
 Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 {
 	static const struct bad_config cases[] = {
-		{"[daemon]\nbogus = 1\n", "framebusd.conf:2: [daemon] bogus: unknown key"},
-		{"[stream a]\nurl = x\nslots = 1\n",
-		 "framebusd.conf:3: [stream a] slots: '1' is not a number from 2 to 64"},
-		{"[stream a]\nurl = x\nformat = rgb48\n",
-		 "framebusd.conf:3: [stream a] format: 'rgb48' is not one of gray8, bgr24"},
-		{"[stream a]\nurl = x\npolicy = wait\n",
-		 "framebusd.conf:3: [stream a] policy: 'wait' is not drop or block"},
-		{"[stream a]\nurl = x\nretry_min = soon\n",
-		 "[stream a] retry_min: 'soon' is not a duration"},
-		{"# comment\n[stream a b]\nurl = x\n",
-		 "framebusd.conf:3: [stream a b] url: stream name 'a b' must be"},
-		{"[stream a]\nwidth = 640\nheight = 480\n", "framebusd.conf: [stream a]: no url"},
-		{"[stream a]\nurl = x\nwidth = 641\nheight = 480\nformat = nv12\n",
-		 "641x480 is not a valid size for nv12"},
-		{"[cameras]\nx = 1\n", "[cameras] x: unknown section"},
-		{"[daemon]\nsocket_mode = 999\n", "socket_mode: '999' is not an octal mode"},
-		{"[stream a]\nurl = x\n[stream a]\nurl = y\n",
-		 "framebusd.conf:4: [stream a] url: given twice"},
-		{"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
-		 "[stream a] slots: stream 'a' is defined twice"},
-		{"[daemon\n", "framebusd.conf:1: syntax error"},
+	    {"[daemon]\nbogus = 1\n", "framebusd.conf:2: [daemon] bogus: unknown key"},
+	    {"[stream a]\nurl = x\nslots = 1\n",
+	     "framebusd.conf:3: [stream a] slots: '1' is not a number from 2 to 64"},
+	    {"[stream a]\nurl = x\nformat = rgb48\n",
+	     "framebusd.conf:3: [stream a] format: 'rgb48' is not one of gray8, bgr24"},
+	    {"[stream a]\nurl = x\npolicy = wait\n",
+	     "framebusd.conf:3: [stream a] policy: 'wait' is not drop or block"},
+	    {"[stream a]\nurl = x\nretry_min = soon\n",
+	     "[stream a] retry_min: 'soon' is not a duration"},
+	    {"# comment\n[stream a b]\nurl = x\n",
+	     "framebusd.conf:3: [stream a b] url: stream name 'a b' must be"},
+	    {"[stream a]\nwidth = 640\nheight = 480\n", "framebusd.conf: [stream a]: no url"},
+	    {"[stream a]\nurl = x\nwidth = 641\nheight = 480\nformat = nv12\n",
+	     "641x480 is not a valid size for nv12"},
+	    {"[cameras]\nx = 1\n", "[cameras] x: unknown section"},
+	    {"[daemon]\nsocket_mode = 999\n", "socket_mode: '999' is not an octal mode"},
+	    {"[stream a]\nurl = x\n[stream a]\nurl = y\n",
+	     "framebusd.conf:4: [stream a] url: given twice"},
+	    {"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
+	     "[stream a] slots: stream 'a' is defined twice"},
+	    {"[daemon\n", "framebusd.conf:1: syntax error"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct daemon d;
@@ -346,8 +347,10 @@ Test(daemon, reload_touches_only_changed_streams)
 	const struct fb_frame *f;
 	char config[1024];
 
-	snprintf(config, sizeof(config), "%s\n[stream other]\nurl = testsrc=size=64x48:rate=25\n"
-		 "input_format = lavfi\nwidth = 64\nheight = 48\n", lavfi_config);
+	snprintf(config, sizeof(config),
+		 "%s\n[stream other]\nurl = testsrc=size=64x48:rate=25\n"
+		 "input_format = lavfi\nwidth = 64\nheight = 48\n",
+		 lavfi_config);
 	start(&d, config);
 	fb_client *c = client(&d);
 	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
@@ -359,7 +362,8 @@ Test(daemon, reload_touches_only_changed_streams)
 	fb_subscriber_release(kept, f);
 
 	/* bars unchanged, other changed, third added. */
-	snprintf(config, sizeof(config), "%s\n[stream other]\nurl = testsrc=size=64x48:rate=25\n"
+	snprintf(config, sizeof(config),
+		 "%s\n[stream other]\nurl = testsrc=size=64x48:rate=25\n"
 		 "input_format = lavfi\nwidth = 32\nheight = 24\n"
 		 "[stream third]\nurl = testsrc=size=64x48:rate=25\ninput_format = lavfi\n",
 		 lavfi_config);
@@ -646,14 +650,15 @@ Test(daemon, framebusctl_status_and_snapshot)
 	start(&d, lavfi_config);
 	fb_client *c = client(&d);
 	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
-	snprintf(cmd, sizeof(cmd), "%s --socket %s status --json > %s/status.json", FRAMEBUSCTL_PATH,
-		 d.socket, d.dir);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status --json > %s/status.json",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir);
 	cr_assert_eq(run(cmd), 0);
 	snprintf(cmd, sizeof(cmd), "%s/status.json", d.dir);
 	char *json = read_file(cmd);
 	cr_assert(strstr(json, "\"name\": \"bars\""), "%s", json);
 	cr_assert(strstr(json, "\"state\": \"running\""), "%s", json);
-	cr_assert(strstr(json, "\"width\": 320, \"height\": 240, \"format\": \"bgr24\""), "%s", json);
+	cr_assert(strstr(json, "\"width\": 320, \"height\": 240, \"format\": \"bgr24\""), "%s",
+		  json);
 	snprintf(cmd, sizeof(cmd), "%s --socket %s snapshot bars %s/snap.png >/dev/null",
 		 FRAMEBUSCTL_PATH, d.socket, d.dir);
 	cr_assert_eq(run(cmd), 0);
@@ -760,9 +765,11 @@ Test(daemon, client_published_stream_reaches_subscribers)
 		cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
 		th_fill_frame(w, fb_producer_get_layout(prod), i);
 		cr_assert_eq(fb_producer_publish(prod, w), 0);
-		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %lu", (unsigned long)i);
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %lu",
+			     (unsigned long)i);
 		cr_assert_eq(f->seq, i);
-		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)), "frame %lu", (unsigned long)i);
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)), "frame %lu",
+			  (unsigned long)i);
 		cr_assert_eq(fb_subscriber_release(sub, f), 0);
 	}
 	struct fb_stream_info info;
@@ -791,8 +798,8 @@ Test(daemon, client_published_stream_reaches_subscribers)
 
 /* A publisher process that publishes stream name forever, a frame every
  * delay_us (0: flat out); returns once the stream exists. */
-static pid_t spawn_publisher(const struct daemon *d, const char *name,
-			     struct fb_ring_params params, uint64_t delay_us)
+static pid_t spawn_publisher(const struct daemon *d, const char *name, struct fb_ring_params params,
+			     uint64_t delay_us)
 {
 	int ready[2];
 	char byte;
@@ -869,16 +876,16 @@ Test(daemon, subscribers_joining_a_flat_out_publisher_never_see_torn_frames)
 	struct daemon d;
 
 	start(&d, "");
-	pid_t pid = spawn_publisher(&d, "fast",
-				    th_params(256, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP), 0);
+	pid_t pid =
+	    spawn_publisher(&d, "fast", th_params(256, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP), 0);
 	fb_client *sc = client(&d);
 	uint64_t frames = 0;
 	for (int round = 0; round < 150; round++) {
 		fb_subscriber *sub;
 		const struct fb_frame *f;
 		uint32_t mode = round % 2 ? FB_MODE_QUEUE : FB_MODE_LATEST;
-		cr_assert_eq(fb_client_subscribe(sc, "fast", mode, 1, &sub), 0, "round %d: %s", round,
-			     fb_client_last_error(sc));
+		cr_assert_eq(fb_client_subscribe(sc, "fast", mode, 1, &sub), 0, "round %d: %s",
+			     round, fb_client_last_error(sc));
 		for (int i = 0; i < 20; i++) {
 			cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "round %d", round);
 			cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)),
@@ -964,24 +971,27 @@ Test(daemon, http_udp_and_rtsp_sources)
 	char config[1024], cmd[512];
 	int port = free_port() + 1;
 
-	snprintf(config, sizeof(config),
-		 "[stream http]\nurl = http://127.0.0.1:%d/live.ts\nretry_min = 200ms\nretry_max = 1s\n"
-		 "[stream udp]\nurl = udp://127.0.0.1:%d\ninput_format = mpegts\nretry_min = 200ms\n"
-		 "retry_max = 1s\noption.timeout = 2000000\n"
-		 "[stream rtsp]\nurl = rtsp://127.0.0.1:%d/live\noption.rtsp_flags = listen\n",
-		 port, port + 1, port + 2);
-	snprintf(cmd, sizeof(cmd),
-		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=96x64:rate=25 -t 20 "
-		 "-c:v mpeg2video -f mpegts -listen 1 http://127.0.0.1:%d/live.ts >/dev/null 2>&1 & "
-		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=112x64:rate=25 -t 20 "
-		 "-c:v mpeg2video -f mpegts udp://127.0.0.1:%d >/dev/null 2>&1 &",
-		 port, port + 1);
+	snprintf(
+	    config, sizeof(config),
+	    "[stream http]\nurl = http://127.0.0.1:%d/live.ts\nretry_min = 200ms\nretry_max = 1s\n"
+	    "[stream udp]\nurl = udp://127.0.0.1:%d\ninput_format = mpegts\nretry_min = 200ms\n"
+	    "retry_max = 1s\noption.timeout = 2000000\n"
+	    "[stream rtsp]\nurl = rtsp://127.0.0.1:%d/live\noption.rtsp_flags = listen\n",
+	    port, port + 1, port + 2);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=96x64:rate=25 -t 20 "
+	    "-c:v mpeg2video -f mpegts -listen 1 http://127.0.0.1:%d/live.ts >/dev/null 2>&1 & "
+	    "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=112x64:rate=25 -t 20 "
+	    "-c:v mpeg2video -f mpegts udp://127.0.0.1:%d >/dev/null 2>&1 &",
+	    port, port + 1);
 	cr_assert_eq(run(cmd), 0);
 	start(&d, config);
-	snprintf(cmd, sizeof(cmd),
-		 "sleep 0.5; ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=128x96:rate=25 -t 20 "
-		 "-c:v mpeg2video -f rtsp rtsp://127.0.0.1:%d/live >/dev/null 2>&1 &",
-		 port + 2);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "sleep 0.5; ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=128x96:rate=25 -t 20 "
+	    "-c:v mpeg2video -f rtsp rtsp://127.0.0.1:%d/live >/dev/null 2>&1 &",
+	    port + 2);
 	cr_assert_eq(run(cmd), 0);
 	fb_client *c = client(&d);
 	struct fb_stream_info rtsp = wait_state(c, "rtsp", FB_STREAM_RUNNING, 15);
@@ -998,8 +1008,10 @@ Test(daemon, http_udp_and_rtsp_sources)
 	fb_subscriber_free(sub);
 	fb_client_free(c);
 	stop(&d);
-	snprintf(cmd, sizeof(cmd), "pkill -f '127.0.0.1:%d' ; pkill -f '127.0.0.1:%d'; "
-		 "pkill -f '127.0.0.1:%d'; true", port, port + 1, port + 2);
+	snprintf(cmd, sizeof(cmd),
+		 "pkill -f '127.0.0.1:%d' ; pkill -f '127.0.0.1:%d'; "
+		 "pkill -f '127.0.0.1:%d'; true",
+		 port, port + 1, port + 2);
 	run(cmd);
 }
 
@@ -1039,7 +1051,7 @@ Test(daemon, a_client_that_never_reads_is_paused)
 	close(fd);
 	th_sleep_us(300000);
 	cr_assert_eq(daemon_fd_count(&d), baseline, "descriptors left after the hog went");
-	cr_assert(strstr(read_file(d.log), "client hog[") , "%s", read_file(d.log));
+	cr_assert(strstr(read_file(d.log), "client hog["), "%s", read_file(d.log));
 	fb_client_free(good);
 	stop(&d);
 }
@@ -1104,7 +1116,8 @@ Test(daemon, one_client_cannot_take_every_place)
 	fb_client *hog = client(&d), *other = client(&d);
 	wait_state(hog, "bars", FB_STREAM_RUNNING, 10);
 	for (int i = 0; i < 16; i++)
-		cr_assert_eq(fb_client_subscribe(hog, "bars", FB_MODE_LATEST, 1, &subs[i]), 0, "%d", i);
+		cr_assert_eq(fb_client_subscribe(hog, "bars", FB_MODE_LATEST, 1, &subs[i]), 0, "%d",
+			     i);
 	cr_assert_eq(fb_client_subscribe(hog, "bars", FB_MODE_LATEST, 1, &subs[16]), -EUSERS);
 	cr_assert(strstr(fb_client_last_error(hog), "16 subscriptions to 'bars'"), "%s",
 		  fb_client_last_error(hog));
@@ -1137,8 +1150,9 @@ Test(daemon, reload_with_a_full_stream_table)
 		}
 	}
 	fb_client *c = client(&d);
-	write_file(d.config, "[daemon]\nmax_streams_per_client = 16\n"
-			     "[stream extra]\nurl = testsrc=size=32x32:rate=5\ninput_format = lavfi\n");
+	write_file(d.config,
+		   "[daemon]\nmax_streams_per_client = 16\n"
+		   "[stream extra]\nurl = testsrc=size=32x32:rate=5\ninput_format = lavfi\n");
 	kill(d.pid, SIGHUP);
 	th_sleep_us(500000);
 	struct fb_stream_info info;
@@ -1170,11 +1184,13 @@ Test(daemon, waiting_for_a_slow_subscriber_is_not_a_stall)
 	cr_assert_not_null(mkdtemp(files));
 	snprintf(cmd, sizeof(cmd),
 		 "ffmpeg -loglevel error -y -f lavfi -i testsrc=size=320x240:rate=25 -frames:v 150 "
-		 "-c:v rawvideo -pix_fmt yuv420p %s/f.nut", files);
+		 "-c:v rawvideo -pix_fmt yuv420p %s/f.nut",
+		 files);
 	cr_assert_eq(run(cmd), 0);
 	snprintf(config, sizeof(config),
 		 "[stream f]\nurl = %s/f.nut\nwidth = 64\nheight = 48\npolicy = block\n"
-		 "pacing = fast\nstall_timeout = 1s\nslots = 3\n", files);
+		 "pacing = fast\nstall_timeout = 1s\nslots = 3\n",
+		 files);
 	start(&d, config);
 	fb_client *c = client(&d);
 	cr_assert_eq(fb_client_subscribe(c, "f", FB_MODE_QUEUE, 1, &sub), 0);
@@ -1276,7 +1292,8 @@ Test(daemon, events_are_not_delivered_inside_a_producer_call)
 	write_file(d.config, "");
 	kill(d.pid, SIGHUP); /* bars goes: an event for pc */
 	th_sleep_us(400000);
-	cr_assert_eq(fb_client_subscribe(sc, "out", FB_MODE_QUEUE, 1, &sub), 0); /* a registration */
+	cr_assert_eq(fb_client_subscribe(sc, "out", FB_MODE_QUEUE, 1, &sub),
+		     0); /* a registration */
 
 	seen.in_acquire = true;
 	cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
@@ -1307,7 +1324,8 @@ static int connect_as_nobody(const struct daemon *d, gid_t gid, bool in_group)
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		gid_t groups[1] = {gid};
-		if (setgroups(in_group ? 1 : 0, groups) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+		if (setgroups(in_group ? 1 : 0, groups) < 0 || setgid(65534) < 0 ||
+		    setuid(65534) < 0)
 			_exit(2);
 		fb_client *c;
 		int r = fb_client_connect(d->socket, "nobody", &c);
@@ -1315,7 +1333,8 @@ static int connect_as_nobody(const struct daemon *d, gid_t gid, bool in_group)
 		_exit(0);
 	}
 	int r = 1;
-	cr_assert_eq(read(pipefd[0], &r, sizeof(r)), (ssize_t)sizeof(r), "the child could not drop privileges");
+	cr_assert_eq(read(pipefd[0], &r, sizeof(r)), (ssize_t)sizeof(r),
+		     "the child could not drop privileges");
 	th_wait(pid);
 	close(pipefd[0]);
 	close(pipefd[1]);

@@ -16,17 +16,17 @@ struct expect {
 
 /* Strides are the plane's row bytes rounded up to 64; planes follow each other. */
 static const struct expect cases[] = {
-	{FB_FORMAT_GRAY8, 1920, 1080, 1, {1920}, {1080}},
-	{FB_FORMAT_GRAY8, 641, 481, 1, {704}, {481}},
-	{FB_FORMAT_BGR24, 1920, 1080, 1, {5760}, {1080}},
-	{FB_FORMAT_BGR24, 3840, 2160, 1, {11520}, {2160}},
-	{FB_FORMAT_BGR24, 33, 7, 1, {128}, {7}},
-	{FB_FORMAT_RGB24, 1280, 720, 1, {3840}, {720}},
-	{FB_FORMAT_BGRA, 100, 10, 1, {448}, {10}},
-	{FB_FORMAT_NV12, 1920, 1080, 2, {1920, 1920}, {1080, 540}},
-	{FB_FORMAT_NV12, 98, 50, 2, {128, 128}, {50, 25}},
-	{FB_FORMAT_YUV420P, 1920, 1080, 3, {1920, 960, 960}, {1080, 540, 540}},
-	{FB_FORMAT_YUV420P, 130, 2, 3, {192, 128, 128}, {2, 1, 1}},
+    {FB_FORMAT_GRAY8, 1920, 1080, 1, {1920}, {1080}},
+    {FB_FORMAT_GRAY8, 641, 481, 1, {704}, {481}},
+    {FB_FORMAT_BGR24, 1920, 1080, 1, {5760}, {1080}},
+    {FB_FORMAT_BGR24, 3840, 2160, 1, {11520}, {2160}},
+    {FB_FORMAT_BGR24, 33, 7, 1, {128}, {7}},
+    {FB_FORMAT_RGB24, 1280, 720, 1, {3840}, {720}},
+    {FB_FORMAT_BGRA, 100, 10, 1, {448}, {10}},
+    {FB_FORMAT_NV12, 1920, 1080, 2, {1920, 1920}, {1080, 540}},
+    {FB_FORMAT_NV12, 98, 50, 2, {128, 128}, {50, 25}},
+    {FB_FORMAT_YUV420P, 1920, 1080, 3, {1920, 960, 960}, {1080, 540, 540}},
+    {FB_FORMAT_YUV420P, 130, 2, 3, {192, 128, 128}, {2, 1, 1}},
 };
 
 Test(format, layout_of_every_format)
@@ -34,14 +34,16 @@ Test(format, layout_of_every_format)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		const struct expect *e = &cases[i];
 		struct fb_layout l;
-		cr_assert_eq(fb_layout_compute(e->width, e->height, e->format, &l), 0, "case %zu", i);
+		cr_assert_eq(fb_layout_compute(e->width, e->height, e->format, &l), 0, "case %zu",
+			     i);
 		cr_assert_eq(l.n_planes, e->n_planes, "case %zu", i);
 		cr_assert_eq(l.width, e->width);
 		cr_assert_eq(l.height, e->height);
 		cr_assert_eq(l.format, e->format);
 		uint64_t off = 0;
 		for (uint32_t p = 0; p < l.n_planes; p++) {
-			cr_assert_eq(l.stride[p], e->stride[p], "case %zu plane %u: %u", i, p, l.stride[p]);
+			cr_assert_eq(l.stride[p], e->stride[p], "case %zu plane %u: %u", i, p,
+				     l.stride[p]);
 			cr_assert_eq(l.stride[p] % 64, 0);
 			cr_assert_eq(l.plane_height[p], e->rows[p], "case %zu plane %u", i, p);
 			cr_assert_eq(l.offset[p], off, "case %zu plane %u", i, p);

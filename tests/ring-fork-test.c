@@ -291,7 +291,8 @@ Test(ring_fork, sigkill_of_holding_subscribers_leaves_no_slot_pinned)
 		pinned_rounds += st.held > 0;
 
 		kill(pid, SIGKILL);
-		cr_assert_eq(th_wait(pid), 128 + SIGKILL, "round %d: the child died on its own", round);
+		cr_assert_eq(th_wait(pid), 128 + SIGKILL, "round %d: the child died on its own",
+			     round);
 		cr_assert_eq(fb_producer_remove_subscriber(p, id), 0);
 		fb_producer_get_stats(p, &st);
 		cr_assert_eq(st.held, 0, "round %d: %u slots still pinned", round, st.held);

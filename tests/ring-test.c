@@ -80,8 +80,8 @@ static uint64_t publish(fb_producer *p)
 Test(ring, publish_acquire_release_every_format)
 {
 	for (uint32_t fmt = FB_FORMAT_GRAY8; fmt <= FB_FORMAT_YUV420P; fmt++) {
-		struct pair pr = make_pair(th_params(96, 54, fmt, 4, FB_POLICY_DROP),
-					   FB_MODE_QUEUE, 2);
+		struct pair pr =
+		    make_pair(th_params(96, 54, fmt, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 		const struct fb_frame *f;
 		const struct fb_layout *l = fb_subscriber_get_layout(pr.sub);
 
@@ -112,8 +112,8 @@ Test(ring, publish_acquire_release_every_format)
 
 Test(ring, latest_mode_returns_newest_and_counts_skipped)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_LATEST, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_LATEST, 2);
 	const struct fb_frame *f;
 
 	for (int i = 0; i < 3; i++)
@@ -149,8 +149,8 @@ Test(ring, new_subscriber_sees_current_frame)
 
 Test(ring, queue_mode_in_order_then_resumes_at_oldest)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	const struct fb_frame *f;
 	struct fb_subscriber_stats st;
 
@@ -187,8 +187,8 @@ Test(ring, queue_mode_in_order_then_resumes_at_oldest)
 
 Test(ring, hold_limit_is_enforced)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	const struct fb_frame *a, *b, *c;
 
 	for (int i = 0; i < 3; i++)
@@ -207,8 +207,8 @@ Test(ring, hold_limit_is_enforced)
 
 Test(ring, release_misuse_is_refused)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	const struct fb_frame *f;
 	struct fb_frame stranger = {0};
 
@@ -276,7 +276,7 @@ Test(ring, ring_larger_than_memory_fails_cleanly)
 	fb_producer *p = NULL;
 	/* 64 slots of 16384 x 16384 BGRA: 64 GiB, more than this host has. */
 	struct fb_ring_params huge =
-		th_params(FB_MAX_DIMENSION, FB_MAX_DIMENSION, FB_FORMAT_BGRA, 64, FB_POLICY_DROP);
+	    th_params(FB_MAX_DIMENSION, FB_MAX_DIMENSION, FB_FORMAT_BGRA, 64, FB_POLICY_DROP);
 	int r = fb_producer_new(&huge, &p);
 	cr_assert(r == -ENOMEM || r == -ENOSPC, "got %d", r);
 	cr_assert_null(p);
@@ -284,8 +284,8 @@ Test(ring, ring_larger_than_memory_fails_cleanly)
 
 Test(ring, drop_policy_reuses_unheld_slots_then_drops)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	fb_subscriber *other = add_sub(pr.producer, FB_MODE_LATEST, 1, NULL);
 	const struct fb_frame *a, *b, *c;
 	struct fb_frame *w;
@@ -317,8 +317,8 @@ Test(ring, drop_policy_reuses_unheld_slots_then_drops)
 
 Test(ring, block_policy_waits_for_queue_subscribers)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK),
-				   FB_MODE_QUEUE, 1);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK), FB_MODE_QUEUE, 1);
 	fb_subscriber *latest = add_sub(pr.producer, FB_MODE_LATEST, 1, NULL);
 	const struct fb_frame *f;
 	struct fb_frame *w;
@@ -354,8 +354,8 @@ Test(ring, block_policy_waits_for_queue_subscribers)
 
 Test(ring, removing_a_subscriber_returns_its_slots)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_BLOCK), FB_MODE_QUEUE, 2);
 	const struct fb_frame *f;
 	struct fb_frame *w;
 	struct fb_ring_stats st;
@@ -399,8 +399,8 @@ Test(ring, too_many_subscribers)
 
 Test(ring, end_of_stream_after_the_last_frame)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	const struct fb_frame *f;
 
 	publish(pr.producer);
@@ -422,8 +422,8 @@ Test(ring, end_of_stream_after_the_last_frame)
 
 Test(ring, fd_is_pollable_and_rearms)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	struct pollfd pfd = {.fd = fb_subscriber_get_fd(pr.sub), .events = POLLIN};
 	const struct fb_frame *f;
 
@@ -443,8 +443,8 @@ Test(ring, fd_is_pollable_and_rearms)
 
 Test(ring, blocking_acquire_times_out)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_LATEST, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_LATEST, 2);
 	const struct fb_frame *f;
 	uint64_t t0 = th_now_ns();
 
@@ -456,8 +456,8 @@ Test(ring, blocking_acquire_times_out)
 /* A subscriber's mapping is read-only and cannot be made writable. */
 Test(ring, subscriber_cannot_map_frames_writable)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_LATEST, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_LATEST, 2);
 	struct fb_subscriber_fds fds;
 	uint32_t id;
 
@@ -484,8 +484,8 @@ static void on_fault(int sig)
 
 Test(ring, subscriber_write_to_a_frame_faults)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_LATEST, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_LATEST, 2);
 	struct sigaction sa = {.sa_handler = on_fault}, old_sa;
 	const struct fb_frame *f;
 
@@ -544,8 +544,8 @@ Test(ring, attach_checks_what_it_is_given)
 
 Test(ring, removed_subscriber_is_told)
 {
-	struct pair pr = make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP),
-				   FB_MODE_QUEUE, 2);
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 2);
 	const struct fb_frame *f;
 
 	publish(pr.producer);
@@ -609,7 +609,8 @@ Test(ring, sparse_ring_memory_is_refused)
 	cr_assert_eq(ftruncate(sparse, st.st_size), 0);
 	cr_assert_eq(pwrite(sparse, header, sizeof(header), 0), (ssize_t)sizeof(header));
 	cr_assert_eq(fcntl(sparse, F_ADD_SEALS,
-			   F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL), 0);
+			   F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE | F_SEAL_SEAL),
+		     0);
 	int real = fds.frame_fd;
 	fds.frame_fd = sparse;
 	cr_assert_eq(fb_subscriber_attach(&fds, &s), -EBADF);

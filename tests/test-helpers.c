@@ -128,7 +128,8 @@ uint64_t th_now_ns(void)
 
 void th_sleep_us(uint64_t us)
 {
-	struct timespec ts = {.tv_sec = (time_t)(us / 1000000u), .tv_nsec = (long)(us % 1000000u) * 1000};
+	struct timespec ts = {.tv_sec = (time_t)(us / 1000000u),
+			      .tv_nsec = (long)(us % 1000000u) * 1000};
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
 }
@@ -137,7 +138,11 @@ struct fb_ring_params th_params(uint32_t w, uint32_t h, uint32_t format, uint32_
 				uint32_t policy)
 {
 	return (struct fb_ring_params){
-		.width = w, .height = h, .format = format, .slots = slots, .policy = policy,
-		.meta_max = 64,
+	    .width = w,
+	    .height = h,
+	    .format = format,
+	    .slots = slots,
+	    .policy = policy,
+	    .meta_max = 64,
 	};
 }

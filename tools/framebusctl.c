@@ -35,9 +35,9 @@ static fb_client *connect_or_die(void)
 	fb_client *c;
 	int r = fb_client_connect(socket_path, "framebusctl", &c);
 	if (r < 0) {
-		const char *path = socket_path ? socket_path
+		const char *path = socket_path                 ? socket_path
 				   : getenv("FRAMEBUS_SOCKET") ? getenv("FRAMEBUS_SOCKET")
-								: FB_DEFAULT_SOCKET;
+							       : FB_DEFAULT_SOCKET;
 		fprintf(stderr, "framebusctl: cannot connect to framebusd at %s: %s\n", path,
 			fb_strerror(r));
 		exit(1);
@@ -90,8 +90,10 @@ static int cmd_status(int argc, char **argv)
 			json_string(s->name);
 			printf(", \"source\": ");
 			json_string(s->source);
-			printf(", \"state\": \"%s\", \"width\": %u, \"height\": %u, \"format\": \"%s\", "
-			       "\"slots\": %u, \"policy\": \"%s\", \"fps\": %.2f, \"published\": %llu, "
+			printf(", \"state\": \"%s\", \"width\": %u, \"height\": %u, \"format\": "
+			       "\"%s\", "
+			       "\"slots\": %u, \"policy\": \"%s\", \"fps\": %.2f, \"published\": "
+			       "%llu, "
 			       "\"dropped\": %llu, \"retries\": %u, \"detail\": ",
 			       fb_stream_state_name(s->state), s->width, s->height,
 			       s->width ? fb_format_name(s->format) : "", s->slots,
@@ -103,11 +105,11 @@ static int cmd_status(int argc, char **argv)
 			for (size_t j = 0; j < n_subs; j++) {
 				printf("%s{\"id\": %u, \"client\": ", j ? ", " : "", subs[j].id);
 				json_string(subs[j].client);
-				printf(", \"mode\": \"%s\", \"fps\": %.2f, \"held\": %u, \"lag\": %llu, "
+				printf(", \"mode\": \"%s\", \"fps\": %.2f, \"held\": %u, \"lag\": "
+				       "%llu, "
 				       "\"missed\": %llu}",
-				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest", subs[j].fps,
-				       subs[j].held,
-				       (unsigned long long)subs[j].lag,
+				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest",
+				       subs[j].fps, subs[j].held, (unsigned long long)subs[j].lag,
 				       (unsigned long long)subs[j].missed);
 			}
 			printf("]}");
@@ -126,10 +128,11 @@ static int cmd_status(int argc, char **argv)
 				printf("  retries    %u\n", s->retries);
 			printf("  subscribers %zu\n", n_subs);
 			for (size_t j = 0; j < n_subs; j++)
-				printf("    #%u %-24s %-6s %5.1f fps, held %u, lag %llu, missed %llu\n",
+				printf("    #%u %-24s %-6s %5.1f fps, held %u, lag %llu, missed "
+				       "%llu\n",
 				       subs[j].id, subs[j].client,
-				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest", subs[j].fps,
-				       subs[j].held, (unsigned long long)subs[j].lag,
+				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest",
+				       subs[j].fps, subs[j].held, (unsigned long long)subs[j].lag,
 				       (unsigned long long)subs[j].missed);
 		}
 		free(subs);
@@ -169,8 +172,8 @@ static int write_png(const struct fb_frame *f, const struct fb_layout *l, const 
 	r = av_frame_get_buffer(rgb, 0);
 	if (r < 0)
 		goto out;
-	sws = sws_getContext((int)l->width, (int)l->height, fb_av_pixel_format(l->format), enc->width,
-			     enc->height, enc->pix_fmt, SWS_POINT, NULL, NULL, NULL);
+	sws = sws_getContext((int)l->width, (int)l->height, fb_av_pixel_format(l->format),
+			     enc->width, enc->height, enc->pix_fmt, SWS_POINT, NULL, NULL, NULL);
 	if (!sws) {
 		r = -EINVAL;
 		goto out;
@@ -266,9 +269,9 @@ static int cmp_u64(const void *a, const void *b)
 static int cmd_watch(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"seconds", required_argument, NULL, 'n'},
-		{"queue", no_argument, NULL, 'q'},
-		{0},
+	    {"seconds", required_argument, NULL, 'n'},
+	    {"queue", no_argument, NULL, 'q'},
+	    {0},
 	};
 	double seconds = 0;
 	uint32_t mode = FB_MODE_LATEST;
@@ -352,9 +355,9 @@ static int cmd_watch(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"socket", required_argument, NULL, 's'},
-		{"help", no_argument, NULL, 'h'},
-		{0},
+	    {"socket", required_argument, NULL, 's'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int ch;
 

@@ -89,12 +89,12 @@ enum fb_frame_flags {
 struct fb_layout {
 	uint32_t width;
 	uint32_t height;
-	uint32_t format;       /**< enum fb_format */
+	uint32_t format; /**< enum fb_format */
 	uint32_t n_planes;
-	uint32_t stride[FB_MAX_PLANES];     /**< bytes per row of each plane */
+	uint32_t stride[FB_MAX_PLANES];       /**< bytes per row of each plane */
 	uint32_t plane_height[FB_MAX_PLANES]; /**< rows of each plane */
-	uint64_t offset[FB_MAX_PLANES];     /**< plane start inside the frame */
-	uint64_t frame_size;   /**< bytes of pixel data in one frame */
+	uint64_t offset[FB_MAX_PLANES];       /**< plane start inside the frame */
+	uint64_t frame_size;                  /**< bytes of pixel data in one frame */
 };
 
 /**
@@ -156,7 +156,7 @@ struct fb_subscriber_fds {
 	int frame_fd;   /**< sealed memfd: header, slot metadata and pixels */
 	int control_fd; /**< memfd shared by all subscribers: the space semaphore */
 	int record_fd;  /**< memfd of this subscriber alone: its holds and cursor */
-	int wake_fd;   /**< read end of the pipe the producer writes for event loops */
+	int wake_fd;    /**< read end of the pipe the producer writes for event loops */
 };
 
 /** Counters of a ring, as seen by its producer. */
@@ -169,11 +169,11 @@ struct fb_ring_stats {
 
 /** Per-subscriber counters, as seen by the producer. */
 struct fb_subscriber_stats {
-	uint32_t mode;       /**< enum fb_mode */
-	uint32_t held;       /**< frames it holds right now */
-	uint64_t next_seq;   /**< the next frame it will read */
-	uint64_t lag;        /**< published frames it has not read yet */
-	uint64_t missed;     /**< frames it lost by falling behind (queue mode) */
+	uint32_t mode;     /**< enum fb_mode */
+	uint32_t held;     /**< frames it holds right now */
+	uint64_t next_seq; /**< the next frame it will read */
+	uint64_t lag;      /**< published frames it has not read yet */
+	uint64_t missed;   /**< frames it lost by falling behind (queue mode) */
 };
 
 typedef struct fb_producer fb_producer;
@@ -321,31 +321,31 @@ const char *fb_stream_state_name(uint32_t state);
 /** A stream as the daemon describes it. */
 struct fb_stream_info {
 	char name[FB_NAME_MAX + 1];
-	char source[128];     /**< its url, possibly truncated */
+	char source[128]; /**< its url, possibly truncated */
 	uint32_t width;
 	uint32_t height;
-	uint32_t format;      /**< enum fb_format */
+	uint32_t format; /**< enum fb_format */
 	uint32_t slots;
-	uint32_t policy;      /**< enum fb_policy */
+	uint32_t policy; /**< enum fb_policy */
 	uint32_t meta_max;
-	uint32_t state;       /**< enum fb_stream_state */
+	uint32_t state; /**< enum fb_stream_state */
 	uint32_t subscribers;
-	uint64_t published;   /**< frames published since the stream (re)started */
-	uint64_t dropped;     /**< publishes dropped because every slot was held */
-	double fps;           /**< frames published per second, lately */
-	uint32_t retries;     /**< consecutive failures to open or read its source */
-	char detail[192];     /**< why it is retrying or ended, else empty */
+	uint64_t published; /**< frames published since the stream (re)started */
+	uint64_t dropped;   /**< publishes dropped because every slot was held */
+	double fps;         /**< frames published per second, lately */
+	uint32_t retries;   /**< consecutive failures to open or read its source */
+	char detail[192];   /**< why it is retrying or ended, else empty */
 };
 
 /** One subscription to a stream, for status tools. */
 struct fb_subscription_info {
 	uint32_t id;
-	uint32_t mode;     /**< enum fb_mode */
-	uint32_t held;     /**< frames held right now */
-	uint64_t lag;      /**< published frames not yet read */
-	uint64_t missed;   /**< frames lost by falling behind (queue mode) */
-	uint64_t next_seq; /**< the next frame it will read */
-	double fps;        /**< frames it read per second, lately */
+	uint32_t mode;                /**< enum fb_mode */
+	uint32_t held;                /**< frames held right now */
+	uint64_t lag;                 /**< published frames not yet read */
+	uint64_t missed;              /**< frames lost by falling behind (queue mode) */
+	uint64_t next_seq;            /**< the next frame it will read */
+	double fps;                   /**< frames it read per second, lately */
 	char client[FB_NAME_MAX + 1]; /**< the client's name and pid */
 };
 
