@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1359,4 +1361,80 @@ Test(daemon, only_the_socket_group_may_connect)
 	cr_assert_eq(connect_as_nobody(&d, video->gr_gid, false), -EACCES, "outside the group");
 	cr_assert_eq(connect_as_nobody(&d, video->gr_gid, true), 0, "inside the group");
 	stop(&d);
+}
+
+/* Under systemd (JOURNAL_STREAM naming its stderr) the daemon logs to the
+ * journal with structured fields.  The journal here is a socket of the test's
+ * own, at journald's path inside a private mount namespace. */
+Test(daemon, logs_to_the_journal_with_fields)
+{
+	struct daemon d;
+	int result[2];
+
+	make_dir(&d);
+	write_file(d.config, lavfi_config);
+	cr_assert_eq(pipe(result), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		struct sockaddr_un addr = {.sun_family = AF_UNIX,
+					   .sun_path = "/run/systemd/journal/socket"};
+		if (unshare(CLONE_NEWNS) < 0 ||
+		    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+		    mount("tmpfs", "/run", "tmpfs", 0, NULL) < 0 ||
+		    system("mkdir -p /run/systemd/journal") != 0)
+			_exit(3);
+		int js = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+		if (bind(js, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+			_exit(4);
+		int log = open(d.log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		struct stat st;
+		fstat(log, &st);
+		char stream[64];
+		snprintf(stream, sizeof(stream), "%llu:%llu", (unsigned long long)st.st_dev,
+			 (unsigned long long)st.st_ino);
+		pid_t daemon_pid = fork();
+		if (daemon_pid == 0) {
+			dup2(log, STDERR_FILENO);
+			setenv("JOURNAL_STREAM", stream, 1);
+			execl(FRAMEBUSD_PATH, "framebusd", "--config", d.config, "--socket",
+			      d.socket, (char *)NULL);
+			_exit(127);
+		}
+		/* Wait for a message about the stream, then stop the daemon. */
+		char all[65536] = "";
+		size_t len = 0;
+		uint64_t until = th_now_ns() + 5000000000u;
+		struct timeval tv = {.tv_usec = 100000};
+		setsockopt(js, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		while (th_now_ns() < until && !strstr(all, "opened testsrc2")) {
+			ssize_t n = recv(js, all + len, sizeof(all) - len - 2, 0);
+			if (n > 0) {
+				len += (size_t)n;
+				all[len++] = '\n';
+			}
+		}
+		kill(daemon_pid, SIGTERM);
+		th_wait(daemon_pid);
+		(void)!write(result[1], all, len + 1);
+		_exit(0);
+	}
+	close(result[1]);
+	static char got[65536];
+	size_t len = 0;
+	ssize_t n;
+	while ((n = read(result[0], got + len, sizeof(got) - len - 1)) > 0)
+		len += (size_t)n;
+	got[len] = '\0';
+	int status = th_wait(pid);
+	cr_assert_eq(status, 0, "namespace setup failed (%d)", status);
+	cr_assert(strstr(got, "MESSAGE=stream bars: opened testsrc2"), "%s", got);
+	cr_assert(strstr(got, "FRAMEBUS_STREAM=bars"), "%s", got);
+	cr_assert(strstr(got, "PRIORITY=6"), "%s", got);
+	cr_assert(strstr(got, "SYSLOG_IDENTIFIER=framebusd"), "%s", got);
+	cr_assert_null(strstr(read_file(d.log), "opened testsrc2"), "also on stderr: %s",
+		       read_file(d.log));
+	char cmd[128];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", d.dir);
+	run(cmd);
 }
