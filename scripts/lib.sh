@@ -9,7 +9,7 @@ FRAMEBUS_PACKAGES=(
     libuv1-dev libsystemd-dev libinih-dev
     libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
     libcriterion-dev python3
-    ffmpeg bc systemd procps
+    ffmpeg bc systemd procps scdoc
 )
 
 # Install whatever of FRAMEBUS_PACKAGES is missing; silent when nothing is.
