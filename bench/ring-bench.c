@@ -402,6 +402,13 @@ int main(int argc, char **argv)
 		printf("%-15s %10.1f %10.1f %10.1f %12.0f %8lu\n", transport_name[t], res[t].p50_us,
 		       res[t].p99_us, res[t].max_us, res[t].fps, (unsigned long)res[t].lost);
 	}
+	for (int t = 0; t < TRANSPORTS; t++)
+		for (uint32_t k = 0; k < o.k; k++) {
+			uint32_t *l = lat_slot(&o, t, k);
+			uint64_t n = sh->received[t][k] < o.frames ? sh->received[t][k] : o.frames;
+			qsort(l, n, sizeof(uint32_t), cmp_u32);
+			printf("  %s sub %u p50 %.1f\n", transport_name[t], k, l[n / 2] / 1000.0);
+		}
 	printf("ring: %lu published", (unsigned long)published);
 	if (ring_end > ring_start)
 		printf(" at %.0f frames/s",

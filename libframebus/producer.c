@@ -217,19 +217,19 @@ FB_EXPORT int fb_producer_new(const struct fb_ring_params *params, fb_producer *
 	(void)madvise(p->data, p->geo.slot_size * params->slots, MADV_HUGEPAGE);
 
 	*p->hdr = (struct fb__ring_header){
-	    .magic = FB__RING_MAGIC,
-	    .version = FB__RING_VERSION,
-	    .header_size = sizeof(struct fb__ring_header),
-	    .width = params->width,
-	    .height = params->height,
-	    .format = params->format,
-	    .slots = params->slots,
-	    .policy = params->policy,
-	    .meta_max = params->meta_max,
-	    .meta_offset = p->geo.meta_offset,
-	    .data_offset = p->geo.data_offset,
-	    .slot_size = p->geo.slot_size,
-	    .total_size = p->geo.total_size,
+		.magic = FB__RING_MAGIC,
+		.version = FB__RING_VERSION,
+		.header_size = sizeof(struct fb__ring_header),
+		.width = params->width,
+		.height = params->height,
+		.format = params->format,
+		.slots = params->slots,
+		.policy = params->policy,
+		.meta_max = params->meta_max,
+		.meta_offset = p->geo.meta_offset,
+		.data_offset = p->geo.data_offset,
+		.slot_size = p->geo.slot_size,
+		.total_size = p->geo.total_size,
 	};
 
 	r = fb__memfd_create("framebus-control", CONTROL_SIZE, false);
@@ -325,7 +325,7 @@ FB_EXPORT int fb_producer_acquire(fb_producer *p, int timeout_ms, struct fb_fram
 		} else {
 			uint64_t deadline = timeout_ms < 0 ? 0
 							   : fb__now_ns(CLOCK_MONOTONIC) +
-								 (uint64_t)timeout_ms * 1000000u;
+								     (uint64_t)timeout_ms * 1000000u;
 			slot = wait_for_slot(p, deadline);
 		}
 	}
@@ -410,22 +410,14 @@ static int insert_sub(struct fb_producer *p, const struct fb__subscriber_slot *s
 	uint32_t i;
 	for (i = 0; i < FB_MAX_SUBSCRIBERS && p->subs[i].slot.record; i++)
 		;
-	/* Full: drop remote subscribers the daemon revoked but whose removal
-	 * never reached us (our socket was full).  Their holds are cleared
-	 * already; a subscriber revoking itself only loses its own place. */
-	for (uint32_t j = 0; i == FB_MAX_SUBSCRIBERS && j < FB_MAX_SUBSCRIBERS; j++)
-		if (p->subs[j].remote_id && atomic_load(&p->subs[j].slot.record->revoked)) {
-			drop_sub(p, &p->subs[j], false);
-			i = j;
-		}
 	if (i == FB_MAX_SUBSCRIBERS)
 		return -EUSERS;
 	p->subs[i] = (struct sub_entry){
-	    .slot = *slot,
-	    .mode = mode,
-	    .max_holds = max_holds,
-	    .generation = (p->subs[i].generation + 1) & 0xffffffu,
-	    .remote_id = remote_id,
+		.slot = *slot,
+		.mode = mode,
+		.max_holds = max_holds,
+		.generation = (p->subs[i].generation + 1) & 0xffffffu,
+		.remote_id = remote_id,
 	};
 	p->subs[i].slot.record_fd = -1; /* the mapping is all we keep */
 	p->n_subs++;
@@ -467,9 +459,13 @@ FB_EXPORT int fb_producer_add_subscriber(fb_producer *p, uint32_t mode, uint32_t
 		pthread_mutex_unlock(&p->lock);
 		return r;
 	}
-	r = fb__subscriber_slot_fds(&slot, p->frame_fd, p->control_fd, &fds);
-	if (r == 0)
-		r = insert_sub(p, &slot, mode, max_holds, 0, ret_id);
+	fds.frame_fd = fcntl(p->frame_fd, F_DUPFD_CLOEXEC, 3);
+	fds.control_fd = fcntl(p->control_fd, F_DUPFD_CLOEXEC, 3);
+	fds.record_fd = fcntl(slot.record_fd, F_DUPFD_CLOEXEC, 3);
+	fds.wake_fd = fcntl(slot.wake_read_fd, F_DUPFD_CLOEXEC, 3);
+	r = fds.frame_fd < 0 || fds.control_fd < 0 || fds.record_fd < 0 || fds.wake_fd < 0
+		    ? -errno
+		    : insert_sub(p, &slot, mode, max_holds, 0, ret_id);
 	pthread_mutex_unlock(&p->lock);
 	if (r < 0) {
 		fb__subscriber_slot_close(&slot);
@@ -522,10 +518,10 @@ FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats 
 		return;
 	pthread_mutex_lock((pthread_mutex_t *)&p->lock);
 	*ret_stats = (struct fb_ring_stats){
-	    .published = p->published,
-	    .dropped = p->dropped,
-	    .subscribers = p->n_subs,
-	    .held = (uint32_t)__builtin_popcountll(held_slots(p)),
+		.published = p->published,
+		.dropped = p->dropped,
+		.subscribers = p->n_subs,
+		.held = (uint32_t)__builtin_popcountll(held_slots(p)),
 	};
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 }
@@ -543,12 +539,11 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 	}
 	uint64_t cursor = atomic_load(&s->slot.record->cursor);
 	*ret_stats = (struct fb_subscriber_stats){
-	    .mode = s->mode,
-	    .held =
-		(uint32_t)__builtin_popcountll(atomic_load(&s->slot.record->held) & p->slot_mask),
-	    .next_seq = cursor,
-	    .lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
-	    .missed = atomic_load(&s->slot.record->missed),
+		.mode = s->mode,
+		.held = (uint32_t)__builtin_popcountll(atomic_load(&s->slot.record->held) & p->slot_mask),
+		.next_seq = cursor,
+		.lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
+		.missed = atomic_load(&s->slot.record->missed),
 	};
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 	return 0;
@@ -565,8 +560,8 @@ void fb__producer_set_pump(fb_producer *p, void (*pump)(void *data), void *data)
 int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mode,
 				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd)
 {
-	struct fb__subscriber_slot slot = {
-	    .record_fd = -1, .wake_fd = wake_fd, .wake_read_fd = wake_read_fd};
+	struct fb__subscriber_slot slot = {.record_fd = -1, .wake_fd = wake_fd,
+					   .wake_read_fd = wake_read_fd};
 	uint32_t id;
 	int r = 0;
 
@@ -580,18 +575,14 @@ int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mo
 			r = -EPROTO;
 	}
 	if (r == 0 && !(slot.record = fb__map_shared_page(record_fd, sizeof(struct fb__record),
-							  FB__RECORD_MAGIC, &r)))
+							   FB__RECORD_MAGIC, &r)))
 		r = r ? r : -EPROTO;
 	if (r == 0)
 		r = insert_sub(p, &slot, mode, max_holds, remote_id, &id);
 	close(record_fd);
 	if (r < 0) {
-		/* We cannot see its holds: it must not read, so cancel it. */
-		if (slot.record) {
-			atomic_store(&slot.record->revoked, 1);
-			fb__subscriber_slot_wake(&slot, atomic_exchange(&slot.record->armed, 0));
+		if (slot.record)
 			munmap(slot.record, sizeof(struct fb__record));
-		}
 		close(wake_fd);
 		close(wake_read_fd);
 	}

@@ -19,8 +19,11 @@
 /* How many times an acquire retries after losing a race with the producer
  * before it reports nothing available; every retry sees a newer frame. */
 #define MAX_ATTEMPTS (2 * FB_MAX_SLOTS)
-/* How long a blocking acquire watches for a frame before it sleeps. */
+/* How long a blocking acquire watches for a frame before it sleeps, and the
+ * longest sleep after which frames still count as streaming in (worth
+ * watching for): 20,000 frames a second and more. */
 #define SPIN_NS 5000u
+#define STREAMING_GAP_NS 50000u
 
 struct fb_subscriber {
 	struct fb_subscriber_fds fds;
@@ -35,6 +38,7 @@ struct fb_subscriber {
 	uint64_t held;   /* our own copy of rec->held */
 	uint64_t cursor; /* the next seq to read */
 	uint32_t id;     /* the daemon's subscription id, 0 if none */
+	bool streaming;  /* frames come fast: the last acquire slept briefly or not */
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
@@ -273,6 +277,7 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 				    const struct fb_frame **ret_frame)
 {
 	uint64_t deadline = 0, latest;
+	bool slept_long = false;
 	int r;
 
 	if (!s || !ret_frame)
@@ -286,13 +291,19 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 			return -ECANCELED;
 		bool closed = atomic_load(&s->hdr->closed) || atomic_load(&s->rec->ended);
 		r = try_acquire(s, ret_frame, &latest);
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			s->streaming = r == 0 && !slept_long;
 			return r;
+		}
 		if (closed)
 			return -EPIPE;
 		if (deadline && fb__now_ns(CLOCK_MONOTONIC) >= deadline)
 			return -ETIMEDOUT;
-		if (timeout_ms != 0 && spin_for_change(s, latest))
+		/* Watch before sleeping only while frames come faster than we
+		 * take them (the last acquire did not sleep): at camera rates a
+		 * watch just keeps a core from the producer, which on a small
+		 * host still has other subscribers to wake. */
+		if (timeout_ms != 0 && s->streaming && spin_for_change(s, latest))
 			continue;
 		/* Nothing new: ask to be woken, then look once more so that a
 		 * frame published meanwhile does not wait for the next one.
@@ -303,8 +314,10 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 			drain_wakes(s);
 		atomic_store(&s->rec->armed, how);
 		r = try_acquire(s, ret_frame, &latest);
-		if (r != -EAGAIN)
+		if (r != -EAGAIN) {
+			s->streaming = r == 0 && !slept_long;
 			return r;
+		}
 		/* The end of the stream (or our removal) pairs the same way
 		 * with the arming: the producer stores closed, then takes
 		 * armed; we store armed, then load closed. */
@@ -313,7 +326,9 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 			continue;
 		if (timeout_ms == 0)
 			return -EAGAIN;
+		uint64_t slept_at = fb__now_ns(CLOCK_MONOTONIC);
 		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, deadline);
+		slept_long = fb__now_ns(CLOCK_MONOTONIC) - slept_at > STREAMING_GAP_NS;
 		if (r == -EINTR)
 			return r;
 	}
