@@ -376,8 +376,9 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	p->slot_seq[slot] = seq;
 	p->current = -1;
 
-	/* seq_cst store, then seq_cst loads of every armed flag: pairs with a
-	 * subscriber's store of armed and load of latest (ring.md, wake-ups). */
+	/* seq_cst store, then a seq_cst exchange of every armed word: pairs
+	 * with a subscriber's store of armed and load of latest (ring.md,
+	 * wake-ups). */
 	atomic_store(&p->hdr->latest, FB__PACK(seq, slot));
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		struct sub_entry *e = &p->subs[i];
