@@ -259,7 +259,9 @@ int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 		if (r == AVERROR_EOF) {
 			r = decode(&s, NULL, &errors, why, size);
 			if (r >= 0 && s.frames == 0) {
-				snprintf(why, size, "the input ended before its first picture");
+				snprintf(why, size,
+					 "the input (FFmpeg read it as %s, codec %s) ended before its first picture",
+					 s.fmt->iformat->name, s.dec->codec->name);
 				r = -ENODATA;
 			}
 			break;
