@@ -35,7 +35,10 @@ struct fb_subscriber {
 	uint32_t meta_max;
 	uint32_t mode;
 	uint32_t max_holds;
-	uint64_t held;   /* our own copy of rec->held */
+	/* Our own copy of rec->held.  Atomic because fb_subscriber_release()
+	 * may run in another thread while acquire waits; each side only ever
+	 * changes the bits of slots it owns at that moment. */
+	_Atomic uint64_t held;
 	uint64_t cursor; /* the next seq to read */
 	uint32_t id;     /* the daemon's subscription id, 0 if none */
 	bool streaming;  /* frames come fast: the last acquire slept briefly or not */
@@ -125,11 +128,11 @@ static bool hold(struct fb_subscriber *s, uint32_t slot, uint64_t seq)
 {
 	uint64_t bit = UINT64_C(1) << slot;
 
-	if (s->held & bit)
+	if (atomic_load(&s->held) & bit)
 		return false; /* we hold an older frame there, so seq is not in it */
 	atomic_fetch_or(&s->rec->held, bit);
 	if (atomic_load(&s->hdr->slot[slot].state) == FB__SLOT_PUBLISHED(seq)) {
-		s->held |= bit;
+		atomic_fetch_or(&s->held, bit);
 		return true;
 	}
 	atomic_fetch_and(&s->rec->held, ~bit);
@@ -282,7 +285,7 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 
 	if (!s || !ret_frame)
 		return -EINVAL;
-	if ((uint32_t)__builtin_popcountll(s->held) >= s->max_holds)
+	if ((uint32_t)__builtin_popcountll(atomic_load(&s->held)) >= s->max_holds)
 		return -EDQUOT;
 	if (timeout_ms > 0)
 		deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
@@ -339,9 +342,8 @@ FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *fra
 	if (!s || !frame || frame < s->frames || frame >= s->frames + s->slots)
 		return -EINVAL;
 	uint64_t bit = UINT64_C(1) << (frame - s->frames);
-	if (!(s->held & bit))
+	if (!(atomic_fetch_and(&s->held, ~bit) & bit))
 		return -EINVAL;
-	s->held &= ~bit;
 	atomic_fetch_and(&s->rec->held, ~bit);
 	notify_space(s);
 	return 0;
@@ -382,7 +384,7 @@ FB_EXPORT int fb_subscriber_get_fd(const fb_subscriber *s)
 
 FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)
 {
-	return s ? (uint32_t)__builtin_popcountll(s->held) : 0;
+	return s ? (uint32_t)__builtin_popcountll(atomic_load(&s->held)) : 0;
 }
 
 void fb__subscriber_set_id(fb_subscriber *s, uint32_t id)

@@ -11,8 +11,11 @@
  * - Objects are opaque and released with *_free(), which accepts NULL.
  * - An object is not thread-safe: one thread at a time may call into it.
  *   Different objects may be used from different threads freely.  One
- *   exception: a producer's subscribers may be added, removed and counted
- *   from another thread than the one that acquires and publishes.
+ *   exceptions: a producer's subscribers may be added, removed and counted
+ *   from another thread than the one that acquires and publishes, and a
+ *   subscriber's frames may be released from any thread, also while another
+ *   thread waits in fb_subscriber_acquire() (so that a language runtime can
+ *   release frames from its garbage collector).
  * - The library never prints and never raises signals.
  *
  * The ring
