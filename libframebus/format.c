@@ -71,7 +71,11 @@ FB_EXPORT int fb_layout_compute(uint32_t width, uint32_t height, uint32_t format
 		l.stride[1] = l.stride[0]; /* width/2 U,V pairs = width bytes */
 		l.plane_height[1] = height / 2;
 	} else if (format == FB_FORMAT_YUV420P) {
-		l.stride[1] = l.stride[2] = align_up32(width / 2, STRIDE_ALIGN);
+		/* Chroma strides exactly half the luma stride, as I420 readers
+		 * that take one row step for all three planes (OpenCV's
+		 * (h*3/2, w) image) expect. */
+		l.stride[0] = align_up32(width, 2 * STRIDE_ALIGN);
+		l.stride[1] = l.stride[2] = l.stride[0] / 2;
 		l.plane_height[1] = l.plane_height[2] = height / 2;
 	}
 

@@ -26,7 +26,8 @@ static const struct expect cases[] = {
     {FB_FORMAT_NV12, 1920, 1080, 2, {1920, 1920}, {1080, 540}},
     {FB_FORMAT_NV12, 98, 50, 2, {128, 128}, {50, 25}},
     {FB_FORMAT_YUV420P, 1920, 1080, 3, {1920, 960, 960}, {1080, 540, 540}},
-    {FB_FORMAT_YUV420P, 130, 2, 3, {192, 128, 128}, {2, 1, 1}},
+    {FB_FORMAT_YUV420P, 130, 2, 3, {256, 128, 128}, {2, 1, 1}},
+    {FB_FORMAT_YUV420P, 320, 240, 3, {384, 192, 192}, {240, 120, 120}},
 };
 
 Test(format, layout_of_every_format)
