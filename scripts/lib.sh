@@ -8,7 +8,8 @@ FRAMEBUS_PACKAGES=(
     meson ninja-build pkg-config gcc libc6-dev
     libuv1-dev libsystemd-dev libinih-dev
     libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
-    libcriterion-dev python3
+    libcriterion-dev
+    python3 python3-dev python3-numpy python3-pytest python3-opencv python3-mesonpy python3-pip
     ffmpeg bc systemd procps scdoc
 )
 

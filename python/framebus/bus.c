@@ -1,0 +1,427 @@
+/* SPDX-License-Identifier: MIT */
+/* framebus.Bus: a connection to framebusd. */
+#include "fbpy.h" /* Python.h first, as the C-API asks */
+
+#include <errno.h>
+#include <poll.h>
+
+PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type;
+
+#define MAX_PENDING_EVENTS 1024
+
+static PyStructSequence_Field stream_info_fields[] = {
+    {"name", "the stream's name"},
+    {"source", "its source url (a publishing client's name for published streams)"},
+    {"width", "frame width in pixels (0 before the first frame)"},
+    {"height", "frame height in pixels"},
+    {"format", "pixel format name, or None before the first frame"},
+    {"slots", "frame slots in its ring"},
+    {"policy", "'drop' or 'block'"},
+    {"meta_max", "bytes of side data a frame can carry"},
+    {"state", "'starting', 'running', 'retrying', 'ended' or 'removed'"},
+    {"subscribers", "subscriptions right now"},
+    {"published", "frames published since it (re)started"},
+    {"dropped", "publishes dropped because every slot was held"},
+    {"fps", "frames published per second, lately"},
+    {"retries", "consecutive failures to open or read its source"},
+    {"detail", "why it is retrying or ended, else ''"},
+    {NULL},
+};
+
+static PyStructSequence_Desc stream_info_desc = {
+    "framebus.StreamInfo", "A stream as the daemon describes it.", stream_info_fields, 15};
+
+static PyStructSequence_Field stream_event_fields[] = {
+    {"stream", "the stream's name"},
+    {"state", "its new state ('running', 'retrying', 'ended', 'removed', ...)"},
+    {"detail", "why, or ''"},
+    {NULL},
+};
+
+static PyStructSequence_Desc stream_event_desc = {
+    "framebus.StreamEvent", "A stream changed state.", stream_event_fields, 3};
+
+static PyObject *name_or_none(const char *name)
+{
+	if (name)
+		return PyUnicode_FromString(name);
+	Py_RETURN_NONE;
+}
+
+static PyObject *stream_info_new(const struct fb_stream_info *i)
+{
+	PyObject *o = PyStructSequence_New(fbpy_stream_info_type);
+	if (!o)
+		return NULL;
+	PyObject *items[] = {
+	    PyUnicode_FromString(i->name),
+	    PyUnicode_DecodeUTF8(i->source, (Py_ssize_t)strnlen(i->source, sizeof(i->source)),
+				 "replace"),
+	    PyLong_FromUnsignedLong(i->width),
+	    PyLong_FromUnsignedLong(i->height),
+	    name_or_none(fb_format_name(i->format)),
+	    PyLong_FromUnsignedLong(i->slots),
+	    PyUnicode_FromString(i->policy == FB_POLICY_BLOCK ? "block" : "drop"),
+	    PyLong_FromUnsignedLong(i->meta_max),
+	    name_or_none(fb_stream_state_name(i->state)),
+	    PyLong_FromUnsignedLong(i->subscribers),
+	    PyLong_FromUnsignedLongLong(i->published),
+	    PyLong_FromUnsignedLongLong(i->dropped),
+	    PyFloat_FromDouble(i->fps),
+	    PyLong_FromUnsignedLong(i->retries),
+	    PyUnicode_DecodeUTF8(i->detail, (Py_ssize_t)strnlen(i->detail, sizeof(i->detail)),
+				 "replace"),
+	};
+	for (Py_ssize_t k = 0; k < (Py_ssize_t)(sizeof(items) / sizeof(items[0])); k++) {
+		if (!items[k]) {
+			for (Py_ssize_t j = k + 1; j < (Py_ssize_t)(sizeof(items) / sizeof(items[0]));
+			     j++)
+				Py_XDECREF(items[j]);
+			Py_DECREF(o);
+			return NULL;
+		}
+		PyStructSequence_SetItem(o, k, items[k]);
+	}
+	return o;
+}
+
+/* The client's event callback: called with the GIL held, from inside a
+ * client call the bus made; queue the event for process(). */
+static void on_event(void *userdata, const char *stream, uint32_t state, const char *detail)
+{
+	struct fbpy_bus *bus = userdata;
+	PyObject *e = PyStructSequence_New(fbpy_stream_event_type);
+	if (!e) {
+		PyErr_Clear();
+		return;
+	}
+	PyStructSequence_SetItem(e, 0, PyUnicode_FromString(stream));
+	PyStructSequence_SetItem(e, 1, name_or_none(fb_stream_state_name(state)));
+	PyStructSequence_SetItem(e, 2, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail),
+							    "replace"));
+	if (PyErr_Occurred() || (PyList_GET_SIZE(bus->events) >= MAX_PENDING_EVENTS &&
+				 PySequence_DelItem(bus->events, 0) < 0) ||
+	    PyList_Append(bus->events, e) < 0)
+		PyErr_Clear();
+	Py_DECREF(e);
+}
+
+void fbpy_bus_lock(struct fbpy_bus *bus)
+{
+	if (PyThread_acquire_lock(bus->lock, NOWAIT_LOCK))
+		return;
+	Py_BEGIN_ALLOW_THREADS
+	PyThread_acquire_lock(bus->lock, WAIT_LOCK);
+	Py_END_ALLOW_THREADS
+}
+
+void fbpy_bus_unlock(struct fbpy_bus *bus)
+{
+	PyThread_release_lock(bus->lock);
+}
+
+int fbpy_bus_check(struct fbpy_bus *bus)
+{
+	if (bus->closed) {
+		PyErr_SetString(PyExc_ValueError, "the bus connection is closed");
+		return -1;
+	}
+	return 0;
+}
+
+bool fbpy_bus_hung_up(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR));
+}
+
+void fbpy_bus_adopt(struct fbpy_bus *bus, struct fbpy_child *child)
+{
+	child->next = bus->children.next;
+	child->prev = &bus->children;
+	child->next->prev = child;
+	bus->children.next = child;
+	bus->users++;
+}
+
+static void disconnect(struct fbpy_bus *bus)
+{
+	fbpy_bus_lock(bus);
+	fb_client_free(bus->client);
+	bus->client = NULL;
+	fbpy_bus_unlock(bus);
+}
+
+void fbpy_bus_release(struct fbpy_bus *bus, struct fbpy_child *child)
+{
+	child->prev->next = child->next;
+	child->next->prev = child->prev;
+	child->prev = child->next = NULL;
+	if (--bus->users == 0 && bus->closed)
+		disconnect(bus);
+}
+
+PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"path", "name", NULL};
+	const char *path = NULL, *name = NULL;
+	struct fbpy_bus *bus;
+	fb_client *client;
+	int r;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|zz:connect", kwlist, &path, &name))
+		return NULL;
+	if (!path || !*path)
+		path = getenv("FRAMEBUS_SOCKET");
+	if (!path || !*path)
+		path = FB_DEFAULT_SOCKET;
+	Py_BEGIN_ALLOW_THREADS
+	r = fb_client_connect(path, name, &client);
+	Py_END_ALLOW_THREADS
+	if (r < 0) {
+		if (r == -ENOENT || r == -ECONNREFUSED)
+			r = -ECONNREFUSED; /* FileNotFoundError would read as a missing file */
+		return fbpy_raise(r, "cannot connect to framebusd at %s", path);
+	}
+	bus = PyObject_New(struct fbpy_bus, fbpy_bus_type);
+	if (!bus) {
+		fb_client_free(client);
+		return NULL;
+	}
+	bus->client = client;
+	bus->closed = false;
+	bus->users = 0;
+	bus->children.next = bus->children.prev = &bus->children;
+	bus->lock = PyThread_allocate_lock();
+	bus->path = PyUnicode_DecodeFSDefault(path);
+	bus->events = PyList_New(0);
+	if (!bus->lock || !bus->path || !bus->events) {
+		Py_DECREF(bus);
+		return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+	}
+	fb_client_set_event_callback(client, on_event, bus);
+	return (PyObject *)bus;
+}
+
+static void bus_dealloc(struct fbpy_bus *bus)
+{
+	/* Children hold references to the bus: none is left. */
+	fb_client_free(bus->client);
+	if (bus->lock)
+		PyThread_free_lock(bus->lock);
+	Py_XDECREF(bus->path);
+	Py_XDECREF(bus->events);
+	PyTypeObject *type = Py_TYPE(bus);
+	PyObject_Free(bus);
+	Py_DECREF(type);
+}
+
+static PyObject *bus_close(struct fbpy_bus *bus, PyObject *unused)
+{
+	if (bus->closed)
+		Py_RETURN_NONE;
+	bus->closed = true;
+	for (struct fbpy_child *c = bus->children.next, *next; c != &bus->children; c = next) {
+		next = c->next;
+		c->close(c); /* may unlink itself */
+	}
+	if (bus->users == 0)
+		disconnect(bus);
+	Py_RETURN_NONE;
+}
+
+/* After a client call failed: a vanished daemon reads as ConnectionError. */
+static PyObject *raise_for(struct fbpy_bus *bus, int r, const char *what, const char *name)
+{
+	const char *text = bus->client ? fb_client_last_error(bus->client) : "";
+	if (r == -ECONNRESET || r == -EPIPE)
+		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
+	if (text[0])
+		return PyErr_Format(r == -ENOENT ? fbpy_no_such_stream : PyExc_ValueError,
+				    "%s '%s': %s", what, name, text);
+	return fbpy_raise(r, "%s '%s'", what, name);
+}
+
+static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
+{
+	struct fb_stream_info *infos = NULL;
+	size_t n = 0;
+	int r;
+
+	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	fbpy_bus_lock(bus);
+	r = fb_client_list_streams(bus->client, &infos, &n);
+	fbpy_bus_unlock(bus);
+	if (r < 0)
+		return raise_for(bus, r, "listing streams", "");
+	PyObject *list = PyList_New((Py_ssize_t)n);
+	for (size_t i = 0; list && i < n; i++) {
+		PyObject *o = stream_info_new(&infos[i]);
+		if (!o) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, (Py_ssize_t)i, o);
+	}
+	free(infos);
+	return list;
+}
+
+static PyObject *bus_stream(struct fbpy_bus *bus, PyObject *arg)
+{
+	struct fb_stream_info info;
+	const char *name;
+	int r;
+
+	if (fbpy_bus_check(bus) < 0 || !(name = PyUnicode_AsUTF8(arg)))
+		return NULL;
+	fbpy_bus_lock(bus);
+	r = fb_client_get_stream(bus->client, name, &info);
+	fbpy_bus_unlock(bus);
+	if (r == -ENOENT)
+		return PyErr_Format(fbpy_no_such_stream, "the bus has no stream '%s'", name);
+	if (r < 0)
+		return raise_for(bus, r, "describing stream", name);
+	return stream_info_new(&info);
+}
+
+static PyObject *bus_subscribe(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+{
+	return fbpy_subscriber_new(bus, args, kwds);
+}
+
+static PyObject *bus_publish(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+{
+	return fbpy_publisher_new(bus, args, kwds);
+}
+
+static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
+{
+	int r;
+
+	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	fbpy_bus_lock(bus);
+	r = fb_client_process(bus->client);
+	fbpy_bus_unlock(bus);
+	if (r < 0 && PyList_GET_SIZE(bus->events) == 0)
+		return raise_for(bus, r, "reading events", "");
+	PyObject *events = bus->events;
+	bus->events = PyList_New(0);
+	if (!bus->events) {
+		bus->events = events;
+		return NULL;
+	}
+	return events;
+}
+
+static PyObject *bus_fileno(struct fbpy_bus *bus, PyObject *unused)
+{
+	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	return PyLong_FromLong(fb_client_get_fd(bus->client));
+}
+
+static PyObject *bus_enter(PyObject *self, PyObject *unused)
+{
+	return Py_NewRef(self);
+}
+
+static PyObject *bus_exit(struct fbpy_bus *bus, PyObject *args)
+{
+	return bus_close(bus, NULL);
+}
+
+static PyObject *bus_get_closed(struct fbpy_bus *bus, void *unused)
+{
+	return PyBool_FromLong(bus->closed);
+}
+
+static PyObject *bus_get_connected(struct fbpy_bus *bus, void *unused)
+{
+	return PyBool_FromLong(!bus->closed && bus->client &&
+			       !fbpy_bus_hung_up(fb_client_get_fd(bus->client)));
+}
+
+static PyObject *bus_get_path(struct fbpy_bus *bus, void *unused)
+{
+	return Py_NewRef(bus->path);
+}
+
+static PyObject *bus_repr(struct fbpy_bus *bus)
+{
+	return PyUnicode_FromFormat("<framebus.Bus %U%s>", bus->path,
+				    bus->closed ? " closed" : "");
+}
+
+static PyMethodDef bus_methods[] = {
+    {"streams", (PyCFunction)bus_streams, METH_NOARGS,
+     "streams() -> list[StreamInfo]\n--\n\nEvery stream on the bus."},
+    {"stream", (PyCFunction)bus_stream, METH_O,
+     "stream(name) -> StreamInfo\n--\n\nOne stream; NoSuchStream if the bus has none of that name."},
+    {"subscribe", (PyCFunction)(void (*)(void))bus_subscribe, METH_VARARGS | METH_KEYWORDS,
+     "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
+     "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
+     "'queue' gives every frame in order (a subscriber that falls a ring behind\n"
+     "skips ahead; Frame.missed says how many it lost).  max_holds limits the\n"
+     "frames held at once (0: the daemon's default)."},
+    {"publish", (PyCFunction)(void (*)(void))bus_publish, METH_VARARGS | METH_KEYWORDS,
+     "publish(name, width, height, format='bgr24', slots=4, policy='drop', meta_max=4096)"
+     " -> Publisher\n--\n\n"
+     "Offer a stream of your own on the bus.  policy 'drop' never waits (a frame\n"
+     "finding every slot held raises FrameDropped); 'block' waits for queue\n"
+     "subscribers, so none loses a frame."},
+    {"process", (PyCFunction)bus_process, METH_NOARGS,
+     "process() -> list[StreamEvent]\n--\n\n"
+     "Read what the daemon sent without blocking and return the stream events\n"
+     "received since the last call.  Call it when fileno() is readable."},
+    {"fileno", (PyCFunction)bus_fileno, METH_NOARGS,
+     "fileno() -> int\n--\n\nThe connection's socket, readable when process() has events."},
+    {"close", (PyCFunction)bus_close, METH_NOARGS,
+     "close()\n--\n\n"
+     "Close the bus and every subscriber and publisher made from it.  Frames\n"
+     "still alive (or arrays made from them) stay valid; the connection goes\n"
+     "once the last of them is gone."},
+    {"__enter__", bus_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)bus_exit, METH_VARARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef bus_getset[] = {
+    {"closed", (getter)bus_get_closed, NULL, "Whether close() was called.", NULL},
+    {"path", (getter)bus_get_path, NULL, "The daemon's socket path.", NULL},
+    {"connected", (getter)bus_get_connected, NULL,
+     "False once closed or once framebusd hung up.", NULL},
+    {NULL},
+};
+
+static PyType_Slot bus_slots[] = {
+    {Py_tp_dealloc, bus_dealloc},
+    {Py_tp_methods, bus_methods},
+    {Py_tp_getset, bus_getset},
+    {Py_tp_repr, bus_repr},
+    {Py_tp_doc, "A connection to framebusd; made by framebus.connect()."},
+    {0, NULL},
+};
+
+static PyType_Spec bus_spec = {
+    .name = "framebus.Bus",
+    .basicsize = sizeof(struct fbpy_bus),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = bus_slots,
+};
+
+int fbpy_bus_init_types(PyObject *m)
+{
+	fbpy_bus_type = (PyTypeObject *)PyType_FromSpec(&bus_spec);
+	fbpy_stream_info_type = PyStructSequence_NewType(&stream_info_desc);
+	fbpy_stream_event_type = PyStructSequence_NewType(&stream_event_desc);
+	if (!fbpy_bus_type || !fbpy_stream_info_type || !fbpy_stream_event_type)
+		return -1;
+	if (PyModule_AddObjectRef(m, "Bus", (PyObject *)fbpy_bus_type) < 0 ||
+	    PyModule_AddObjectRef(m, "StreamInfo", (PyObject *)fbpy_stream_info_type) < 0 ||
+	    PyModule_AddObjectRef(m, "StreamEvent", (PyObject *)fbpy_stream_event_type) < 0)
+		return -1;
+	return 0;
+}

@@ -1,0 +1,152 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Private header of framebus._framebus, the C extension behind the Python
+ * package: the object layouts shared by bus.c, subscriber.c and publisher.c.
+ *
+ * Lifetimes.  Every numpy array made from a frame points into ring memory, so
+ * that memory must outlive the array.  Python references do that work: an
+ * array holds its frame (the buffer exporter), a frame holds its subscriber or
+ * publisher, and that holds its bus.  close() only marks an object closed;
+ * the C resources go once nothing alive can still reach them:
+ * - a subscriber frame gives its slot back once it was released (or died)
+ *   and no buffer export (array, memoryview) is left;
+ * - a subscriber unsubscribes once closed with no frame holding a slot;
+ * - a publisher unpublishes once closed with no frame being written and no
+ *   array left over a frame it wrote;
+ * - the bus disconnects once closed with no subscriber or publisher left,
+ *   because disconnecting would make the daemon hand their slots back.
+ */
+#ifndef FBPY_H
+#define FBPY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#include <stdbool.h>
+
+#include <framebus/framebus.h>
+
+/* A subscriber or publisher, linked into its bus so that bus.close() can
+ * close it. */
+struct fbpy_child {
+	struct fbpy_child *prev, *next;
+	void (*close)(struct fbpy_child *child);
+};
+
+struct fbpy_bus {
+	PyObject_HEAD
+	fb_client *client; /* NULL once disconnected */
+	PyThread_type_lock lock; /* one caller of the client at a time */
+	PyObject *path;
+	bool closed;
+	Py_ssize_t users; /* subscribers and publishers not yet freed */
+	struct fbpy_child children;
+	PyObject *events; /* list of StreamEvent not yet taken by process() */
+};
+
+struct fbpy_view {
+	int ndim;
+	Py_ssize_t shape[3];
+	Py_ssize_t strides[3];
+	Py_ssize_t len;
+};
+
+struct fbpy_frame;
+
+struct fbpy_subscriber {
+	PyObject_HEAD
+	struct fbpy_child link;
+	struct fbpy_bus *bus;
+	fb_subscriber *sub; /* NULL once unsubscribed */
+	PyObject *stream;
+	uint32_t mode;
+	uint32_t format;
+	uint32_t width, height;
+	bool closed;
+	bool busy;            /* a thread is inside acquire */
+	Py_ssize_t live;      /* frames holding a slot */
+	struct fbpy_frame *iter_frame; /* borrowed: the frame for-iteration handed out */
+	struct fbpy_view view;
+};
+
+struct fbpy_frame {
+	PyObject_HEAD
+	struct fbpy_subscriber *owner;
+	const struct fb_frame *frame; /* NULL once the slot was given back */
+	Py_ssize_t exports;
+	bool release_wanted;
+	PyObject *meta;
+	struct fb_frame info; /* a copy, readable after the release */
+};
+
+struct fbpy_outframe;
+
+struct fbpy_publisher {
+	PyObject_HEAD
+	struct fbpy_child link;
+	struct fbpy_bus *bus;
+	fb_producer *producer; /* NULL once unpublished */
+	PyObject *name;
+	uint32_t format, width, height, slots, policy, meta_max;
+	bool closed;
+	bool busy;                     /* a thread is inside frame() */
+	Py_ssize_t mapped;             /* frame objects that may still touch the ring */
+	struct fbpy_outframe *current; /* borrowed: the frame being written */
+	struct fbpy_view view;
+};
+
+struct fbpy_outframe {
+	PyObject_HEAD
+	struct fbpy_publisher *owner;
+	struct fb_frame *frame; /* NULL once published or discarded */
+	Py_ssize_t exports;
+	bool counted; /* in its publisher's mapped count */
+	uint64_t seq; /* once published */
+	bool published;
+};
+
+/* Types and exceptions, created by the module's init. */
+extern PyTypeObject *fbpy_bus_type, *fbpy_subscriber_type, *fbpy_frame_type;
+extern PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
+extern PyTypeObject *fbpy_stream_info_type, *fbpy_stream_event_type;
+extern PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,
+    *fbpy_frame_dropped, *fbpy_no_such_stream, *fbpy_stream_exists;
+
+int fbpy_bus_init_types(PyObject *module);
+int fbpy_subscriber_init_types(PyObject *module);
+int fbpy_publisher_init_types(PyObject *module);
+
+/* Raise the exception that fits a negative errno r, with a message that
+ * starts with what was being done. */
+PyObject *fbpy_raise(int r, const char *fmt, ...);
+
+/* Take the bus's client lock, letting other threads run if it is busy. */
+void fbpy_bus_lock(struct fbpy_bus *bus);
+void fbpy_bus_unlock(struct fbpy_bus *bus);
+/* Raises ValueError and returns -1 if the bus is closed. */
+int fbpy_bus_check(struct fbpy_bus *bus);
+void fbpy_bus_adopt(struct fbpy_bus *bus, struct fbpy_child *child);
+/* A child freed its C resources: unlink it; the last one out of a closed bus
+ * disconnects it. */
+void fbpy_bus_release(struct fbpy_bus *bus, struct fbpy_child *child);
+/* Whether the daemon hung up on the bus's socket (no GIL needed). */
+bool fbpy_bus_hung_up(int client_fd);
+
+/* framebus.connect() */
+PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds);
+/* bus.subscribe() and bus.publish(), in their objects' files. */
+PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds);
+PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds);
+
+int fbpy_view_init(struct fbpy_view *view, const struct fb_layout *layout);
+/* The numpy array over obj's buffer (numpy imported on first use); also
+ * obj.__array__(), so that numpy.asarray() of a frame whose buffer is gone
+ * raises rather than making a 0-d object array. */
+PyObject *fbpy_as_array(PyObject *obj);
+PyObject *fbpy_array_method(PyObject *obj, PyObject *args);
+/* Seconds (None: forever) as milliseconds, -1 for forever; -2 and an
+ * exception for a bad value. */
+int64_t fbpy_timeout_ms(PyObject *timeout);
+uint64_t fbpy_now_ms(void);
+
+#endif

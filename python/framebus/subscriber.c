@@ -1,0 +1,638 @@
+/* SPDX-License-Identifier: MIT */
+/* framebus.Subscriber and framebus.Frame: reading a stream with zero copies. */
+#include "fbpy.h" /* Python.h first, as the C-API asks */
+
+#include <errno.h>
+
+PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type;
+
+/* How long a blocking acquire sleeps before it looks whether the daemon is
+ * still there: frames already in the ring stay readable without it, but a
+ * vanished daemon publishes nothing more. */
+#define SLICE_MS 100
+
+static void subscriber_maybe_free(struct fbpy_subscriber *s)
+{
+	if (!s->sub || !s->closed || s->busy || s->live > 0)
+		return;
+	struct fbpy_bus *bus = s->bus;
+	fbpy_bus_lock(bus);
+	if (bus->client)
+		fb_client_unsubscribe(bus->client, s->sub);
+	else
+		fb_subscriber_free(s->sub);
+	fbpy_bus_unlock(bus);
+	s->sub = NULL;
+	fbpy_bus_release(bus, &s->link);
+}
+
+static void subscriber_close_child(struct fbpy_child *child)
+{
+	struct fbpy_subscriber *s =
+	    (struct fbpy_subscriber *)((char *)child - offsetof(struct fbpy_subscriber, link));
+	s->closed = true;
+	subscriber_maybe_free(s);
+}
+
+/* Give the frame's slot back; its metadata stays readable. */
+static void frame_give_back(struct fbpy_frame *f)
+{
+	struct fbpy_subscriber *s = f->owner;
+
+	if (!f->frame)
+		return;
+	if (!f->meta && f->info.meta_size) {
+		f->meta = PyBytes_FromStringAndSize((const char *)f->frame->meta,
+						    f->frame->meta_size);
+		if (!f->meta)
+			PyErr_Clear(); /* meta then reads as a MemoryError later */
+	}
+	fb_subscriber_release(s->sub, f->frame);
+	f->frame = NULL;
+	s->live--;
+	subscriber_maybe_free(s);
+}
+
+static void frame_request_release(struct fbpy_frame *f)
+{
+	f->release_wanted = true;
+	if (f->exports == 0)
+		frame_give_back(f);
+}
+
+PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"stream", "mode", "max_holds", NULL};
+	const char *stream, *mode_name = "latest";
+	unsigned int max_holds = 0;
+	uint32_t mode;
+	fb_subscriber *sub;
+	int r;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|sI:subscribe", kwlist, &stream, &mode_name,
+					 &max_holds))
+		return NULL;
+	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	if (strcmp(mode_name, "latest") == 0)
+		mode = FB_MODE_LATEST;
+	else if (strcmp(mode_name, "queue") == 0)
+		mode = FB_MODE_QUEUE;
+	else
+		return PyErr_Format(PyExc_ValueError, "mode must be 'latest' or 'queue', not '%s'",
+				    mode_name);
+	fbpy_bus_lock(bus);
+	r = fb_client_subscribe(bus->client, stream, mode, max_holds, &sub);
+	const char *why = r < 0 ? fb_client_last_error(bus->client) : "";
+	fbpy_bus_unlock(bus);
+	if (r == -ENOENT)
+		return PyErr_Format(fbpy_no_such_stream, "the bus has no stream '%s'", stream);
+	if (r == -ECONNRESET || r == -EPIPE)
+		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
+	if (r < 0 && why[0])
+		return PyErr_Format(r == -EUSERS || r == -EINVAL ? PyExc_ValueError : fbpy_error,
+				    "cannot subscribe to '%s': %s", stream, why);
+	if (r < 0)
+		return fbpy_raise(r, "cannot subscribe to '%s'", stream);
+
+	struct fbpy_subscriber *s = PyObject_New(struct fbpy_subscriber, fbpy_subscriber_type);
+	if (!s) {
+		fb_client_unsubscribe(bus->client, sub);
+		return NULL;
+	}
+	const struct fb_layout *l = fb_subscriber_get_layout(sub);
+	s->bus = (struct fbpy_bus *)Py_NewRef(bus);
+	s->sub = sub;
+	s->mode = mode;
+	s->format = l->format;
+	s->width = l->width;
+	s->height = l->height;
+	s->closed = s->busy = false;
+	s->live = 0;
+	s->iter_frame = NULL;
+	s->link.close = subscriber_close_child;
+	fbpy_bus_adopt(bus, &s->link);
+	s->stream = PyUnicode_FromString(stream);
+	if (!s->stream || fbpy_view_init(&s->view, l) < 0) {
+		Py_DECREF(s);
+		return NULL;
+	}
+	return (PyObject *)s;
+}
+
+static void subscriber_dealloc(struct fbpy_subscriber *s)
+{
+	s->closed = true;
+	subscriber_maybe_free(s); /* no frame is left: each holds a reference */
+	Py_XDECREF(s->stream);
+	Py_DECREF(s->bus);
+	PyTypeObject *type = Py_TYPE(s);
+	PyObject_Free(s);
+	Py_DECREF(type);
+}
+
+static int subscriber_check(struct fbpy_subscriber *s)
+{
+	if (s->closed || s->bus->closed) {
+		PyErr_Format(PyExc_ValueError, "the subscription to '%U' is closed", s->stream);
+		return -1;
+	}
+	return 0;
+}
+
+static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
+{
+	struct fbpy_frame *o = PyObject_New(struct fbpy_frame, fbpy_frame_type);
+	if (!o) {
+		fb_subscriber_release(s->sub, f);
+		return NULL;
+	}
+	o->owner = (struct fbpy_subscriber *)Py_NewRef(s);
+	o->frame = f;
+	o->exports = 0;
+	o->release_wanted = false;
+	o->meta = NULL;
+	o->info = *f;
+	s->live++;
+	return (PyObject *)o;
+}
+
+/* Take a frame: timeout_ms -1 waits forever, 0 not at all.  Returns NULL with
+ * an exception, or Py_None (new reference) when empty_ok and nothing came. */
+static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_ok)
+{
+	const struct fb_frame *f = NULL;
+	uint64_t deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
+	int r, client_fd;
+
+	if (subscriber_check(s) < 0)
+		return NULL;
+	if (s->busy)
+		return PyErr_Format(PyExc_RuntimeError,
+				    "another thread is acquiring from the subscription to '%U'",
+				    s->stream);
+	client_fd = s->bus->client ? fb_client_get_fd(s->bus->client) : -1;
+	s->busy = true;
+	for (;;) {
+		int slice = 0;
+		bool hung_up = false;
+		if (timeout_ms < 0)
+			slice = SLICE_MS;
+		else if (timeout_ms > 0) {
+			uint64_t now = fbpy_now_ms();
+			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
+		}
+		Py_BEGIN_ALLOW_THREADS
+		r = fb_subscriber_acquire(s->sub, slice, &f);
+		if ((r == -ETIMEDOUT || r == -EAGAIN) && client_fd >= 0)
+			hung_up = fbpy_bus_hung_up(client_fd);
+		Py_END_ALLOW_THREADS
+		if (hung_up) {
+			r = -ECONNRESET;
+			break;
+		}
+		if (r != -EINTR && r != -ETIMEDOUT)
+			break;
+		/* A signal handler may have run without interrupting the
+		 * wait (SA_RESTART): look at Python's signals every slice. */
+		if (PyErr_CheckSignals() < 0)
+			break;
+		if (r == -ETIMEDOUT && timeout_ms >= 0 && fbpy_now_ms() >= deadline)
+			break;
+	}
+	s->busy = false;
+	if (r == 0 && s->closed) { /* closed by another thread meanwhile */
+		fb_subscriber_release(s->sub, f);
+		r = -EBADF;
+	}
+	if (r == 0)
+		return frame_new(s, f);
+	if (s->closed)
+		subscriber_maybe_free(s);
+	if (PyErr_Occurred())
+		return NULL;
+	switch (r) {
+	case -EAGAIN:
+	case -ETIMEDOUT:
+		if (empty_ok)
+			Py_RETURN_NONE;
+		return PyErr_Format(PyExc_TimeoutError, "no frame from '%U' within the timeout",
+				    s->stream);
+	case -EDQUOT:
+		return PyErr_Format(fbpy_hold_limit,
+				    "the subscription to '%U' already holds %u frames, its limit: "
+				    "release frames (and drop arrays made from them) before taking "
+				    "another",
+				    s->stream, (unsigned)fb_subscriber_get_held(s->sub));
+	case -EPIPE:
+		return PyErr_Format(fbpy_stream_ended, "stream '%U' ended", s->stream);
+	case -ECANCELED:
+		return PyErr_Format(fbpy_stream_removed,
+				    "framebusd ended the subscription to '%U' (the stream was "
+				    "removed or restarted with a new geometry): subscribe again",
+				    s->stream);
+	case -ECONNRESET:
+		return PyErr_Format(PyExc_ConnectionResetError,
+				    "framebusd at %U went away; no more frames from '%U'",
+				    s->bus->path, s->stream);
+	case -EBADF:
+		return PyErr_Format(PyExc_ValueError, "the subscription to '%U' was closed",
+				    s->stream);
+	}
+	return fbpy_raise(r, "acquiring a frame from '%U'", s->stream);
+}
+
+static PyObject *subscriber_acquire(struct fbpy_subscriber *s, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"timeout", NULL};
+	PyObject *timeout = Py_None;
+	int64_t ms;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:acquire", kwlist, &timeout))
+		return NULL;
+	if ((ms = fbpy_timeout_ms(timeout)) < -1)
+		return NULL;
+	return take(s, ms, false);
+}
+
+static PyObject *subscriber_try_acquire(struct fbpy_subscriber *s, PyObject *unused)
+{
+	return take(s, 0, true);
+}
+
+static PyObject *subscriber_iter(PyObject *self)
+{
+	return Py_NewRef(self);
+}
+
+static PyObject *subscriber_next(struct fbpy_subscriber *s)
+{
+	if (s->iter_frame) {
+		frame_request_release(s->iter_frame);
+		s->iter_frame = NULL;
+	}
+	PyObject *f = take(s, -1, false);
+	if (!f && PyErr_ExceptionMatches(fbpy_stream_ended)) {
+		PyErr_Clear(); /* the end of the stream ends the loop */
+		return NULL;
+	}
+	s->iter_frame = (struct fbpy_frame *)f;
+	return f;
+}
+
+static PyObject *subscriber_close(struct fbpy_subscriber *s, PyObject *unused)
+{
+	if (s->closed)
+		Py_RETURN_NONE;
+	s->closed = true;
+	subscriber_maybe_free(s);
+	Py_RETURN_NONE;
+}
+
+static PyObject *subscriber_fileno(struct fbpy_subscriber *s, PyObject *unused)
+{
+	if (subscriber_check(s) < 0)
+		return NULL;
+	return PyLong_FromLong(fb_subscriber_get_fd(s->sub));
+}
+
+static PyObject *subscriber_enter(PyObject *self, PyObject *unused)
+{
+	return Py_NewRef(self);
+}
+
+static PyObject *subscriber_exit(struct fbpy_subscriber *s, PyObject *args)
+{
+	return subscriber_close(s, NULL);
+}
+
+static PyObject *subscriber_repr(struct fbpy_subscriber *s)
+{
+	return PyUnicode_FromFormat("<framebus.Subscriber '%U' %s %ux%u %s%s>", s->stream,
+				    s->mode == FB_MODE_QUEUE ? "queue" : "latest",
+				    (unsigned)s->width, (unsigned)s->height,
+				    fb_format_name(s->format), s->closed ? " closed" : "");
+}
+
+static PyObject *sub_get_stream(struct fbpy_subscriber *s, void *unused)
+{
+	return Py_NewRef(s->stream);
+}
+
+static PyObject *sub_get_mode(struct fbpy_subscriber *s, void *unused)
+{
+	return PyUnicode_FromString(s->mode == FB_MODE_QUEUE ? "queue" : "latest");
+}
+
+static PyObject *sub_get_format(struct fbpy_subscriber *s, void *unused)
+{
+	return PyUnicode_FromString(fb_format_name(s->format));
+}
+
+static PyObject *sub_get_width(struct fbpy_subscriber *s, void *unused)
+{
+	return PyLong_FromUnsignedLong(s->width);
+}
+
+static PyObject *sub_get_height(struct fbpy_subscriber *s, void *unused)
+{
+	return PyLong_FromUnsignedLong(s->height);
+}
+
+static PyObject *sub_get_shape(struct fbpy_subscriber *s, void *unused)
+{
+	if (s->view.ndim == 2)
+		return Py_BuildValue("(nn)", s->view.shape[0], s->view.shape[1]);
+	return Py_BuildValue("(nnn)", s->view.shape[0], s->view.shape[1], s->view.shape[2]);
+}
+
+static PyObject *sub_get_held(struct fbpy_subscriber *s, void *unused)
+{
+	return PyLong_FromUnsignedLong(s->sub ? fb_subscriber_get_held(s->sub) : 0);
+}
+
+static PyObject *sub_get_closed(struct fbpy_subscriber *s, void *unused)
+{
+	return PyBool_FromLong(s->closed || s->bus->closed);
+}
+
+static PyObject *sub_get_bus(struct fbpy_subscriber *s, void *unused)
+{
+	return Py_NewRef((PyObject *)s->bus);
+}
+
+static PyMethodDef subscriber_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))subscriber_acquire, METH_VARARGS | METH_KEYWORDS,
+     "acquire(timeout=None) -> Frame\n--\n\n"
+     "Take the next frame (the newest unseen one in 'latest' mode, the next in\n"
+     "order in 'queue' mode), waiting up to timeout seconds (None: forever).\n"
+     "Raises TimeoutError, StreamEnded, StreamRemoved, HoldLimitError, or\n"
+     "ConnectionError when framebusd went away.  Ctrl-C interrupts the wait."},
+    {"try_acquire", (PyCFunction)subscriber_try_acquire, METH_NOARGS,
+     "try_acquire() -> Frame | None\n--\n\n"
+     "Take the next frame if one is there, else None, never waiting.  For event\n"
+     "loops: when fileno() is readable, call it until it returns None."},
+    {"fileno", (PyCFunction)subscriber_fileno, METH_NOARGS,
+     "fileno() -> int\n--\n\nA descriptor that is readable when a frame may be waiting."},
+    {"close", (PyCFunction)subscriber_close, METH_NOARGS,
+     "close()\n--\n\n"
+     "End the subscription.  Frames still alive stay valid; their slots go back\n"
+     "once they (and arrays made from them) are gone."},
+    {"__enter__", subscriber_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)subscriber_exit, METH_VARARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef subscriber_getset[] = {
+    {"stream", (getter)sub_get_stream, NULL, "The stream's name.", NULL},
+    {"mode", (getter)sub_get_mode, NULL, "'latest' or 'queue'.", NULL},
+    {"format", (getter)sub_get_format, NULL, "The pixel format name.", NULL},
+    {"width", (getter)sub_get_width, NULL, "Frame width in pixels.", NULL},
+    {"height", (getter)sub_get_height, NULL, "Frame height in pixels.", NULL},
+    {"shape", (getter)sub_get_shape, NULL, "The shape of Frame.array.", NULL},
+    {"held", (getter)sub_get_held, NULL, "Frames held right now.", NULL},
+    {"closed", (getter)sub_get_closed, NULL, "Whether it (or its bus) was closed.", NULL},
+    {"bus", (getter)sub_get_bus, NULL, "The Bus it came from.", NULL},
+    {NULL},
+};
+
+static PyType_Slot subscriber_slots[] = {
+    {Py_tp_dealloc, subscriber_dealloc},
+    {Py_tp_methods, subscriber_methods},
+    {Py_tp_getset, subscriber_getset},
+    {Py_tp_iter, subscriber_iter},
+    {Py_tp_iternext, subscriber_next},
+    {Py_tp_repr, subscriber_repr},
+    {Py_tp_doc, "A subscription to a stream; made by Bus.subscribe().\n\n"
+		"Iterating gives frames until the stream ends; each frame is released\n"
+		"when the next is taken."},
+    {0, NULL},
+};
+
+static PyType_Spec subscriber_spec = {
+    .name = "framebus.Subscriber",
+    .basicsize = sizeof(struct fbpy_subscriber),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = subscriber_slots,
+};
+
+/* ------------------------------------------------------------------------ */
+
+static void frame_dealloc(struct fbpy_frame *f)
+{
+	struct fbpy_subscriber *s = f->owner;
+	if (s->iter_frame == f)
+		s->iter_frame = NULL;
+	frame_give_back(f); /* no export is left: each holds a reference */
+	Py_XDECREF(f->meta);
+	Py_DECREF(s);
+	PyTypeObject *type = Py_TYPE(f);
+	PyObject_Free(f);
+	Py_DECREF(type);
+}
+
+static int frame_getbuffer(struct fbpy_frame *f, Py_buffer *view, int flags)
+{
+	const struct fbpy_view *v = &f->owner->view;
+
+	if (!f->frame || f->release_wanted) {
+		PyErr_Format(PyExc_BufferError,
+			     "frame %llu of '%U' was released: its slot may hold a newer frame",
+			     (unsigned long long)f->info.seq, f->owner->stream);
+		return -1;
+	}
+	if (flags & PyBUF_WRITABLE) {
+		PyErr_SetString(PyExc_BufferError,
+				"frames from a subscription are read-only: copy the array to "
+				"change it, or publish a stream of your own");
+		return -1;
+	}
+	if ((flags & PyBUF_STRIDES) != PyBUF_STRIDES) {
+		PyErr_SetString(PyExc_BufferError,
+				"frame rows are padded: ask for strides (numpy.asarray does)");
+		return -1;
+	}
+	view->buf = f->frame->data[0];
+	view->obj = Py_NewRef((PyObject *)f);
+	view->len = v->len;
+	view->readonly = 1;
+	view->itemsize = 1;
+	view->format = (flags & PyBUF_FORMAT) ? "B" : NULL;
+	view->ndim = v->ndim;
+	view->shape = (Py_ssize_t *)v->shape;
+	view->strides = (Py_ssize_t *)v->strides;
+	view->suboffsets = NULL;
+	view->internal = NULL;
+	f->exports++;
+	return 0;
+}
+
+static void frame_releasebuffer(struct fbpy_frame *f, Py_buffer *view)
+{
+	if (--f->exports == 0 && f->release_wanted)
+		frame_give_back(f);
+}
+
+static PyObject *frame_release(struct fbpy_frame *f, PyObject *unused)
+{
+	frame_request_release(f);
+	Py_RETURN_NONE;
+}
+
+static PyObject *frame_enter(PyObject *self, PyObject *unused)
+{
+	return Py_NewRef(self);
+}
+
+static PyObject *frame_exit(struct fbpy_frame *f, PyObject *args)
+{
+	frame_request_release(f);
+	Py_RETURN_FALSE;
+}
+
+static PyObject *frame_get_array(struct fbpy_frame *f, void *unused)
+{
+	return fbpy_as_array((PyObject *)f);
+}
+
+
+static PyObject *frame_get_meta(struct fbpy_frame *f, void *unused)
+{
+	if (f->meta)
+		return Py_NewRef(f->meta);
+	if (f->info.meta_size == 0)
+		return PyBytes_FromStringAndSize(NULL, 0);
+	if (!f->frame)
+		return PyErr_NoMemory(); /* the copy at release failed */
+	f->meta = PyBytes_FromStringAndSize((const char *)f->frame->meta, f->frame->meta_size);
+	return f->meta ? Py_NewRef(f->meta) : NULL;
+}
+
+#define FRAME_U64(field)                                                                          \
+	static PyObject *frame_get_##field(struct fbpy_frame *f, void *unused)                   \
+	{                                                                                         \
+		return PyLong_FromUnsignedLongLong(f->info.field);                                \
+	}
+FRAME_U64(seq)
+FRAME_U64(source_seq)
+FRAME_U64(monotonic_ns)
+FRAME_U64(realtime_ns)
+FRAME_U64(missed)
+
+static PyObject *frame_get_pts(struct fbpy_frame *f, void *unused)
+{
+	return PyLong_FromLongLong(f->info.pts);
+}
+
+static PyObject *frame_get_timestamp(struct fbpy_frame *f, void *unused)
+{
+	return PyFloat_FromDouble((double)f->info.realtime_ns / 1e9);
+}
+
+static PyObject *frame_get_flags(struct fbpy_frame *f, void *unused)
+{
+	return PyLong_FromUnsignedLong(f->info.flags);
+}
+
+static PyObject *frame_get_keyframe(struct fbpy_frame *f, void *unused)
+{
+	return PyBool_FromLong(f->info.flags & FB_FRAME_KEYFRAME);
+}
+
+static PyObject *frame_get_discontinuity(struct fbpy_frame *f, void *unused)
+{
+	return PyBool_FromLong(f->info.flags & FB_FRAME_DISCONTINUITY);
+}
+
+static PyObject *frame_get_released(struct fbpy_frame *f, void *unused)
+{
+	return PyBool_FromLong(f->frame == NULL);
+}
+
+static PyObject *frame_get_subscriber(struct fbpy_frame *f, void *unused)
+{
+	return Py_NewRef((PyObject *)f->owner);
+}
+
+static PyObject *frame_repr(struct fbpy_frame *f)
+{
+	return PyUnicode_FromFormat("<framebus.Frame '%U' seq=%llu%s>", f->owner->stream,
+				    (unsigned long long)f->info.seq,
+				    f->frame ? "" : " released");
+}
+
+static PyMethodDef frame_methods[] = {
+    {"release", (PyCFunction)frame_release, METH_NOARGS,
+     "release()\n--\n\n"
+     "Done with this frame: its slot goes back to the ring as soon as no array\n"
+     "made from it is left (at once if there is none).  Metadata stays readable."},
+    {"__enter__", frame_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)frame_exit, METH_VARARGS, NULL},
+    {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef frame_getset[] = {
+    {"array", (getter)frame_get_array, NULL,
+     "A read-only numpy view of the pixels, no copy: (h, w, 3) for bgr24/rgb24,\n"
+     "(h, w, 4) for bgra, (h, w) for gray8, (h*3/2, w) for nv12/yuv420p.\n"
+     "It keeps the frame's slot held for as long as it (or a view of it) lives.",
+     NULL},
+    {"seq", (getter)frame_get_seq, NULL, "1, 2, 3, ... in publish order.", NULL},
+    {"source_seq", (getter)frame_get_source_seq, NULL,
+     "The seq of the frame this one was made from, or 0.", NULL},
+    {"pts", (getter)frame_get_pts, NULL, "Presentation time in the source's time base.", NULL},
+    {"timestamp", (getter)frame_get_timestamp, NULL,
+     "Wall-clock publish time in seconds since the epoch (time.time() scale).", NULL},
+    {"monotonic_ns", (getter)frame_get_monotonic_ns, NULL,
+     "CLOCK_MONOTONIC at publish (time.monotonic_ns() scale).", NULL},
+    {"realtime_ns", (getter)frame_get_realtime_ns, NULL, "CLOCK_REALTIME at publish.", NULL},
+    {"missed", (getter)frame_get_missed, NULL,
+     "Frames skipped just before this one (queue mode: lost by falling behind).", NULL},
+    {"flags", (getter)frame_get_flags, NULL, "Frame flags (KEYFRAME, END_OF_STREAM, ...).", NULL},
+    {"keyframe", (getter)frame_get_keyframe, NULL, "Whether it was a keyframe.", NULL},
+    {"discontinuity", (getter)frame_get_discontinuity, NULL,
+     "Whether frames before it were lost or its source restarted.", NULL},
+    {"meta", (getter)frame_get_meta, NULL, "The side data the publisher attached (bytes).",
+     NULL},
+    {"released", (getter)frame_get_released, NULL,
+     "Whether its slot went back to the ring.", NULL},
+    {"subscriber", (getter)frame_get_subscriber, NULL, "The Subscriber it came from.", NULL},
+    {NULL},
+};
+
+static PyType_Slot frame_slots[] = {
+    {Py_tp_dealloc, frame_dealloc},
+    {Py_tp_methods, frame_methods},
+    {Py_tp_getset, frame_getset},
+    {Py_tp_repr, frame_repr},
+    {Py_bf_getbuffer, frame_getbuffer},
+    {Py_bf_releasebuffer, frame_releasebuffer},
+    {Py_tp_doc, "A frame held from a stream; numpy.asarray(frame) is a zero-copy view.\n\n"
+		"Use it in a with block (released at the end) or call release()."},
+    {0, NULL},
+};
+
+static PyType_Spec frame_spec = {
+    .name = "framebus.Frame",
+    .basicsize = sizeof(struct fbpy_frame),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = frame_slots,
+};
+
+int fbpy_subscriber_init_types(PyObject *m)
+{
+	fbpy_subscriber_type = (PyTypeObject *)PyType_FromSpec(&subscriber_spec);
+	fbpy_frame_type = (PyTypeObject *)PyType_FromSpec(&frame_spec);
+	if (!fbpy_subscriber_type || !fbpy_frame_type)
+		return -1;
+	if (PyModule_AddObjectRef(m, "Subscriber", (PyObject *)fbpy_subscriber_type) < 0 ||
+	    PyModule_AddObjectRef(m, "Frame", (PyObject *)fbpy_frame_type) < 0)
+		return -1;
+	for (uint32_t flag = 0; flag < 3; flag++) {
+		static const char *names[] = {"KEYFRAME", "END_OF_STREAM", "DISCONTINUITY"};
+		if (PyModule_AddIntConstant(m, names[flag], 1 << flag) < 0)
+			return -1;
+	}
+	return 0;
+}

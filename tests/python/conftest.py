@@ -1,0 +1,115 @@
+# SPDX-License-Identifier: MIT
+"""Fixtures for the Python tests: a real framebusd per test module, and TAP
+output (one line per test) for meson and scripts/test."""
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+FRAMEBUSD = os.environ.get("FRAMEBUSD", "framebusd")
+FRAMEBUSCTL = os.environ.get("FRAMEBUSCTL", "framebusctl")
+
+DEFAULT_STREAMS = """
+[stream cam0]
+url = testsrc2=size=320x240:rate=30
+input_format = lavfi
+format = bgr24
+slots = 8
+"""
+
+
+class Daemon:
+    """A framebusd on a private socket, stopped (and checked) at the end."""
+
+    def __init__(self, streams=DEFAULT_STREAMS):
+        self.dir = tempfile.TemporaryDirectory(prefix="framebus-py-")
+        self.socket = os.path.join(self.dir.name, "framebus.sock")
+        self.config = os.path.join(self.dir.name, "framebusd.conf")
+        self.log_path = os.path.join(self.dir.name, "framebusd.log")
+        with open(self.config, "w") as f:
+            f.write(f"[daemon]\nsocket = {self.socket}\n{streams}")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([FRAMEBUSD, "--config", self.config],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.socket):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"framebusd did not start:\n{self.read_log()}")
+            time.sleep(0.02)
+
+    def read_log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        self.log.close()
+        self.dir.cleanup()
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon()
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def bus(daemon):
+    import framebus
+    b = framebus.connect(daemon.socket, name="pytest")
+    yield b
+    b.close()
+
+
+def wait_running(bus, name, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = bus.stream(name)
+        if info.state == "running":
+            return info
+        time.sleep(0.05)
+    raise AssertionError(f"stream {name} not running: {bus.stream(name)}")
+
+
+# --- TAP -----------------------------------------------------------------
+
+_tap = {"n": 0}
+
+
+def pytest_configure(config):
+    if os.environ.get("FRAMEBUS_TAP"):
+        sys.stdout.write("TAP version 13\n")
+
+
+def pytest_runtest_logreport(report):
+    if not os.environ.get("FRAMEBUS_TAP"):
+        return
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        _tap["n"] += 1
+        name = report.nodeid.split("::")[-1]
+        if report.passed:
+            line = f"ok {_tap['n']} - python::{name}"
+        elif report.skipped:
+            line = f"ok {_tap['n']} - python::{name} # SKIP"
+        else:
+            line = f"not ok {_tap['n']} - python::{name}"
+            for text in str(report.longrepr).splitlines()[-30:]:
+                line += f"\n# {text}"
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def pytest_unconfigure(config):
+    if os.environ.get("FRAMEBUS_TAP"):
+        sys.stdout.write(f"1..{_tap['n']}\n")

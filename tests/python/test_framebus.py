@@ -1,0 +1,358 @@
+# SPDX-License-Identifier: MIT
+"""framebus for Python against a real framebusd."""
+import asyncio
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import framebus
+from conftest import FRAMEBUSCTL, Daemon, wait_running
+
+
+def ring_mappings():
+    """(start, end) of every ring memfd mapped into this process."""
+    spans = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "memfd:framebus-ring" in line:
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                spans.append((start, end))
+    return spans
+
+
+def test_streams_describe_the_daemons_streams(bus):
+    info = wait_running(bus, "cam0")
+    assert [s.name for s in bus.streams()] == ["cam0"]
+    assert (info.width, info.height, info.format, info.state) == (320, 240, "bgr24", "running")
+    time.sleep(1.2)  # fps is measured over the last second
+    assert bus.stream("cam0").fps > 10
+    with pytest.raises(framebus.NoSuchStream, match="no stream 'nope'"):
+        bus.stream("nope")
+
+
+def test_frames_are_zero_copy_views_into_the_ring(bus):
+    sub = bus.subscribe("cam0")
+    with sub.acquire(timeout=2) as frame:
+        a = frame.array
+        b = np.asarray(frame)
+        ptr = a.__array_interface__["data"][0]
+        assert a.shape == (240, 320, 3) and a.dtype == np.uint8
+        assert a.strides == (960, 3, 1)
+        assert not a.flags.owndata and not a.flags.writeable
+        assert b.__array_interface__["data"][0] == ptr
+        # The pixels lie inside the daemon's ring memfd, mapped here: no copy.
+        assert any(start <= ptr and ptr + a.strides[0] * 240 <= end
+                   for start, end in ring_mappings())
+        assert a.std() > 10  # a test pattern, not an empty buffer
+        del a, b
+    sub.close()
+
+
+def test_an_array_outliving_its_frame_keeps_the_slot(bus):
+    sub = bus.subscribe("cam0", max_holds=2)
+    frame = sub.acquire(timeout=2)
+    seq = frame.seq
+    a = frame.array
+    before = a.copy()
+    frame.release()
+    assert not frame.released and sub.held == 1
+    time.sleep(0.5)  # 15 frames pass through an 8-slot ring
+    assert np.array_equal(a, before), "the slot was reused under a live array"
+    view = a[10:20, 10:20]
+    del a
+    assert sub.held == 1  # a view of the array still holds it
+    del view
+    gc.collect()
+    assert frame.released and sub.held == 0
+    assert frame.seq == seq  # metadata stays readable
+    for make_array in (np.asarray, lambda f: f.array):
+        with pytest.raises(BufferError, match="released"):
+            make_array(frame)
+    sub.close()
+
+
+def test_the_hold_limit_raises_instead_of_stalling(bus):
+    sub = bus.subscribe("cam0", max_holds=2)
+    arrays = [sub.acquire(timeout=2).array for _ in range(2)]
+    with pytest.raises(framebus.HoldLimitError, match="holds 2 frames"):
+        sub.acquire(timeout=2)
+    arrays.pop()
+    assert sub.acquire(timeout=2) is not None
+    sub.close()
+
+
+def test_iteration_releases_each_frame_when_taking_the_next(bus):
+    sub = bus.subscribe("cam0", mode="queue")
+    seqs = []
+    for frame in sub:
+        seqs.append(frame.seq)
+        assert sub.held == 1
+        if len(seqs) == 10:
+            break
+    assert seqs == list(range(seqs[0], seqs[0] + 10))
+    sub.close()
+
+
+def test_latest_mode_skips_to_the_newest_frame(bus):
+    sub = bus.subscribe("cam0", mode="latest")
+    sub.acquire(timeout=2).release()
+    time.sleep(0.3)
+    frame = sub.acquire(timeout=2)
+    assert frame.missed >= 3
+    assert abs(frame.timestamp - time.time()) < 1.0
+    assert 0 <= time.monotonic_ns() - frame.monotonic_ns < 1e9
+    sub.close()
+
+
+def test_published_frames_reach_python_and_c_subscribers_exactly(bus, daemon, tmp_path):
+    import cv2
+    pub = bus.publish("py.gray", width=64, height=48, format="gray8", slots=8,
+                      policy="block")
+    sub = bus.subscribe("py.gray", mode="queue")
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (48, 64), dtype=np.uint8) for _ in range(5)]
+    for i, img in enumerate(images):
+        with pub.frame(timeout=2) as out:
+            out.array[:] = img
+            out.source_seq = 1000 + i
+            out.meta = f'{{"n": {i}}}'
+        assert out.seq == i + 1
+    for i, img in enumerate(images):
+        with sub.acquire(timeout=2) as frame:
+            assert frame.seq == i + 1 and frame.source_seq == 1000 + i
+            assert frame.meta == f'{{"n": {i}}}'.encode()
+            assert np.array_equal(frame.array, img)
+    # A C subscriber (framebusctl) sees the newest frame's pixels exactly.
+    png = tmp_path / "snap.png"
+    subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "snapshot", "py.gray", str(png)],
+                   check=True, timeout=10)
+    snap = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(snap, images[-1])
+    pub.close()
+    with pytest.raises(framebus.StreamEnded):
+        sub.acquire(timeout=2)
+
+
+def test_a_frame_block_that_raises_is_discarded(bus):
+    pub = bus.publish("py.discard", width=16, height=16, format="gray8")
+    sub = bus.subscribe("py.discard", mode="queue")
+    with pytest.raises(RuntimeError, match="boom"):
+        with pub.frame() as out:
+            out.array[:] = 7
+            raise RuntimeError("boom")
+    assert not out.published and out.seq is None
+    with pytest.raises(TimeoutError):
+        sub.acquire(timeout=0.1)
+    with pub.frame() as out:
+        out.array[:] = 9
+    with sub.acquire(timeout=1) as frame:
+        assert frame.seq == 1 and int(frame.array.max()) == 9
+    pub.close()
+
+
+@pytest.mark.parametrize("fmt,shape", [("bgra", (48, 64, 4)), ("nv12", (72, 64)),
+                                       ("yuv420p", (72, 64)), ("rgb24", (48, 64, 3))])
+def test_every_format_has_its_numpy_shape(bus, fmt, shape):
+    pub = bus.publish(f"py.{fmt}", width=64, height=48, format=fmt)
+    sub = bus.subscribe(f"py.{fmt}", mode="queue")
+    with pub.frame() as out:
+        assert out.array.shape == shape
+        out.array[:] = np.arange(out.array.size, dtype=np.uint64).reshape(shape) % 251
+    with sub.acquire(timeout=1) as frame:
+        assert np.array_equal(frame.array, np.arange(frame.array.size).reshape(shape) % 251)
+    pub.close()
+
+
+def test_yuv420p_reads_as_one_opencv_image(bus):
+    import cv2
+    bgr = np.zeros((48, 64, 3), np.uint8)
+    bgr[:, :32] = (255, 0, 0)
+    bgr[:, 32:] = (0, 0, 255)
+    pub = bus.publish("py.i420", width=64, height=48, format="yuv420p")
+    sub = bus.subscribe("py.i420", mode="queue")
+    with pub.frame() as out:
+        out.array[:] = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)
+    with sub.acquire(timeout=1) as frame:
+        back = cv2.cvtColor(frame.array, cv2.COLOR_YUV2BGR_I420)
+    assert np.abs(back.astype(int) - bgr).max() < 8
+    pub.close()
+
+
+def test_asyncio_iteration(bus):
+    async def main():
+        sub = bus.subscribe("cam0", mode="queue")
+        seqs = []
+        async for frame in sub.frames_async():
+            seqs.append(frame.seq)
+            if len(seqs) == 5:
+                break
+        sub.close()
+        return seqs
+
+    seqs = asyncio.run(asyncio.wait_for(main(), 10))
+    assert seqs == list(range(seqs[0], seqs[0] + 5))
+
+
+def test_misuse_raises_clear_errors(bus):
+    with pytest.raises(ValueError, match="mode must be 'latest' or 'queue'"):
+        bus.subscribe("cam0", mode="newest")
+    with pytest.raises(ValueError, match="unknown pixel format 'rgb565'"):
+        bus.publish("x", 64, 48, format="rgb565")
+    with pytest.raises(ValueError, match="not a valid nv12 frame size"):
+        bus.publish("x", 63, 48, format="nv12")
+    with pytest.raises(ValueError, match="slots must be"):
+        bus.publish("x", 64, 48, slots=1)
+    with pytest.raises(framebus.StreamExists):
+        bus.publish("cam0", 64, 48)
+    with pytest.raises(ValueError, match="timeout must be"):
+        bus.subscribe("cam0").acquire(timeout=-1)
+    pub = bus.publish("py.misuse", 16, 16, format="gray8", meta_max=8)
+    with pub.frame() as out:
+        with pytest.raises(ValueError, match="does not fit"):
+            out.meta = b"123456789"
+        with pytest.raises(RuntimeError, match="neither published nor discarded"):
+            pub.frame()
+    with pytest.raises(ValueError, match="already published"):
+        out.source_seq = 3
+    with pytest.raises(BufferError, match="already published"):
+        np.asarray(out)
+    sub = bus.subscribe("cam0")
+    with sub.acquire(timeout=2) as frame:
+        with pytest.raises(ValueError, match="read-only"):
+            frame.array[0, 0, 0] = 1
+        with pytest.raises(TypeError, match="read-only"):
+            memoryview(frame)[0, 0, 0] = 1
+    pub.close()
+    with pytest.raises(ValueError, match="closed"):
+        pub.frame()
+
+
+def test_a_closed_bus_refuses_calls_but_live_arrays_stay_valid(daemon):
+    bus = framebus.connect(daemon.socket)
+    sub = bus.subscribe("cam0")
+    frame = sub.acquire(timeout=2)
+    a = frame.array
+    before = a.copy()
+    bus.close()
+    for call in (bus.streams, lambda: bus.subscribe("cam0"), lambda: sub.acquire()):
+        with pytest.raises(ValueError, match="closed"):
+            call()
+    time.sleep(0.4)
+    assert np.array_equal(a, before)  # still held: the connection waits for it
+    del a, frame
+    gc.collect()
+    with pytest.raises(ConnectionRefusedError, match="cannot connect"):
+        framebus.connect(daemon.socket + ".missing")
+
+
+def test_ctrl_c_interrupts_a_blocking_acquire(daemon):
+    script = textwrap.dedent(f"""
+        import framebus, sys
+        bus = framebus.connect({daemon.socket!r})
+        pub = bus.publish("py.silent", 16, 16, format="gray8")
+        sub = bus.subscribe("py.silent")
+        print("waiting", flush=True)
+        try:
+            sub.acquire()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            env=os.environ)
+    assert proc.stdout.readline().strip() == "waiting"
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=5)
+    assert out.strip() == "interrupted"
+    assert time.monotonic() - t0 < 1.0
+
+
+def test_blocking_calls_let_other_threads_run(bus):
+    pub = bus.publish("py.gil", 16, 16, format="gray8")
+    sub = bus.subscribe("py.gil")
+    got = []
+    t = threading.Thread(target=lambda: got.append(sub.acquire(timeout=5).seq))
+    t.start()
+    time.sleep(0.2)
+    spins = sum(1 for _ in range(100000))  # runs while the thread waits
+    with pub.frame() as out:
+        out.array[:] = 1
+    t.join(5)
+    assert got == [1] and spins == 100000
+    pub.close()
+
+
+def test_a_killed_subscriber_process_gives_its_slots_back(bus, daemon):
+    pub = bus.publish("py.killed", 32, 32, format="gray8", slots=4, policy="block")
+    script = textwrap.dedent(f"""
+        import framebus
+        bus = framebus.connect({daemon.socket!r})
+        sub = bus.subscribe("py.killed", mode="queue", max_holds=3)
+        held = [sub.acquire().array for _ in range(3)]
+        print("holding", flush=True)
+        import time; time.sleep(60)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    for _ in range(3):
+        with pub.frame(timeout=2) as out:
+            out.array[:] = 5
+    assert child.stdout.readline().strip() == "holding"
+    assert pub.stats["held"] == 3
+    child.kill()
+    child.wait()
+    # The daemon hands its holds back; the block-policy publisher goes on.
+    for _ in range(8):
+        with pub.frame(timeout=3) as out:
+            out.array[:] = 6
+    assert pub.stats["subscribers"] == 0
+    pub.close()
+
+
+def test_the_daemon_dying_mid_iteration_raises_connection_error():
+    d = Daemon()
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "cam0")
+        sub = bus.subscribe("cam0", mode="queue")
+        seen = 0
+        with pytest.raises(ConnectionError, match="went away"):
+            for frame in sub:
+                seen += 1
+                if seen == 3:
+                    kept = frame.array
+                    d.kill()
+        assert seen >= 3
+        assert kept.std() > 10  # the frame we kept is still mapped and readable
+        assert not bus.connected
+        with pytest.raises(ConnectionError):
+            bus.streams()
+    finally:
+        d.stop()
+
+
+def test_asyncio_notices_the_daemon_dying():
+    d = Daemon()
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "cam0")
+
+        async def main():
+            sub = bus.subscribe("cam0")
+            async for frame in sub.frames_async():
+                if frame.seq > 2 and d.proc.poll() is None:
+                    d.kill()
+
+        with pytest.raises(ConnectionError, match="went away"):
+            asyncio.run(asyncio.wait_for(main(), 10))
+    finally:
+        d.stop()
