@@ -356,3 +356,42 @@ def test_asyncio_notices_the_daemon_dying():
             asyncio.run(asyncio.wait_for(main(), 10))
     finally:
         d.stop()
+
+
+def test_the_gray_example_publishes_gray_frames_matched_to_their_source(bus, daemon):
+    import json
+
+    import cv2
+    wait_running(bus, "cam0")
+    source = bus.subscribe("cam0", mode="queue")
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "python", "examples",
+                           "gray.py")
+    proc = subprocess.Popen([sys.executable, example, "--socket", daemon.socket,
+                             "--output", "cam0.test-gray", "--frames", "90"],
+                            stdout=subprocess.PIPE, text=True)
+    assert "-> cam0.test-gray" in proc.stdout.readline()
+    gray = bus.subscribe("cam0.test-gray", mode="queue")
+    originals, checked = {}, 0
+    deadline = time.monotonic() + 20
+    while checked < 20 and time.monotonic() < deadline:
+        while (f := source.try_acquire()) is not None:
+            with f:
+                originals[f.seq] = f.array.copy()
+        g = gray.try_acquire()
+        if g is None:
+            time.sleep(0.01)
+            continue
+        with g:
+            result = json.loads(g.meta)
+            assert g.array.shape == (240, 320)
+            assert abs(result["mean"] - float(g.array.mean())) < 0.01
+            if g.source_seq in originals:
+                expected = cv2.cvtColor(originals[g.source_seq], cv2.COLOR_BGR2GRAY)
+                assert np.array_equal(g.array, expected)
+                checked += 1
+    assert checked >= 20
+    proc.wait(timeout=20)
+    assert "90 frames processed" in proc.stdout.read()
+    with pytest.raises(framebus.StreamEnded):
+        while True:
+            gray.acquire(timeout=2).release()
