@@ -3,6 +3,10 @@
 
 FRAMEBUS_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
+# The interpreter the Python package is built and tested for: Debian's, which
+# has numpy, OpenCV and pytest (another python3 may come first on PATH).
+FRAMEBUS_PYTHON=${FRAMEBUS_PYTHON:-/usr/bin/python3}
+
 # Debian packages the build, the tests and the benchmarks need.
 FRAMEBUS_PACKAGES=(
     meson ninja-build pkg-config gcc libc6-dev
@@ -34,6 +38,7 @@ fb_install_deps() {
 fb_build() {
     local dir=$1
     shift
+    set -- -Dpython="$FRAMEBUS_PYTHON" "$@"
     if [ -f "$dir/build.ninja" ]; then
         meson setup --reconfigure "$dir" "$@" >"$dir.setup.log" 2>&1
     else

@@ -1,0 +1,95 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Python per-frame costs on 1920x1080 bgr24 frames.
+
+acquire: Subscriber.acquire() + numpy.asarray(frame) + release, per frame,
+         with the frame already published (what the binding costs, not the
+         wait for the next frame).
+publish: Publisher.frame() + setting source_seq + publishing (the with block),
+         per frame, without writing pixels (that is the user's own work).
+
+Starts its own framebusd (FRAMEBUSD, default build/daemon/framebusd), runs
+ROUNDS rounds of BATCH frames and prints medians and p99s.  Last line:
+py-bench acquire_us=X publish_us=Y
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import framebus
+
+
+def percentile(values, p):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * p / 100))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=400)
+    ap.add_argument("--batch", type=int, default=50, help="frames per round (< slots)")
+    args = ap.parse_args()
+    framebusd = os.environ.get("FRAMEBUSD", "build/daemon/framebusd")
+    with tempfile.TemporaryDirectory(prefix="py-bench-") as tmp:
+        sock = os.path.join(tmp, "fb.sock")
+        conf = os.path.join(tmp, "framebusd.conf")
+        with open(conf, "w") as f:
+            f.write(f"[daemon]\nsocket = {sock}\n")
+        daemon = subprocess.Popen([framebusd, "--config", conf], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(sock):
+                if daemon.poll() is not None or time.monotonic() > deadline:
+                    sys.exit("py-bench: framebusd did not start")
+                time.sleep(0.02)
+            run(sock, args)
+        finally:
+            daemon.terminate()
+            daemon.wait()
+
+
+def run(sock, args):
+    bus = framebus.connect(sock, name="py-bench")
+    pub = bus.publish("bench", 1920, 1080, format="bgr24", slots=args.batch + 2,
+                      policy="block")
+    sub = bus.subscribe("bench", mode="queue")
+    with pub.frame() as out:  # the pages are touched once, as a camera would
+        out.array[:] = 128
+    sub.acquire().release()
+    clock = time.perf_counter_ns
+    acquire_ns, publish_ns = [], []
+    for _ in range(args.rounds):
+        for i in range(args.batch):
+            t0 = clock()
+            with pub.frame() as out:
+                out.source_seq = i
+            publish_ns.append(clock() - t0)
+        for _ in range(args.batch):
+            t0 = clock()
+            frame = sub.acquire()
+            a = np.asarray(frame)
+            frame.release()
+            del a
+            acquire_ns.append(clock() - t0)
+        assert sub.held == 0
+    pub.close()
+    bus.close()
+    a50, a99 = statistics.median(acquire_ns) / 1e3, percentile(acquire_ns, 99) / 1e3
+    p50, p99 = statistics.median(publish_ns) / 1e3, percentile(publish_ns, 99) / 1e3
+    n = len(acquire_ns)
+    print(f"{n} frames of 1920x1080 bgr24, Python {sys.version.split()[0]}, "
+          f"numpy {np.__version__}")
+    print(f"acquire + numpy.asarray + release: p50 {a50:.2f} us  p99 {a99:.2f} us")
+    print(f"publish (frame() + with block):    p50 {p50:.2f} us  p99 {p99:.2f} us")
+    print(f"py-bench acquire_us={a50:.2f} publish_us={p50:.2f}")
+
+
+if __name__ == "__main__":
+    main()
