@@ -44,11 +44,13 @@ for f in sbin/framebusd bin/framebusctl include/framebus/framebus.h etc/framebus
         || compgen -G "$work/root/$f" >/dev/null || missing+=("$f")
 done
 for f in framebusd.service framebusd.socket 'libframebus.so.0' 'pkgconfig/framebus.pc' \
-         man8/framebusd.8 man5/framebusd.conf.5 man1/framebusctl.1; do
+         man8/framebusd.8 man5/framebusd.conf.5 man1/framebusctl.1 \
+         'framebus/__init__.py' 'framebus/_framebus.pyi' 'framebus/py.typed' \
+         'framebus/_framebus.cpython-*.so'; do
     [ -n "$(find "$work/root" -path "*/$f" -print -quit)" ] || missing+=("$f")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-    ok "meson install puts the daemon, tool, library, header, pkg-config file, config, units and man pages in place"
+    ok "meson install puts the daemon, tool, library, header, pkg-config file, config, units, man pages and Python package in place"
 else
     echo "missing: ${missing[*]}" >>"$work/out"
     not_ok "meson install: missing ${missing[*]}"

@@ -395,3 +395,35 @@ def test_the_gray_example_publishes_gray_frames_matched_to_their_source(bus, dae
     with pytest.raises(framebus.StreamEnded):
         while True:
             gray.acquire(timeout=2).release()
+
+
+def test_pip_builds_an_installable_wheel_offline(daemon, tmp_path):
+    import zipfile
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps",
+                    "--no-index", "--config-settings=setup-args=-Dpython_only=true",
+                    "-w", str(tmp_path / "wheels"), root],
+                   check=True, timeout=600, capture_output=True)
+    (wheel,) = (tmp_path / "wheels").iterdir()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "framebus/__init__.py" in names and "framebus/_framebus.pyi" in names
+    assert not [n for n in names if n.endswith((".h", "framebusctl", ".pc"))], names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    out = subprocess.run([sys.executable, "-c", "import framebus, sys; "
+                          f"print(framebus.__file__, framebus.connect({daemon.socket!r}).stream('cam0').name)"],
+                         env=env, check=True, capture_output=True, text=True, timeout=30).stdout
+    assert out.startswith(str(tmp_path / "site")) and out.split()[1] == "cam0"
+
+
+def test_meson_devenv_imports_the_build_trees_package():
+    build = os.environ.get("FRAMEBUS_BUILD_ROOT")
+    assert build, "run through meson test (FRAMEBUS_BUILD_ROOT names the build tree)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(["meson", "devenv", "-C", build, sys.executable, "-c",
+                          "import framebus, shutil; print(framebus.__file__); "
+                          "print(shutil.which('framebusd'))"],
+                         env=env, check=True, capture_output=True, text=True, timeout=60).stdout
+    module, daemon_path = out.split()
+    assert module.startswith(os.path.join(build, "python", "framebus"))
+    assert daemon_path.startswith(build)
