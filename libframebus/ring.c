@@ -226,6 +226,9 @@ int fb__subscriber_slot_create(uint32_t mode, uint32_t max_holds, uint64_t first
 	s.record->mode = mode;
 	s.record->max_holds = max_holds;
 	atomic_store(&s.record->cursor, first_seq ? first_seq : 1);
+	/* Armed for the pipe from the start, so that an event loop that polls
+	 * the fd before its first acquire still hears of the first frame. */
+	atomic_store(&s.record->armed, FB__ARMED_PIPE);
 	*ret_slot = s;
 	return 0;
 fail:

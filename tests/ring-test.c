@@ -428,8 +428,13 @@ Test(ring, fd_is_pollable_and_rearms)
 	const struct fb_frame *f;
 
 	cr_assert_geq(pfd.fd, 0);
-	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN, "arms the fd");
 	cr_assert_eq(poll(&pfd, 1, 0), 0, "nothing published yet");
+	publish(pr.producer);
+	cr_assert_eq(poll(&pfd, 1, 0), 1, "a new subscriber is armed from the start");
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+	cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), -EAGAIN, "arms the fd");
+	cr_assert_eq(poll(&pfd, 1, 0), 0, "drained");
 	publish(pr.producer);
 	cr_assert_eq(poll(&pfd, 1, 0), 1, "publish wakes an armed subscriber");
 	cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);

@@ -274,7 +274,8 @@ uint32_t fb_subscriber_get_mode(const fb_subscriber *subscriber);
 /**
  * A descriptor that becomes readable when a frame may be waiting.  For event
  * loops: when it is readable, call fb_subscriber_acquire() with timeout 0
- * until it returns -EAGAIN; only that -EAGAIN re-arms the descriptor.
+ * until it returns -EAGAIN; only that -EAGAIN re-arms the descriptor (a new
+ * subscriber starts armed: the first frame makes it readable).
  */
 int fb_subscriber_get_fd(const fb_subscriber *subscriber);
 
