@@ -1,0 +1,173 @@
+# SPDX-License-Identifier: MIT
+"""The processed-frame path end to end: framebusd, python/examples/gray.py,
+framebus-record and the C collector, all real processes."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import Daemon
+
+RECORD = os.environ.get("FRAMEBUS_RECORD", "framebus-record")
+COLLECTOR = os.environ.get("FRAMEBUS_COLLECTOR", "framebus-collector")
+GRAY = os.path.join(os.path.dirname(__file__), "..", "..", "python", "examples", "gray.py")
+
+
+@pytest.fixture
+def daemon():
+    d = Daemon()
+    yield d
+    d.stop()
+
+
+def ffprobe(path):
+    """(width, height, frames counted by decoding) of a video file."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+                          "-show_entries", "stream=width,height,nb_read_frames", "-of",
+                          "csv=p=0", path], check=True, capture_output=True, text=True,
+                         timeout=60).stdout.strip()
+    w, h, n = out.split(",")
+    return int(w), int(h), int(n)
+
+
+def jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def wait_for_stream(daemon, name, timeout=15):
+    import framebus
+    bus = framebus.connect(daemon.socket)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if bus.stream(name).state == "running":
+                    return
+            except framebus.NoSuchStream:
+                pass
+            time.sleep(0.05)
+    finally:
+        bus.close()
+    raise AssertionError(f"stream {name} never ran:\n{daemon.read_log()}")
+
+
+def start(args, **kw):
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kw)
+
+
+def test_gray_pipeline_recording_matches_the_collector(daemon, tmp_path):
+    wait_for_stream(daemon, "cam0")
+    gray = start([sys.executable, GRAY, "--socket", daemon.socket, "--policy", "block"])
+    wait_for_stream(daemon, "cam0.gray")
+    video = str(tmp_path / "gray.mp4")
+    recorder = start([RECORD, "--socket", daemon.socket, "cam0.gray", video])
+    collector = start([COLLECTOR, "--socket", daemon.socket])
+    time.sleep(3)
+    gray.send_signal(signal.SIGTERM)  # its stream ends; both readers finish on that
+    gray_out = gray.communicate(timeout=10)[0]
+    assert "frames processed, 0 dropped" in gray_out
+    rec_err = recorder.communicate(timeout=20)[1]
+    col_out = collector.communicate(timeout=20)[0]
+    assert recorder.returncode == 0, rec_err
+    assert "stopped (the stream ended)" in rec_err and "0 skipped" in rec_err
+    assert "stopped (the processed stream ended)" in col_out
+
+    lines = jsonl(str(tmp_path / "gray.jsonl"))
+    width, height, frames = ffprobe(video)
+    assert (width, height) == (320, 240)
+    assert frames == len(lines) >= 60
+    seqs = [line["seq"] for line in lines]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "the recorder lost frames"
+    # The collector saw the same frames from the same results, with the
+    # same source frames, up to the last one gray.py published.
+    results = {}
+    for line in col_out.splitlines():
+        if line.startswith("result "):
+            fields = dict(kv.split("=", 1) for kv in line.split()[1:4])
+            results[int(fields["seq"])] = int(fields["source_seq"])
+    assert seqs[-1] == max(results)
+    common = [line for line in lines if line["seq"] in results]
+    assert len(common) >= len(lines) - 5
+    for line in common:
+        assert line["source_seq"] == results[line["seq"]]
+    # Each result matches its source frame: consecutive sources, one result each.
+    sources = [line["source_seq"] for line in lines]
+    assert sources == list(range(sources[0], sources[0] + len(sources)))
+    # The pixels are gray, and what gray.py measured.
+    import cv2
+    cap = cv2.VideoCapture(video)
+    checked = 0
+    for line in lines[:30]:
+        ok, img = cap.read()
+        assert ok
+        b, g, r = (img[:, :, i].astype(int) for i in range(3))
+        assert np.abs(b - g).max() <= 2 and np.abs(g - r).max() <= 2
+        assert abs(img.mean() - json.loads(line["meta"])["mean"]) < 3
+        checked += 1
+    assert checked == 30
+
+
+def test_segments_give_one_playable_file_each(daemon, tmp_path):
+    wait_for_stream(daemon, "cam0")
+    pattern = str(tmp_path / "cam0-%H%M%S.mkv")
+    rec = subprocess.run([RECORD, "--socket", daemon.socket, "--segment", "1",
+                          "--duration", "3.5", "cam0", pattern],
+                         capture_output=True, text=True, timeout=30)
+    assert rec.returncode == 0, rec.stderr
+    assert "stopped (the duration was reached)" in rec.stderr
+    videos = sorted(glob.glob(str(tmp_path / "cam0-*.mkv")))
+    assert len(videos) == 4, (videos, rec.stderr)
+    total = 0
+    for video in videos:
+        width, height, frames = ffprobe(video)
+        lines = jsonl(video[:-4] + ".jsonl")
+        assert (width, height) == (320, 240) and frames == len(lines)
+        assert 20 <= frames <= 40 or video == videos[-1]
+        total += frames
+    assert f"{total} frames in 4 files" in rec.stderr
+
+
+def test_sigterm_mid_recording_leaves_a_playable_file(daemon, tmp_path):
+    wait_for_stream(daemon, "cam0")
+    video = str(tmp_path / "cam0.mp4")
+    rec = start([RECORD, "--socket", daemon.socket, "cam0", video])
+    time.sleep(2)
+    rec.send_signal(signal.SIGTERM)
+    err = rec.communicate(timeout=20)[1]
+    assert rec.returncode == 0 and "stopped (terminated)" in err, err
+    width, height, frames = ffprobe(video)
+    assert frames == len(jsonl(str(tmp_path / "cam0.jsonl"))) >= 30
+
+
+def test_a_vanished_daemon_still_leaves_a_playable_file(daemon, tmp_path):
+    wait_for_stream(daemon, "cam0")
+    video = str(tmp_path / "cam0.mkv")
+    rec = start([RECORD, "--socket", daemon.socket, "cam0", video])
+    time.sleep(1.5)
+    daemon.kill()
+    err = rec.communicate(timeout=20)[1]
+    assert "stopped (framebusd went away)" in err, err
+    width, height, frames = ffprobe(video)
+    assert frames == len(jsonl(str(tmp_path / "cam0.jsonl"))) >= 20
+
+
+def test_bad_options_are_named(daemon, tmp_path):
+    for args, message in [
+        (["--segment", "5", "cam0", str(tmp_path / "x.mp4")], "must be a strftime pattern"),
+        (["--frames", "-3", "cam0", str(tmp_path / "x.mp4")], "bad value '-3' for --frames"),
+        (["--encoder", "nope", "cam0", str(tmp_path / "x.mp4")], "no video encoder 'nope'"),
+        (["nostream", str(tmp_path / "x.mp4")], "cannot subscribe to 'nostream'"),
+        (["--frames", "1", "cam0", str(tmp_path / "x.foo")], "end it in .mp4 or .mkv"),
+    ]:
+        wait_for_stream(daemon, "cam0")
+        r = subprocess.run([RECORD, "--socket", daemon.socket, *args], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
