@@ -38,13 +38,13 @@ fi
 
 meson install -C "$build" --no-rebuild --destdir "$work/root" >"$work/out" 2>&1
 missing=()
-for f in sbin/framebusd bin/framebusctl include/framebus/framebus.h etc/framebus/framebusd.conf \
+for f in sbin/framebusd bin/framebusctl bin/framebus-record include/framebus/framebus.h etc/framebus/framebusd.conf \
          lib/sysusers.d/framebus.conf lib/tmpfiles.d/framebus.conf; do
     compgen -G "$work/root/*/$f" >/dev/null || compgen -G "$work/root/*/*/$f" >/dev/null \
         || compgen -G "$work/root/$f" >/dev/null || missing+=("$f")
 done
 for f in framebusd.service framebusd.socket 'libframebus.so.0' 'pkgconfig/framebus.pc' \
-         man8/framebusd.8 man5/framebusd.conf.5 man1/framebusctl.1 \
+         man8/framebusd.8 man5/framebusd.conf.5 man1/framebusctl.1 man1/framebus-record.1 \
          'framebus/__init__.py' 'framebus/_framebus.pyi' 'framebus/py.typed' \
          'framebus/_framebus.cpython-*.so'; do
     [ -n "$(find "$work/root" -path "*/$f" -print -quit)" ] || missing+=("$f")
