@@ -139,6 +139,9 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds);
 
 int fbpy_view_init(struct fbpy_view *view, const struct fb_layout *layout);
+/* Fill a buffer request for a frame's pixels (the exporter's getbuffer). */
+int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const struct fbpy_view *v,
+		   bool readonly, int flags);
 /* The numpy array over obj's buffer (numpy imported on first use); also
  * obj.__array__(), so that numpy.asarray() of a frame whose buffer is gone
  * raises rather than making a 0-d object array. */

@@ -144,6 +144,28 @@ int fbpy_view_init(struct fbpy_view *v, const struct fb_layout *l)
 	return -1;
 }
 
+int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const struct fbpy_view *v,
+		   bool readonly, int flags)
+{
+	if ((flags & PyBUF_STRIDES) != PyBUF_STRIDES) {
+		PyErr_SetString(PyExc_BufferError,
+				"frame rows are padded: ask for strides (numpy.asarray does)");
+		return -1;
+	}
+	view->buf = pixels;
+	view->obj = Py_NewRef(exporter);
+	view->len = v->len;
+	view->readonly = readonly;
+	view->itemsize = 1;
+	view->format = (flags & PyBUF_FORMAT) ? "B" : NULL;
+	view->ndim = v->ndim;
+	view->shape = (Py_ssize_t *)v->shape;
+	view->strides = (Py_ssize_t *)v->strides;
+	view->suboffsets = NULL;
+	view->internal = NULL;
+	return 0;
+}
+
 static PyObject *format_names(PyObject *module, PyObject *unused)
 {
 	PyObject *list = PyList_New(0);

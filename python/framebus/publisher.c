@@ -461,22 +461,8 @@ static int outframe_getbuffer(struct fbpy_outframe *o, Py_buffer *view, int flag
 			     o->owner->name, o->published ? "published" : "discarded");
 		return -1;
 	}
-	if ((flags & PyBUF_STRIDES) != PyBUF_STRIDES) {
-		PyErr_SetString(PyExc_BufferError,
-				"frame rows are padded: ask for strides (numpy.asarray does)");
+	if (fbpy_view_fill(view, (PyObject *)o, o->frame->data[0], v, false, flags) < 0)
 		return -1;
-	}
-	view->buf = o->frame->data[0];
-	view->obj = Py_NewRef((PyObject *)o);
-	view->len = v->len;
-	view->readonly = 0;
-	view->itemsize = 1;
-	view->format = (flags & PyBUF_FORMAT) ? "B" : NULL;
-	view->ndim = v->ndim;
-	view->shape = (Py_ssize_t *)v->shape;
-	view->strides = (Py_ssize_t *)v->strides;
-	view->suboffsets = NULL;
-	view->internal = NULL;
 	o->exports++;
 	return 0;
 }

@@ -447,22 +447,8 @@ static int frame_getbuffer(struct fbpy_frame *f, Py_buffer *view, int flags)
 				"change it, or publish a stream of your own");
 		return -1;
 	}
-	if ((flags & PyBUF_STRIDES) != PyBUF_STRIDES) {
-		PyErr_SetString(PyExc_BufferError,
-				"frame rows are padded: ask for strides (numpy.asarray does)");
+	if (fbpy_view_fill(view, (PyObject *)f, f->frame->data[0], v, true, flags) < 0)
 		return -1;
-	}
-	view->buf = f->frame->data[0];
-	view->obj = Py_NewRef((PyObject *)f);
-	view->len = v->len;
-	view->readonly = 1;
-	view->itemsize = 1;
-	view->format = (flags & PyBUF_FORMAT) ? "B" : NULL;
-	view->ndim = v->ndim;
-	view->shape = (Py_ssize_t *)v->shape;
-	view->strides = (Py_ssize_t *)v->strides;
-	view->suboffsets = NULL;
-	view->internal = NULL;
 	f->exports++;
 	return 0;
 }
