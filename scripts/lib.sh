@@ -17,10 +17,24 @@ FRAMEBUS_PACKAGES=(
     ffmpeg bc systemd procps scdoc
 )
 
-# Install whatever of FRAMEBUS_PACKAGES is missing; silent when nothing is.
+# What scripts/bench compare runs framebus against (bench/compare/).
+FRAMEBUS_BENCH_PACKAGES=(
+    libzmq3-dev python3-zmq
+    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-bad
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev python3-gst-1.0
+    gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+    iceoryx libiceoryx-binding-c-dev python3-matplotlib
+)
+
+# Install whatever of FRAMEBUS_PACKAGES (and of the lists named as arguments)
+# is missing; silent when nothing is.
 fb_install_deps() {
-    local missing=() p
-    for p in "${FRAMEBUS_PACKAGES[@]}"; do
+    local missing=() p list all=("${FRAMEBUS_PACKAGES[@]}")
+    for list in "$@"; do
+        local -n more=$list
+        all+=("${more[@]}")
+    done
+    for p in "${all[@]}"; do
         dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' \
             || missing+=("$p")
     done

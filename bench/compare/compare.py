@@ -1,0 +1,330 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""framebus against the usual ways to move frames, same workload, same run.
+
+Transports (bench/compare/PROTOCOL.md has the workload):
+  framebus    framebusd + a C publisher, Python consumers (zero-copy numpy views)
+  pipe        a C producer writing raw frames to one pipe per consumer, Python
+              reading into a preallocated numpy buffer (ffmpeg -f rawvideo pipe: | python)
+  zeromq      a C PUB over ipc://, Python SUB with recv(copy=False) + numpy.frombuffer
+  shm+sem     the seeds' named shared-memory block with a POSIX named semaphore
+              per consumer, read in Python with mmap + numpy.frombuffer
+  gstreamer   appsrc ! shmsink, Python shmsrc ! appsink
+  framebus/C  framebus with a C consumer, the row to compare with iceoryx
+  iceoryx/C   iceoryx 2 (RouDi) C publisher and subscriber: no Python binding
+
+Phases: latency (L): --frames frames at --fps to K=1 and K=4 consumers,
+publish-to-array latency p50/p99/max and lost frames; throughput (T): frames
+as fast as possible to one consumer, frames per second and CPU seconds.
+Every (transport, phase) runs --runs times, interleaved; medians reported.
+Last line:
+compare-bench framebus_p99_us=A best_peer=NAME best_peer_p99_us=B latency_ratio=B/A
+copy_peer_p99_us=C copy_ratio=C/A framebus_fps=D best_peer_fps=E fps_ratio=D/E
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+PYTHON = os.environ.get("FRAMEBUS_PYTHON", "/usr/bin/python3")
+PYTHON_PEERS = ["pipe", "zeromq", "shm+sem", "gstreamer"]
+COPY_PEERS = ["pipe", "zeromq"]
+
+
+class Run:
+    """One producer and K consumers of one transport, bounded in time, every
+    process killed at the end whatever happens."""
+
+    def __init__(self, bench, transport, consumers, frames, fps):
+        self.b, self.transport, self.k = bench, transport, consumers
+        self.frames, self.fps = frames, fps
+        self.dir = tempfile.mkdtemp(prefix="compare-", dir=bench.tmp)
+        self.procs = []
+
+    def spawn(self, cmd, **kw):
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def expect_ready(self, p, what):
+        line = p.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"{self.transport}: {what} did not start: {line!r} "
+                               f"{p.stderr.read()[-2000:]}")
+
+    def common(self):
+        return ["--frames", str(self.frames), "--fps", str(self.fps),
+                "--consumers", str(self.k)]
+
+    def consumer_cmd(self, i):
+        out = ["--frames", str(self.frames), "--out", os.path.join(self.dir, f"c{i}.bin")]
+        py = [PYTHON, os.path.join(HERE, "consumer.py")]
+        b = self.b
+        if self.transport == "framebus":
+            return py + ["framebus", "--socket", b.socket] + out
+        if self.transport == "pipe":
+            return py + ["pipe"] + out
+        if self.transport == "zeromq":
+            return py + ["zmq", "--endpoint", self.endpoint()] + out
+        if self.transport == "shm+sem":
+            return py + ["shm", "--name", self.shm_name(), "--index", str(i)] + out
+        if self.transport == "gstreamer":
+            return [PYTHON, os.path.join(HERE, "gst-consumer.py"),
+                    "--socket", self.gst_socket()] + out
+        if self.transport == "framebus/C":
+            return [b.program("compare-fb-consumer"), "--socket", b.socket] + out
+        return [b.program("iox-consumer")] + out
+
+    def endpoint(self):
+        return f"ipc://{self.dir}/zmq.ipc"
+
+    def shm_name(self):
+        return f"/framebus-compare-{os.getpid()}"
+
+    def gst_socket(self):
+        return os.path.join(self.dir, "gst.sock")
+
+    def execute(self):
+        t = self.transport
+        producer = self.b.program("compare-producer")
+        env = dict(os.environ, PYTHONPATH=os.path.join(self.b.build, "python"))
+        consumers = []
+        if t == "pipe":
+            pipes = [os.pipe() for _ in range(self.k)]
+            for i, (r, _) in enumerate(pipes):
+                consumers.append(self.spawn(self.consumer_cmd(i), stdin=r, env=env))
+                os.close(r)
+            for i, c in enumerate(consumers):
+                self.expect_ready(c, f"consumer {i}")
+            fds = [w for _, w in pipes]
+            prod = self.spawn([producer, "pipe", "--fds", ",".join(map(str, fds))]
+                              + self.common(), pass_fds=fds)
+            for w in fds:
+                os.close(w)
+            self.expect_ready(prod, "the producer")
+        else:
+            if t == "iceoryx/C":
+                # Subscribers first: iceoryx connects them when the publisher
+                # offers, and the publisher waits for all K (see iox-producer.c).
+                consumers = [self.spawn(self.consumer_cmd(i)) for i in range(self.k)]
+                for i, c in enumerate(consumers):
+                    self.expect_ready(c, f"consumer {i}")
+                prod = self.spawn([self.b.program("iox-producer")] + self.common())
+                self.expect_ready(prod, "the producer")
+            else:
+                if t in ("framebus", "framebus/C"):
+                    prod_cmd = [producer, "framebus", "--socket", self.b.socket]
+                elif t == "zeromq":
+                    prod_cmd = [producer, "zmq", "--endpoint", self.endpoint()]
+                elif t == "shm+sem":
+                    prod_cmd = [producer, "shm", "--name", self.shm_name()]
+                else:
+                    prod_cmd = [self.b.program("gst-producer"), "--socket", self.gst_socket()]
+                prod_cmd += self.common()
+                prod = self.spawn(prod_cmd)
+                self.expect_ready(prod, "the producer")
+                consumers = [self.spawn(self.consumer_cmd(i), env=env) for i in range(self.k)]
+                for i, c in enumerate(consumers):
+                    self.expect_ready(c, f"consumer {i}")
+        limit = time.monotonic() + 30 + self.frames / (self.fps or 200)
+        while True:
+            pid, status, usage = os.wait4(prod.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > limit:
+                raise RuntimeError(f"{t}: the producer did not finish in time")
+            time.sleep(0.01)
+        prod.returncode = status
+        self.procs.remove(prod)
+        producer_cpu = usage.ru_utime + usage.ru_stime
+        if status != 0:
+            raise RuntimeError(f"{t}: the producer failed: {prod.stderr.read()[-2000:]}")
+        cpu = producer_cpu
+        for i, c in enumerate(consumers):
+            out, err = c.communicate(timeout=max(1, limit - time.monotonic()))
+            if c.returncode != 0:
+                raise RuntimeError(f"{t}: consumer {i} failed: {err[-2000:]}")
+            cpu += float(out.strip().splitlines()[-1].split("=")[1])
+        records = [np.fromfile(os.path.join(self.dir, f"c{i}.bin"), "<u8").reshape(-1, 3)
+                   for i in range(self.k)]
+        return records, cpu
+
+    def run(self):
+        try:
+            records, cpu = self.execute()
+        finally:
+            for p in self.procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+            shutil.rmtree(self.dir, ignore_errors=True)
+        lat = np.concatenate([(r[:, 2] - r[:, 1]).astype(np.int64) for r in records]) / 1e3
+        lost = sum(self.frames - len(np.unique(r[:, 0])) for r in records)
+        first = records[0]
+        span = (int(first[-1, 2]) - int(first[0, 2])) / 1e9 if len(first) > 1 else 0
+        return {"latency_us": lat, "lost": int(lost), "cpu_s": cpu,
+                "fps": (len(first) - 1) / span if span > 0 else 0.0}
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.build = os.path.abspath(args.build)
+        self.tmp = tempfile.mkdtemp(prefix="framebus-compare-")
+        self.socket = os.path.join(self.tmp, "framebus.sock")
+        self.daemon = None
+
+    def program(self, name):
+        path = os.path.join(self.build, "bench", "compare", name)
+        if not os.access(path, os.X_OK):
+            raise RuntimeError(f"{path} is not built")
+        return path
+
+    def __enter__(self):
+        conf = os.path.join(self.tmp, "framebusd.conf")
+        with open(conf, "w") as f:
+            f.write(f"[daemon]\nsocket = {self.socket}\n")
+        self.daemon = subprocess.Popen([os.path.join(self.build, "daemon", "framebusd"),
+                                        "--config", conf], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, start_new_session=True)
+        self.roudi = None
+        if "iceoryx/C" in self.args.transports:
+            self.roudi = subprocess.Popen(["iox-roudi", "-c", os.path.join(HERE, "roudi.toml")],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.socket):
+            if time.monotonic() > deadline or self.daemon.poll() is not None:
+                raise RuntimeError("framebusd did not start")
+            time.sleep(0.02)
+        time.sleep(1 if self.roudi else 0)  # RouDi takes a moment to set up its shm
+        return self
+
+    def __exit__(self, *exc):
+        for p in (self.daemon, self.roudi):
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def summarize(runs):
+    """Medians over the runs of one (transport, phase)."""
+    med = lambda key: statistics.median(key(r) for r in runs)  # noqa: E731
+    return {
+        "p50_us": med(lambda r: float(np.percentile(r["latency_us"], 50))),
+        "p99_us": med(lambda r: float(np.percentile(r["latency_us"], 99))),
+        "max_us": med(lambda r: float(r["latency_us"].max())),
+        "lost": max(r["lost"] for r in runs),
+        "fps": med(lambda r: r["fps"]),
+        "cpu_s": med(lambda r: r["cpu_s"]),
+        "latency_us": runs[len(runs) // 2]["latency_us"].tolist(),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=300, help="frames per latency run")
+    ap.add_argument("--fps", type=float, default=30)
+    ap.add_argument("--throughput-frames", type=int, default=600)
+    ap.add_argument("--transports", default="framebus,pipe,zeromq,shm+sem,gstreamer,"
+                    "framebus/C,iceoryx/C")
+    ap.add_argument("--results", help="write every figure and latency sample as JSON here")
+    ap.add_argument("--plots", help="draw PNG plots into this directory (matplotlib)")
+    args = ap.parse_args()
+    args.transports = args.transports.split(",")
+    phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
+              ("T", 1, args.throughput_frames, 0)]
+    runs = {}
+    with Bench(args) as bench:
+        for rep in range(args.runs):
+            for phase, k, frames, fps in phases:
+                for t in args.transports:
+                    r = Run(bench, t, k, frames, fps).run()
+                    runs.setdefault((t, phase, k), []).append(r)
+                    print(f"run {rep + 1}/{args.runs} {phase} K={k} {t:11s} "
+                          f"p50 {np.percentile(r['latency_us'], 50):9.1f} us  "
+                          f"p99 {np.percentile(r['latency_us'], 99):9.1f} us  "
+                          f"lost {r['lost']:4d}  {r['fps']:7.1f} fps", flush=True)
+    res = {f"{t} {phase} K={k}": summarize(v) for (t, phase, k), v in runs.items()}
+    report(args, res)
+
+
+def report(args, res):
+    print()
+    print(f"{'transport':12s} {'consumer':8s} | {'K=1 p50':>9s} {'p99':>9s} {'max':>9s} "
+          f"{'lost':>5s} | {'K=4 p50':>9s} {'p99':>9s} {'max':>9s} {'lost':>5s} | "
+          f"{'T fps':>7s} {'cpu s':>6s} {'lost':>5s}")
+    for t in args.transports:
+        l1, l4, tp = res[f"{t} L K=1"], res[f"{t} L K=4"], res[f"{t} T K=1"]
+        who = "C" if t.endswith("/C") else "Python"
+        print(f"{t:12s} {who:8s} | {l1['p50_us']:9.1f} {l1['p99_us']:9.1f} {l1['max_us']:9.1f} "
+              f"{l1['lost']:5d} | {l4['p50_us']:9.1f} {l4['p99_us']:9.1f} {l4['max_us']:9.1f} "
+              f"{l4['lost']:5d} | {tp['fps']:7.1f} {tp['cpu_s']:6.2f} {tp['lost']:5d}")
+    print(f"(latency in us from publish to the array in the consumer's hands; {args.runs} runs, "
+          "medians; lost: the most any run lost)")
+    if args.results:
+        with open(args.results, "w") as f:
+            json.dump(res, f)
+    if args.plots:
+        plot(args, res)
+    peers = [p for p in PYTHON_PEERS if p in args.transports]
+    if "framebus" not in args.transports or not peers or not any(
+            p in args.transports for p in COPY_PEERS):
+        return  # the summary line needs framebus, a zero-copy peer and a copying one
+    fb = res["framebus L K=1"]
+    best = min(peers, key=lambda p: res[f"{p} L K=1"]["p99_us"])
+    copy = min((p for p in COPY_PEERS if p in args.transports),
+               key=lambda p: res[f"{p} L K=1"]["p99_us"])
+    a, b, c = fb["p99_us"], res[f"{best} L K=1"]["p99_us"], res[f"{copy} L K=1"]["p99_us"]
+    d, e = res["framebus T K=1"]["fps"], res[f"{best} T K=1"]["fps"]
+    print(f"compare-bench framebus_p99_us={a:.1f} best_peer={best} best_peer_p99_us={b:.1f} "
+          f"latency_ratio={b / a:.2f} copy_peer_p99_us={c:.1f} copy_ratio={c / a:.2f} "
+          f"framebus_fps={d:.1f} best_peer_fps={e:.1f} fps_ratio={d / e:.2f}")
+
+
+def plot(args, res):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(args.plots, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, k in zip(axes, (1, 4)):
+        data = [res[f"{t} L K={k}"]["latency_us"] for t in args.transports]
+        ax.boxplot(data, labels=args.transports, whis=(1, 99), showfliers=False)
+        ax.set_yscale("log")
+        ax.set_ylabel("publish to array in hand (µs, log)")
+        ax.set_title(f"1920x1080 bgr24 at {args.fps:g} fps, K={k} consumers "
+                     "(box: p25-p75, whiskers: p1-p99)", fontsize=9)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.plots, "compare-latency.png"), dpi=110)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    fps = [res[f"{t} T K=1"]["fps"] for t in args.transports]
+    ax.bar(args.transports, fps)
+    ax.set_ylabel("frames per second, one consumer")
+    ax.set_title("1920x1080 bgr24 as fast as possible", fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.plots, "compare-fps.png"), dpi=110)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
