@@ -123,29 +123,51 @@ static bool claim(struct fb_producer *p, uint32_t slot)
 	return false;
 }
 
-/* Claim the oldest free slot; -1 if none is free. */
+/* Claim the free slot in mask with the highest (newest) or lowest (oldest)
+ * seq; -1 if none can be claimed. */
+static int claim_by_age(struct fb_producer *p, uint64_t mask, bool newest)
+{
+	while (mask) {
+		uint32_t best = (uint32_t)__builtin_ctzll(mask);
+		for (uint64_t m = mask; m; m &= m - 1) {
+			uint32_t i = (uint32_t)__builtin_ctzll(m);
+			if (newest ? p->slot_seq[i] > p->slot_seq[best]
+				   : p->slot_seq[i] < p->slot_seq[best])
+				best = i;
+		}
+		if (claim(p, best))
+			return (int)best;
+		mask &= ~slot_bit(best);
+	}
+	return -1;
+}
+
+/* Claim a free slot; -1 if none is free.  First the most recently used of
+ * the slots every queue subscriber has read, but not the newest frame, which
+ * latest subscribers may still want: while readers keep up, the stream
+ * cycles through two or three slots that stay in the CPU caches and the TLB
+ * rather than through the whole ring.  Then the newest frame's slot if it
+ * was read.  A drop ring then overwrites the oldest unread frame, the one its
+ * queue subscribers can best spare; a block ring never overwrites one. */
 static int pick_slot(struct fb_producer *p)
 {
 	uint64_t free = p->slot_mask & ~held_slots(p);
+	uint64_t cursor = min_queue_cursor(p), read = 0, newest = 0;
 
-	if (p->params.policy == FB_POLICY_BLOCK) {
-		uint64_t cursor = min_queue_cursor(p);
-		for (uint32_t i = 0; i < p->params.slots; i++)
-			if (p->slot_seq[i] >= cursor)
-				free &= ~slot_bit(i);
+	for (uint32_t i = 0; i < p->params.slots; i++) {
+		if (p->slot_seq[i] >= cursor)
+			continue;
+		if (p->last_seq && p->slot_seq[i] == p->last_seq)
+			newest = slot_bit(i);
+		else
+			read |= slot_bit(i);
 	}
-	while (free) {
-		uint32_t oldest = (uint32_t)__builtin_ctzll(free);
-		for (uint64_t m = free; m; m &= m - 1) {
-			uint32_t i = (uint32_t)__builtin_ctzll(m);
-			if (p->slot_seq[i] < p->slot_seq[oldest])
-				oldest = i;
-		}
-		if (claim(p, oldest))
-			return (int)oldest;
-		free &= ~slot_bit(oldest);
-	}
-	return -1;
+	int slot = claim_by_age(p, free & read, true);
+	if (slot < 0)
+		slot = claim_by_age(p, free & newest, true);
+	if (slot < 0 && p->params.policy == FB_POLICY_DROP)
+		slot = claim_by_age(p, free & ~read & ~newest, false);
+	return slot;
 }
 
 /* Wait for a slot to become free, until deadline_ns (0: forever).  Called

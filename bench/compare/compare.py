@@ -124,7 +124,8 @@ class Run:
                 self.expect_ready(prod, "the producer")
             else:
                 if t in ("framebus", "framebus/C"):
-                    prod_cmd = [producer, "framebus", "--socket", self.b.socket]
+                    prod_cmd = [producer, "framebus", "--socket", self.b.socket,
+                                "--slots", str(self.b.args.slots)]
                 elif t == "zeromq":
                     prod_cmd = [producer, "zmq", "--endpoint", self.endpoint()]
                 elif t == "shm+sem":
@@ -244,6 +245,9 @@ def main():
     ap.add_argument("--frames", type=int, default=300, help="frames per latency run")
     ap.add_argument("--fps", type=float, default=30)
     ap.add_argument("--throughput-frames", type=int, default=600)
+    ap.add_argument("--slots", type=int, default=3,
+                    help="framebus ring depth: 3 keeps a flat-out lossless stream's working "
+                    "set in the CPU caches (docs/performance.md has the sweep)")
     ap.add_argument("--transports", default="framebus,pipe,zeromq,shm+sem,gstreamer,"
                     "framebus/C,iceoryx/C")
     ap.add_argument("--results", help="write every figure and latency sample as JSON here")

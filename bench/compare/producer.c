@@ -44,6 +44,7 @@ struct options {
 	const char *socket;
 	const char *endpoint;
 	const char *name;
+	uint32_t slots;
 	int fds[MAX_CONSUMERS];
 	int n_fds;
 };
@@ -96,7 +97,7 @@ static void pace(const struct options *o, uint64_t start_ns, uint64_t seq)
 static void run_framebus(const struct options *o)
 {
 	struct fb_ring_params params = {.width = WIDTH, .height = HEIGHT,
-					.format = FB_FORMAT_BGR24, .slots = 8,
+					.format = FB_FORMAT_BGR24, .slots = o->slots,
 					.policy = FB_POLICY_BLOCK, .meta_max = 0};
 	struct fb_stream_info info;
 	fb_client *c;
@@ -276,9 +277,10 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},    {"fps", required_argument, NULL, 'f'},
 	    {"consumers", required_argument, NULL, 'k'}, {"socket", required_argument, NULL, 's'},
 	    {"endpoint", required_argument, NULL, 'e'},  {"name", required_argument, NULL, 'N'},
-	    {"fds", required_argument, NULL, 'd'},       {0},
+	    {"fds", required_argument, NULL, 'd'},       {"slots", required_argument, NULL, 'S'},
+	    {0},
 	};
-	struct options o = {.frames = 300, .fps = 30, .consumers = 1};
+	struct options o = {.frames = 300, .fps = 30, .consumers = 1, .slots = 8};
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -300,6 +302,9 @@ int main(int argc, char **argv)
 			break;
 		case 'N':
 			o.name = optarg;
+			break;
+		case 'S':
+			o.slots = (uint32_t)strtoul(optarg, NULL, 10);
 			break;
 		case 'd':
 			for (char *tok = strtok(optarg, ","); tok && o.n_fds < MAX_CONSUMERS;
