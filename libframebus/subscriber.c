@@ -372,6 +372,16 @@ FB_EXPORT uint32_t fb_subscriber_get_meta_max(const fb_subscriber *s)
 	return s ? s->meta_max : 0;
 }
 
+FB_EXPORT uint32_t fb_subscriber_get_slots(const fb_subscriber *s)
+{
+	return s ? s->slots : 0;
+}
+
+FB_EXPORT const struct fb_frame *fb_subscriber_get_slot(const fb_subscriber *s, uint32_t slot)
+{
+	return s && slot < s->slots ? &s->frames[slot] : NULL;
+}
+
 FB_EXPORT uint32_t fb_subscriber_get_mode(const fb_subscriber *s)
 {
 	return s ? s->mode : 0;

@@ -9,7 +9,8 @@
  * publisher, and that holds its bus.  close() only marks an object closed;
  * the C resources go once nothing alive can still reach them:
  * - a subscriber frame gives its slot back once it was released (or died)
- *   and no buffer export (array, memoryview) is left;
+ *   and no buffer export of the slot (array, memoryview) is left: the
+ *   subscriber's slot table counts them, whichever object exported them;
  * - a subscriber unsubscribes once closed with no frame holding a slot;
  * - a publisher unpublishes once closed with no frame being written and no
  *   array left over a frame it wrote;
@@ -53,6 +54,19 @@ struct fbpy_view {
 
 struct fbpy_frame;
 
+/* One slot of a subscriber's ring, as the binding sees it. */
+struct fbpy_slot {
+	const struct fb_frame *held; /* the frame held there, or NULL */
+	uint64_t generation;         /* counts the times a frame was taken there */
+	bool release_wanted;         /* its Frame was released or is gone */
+	Py_ssize_t exports;          /* buffer exports of the slot's pixels */
+	/* A numpy array over the slot made ahead, while the slot is free, and
+	 * handed out with the next frame taken there: making it after the
+	 * wake-up costs ~20 us with cold caches (docs/performance.md). */
+	PyObject *spare;
+	struct fbpy_slot_view *spare_view; /* borrowed: the spare's exporter */
+};
+
 struct fbpy_subscriber {
 	PyObject_HEAD
 	struct fbpy_child link;
@@ -62,19 +76,32 @@ struct fbpy_subscriber {
 	uint32_t mode;
 	uint32_t format;
 	uint32_t width, height;
+	uint32_t n_slots;
 	bool closed;
 	bool busy;            /* a thread is inside acquire */
-	Py_ssize_t live;      /* frames holding a slot */
+	Py_ssize_t live;      /* slots held */
 	struct fbpy_frame *iter_frame; /* borrowed: the frame for-iteration handed out */
 	struct fbpy_view view;
+	struct fbpy_slot slots[FB_MAX_SLOTS];
+};
+
+/* The exporter of a spare array: one slot's pixels.  It keeps its
+ * subscriber alive only once its array was handed out (before that the
+ * subscriber owns the array, and a reference back would be a cycle). */
+struct fbpy_slot_view {
+	PyObject_HEAD
+	struct fbpy_subscriber *owner;
+	uint32_t slot;
+	bool owns_ref;
 };
 
 struct fbpy_frame {
 	PyObject_HEAD
 	struct fbpy_subscriber *owner;
-	const struct fb_frame *frame; /* NULL once the slot was given back */
-	Py_ssize_t exports;
-	bool release_wanted;
+	uint32_t slot;
+	uint64_t generation; /* its slot's generation when it was taken */
+	bool holding;        /* not yet released */
+	PyObject *array; /* the slot's array, until frame.array hands it out */
 	PyObject *meta;
 	struct fb_frame info; /* a copy, readable after the release */
 };
@@ -106,7 +133,8 @@ struct fbpy_outframe {
 };
 
 /* Types and exceptions, created by the module's init. */
-extern PyTypeObject *fbpy_bus_type, *fbpy_subscriber_type, *fbpy_frame_type;
+extern PyTypeObject *fbpy_bus_type, *fbpy_subscriber_type, *fbpy_frame_type,
+    *fbpy_slot_view_type;
 extern PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
 extern PyTypeObject *fbpy_stream_info_type, *fbpy_stream_event_type;
 extern PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,

@@ -4,17 +4,27 @@
 
 #include <errno.h>
 
-PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type;
+PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
 
 /* How long a blocking acquire sleeps before it looks whether the daemon is
  * still there: frames already in the ring stay readable without it, but a
  * vanished daemon publishes nothing more. */
 #define SLICE_MS 100
 
+/* Drop the arrays made ahead: nobody else has them. */
+static void drop_spares(struct fbpy_subscriber *s)
+{
+	for (uint32_t i = 0; i < s->n_slots; i++) {
+		s->slots[i].spare_view = NULL;
+		Py_CLEAR(s->slots[i].spare);
+	}
+}
+
 static void subscriber_maybe_free(struct fbpy_subscriber *s)
 {
 	if (!s->sub || !s->closed || s->busy || s->live > 0)
 		return;
+	drop_spares(s); /* before the memory they point into goes */
 	struct fbpy_bus *bus = s->bus;
 	fbpy_bus_lock(bus);
 	if (bus->client)
@@ -34,30 +44,37 @@ static void subscriber_close_child(struct fbpy_child *child)
 	subscriber_maybe_free(s);
 }
 
-/* Give the frame's slot back; its metadata stays readable. */
-static void frame_give_back(struct fbpy_frame *f)
+/* Give slot i back once its frame was released and nothing exports it. */
+static void slot_maybe_give_back(struct fbpy_subscriber *s, uint32_t i)
 {
-	struct fbpy_subscriber *s = f->owner;
+	struct fbpy_slot *slot = &s->slots[i];
 
-	if (!f->frame)
+	if (!slot->held || !slot->release_wanted || slot->exports > 0)
 		return;
-	if (!f->meta && f->info.meta_size) {
-		f->meta = PyBytes_FromStringAndSize((const char *)f->frame->meta,
-						    f->frame->meta_size);
-		if (!f->meta)
-			PyErr_Clear(); /* meta then reads as a MemoryError later */
-	}
-	fb_subscriber_release(s->sub, f->frame);
-	f->frame = NULL;
+	fb_subscriber_release(s->sub, slot->held);
+	slot->held = NULL;
 	s->live--;
 	subscriber_maybe_free(s);
 }
 
+/* The frame is done with its slot; its metadata stays readable. */
 static void frame_request_release(struct fbpy_frame *f)
 {
-	f->release_wanted = true;
-	if (f->exports == 0)
-		frame_give_back(f);
+	struct fbpy_subscriber *s = f->owner;
+	struct fbpy_slot *slot = &s->slots[f->slot];
+
+	if (!f->holding)
+		return;
+	if (!f->meta && f->info.meta_size) {
+		f->meta = PyBytes_FromStringAndSize((const char *)slot->held->meta,
+						    f->info.meta_size);
+		if (!f->meta)
+			PyErr_Clear(); /* meta then reads as a MemoryError */
+	}
+	f->holding = false;
+	slot->release_wanted = true;
+	Py_CLEAR(f->array); /* an array never handed out: its export goes too */
+	slot_maybe_give_back(s, f->slot);
 }
 
 PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
@@ -110,6 +127,8 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 	s->closed = s->busy = false;
 	s->live = 0;
 	s->iter_frame = NULL;
+	s->n_slots = fb_subscriber_get_slots(sub);
+	memset(s->slots, 0, sizeof(s->slots));
 	s->link.close = subscriber_close_child;
 	fbpy_bus_adopt(bus, &s->link);
 	s->stream = PyUnicode_FromString(stream);
@@ -123,6 +142,7 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 static void subscriber_dealloc(struct fbpy_subscriber *s)
 {
 	s->closed = true;
+	drop_spares(s);
 	subscriber_maybe_free(s); /* no frame is left: each holds a reference */
 	Py_XDECREF(s->stream);
 	Py_DECREF(s->bus);
@@ -140,19 +160,54 @@ static int subscriber_check(struct fbpy_subscriber *s)
 	return 0;
 }
 
+/* Make arrays ahead for the free slots that have none (before a wait, so
+ * that the frame taken after it comes with its array ready). */
+static void make_spares(struct fbpy_subscriber *s)
+{
+	for (uint32_t i = 0; i < s->n_slots; i++) {
+		struct fbpy_slot *slot = &s->slots[i];
+		if (slot->held || slot->spare)
+			continue;
+		struct fbpy_slot_view *v = PyObject_New(struct fbpy_slot_view, fbpy_slot_view_type);
+		if (!v)
+			break;
+		v->owner = s;
+		v->slot = i;
+		v->owns_ref = false;
+		slot->spare = fbpy_as_array((PyObject *)v);
+		Py_DECREF(v); /* the array's memoryview keeps it */
+		if (!slot->spare) {
+			PyErr_Clear(); /* frame.array then makes its array itself */
+			break;
+		}
+		slot->spare_view = v;
+	}
+}
+
 static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 {
 	struct fbpy_frame *o = PyObject_New(struct fbpy_frame, fbpy_frame_type);
+	struct fbpy_slot *slot = &s->slots[f->slot];
+
 	if (!o) {
 		fb_subscriber_release(s->sub, f);
 		return NULL;
 	}
 	o->owner = (struct fbpy_subscriber *)Py_NewRef(s);
-	o->frame = f;
-	o->exports = 0;
-	o->release_wanted = false;
+	o->slot = f->slot;
+	o->generation = ++slot->generation;
+	o->holding = true;
 	o->meta = NULL;
 	o->info = *f;
+	o->array = slot->spare; /* handed over: it now keeps the subscriber */
+	if (slot->spare_view) {
+		slot->spare_view->owner = (struct fbpy_subscriber *)Py_NewRef(s);
+		slot->spare_view->owns_ref = true;
+	}
+	slot->spare = NULL;
+	slot->spare_view = NULL;
+	slot->held = f;
+	slot->release_wanted = false;
 	s->live++;
 	return (PyObject *)o;
 }
@@ -172,6 +227,7 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 				    "another thread is acquiring from the subscription to '%U'",
 				    s->stream);
 	client_fd = s->bus->client ? fb_client_get_fd(s->bus->client) : -1;
+	make_spares(s);
 	s->busy = true;
 	for (;;) {
 		int slice = 0;
@@ -423,7 +479,7 @@ static void frame_dealloc(struct fbpy_frame *f)
 	struct fbpy_subscriber *s = f->owner;
 	if (s->iter_frame == f)
 		s->iter_frame = NULL;
-	frame_give_back(f); /* no export is left: each holds a reference */
+	frame_request_release(f);
 	Py_XDECREF(f->meta);
 	Py_DECREF(s);
 	PyTypeObject *type = Py_TYPE(f);
@@ -431,32 +487,37 @@ static void frame_dealloc(struct fbpy_frame *f)
 	Py_DECREF(type);
 }
 
+static int refuse_writable(int flags)
+{
+	if (!(flags & PyBUF_WRITABLE))
+		return 0;
+	PyErr_SetString(PyExc_BufferError, "frames from a subscription are read-only: copy the "
+					   "array to change it, or publish a stream of your own");
+	return -1;
+}
+
 static int frame_getbuffer(struct fbpy_frame *f, Py_buffer *view, int flags)
 {
-	const struct fbpy_view *v = &f->owner->view;
+	struct fbpy_subscriber *s = f->owner;
 
-	if (!f->frame || f->release_wanted) {
+	if (!f->holding) {
 		PyErr_Format(PyExc_BufferError,
 			     "frame %llu of '%U' was released: its slot may hold a newer frame",
-			     (unsigned long long)f->info.seq, f->owner->stream);
+			     (unsigned long long)f->info.seq, s->stream);
 		return -1;
 	}
-	if (flags & PyBUF_WRITABLE) {
-		PyErr_SetString(PyExc_BufferError,
-				"frames from a subscription are read-only: copy the array to "
-				"change it, or publish a stream of your own");
+	if (refuse_writable(flags) < 0 ||
+	    fbpy_view_fill(view, (PyObject *)f, s->slots[f->slot].held->data[0], &s->view, true,
+			   flags) < 0)
 		return -1;
-	}
-	if (fbpy_view_fill(view, (PyObject *)f, f->frame->data[0], v, true, flags) < 0)
-		return -1;
-	f->exports++;
+	s->slots[f->slot].exports++;
 	return 0;
 }
 
 static void frame_releasebuffer(struct fbpy_frame *f, Py_buffer *view)
 {
-	if (--f->exports == 0 && f->release_wanted)
-		frame_give_back(f);
+	f->owner->slots[f->slot].exports--;
+	slot_maybe_give_back(f->owner, f->slot);
 }
 
 static PyObject *frame_release(struct fbpy_frame *f, PyObject *unused)
@@ -478,6 +539,11 @@ static PyObject *frame_exit(struct fbpy_frame *f, PyObject *args)
 
 static PyObject *frame_get_array(struct fbpy_frame *f, void *unused)
 {
+	if (f->array) { /* the one made ahead: the caller's now */
+		PyObject *array = f->array;
+		f->array = NULL;
+		return array;
+	}
 	return fbpy_as_array((PyObject *)f);
 }
 
@@ -488,9 +554,10 @@ static PyObject *frame_get_meta(struct fbpy_frame *f, void *unused)
 		return Py_NewRef(f->meta);
 	if (f->info.meta_size == 0)
 		return PyBytes_FromStringAndSize(NULL, 0);
-	if (!f->frame)
+	if (!f->holding)
 		return PyErr_NoMemory(); /* the copy at release failed */
-	f->meta = PyBytes_FromStringAndSize((const char *)f->frame->meta, f->frame->meta_size);
+	f->meta = PyBytes_FromStringAndSize((const char *)f->owner->slots[f->slot].held->meta,
+					    f->info.meta_size);
 	return f->meta ? Py_NewRef(f->meta) : NULL;
 }
 
@@ -532,7 +599,8 @@ static PyObject *frame_get_discontinuity(struct fbpy_frame *f, void *unused)
 
 static PyObject *frame_get_released(struct fbpy_frame *f, void *unused)
 {
-	return PyBool_FromLong(f->frame == NULL);
+	const struct fbpy_slot *slot = &f->owner->slots[f->slot];
+	return PyBool_FromLong(!slot->held || slot->generation != f->generation);
 }
 
 static PyObject *frame_get_subscriber(struct fbpy_frame *f, void *unused)
@@ -544,7 +612,7 @@ static PyObject *frame_repr(struct fbpy_frame *f)
 {
 	return PyUnicode_FromFormat("<framebus.Frame '%U' seq=%llu%s>", f->owner->stream,
 				    (unsigned long long)f->info.seq,
-				    f->frame ? "" : " released");
+				    f->holding ? "" : " released");
 }
 
 static PyMethodDef frame_methods[] = {
@@ -606,8 +674,59 @@ static PyType_Spec frame_spec = {
     .slots = frame_slots,
 };
 
+/* ------------------------------------------------------------------------ */
+
+static int slot_view_getbuffer(struct fbpy_slot_view *v, Py_buffer *view, int flags)
+{
+	struct fbpy_subscriber *s = v->owner;
+	const struct fb_frame *slot = s->sub ? fb_subscriber_get_slot(s->sub, v->slot) : NULL;
+
+	if (!slot) {
+		PyErr_SetString(PyExc_BufferError, "the subscription is closed");
+		return -1;
+	}
+	if (refuse_writable(flags) < 0 ||
+	    fbpy_view_fill(view, (PyObject *)v, slot->data[0], &s->view, true, flags) < 0)
+		return -1;
+	s->slots[v->slot].exports++;
+	return 0;
+}
+
+static void slot_view_releasebuffer(struct fbpy_slot_view *v, Py_buffer *view)
+{
+	v->owner->slots[v->slot].exports--;
+	slot_maybe_give_back(v->owner, v->slot);
+}
+
+static void slot_view_dealloc(struct fbpy_slot_view *v)
+{
+	if (v->owns_ref)
+		Py_DECREF(v->owner);
+	PyTypeObject *type = Py_TYPE(v);
+	PyObject_Free(v);
+	Py_DECREF(type);
+}
+
+static PyType_Slot slot_view_slots[] = {
+    {Py_tp_dealloc, slot_view_dealloc},
+    {Py_bf_getbuffer, slot_view_getbuffer},
+    {Py_bf_releasebuffer, slot_view_releasebuffer},
+    {Py_tp_doc, "The pixels of one ring slot, behind the array a Frame hands out."},
+    {0, NULL},
+};
+
+static PyType_Spec slot_view_spec = {
+    .name = "framebus._SlotView",
+    .basicsize = sizeof(struct fbpy_slot_view),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = slot_view_slots,
+};
+
 int fbpy_subscriber_init_types(PyObject *m)
 {
+	fbpy_slot_view_type = (PyTypeObject *)PyType_FromSpec(&slot_view_spec);
+	if (!fbpy_slot_view_type)
+		return -1;
 	fbpy_subscriber_type = (PyTypeObject *)PyType_FromSpec(&subscriber_spec);
 	fbpy_frame_type = (PyTypeObject *)PyType_FromSpec(&frame_spec);
 	if (!fbpy_subscriber_type || !fbpy_frame_type)

@@ -268,6 +268,18 @@ const struct fb_layout *fb_subscriber_get_layout(const fb_subscriber *subscriber
 /** The ring's side-data capacity per frame. */
 uint32_t fb_subscriber_get_meta_max(const fb_subscriber *subscriber);
 
+/** Slots in the ring. */
+uint32_t fb_subscriber_get_slots(const fb_subscriber *subscriber);
+
+/**
+ * Slot slot (0..slots-1) as a frame whose data[] and stride[] say where its
+ * pixels are, whatever the slot holds now: for language bindings that make
+ * their views of every slot ahead of time.  Only the plane pointers mean
+ * anything, and the pixels may be read only while a frame acquired in that
+ * slot is held.  NULL for a slot out of range.
+ */
+const struct fb_frame *fb_subscriber_get_slot(const fb_subscriber *subscriber, uint32_t slot);
+
 /** enum fb_mode of this subscriber. */
 uint32_t fb_subscriber_get_mode(const fb_subscriber *subscriber);
 
