@@ -167,6 +167,8 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds);
 
 int fbpy_view_init(struct fbpy_view *view, const struct fb_layout *layout);
+/* The shape of a frame's array, as a tuple. */
+PyObject *fbpy_view_shape(const struct fbpy_view *v);
 /* Fill a buffer request for a frame's pixels (the exporter's getbuffer). */
 int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const struct fbpy_view *v,
 		   bool readonly, int flags);

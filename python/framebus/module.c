@@ -144,6 +144,13 @@ int fbpy_view_init(struct fbpy_view *v, const struct fb_layout *l)
 	return -1;
 }
 
+PyObject *fbpy_view_shape(const struct fbpy_view *v)
+{
+	if (v->ndim == 2)
+		return Py_BuildValue("(nn)", v->shape[0], v->shape[1]);
+	return Py_BuildValue("(nnn)", v->shape[0], v->shape[1], v->shape[2]);
+}
+
 int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const struct fbpy_view *v,
 		   bool readonly, int flags)
 {

@@ -300,9 +300,7 @@ static PyObject *pub_get_meta_max(struct fbpy_publisher *p, void *unused)
 
 static PyObject *pub_get_shape(struct fbpy_publisher *p, void *unused)
 {
-	if (p->view.ndim == 2)
-		return Py_BuildValue("(nn)", p->view.shape[0], p->view.shape[1]);
-	return Py_BuildValue("(nnn)", p->view.shape[0], p->view.shape[1], p->view.shape[2]);
+	return fbpy_view_shape(&p->view);
 }
 
 static PyObject *pub_get_closed(struct fbpy_publisher *p, void *unused)

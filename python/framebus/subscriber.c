@@ -397,9 +397,7 @@ static PyObject *sub_get_height(struct fbpy_subscriber *s, void *unused)
 
 static PyObject *sub_get_shape(struct fbpy_subscriber *s, void *unused)
 {
-	if (s->view.ndim == 2)
-		return Py_BuildValue("(nn)", s->view.shape[0], s->view.shape[1]);
-	return Py_BuildValue("(nnn)", s->view.shape[0], s->view.shape[1], s->view.shape[2]);
+	return fbpy_view_shape(&s->view);
 }
 
 static PyObject *sub_get_held(struct fbpy_subscriber *s, void *unused)
