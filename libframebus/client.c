@@ -154,8 +154,12 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 	}
 }
 
-/* The next reply to request seq; an ERROR reply becomes its error code. */
-static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg)
+/* The replies a request may get, for reply(). */
+#define WANT(opcode) (1u << ((opcode)-FB__OP_HELLO_REPLY))
+
+/* The next reply to request seq, one of the opcodes in want; an ERROR reply
+ * becomes its error code, any other reply -EPROTO (its fds closed). */
+static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_t want)
 {
 	for (;;) {
 		int r = receive(c, msg, REPLY_TIMEOUT_MS);
@@ -180,6 +184,11 @@ static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg)
 			snprintf(c->last_error, sizeof(c->last_error), "%.*s",
 				 (int)sizeof(msg->body.error.text), msg->body.error.text);
 			return msg->body.error.error < 0 ? msg->body.error.error : -EPROTO;
+		}
+		uint32_t op = msg->header.opcode;
+		if (op < FB__OP_HELLO_REPLY || op > FB__OP_CREATED || !(want & WANT(op))) {
+			fb__msg_close_fds(msg);
+			return -EPROTO;
 		}
 		return 0;
 	}
@@ -233,7 +242,7 @@ FB_EXPORT int fb_client_connect(const char *path, const char *name, fb_client **
 	}
 	r = request(c, FB__OP_HELLO, &hello, sizeof(hello), &seq);
 	if (r >= 0)
-		r = reply(c, seq, &msg);
+		r = reply(c, seq, &msg, WANT(FB__OP_HELLO_REPLY));
 	if (r >= 0 && (msg.header.opcode != FB__OP_HELLO_REPLY ||
 		       msg.body.hello.version != FB__PROTOCOL_VERSION))
 		r = -EPROTO;
@@ -347,7 +356,8 @@ FB_EXPORT int fb_client_list_streams(fb_client *c, struct fb_stream_info **ret_s
 	if (!c || !ret_streams || !ret_n)
 		return -EINVAL;
 	r = request(c, FB__OP_LIST, NULL, 0, &seq);
-	while (r >= 0 && (r = reply(c, seq, &msg)) >= 0 &&
+	while (r >= 0 &&
+	       (r = reply(c, seq, &msg, WANT(FB__OP_STREAM_INFO) | WANT(FB__OP_DONE))) >= 0 &&
 	       msg.header.opcode == FB__OP_STREAM_INFO) {
 		struct fb_stream_info *grown = append(list, &n, sizeof(*list));
 		if (!grown) {
@@ -379,7 +389,7 @@ FB_EXPORT int fb_client_get_stream(fb_client *c, const char *name, struct fb_str
 		return -EINVAL;
 	r = request(c, FB__OP_INFO, &req, sizeof(req), &seq);
 	if (r >= 0)
-		r = reply(c, seq, &msg);
+		r = reply(c, seq, &msg, WANT(FB__OP_STREAM_INFO));
 	if (r >= 0 && msg.header.opcode != FB__OP_STREAM_INFO)
 		r = -EPROTO;
 	if (r < 0)
@@ -401,7 +411,9 @@ FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
 	if (!c || !ret_subs || !ret_n || !fb__name_set(req.name, sizeof(req.name), stream))
 		return -EINVAL;
 	r = request(c, FB__OP_STATS, &req, sizeof(req), &seq);
-	while (r >= 0 && (r = reply(c, seq, &msg)) >= 0 &&
+	while (r >= 0 &&
+	       (r = reply(c, seq, &msg,
+			  WANT(FB__OP_SUBSCRIBER_STATS) | WANT(FB__OP_STREAM_INFO))) >= 0 &&
 	       msg.header.opcode == FB__OP_SUBSCRIBER_STATS) {
 		const struct fb__msg_subscriber_stats *m = &msg.body.subscriber_stats;
 		struct fb_subscription_info *grown = append(list, &n, sizeof(*list));
@@ -440,7 +452,7 @@ static int unsubscribe_id(fb_client *c, uint32_t id)
 	uint32_t seq;
 	int r = request(c, FB__OP_UNSUBSCRIBE, &req, sizeof(req), &seq);
 	if (r >= 0)
-		r = reply(c, seq, &msg);
+		r = reply(c, seq, &msg, WANT(FB__OP_DONE));
 	return r;
 }
 
@@ -458,7 +470,7 @@ FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mod
 		return -EINVAL;
 	r = request(c, FB__OP_SUBSCRIBE, &req, sizeof(req), &seq);
 	if (r >= 0)
-		r = reply(c, seq, &msg);
+		r = reply(c, seq, &msg, WANT(FB__OP_SUBSCRIBED));
 	if (r >= 0 && msg.header.opcode != FB__OP_SUBSCRIBED) {
 		fb__msg_close_fds(&msg);
 		r = -EPROTO;
@@ -550,7 +562,7 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 	r = c->gone ? -ECONNRESET
 		    : fb__msg_send(c->fd, FB__OP_CREATE_STREAM, seq, &req, sizeof(req), fds, 2);
 	if (r >= 0)
-		r = reply(c, seq, &msg);
+		r = reply(c, seq, &msg, WANT(FB__OP_CREATED));
 	if (r >= 0 && msg.header.opcode != FB__OP_CREATED)
 		r = -EPROTO;
 	if (r < 0) {
@@ -580,7 +592,7 @@ FB_EXPORT int fb_client_unpublish(fb_client *c, fb_producer *p)
 		struct fb__msg_id req = {.id = pub->stream_id};
 		r = request(c, FB__OP_DESTROY_STREAM, &req, sizeof(req), &seq);
 		if (r >= 0)
-			r = reply(c, seq, &msg);
+			r = reply(c, seq, &msg, WANT(FB__OP_DONE));
 		fb__producer_set_pump(p, NULL, NULL);
 		publication_free(pub);
 		c->pubs[i] = NULL;

@@ -127,10 +127,9 @@ int fb__msg_recv(int sock, struct fb__msg *msg)
 	while (n < 0 && errno == EINTR);
 	if (n < 0)
 		return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-	if (n == 0)
-		return -ECONNRESET;
 
-	/* Collect every descriptor, keep those that fit, close the rest. */
+	/* Collect every descriptor, keep those that fit, close the rest; also
+	 * those of an empty message, which reads as the peer hanging up. */
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -145,6 +144,10 @@ int fb__msg_recv(int sock, struct fb__msg *msg)
 				bad = true;
 			}
 		}
+	}
+	if (n == 0) {
+		fb__msg_close_fds(msg);
+		return -ECONNRESET;
 	}
 	if (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
 		bad = true;

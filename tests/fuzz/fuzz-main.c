@@ -53,7 +53,8 @@ int main(int argc, char **argv)
 			for (int j = 0; j < n; j++) {
 				char path[4096];
 				if (names[j]->d_name[0] != '.') {
-					snprintf(path, sizeof(path), "%s/%s", argv[i], names[j]->d_name);
+					snprintf(path, sizeof(path), "%s/%s", argv[i],
+						 names[j]->d_name);
 					replay(path);
 				}
 				free(names[j]);

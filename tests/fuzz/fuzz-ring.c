@@ -27,8 +27,12 @@ static size_t total;
 
 static void make_pristine(void)
 {
-	struct fb_ring_params params = {.width = 16, .height = 16, .format = FB_FORMAT_NV12,
-					.slots = 3, .policy = FB_POLICY_DROP, .meta_max = 64};
+	struct fb_ring_params params = {.width = 16,
+					.height = 16,
+					.format = FB_FORMAT_NV12,
+					.slots = 3,
+					.policy = FB_POLICY_DROP,
+					.meta_max = 64};
 	int frame_fd;
 	struct stat st;
 
@@ -87,7 +91,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			volatile uint8_t sum = 0;
 			for (uint32_t p = 0; p < l->n_planes; p++)
 				for (uint32_t y = 0; y < l->plane_height[p]; y++)
-					sum += f->data[p][(size_t)y * f->stride[p] + f->stride[p] - 1];
+					sum +=
+					    f->data[p][(size_t)y * f->stride[p] + f->stride[p] - 1];
 			for (uint32_t m = 0; m < f->meta_size; m++)
 				sum += f->meta[m];
 			fb_subscriber_release(sub, f);
