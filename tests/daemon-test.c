@@ -547,6 +547,30 @@ static void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const in
 	cr_assert_eq(sendmsg(fd, &msg, 0), (ssize_t)sizeof(hello));
 }
 
+/* An empty message carrying two descriptors (it reads as a hang-up). */
+static void raw_empty_with_fds(int fd)
+{
+	int fds[2] = {open("/dev/null", O_RDONLY), open("/dev/null", O_RDONLY)};
+	char none;
+	struct iovec iov = {.iov_base = &none, .iov_len = 0};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 2)];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov,
+			     .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = sizeof(u.buf)};
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	cr_assert_eq(sendmsg(fd, &msg, 0), 0);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 Test(daemon, protocol_abuse_hurts_only_the_abuser)
 {
 	struct daemon d;
@@ -586,6 +610,14 @@ Test(daemon, protocol_abuse_hurts_only_the_abuser)
 	close(extra[1]);
 	cr_assert(hung_up(fd), "unexpected descriptors");
 	close(fd);
+
+	/* Empty messages carrying descriptors (found by fuzz-client). */
+	for (int i = 0; i < 20; i++) {
+		fd = raw_connect(&d);
+		raw_empty_with_fds(fd);
+		cr_assert(hung_up(fd), "an empty message");
+		close(fd);
+	}
 
 	/* A request before hello. */
 	fd = raw_connect(&d);
