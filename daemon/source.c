@@ -35,6 +35,7 @@ struct source {
 	int64_t pace_origin_pts;
 	uint64_t frames;
 	bool discontinuity;
+	int in_width, in_height; /* the size the input's pictures last had */
 };
 
 static uint64_t now_ns(void)
@@ -163,6 +164,18 @@ static int deliver(struct source *s, char *why, size_t size)
 		return r;
 	}
 	const struct fb_layout *l = fb_producer_get_layout(p);
+	/* A ring keeps its geometry (subscribers map it): a source that
+	 * changes size mid-way is scaled to it, and says so. */
+	if (s->frames && (in->width != s->in_width || in->height != s->in_height)) {
+		fbd_log_about(LOG_WARNING, s->cfg->name, NULL,
+			      "stream %s: the input changed size from %dx%d to %dx%d; its frames "
+			      "are scaled to the ring's %ux%u",
+			      s->cfg->name, s->in_width, s->in_height, in->width, in->height,
+			      l->width, l->height);
+		s->discontinuity = true;
+	}
+	s->in_width = in->width;
+	s->in_height = in->height;
 	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
 				      (int)l->height, fb_av_pixel_format(l->format), SWS_BILINEAR,
 				      NULL, NULL, NULL);
@@ -260,7 +273,8 @@ int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 			r = decode(&s, NULL, &errors, why, size);
 			if (r >= 0 && s.frames == 0) {
 				snprintf(why, size,
-					 "the input (FFmpeg read it as %s, codec %s) ended before its first picture",
+					 "the input (FFmpeg read it as %s, codec %s) ended before "
+					 "its first picture",
 					 s.fmt->iformat->name, s.dec->codec->name);
 				r = -ENODATA;
 			}

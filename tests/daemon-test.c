@@ -277,6 +277,56 @@ Test(daemon, h264_file_decodes_then_ends)
 	remove_dir(files);
 }
 
+Test(daemon, a_source_that_changes_size_is_scaled_and_says_so)
+{
+	struct daemon d;
+	char cmd[1024], config[1024], files[] = "/tmp/framebus-files-XXXXXX";
+	fb_subscriber *sub;
+
+	cr_assert_not_null(mkdtemp(files));
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "cd %s && ffmpeg -loglevel error -y -f lavfi -i color=c=red:size=160x120:rate=25 "
+	    "-frames:v 25 -c:v mpeg2video -f mpegts a.ts && ffmpeg -loglevel error -y -f lavfi "
+	    "-i color=c=blue:size=320x240:rate=25 -frames:v 25 -c:v mpeg2video -f mpegts b.ts "
+	    "&& cat a.ts b.ts > resize.ts",
+	    files);
+	cr_assert_eq(run(cmd), 0, "ffmpeg could not make the test file");
+	snprintf(config, sizeof(config),
+		 "%s\n[stream resize]\nurl = %s/resize.ts\npacing = native\npolicy = block\n",
+		 lavfi_config, files);
+	start(&d, config);
+	fb_client *c = client(&d);
+	wait_state(c, "resize", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "resize", FB_MODE_QUEUE, 1, &sub), 0, "%s",
+		     fb_client_last_error(c));
+	const struct fb_layout *l = fb_subscriber_get_layout(sub);
+	cr_assert(l->width == 160 && l->height == 120, "ring %ux%u", l->width, l->height);
+	const struct fb_frame *f;
+	int r, red = 0, blue = 0;
+	bool marked = false;
+	while ((r = fb_subscriber_acquire(sub, 5000, &f)) == 0) {
+		const uint8_t *px = f->data[0] + 60 * f->stride[0] + 80 * 3;
+		if (px[2] > 200 && px[0] < 40)
+			red++;
+		else if (px[0] > 200 && px[2] < 40) {
+			marked |= blue == 0 && (f->flags & FB_FRAME_DISCONTINUITY);
+			blue++;
+		}
+		fb_subscriber_release(sub, f);
+	}
+	cr_assert_eq(r, -EPIPE, "the end of the file: %s", fb_strerror(r));
+	cr_assert(red >= 10 && blue >= 20, "%d red and %d blue frames", red, blue);
+	cr_assert(marked, "the first frame after the change is not marked a discontinuity");
+	cr_assert(strstr(read_file(d.log), "changed size from 160x120 to 320x240"), "%s",
+		  read_file(d.log));
+	wait_state(c, "bars", FB_STREAM_RUNNING, 5);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+	remove_dir(files);
+}
+
 Test(daemon, shipped_config_serves_cam0)
 {
 	struct daemon d;
