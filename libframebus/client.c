@@ -300,6 +300,16 @@ FB_EXPORT const char *fb_client_last_error(const fb_client *c)
 	return c ? c->last_error : "";
 }
 
+FB_EXPORT int fb_client_check(const fb_client *c)
+{
+	if (!c)
+		return -EINVAL;
+	struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
+	if (c->gone || (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR))))
+		return -ECONNRESET;
+	return 0;
+}
+
 FB_EXPORT int fb_client_process(fb_client *c)
 {
 	struct fb__msg msg;

@@ -579,44 +579,15 @@ static void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const in
 		char name[64];
 	} hello = {1, sizeof(hello), 1, n_fds_claimed, 1, 0, ""};
 	snprintf(hello.name, sizeof(hello.name), "%s", name);
-	struct iovec iov = {.iov_base = &hello, .iov_len = sizeof(hello)};
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 2)];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (n_fds_claimed) {
-		msg.msg_control = u.buf;
-		msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds_claimed);
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int) * n_fds_claimed);
-		memcpy(CMSG_DATA(cm), fds, sizeof(int) * n_fds_claimed);
-	}
-	cr_assert_eq(sendmsg(fd, &msg, 0), (ssize_t)sizeof(hello));
+	cr_assert_eq(th_sendmsg_fds(fd, &hello, sizeof(hello), fds, n_fds_claimed),
+		     (ssize_t)sizeof(hello));
 }
 
 /* An empty message carrying two descriptors (it reads as a hang-up). */
 static void raw_empty_with_fds(int fd)
 {
 	int fds[2] = {open("/dev/null", O_RDONLY), open("/dev/null", O_RDONLY)};
-	char none;
-	struct iovec iov = {.iov_base = &none, .iov_len = 0};
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 2)];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {.msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = u.buf,
-			     .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(fds));
-	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
-	cr_assert_eq(sendmsg(fd, &msg, 0), 0);
+	cr_assert_eq(th_sendmsg_fds(fd, "", 0, fds, 2), 0);
 	close(fds[0]);
 	close(fds[1]);
 }

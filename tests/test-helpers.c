@@ -50,26 +50,35 @@ bool th_frame_is_whole(const struct fb_frame *f, const struct fb_layout *l)
 	return true;
 }
 
+ssize_t th_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, unsigned n_fds)
+{
+	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * 8)];
+		struct cmsghdr align;
+	} u;
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+
+	if (n_fds > 8)
+		return -1;
+	if (n_fds) {
+		memset(&u, 0, sizeof(u));
+		msg.msg_control = u.buf;
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * n_fds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * n_fds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * n_fds);
+	}
+	return sendmsg(sock, &msg, MSG_NOSIGNAL);
+}
+
 int th_send_fds(int sock, const struct fb_subscriber_fds *fds)
 {
 	int all[4] = {fds->frame_fd, fds->control_fd, fds->record_fd, fds->wake_fd};
 	char byte = 'F';
-	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-	union {
-		char buf[CMSG_SPACE(sizeof(all))];
-		struct cmsghdr align;
-	} u;
-	struct msghdr msg = {.msg_iov = &iov,
-			     .msg_iovlen = 1,
-			     .msg_control = u.buf,
-			     .msg_controllen = sizeof(u.buf)};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(all));
-	memcpy(CMSG_DATA(c), all, sizeof(all));
-	return sendmsg(sock, &msg, MSG_NOSIGNAL) == 1 ? 0 : -errno;
+	return th_sendmsg_fds(sock, &byte, 1, all, 4) == 1 ? 0 : -errno;
 }
 
 int th_recv_fds(int sock, struct fb_subscriber_fds *ret)

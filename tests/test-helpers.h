@@ -17,6 +17,9 @@ void th_fill_frame(struct fb_frame *frame, const struct fb_layout *layout, uint6
  * th_fill_frame() wrote for frame->seq. */
 bool th_frame_is_whole(const struct fb_frame *frame, const struct fb_layout *layout);
 
+/* sendmsg() len bytes with n_fds (at most 8) descriptors attached. */
+ssize_t th_sendmsg_fds(int sock, const void *buf, size_t len, const int *fds, unsigned n_fds);
+
 /* Send or receive the four descriptors of a subscriber over a Unix socket. */
 int th_send_fds(int sock, const struct fb_subscriber_fds *fds);
 int th_recv_fds(int sock, struct fb_subscriber_fds *ret_fds);

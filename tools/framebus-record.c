@@ -19,7 +19,6 @@
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 #include <limits.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -62,6 +61,12 @@ struct recording {
 	uint64_t frames;
 };
 
+/* A ring slot lent to the encoder as an AVBuffer. */
+struct lent_slot {
+	fb_subscriber *sub;
+	const struct fb_frame *frame;
+};
+
 struct recorder {
 	struct options opt;
 	fb_client *client;
@@ -75,12 +80,10 @@ struct recorder {
 	char last_name[PATH_MAX];
 	unsigned name_clashes;
 	uint64_t frames, skipped, files;
-};
-
-/* A ring slot lent to the encoder as an AVBuffer. */
-struct lent_slot {
-	fb_subscriber *sub;
-	const struct fb_frame *frame;
+	/* For slots lent to the encoder: one record per slot (a slot is lent
+	 * at most once at a time) and one frame, reused for every frame. */
+	struct lent_slot lent[FB_MAX_SLOTS];
+	AVFrame *lending;
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -220,9 +223,10 @@ static int parse_options(int argc, char **argv, struct options *o)
 	o->stream = argv[optind];
 	o->output = argv[optind + 1];
 	if (o->segment_s > 0 && !strchr(o->output, '%')) {
-		fprintf(stderr, "framebus-record: with --segment, OUTPUT must be a strftime pattern "
-				"such as %s-%%Y%%m%%d-%%H%%M%%S.mp4 so that each file gets its "
-				"own name\n",
+		fprintf(stderr,
+			"framebus-record: with --segment, OUTPUT must be a strftime pattern "
+			"such as %s-%%Y%%m%%d-%%H%%M%%S.mp4 so that each file gets its "
+			"own name\n",
 			o->stream);
 		return -1;
 	}
@@ -241,8 +245,9 @@ static int choose_encoder(struct recorder *rec)
 	if (rec->opt.encoder) {
 		rec->codec = avcodec_find_encoder_by_name(rec->opt.encoder);
 		if (!rec->codec || rec->codec->type != AVMEDIA_TYPE_VIDEO) {
-			fprintf(stderr, "framebus-record: FFmpeg has no video encoder '%s' "
-					"(ffmpeg -encoders lists them)\n",
+			fprintf(stderr,
+				"framebus-record: FFmpeg has no video encoder '%s' "
+				"(ffmpeg -encoders lists them)\n",
 				rec->opt.encoder);
 			return -1;
 		}
@@ -265,13 +270,14 @@ static int choose_encoder(struct recorder *rec)
 		for (size_t i = 0; fmts[i] != AV_PIX_FMT_NONE; i++)
 			if (fmts[i] == AV_PIX_FMT_YUV420P)
 				rec->enc_fmt = AV_PIX_FMT_YUV420P;
-		rec->sws = sws_getContext((int)rec->layout->width, (int)rec->layout->height,
-					  rec->in_fmt, (int)rec->layout->width,
-					  (int)rec->layout->height, rec->enc_fmt, SWS_BILINEAR,
-					  NULL, NULL, NULL);
+		rec->sws =
+		    sws_getContext((int)rec->layout->width, (int)rec->layout->height, rec->in_fmt,
+				   (int)rec->layout->width, (int)rec->layout->height, rec->enc_fmt,
+				   SWS_BILINEAR, NULL, NULL, NULL);
 		if (!rec->sws) {
 			fprintf(stderr, "framebus-record: libswscale cannot convert %s to %s\n",
-				av_get_pix_fmt_name(rec->in_fmt), av_get_pix_fmt_name(rec->enc_fmt));
+				av_get_pix_fmt_name(rec->in_fmt),
+				av_get_pix_fmt_name(rec->enc_fmt));
 			return -1;
 		}
 	}
@@ -296,8 +302,9 @@ static int name_files(struct recorder *rec, uint64_t realtime_ns, struct recordi
 	if (!strchr(rec->opt.output, '%'))
 		snprintf(name, sizeof(name), "%s", rec->opt.output);
 	else if (strftime(name, sizeof(name), rec->opt.output, &tm) == 0) {
-		fprintf(stderr, "framebus-record: OUTPUT pattern '%s' gives an empty or too long "
-				"name\n",
+		fprintf(stderr,
+			"framebus-record: OUTPUT pattern '%s' gives an empty or too long "
+			"name\n",
 			rec->opt.output);
 		return -1;
 	}
@@ -330,8 +337,9 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		return -1;
 	e = avformat_alloc_output_context2(&r->fmt, NULL, NULL, r->path);
 	if (e < 0 || !r->fmt) {
-		fprintf(stderr, "framebus-record: cannot tell the container from the name %s: "
-				"end it in .mp4 or .mkv\n",
+		fprintf(stderr,
+			"framebus-record: cannot tell the container from the name %s: "
+			"end it in .mp4 or .mkv\n",
 			r->path);
 		return -1;
 	}
@@ -455,22 +463,22 @@ static void give_back_slot(void *opaque, uint8_t *data)
 {
 	struct lent_slot *lent = opaque;
 	fb_subscriber_release(lent->sub, lent->frame);
-	free(lent);
 }
 
 /* The slot as an AVFrame the encoder reads in place; the slot goes back
  * to the ring when the encoder drops its last reference. */
 static AVFrame *lend_slot(struct recorder *rec, const struct fb_frame *f)
 {
-	AVFrame *av = av_frame_alloc();
-	struct lent_slot *lent = malloc(sizeof(*lent));
-	if (!av || !lent)
-		goto fail;
+	AVFrame *av = rec->lending;
+	struct lent_slot *lent = &rec->lent[f->slot];
+
 	*lent = (struct lent_slot){rec->sub, f};
 	av->buf[0] = av_buffer_create(f->data[0], (size_t)rec->layout->frame_size, give_back_slot,
 				      lent, AV_BUFFER_FLAG_READONLY);
-	if (!av->buf[0])
-		goto fail;
+	if (!av->buf[0]) {
+		fb_subscriber_release(rec->sub, f);
+		return NULL;
+	}
 	av->format = rec->in_fmt;
 	av->width = (int)rec->layout->width;
 	av->height = (int)rec->layout->height;
@@ -479,11 +487,6 @@ static AVFrame *lend_slot(struct recorder *rec, const struct fb_frame *f)
 		av->linesize[p] = (int)f->stride[p];
 	}
 	return av;
-fail:
-	av_frame_free(&av);
-	free(lent);
-	fb_subscriber_release(rec->sub, f);
-	return NULL;
 }
 
 static void json_bytes(FILE *out, const uint8_t *s, size_t n)
@@ -526,8 +529,8 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	if (rec->sws) {
 		e = av_frame_make_writable(r->converted);
 		if (e >= 0)
-			sws_scale(rec->sws, (const uint8_t *const *)f->data, (const int *)f->stride, 0,
-				  (int)rec->layout->height, r->converted->data,
+			sws_scale(rec->sws, (const uint8_t *const *)f->data, (const int *)f->stride,
+				  0, (int)rec->layout->height, r->converted->data,
 				  r->converted->linesize);
 		fb_subscriber_release(rec->sub, f);
 		if (e < 0)
@@ -538,20 +541,14 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	av->pts = pts;
 	av->pict_type = AV_PICTURE_TYPE_NONE;
 	e = avcodec_send_frame(r->enc, av);
-	if (av != r->converted)
-		av_frame_free(&av);
+	if (av == rec->lending)
+		av_frame_unref(av); /* the slot goes back now unless the encoder kept it */
 	if (e < 0) {
 		describe_av("cannot encode a frame for", r->path, e);
 		return -1;
 	}
 	r->frames++;
 	return drain(r);
-}
-
-static bool daemon_gone(fb_client *c)
-{
-	struct pollfd pfd = {.fd = fb_client_get_fd(c), .events = POLLRDHUP};
-	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR));
 }
 
 /* Record until something says stop; returns why, as text for the user. */
@@ -566,7 +563,7 @@ static const char *run(struct recorder *rec, int *ret_status)
 			return stop_signal == SIGINT ? "interrupted" : "terminated";
 		int r = fb_subscriber_acquire(rec->sub, 200, &f);
 		if (r == -ETIMEDOUT || r == -EINTR) {
-			if (daemon_gone(rec->client))
+			if (fb_client_check(rec->client) < 0)
 				return "framebusd went away";
 			continue;
 		}
@@ -584,8 +581,9 @@ static const char *run(struct recorder *rec, int *ret_status)
 		}
 		if (f->missed) {
 			rec->skipped += f->missed;
-			fprintf(stderr, "framebus-record: skipped %llu frames before frame %llu: "
-					"the recorder fell a whole ring behind\n",
+			fprintf(stderr,
+				"framebus-record: skipped %llu frames before frame %llu: "
+				"the recorder fell a whole ring behind\n",
 				(unsigned long long)f->missed, (unsigned long long)f->seq);
 		}
 		if (!start_ns)
@@ -637,14 +635,17 @@ int main(int argc, char **argv)
 	if (r < 0) {
 		const char *why = fb_client_last_error(rec.client);
 		fprintf(stderr, "framebus-record: cannot subscribe to '%s': %s\n", rec.opt.stream,
-			r == -ENOENT ? "the bus has no such stream" : why[0] ? why : fb_strerror(r));
+			r == -ENOENT ? "the bus has no such stream"
+			: why[0]     ? why
+				     : fb_strerror(r));
 		fb_client_free(rec.client);
 		return 1;
 	}
 	rec.layout = fb_subscriber_get_layout(rec.sub);
 	rec.in_fmt = fb_av_pixel_format(rec.layout->format);
 	rec.fps = info.fps > 0 ? av_d2q(info.fps, 1000) : (AVRational){25, 1};
-	if (choose_encoder(&rec) < 0) {
+	if (choose_encoder(&rec) < 0 || (!rec.sws && !(rec.lending = av_frame_alloc()))) {
+		sws_freeContext(rec.sws);
 		fb_client_unsubscribe(rec.client, rec.sub);
 		fb_client_free(rec.client);
 		return 1;
@@ -660,11 +661,11 @@ int main(int argc, char **argv)
 	const char *why = run(&rec, &status);
 	if (finish_recording(&rec) < 0)
 		status = 1;
-	fprintf(stderr,
-		"framebus-record: stopped (%s): %llu frames in %llu files, %llu skipped\n", why,
-		(unsigned long long)rec.frames, (unsigned long long)rec.files,
+	fprintf(stderr, "framebus-record: stopped (%s): %llu frames in %llu files, %llu skipped\n",
+		why, (unsigned long long)rec.frames, (unsigned long long)rec.files,
 		(unsigned long long)rec.skipped);
 	sws_freeContext(rec.sws);
+	av_frame_free(&rec.lending);
 	fb_client_unsubscribe(rec.client, rec.sub);
 	fb_client_free(rec.client);
 	return status;

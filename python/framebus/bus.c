@@ -3,7 +3,6 @@
 #include "fbpy.h" /* Python.h first, as the C-API asks */
 
 #include <errno.h>
-#include <poll.h>
 
 PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type;
 
@@ -38,8 +37,8 @@ static PyStructSequence_Field stream_event_fields[] = {
     {NULL},
 };
 
-static PyStructSequence_Desc stream_event_desc = {
-    "framebus.StreamEvent", "A stream changed state.", stream_event_fields, 3};
+static PyStructSequence_Desc stream_event_desc = {"framebus.StreamEvent", "A stream changed state.",
+						  stream_event_fields, 3};
 
 static PyObject *name_or_none(const char *name)
 {
@@ -74,8 +73,8 @@ static PyObject *stream_info_new(const struct fb_stream_info *i)
 	};
 	for (Py_ssize_t k = 0; k < (Py_ssize_t)(sizeof(items) / sizeof(items[0])); k++) {
 		if (!items[k]) {
-			for (Py_ssize_t j = k + 1; j < (Py_ssize_t)(sizeof(items) / sizeof(items[0]));
-			     j++)
+			for (Py_ssize_t j = k + 1;
+			     j < (Py_ssize_t)(sizeof(items) / sizeof(items[0])); j++)
 				Py_XDECREF(items[j]);
 			Py_DECREF(o);
 			return NULL;
@@ -97,10 +96,11 @@ static void on_event(void *userdata, const char *stream, uint32_t state, const c
 	}
 	PyStructSequence_SetItem(e, 0, PyUnicode_FromString(stream));
 	PyStructSequence_SetItem(e, 1, name_or_none(fb_stream_state_name(state)));
-	PyStructSequence_SetItem(e, 2, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail),
-							    "replace"));
-	if (PyErr_Occurred() || (PyList_GET_SIZE(bus->events) >= MAX_PENDING_EVENTS &&
-				 PySequence_DelItem(bus->events, 0) < 0) ||
+	PyStructSequence_SetItem(
+	    e, 2, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail), "replace"));
+	if (PyErr_Occurred() ||
+	    (PyList_GET_SIZE(bus->events) >= MAX_PENDING_EVENTS &&
+	     PySequence_DelItem(bus->events, 0) < 0) ||
 	    PyList_Append(bus->events, e) < 0)
 		PyErr_Clear();
 	Py_DECREF(e);
@@ -110,8 +110,7 @@ void fbpy_bus_lock(struct fbpy_bus *bus)
 {
 	if (PyThread_acquire_lock(bus->lock, NOWAIT_LOCK))
 		return;
-	Py_BEGIN_ALLOW_THREADS
-	PyThread_acquire_lock(bus->lock, WAIT_LOCK);
+	Py_BEGIN_ALLOW_THREADS PyThread_acquire_lock(bus->lock, WAIT_LOCK);
 	Py_END_ALLOW_THREADS
 }
 
@@ -127,12 +126,6 @@ int fbpy_bus_check(struct fbpy_bus *bus)
 		return -1;
 	}
 	return 0;
-}
-
-bool fbpy_bus_hung_up(int fd)
-{
-	struct pollfd pfd = {.fd = fd, .events = POLLRDHUP};
-	return poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR));
 }
 
 void fbpy_bus_adopt(struct fbpy_bus *bus, struct fbpy_child *child)
@@ -175,10 +168,9 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 		path = getenv("FRAMEBUS_SOCKET");
 	if (!path || !*path)
 		path = FB_DEFAULT_SOCKET;
-	Py_BEGIN_ALLOW_THREADS
-	r = fb_client_connect(path, name, &client);
-	Py_END_ALLOW_THREADS
-	if (r < 0) {
+	Py_BEGIN_ALLOW_THREADS r = fb_client_connect(path, name, &client);
+	Py_END_ALLOW_THREADS if (r < 0)
+	{
 		if (r == -ENOENT || r == -ECONNREFUSED)
 			r = -ECONNREFUSED; /* FileNotFoundError would read as a missing file */
 		return fbpy_raise(r, "cannot connect to framebusd at %s", path);
@@ -340,8 +332,7 @@ static PyObject *bus_get_closed(struct fbpy_bus *bus, void *unused)
 
 static PyObject *bus_get_connected(struct fbpy_bus *bus, void *unused)
 {
-	return PyBool_FromLong(!bus->closed && bus->client &&
-			       !fbpy_bus_hung_up(fb_client_get_fd(bus->client)));
+	return PyBool_FromLong(!bus->closed && bus->client && fb_client_check(bus->client) == 0);
 }
 
 static PyObject *bus_get_path(struct fbpy_bus *bus, void *unused)
@@ -351,15 +342,15 @@ static PyObject *bus_get_path(struct fbpy_bus *bus, void *unused)
 
 static PyObject *bus_repr(struct fbpy_bus *bus)
 {
-	return PyUnicode_FromFormat("<framebus.Bus %U%s>", bus->path,
-				    bus->closed ? " closed" : "");
+	return PyUnicode_FromFormat("<framebus.Bus %U%s>", bus->path, bus->closed ? " closed" : "");
 }
 
 static PyMethodDef bus_methods[] = {
     {"streams", (PyCFunction)bus_streams, METH_NOARGS,
      "streams() -> list[StreamInfo]\n--\n\nEvery stream on the bus."},
     {"stream", (PyCFunction)bus_stream, METH_O,
-     "stream(name) -> StreamInfo\n--\n\nOne stream; NoSuchStream if the bus has none of that name."},
+     "stream(name) -> StreamInfo\n--\n\nOne stream; NoSuchStream if the bus has none of that "
+     "name."},
     {"subscribe", (PyCFunction)(void (*)(void))bus_subscribe, METH_VARARGS | METH_KEYWORDS,
      "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
      "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
@@ -391,8 +382,8 @@ static PyMethodDef bus_methods[] = {
 static PyGetSetDef bus_getset[] = {
     {"closed", (getter)bus_get_closed, NULL, "Whether close() was called.", NULL},
     {"path", (getter)bus_get_path, NULL, "The daemon's socket path.", NULL},
-    {"connected", (getter)bus_get_connected, NULL,
-     "False once closed or once framebusd hung up.", NULL},
+    {"connected", (getter)bus_get_connected, NULL, "False once closed or once framebusd hung up.",
+     NULL},
     {NULL},
 };
 

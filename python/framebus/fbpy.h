@@ -157,8 +157,6 @@ void fbpy_bus_adopt(struct fbpy_bus *bus, struct fbpy_child *child);
 /* A child freed its C resources: unlink it; the last one out of a closed bus
  * disconnects it. */
 void fbpy_bus_release(struct fbpy_bus *bus, struct fbpy_child *child);
-/* Whether the daemon hung up on the bus's socket (no GIL needed). */
-bool fbpy_bus_hung_up(int client_fd);
 
 /* framebus.connect() */
 PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds);

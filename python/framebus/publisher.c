@@ -34,8 +34,8 @@ static void publisher_close_child(struct fbpy_child *child)
 
 PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
 {
-	static char *kwlist[] = {"name", "width", "height", "format", "slots",
-				 "policy", "meta_max", NULL};
+	static char *kwlist[] = {"name",  "width",  "height",   "format",
+				 "slots", "policy", "meta_max", NULL};
 	const char *name, *format_name = "bgr24", *policy_name = "drop";
 	unsigned int width, height, slots = 4, meta_max = 4096;
 	struct fb_ring_params params = {0};
@@ -61,8 +61,8 @@ PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwd
 		return PyErr_Format(PyExc_ValueError, "slots must be %d..%d, not %u", FB_MIN_SLOTS,
 				    FB_MAX_SLOTS, slots);
 	if (meta_max > FB_MAX_META)
-		return PyErr_Format(PyExc_ValueError, "meta_max must be 0..%d, not %u",
-				    FB_MAX_META, meta_max);
+		return PyErr_Format(PyExc_ValueError, "meta_max must be 0..%d, not %u", FB_MAX_META,
+				    meta_max);
 	if (strcmp(policy_name, "drop") == 0)
 		params.policy = FB_POLICY_DROP;
 	else if (strcmp(policy_name, "block") == 0)
@@ -152,8 +152,8 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 	if ((timeout_ms = fbpy_timeout_ms(timeout)) < -1 || publisher_check(p) < 0)
 		return NULL;
 	if (p->busy)
-		return PyErr_Format(PyExc_RuntimeError,
-				    "another thread is taking a frame of '%U'", p->name);
+		return PyErr_Format(PyExc_RuntimeError, "another thread is taking a frame of '%U'",
+				    p->name);
 	if (p->current)
 		return PyErr_Format(PyExc_RuntimeError,
 				    "the last frame of '%U' is neither published nor discarded",
@@ -171,10 +171,8 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 		/* The claim reads the daemon's messages (new subscribers):
 		 * one user of the client at a time. */
 		fbpy_bus_lock(p->bus);
-		Py_BEGIN_ALLOW_THREADS
-		r = fb_producer_acquire(p->producer, slice, &f);
-		Py_END_ALLOW_THREADS
-		fbpy_bus_unlock(p->bus);
+		Py_BEGIN_ALLOW_THREADS r = fb_producer_acquire(p->producer, slice, &f);
+		Py_END_ALLOW_THREADS fbpy_bus_unlock(p->bus);
 		if (r != -EINTR && r != -ETIMEDOUT)
 			break;
 		if (PyErr_CheckSignals() < 0)
@@ -427,8 +425,8 @@ static PyObject *outframe_enter(PyObject *self, PyObject *unused)
 static PyObject *outframe_exit(struct fbpy_outframe *o, PyObject *args)
 {
 	PyObject *type = PyTuple_GET_SIZE(args) > 0 ? PyTuple_GET_ITEM(args, 0) : Py_None;
-	PyObject *r = type == Py_None && o->frame ? outframe_publish(o, NULL)
-						   : outframe_discard(o, NULL);
+	PyObject *r =
+	    type == Py_None && o->frame ? outframe_publish(o, NULL) : outframe_discard(o, NULL);
 	if (!r)
 		return NULL;
 	Py_DECREF(r);
@@ -617,8 +615,8 @@ static PyGetSetDef outframe_getset[] = {
     {"source_seq", (getter)outframe_get_source_seq, (setter)outframe_set_source_seq,
      "The seq of the frame this one was made from (0: none).", NULL},
     {"pts", (getter)outframe_get_pts, (setter)outframe_set_pts, "Presentation time.", NULL},
-    {"flags", (getter)outframe_get_flags, (setter)outframe_set_flags,
-     "KEYFRAME | DISCONTINUITY.", NULL},
+    {"flags", (getter)outframe_get_flags, (setter)outframe_set_flags, "KEYFRAME | DISCONTINUITY.",
+     NULL},
     {"meta", (getter)outframe_get_meta, (setter)outframe_set_meta,
      "Side data to send with the frame: bytes-like or str (UTF-8), up to meta_max.", NULL},
     {"seq", (getter)outframe_get_seq, NULL, "The frame's seq once published, else None.", NULL},

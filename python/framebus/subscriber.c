@@ -66,8 +66,8 @@ static void frame_request_release(struct fbpy_frame *f)
 	if (!f->holding)
 		return;
 	if (!f->meta && f->info.meta_size) {
-		f->meta = PyBytes_FromStringAndSize((const char *)slot->held->meta,
-						    f->info.meta_size);
+		f->meta =
+		    PyBytes_FromStringAndSize((const char *)slot->held->meta, f->info.meta_size);
 		if (!f->meta)
 			PyErr_Clear(); /* meta then reads as a MemoryError */
 	}
@@ -218,7 +218,7 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 {
 	const struct fb_frame *f = NULL;
 	uint64_t deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
-	int r, client_fd;
+	int r;
 
 	if (subscriber_check(s) < 0)
 		return NULL;
@@ -226,7 +226,8 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 		return PyErr_Format(PyExc_RuntimeError,
 				    "another thread is acquiring from the subscription to '%U'",
 				    s->stream);
-	client_fd = s->bus->client ? fb_client_get_fd(s->bus->client) : -1;
+	/* The bus stays connected while this subscriber lives (fbpy.h). */
+	const fb_client *client = s->bus->client;
 	make_spares(s);
 	s->busy = true;
 	for (;;) {
@@ -238,12 +239,11 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 			uint64_t now = fbpy_now_ms();
 			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
 		}
-		Py_BEGIN_ALLOW_THREADS
-		r = fb_subscriber_acquire(s->sub, slice, &f);
-		if ((r == -ETIMEDOUT || r == -EAGAIN) && client_fd >= 0)
-			hung_up = fbpy_bus_hung_up(client_fd);
-		Py_END_ALLOW_THREADS
-		if (hung_up) {
+		Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice, &f);
+		if ((r == -ETIMEDOUT || r == -EAGAIN) && client)
+			hung_up = fb_client_check(client) < 0;
+		Py_END_ALLOW_THREADS if (hung_up)
+		{
 			r = -ECONNRESET;
 			break;
 		}
@@ -545,7 +545,6 @@ static PyObject *frame_get_array(struct fbpy_frame *f, void *unused)
 	return fbpy_as_array((PyObject *)f);
 }
 
-
 static PyObject *frame_get_meta(struct fbpy_frame *f, void *unused)
 {
 	if (f->meta)
@@ -559,10 +558,10 @@ static PyObject *frame_get_meta(struct fbpy_frame *f, void *unused)
 	return f->meta ? Py_NewRef(f->meta) : NULL;
 }
 
-#define FRAME_U64(field)                                                                          \
-	static PyObject *frame_get_##field(struct fbpy_frame *f, void *unused)                   \
-	{                                                                                         \
-		return PyLong_FromUnsignedLongLong(f->info.field);                                \
+#define FRAME_U64(field)                                                                           \
+	static PyObject *frame_get_##field(struct fbpy_frame *f, void *unused)                     \
+	{                                                                                          \
+		return PyLong_FromUnsignedLongLong(f->info.field);                                 \
 	}
 FRAME_U64(seq)
 FRAME_U64(source_seq)
@@ -609,8 +608,7 @@ static PyObject *frame_get_subscriber(struct fbpy_frame *f, void *unused)
 static PyObject *frame_repr(struct fbpy_frame *f)
 {
 	return PyUnicode_FromFormat("<framebus.Frame '%U' seq=%llu%s>", f->owner->stream,
-				    (unsigned long long)f->info.seq,
-				    f->holding ? "" : " released");
+				    (unsigned long long)f->info.seq, f->holding ? "" : " released");
 }
 
 static PyMethodDef frame_methods[] = {
@@ -645,10 +643,8 @@ static PyGetSetDef frame_getset[] = {
     {"keyframe", (getter)frame_get_keyframe, NULL, "Whether it was a keyframe.", NULL},
     {"discontinuity", (getter)frame_get_discontinuity, NULL,
      "Whether frames before it were lost or its source restarted.", NULL},
-    {"meta", (getter)frame_get_meta, NULL, "The side data the publisher attached (bytes).",
-     NULL},
-    {"released", (getter)frame_get_released, NULL,
-     "Whether its slot went back to the ring.", NULL},
+    {"meta", (getter)frame_get_meta, NULL, "The side data the publisher attached (bytes).", NULL},
+    {"released", (getter)frame_get_released, NULL, "Whether its slot went back to the ring.", NULL},
     {"subscriber", (getter)frame_get_subscriber, NULL, "The Subscriber it came from.", NULL},
     {NULL},
 };

@@ -388,6 +388,12 @@ void fb_client_free(fb_client *client);
  * an event loop to receive events and notice the daemon going away. */
 int fb_client_get_fd(const fb_client *client);
 
+/** Whether the daemon is still there, reading nothing: 0, or -ECONNRESET
+ * once it hung up.  Unlike the other calls on a client, this one may run in
+ * any thread at any time (a blocked fb_subscriber_acquire() does not notice
+ * the daemon going away: call it between waits). */
+int fb_client_check(const fb_client *client);
+
 /** Handle every pending message without blocking.  Returns the number of
  * events delivered, or -ECONNRESET once the daemon is gone. */
 int fb_client_process(fb_client *client);
