@@ -7,6 +7,7 @@
 #include <libavformat/avformat.h>
 #include <libavutil/imgutils.h>
 #include <libswscale/swscale.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -30,7 +31,14 @@ struct source {
 	AVFrame *frame;
 	int video;
 	bool paced;
-	uint64_t last_io_ns; /* for the stall timeout */
+	/* The stall timeout.  FFmpeg calls interrupted() from the source
+	 * thread and from threads of its own (udp's receiver), hence atomics;
+	 * only the source thread looks at the bytes read. */
+	pthread_t thread;
+	_Atomic uint64_t last_io_ns; /* when bytes last arrived, or the wait began */
+	atomic_bool stalled;         /* FFmpeg was told to give up on the input */
+	AVIOContext *watched;        /* the input's bytes, once it is open */
+	int64_t watched_bytes;
 	uint64_t pace_origin_ns;
 	int64_t pace_origin_pts;
 	uint64_t frames;
@@ -46,11 +54,29 @@ static uint64_t now_ns(void)
 }
 
 /* FFmpeg calls this during every blocking operation: stop on request, and
- * give up on an input that sent nothing for stall_timeout. */
+ * give up on an input that sent nothing for stall_timeout.  Bytes still
+ * arriving are no stall, however long one call takes (probing a live input
+ * reads it for seconds at its own rate). */
 static int interrupted(void *opaque)
 {
 	struct source *s = opaque;
-	return atomic_load(&s->st->stop) || now_ns() - s->last_io_ns > s->cfg->stall_timeout_ns;
+	uint64_t now = now_ns();
+
+	if (atomic_load(&s->st->stop))
+		return 1;
+	if (pthread_equal(pthread_self(), s->thread) && s->watched &&
+	    s->watched->bytes_read != s->watched_bytes) {
+		s->watched_bytes = s->watched->bytes_read;
+		atomic_store(&s->last_io_ns, now);
+	}
+	/* Another thread may have set it after this one read the clock. */
+	uint64_t last = atomic_load(&s->last_io_ns);
+	if (now < last || now - last <= s->cfg->stall_timeout_ns)
+		return 0;
+	/* An interrupted read leaves the input at an error or a false end:
+	 * whatever FFmpeg returns from now on, this source is done. */
+	atomic_store(&s->stalled, true);
+	return 1;
 }
 
 static void describe(char *why, size_t size, const char *what, int averror)
@@ -58,6 +84,24 @@ static void describe(char *why, size_t size, const char *what, int averror)
 	char text[AV_ERROR_MAX_STRING_SIZE] = "";
 	av_strerror(averror, text, sizeof(text));
 	snprintf(why, size, "%s: %s", what, text);
+}
+
+/* Why FFmpeg has no decoder for the input's video: a codec this build
+ * lacks, or one FFmpeg does not know at all (named by its FourCC then). */
+static void describe_codec(char *why, size_t size, AVFormatContext *fmt)
+{
+	int i = av_find_best_stream(fmt, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
+	const AVCodecParameters *par = fmt->streams[i < 0 ? 0 : i]->codecpar;
+	const AVCodecDescriptor *desc = avcodec_descriptor_get(par->codec_id);
+
+	if (desc)
+		snprintf(why, size, "no decoder for its video codec %s (%s) in this FFmpeg",
+			 desc->name, desc->long_name);
+	else if (par->codec_tag)
+		snprintf(why, size, "FFmpeg does not know its video codec (FourCC %s)",
+			 av_fourcc2str(par->codec_tag));
+	else
+		snprintf(why, size, "FFmpeg does not know its video codec");
 }
 
 static bool is_live(const struct fbd_stream_config *cfg)
@@ -84,8 +128,10 @@ static int open_input(struct source *s, char *why, size_t size)
 	s->fmt->interrupt_callback = (AVIOInterruptCB){.callback = interrupted, .opaque = s};
 	for (uint32_t i = 0; i < s->cfg->n_options; i++)
 		av_dict_set(&opts, s->cfg->option_keys[i], s->cfg->option_values[i], 0);
-	s->last_io_ns = now_ns();
+	atomic_store(&s->last_io_ns, now_ns());
 	r = avformat_open_input(&s->fmt, s->cfg->url, ifmt, &opts);
+	if (r >= 0)
+		s->watched = s->fmt->pb; /* none for inputs doing their own I/O (rtsp) */
 	if (r >= 0 && av_dict_count(opts) > 0) {
 		const AVDictionaryEntry *e = av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX);
 		fbd_log_about(LOG_WARNING, s->cfg->name, NULL,
@@ -102,11 +148,16 @@ static int open_input(struct source *s, char *why, size_t size)
 		describe(why, size, "cannot read stream information", r);
 		return r;
 	}
+	if (atomic_load(&s->stalled))
+		return AVERROR_EXIT; /* FFmpeg keeps what it found before */
 	r = av_find_best_stream(s->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
+	if (r == AVERROR_DECODER_NOT_FOUND) {
+		/* Not until the input changes: the caller waits long. */
+		describe_codec(why, size, s->fmt);
+		return -ENOTSUP;
+	}
 	if (r < 0) {
-		snprintf(why, size, "%s",
-			 r == AVERROR_DECODER_NOT_FOUND ? "no decoder for its video codec"
-							: "no video stream in the input");
+		snprintf(why, size, "no video stream in the input");
 		return r;
 	}
 	s->video = r;
@@ -250,7 +301,8 @@ static int decode(struct source *s, const AVPacket *pkt, int *errors, char *why,
 
 int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 {
-	struct source s = {.st = st, .cfg = st->config, .discontinuity = true};
+	struct source s = {
+	    .st = st, .cfg = st->config, .discontinuity = true, .thread = pthread_self()};
 	int errors = 0, r;
 
 	s.paced = st->config->pacing == FBD_PACING_NATIVE ||
@@ -267,8 +319,12 @@ int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 	while (!atomic_load(&st->stop)) {
 		/* Only time spent reading counts as a stall, not time spent
 		 * waiting for a slot or pacing. */
-		s.last_io_ns = now_ns();
+		atomic_store(&s.last_io_ns, now_ns());
 		r = av_read_frame(s.fmt, s.pkt);
+		if (atomic_load(&s.stalled)) {
+			av_packet_unref(s.pkt);
+			break;
+		}
 		if (r == AVERROR_EOF) {
 			r = decode(&s, NULL, &errors, why, size);
 			if (r >= 0 && s.frames == 0) {
@@ -283,8 +339,7 @@ int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 		if (r < 0) {
 			if (atomic_load(&st->stop))
 				break;
-			describe(why, size, "reading the input failed",
-				 r == AVERROR_EXIT ? AVERROR(ETIMEDOUT) : r);
+			describe(why, size, "reading the input failed", r);
 			break;
 		}
 		if (s.pkt->stream_index == s.video)
@@ -294,6 +349,12 @@ int fbd_source_run(struct fbd_stream *st, char *why, size_t size)
 			break;
 	}
 out:
+	if (atomic_load(&s.stalled) && !atomic_load(&st->stop)) {
+		snprintf(why, size, "the input stalled: nothing came for %.1f s (stall_timeout)",
+			 (double)st->config->stall_timeout_ns / 1e9);
+		r = -ETIMEDOUT;
+	}
+	s.watched = NULL; /* closing may call interrupted() */
 	sws_freeContext(s.sws);
 	avcodec_free_context(&s.dec);
 	avformat_close_input(&s.fmt);

@@ -132,6 +132,10 @@ static void *stream_thread(void *arg)
 		 * the shortest wait. */
 		if (now_ns() - started > st->config->retry_max_ns)
 			backoff = st->config->retry_min_ns;
+		/* An input this FFmpeg cannot decode stays so until someone
+		 * changes it: try it again only every retry_max. */
+		if (r == -ENOTSUP)
+			backoff = st->config->retry_max_ns;
 		fbd_log_about(LOG_WARNING, st->config->name, NULL,
 			      "stream %s: %s; retrying in %.1f s", st->config->name, why,
 			      backoff / 1e9);

@@ -73,7 +73,8 @@ int fbd_stream_ring(struct fbd_stream *stream, uint32_t width, uint32_t height,
 		    fb_producer **ret_producer);
 
 /* Source thread: decode the source into the ring once, from opening it until
- * it ends (returns 0) or fails (returns -errno, with the reason in why). */
+ * it ends (returns 0) or fails (returns -errno, with the reason in why):
+ * -ENOTSUP if this FFmpeg cannot decode its video, -ETIMEDOUT if it stalled. */
 int fbd_source_run(struct fbd_stream *stream, char *why, size_t size);
 
 #endif
