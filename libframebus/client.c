@@ -6,7 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +18,11 @@
 
 /* How long a blocking call waits for the daemon's reply. */
 #define REPLY_TIMEOUT_MS 10000
+/* How often a client that lost framebusd tries to connect again. */
+#define RECONNECT_INTERVAL_NS 250000000
+/* How long an attempt to connect again waits for the daemon's hello: one
+ * that listens answers at once, and the caller may be an event loop. */
+#define RECONNECT_HELLO_TIMEOUT_MS 1000
 
 /* A subscriber the daemon registered with one of our producers, waiting to
  * be taken in at that producer's next claim. */
@@ -29,6 +36,7 @@ struct registration {
 struct publication {
 	fb_client *client;
 	fb_producer *producer;
+	struct fb__msg_create_stream request; /* to publish it again after a reconnection */
 	uint32_t stream_id;
 	struct registration *pending;
 	uint32_t n_pending;
@@ -36,19 +44,33 @@ struct publication {
 
 #define MAX_PUBLICATIONS 16
 
+/* An event that could not be delivered at once. */
+struct deferred_event {
+	bool connection; /* a connection event (else a stream event) */
+	bool connected;
+	struct fb__msg_stream_event e; /* a connection event uses only e.detail */
+};
+
 struct fb_client {
-	int fd;
+	int fd;    /* what callers poll: an epoll set of sock and timer */
+	int sock;  /* the connection to framebusd; -1 while there is none */
+	int timer; /* ticks while disconnected: time to try again */
+	bool up;   /* connected and greeted (a connection being set up is not) */
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char name[FB__NAME_MAX];
 	uint32_t seq;
 	uint32_t id;
-	bool gone;
+	uint32_t connections; /* times it connected again */
 	fb_client_event_fn event_fn;
 	void *event_data;
+	fb_client_connection_fn connection_fn;
+	void *connection_data;
 	char last_error[FB__ERROR_TEXT_MAX];
 	struct publication *pubs[MAX_PUBLICATIONS];
-	/* Events read by a producer's pump (inside its claim, producer locked)
-	 * wait here for fb_client_process() or the next blocking call. */
+	/* Events that happen inside a producer's pump (its claim, producer
+	 * locked) wait here for fb_client_process() or the next blocking call. */
 	bool in_pump;
-	struct fb__msg_stream_event *deferred;
+	struct deferred_event *deferred;
 	uint32_t n_deferred;
 };
 
@@ -85,31 +107,78 @@ FB_EXPORT const char *fb_stream_state_name(uint32_t state)
 								    : "unknown";
 }
 
-static void deliver_event(fb_client *c, const struct fb__msg_stream_event *e)
+static void deliver(fb_client *c, const struct deferred_event *ev)
 {
 	char stream[FB__NAME_MAX], detail[FB__ERROR_TEXT_MAX];
-	if (!c->event_fn)
+	if (ev->connection ? !c->connection_fn : !c->event_fn)
 		return;
 	if (c->in_pump) {
-		struct fb__msg_stream_event *grown =
+		struct deferred_event *grown =
 		    realloc(c->deferred, (c->n_deferred + 1) * sizeof(*grown));
 		if (grown) {
 			c->deferred = grown;
-			grown[c->n_deferred++] = *e;
+			grown[c->n_deferred++] = *ev;
 		}
 		return;
 	}
-	snprintf(stream, sizeof(stream), "%.*s", (int)sizeof(e->stream), e->stream);
-	snprintf(detail, sizeof(detail), "%.*s", (int)sizeof(e->detail), e->detail);
-	c->event_fn(c->event_data, stream, e->state, detail);
+	snprintf(stream, sizeof(stream), "%.*s", (int)sizeof(ev->e.stream), ev->e.stream);
+	snprintf(detail, sizeof(detail), "%.*s", (int)sizeof(ev->e.detail), ev->e.detail);
+	if (ev->connection)
+		c->connection_fn(c->connection_data, ev->connected, detail);
+	else
+		c->event_fn(c->event_data, stream, ev->e.state, detail);
 }
 
 static void deliver_deferred(fb_client *c)
 {
 	for (uint32_t i = 0; !c->in_pump && i < c->n_deferred; i++)
-		deliver_event(c, &c->deferred[i]);
+		deliver(c, &c->deferred[i]);
 	if (!c->in_pump)
 		c->n_deferred = 0;
+}
+
+static void announce_connection(fb_client *c, bool connected, const char *detail)
+{
+	struct deferred_event ev = {.connection = true, .connected = connected};
+	snprintf(ev.e.detail, sizeof(ev.e.detail), "%s", detail);
+	deliver(c, &ev);
+}
+
+static void set_timer(fb_client *c, uint64_t interval_ns)
+{
+	struct timespec t = {.tv_sec = interval_ns / 1000000000u,
+			     .tv_nsec = interval_ns % 1000000000u};
+	struct itimerspec its = {.it_interval = t, .it_value = t};
+	timerfd_settime(c->timer, 0, &its, NULL);
+}
+
+/* The daemon went away: forget the connection and what came through it,
+ * and start trying again. */
+static void lose(fb_client *c)
+{
+	if (c->sock < 0)
+		return;
+	epoll_ctl(c->fd, EPOLL_CTL_DEL, c->sock, NULL);
+	close(c->sock);
+	c->sock = -1;
+	if (!c->up)
+		return;
+	c->up = false;
+	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++) {
+		struct publication *pub = c->pubs[i];
+		for (uint32_t j = 0; pub && j < pub->n_pending; j++)
+			for (int k = 0; k < 3; k++)
+				if (pub->pending[j].fds[k] >= 0)
+					close(pub->pending[j].fds[k]);
+		if (pub)
+			pub->n_pending = 0;
+	}
+	set_timer(c, RECONNECT_INTERVAL_NS);
+	char detail[FB__ERROR_TEXT_MAX];
+	snprintf(detail, sizeof(detail),
+		 "lost the connection to framebusd at %s; trying again every %u ms", c->path,
+		 RECONNECT_INTERVAL_NS / 1000000u);
+	announce_connection(c, false, detail);
 }
 
 /* Receive one message, waiting up to timeout_ms.  Events are delivered and
@@ -118,18 +187,18 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 {
 	uint64_t deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
 
-	if (c->gone)
+	if (c->sock < 0)
 		return -ECONNRESET;
 	deliver_deferred(c);
 	for (;;) {
-		int r = fb__msg_recv(c->fd, msg);
+		int r = fb__msg_recv(c->sock, msg);
 		if (r == -EAGAIN) {
 			if (timeout_ms == 0)
 				return -EAGAIN;
 			uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
 			if (now >= deadline)
 				return -ETIMEDOUT;
-			struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+			struct pollfd pfd = {.fd = c->sock, .events = POLLIN};
 			/* A signal does not cut a request short: its reply would
 			 * then answer the next one. */
 			if (poll(&pfd, 1, (int)((deadline - now + 999999) / 1000000)) < 0 &&
@@ -137,12 +206,14 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 				return -errno;
 			continue;
 		}
-		if (r == -ECONNRESET || r == -EPIPE)
-			c->gone = true;
+		if (r == -ECONNRESET || r == -EPIPE) {
+			lose(c);
+			return -ECONNRESET;
+		}
 		if (r < 0)
 			return r;
 		if (msg->header.opcode == FB__OP_STREAM_EVENT) {
-			deliver_event(c, &msg->body.stream_event);
+			deliver(c, &(struct deferred_event){.e = msg->body.stream_event});
 			return 1;
 		}
 		if (msg->header.opcode == FB__OP_ADD_SUBSCRIBER ||
@@ -157,12 +228,14 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 /* The replies a request may get, for reply(). */
 #define WANT(opcode) (1u << ((opcode)-FB__OP_HELLO_REPLY))
 
-/* The next reply to request seq, one of the opcodes in want; an ERROR reply
- * becomes its error code, any other reply -EPROTO (its fds closed). */
-static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_t want)
+/* The next reply to request seq, one of the opcodes in want, within
+ * timeout_ms; an ERROR reply becomes its error code, any other reply -EPROTO
+ * (its fds closed). */
+static int reply_within(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_t want,
+			int timeout_ms)
 {
 	for (;;) {
-		int r = receive(c, msg, REPLY_TIMEOUT_MS);
+		int r = receive(c, msg, timeout_ms);
 		if (r == 1)
 			continue;
 		if (r < 0)
@@ -172,8 +245,8 @@ static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_t want)
 			 * and end a subscription nobody holds. */
 			if (msg->header.opcode == FB__OP_SUBSCRIBED) {
 				struct fb__msg_id req = {.id = msg->body.subscribed.id};
-				fb__msg_send(c->fd, FB__OP_UNSUBSCRIBE, 0, &req, sizeof(req), NULL,
-					     0);
+				fb__msg_send(c->sock, FB__OP_UNSUBSCRIBE, 0, &req, sizeof(req),
+					     NULL, 0);
 			}
 			fb__msg_close_fds(msg);
 			if ((int32_t)(msg->header.seq - seq) < 0)
@@ -194,29 +267,87 @@ static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_t want)
 	}
 }
 
-static int request(fb_client *c, uint32_t opcode, const void *payload, size_t size,
-		   uint32_t *ret_seq)
+static int reply(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_t want)
 {
-	if (c->gone)
+	return reply_within(c, seq, msg, want, REPLY_TIMEOUT_MS);
+}
+
+static int reconnect(fb_client *c);
+
+/* Send a request (with fds, n_fds descriptors to pass); a client that lost
+ * the daemon tries to connect again first. */
+static int request_fds(fb_client *c, uint32_t opcode, const void *payload, size_t size,
+		       const int *fds, uint32_t n_fds, uint32_t *ret_seq)
+{
+	if (c->sock >= 0 && c->up && fb_client_check(c) < 0)
+		lose(c); /* the daemon went away since the last request */
+	if (c->sock < 0 && reconnect(c) < 0)
 		return -ECONNRESET;
 	c->last_error[0] = '\0';
 	uint32_t seq = ++c->seq ? c->seq : ++c->seq;
-	int r = fb__msg_send(c->fd, opcode, seq, payload, size, NULL, 0);
-	if (r == -EPIPE || r == -ECONNRESET)
-		c->gone = true;
+	int r = fb__msg_send(c->sock, opcode, seq, payload, size, fds, n_fds);
+	if (r == -EPIPE || r == -ECONNRESET) {
+		lose(c);
+		return -ECONNRESET;
+	}
 	if (r < 0)
 		return r;
 	*ret_seq = seq;
 	return 0;
 }
 
-FB_EXPORT int fb_client_connect(const char *path, const char *name, fb_client **ret_client)
+static int request(fb_client *c, uint32_t opcode, const void *payload, size_t size,
+		   uint32_t *ret_seq)
+{
+	return request_fds(c, opcode, payload, size, NULL, 0, ret_seq);
+}
+
+/* Connect the socket and say hello, waiting up to timeout_ms for the
+ * answer: the client is up. */
+static int open_connection(fb_client *c, int timeout_ms)
 {
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	struct fb__msg_hello hello = {.version = FB__PROTOCOL_VERSION};
 	struct fb__msg msg;
-	fb_client *c;
 	uint32_t seq;
+	int r;
+
+	memcpy(hello.name, c->name, sizeof(hello.name));
+	strcpy(addr.sun_path, c->path);
+	c->sock = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (c->sock < 0)
+		return -errno;
+	if (connect(c->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+		r = -errno;
+		close(c->sock);
+		c->sock = -1;
+		return r;
+	}
+	struct epoll_event ev = {.events = EPOLLIN};
+	if (epoll_ctl(c->fd, EPOLL_CTL_ADD, c->sock, &ev) < 0) {
+		r = -errno;
+		close(c->sock);
+		c->sock = -1;
+		return r;
+	}
+	r = request(c, FB__OP_HELLO, &hello, sizeof(hello), &seq);
+	if (r >= 0)
+		r = reply_within(c, seq, &msg, WANT(FB__OP_HELLO_REPLY), timeout_ms);
+	if (r >= 0 && (msg.header.opcode != FB__OP_HELLO_REPLY ||
+		       msg.body.hello.version != FB__PROTOCOL_VERSION))
+		r = -EPROTO;
+	if (r < 0) {
+		lose(c);
+		return r;
+	}
+	c->id = msg.body.hello.client_id;
+	c->up = true;
+	return 0;
+}
+
+FB_EXPORT int fb_client_connect(const char *path, const char *name, fb_client **ret_client)
+{
+	fb_client *c;
 	int r;
 
 	if (!ret_client)
@@ -225,30 +356,31 @@ FB_EXPORT int fb_client_connect(const char *path, const char *name, fb_client **
 		path = getenv("FRAMEBUS_SOCKET");
 	if (!path || !*path)
 		path = FB_DEFAULT_SOCKET;
-	if (strlen(path) >= sizeof(addr.sun_path))
-		return -ENAMETOOLONG;
-	if (!fb__name_set(hello.name, sizeof(hello.name), name ? name : "client") ||
-	    !fb__name_valid(hello.name, sizeof(hello.name)))
-		return -EINVAL;
-	strcpy(addr.sun_path, path);
-
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return -ENOMEM;
-	c->fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	if (c->fd < 0 || connect(c->fd, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+	c->sock = -1;
+	c->timer = -1;
+	if (strlen(path) >= sizeof(c->path)) {
+		free(c);
+		return -ENAMETOOLONG;
+	}
+	if (!fb__name_set(c->name, sizeof(c->name), name ? name : "client") ||
+	    !fb__name_valid(c->name, sizeof(c->name))) {
+		free(c);
+		return -EINVAL;
+	}
+	strcpy(c->path, path);
+	c->fd = epoll_create1(EPOLL_CLOEXEC);
+	c->timer = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+	struct epoll_event ev = {.events = EPOLLIN};
+	if (c->fd < 0 || c->timer < 0 || epoll_ctl(c->fd, EPOLL_CTL_ADD, c->timer, &ev) < 0) {
 		r = -errno;
 		goto fail;
 	}
-	r = request(c, FB__OP_HELLO, &hello, sizeof(hello), &seq);
-	if (r >= 0)
-		r = reply(c, seq, &msg, WANT(FB__OP_HELLO_REPLY));
-	if (r >= 0 && (msg.header.opcode != FB__OP_HELLO_REPLY ||
-		       msg.body.hello.version != FB__PROTOCOL_VERSION))
-		r = -EPROTO;
+	r = open_connection(c, REPLY_TIMEOUT_MS);
 	if (r < 0)
 		goto fail;
-	c->id = msg.body.hello.client_id;
 	*ret_client = c;
 	return 0;
 fail:
@@ -276,6 +408,10 @@ FB_EXPORT void fb_client_free(fb_client *c)
 			fb__producer_set_pump(c->pubs[i]->producer, NULL, NULL);
 			publication_free(c->pubs[i]);
 		}
+	if (c->sock >= 0)
+		close(c->sock);
+	if (c->timer >= 0)
+		close(c->timer);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->deferred);
@@ -295,6 +431,15 @@ FB_EXPORT void fb_client_set_event_callback(fb_client *c, fb_client_event_fn fn,
 	c->event_data = userdata;
 }
 
+FB_EXPORT void fb_client_set_connection_callback(fb_client *c, fb_client_connection_fn fn,
+						  void *userdata)
+{
+	if (!c)
+		return;
+	c->connection_fn = fn;
+	c->connection_data = userdata;
+}
+
 FB_EXPORT const char *fb_client_last_error(const fb_client *c)
 {
 	return c ? c->last_error : "";
@@ -304,10 +449,55 @@ FB_EXPORT int fb_client_check(const fb_client *c)
 {
 	if (!c)
 		return -EINVAL;
-	struct pollfd pfd = {.fd = c->fd, .events = POLLRDHUP};
-	if (c->gone || (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR))))
+	int sock = c->sock;
+	struct pollfd pfd = {.fd = sock, .events = POLLRDHUP};
+	if (sock < 0 || (poll(&pfd, 1, 0) == 1 && (pfd.revents & (POLLHUP | POLLRDHUP | POLLERR))))
 		return -ECONNRESET;
 	return 0;
+}
+
+static int create_stream(fb_client *c, struct publication *pub);
+
+/* Connect again and publish again what this client published: the same
+ * rings, so their producers go on as they were.  The subscribers the old
+ * daemon registered with them are dropped (those still alive get
+ * -ECANCELED and subscribe again). */
+static int reconnect(fb_client *c)
+{
+	char detail[FB__ERROR_TEXT_MAX];
+	int r = open_connection(c, RECONNECT_HELLO_TIMEOUT_MS);
+	if (r < 0)
+		return r;
+	c->connections++;
+	set_timer(c, 0);
+	uint64_t ticks;
+	(void)!read(c->timer, &ticks, sizeof(ticks));
+	int n = snprintf(detail, sizeof(detail), "connected to framebusd at %s again", c->path);
+	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++) {
+		struct publication *pub = c->pubs[i];
+		if (!pub)
+			continue;
+		fb__producer_forget_remote(pub->producer);
+		r = create_stream(c, pub);
+		pub->stream_id = r < 0 ? 0 : pub->stream_id;
+		if (r < 0 && n >= 0 && (size_t)n < sizeof(detail))
+			n += snprintf(detail + n, sizeof(detail) - (size_t)n,
+				      "; could not publish '%.*s' again: %s",
+				      (int)sizeof(pub->request.name), pub->request.name,
+				      *c->last_error ? c->last_error : fb_strerror(r));
+	}
+	announce_connection(c, true, detail);
+	return c->sock >= 0 ? 0 : -ECONNRESET;
+}
+
+FB_EXPORT int fb_client_reconnect(fb_client *c)
+{
+	if (!c)
+		return -EINVAL;
+	if (c->sock >= 0 && fb_client_check(c) == 0)
+		return 0;
+	lose(c);
+	return reconnect(c);
 }
 
 FB_EXPORT int fb_client_process(fb_client *c)
@@ -317,6 +507,12 @@ FB_EXPORT int fb_client_process(fb_client *c)
 
 	if (!c)
 		return -EINVAL;
+	if (c->sock < 0) {
+		uint64_t ticks;
+		(void)!read(c->timer, &ticks, sizeof(ticks));
+		if (reconnect(c) < 0)
+			return -ECONNRESET;
+	}
 	while ((r = receive(c, &msg, 0)) >= 0) {
 		if (r == 0) /* a reply nobody waits for: protocol error */
 			fb__msg_close_fds(&msg);
@@ -497,7 +693,8 @@ FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mod
 			 fb_strerror(r));
 		return r;
 	}
-	fb__subscriber_set_id(sub, msg.body.subscribed.id);
+	/* The daemon's id, valid on this connection only. */
+	fb__subscriber_set_id(sub, (uint64_t)c->connections << 32 | msg.body.subscribed.id);
 	*ret_subscriber = sub;
 	return 0;
 }
@@ -506,7 +703,9 @@ FB_EXPORT int fb_client_unsubscribe(fb_client *c, fb_subscriber *sub)
 {
 	if (!c || !sub)
 		return -EINVAL;
-	int r = unsubscribe_id(c, fb__subscriber_get_id(sub));
+	uint64_t id = fb__subscriber_get_id(sub);
+	/* One made before a reconnection ended with the daemon it was made on. */
+	int r = id >> 32 == c->connections ? unsubscribe_id(c, (uint32_t)id) : 0;
 	fb_subscriber_free(sub);
 	return r;
 }
@@ -536,15 +735,33 @@ static void pump(void *data)
 	pub->n_pending = 0;
 }
 
+/* Offer pub's ring to the daemon; on success pub->stream_id names it. */
+static int create_stream(fb_client *c, struct publication *pub)
+{
+	struct fb__msg msg;
+	uint32_t seq;
+	int fds[2];
+
+	fb__producer_get_fds(pub->producer, &fds[0], &fds[1]);
+	int r = request_fds(c, FB__OP_CREATE_STREAM, &pub->request, sizeof(pub->request), fds, 2,
+			    &seq);
+	if (r >= 0)
+		r = reply(c, seq, &msg, WANT(FB__OP_CREATED));
+	if (r >= 0 && msg.header.opcode != FB__OP_CREATED)
+		r = -EPROTO;
+	if (r >= 0)
+		pub->stream_id = msg.body.id.id;
+	return r;
+}
+
 FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_ring_params *params,
 				fb_producer **ret_producer)
 {
 	struct fb__msg_create_stream req;
-	struct fb__msg msg;
 	struct publication *pub;
 	fb_producer *p;
-	int fds[2], r;
-	uint32_t i, seq;
+	uint32_t i;
+	int r;
 
 	if (!c || !params || !ret_producer || !fb__name_set(req.name, sizeof(req.name), name))
 		return -EINVAL;
@@ -566,21 +783,13 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 		fb_producer_free(p);
 		return -ENOMEM;
 	}
-	fb__producer_get_fds(p, &fds[0], &fds[1]);
-	c->last_error[0] = '\0';
-	seq = ++c->seq ? c->seq : ++c->seq;
-	r = c->gone ? -ECONNRESET
-		    : fb__msg_send(c->fd, FB__OP_CREATE_STREAM, seq, &req, sizeof(req), fds, 2);
-	if (r >= 0)
-		r = reply(c, seq, &msg, WANT(FB__OP_CREATED));
-	if (r >= 0 && msg.header.opcode != FB__OP_CREATED)
-		r = -EPROTO;
+	*pub = (struct publication){.client = c, .producer = p, .request = req};
+	r = create_stream(c, pub);
 	if (r < 0) {
 		free(pub);
 		fb_producer_free(p);
 		return r;
 	}
-	*pub = (struct publication){.client = c, .producer = p, .stream_id = msg.body.id.id};
 	c->pubs[i] = pub;
 	fb__producer_set_pump(p, pump, pub);
 	*ret_producer = p;
@@ -600,7 +809,9 @@ FB_EXPORT int fb_client_unpublish(fb_client *c, fb_producer *p)
 		if (!pub || pub->producer != p)
 			continue;
 		struct fb__msg_id req = {.id = pub->stream_id};
-		r = request(c, FB__OP_DESTROY_STREAM, &req, sizeof(req), &seq);
+		/* (0: not published since a reconnection) */
+		r = pub->stream_id ? request(c, FB__OP_DESTROY_STREAM, &req, sizeof(req), &seq)
+				   : 0;
 		if (r >= 0)
 			r = reply(c, seq, &msg, WANT(FB__OP_DONE));
 		fb__producer_set_pump(p, NULL, NULL);

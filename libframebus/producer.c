@@ -619,6 +619,15 @@ void fb__producer_unregister_locked(fb_producer *p, uint32_t remote_id)
 			drop_sub(p, &p->subs[i], false);
 }
 
+void fb__producer_forget_remote(fb_producer *p)
+{
+	pthread_mutex_lock(&p->lock);
+	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
+		if (p->subs[i].slot.record && p->subs[i].remote_id)
+			drop_sub(p, &p->subs[i], true);
+	pthread_mutex_unlock(&p->lock);
+}
+
 int fb__producer_get_fds(const fb_producer *p, int *ret_frame_fd, int *ret_control_fd)
 {
 	*ret_frame_fd = p->frame_fd;

@@ -195,8 +195,9 @@ int fb__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_
 void fb__futex_wake(_Atomic uint32_t *word);
 
 /* The daemon's id for a subscription made through fb_client_subscribe(). */
-void fb__subscriber_set_id(fb_subscriber *subscriber, uint32_t id);
-uint32_t fb__subscriber_get_id(const fb_subscriber *subscriber);
+/* What the client that subscribed knows the subscription by. */
+void fb__subscriber_set_id(fb_subscriber *subscriber, uint64_t id);
+uint64_t fb__subscriber_get_id(const fb_subscriber *subscriber);
 
 /* A producer whose subscribers come from the daemon (fb_client_publish):
  * pump is called, from a claim, with the producer locked, whenever the
@@ -207,6 +208,8 @@ void fb__producer_set_pump(fb_producer *producer, void (*pump)(void *data), void
 int fb__producer_register_locked(fb_producer *producer, uint32_t remote_id, uint32_t mode,
 				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd);
 void fb__producer_unregister_locked(fb_producer *producer, uint32_t remote_id);
+/* Drop (and revoke) every subscriber a daemon registered: that daemon is gone. */
+void fb__producer_forget_remote(fb_producer *producer);
 /* The ring's descriptors, still owned by the producer. */
 int fb__producer_get_fds(const fb_producer *producer, int *ret_frame_fd, int *ret_control_fd);
 

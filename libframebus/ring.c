@@ -347,6 +347,8 @@ FB_EXPORT const char *fb_strerror(int error)
 		return "the producer cancelled this subscription";
 	case ECONNRESET:
 		return "the connection to framebusd was lost";
+	case EOWNERDEAD:
+		return "the ring's producer went away without ending the stream";
 	default:
 		return strerrordesc_np(error) ? strerrordesc_np(error) : "unknown error";
 	}

@@ -24,6 +24,8 @@
  * watching for): 20,000 frames a second and more. */
 #define SPIN_NS 5000u
 #define STREAMING_GAP_NS 50000u
+/* How long a wait sleeps before it looks whether the producer still exists. */
+#define PRODUCER_CHECK_NS 250000000u
 
 struct fb_subscriber {
 	struct fb_subscriber_fds fds;
@@ -40,7 +42,7 @@ struct fb_subscriber {
 	 * changes the bits of slots it owns at that moment. */
 	_Atomic uint64_t held;
 	uint64_t cursor; /* the next seq to read */
-	uint32_t id;     /* the daemon's subscription id, 0 if none */
+	uint64_t id;     /* its client's token for the subscription, 0 if none */
 	bool streaming;  /* frames come fast: the last acquire slept briefly or not */
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
@@ -262,25 +264,40 @@ static bool spin_for_change(const struct fb_subscriber *s, uint64_t seen_latest)
 	}
 }
 
-/* Empty the wake pipe without blocking, before an event loop re-arms it. */
-static void drain_wakes(struct fb_subscriber *s)
+/* Whether the ring's producer is gone: every write end of the wake pipe is
+ * closed (the producer holds one, and framebusd one for the rings of its
+ * clients), so no frame and no end of stream can come any more. */
+static bool producer_gone(const struct fb_subscriber *s)
+{
+	struct pollfd pfd = {.fd = s->fds.wake_fd, .events = POLLIN};
+	return poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLHUP);
+}
+
+/* Empty the wake pipe without blocking, before an event loop re-arms it.
+ * Returns false if the producer is gone (the pipe is empty and has no
+ * writer left): the descriptor would stay readable for ever. */
+static bool drain_wakes(struct fb_subscriber *s)
 {
 	char buf[64];
 	struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
 
-	if (preadv2(s->fds.wake_fd, &iov, 1, -1, RWF_NOWAIT) >= 0 || errno != EOPNOTSUPP)
-		return;
+	ssize_t n = preadv2(s->fds.wake_fd, &iov, 1, -1, RWF_NOWAIT);
+	if (n > 0 || (n < 0 && errno != EOPNOTSUPP))
+		return !producer_gone(s);
+	if (n == 0)
+		return false;
 	/* Kernels that do not honour RWF_NOWAIT on a pipe. */
 	struct pollfd pfd = {.fd = s->fds.wake_fd, .events = POLLIN};
-	if (poll(&pfd, 1, 0) == 1)
-		(void)!read(s->fds.wake_fd, buf, sizeof(buf));
+	if (poll(&pfd, 1, 0) == 1 && read(s->fds.wake_fd, buf, sizeof(buf)) == 0)
+		return false;
+	return !producer_gone(s);
 }
 
 FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 				    const struct fb_frame **ret_frame)
 {
 	uint64_t deadline = 0, latest;
-	bool slept_long = false;
+	bool slept_long = false, lost = false;
 	int r;
 
 	if (!s || !ret_frame)
@@ -300,6 +317,8 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 		}
 		if (closed)
 			return -EPIPE;
+		if (lost)
+			return -EOWNERDEAD;
 		if (deadline && fb__now_ns(CLOCK_MONOTONIC) >= deadline)
 			return -ETIMEDOUT;
 		/* Watch before sleeping only while frames come faster than we
@@ -313,8 +332,7 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 		 * An event loop's pipe must be emptied before arming, or it
 		 * would stay readable with nothing to read. */
 		uint32_t how = timeout_ms == 0 ? FB__ARMED_PIPE : FB__ARMED_FUTEX;
-		if (how == FB__ARMED_PIPE)
-			drain_wakes(s);
+		bool gone = how == FB__ARMED_PIPE && !drain_wakes(s);
 		atomic_store(&s->rec->armed, how);
 		r = try_acquire(s, ret_frame, &latest);
 		if (r != -EAGAIN) {
@@ -327,13 +345,21 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 		if (atomic_load(&s->hdr->closed) || atomic_load(&s->rec->ended) ||
 		    atomic_load(&s->rec->revoked))
 			continue;
+		if (gone)
+			return -EOWNERDEAD;
 		if (timeout_ms == 0)
 			return -EAGAIN;
+		/* Sleep in slices: a producer that died cannot wake us, so
+		 * after a wait that timed out look whether it is still there. */
 		uint64_t slept_at = fb__now_ns(CLOCK_MONOTONIC);
-		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, deadline);
+		uint64_t until = slept_at + PRODUCER_CHECK_NS;
+		if (deadline && deadline < until)
+			until = deadline;
+		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, until);
 		slept_long = fb__now_ns(CLOCK_MONOTONIC) - slept_at > STREAMING_GAP_NS;
 		if (r == -EINTR)
 			return r;
+		lost = r == -ETIMEDOUT && producer_gone(s);
 	}
 }
 
@@ -397,12 +423,12 @@ FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)
 	return s ? (uint32_t)__builtin_popcountll(atomic_load(&s->held)) : 0;
 }
 
-void fb__subscriber_set_id(fb_subscriber *s, uint32_t id)
+void fb__subscriber_set_id(fb_subscriber *s, uint64_t id)
 {
 	s->id = id;
 }
 
-uint32_t fb__subscriber_get_id(const fb_subscriber *s)
+uint64_t fb__subscriber_get_id(const fb_subscriber *s)
 {
 	return s->id;
 }

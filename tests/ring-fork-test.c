@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -387,7 +388,15 @@ Test(ring_fork, producer_killed_mid_write_never_exposes_a_half_frame)
 			seen = f->seq;
 			fb_subscriber_release(sub, f);
 		}
-		cr_assert_eq(r, -EAGAIN, "round %d: %s", round, fb_strerror(r));
+		/* Then the subscriber learns that nothing more can come, from an
+		 * event loop's poll and from a blocking wait alike. */
+		cr_assert_eq(r, -EOWNERDEAD, "round %d: %s", round, fb_strerror(r));
+		struct pollfd pfd = {.fd = fb_subscriber_get_fd(sub), .events = POLLIN};
+		cr_assert_eq(poll(&pfd, 1, 0), 1, "round %d: the descriptor does not wake", round);
+		if (round < 4) { /* (a blocking wait looks every 250 ms) */
+			r = fb_subscriber_acquire(sub, -1, &f);
+			cr_assert_eq(r, -EOWNERDEAD, "round %d: %s", round, fb_strerror(r));
+		}
 		fb_subscriber_free(sub);
 	}
 }

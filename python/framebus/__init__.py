@@ -24,6 +24,7 @@ from typing import AsyncIterator, Optional
 
 from ._framebus import (
     DEFAULT_SOCKET,
+    ConnectionEvent,
     DISCONTINUITY,
     END_OF_STREAM,
     KEYFRAME,
@@ -49,7 +50,8 @@ from ._framebus import connect as _connect
 __version__ = library_version
 
 __all__ = [
-    "DEFAULT_SOCKET", "DISCONTINUITY", "END_OF_STREAM", "KEYFRAME", "Bus", "Error", "Frame",
+    "DEFAULT_SOCKET", "DISCONTINUITY", "END_OF_STREAM", "KEYFRAME", "Bus", "ConnectionEvent",
+    "Error", "Frame",
     "FrameDropped", "HoldLimitError", "NoSuchStream", "OutFrame", "Publisher", "StreamEnded",
     "StreamEvent", "StreamExists", "StreamInfo", "StreamRemoved", "Subscriber", "connect",
     "formats",
@@ -74,9 +76,10 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
     """Frames as an asyncio async iterator, driven by the event loop.
 
     Waits with loop.add_reader on the subscriber's descriptor, never blocking
-    the loop, and looks every 0.1 s whether framebusd is still there
-    (ConnectionResetError once it is gone).  Each frame is released when the
-    next is taken; the iteration ends with the stream.
+    the loop.  While framebusd is away it looks every 0.1 s whether it is back
+    (then subscribes again and goes on; the first frame is a discontinuity).
+    Each frame is released when the next is taken; the iteration ends with
+    the stream.
     """
     loop = asyncio.get_running_loop()
     previous: Optional[Frame] = None
@@ -90,10 +93,10 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
             except StreamEnded:
                 return
             if frame is None:
-                if not await _readable(loop, self.fileno(), 0.1) and not self.bus.connected:
-                    raise ConnectionResetError(
-                        f"framebusd at {self.bus.path} went away; "
-                        f"no more frames from {self.stream!r}")
+                if self.reconnecting:
+                    await asyncio.sleep(0.1)
+                else:
+                    await _readable(loop, self.fileno(), 0.1)
                 continue
             previous = frame
             yield frame

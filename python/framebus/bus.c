@@ -4,9 +4,12 @@
 
 #include <errno.h>
 
-PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type;
+PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type,
+    *fbpy_connection_event_type;
 
 #define MAX_PENDING_EVENTS 1024
+/* How often the bus's own objects try to reach a lost framebusd again. */
+#define RECONNECT_INTERVAL_MS 250
 
 static PyStructSequence_Field stream_info_fields[] = {
     {"name", "the stream's name"},
@@ -39,6 +42,17 @@ static PyStructSequence_Field stream_event_fields[] = {
 
 static PyStructSequence_Desc stream_event_desc = {"framebus.StreamEvent", "A stream changed state.",
 						  stream_event_fields, 3};
+
+static PyStructSequence_Field connection_event_fields[] = {
+    {"connected", "False: framebusd went away (the bus tries again every 250 ms); "
+		  "True: connected again"},
+    {"detail", "what happened, for a log"},
+    {NULL},
+};
+
+static PyStructSequence_Desc connection_event_desc = {
+    "framebus.ConnectionEvent", "The bus lost framebusd, or connected to it again.",
+    connection_event_fields, 2};
 
 static PyObject *name_or_none(const char *name)
 {
@@ -84,26 +98,58 @@ static PyObject *stream_info_new(const struct fb_stream_info *i)
 	return o;
 }
 
-/* The client's event callback: called with the GIL held, from inside a
- * client call the bus made; queue the event for process(). */
-static void on_event(void *userdata, const char *stream, uint32_t state, const char *detail)
+/* Queue an event for process() (a new reference, or NULL with an error). */
+static void queue_event(struct fbpy_bus *bus, PyObject *e)
 {
-	struct fbpy_bus *bus = userdata;
-	PyObject *e = PyStructSequence_New(fbpy_stream_event_type);
-	if (!e) {
-		PyErr_Clear();
-		return;
-	}
-	PyStructSequence_SetItem(e, 0, PyUnicode_FromString(stream));
-	PyStructSequence_SetItem(e, 1, name_or_none(fb_stream_state_name(state)));
-	PyStructSequence_SetItem(
-	    e, 2, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail), "replace"));
-	if (PyErr_Occurred() ||
+	if (!e || PyErr_Occurred() ||
 	    (PyList_GET_SIZE(bus->events) >= MAX_PENDING_EVENTS &&
 	     PySequence_DelItem(bus->events, 0) < 0) ||
 	    PyList_Append(bus->events, e) < 0)
 		PyErr_Clear();
-	Py_DECREF(e);
+	Py_XDECREF(e);
+}
+
+/* The client's callbacks: called with the GIL held, from inside a client
+ * call the bus made. */
+static void on_event(void *userdata, const char *stream, uint32_t state, const char *detail)
+{
+	PyObject *e = PyStructSequence_New(fbpy_stream_event_type);
+	if (e) {
+		PyStructSequence_SetItem(e, 0, PyUnicode_FromString(stream));
+		PyStructSequence_SetItem(e, 1, name_or_none(fb_stream_state_name(state)));
+		PyStructSequence_SetItem(
+		    e, 2, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail), "replace"));
+	}
+	queue_event(userdata, e);
+}
+
+static void on_connection(void *userdata, bool connected, const char *detail)
+{
+	struct fbpy_bus *bus = userdata;
+	PyObject *e = PyStructSequence_New(fbpy_connection_event_type);
+	if (e) {
+		PyStructSequence_SetItem(e, 0, PyBool_FromLong(connected));
+		PyStructSequence_SetItem(
+		    e, 1, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail), "replace"));
+	}
+	bus->connections += connected;
+	queue_event(bus, e);
+}
+
+int fbpy_bus_reconnect(struct fbpy_bus *bus)
+{
+	if (!bus->client)
+		return -ECONNRESET;
+	if (fb_client_check(bus->client) == 0)
+		return 0;
+	uint64_t now = fbpy_now_ms();
+	if (now < bus->next_attempt_ms)
+		return -ECONNRESET;
+	bus->next_attempt_ms = now + RECONNECT_INTERVAL_MS;
+	fbpy_bus_lock(bus);
+	int r = fb_client_reconnect(bus->client);
+	fbpy_bus_unlock(bus);
+	return r;
 }
 
 void fbpy_bus_lock(struct fbpy_bus *bus)
@@ -191,7 +237,10 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 		Py_DECREF(bus);
 		return PyErr_Occurred() ? NULL : PyErr_NoMemory();
 	}
+	bus->connections = 0;
+	bus->next_attempt_ms = 0;
 	fb_client_set_event_callback(client, on_event, bus);
+	fb_client_set_connection_callback(client, on_connection, bus);
 	return (PyObject *)bus;
 }
 
@@ -297,7 +346,9 @@ static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
 	fbpy_bus_lock(bus);
 	r = fb_client_process(bus->client);
 	fbpy_bus_unlock(bus);
-	if (r < 0 && PyList_GET_SIZE(bus->events) == 0)
+	/* While framebusd is away, process() tries to connect again: what it
+	 * finds is a ConnectionEvent, not an error. */
+	if (r < 0 && r != -ECONNRESET)
 		return raise_for(bus, r, "reading events", "");
 	PyObject *events = bus->events;
 	bus->events = PyList_New(0);
@@ -364,11 +415,15 @@ static PyMethodDef bus_methods[] = {
      "finding every slot held raises FrameDropped); 'block' waits for queue\n"
      "subscribers, so none loses a frame."},
     {"process", (PyCFunction)bus_process, METH_NOARGS,
-     "process() -> list[StreamEvent]\n--\n\n"
-     "Read what the daemon sent without blocking and return the stream events\n"
-     "received since the last call.  Call it when fileno() is readable."},
+     "process() -> list[StreamEvent | ConnectionEvent]\n--\n\n"
+     "Read what the daemon sent without blocking and return the events received\n"
+     "since the last call.  Call it when fileno() is readable.  When framebusd\n"
+     "goes away the bus connects again by itself (process() tries every 250 ms,\n"
+     "any request tries once), publishes its streams again, and says so with a\n"
+     "ConnectionEvent."},
     {"fileno", (PyCFunction)bus_fileno, METH_NOARGS,
-     "fileno() -> int\n--\n\nThe connection's socket, readable when process() has events."},
+     "fileno() -> int\n--\n\nA descriptor readable when process() has work; the same across "
+     "reconnections."},
     {"close", (PyCFunction)bus_close, METH_NOARGS,
      "close()\n--\n\n"
      "Close the bus and every subscriber and publisher made from it.  Frames\n"
@@ -382,8 +437,8 @@ static PyMethodDef bus_methods[] = {
 static PyGetSetDef bus_getset[] = {
     {"closed", (getter)bus_get_closed, NULL, "Whether close() was called.", NULL},
     {"path", (getter)bus_get_path, NULL, "The daemon's socket path.", NULL},
-    {"connected", (getter)bus_get_connected, NULL, "False once closed or once framebusd hung up.",
-     NULL},
+    {"connected", (getter)bus_get_connected, NULL,
+     "False once closed, and while framebusd is away.", NULL},
     {NULL},
 };
 
@@ -408,11 +463,14 @@ int fbpy_bus_init_types(PyObject *m)
 	fbpy_bus_type = (PyTypeObject *)PyType_FromSpec(&bus_spec);
 	fbpy_stream_info_type = PyStructSequence_NewType(&stream_info_desc);
 	fbpy_stream_event_type = PyStructSequence_NewType(&stream_event_desc);
-	if (!fbpy_bus_type || !fbpy_stream_info_type || !fbpy_stream_event_type)
+	fbpy_connection_event_type = PyStructSequence_NewType(&connection_event_desc);
+	if (!fbpy_bus_type || !fbpy_stream_info_type || !fbpy_stream_event_type ||
+	    !fbpy_connection_event_type)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Bus", (PyObject *)fbpy_bus_type) < 0 ||
 	    PyModule_AddObjectRef(m, "StreamInfo", (PyObject *)fbpy_stream_info_type) < 0 ||
-	    PyModule_AddObjectRef(m, "StreamEvent", (PyObject *)fbpy_stream_event_type) < 0)
+	    PyModule_AddObjectRef(m, "StreamEvent", (PyObject *)fbpy_stream_event_type) < 0 ||
+	    PyModule_AddObjectRef(m, "ConnectionEvent", (PyObject *)fbpy_connection_event_type) < 0)
 		return -1;
 	return 0;
 }

@@ -42,7 +42,9 @@ struct fbpy_bus {
 	bool closed;
 	Py_ssize_t users; /* subscribers and publishers not yet freed */
 	struct fbpy_child children;
-	PyObject *events; /* list of StreamEvent not yet taken by process() */
+	PyObject *events; /* StreamEvent and ConnectionEvent not yet taken by process() */
+	uint64_t connections;     /* counts the times the client connected again */
+	uint64_t next_attempt_ms; /* no attempt to connect again before then */
 };
 
 struct fbpy_view {
@@ -74,9 +76,13 @@ struct fbpy_subscriber {
 	fb_subscriber *sub; /* NULL once unsubscribed */
 	PyObject *stream;
 	uint32_t mode;
+	uint32_t max_holds; /* as asked (0: the daemon's default) */
 	uint32_t format;
 	uint32_t width, height;
 	uint32_t n_slots;
+	uint64_t connections; /* the bus's count when it subscribed */
+	bool lost;            /* framebusd restarted: subscribe again */
+	bool resumed;         /* subscribed again: the next frame is a discontinuity */
 	bool closed;
 	bool busy;            /* a thread is inside acquire */
 	Py_ssize_t live;      /* slots held */
@@ -136,7 +142,8 @@ struct fbpy_outframe {
 extern PyTypeObject *fbpy_bus_type, *fbpy_subscriber_type, *fbpy_frame_type,
     *fbpy_slot_view_type;
 extern PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
-extern PyTypeObject *fbpy_stream_info_type, *fbpy_stream_event_type;
+extern PyTypeObject *fbpy_stream_info_type, *fbpy_stream_event_type,
+    *fbpy_connection_event_type;
 extern PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,
     *fbpy_frame_dropped, *fbpy_no_such_stream, *fbpy_stream_exists;
 
@@ -151,6 +158,9 @@ PyObject *fbpy_raise(int r, const char *fmt, ...);
 /* Take the bus's client lock, letting other threads run if it is busy. */
 void fbpy_bus_lock(struct fbpy_bus *bus);
 void fbpy_bus_unlock(struct fbpy_bus *bus);
+/* Connect again if framebusd was lost (at most every 250 ms): 0 when
+ * connected. */
+int fbpy_bus_reconnect(struct fbpy_bus *bus);
 /* Raises ValueError and returns -1 if the bus is closed. */
 int fbpy_bus_check(struct fbpy_bus *bus);
 void fbpy_bus_adopt(struct fbpy_bus *bus, struct fbpy_child *child);

@@ -159,6 +159,9 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 				    "the last frame of '%U' is neither published nor discarded",
 				    p->name);
 	deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
+	/* After a daemon restart, publish the stream again: its subscribers
+	 * come back to it. */
+	fbpy_bus_reconnect(p->bus);
 	p->busy = true;
 	for (;;) {
 		int slice = 0;

@@ -3,12 +3,12 @@
 #include "fbpy.h" /* Python.h first, as the C-API asks */
 
 #include <errno.h>
+#include <time.h>
 
 PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
 
-/* How long a blocking acquire sleeps before it looks whether the daemon is
- * still there: frames already in the ring stay readable without it, but a
- * vanished daemon publishes nothing more. */
+/* How long a blocking acquire waits before it looks at Python's signals (and,
+ * while framebusd is away, tries to subscribe again). */
 #define SLICE_MS 100
 
 /* Drop the arrays made ahead: nobody else has them. */
@@ -121,6 +121,9 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 	s->bus = (struct fbpy_bus *)Py_NewRef(bus);
 	s->sub = sub;
 	s->mode = mode;
+	s->max_holds = max_holds;
+	s->connections = bus->connections;
+	s->lost = s->resumed = false;
 	s->format = l->format;
 	s->width = l->width;
 	s->height = l->height;
@@ -199,6 +202,9 @@ static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 	o->holding = true;
 	o->meta = NULL;
 	o->info = *f;
+	if (s->resumed) /* the first frame after a daemon restart */
+		o->info.flags |= FB_FRAME_DISCONTINUITY;
+	s->resumed = false;
 	o->array = slot->spare; /* handed over: it now keeps the subscriber */
 	if (slot->spare_view) {
 		slot->spare_view->owner = (struct fbpy_subscriber *)Py_NewRef(s);
@@ -212,8 +218,53 @@ static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 	return (PyObject *)o;
 }
 
+/* After a daemon restart: subscribe again to the same stream and go on with
+ * the new ring.  Returns 0 once done, -EAGAIN while the daemon (or the
+ * stream) is not back yet, -EBUSY while frames of the old ring are held,
+ * -ECANCELED if the stream came back with another geometry, or the error
+ * subscribing failed with. */
+static int resume(struct fbpy_subscriber *s)
+{
+	struct fbpy_bus *bus = s->bus;
+	fb_subscriber *sub;
+	const char *stream = PyUnicode_AsUTF8(s->stream);
+
+	if (s->live > 0)
+		return -EBUSY;
+	if (!stream || fbpy_bus_reconnect(bus) < 0)
+		return -EAGAIN;
+	fbpy_bus_lock(bus);
+	int r = fb_client_subscribe(bus->client, stream, s->mode, s->max_holds, &sub);
+	if (r == 0) {
+		const struct fb_layout *l = fb_subscriber_get_layout(sub);
+		if (l->format != s->format || l->width != s->width || l->height != s->height) {
+			fb_client_unsubscribe(bus->client, sub);
+			r = -ECANCELED;
+		}
+	}
+	fbpy_bus_unlock(bus);
+	if (r == -ENOENT || r == -ECONNRESET)
+		return -EAGAIN;
+	if (r < 0)
+		return r;
+	drop_spares(s); /* before the memory they point into goes */
+	fb_subscriber_free(s->sub);
+	s->sub = sub;
+	s->n_slots = fb_subscriber_get_slots(sub);
+	for (uint32_t i = 0; i < FB_MAX_SLOTS; i++) {
+		s->slots[i].held = NULL;
+		s->slots[i].release_wanted = false;
+	}
+	s->connections = bus->connections;
+	s->lost = false;
+	s->resumed = true;
+	make_spares(s);
+	return 0;
+}
+
 /* Take a frame: timeout_ms -1 waits forever, 0 not at all.  Returns NULL with
- * an exception, or Py_None (new reference) when empty_ok and nothing came. */
+ * an exception, or Py_None (new reference) when empty_ok and nothing came.
+ * A subscription whose daemon restarted subscribes again by itself. */
 static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_ok)
 {
 	const struct fb_frame *f = NULL;
@@ -232,23 +283,37 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 	s->busy = true;
 	for (;;) {
 		int slice = 0;
-		bool hung_up = false;
 		if (timeout_ms < 0)
 			slice = SLICE_MS;
 		else if (timeout_ms > 0) {
 			uint64_t now = fbpy_now_ms();
 			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
 		}
-		Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice, &f);
-		if ((r == -ETIMEDOUT || r == -EAGAIN) && client)
-			hung_up = fb_client_check(client) < 0;
-		Py_END_ALLOW_THREADS if (hung_up)
-		{
-			r = -ECONNRESET;
-			break;
+		if (s->lost) {
+			r = resume(s);
+			if (r == 0)
+				continue; /* to the new ring */
+			if (r != -EAGAIN || slice == 0)
+				break;
+			struct timespec pause = {.tv_nsec = slice * 1000000L};
+			Py_BEGIN_ALLOW_THREADS nanosleep(&pause, NULL);
+			Py_END_ALLOW_THREADS r = -ETIMEDOUT;
+		} else {
+			Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice, &f);
+			Py_END_ALLOW_THREADS
+			/* The daemon went away with the ring it produced, or a
+			 * publisher revoked us when it published again after a
+			 * restart (a publisher's ring outlives the daemon: we
+			 * read it until then): subscribe again once it is back. */
+			if (r == -EOWNERDEAD ||
+			    (r == -ECANCELED && (fb_client_check(client) < 0 ||
+						 s->bus->connections != s->connections))) {
+				s->lost = true;
+				continue;
+			}
+			if (r != -EINTR && r != -ETIMEDOUT)
+				break;
 		}
-		if (r != -EINTR && r != -ETIMEDOUT)
-			break;
 		/* A signal handler may have run without interrupting the
 		 * wait (SA_RESTART): look at Python's signals every slice. */
 		if (PyErr_CheckSignals() < 0)
@@ -287,9 +352,11 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 				    "framebusd ended the subscription to '%U' (the stream was "
 				    "removed or restarted with a new geometry): subscribe again",
 				    s->stream);
-	case -ECONNRESET:
+	case -EBUSY:
 		return PyErr_Format(PyExc_ConnectionResetError,
-				    "framebusd at %U went away; no more frames from '%U'",
+				    "framebusd at %U restarted, but frames of '%U' from before are "
+				    "still held: release them (and drop arrays made from them) to go "
+				    "on with the new ring",
 				    s->bus->path, s->stream);
 	case -EBADF:
 		return PyErr_Format(PyExc_ValueError, "the subscription to '%U' was closed",
@@ -410,6 +477,11 @@ static PyObject *sub_get_closed(struct fbpy_subscriber *s, void *unused)
 	return PyBool_FromLong(s->closed || s->bus->closed);
 }
 
+static PyObject *sub_get_reconnecting(struct fbpy_subscriber *s, void *unused)
+{
+	return PyBool_FromLong(s->lost);
+}
+
 static PyObject *sub_get_bus(struct fbpy_subscriber *s, void *unused)
 {
 	return Py_NewRef((PyObject *)s->bus);
@@ -447,6 +519,8 @@ static PyGetSetDef subscriber_getset[] = {
     {"held", (getter)sub_get_held, NULL, "Frames held right now.", NULL},
     {"closed", (getter)sub_get_closed, NULL, "Whether it (or its bus) was closed.", NULL},
     {"bus", (getter)sub_get_bus, NULL, "The Bus it came from.", NULL},
+    {"reconnecting", (getter)sub_get_reconnecting, NULL,
+     "True while framebusd is away: acquiring tries to subscribe again (every 250 ms).", NULL},
     {NULL},
 };
 

@@ -60,11 +60,15 @@ static void send_record(int fd, const uint8_t *p, size_t len, unsigned n_fds)
 		close(fds[i]);
 }
 
-/* The fake daemon: sends every record, then hangs up. */
+/* The fake daemon: takes one connection, sends every record, then hangs up
+ * and is gone (the client's attempts to connect again find no socket). */
 static void *daemon_main(void *arg)
 {
 	const struct feed *feed = arg;
 	int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+	unlink(socket_path);
+	close(listener);
+	listener = -1;
 	if (fd < 0)
 		return NULL;
 	for (size_t at = 0; at + 3 <= feed->size;) {
@@ -115,9 +119,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	pthread_t thread;
 	fb_client *c;
 
-	if (listener < 0)
-		setup();
 	int fds_before = open_fds();
+	setup();
 	if (pthread_create(&thread, NULL, daemon_main, &feed) != 0)
 		abort();
 	if (fb_client_connect(socket_path, "fuzz", &c) == 0) {

@@ -33,10 +33,16 @@ class Daemon:
         with open(self.config, "w") as f:
             f.write(f"[daemon]\nsocket = {self.socket}\n{streams}")
         self.log = open(self.log_path, "w")
+        self.start()
+
+    def start(self):
+        """Start framebusd (again); returns once it listens."""
+        listening = f"listening on {self.socket}"
+        before = self.read_log().count(listening)
         self.proc = subprocess.Popen([FRAMEBUSD, "--config", self.config],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while not os.path.exists(self.socket):
+        while self.read_log().count(listening) == before:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"framebusd did not start:\n{self.read_log()}")
             time.sleep(0.02)

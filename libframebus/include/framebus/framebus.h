@@ -30,6 +30,7 @@
 #ifndef FRAMEBUS_H
 #define FRAMEBUS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 
@@ -299,8 +300,13 @@ int fb_subscriber_get_fd(const fb_subscriber *subscriber);
  * Returns 0 and the frame; -EAGAIN (timeout 0) or -ETIMEDOUT when no frame
  * came; -EDQUOT when the subscriber already holds max_holds frames; -EPIPE
  * once the producer ended the stream and every frame was read; -ECANCELED
- * once the producer removed this subscriber; -EINTR if a signal interrupted
- * the wait.
+ * once the producer removed this subscriber (a published stream's producer
+ * does so when it publishes again after framebusd restarted); -EOWNERDEAD
+ * once every frame was read and the producer went away without ending the
+ * stream (framebusd stopped or was killed: a blocking wait notices within a
+ * quarter of a second, an event loop's descriptor becomes readable); -EINTR
+ * if a signal interrupted the wait.  After -ECANCELED or -EOWNERDEAD,
+ * subscribe again once the client is connected (fb_client_reconnect()).
  */
 int fb_subscriber_acquire(fb_subscriber *subscriber, int timeout_ms,
 			  const struct fb_frame **ret_frame);
@@ -372,6 +378,11 @@ typedef struct fb_client fb_client;
 typedef void (*fb_client_event_fn)(void *userdata, const char *stream, uint32_t state,
 				   const char *detail);
 
+/** Called when the client lost framebusd (connected false) and when it
+ * connected again (true).  detail says what happened, for a log: which
+ * socket, and any stream of this client that could not be published again. */
+typedef void (*fb_client_connection_fn)(void *userdata, bool connected, const char *detail);
+
 /**
  * Connect to framebusd at path; NULL means $FRAMEBUS_SOCKET, else
  * FB_DEFAULT_SOCKET.  name (NULL: "client") is shown by status tools.
@@ -385,18 +396,35 @@ int fb_client_connect(const char *path, const char *name, fb_client **ret_client
 void fb_client_free(fb_client *client);
 
 /** A descriptor that is readable when fb_client_process() has work: add it to
- * an event loop to receive events and notice the daemon going away. */
+ * an event loop to receive events, notice the daemon going away and connect
+ * again.  It stays the same descriptor across reconnections. */
 int fb_client_get_fd(const fb_client *client);
 
-/** Whether the daemon is still there, reading nothing: 0, or -ECONNRESET
- * once it hung up.  Unlike the other calls on a client, this one may run in
- * any thread at any time (a blocked fb_subscriber_acquire() does not notice
- * the daemon going away: call it between waits). */
+/** Whether the daemon is there, reading nothing: 0, or -ECONNRESET once it
+ * hung up (or while the client is not connected).  Unlike the other calls on
+ * a client, this one may run in any thread at any time. */
 int fb_client_check(const fb_client *client);
 
-/** Handle every pending message without blocking.  Returns the number of
- * events delivered, or -ECONNRESET once the daemon is gone. */
+/**
+ * Handle every pending message without blocking.  Returns the number of
+ * events delivered, or -ECONNRESET while the daemon is gone.
+ *
+ * A client that lost the daemon connects again by itself: fb_client_process()
+ * tries whenever its descriptor wakes (every 250 ms while disconnected), and
+ * any request tries once before failing with -ECONNRESET.  Once connected it
+ * publishes its streams again (the same rings: their producers go on), and
+ * the connection callback says so.  Subscriptions do not move by themselves:
+ * their acquire fails with -EOWNERDEAD or -ECANCELED; subscribe again.
+ */
 int fb_client_process(fb_client *client);
+
+/** Try to connect again now if the daemon was lost: 0 when connected (or
+ * already was), -ENOENT or -ECONNREFUSED while no daemon listens. */
+int fb_client_reconnect(fb_client *client);
+
+/** Set the connection callback (NULL: none). */
+void fb_client_set_connection_callback(fb_client *client, fb_client_connection_fn fn,
+				       void *userdata);
 
 /** Set the event callback (NULL: none). */
 void fb_client_set_event_callback(fb_client *client, fb_client_event_fn fn, void *userdata);
