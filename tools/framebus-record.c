@@ -61,17 +61,30 @@ struct recording {
 	uint64_t frames;
 };
 
+struct ring;
+
 /* A ring slot lent to the encoder as an AVBuffer. */
 struct lent_slot {
-	fb_subscriber *sub;
+	struct ring *ring;
 	const struct fb_frame *frame;
+};
+
+/* A subscription and the slots of its ring lent to the encoder (one record
+ * per slot: a slot is lent at most once at a time).  One left behind by a
+ * daemon restart lives on until the encoder gives back its last slot. */
+struct ring {
+	fb_subscriber *sub;
+	struct lent_slot lent[FB_MAX_SLOTS];
+	bool retired;
 };
 
 struct recorder {
 	struct options opt;
 	fb_client *client;
-	fb_subscriber *sub;
-	const struct fb_layout *layout;
+	struct ring *ring;          /* the subscription read now */
+	uint64_t connections;       /* times the client connected again */
+	uint64_t ring_connections;  /* ... when ring was subscribed */
+	struct fb_layout layout;
 	const AVCodec *codec;
 	enum AVPixelFormat in_fmt, enc_fmt;
 	struct SwsContext *sws;
@@ -79,11 +92,8 @@ struct recorder {
 	struct recording cur;
 	char last_name[PATH_MAX];
 	unsigned name_clashes;
-	uint64_t frames, skipped, files;
-	/* For slots lent to the encoder: one record per slot (a slot is lent
-	 * at most once at a time) and one frame, reused for every frame. */
-	struct lent_slot lent[FB_MAX_SLOTS];
-	AVFrame *lending;
+	uint64_t frames, skipped, files, restarts;
+	AVFrame *lending; /* reused for every frame lent to the encoder */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -271,8 +281,8 @@ static int choose_encoder(struct recorder *rec)
 			if (fmts[i] == AV_PIX_FMT_YUV420P)
 				rec->enc_fmt = AV_PIX_FMT_YUV420P;
 		rec->sws =
-		    sws_getContext((int)rec->layout->width, (int)rec->layout->height, rec->in_fmt,
-				   (int)rec->layout->width, (int)rec->layout->height, rec->enc_fmt,
+		    sws_getContext((int)rec->layout.width, (int)rec->layout.height, rec->in_fmt,
+				   (int)rec->layout.width, (int)rec->layout.height, rec->enc_fmt,
 				   SWS_BILINEAR, NULL, NULL, NULL);
 		if (!rec->sws) {
 			fprintf(stderr, "framebus-record: libswscale cannot convert %s to %s\n",
@@ -348,8 +358,8 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	r->st = avformat_new_stream(r->fmt, NULL);
 	if (!r->enc || !r->pkt || !r->st)
 		return -ENOMEM;
-	r->enc->width = (int)rec->layout->width;
-	r->enc->height = (int)rec->layout->height;
+	r->enc->width = (int)rec->layout.width;
+	r->enc->height = (int)rec->layout.height;
 	r->enc->pix_fmt = rec->enc_fmt;
 	r->enc->time_base = time_base;
 	r->enc->framerate = rec->fps;
@@ -459,10 +469,19 @@ static int finish_recording(struct recorder *rec)
 	return result;
 }
 
+static void free_ring(struct ring *ring)
+{
+	fb_subscriber_free(ring->sub);
+	free(ring);
+}
+
 static void give_back_slot(void *opaque, uint8_t *data)
 {
 	struct lent_slot *lent = opaque;
-	fb_subscriber_release(lent->sub, lent->frame);
+	struct ring *ring = lent->ring;
+	fb_subscriber_release(ring->sub, lent->frame);
+	if (ring->retired && fb_subscriber_get_held(ring->sub) == 0)
+		free_ring(ring);
 }
 
 /* The slot as an AVFrame the encoder reads in place; the slot goes back
@@ -470,19 +489,19 @@ static void give_back_slot(void *opaque, uint8_t *data)
 static AVFrame *lend_slot(struct recorder *rec, const struct fb_frame *f)
 {
 	AVFrame *av = rec->lending;
-	struct lent_slot *lent = &rec->lent[f->slot];
+	struct lent_slot *lent = &rec->ring->lent[f->slot];
 
-	*lent = (struct lent_slot){rec->sub, f};
-	av->buf[0] = av_buffer_create(f->data[0], (size_t)rec->layout->frame_size, give_back_slot,
+	*lent = (struct lent_slot){rec->ring, f};
+	av->buf[0] = av_buffer_create(f->data[0], (size_t)rec->layout.frame_size, give_back_slot,
 				      lent, AV_BUFFER_FLAG_READONLY);
 	if (!av->buf[0]) {
-		fb_subscriber_release(rec->sub, f);
+		fb_subscriber_release(rec->ring->sub, f);
 		return NULL;
 	}
 	av->format = rec->in_fmt;
-	av->width = (int)rec->layout->width;
-	av->height = (int)rec->layout->height;
-	for (uint32_t p = 0; p < rec->layout->n_planes; p++) {
+	av->width = (int)rec->layout.width;
+	av->height = (int)rec->layout.height;
+	for (uint32_t p = 0; p < rec->layout.n_planes; p++) {
 		av->data[p] = f->data[p];
 		av->linesize[p] = (int)f->stride[p];
 	}
@@ -530,9 +549,9 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 		e = av_frame_make_writable(r->converted);
 		if (e >= 0)
 			sws_scale(rec->sws, (const uint8_t *const *)f->data, (const int *)f->stride,
-				  0, (int)rec->layout->height, r->converted->data,
+				  0, (int)rec->layout.height, r->converted->data,
 				  r->converted->linesize);
-		fb_subscriber_release(rec->sub, f);
+		fb_subscriber_release(rec->ring->sub, f);
 		if (e < 0)
 			return -ENOMEM;
 		av = r->converted;
@@ -551,6 +570,80 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	return drain(r);
 }
 
+static void on_connection(void *userdata, bool connected, const char *detail)
+{
+	struct recorder *rec = userdata;
+	rec->connections += connected;
+	fprintf(stderr, "framebus-record: %s\n", detail);
+}
+
+/* Subscribe to the stream; the ring's layout must be rec's (0 and -ESTALE
+ * when it is not). */
+static int subscribe(struct recorder *rec, bool first)
+{
+	struct ring *ring = calloc(1, sizeof(*ring));
+	if (!ring)
+		return -ENOMEM;
+	int r = fb_client_subscribe(rec->client, rec->opt.stream, FB_MODE_QUEUE, 0, &ring->sub);
+	if (r < 0) {
+		free(ring);
+		return r;
+	}
+	const struct fb_layout *l = fb_subscriber_get_layout(ring->sub);
+	if (first)
+		rec->layout = *l;
+	else if (l->width != rec->layout.width || l->height != rec->layout.height ||
+		 l->format != rec->layout.format || l->frame_size != rec->layout.frame_size) {
+		fb_client_unsubscribe(rec->client, ring->sub);
+		free(ring);
+		return -ESTALE;
+	}
+	rec->ring = ring;
+	rec->ring_connections = rec->connections;
+	return 0;
+}
+
+/* framebusd went away: keep the file open, wait for the daemon to come
+ * back and subscribe again.  Returns NULL once recording goes on, else why
+ * it stops. */
+static const char *resume(struct recorder *rec, int *ret_status)
+{
+	struct ring *old = rec->ring;
+
+	rec->ring = NULL;
+	if (fb_subscriber_get_held(old->sub) == 0)
+		free_ring(old);
+	else
+		old->retired = true; /* freed with the encoder's last slot of it */
+	/* The wait may be long: what was recorded so far goes to disk now. */
+	if (rec->cur.jsonl)
+		fflush(rec->cur.jsonl);
+	if (rec->cur.fmt && rec->cur.fmt->pb)
+		avio_flush(rec->cur.fmt->pb);
+	fprintf(stderr, "framebus-record: framebusd went away; waiting for it to come back "
+			"(the recording stays open)\n");
+	for (;;) {
+		if (stop_signal)
+			return stop_signal == SIGINT ? "interrupted" : "terminated";
+		int r = fb_client_reconnect(rec->client);
+		if (r == 0)
+			r = subscribe(rec, false);
+		if (r == 0) {
+			rec->restarts++;
+			fprintf(stderr, "framebus-record: subscribed to %s again; recording goes on\n",
+				rec->opt.stream);
+			return NULL;
+		}
+		if (r == -ESTALE) {
+			*ret_status = 1;
+			return "the stream came back with another geometry";
+		}
+		/* Not back yet, or its stream not yet (a publisher publishes
+		 * again at its next frame). */
+		usleep(250000);
+	}
+}
+
 /* Record until something says stop; returns why, as text for the user. */
 static const char *run(struct recorder *rec, int *ret_status)
 {
@@ -561,18 +654,25 @@ static const char *run(struct recorder *rec, int *ret_status)
 	for (;;) {
 		if (stop_signal)
 			return stop_signal == SIGINT ? "interrupted" : "terminated";
-		int r = fb_subscriber_acquire(rec->sub, 200, &f);
-		if (r == -ETIMEDOUT || r == -EINTR) {
-			if (fb_client_check(rec->client) < 0)
-				return "framebusd went away";
+		int r = fb_subscriber_acquire(rec->ring->sub, 200, &f);
+		if (r == -ETIMEDOUT || r == -EINTR)
 			continue;
-		}
 		if (r == -EDQUOT) { /* the encoder still holds every frame we may */
 			usleep(1000);
 			continue;
 		}
 		if (r == -EPIPE)
 			return "the stream ended";
+		/* The ring's producer (framebusd) died, or a publisher revoked us
+		 * as it published again after a daemon restart. */
+		if (r == -EOWNERDEAD ||
+		    (r == -ECANCELED && (fb_client_check(rec->client) < 0 ||
+					 rec->connections != rec->ring_connections))) {
+			const char *why = resume(rec, ret_status);
+			if (why)
+				return why;
+			continue;
+		}
 		if (r == -ECANCELED)
 			return "framebusd removed the stream";
 		if (r < 0) {
@@ -590,18 +690,18 @@ static const char *run(struct recorder *rec, int *ret_status)
 			start_ns = f->monotonic_ns;
 		if (rec->opt.duration_s > 0 &&
 		    f->monotonic_ns - start_ns >= (uint64_t)(rec->opt.duration_s * 1e9)) {
-			fb_subscriber_release(rec->sub, f);
+			fb_subscriber_release(rec->ring->sub, f);
 			return "the duration was reached";
 		}
 		if (rec->cur.fmt && rec->opt.segment_s > 0 &&
 		    f->monotonic_ns - rec->cur.first_ns >= (uint64_t)(rec->opt.segment_s * 1e9) &&
 		    finish_recording(rec) < 0) {
-			fb_subscriber_release(rec->sub, f);
+			fb_subscriber_release(rec->ring->sub, f);
 			*ret_status = 1;
 			return "a file could not be finished";
 		}
 		if (!rec->cur.fmt && open_recording(rec, f) < 0) {
-			fb_subscriber_release(rec->sub, f);
+			fb_subscriber_release(rec->ring->sub, f);
 			*ret_status = 1;
 			return "a file could not be started";
 		}
@@ -629,9 +729,10 @@ int main(int argc, char **argv)
 			fb_strerror(r));
 		return 1;
 	}
+	fb_client_set_connection_callback(rec.client, on_connection, &rec);
 	r = fb_client_get_stream(rec.client, rec.opt.stream, &info);
 	if (r == 0)
-		r = fb_client_subscribe(rec.client, rec.opt.stream, FB_MODE_QUEUE, 0, &rec.sub);
+		r = subscribe(&rec, true);
 	if (r < 0) {
 		const char *why = fb_client_last_error(rec.client);
 		fprintf(stderr, "framebus-record: cannot subscribe to '%s': %s\n", rec.opt.stream,
@@ -641,12 +742,12 @@ int main(int argc, char **argv)
 		fb_client_free(rec.client);
 		return 1;
 	}
-	rec.layout = fb_subscriber_get_layout(rec.sub);
-	rec.in_fmt = fb_av_pixel_format(rec.layout->format);
+	rec.in_fmt = fb_av_pixel_format(rec.layout.format);
 	rec.fps = info.fps > 0 ? av_d2q(info.fps, 1000) : (AVRational){25, 1};
 	if (choose_encoder(&rec) < 0 || (!rec.sws && !(rec.lending = av_frame_alloc()))) {
 		sws_freeContext(rec.sws);
-		fb_client_unsubscribe(rec.client, rec.sub);
+		fb_client_unsubscribe(rec.client, rec.ring->sub);
+		free(rec.ring);
 		fb_client_free(rec.client);
 		return 1;
 	}
@@ -655,18 +756,23 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	fprintf(stderr, "framebus-record: recording %s (%ux%u %s) with %s%s\n", rec.opt.stream,
-		rec.layout->width, rec.layout->height, fb_format_name(rec.layout->format),
+		rec.layout.width, rec.layout.height, fb_format_name(rec.layout.format),
 		rec.codec->name, rec.sws ? " (converted)" : "");
 
 	const char *why = run(&rec, &status);
 	if (finish_recording(&rec) < 0)
 		status = 1;
-	fprintf(stderr, "framebus-record: stopped (%s): %llu frames in %llu files, %llu skipped\n",
+	fprintf(stderr,
+		"framebus-record: stopped (%s): %llu frames in %llu files, %llu skipped, "
+		"%llu daemon restarts\n",
 		why, (unsigned long long)rec.frames, (unsigned long long)rec.files,
-		(unsigned long long)rec.skipped);
+		(unsigned long long)rec.skipped, (unsigned long long)rec.restarts);
 	sws_freeContext(rec.sws);
 	av_frame_free(&rec.lending);
-	fb_client_unsubscribe(rec.client, rec.sub);
+	if (rec.ring) {
+		fb_client_unsubscribe(rec.client, rec.ring->sub);
+		free(rec.ring);
+	}
 	fb_client_free(rec.client);
 	return status;
 }

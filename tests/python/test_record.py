@@ -147,14 +147,51 @@ def test_sigterm_mid_recording_leaves_a_playable_file(daemon, tmp_path):
     assert frames == len(jsonl(str(tmp_path / "cam0.jsonl"))) >= 30
 
 
+def wait_for_line(proc, text, timeout=20):
+    """Read proc's stderr until a line holds text; the lines read."""
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        if text in line:
+            return lines
+    raise AssertionError(f"no {text!r} from framebus-record: {lines}")
+
+
+def test_a_daemon_restart_goes_on_in_the_same_playable_file(daemon, tmp_path):
+    wait_for_stream(daemon, "cam0")
+    video = str(tmp_path / "cam0.mkv")
+    rec = start([RECORD, "--socket", daemon.socket, "cam0", video])
+    wait_for_line(rec, "recording cam0")
+    time.sleep(1.5)
+    daemon.kill()
+    wait_for_line(rec, "waiting for it to come back")
+    before = len(jsonl(str(tmp_path / "cam0.jsonl")))
+    time.sleep(0.5)
+    daemon.start()
+    wait_for_line(rec, "subscribed to cam0 again")
+    time.sleep(1.5)
+    rec.send_signal(signal.SIGTERM)
+    err = rec.communicate(timeout=20)[1]
+    assert rec.returncode == 0 and "1 daemon restarts" in err, err
+    width, height, frames = ffprobe(video)
+    records = jsonl(str(tmp_path / "cam0.jsonl"))
+    assert frames == len(records) >= before + 20, (frames, before)
+
+
 def test_a_vanished_daemon_still_leaves_a_playable_file(daemon, tmp_path):
     wait_for_stream(daemon, "cam0")
     video = str(tmp_path / "cam0.mkv")
     rec = start([RECORD, "--socket", daemon.socket, "cam0", video])
     time.sleep(1.5)
     daemon.kill()
+    wait_for_line(rec, "waiting for it to come back")
+    rec.send_signal(signal.SIGTERM)
     err = rec.communicate(timeout=20)[1]
-    assert "stopped (framebusd went away)" in err, err
+    assert "stopped (terminated)" in err, err
     width, height, frames = ffprobe(video)
     assert frames == len(jsonl(str(tmp_path / "cam0.jsonl"))) >= 20
 
