@@ -704,8 +704,11 @@ FB_EXPORT int fb_client_unsubscribe(fb_client *c, fb_subscriber *sub)
 	if (!c || !sub)
 		return -EINVAL;
 	uint64_t id = fb__subscriber_get_id(sub);
-	/* One made before a reconnection ended with the daemon it was made on. */
-	int r = id >> 32 == c->connections ? unsubscribe_id(c, (uint32_t)id) : 0;
+	/* One made on a daemon that is gone (whether or not the client has
+	 * connected again since) ended with it. */
+	int r = fb_client_check(c) == 0 && id >> 32 == c->connections
+		    ? unsubscribe_id(c, (uint32_t)id)
+		    : 0;
 	fb_subscriber_free(sub);
 	return r;
 }
