@@ -30,8 +30,6 @@ struct chaos {
 	fb_subscriber *sub;
 	fb_producer *producer;
 	const char *stream;
-	unsigned connections; /* times connected again */
-	unsigned subscribed_at; /* connections when sub was made */
 	uint64_t count;
 };
 
@@ -44,8 +42,6 @@ static uint64_t now_ns(void)
 
 static void on_connection(void *userdata, bool connected, const char *detail)
 {
-	struct chaos *c = userdata;
-	c->connections += connected;
 	printf("%s %s\n", connected ? "connected" : "lost", detail);
 }
 
@@ -55,7 +51,6 @@ static void try_subscribe(struct chaos *c)
 		return;
 	int r = fb_client_subscribe(c->client, c->stream, FB_MODE_LATEST, 0, &c->sub);
 	if (r == 0) {
-		c->subscribed_at = c->connections;
 		printf("subscribed\n");
 	} else if (r != -ENOENT && r != -ECONNRESET) {
 		printf("error subscribing: %s\n", fb_strerror(r));
@@ -78,10 +73,11 @@ static void read_frames(struct chaos *c)
 		if (++c->count % 10 == 0)
 			printf("frames %llu\n", (unsigned long long)c->count);
 	}
-	if (r == -EOWNERDEAD ||
-	    (r == -ECANCELED &&
-	     (fb_client_check(c->client) < 0 || c->connections != c->subscribed_at))) {
-		fb_client_unsubscribe(c->client, c->sub); /* (only frees it: old daemon) */
+	/* The daemon went away (or restarted), or the stream ended with its
+	 * publisher: subscribe again once it is back. */
+	if (r == -EOWNERDEAD || r == -ECANCELED || r == -EPIPE) {
+		printf("ended %s\n", fb_strerror(r));
+		fb_client_unsubscribe(c->client, c->sub);
 		c->sub = NULL;
 	} else if (r != -EAGAIN) {
 		printf("error reading: %s\n", fb_strerror(r));

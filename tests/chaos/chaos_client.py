@@ -21,16 +21,22 @@ def subscribe(bus, stream):
 
 
 def run_subscriber(bus, stream):
-    sub = subscribe(bus, stream)
-    print("subscribed", flush=True)
     count = 0
-    for frame in sub:
-        int(frame.array.sum())  # touch the whole frame
-        count += 1
-        if frame.discontinuity:
-            print("subscribed", flush=True)
-        if count % 10 == 0:
-            print(f"frames {count}", flush=True)
+    while True:  # a published stream ends with its publisher: wait for it
+        sub = subscribe(bus, stream)
+        print("subscribed", flush=True)
+        try:
+            for frame in sub:
+                int(frame.array.sum())  # touch the whole frame
+                count += 1
+                if frame.discontinuity:
+                    print("subscribed", flush=True)
+                if count % 10 == 0:
+                    print(f"frames {count}", flush=True)
+        except framebus.StreamRemoved:
+            pass
+        sub.close()
+        print("ended", flush=True)
 
 
 def run_publisher(bus, name):
