@@ -164,8 +164,11 @@ static int subscriber_check(struct fbpy_subscriber *s)
 }
 
 /* Make arrays ahead for the free slots that have none (before a wait, so
- * that the frame taken after it comes with its array ready). */
-static void make_spares(struct fbpy_subscriber *s)
+ * that the frame taken after it comes with its array ready).  A failure
+ * only means frame.array makes its array itself later, but an interrupt
+ * (Ctrl-C, SystemExit from a signal handler, during numpy's first import)
+ * must not be swallowed: returns -1 with it set. */
+static int make_spares(struct fbpy_subscriber *s)
 {
 	for (uint32_t i = 0; i < s->n_slots; i++) {
 		struct fbpy_slot *slot = &s->slots[i];
@@ -180,11 +183,14 @@ static void make_spares(struct fbpy_subscriber *s)
 		slot->spare = fbpy_as_array((PyObject *)v);
 		Py_DECREF(v); /* the array's memoryview keeps it */
 		if (!slot->spare) {
+			if (!PyErr_ExceptionMatches(PyExc_Exception))
+				return -1;
 			PyErr_Clear(); /* frame.array then makes its array itself */
 			break;
 		}
 		slot->spare_view = v;
 	}
+	return 0;
 }
 
 static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
@@ -258,8 +264,7 @@ static int resume(struct fbpy_subscriber *s)
 	s->connections = bus->connections;
 	s->lost = false;
 	s->resumed = true;
-	make_spares(s);
-	return 0;
+	return make_spares(s) < 0 ? -EINTR : 0;
 }
 
 /* Take a frame: timeout_ms -1 waits forever, 0 not at all.  Returns NULL with
@@ -279,7 +284,8 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 				    s->stream);
 	/* The bus stays connected while this subscriber lives (fbpy.h). */
 	const fb_client *client = s->bus->client;
-	make_spares(s);
+	if (make_spares(s) < 0)
+		return NULL;
 	s->busy = true;
 	for (;;) {
 		int slice = 0;

@@ -437,3 +437,25 @@ def test_meson_devenv_imports_the_build_trees_package():
     module, daemon_path = out.split()
     assert module.startswith(os.path.join(build, "python", "framebus"))
     assert daemon_path.startswith(build)
+
+
+def test_an_interrupt_while_numpy_is_first_imported_is_not_swallowed(daemon):
+    # The binding imports numpy itself the first time it makes an array,
+    # ahead of a wait: a Ctrl-C landing in that import must reach the caller.
+    script = textwrap.dedent(f"""
+        import sys
+        import framebus
+        class Interrupt:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy":
+                    raise KeyboardInterrupt
+        sys.meta_path.insert(0, Interrupt())
+        sub = framebus.connect({daemon.socket!r}).subscribe("cam0")
+        try:
+            sub.acquire(timeout=5)
+        except KeyboardInterrupt:
+            print("interrupted")
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=30, env=dict(os.environ))
+    assert out.stdout.strip() == "interrupted", out.stdout + out.stderr
