@@ -14,7 +14,7 @@ FRAMEBUS_PACKAGES=(
     libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
     libcriterion-dev
     python3 python3-dev python3-numpy python3-pytest python3-opencv python3-mesonpy python3-pip
-    ffmpeg bc systemd procps scdoc
+    ffmpeg bc systemd procps scdoc valgrind
 )
 
 # What scripts/bench compare runs framebus against (bench/compare/).

@@ -60,6 +60,30 @@ static void make_dir(struct daemon *d)
 	snprintf(d->log, sizeof(d->log), "%s/framebusd.log", d->dir);
 }
 
+/* Exec framebusd with args (NULL-terminated), under
+ * $FRAMEBUS_TEST_DAEMON_WRAPPER if that is set: a command and its options,
+ * split at spaces (scripts/test runs the daemon under valgrind this way). */
+static void exec_daemon(const char *const *args)
+{
+	const char *wrapper = getenv("FRAMEBUS_TEST_DAEMON_WRAPPER");
+	bool wrapped = wrapper && *wrapper;
+	const char *argv[16];
+	int n = 0;
+
+	if (wrapped) {
+		argv[n++] = "sh";
+		argv[n++] = "-c";
+		argv[n++] = "exec $FRAMEBUS_TEST_DAEMON_WRAPPER \"$0\" \"$@\"";
+		argv[n++] = FRAMEBUSD_PATH; /* $0 */
+	} else {
+		argv[n++] = "framebusd";
+	}
+	while (*args && n < 15)
+		argv[n++] = *args++;
+	argv[n] = NULL;
+	execv(wrapped ? "/bin/sh" : FRAMEBUSD_PATH, (char **)argv);
+}
+
 static pid_t spawn_daemon(struct daemon *d, const char *notify_socket)
 {
 	pid_t pid = fork();
@@ -75,8 +99,8 @@ static pid_t spawn_daemon(struct daemon *d, const char *notify_socket)
 			unsetenv("NOTIFY_SOCKET");
 		if (notify_socket)
 			setenv("WATCHDOG_USEC", "200000", 1);
-		execl(FRAMEBUSD_PATH, "framebusd", "--config", d->config, "--socket", d->socket,
-		      "--verbose", (char *)NULL);
+		exec_daemon((const char *[]){"--config", d->config, "--socket", d->socket,
+					     "--verbose", NULL});
 		_exit(127);
 	}
 	return pid;
@@ -85,10 +109,13 @@ static pid_t spawn_daemon(struct daemon *d, const char *notify_socket)
 /* Start a daemon on config and wait until it accepts clients. */
 static void start(struct daemon *d, const char *config)
 {
+	/* Under a wrapper (valgrind) the daemon starts far more slowly. */
+	int seconds = getenv("FRAMEBUS_TEST_DAEMON_WRAPPER") ? 60 : 5;
+
 	make_dir(d);
 	write_file(d->config, config);
 	d->pid = spawn_daemon(d, NULL);
-	for (int i = 0; i < 500; i++) {
+	for (int i = 0; i < seconds * 100; i++) {
 		fb_client *c;
 		if (fb_client_connect(d->socket, "probe", &c) == 0) {
 			fb_client_free(c);
@@ -99,7 +126,7 @@ static void start(struct daemon *d, const char *config)
 			     read_file(d->log));
 		th_sleep_us(10000);
 	}
-	cr_assert_fail("framebusd did not listen within 5 s:\n%s", read_file(d->log));
+	cr_assert_fail("framebusd did not listen within %d s:\n%s", seconds, read_file(d->log));
 }
 
 static int run(const char *cmd)
@@ -1471,8 +1498,8 @@ Test(daemon, logs_to_the_journal_with_fields)
 		if (daemon_pid == 0) {
 			dup2(log, STDERR_FILENO);
 			setenv("JOURNAL_STREAM", stream, 1);
-			execl(FRAMEBUSD_PATH, "framebusd", "--config", d.config, "--socket",
-			      d.socket, (char *)NULL);
+			exec_daemon(
+			    (const char *[]){"--config", d.config, "--socket", d.socket, NULL});
 			_exit(127);
 		}
 		/* Wait for a message about the stream, then stop the daemon. */
