@@ -368,9 +368,16 @@ FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *fra
 	if (!s || !frame || frame < s->frames || frame >= s->frames + s->slots)
 		return -EINVAL;
 	uint64_t bit = UINT64_C(1) << (frame - s->frames);
+	if (!(atomic_load(&s->held) & bit))
+		return -EINVAL;
+	/* The record first: then the holds the producer sees are always ours
+	 * (plus the one hold() may be trying), never more than max_holds, which
+	 * the producer would take for a hostile subscriber and ignore.  Clearing
+	 * ours first let a concurrent acquire pass its -EDQUOT check and add a
+	 * hold while the record still had the released one. */
+	atomic_fetch_and(&s->rec->held, ~bit);
 	if (!(atomic_fetch_and(&s->held, ~bit) & bit))
 		return -EINVAL;
-	atomic_fetch_and(&s->rec->held, ~bit);
 	notify_space(s);
 	return 0;
 }
