@@ -52,7 +52,8 @@ static void try_subscribe(struct chaos *c)
 	int r = fb_client_subscribe(c->client, c->stream, FB_MODE_LATEST, 0, &c->sub);
 	if (r == 0) {
 		printf("subscribed\n");
-	} else if (r != -ENOENT && r != -ECONNRESET) {
+	} else if (r != -ENOENT && r != -EAGAIN && r != -ECONNRESET) {
+		/* (-EAGAIN: the stream is starting, its size not known yet) */
 		printf("error subscribing: %s\n", fb_strerror(r));
 		exit(1);
 	}

@@ -18,6 +18,10 @@ def subscribe(bus, stream):
             return bus.subscribe(stream)
         except (framebus.NoSuchStream, ConnectionError):
             time.sleep(0.1)
+        except framebus.Error as e:  # a stream that is starting: its size is not known yet
+            if "is starting" not in str(e):
+                raise
+            time.sleep(0.1)
 
 
 def run_subscriber(bus, stream):
