@@ -107,6 +107,16 @@ FB_EXPORT const char *fb_stream_state_name(uint32_t state)
 								    : "unknown";
 }
 
+/* Forget the registrations not yet taken in, closing their descriptors. */
+static void drop_pending(struct publication *pub)
+{
+	for (uint32_t i = 0; i < pub->n_pending; i++)
+		for (int j = 0; j < 3; j++)
+			if (pub->pending[i].fds[j] >= 0)
+				close(pub->pending[i].fds[j]);
+	pub->n_pending = 0;
+}
+
 static void deliver(fb_client *c, const struct deferred_event *ev)
 {
 	char stream[FB__NAME_MAX], detail[FB__ERROR_TEXT_MAX];
@@ -164,15 +174,9 @@ static void lose(fb_client *c)
 	if (!c->up)
 		return;
 	c->up = false;
-	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++) {
-		struct publication *pub = c->pubs[i];
-		for (uint32_t j = 0; pub && j < pub->n_pending; j++)
-			for (int k = 0; k < 3; k++)
-				if (pub->pending[j].fds[k] >= 0)
-					close(pub->pending[j].fds[k]);
-		if (pub)
-			pub->n_pending = 0;
-	}
+	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++)
+		if (c->pubs[i])
+			drop_pending(c->pubs[i]);
 	set_timer(c, RECONNECT_INTERVAL_NS);
 	char detail[FB__ERROR_TEXT_MAX];
 	snprintf(detail, sizeof(detail),
@@ -390,10 +394,7 @@ fail:
 
 static void publication_free(struct publication *pub)
 {
-	for (uint32_t i = 0; i < pub->n_pending; i++)
-		for (int j = 0; j < 3; j++)
-			if (pub->pending[i].fds[j] >= 0)
-				close(pub->pending[i].fds[j]);
+	drop_pending(pub);
 	free(pub->pending);
 	free(pub);
 }

@@ -570,6 +570,11 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	return drain(r);
 }
 
+static const char *stopped_by(void)
+{
+	return stop_signal == SIGINT ? "interrupted" : "terminated";
+}
+
 static void on_connection(void *userdata, bool connected, const char *detail)
 {
 	struct recorder *rec = userdata;
@@ -624,7 +629,7 @@ static const char *resume(struct recorder *rec, int *ret_status)
 			"(the recording stays open)\n");
 	for (;;) {
 		if (stop_signal)
-			return stop_signal == SIGINT ? "interrupted" : "terminated";
+			return stopped_by();
 		int r = fb_client_reconnect(rec->client);
 		if (r == 0)
 			r = subscribe(rec, false);
@@ -653,7 +658,7 @@ static const char *run(struct recorder *rec, int *ret_status)
 	*ret_status = 0;
 	for (;;) {
 		if (stop_signal)
-			return stop_signal == SIGINT ? "interrupted" : "terminated";
+			return stopped_by();
 		int r = fb_subscriber_acquire(rec->ring->sub, 200, &f);
 		if (r == -ETIMEDOUT || r == -EINTR)
 			continue;

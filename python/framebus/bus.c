@@ -136,20 +136,15 @@ static void on_connection(void *userdata, bool connected, const char *detail)
 	queue_event(bus, e);
 }
 
-int fbpy_bus_reconnect(struct fbpy_bus *bus)
+void fbpy_bus_keep_connected(struct fbpy_bus *bus)
 {
-	if (!bus->client)
-		return -ECONNRESET;
-	if (fb_client_check(bus->client) == 0)
-		return 0;
-	uint64_t now = fbpy_now_ms();
-	if (now < bus->next_attempt_ms)
-		return -ECONNRESET;
-	bus->next_attempt_ms = now + RECONNECT_INTERVAL_MS;
+	uint64_t now = fbpy_now_ms(); /* (no syscall: called for every frame) */
+	if (!bus->client || now < bus->next_check_ms)
+		return;
+	bus->next_check_ms = now + RECONNECT_INTERVAL_MS;
 	fbpy_bus_lock(bus);
-	int r = fb_client_reconnect(bus->client);
+	fb_client_reconnect(bus->client); /* nothing to do while connected */
 	fbpy_bus_unlock(bus);
-	return r;
 }
 
 void fbpy_bus_lock(struct fbpy_bus *bus)
@@ -238,7 +233,7 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 		return PyErr_Occurred() ? NULL : PyErr_NoMemory();
 	}
 	bus->connections = 0;
-	bus->next_attempt_ms = 0;
+	bus->next_check_ms = 0;
 	fb_client_set_event_callback(client, on_event, bus);
 	fb_client_set_connection_callback(client, on_connection, bus);
 	return (PyObject *)bus;

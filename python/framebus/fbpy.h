@@ -44,7 +44,7 @@ struct fbpy_bus {
 	struct fbpy_child children;
 	PyObject *events; /* StreamEvent and ConnectionEvent not yet taken by process() */
 	uint64_t connections;     /* counts the times the client connected again */
-	uint64_t next_attempt_ms; /* no attempt to connect again before then */
+	uint64_t next_check_ms;   /* fbpy_bus_keep_connected() does nothing before then */
 };
 
 struct fbpy_view {
@@ -158,9 +158,8 @@ PyObject *fbpy_raise(int r, const char *fmt, ...);
 /* Take the bus's client lock, letting other threads run if it is busy. */
 void fbpy_bus_lock(struct fbpy_bus *bus);
 void fbpy_bus_unlock(struct fbpy_bus *bus);
-/* Connect again if framebusd was lost (at most every 250 ms): 0 when
- * connected. */
-int fbpy_bus_reconnect(struct fbpy_bus *bus);
+/* Connect again if framebusd was lost; looks at most every 250 ms. */
+void fbpy_bus_keep_connected(struct fbpy_bus *bus);
 /* Raises ValueError and returns -1 if the bus is closed. */
 int fbpy_bus_check(struct fbpy_bus *bus);
 void fbpy_bus_adopt(struct fbpy_bus *bus, struct fbpy_child *child);

@@ -161,7 +161,7 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 	deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
 	/* After a daemon restart, publish the stream again: its subscribers
 	 * come back to it. */
-	fbpy_bus_reconnect(p->bus);
+	fbpy_bus_keep_connected(p->bus);
 	p->busy = true;
 	for (;;) {
 		int slice = 0;

@@ -237,8 +237,9 @@ static int resume(struct fbpy_subscriber *s)
 
 	if (s->live > 0)
 		return -EBUSY;
-	if (!stream || fbpy_bus_reconnect(bus) < 0)
+	if (!stream)
 		return -EAGAIN;
+	/* (a request connects again first if the daemon was lost) */
 	fbpy_bus_lock(bus);
 	int r = fb_client_subscribe(bus->client, stream, s->mode, s->max_holds, &sub);
 	if (r == 0) {
