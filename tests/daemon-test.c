@@ -191,6 +191,27 @@ static int daemon_fd_count(const struct daemon *d)
 	return n;
 }
 
+/* Wait until the daemon has n descriptors open (it closes what a client left
+ * once it sees the hang-up), or fail after seconds saying what. */
+static void wait_fd_count(const struct daemon *d, int n, double seconds, const char *what)
+{
+	uint64_t until = th_now_ns() + (uint64_t)(seconds * 1e9);
+	int now;
+	while ((now = daemon_fd_count(d)) != n && th_now_ns() < until)
+		th_sleep_us(20000);
+	cr_assert_eq(now, n, "%s: %d descriptors open, %d expected", what, now, n);
+}
+
+/* Wait until the daemon's log says text, or fail after seconds. */
+static void wait_log(const struct daemon *d, const char *text, double seconds)
+{
+	uint64_t until = th_now_ns() + (uint64_t)(seconds * 1e9);
+	while (!strstr(read_file(d->log), text) && th_now_ns() < until)
+		th_sleep_us(20000);
+	cr_assert(strstr(read_file(d->log), text), "the log never said '%s':\n%s", text,
+		  read_file(d->log));
+}
+
 static const char *lavfi_config = "[stream bars]\n"
 				  "url = testsrc2=size=320x240:rate=50\n"
 				  "input_format = lavfi\n"
@@ -476,9 +497,7 @@ Test(daemon, reload_touches_only_changed_streams)
 	/* A broken file is refused and the running configuration kept. */
 	write_file(d.config, "[stream bars]\nslots = 100\n");
 	kill(d.pid, SIGHUP);
-	th_sleep_us(300000);
-	cr_assert(strstr(read_file(d.log), "reload refused, keeping the running configuration"),
-		  "%s", read_file(d.log));
+	wait_log(&d, "reload refused, keeping the running configuration", 10);
 	cr_assert_eq(fb_subscriber_acquire(kept, 2000, &f), 0);
 	fb_subscriber_release(kept, f);
 	wait_state(c, "third", FB_STREAM_RUNNING, 1);
@@ -693,8 +712,7 @@ Test(daemon, protocol_abuse_hurts_only_the_abuser)
 	struct fb_stream_info info;
 	cr_assert_eq(fb_client_get_stream(good, "bars", &info), 0);
 	cr_assert_eq(info.state, FB_STREAM_RUNNING);
-	th_sleep_us(300000);
-	cr_assert_eq(daemon_fd_count(&d), fds_before, "the daemon leaked descriptors");
+	wait_fd_count(&d, fds_before, 10, "the daemon leaked descriptors");
 	cr_assert(strstr(read_file(d.log), "malformed"), "nothing logged about the abuse");
 	fb_subscriber_free(sub);
 	fb_client_free(good);
@@ -1152,8 +1170,7 @@ Test(daemon, a_client_that_never_reads_is_paused)
 	cr_assert_gt(replies, 1, "the hog was not served at all");
 	cr_assert_lt(replies, 64, "%d replies piled up unread", replies);
 	close(fd);
-	th_sleep_us(300000);
-	cr_assert_eq(daemon_fd_count(&d), baseline, "descriptors left after the hog went");
+	wait_fd_count(&d, baseline, 10, "descriptors left after the hog went");
 	cr_assert(strstr(read_file(d.log), "client hog["), "%s", read_file(d.log));
 	fb_client_free(good);
 	stop(&d);
@@ -1255,11 +1272,9 @@ Test(daemon, reload_with_a_full_stream_table)
 		   "[daemon]\nmax_streams_per_client = 16\n"
 		   "[stream extra]\nurl = testsrc=size=32x32:rate=5\ninput_format = lavfi\n");
 	kill(d.pid, SIGHUP);
-	th_sleep_us(500000);
+	wait_log(&d, "not started: the daemon already runs 64 streams", 10);
 	struct fb_stream_info info;
 	cr_assert_eq(fb_client_get_stream(c, "extra", &info), -ENOENT);
-	cr_assert(strstr(read_file(d.log), "not started: the daemon already runs 64 streams"), "%s",
-		  read_file(d.log));
 	for (int i = 0; i < 16; i++)
 		cr_assert_eq(fb_client_unpublish(pubs[0], prods[0][i]), 0);
 	kill(d.pid, SIGHUP); /* now there is room */
@@ -1397,8 +1412,8 @@ Test(daemon, events_are_not_delivered_inside_a_producer_call)
 	cr_assert_eq(fb_client_subscribe(pc, "bars", FB_MODE_LATEST, 1, &watch), 0);
 
 	write_file(d.config, "");
-	kill(d.pid, SIGHUP); /* bars goes: an event for pc */
-	th_sleep_us(400000);
+	kill(d.pid, SIGHUP);                      /* bars goes: an event for pc */
+	wait_log(&d, "stream bars: stopped", 10); /* logged after the event was sent */
 	cr_assert_eq(fb_client_subscribe(sc, "out", FB_MODE_QUEUE, 1, &sub),
 		     0); /* a registration */
 
