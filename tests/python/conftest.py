@@ -93,6 +93,14 @@ def wait_running(bus, name, timeout=10):
 _tap = {"n": 0}
 
 
+def pytest_addoption(parser, pluginmanager):
+    # TAP runs go without the terminal plugin (-p no:terminal), which defines
+    # 'verbose': pytest's explanation of a failed assert reads it, and said
+    # "no option named 'verbose'" instead of what failed.
+    if pluginmanager.is_blocked("terminal"):
+        parser.addoption("--verbose", action="count", default=0, dest="verbose")
+
+
 def pytest_configure(config):
     if os.environ.get("FRAMEBUS_TAP"):
         sys.stdout.write("TAP version 13\n")

@@ -336,7 +336,8 @@ def test_the_daemon_dying_mid_iteration_waits_for_it_and_goes_on():
                     bus.streams()
                 assert kept.std() > 10  # a frame kept is still mapped and readable
                 del kept  # (while it lives, the old ring's slot stays held)
-                threading.Timer(1.0, lambda: (d.start(), restarted.set())).start()
+                # Set first: the subscriber may be back before start() returns.
+                threading.Timer(1.0, lambda: (restarted.set(), d.start())).start()
             elif seen == 4:
                 assert restarted.is_set() and frame.discontinuity
                 break
