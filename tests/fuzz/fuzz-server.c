@@ -164,27 +164,13 @@ static int connect_client(void)
 /* Read every reply waiting on fd, closing the descriptors they carry. */
 static void drain(int fd)
 {
-	char buf[FB__MSG_MAX];
-	union {
-		char buf[CMSG_SPACE(sizeof(int) * 8)];
-		struct cmsghdr align;
-	} u;
+	struct fb__msg m;
 	for (;;) {
-		struct iovec iov = {.iov_base = buf, .iov_len = sizeof(buf)};
-		struct msghdr m = {.msg_iov = &iov,
-				   .msg_iovlen = 1,
-				   .msg_control = u.buf,
-				   .msg_controllen = sizeof(u.buf)};
-		if (recvmsg(fd, &m, MSG_CMSG_CLOEXEC) <= 0)
+		int r = fb__msg_recv(fd, &m);
+		if (r == 0)
+			fb__msg_close_fds(&m);
+		else if (r != -EPROTO) /* -EPROTO: its descriptors are closed */
 			return;
-		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-			if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-				int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-				int got[8];
-				memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)n);
-				for (int i = 0; i < n; i++)
-					close(got[i]);
-			}
 	}
 }
 
