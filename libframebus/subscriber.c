@@ -26,6 +26,16 @@
 #define STREAMING_GAP_NS 50000u
 /* How long a wait sleeps before it looks whether the producer still exists. */
 #define PRODUCER_CHECK_NS 250000000u
+/* Wake-ahead for paced streams (a camera): a CPU that slept a whole frame
+ * interval wakes ~10 us slower than one that slept a few hundred
+ * microseconds (docs/ring.md, "Wake-ahead").  So a wait for the next frame
+ * of a regular stream first sleeps until WAKE_AHEAD_NS before the frame is
+ * due, then sleeps again: no spinning, one more wake-up per frame.  Only for
+ * streams slower than PACED_MIN_NS a frame whose intervals keep within 1/8
+ * of their average (learn_pace). */
+#define WAKE_AHEAD_NS 300000u
+#define PACED_MIN_NS 2000000u
+#define PACED_RUN 4u
 
 struct fb_subscriber {
 	struct fb_subscriber_fds fds;
@@ -44,6 +54,11 @@ struct fb_subscriber {
 	uint64_t cursor; /* the next seq to read */
 	uint64_t id;     /* its client's token for the subscription, 0 if none */
 	bool streaming;  /* frames come fast: the last acquire slept briefly or not */
+	/* The stream's pace, from its frames' publish times (wake-ahead). */
+	uint64_t last_publish_ns;
+	uint64_t interval_ns;
+	uint64_t woke_ahead_for; /* the due time it already woke ahead for */
+	uint32_t on_time;        /* how many recent intervals were on time */
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
@@ -170,6 +185,41 @@ static int find_oldest(const struct fb_subscriber *s, uint64_t from, uint64_t *r
 	return 1;
 }
 
+/* Learn the stream's pace from consecutive frames' publish times (the
+ * producer's word: a wrong one only moves our wake-ahead).  The interval is
+ * a running average of the intervals that fit it; one late frame halves the
+ * run of on-time ones, a new rate empties it and is learnt afresh. */
+static void learn_pace(struct fb_subscriber *s, const struct fb_frame *f)
+{
+	uint64_t t = f->monotonic_ns;
+
+	if (f->missed == 0 && s->last_publish_ns && t > s->last_publish_ns) {
+		uint64_t d = t - s->last_publish_ns;
+		uint64_t off = d > s->interval_ns ? d - s->interval_ns : s->interval_ns - d;
+		if (off <= s->interval_ns / 8) {
+			s->interval_ns = s->interval_ns - s->interval_ns / 8 + d / 8;
+			if (s->on_time < 2 * PACED_RUN)
+				s->on_time++;
+		} else if ((s->on_time /= 2) == 0) {
+			s->interval_ns = d;
+		}
+	} else {
+		s->on_time = 0;
+	}
+	s->last_publish_ns = t;
+}
+
+/* When a wait that starts at now should wake ahead of the next frame, or 0. */
+static uint64_t wake_ahead_at(const struct fb_subscriber *s, uint64_t now)
+{
+	if (s->on_time < PACED_RUN || s->interval_ns < PACED_MIN_NS)
+		return 0;
+	uint64_t due = s->last_publish_ns + s->interval_ns;
+	if (due == s->woke_ahead_for || now + WAKE_AHEAD_NS >= due)
+		return 0;
+	return due - WAKE_AHEAD_NS;
+}
+
 /* Take the next frame if there is one.  *ret_latest is the value of latest
  * it last saw, for a caller that then waits for it to change. */
 static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_frame,
@@ -226,6 +276,7 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 		}
 		s->cursor = want + 1;
 		atomic_store(&s->rec->cursor, s->cursor);
+		learn_pace(s, f);
 		if (s->mode == FB_MODE_QUEUE) {
 			if (f->missed)
 				atomic_fetch_add_explicit(&s->rec->missed, f->missed,
@@ -355,11 +406,17 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 		uint64_t until = slept_at + PRODUCER_CHECK_NS;
 		if (deadline && deadline < until)
 			until = deadline;
+		uint64_t ahead = wake_ahead_at(s, slept_at);
+		bool waking_ahead = ahead && ahead < until;
+		if (waking_ahead) {
+			s->woke_ahead_for = ahead + WAKE_AHEAD_NS;
+			until = ahead;
+		}
 		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, until);
-		slept_long = fb__now_ns(CLOCK_MONOTONIC) - slept_at > STREAMING_GAP_NS;
+		slept_long |= fb__now_ns(CLOCK_MONOTONIC) - slept_at > STREAMING_GAP_NS;
 		if (r == -EINTR)
 			return r;
-		lost = r == -ETIMEDOUT && producer_gone(s);
+		lost = r == -ETIMEDOUT && !waking_ahead && producer_gone(s);
 	}
 }
 

@@ -6,11 +6,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -624,4 +626,103 @@ Test(ring, sparse_ring_memory_is_refused)
 	cr_assert_eq(fb_subscriber_attach(&fds, &s), 0, "the real, allocated ring");
 	fb_subscriber_free(s);
 	fb_producer_free(p);
+}
+
+/* A producer thread publishing at fixed intervals (wake-ahead tests). */
+struct pacer {
+	pthread_t thread;
+	fb_producer *producer;
+	const uint32_t *intervals_ms; /* cycled through */
+	uint32_t n_intervals;
+	uint32_t frames;
+};
+
+static void *pacer_main(void *arg)
+{
+	struct pacer *pc = arg;
+	struct timespec at;
+
+	clock_gettime(CLOCK_MONOTONIC, &at);
+	for (uint32_t i = 0; i < pc->frames; i++) {
+		uint64_t ns = at.tv_nsec + pc->intervals_ms[i % pc->n_intervals] * 1000000ull;
+		at.tv_sec += (time_t)(ns / 1000000000u);
+		at.tv_nsec = (long)(ns % 1000000000u);
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, NULL) == EINTR)
+			;
+		struct fb_frame *f;
+		if (fb_producer_acquire(pc->producer, 1000, &f) == 0)
+			fb_producer_publish(pc->producer, f);
+	}
+	return NULL;
+}
+
+static long voluntary_switches(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_THREAD, &ru);
+	return ru.ru_nvcsw;
+}
+
+/* Read a stream paced by intervals_ms; returns how many times this thread
+ * slept per frame over the frames after the first ten (pace learnt). */
+static double sleeps_per_frame(const uint32_t *intervals_ms, uint32_t n_intervals)
+{
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 1);
+	struct pacer pc = {.producer = pr.producer,
+			   .intervals_ms = intervals_ms,
+			   .n_intervals = n_intervals,
+			   .frames = 60};
+	const struct fb_frame *f;
+	long before = 0;
+
+	cr_assert_eq(pthread_create(&pc.thread, NULL, pacer_main, &pc), 0);
+	for (uint32_t i = 1; i <= pc.frames; i++) {
+		if (i == 11)
+			before = voluntary_switches();
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 2000, &f), 0, "frame %u", i);
+		cr_assert_eq(f->seq, i);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	}
+	double per_frame = (double)(voluntary_switches() - before) / (pc.frames - 10);
+	pthread_join(pc.thread, NULL);
+	free_pair(&pr);
+	return per_frame;
+}
+
+/* A steady stream (a camera) is waited for in two sleeps: until just before
+ * the next frame is due, then until it comes; an irregular one in one. */
+Test(ring, paced_stream_is_waited_for_in_two_sleeps)
+{
+	static const uint32_t steady[] = {20}, irregular[] = {12, 28};
+
+	double paced = sleeps_per_frame(steady, 1);
+	cr_assert_geq(paced, 1.3, "a 50 fps stream: %.2f sleeps per frame, not ~2", paced);
+	double uneven = sleeps_per_frame(irregular, 2);
+	cr_log_info("sleeps per frame: steady %.2f, irregular %.2f", paced, uneven);
+	cr_assert_leq(uneven, 1.15, "a stream alternating 12 and 28 ms: %.2f sleeps per frame",
+		      uneven);
+}
+
+/* Waking ahead of a frame that does not come is not a timeout. */
+Test(ring, paced_stream_that_stops_times_out_on_time)
+{
+	static const uint32_t steady[] = {10};
+	struct pair pr =
+	    make_pair(th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP), FB_MODE_QUEUE, 1);
+	struct pacer pc = {
+	    .producer = pr.producer, .intervals_ms = steady, .n_intervals = 1, .frames = 12};
+	const struct fb_frame *f;
+
+	cr_assert_eq(pthread_create(&pc.thread, NULL, pacer_main, &pc), 0);
+	for (uint32_t i = 1; i <= pc.frames; i++) {
+		cr_assert_eq(fb_subscriber_acquire(pr.sub, 2000, &f), 0, "frame %u", i);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	}
+	pthread_join(pc.thread, NULL);
+	uint64_t t0 = th_now_ns();
+	cr_assert_eq(fb_subscriber_acquire(pr.sub, 300, &f), -ETIMEDOUT);
+	cr_assert_geq(th_now_ns() - t0, 300000000u, "returned after %.1f ms, before its timeout",
+		      (th_now_ns() - t0) / 1e6);
+	free_pair(&pr);
 }
