@@ -65,7 +65,8 @@ class Run:
 
     def common(self):
         return ["--frames", str(self.frames), "--fps", str(self.fps),
-                "--consumers", str(self.k)]
+                "--consumers", str(self.k)] + (["--write-pixels"] if self.b.args.write_pixels
+                                               else [])
 
     def consumer_cmd(self, i):
         out = ["--frames", str(self.frames), "--out", os.path.join(self.dir, f"c{i}.bin")]
@@ -245,15 +246,23 @@ def main():
     ap.add_argument("--frames", type=int, default=300, help="frames per latency run")
     ap.add_argument("--fps", type=float, default=30)
     ap.add_argument("--throughput-frames", type=int, default=600)
-    ap.add_argument("--slots", type=int, default=3,
-                    help="framebus ring depth: 3 keeps a flat-out lossless stream's working "
-                    "set in the CPU caches (docs/performance.md has the sweep)")
+    ap.add_argument("--slots", type=int, default=2,
+                    help="framebus ring depth: 2 (double buffering); a flat-out lossless "
+                    "stream cycles through every slot, and each one more is 6.2 MB more "
+                    "for the CPU caches to hold (docs/performance.md has the sweep)")
+    ap.add_argument("--write-pixels", action="store_true",
+                    help="the producer writes every pixel of every frame, as a camera or "
+                    "decoder makes new pictures (default: only the 16-byte header; "
+                    "not implemented by the gstreamer and iceoryx producers)")
     ap.add_argument("--transports", default="framebus,pipe,zeromq,shm+sem,gstreamer,"
                     "framebus/C,iceoryx/C")
     ap.add_argument("--results", help="write every figure and latency sample as JSON here")
     ap.add_argument("--plots", help="draw PNG plots into this directory (matplotlib)")
     args = ap.parse_args()
     args.transports = args.transports.split(",")
+    if args.write_pixels and {"gstreamer", "iceoryx/C"} & set(args.transports):
+        ap.error("--write-pixels: the gstreamer and iceoryx producers do not implement it; "
+                 "leave them out with --transports")
     phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
               ("T", 1, args.throughput_frames, 0)]
     runs = {}
@@ -284,6 +293,8 @@ def report(args, res):
               f"{l4['lost']:5d} | {tp['fps']:7.1f} {tp['cpu_s']:6.2f} {tp['lost']:5d}")
     print(f"(latency in us from publish to the array in the consumer's hands; {args.runs} runs, "
           "medians; lost: the most any run lost)")
+    print("(producers wrote every pixel of every frame)" if args.write_pixels else
+          "(producers wrote each frame's 16-byte header; the pixels were written once)")
     if args.results:
         with open(args.results, "w") as f:
             json.dump(res, f)

@@ -9,6 +9,8 @@
  *                                             with a POSIX named semaphore per consumer
  *
  * common options: --frames N --fps F (0: flat out) --consumers K
+ *                 --write-pixels: write every pixel of every frame (a camera
+ *                 or decoder making new pictures) instead of only the header
  *
  * Each prints "ready" once the consumers can attach, waits for all K of them,
  * then sends N frames of 1920x1080 bgr24, each stamped with its seq and the
@@ -75,8 +77,13 @@ static void fill_pixels(uint8_t *p)
 		p[i] = (uint8_t)(i * 7 + i / 5760);
 }
 
+/* --write-pixels: each frame gets new pixels before it is stamped. */
+static bool write_pixels;
+
 static void stamp(uint8_t *p, uint64_t seq)
 {
+	if (write_pixels)
+		memset(p + 16, (int)(seq & 0xff), FRAME_SIZE - 16);
 	uint64_t t = now_ns();
 	memcpy(p, &seq, 8);
 	memcpy(p + 8, &t, 8);
@@ -96,9 +103,12 @@ static void pace(const struct options *o, uint64_t start_ns, uint64_t seq)
 
 static void run_framebus(const struct options *o)
 {
-	struct fb_ring_params params = {.width = WIDTH, .height = HEIGHT,
-					.format = FB_FORMAT_BGR24, .slots = o->slots,
-					.policy = FB_POLICY_BLOCK, .meta_max = 0};
+	struct fb_ring_params params = {.width = WIDTH,
+					.height = HEIGHT,
+					.format = FB_FORMAT_BGR24,
+					.slots = o->slots,
+					.policy = FB_POLICY_BLOCK,
+					.meta_max = 0};
 	struct fb_stream_info info;
 	fb_client *c;
 	fb_producer *p;
@@ -108,8 +118,8 @@ static void run_framebus(const struct options *o)
 	if ((r = fb_client_connect(o->socket, "compare-producer", &c)) < 0)
 		die("cannot connect to framebusd", fb_strerror(r));
 	if ((r = fb_client_publish(c, "compare", &params, &p)) < 0)
-		die("cannot publish", fb_client_last_error(c)[0] ? fb_client_last_error(c)
-								    : fb_strerror(r));
+		die("cannot publish",
+		    fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
 	ready();
 	do {
 		usleep(1000);
@@ -278,7 +288,7 @@ int main(int argc, char **argv)
 	    {"consumers", required_argument, NULL, 'k'}, {"socket", required_argument, NULL, 's'},
 	    {"endpoint", required_argument, NULL, 'e'},  {"name", required_argument, NULL, 'N'},
 	    {"fds", required_argument, NULL, 'd'},       {"slots", required_argument, NULL, 'S'},
-	    {0},
+	    {"write-pixels", no_argument, NULL, 'w'},    {0},
 	};
 	struct options o = {.frames = 300, .fps = 30, .consumers = 1, .slots = 8};
 	int ch;
@@ -306,6 +316,9 @@ int main(int argc, char **argv)
 		case 'S':
 			o.slots = (uint32_t)strtoul(optarg, NULL, 10);
 			break;
+		case 'w':
+			write_pixels = true;
+			break;
 		case 'd':
 			for (char *tok = strtok(optarg, ","); tok && o.n_fds < MAX_CONSUMERS;
 			     tok = strtok(NULL, ","))
@@ -316,8 +329,10 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1 || o.consumers < 1 || o.consumers > MAX_CONSUMERS || !o.frames) {
-		fprintf(stderr, "usage: compare-producer framebus|pipe|zmq|shm --frames N --fps F "
-				"--consumers K [--socket PATH | --fds A,B | --endpoint E | --name /N]\n");
+		fprintf(stderr,
+			"usage: compare-producer framebus|pipe|zmq|shm --frames N --fps F "
+			"--consumers K [--write-pixels] [--socket PATH | --fds A,B | --endpoint E "
+			"| --name /N]\n");
 		return 2;
 	}
 	o.transport = argv[optind];
