@@ -27,7 +27,7 @@
 
 static _Atomic uint32_t word;
 static uint64_t stamp[ROUNDS]; /* written before word counts the round */
-static uint64_t interval_us, lead_us;
+static uint64_t interval_us, lead_us, start_ns;
 static uint64_t latency[ROUNDS];
 
 static uint64_t now_ns(void)
@@ -36,8 +36,6 @@ static uint64_t now_ns(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-
-static uint64_t start_ns;
 
 /* Sleep until at_ns (CLOCK_MONOTONIC). */
 static void sleep_until(uint64_t at_ns)

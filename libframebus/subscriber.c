@@ -57,8 +57,7 @@ struct fb_subscriber {
 	/* The stream's pace, from its frames' publish times (wake-ahead). */
 	uint64_t last_publish_ns;
 	uint64_t interval_ns;
-	uint64_t woke_ahead_for; /* the due time it already woke ahead for */
-	uint32_t on_time;        /* how many recent intervals were on time */
+	uint32_t on_time; /* how many recent intervals were on time */
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
@@ -209,13 +208,14 @@ static void learn_pace(struct fb_subscriber *s, const struct fb_frame *f)
 	s->last_publish_ns = t;
 }
 
-/* When a wait that starts at now should wake ahead of the next frame, or 0. */
+/* When a wait that starts at now should wake ahead of the next frame, or 0
+ * (also once it woke ahead: it is then less than WAKE_AHEAD_NS before due). */
 static uint64_t wake_ahead_at(const struct fb_subscriber *s, uint64_t now)
 {
 	if (s->on_time < PACED_RUN || s->interval_ns < PACED_MIN_NS)
 		return 0;
 	uint64_t due = s->last_publish_ns + s->interval_ns;
-	if (due == s->woke_ahead_for || now + WAKE_AHEAD_NS >= due)
+	if (now + WAKE_AHEAD_NS >= due)
 		return 0;
 	return due - WAKE_AHEAD_NS;
 }
@@ -408,10 +408,8 @@ FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
 			until = deadline;
 		uint64_t ahead = wake_ahead_at(s, slept_at);
 		bool waking_ahead = ahead && ahead < until;
-		if (waking_ahead) {
-			s->woke_ahead_for = ahead + WAKE_AHEAD_NS;
+		if (waking_ahead)
 			until = ahead;
-		}
 		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, until);
 		slept_long |= fb__now_ns(CLOCK_MONOTONIC) - slept_at > STREAMING_GAP_NS;
 		if (r == -EINTR)
