@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,7 +26,7 @@ struct remote_sub {
 };
 
 struct fbd_published {
-	int owner_fd; /* the producer's socket, to send it registrations */
+	int channel; /* the producer's channel, to send it registrations */
 	uint32_t id;
 	struct fb_ring_params params;
 	struct fb__ring_geometry geo;
@@ -37,9 +38,9 @@ struct fbd_published {
 	struct remote_sub subs[FB_MAX_SUBSCRIBERS];
 };
 
-int fbd_published_create(const char *name, const char *owner_label, int owner_fd, uint32_t id,
+int fbd_published_create(const char *name, const char *owner_label, uint32_t id,
 			 const struct fb_ring_params *params, int frame_fd, int control_fd,
-			 char *why, size_t size, struct fbd_stream **ret_stream)
+			 int channel, char *why, size_t size, struct fbd_stream **ret_stream)
 {
 	struct fbd_published *pub = calloc(1, sizeof(*pub));
 	struct fbd_stream *st = calloc(1, sizeof(*st));
@@ -54,6 +55,16 @@ int fbd_published_create(const char *name, const char *owner_label, int owner_fd
 	}
 	pub->frame_fd = frame_fd;
 	pub->control_fd = control_fd;
+	pub->channel = channel;
+	int type = 0;
+	socklen_t len = sizeof(type);
+	if (getsockopt(channel, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET ||
+	    fcntl(channel, F_SETFL, O_NONBLOCK) < 0) {
+		r = -EINVAL;
+		snprintf(why, size, "its third descriptor is not a SOCK_SEQPACKET socket for the "
+				    "producer's subscribers");
+		goto fail;
+	}
 	r = fb__ring_map_readonly(frame_fd, true, &got, &pub->geo, &pub->hdr);
 	if (r < 0) {
 		snprintf(why, size, "the ring's memory failed the checks: %s", fb_strerror(r));
@@ -70,7 +81,6 @@ int fbd_published_create(const char *name, const char *owner_label, int owner_fd
 			 fb_strerror(r));
 		goto fail;
 	}
-	pub->owner_fd = owner_fd;
 	pub->id = id;
 	pub->params = *params;
 
@@ -103,6 +113,7 @@ fail:
 	}
 	close(frame_fd);
 	close(control_fd);
+	close(channel);
 	free(pub);
 	free(st);
 	free(cfg);
@@ -120,14 +131,16 @@ uint32_t fbd_published_id(const struct fbd_stream *st)
 }
 
 /* Tell the producer, then announce it in the control page: the producer
- * reads its socket at its next claim that sees the count move. */
+ * reads its channel at its next claim that sees the count move.  The
+ * channel does not block: a producer that stopped reading it costs this
+ * subscription, not the daemon. */
 static int tell_producer(struct fbd_published *pub, uint32_t opcode, const struct remote_sub *rs,
 			 uint32_t mode, uint32_t max_holds)
 {
 	struct fb__msg_registration m = {
-	    .stream_id = pub->id, .subscriber_id = rs->id, .mode = mode, .max_holds = max_holds};
+	    .subscriber_id = rs->id, .mode = mode, .max_holds = max_holds};
 	int fds[3] = {rs->slot.record_fd, rs->slot.wake_fd, rs->slot.wake_read_fd};
-	int r = fb__msg_send(pub->owner_fd, opcode, 0, &m, sizeof(m), fds,
+	int r = fb__msg_send(pub->channel, opcode, 0, &m, sizeof(m), fds,
 			     opcode == FB__OP_ADD_SUBSCRIBER ? 3 : 0);
 	if (r >= 0)
 		atomic_fetch_add(&pub->ctl->registrations, 1);
@@ -252,6 +265,7 @@ void fbd_published_free(struct fbd_stream *st)
 	munmap(pub->ctl, sizeof(*pub->ctl));
 	close(pub->frame_fd);
 	close(pub->control_fd);
+	close(pub->channel);
 	free(pub);
 	pthread_mutex_destroy(&st->lock);
 	fbd_stream_config_free(st->config);

@@ -7,11 +7,12 @@
 #include "stream.h"
 
 /* A stream for a ring a client made: checks the ring's memory against
- * params, takes the two descriptors (closed on failure too).  why says what
- * was wrong. */
-int fbd_published_create(const char *name, const char *owner_label, int owner_fd, uint32_t id,
+ * params and that channel (the producer's, for its subscribers) is a
+ * SOCK_SEQPACKET socket; takes the three descriptors (closed on failure
+ * too).  why says what was wrong. */
+int fbd_published_create(const char *name, const char *owner_label, uint32_t id,
 			 const struct fb_ring_params *params, int frame_fd, int control_fd,
-			 char *why, size_t size, struct fbd_stream **ret_stream);
+			 int channel, char *why, size_t size, struct fbd_stream **ret_stream);
 /* Ends every subscription (they read what is left, then -EPIPE). */
 void fbd_published_free(struct fbd_stream *stream);
 

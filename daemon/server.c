@@ -247,7 +247,7 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	struct fb__ring_geometry geo;
 	char why[FB__ERROR_TEXT_MAX];
 	struct fbd_stream *st;
-	int frame_fd = m->fds[0], control_fd = m->fds[1];
+	int frame_fd = m->fds[0], control_fd = m->fds[1], channel = m->fds[2];
 	struct fb_ring_params params = {
 	    .width = req->width,
 	    .height = req->height,
@@ -257,7 +257,7 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	    .meta_max = req->meta_max,
 	};
 
-	m->fds[0] = m->fds[1] = -1; /* ours now */
+	m->fds[0] = m->fds[1] = m->fds[2] = -1; /* ours now */
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (d->streams[i]->owner == c) {
 			mine++;
@@ -286,13 +286,14 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	if (r < 0) {
 		close(frame_fd);
 		close(control_fd);
+		close(channel);
 		send_error(c, seq, r, "%s", why);
 		return;
 	}
 	char name[FB__NAME_MAX];
 	memcpy(name, req->name, sizeof(name));
-	r = fbd_published_create(name, c->label, c->fd, ++d->next_subscription_id, &params,
-				 frame_fd, control_fd, why, sizeof(why), &st);
+	r = fbd_published_create(name, c->label, ++d->next_subscription_id, &params, frame_fd,
+				 control_fd, channel, why, sizeof(why), &st);
 	if (r < 0) {
 		send_error(c, seq, r, "cannot publish '%s': %s", name, why);
 		return;

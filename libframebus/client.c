@@ -24,32 +24,14 @@
  * that listens answers at once, and the caller may be an event loop. */
 #define RECONNECT_HELLO_TIMEOUT_MS 1000
 
-/* A subscriber the daemon registered with one of our producers, waiting to
- * be taken in at that producer's next claim. */
-struct registration {
-	uint32_t opcode; /* FB__OP_ADD_SUBSCRIBER or FB__OP_REMOVE_SUBSCRIBER */
-	struct fb__msg_registration msg;
-	int fds[3];
-};
-
 /* A stream this client publishes. */
 struct publication {
-	fb_client *client;
 	fb_producer *producer;
 	struct fb__msg_create_stream request; /* to publish it again after a reconnection */
 	uint32_t stream_id;
-	struct registration *pending;
-	uint32_t n_pending;
 };
 
 #define MAX_PUBLICATIONS 16
-
-/* An event that could not be delivered at once. */
-struct deferred_event {
-	bool connection; /* a connection event (else a stream event) */
-	bool connected;
-	struct fb__msg_stream_event e; /* a connection event uses only e.detail */
-};
 
 struct fb_client {
 	int fd;    /* what callers poll: an epoll set of sock and timer */
@@ -67,33 +49,7 @@ struct fb_client {
 	void *connection_data;
 	char last_error[FB__ERROR_TEXT_MAX];
 	struct publication *pubs[MAX_PUBLICATIONS];
-	/* Events that happen inside a producer's pump (its claim, producer
-	 * locked) wait here for fb_client_process() or the next blocking call. */
-	bool in_pump;
-	struct deferred_event *deferred;
-	uint32_t n_deferred;
 };
-
-static void queue_registration(fb_client *c, struct fb__msg *msg)
-{
-	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++) {
-		struct publication *pub = c->pubs[i];
-		if (!pub || pub->stream_id != msg->body.registration.stream_id)
-			continue;
-		struct registration *grown =
-		    realloc(pub->pending, (pub->n_pending + 1) * sizeof(*grown));
-		if (!grown)
-			break;
-		pub->pending = grown;
-		grown[pub->n_pending++] = (struct registration){
-		    .opcode = msg->header.opcode,
-		    .msg = msg->body.registration,
-		    .fds = {msg->fds[0], msg->fds[1], msg->fds[2]},
-		};
-		return;
-	}
-	fb__msg_close_fds(msg); /* for a stream we no longer publish */
-}
 
 static const char *state_names[] = {
     [FB_STREAM_STARTING] = "starting", [FB_STREAM_RUNNING] = "running",
@@ -107,51 +63,20 @@ FB_EXPORT const char *fb_stream_state_name(uint32_t state)
 								    : "unknown";
 }
 
-/* Forget the registrations not yet taken in, closing their descriptors. */
-static void drop_pending(struct publication *pub)
-{
-	for (uint32_t i = 0; i < pub->n_pending; i++)
-		for (int j = 0; j < 3; j++)
-			if (pub->pending[i].fds[j] >= 0)
-				close(pub->pending[i].fds[j]);
-	pub->n_pending = 0;
-}
-
-static void deliver(fb_client *c, const struct deferred_event *ev)
-{
-	char stream[FB__NAME_MAX], detail[FB__ERROR_TEXT_MAX];
-	if (ev->connection ? !c->connection_fn : !c->event_fn)
-		return;
-	if (c->in_pump) {
-		struct deferred_event *grown =
-		    realloc(c->deferred, (c->n_deferred + 1) * sizeof(*grown));
-		if (grown) {
-			c->deferred = grown;
-			grown[c->n_deferred++] = *ev;
-		}
-		return;
-	}
-	snprintf(stream, sizeof(stream), "%.*s", (int)sizeof(ev->e.stream), ev->e.stream);
-	snprintf(detail, sizeof(detail), "%.*s", (int)sizeof(ev->e.detail), ev->e.detail);
-	if (ev->connection)
-		c->connection_fn(c->connection_data, ev->connected, detail);
-	else
-		c->event_fn(c->event_data, stream, ev->e.state, detail);
-}
-
-static void deliver_deferred(fb_client *c)
-{
-	for (uint32_t i = 0; !c->in_pump && i < c->n_deferred; i++)
-		deliver(c, &c->deferred[i]);
-	if (!c->in_pump)
-		c->n_deferred = 0;
-}
-
 static void announce_connection(fb_client *c, bool connected, const char *detail)
 {
-	struct deferred_event ev = {.connection = true, .connected = connected};
-	snprintf(ev.e.detail, sizeof(ev.e.detail), "%s", detail);
-	deliver(c, &ev);
+	if (c->connection_fn)
+		c->connection_fn(c->connection_data, connected, detail);
+}
+
+static void deliver_event(fb_client *c, const struct fb__msg_stream_event *e)
+{
+	char stream[FB__NAME_MAX], detail[FB__ERROR_TEXT_MAX];
+	if (!c->event_fn)
+		return;
+	snprintf(stream, sizeof(stream), "%.*s", (int)sizeof(e->stream), e->stream);
+	snprintf(detail, sizeof(detail), "%.*s", (int)sizeof(e->detail), e->detail);
+	c->event_fn(c->event_data, stream, e->state, detail);
 }
 
 static void set_timer(fb_client *c, uint64_t interval_ns)
@@ -174,9 +99,6 @@ static void lose(fb_client *c)
 	if (!c->up)
 		return;
 	c->up = false;
-	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++)
-		if (c->pubs[i])
-			drop_pending(c->pubs[i]);
 	set_timer(c, RECONNECT_INTERVAL_NS);
 	char detail[FB__ERROR_TEXT_MAX];
 	snprintf(detail, sizeof(detail),
@@ -193,7 +115,6 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 
 	if (c->sock < 0)
 		return -ECONNRESET;
-	deliver_deferred(c);
 	for (;;) {
 		int r = fb__msg_recv(c->sock, msg);
 		if (r == -EAGAIN) {
@@ -217,12 +138,7 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 		if (r < 0)
 			return r;
 		if (msg->header.opcode == FB__OP_STREAM_EVENT) {
-			deliver(c, &(struct deferred_event){.e = msg->body.stream_event});
-			return 1;
-		}
-		if (msg->header.opcode == FB__OP_ADD_SUBSCRIBER ||
-		    msg->header.opcode == FB__OP_REMOVE_SUBSCRIBER) {
-			queue_registration(c, msg);
+			deliver_event(c, &msg->body.stream_event);
 			return 1;
 		}
 		return 0;
@@ -392,30 +308,19 @@ fail:
 	return r;
 }
 
-static void publication_free(struct publication *pub)
-{
-	drop_pending(pub);
-	free(pub->pending);
-	free(pub);
-}
-
 FB_EXPORT void fb_client_free(fb_client *c)
 {
 	if (!c)
 		return;
+	/* Its producers live on, alone: no new subscriber reaches them. */
 	for (uint32_t i = 0; i < MAX_PUBLICATIONS; i++)
-		if (c->pubs[i]) {
-			/* The producer lives on, alone: no new subscriber reaches it. */
-			fb__producer_set_pump(c->pubs[i]->producer, NULL, NULL);
-			publication_free(c->pubs[i]);
-		}
+		free(c->pubs[i]);
 	if (c->sock >= 0)
 		close(c->sock);
 	if (c->timer >= 0)
 		close(c->timer);
 	if (c->fd >= 0)
 		close(c->fd);
-	free(c->deferred);
 	free(c);
 }
 
@@ -478,7 +383,6 @@ static int reconnect(fb_client *c)
 		struct publication *pub = c->pubs[i];
 		if (!pub)
 			continue;
-		fb__producer_forget_remote(pub->producer);
 		r = create_stream(c, pub);
 		pub->stream_id = r < 0 ? 0 : pub->stream_id;
 		if (r < 0 && n >= 0 && (size_t)n < sizeof(detail))
@@ -714,41 +618,21 @@ FB_EXPORT int fb_client_unsubscribe(fb_client *c, fb_subscriber *sub)
 	return r;
 }
 
-/* Called by a published producer's claim, with the producer locked: read
- * what the daemon sent and take in this producer's registrations. */
-static void pump(void *data)
-{
-	struct publication *pub = data;
-	struct fb__msg msg;
-	int r;
-
-	pub->client->in_pump = true;
-	while ((r = receive(pub->client, &msg, 0)) >= 0)
-		if (r == 0) /* a reply nobody waits for */
-			fb__msg_close_fds(&msg);
-	pub->client->in_pump = false;
-	for (uint32_t i = 0; i < pub->n_pending; i++) {
-		struct registration *g = &pub->pending[i];
-		if (g->opcode == FB__OP_ADD_SUBSCRIBER)
-			fb__producer_register_locked(pub->producer, g->msg.subscriber_id,
-						     g->msg.mode, g->msg.max_holds, g->fds[0],
-						     g->fds[1], g->fds[2]);
-		else
-			fb__producer_unregister_locked(pub->producer, g->msg.subscriber_id);
-	}
-	pub->n_pending = 0;
-}
-
-/* Offer pub's ring to the daemon; on success pub->stream_id names it. */
+/* Offer pub's ring to the daemon, with a new channel for the subscribers
+ * it will send the producer; on success pub->stream_id names it. */
 static int create_stream(fb_client *c, struct publication *pub)
 {
 	struct fb__msg msg;
 	uint32_t seq;
-	int fds[2];
+	int fds[3];
 
 	fb__producer_get_fds(pub->producer, &fds[0], &fds[1]);
-	int r = request_fds(c, FB__OP_CREATE_STREAM, &pub->request, sizeof(pub->request), fds, 2,
-			    &seq);
+	int r = fb__producer_open_channel(pub->producer, &fds[2]);
+	if (r < 0)
+		return r;
+	r = request_fds(c, FB__OP_CREATE_STREAM, &pub->request, sizeof(pub->request), fds, 3,
+			&seq);
+	close(fds[2]);
 	if (r >= 0)
 		r = reply(c, seq, &msg, WANT(FB__OP_CREATED));
 	if (r >= 0 && msg.header.opcode != FB__OP_CREATED)
@@ -787,7 +671,7 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 		fb_producer_free(p);
 		return -ENOMEM;
 	}
-	*pub = (struct publication){.client = c, .producer = p, .request = req};
+	*pub = (struct publication){.producer = p, .request = req};
 	r = create_stream(c, pub);
 	if (r < 0) {
 		free(pub);
@@ -795,7 +679,6 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 		return r;
 	}
 	c->pubs[i] = pub;
-	fb__producer_set_pump(p, pump, pub);
 	*ret_producer = p;
 	return 0;
 }
@@ -813,13 +696,12 @@ FB_EXPORT int fb_client_unpublish(fb_client *c, fb_producer *p)
 		if (!pub || pub->producer != p)
 			continue;
 		struct fb__msg_id req = {.id = pub->stream_id};
-		/* (0: not published since a reconnection) */
-		r = pub->stream_id ? request(c, FB__OP_DESTROY_STREAM, &req, sizeof(req), &seq)
-				   : 0;
-		if (r >= 0)
+		r = 0; /* stream_id 0: not published since a reconnection */
+		if (pub->stream_id)
+			r = request(c, FB__OP_DESTROY_STREAM, &req, sizeof(req), &seq);
+		if (pub->stream_id && r >= 0)
 			r = reply(c, seq, &msg, WANT(FB__OP_DONE));
-		fb__producer_set_pump(p, NULL, NULL);
-		publication_free(pub);
+		free(pub);
 		c->pubs[i] = NULL;
 		break;
 	}

@@ -8,10 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "protocol-private.h"
 #include "ring-private.h"
 
 #define CONTROL_SIZE 4096u
@@ -46,10 +48,10 @@ struct fb_producer {
 	uint64_t published;
 	uint64_t dropped;
 	int current; /* slot handed out by acquire, -1: none */
-	/* A producer whose subscribers the daemon adds (fb_client_publish):
-	 * pump reads its registrations when control->registrations moves. */
-	void (*pump)(void *data);
-	void *pump_data;
+	/* A producer whose subscribers the daemon adds (fb_client_publish)
+	 * reads them from its end of this channel when control->registrations
+	 * moves; -1: none. */
+	int channel;
 	uint32_t registrations_seen;
 	struct fb_frame frame;
 	uint32_t n_subs;
@@ -92,6 +94,8 @@ static uint64_t min_queue_cursor(const struct fb_producer *p)
 	return min;
 }
 
+static void read_registrations(struct fb_producer *p);
+
 /* Take slot for writing unless a subscriber holds it.  The store of WRITING
  * and the following load of the holds pair with a subscriber's store of its
  * hold and load of the state (both seq_cst): one of the two sides sees the
@@ -107,11 +111,11 @@ static bool claim(struct fb_producer *p, uint32_t slot)
 	/* A subscriber the daemon registered may hold the slot already: take
 	 * in every registration announced before our claim (ring.md, "remote
 	 * producers") before looking at the holds. */
-	if (p->pump) {
+	if (p->channel >= 0) {
 		uint32_t announced = atomic_load(&p->ctl->registrations);
 		if (announced != p->registrations_seen) {
 			p->registrations_seen = announced;
-			p->pump(p->pump_data);
+			read_registrations(p);
 		}
 	}
 	if (!(held_slots(p) & slot_bit(slot))) {
@@ -210,7 +214,7 @@ FB_EXPORT int fb_producer_new(const struct fb_ring_params *params, fb_producer *
 	if (!p)
 		return -ENOMEM;
 	pthread_mutex_init(&p->lock, NULL);
-	p->frame_fd = p->control_fd = -1;
+	p->frame_fd = p->control_fd = p->channel = -1;
 	p->current = -1;
 	p->params = *params;
 	r = fb__ring_geometry_compute(params, &p->geo);
@@ -319,6 +323,8 @@ FB_EXPORT void fb_producer_free(fb_producer *p)
 		munmap(p->hdr, p->geo.total_size);
 	if (p->control_fd >= 0)
 		close(p->control_fd);
+	if (p->channel >= 0)
+		close(p->channel);
 	if (p->frame_fd >= 0)
 		close(p->frame_fd);
 	pthread_mutex_destroy(&p->lock);
@@ -572,24 +578,18 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 	return 0;
 }
 
-void fb__producer_set_pump(fb_producer *p, void (*pump)(void *data), void *data)
-{
-	pthread_mutex_lock(&p->lock);
-	p->pump = pump;
-	p->pump_data = data;
-	pthread_mutex_unlock(&p->lock);
-}
-
-int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mode,
-				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd)
+/* Take in a subscriber the daemon created: its record, the write end of its
+ * wake pipe and a read end.  Takes the descriptors, on failure too. */
+static int register_remote(fb_producer *p, const struct fb__msg_registration *m, int record_fd,
+			   int wake_fd, int wake_read_fd)
 {
 	struct fb__subscriber_slot slot = {.record_fd = -1, .wake_fd = wake_fd,
 					   .wake_read_fd = wake_read_fd};
 	uint32_t id;
 	int r = 0;
 
-	if ((mode != FB_MODE_LATEST && mode != FB_MODE_QUEUE) || max_holds < 1 ||
-	    max_holds >= p->params.slots)
+	if ((m->mode != FB_MODE_LATEST && m->mode != FB_MODE_QUEUE) || m->max_holds < 1 ||
+	    m->max_holds >= p->params.slots || m->subscriber_id == 0)
 		r = -EPROTO;
 	if (r == 0) {
 		struct stat st;
@@ -601,7 +601,7 @@ int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mo
 							   FB__RECORD_MAGIC, &r)))
 		r = r ? r : -EPROTO;
 	if (r == 0)
-		r = insert_sub(p, &slot, mode, max_holds, remote_id, &id);
+		r = insert_sub(p, &slot, m->mode, m->max_holds, m->subscriber_id, &id);
 	close(record_fd);
 	if (r < 0) {
 		if (slot.record)
@@ -612,20 +612,49 @@ int fb__producer_register_locked(fb_producer *p, uint32_t remote_id, uint32_t mo
 	return r;
 }
 
-void fb__producer_unregister_locked(fb_producer *p, uint32_t remote_id)
+/* Take in every subscriber the daemon added or removed since the last look.
+ * Called from a claim, with p->lock held.  Whatever else arrives is dropped:
+ * nothing the daemon sends may stop the producer. */
+static void read_registrations(struct fb_producer *p)
 {
-	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
-		if (p->subs[i].slot.record && p->subs[i].remote_id == remote_id)
-			drop_sub(p, &p->subs[i], false);
+	struct fb__msg m;
+
+	for (;;) {
+		int r = fb__msg_recv(p->channel, &m);
+		if (r == -EPROTO)
+			continue; /* malformed, its descriptors closed */
+		if (r < 0)
+			break; /* none left, or the daemon hung up */
+		if (m.header.opcode == FB__OP_ADD_SUBSCRIBER) {
+			register_remote(p, &m.body.registration, m.fds[0], m.fds[1], m.fds[2]);
+			continue;
+		}
+		fb__msg_close_fds(&m);
+		if (m.header.opcode != FB__OP_REMOVE_SUBSCRIBER)
+			continue;
+		for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
+			if (p->subs[i].slot.record &&
+			    p->subs[i].remote_id == m.body.registration.subscriber_id)
+				drop_sub(p, &p->subs[i], false);
+	}
 }
 
-void fb__producer_forget_remote(fb_producer *p)
+int fb__producer_open_channel(fb_producer *p, int *ret_daemon_end)
 {
+	int pair[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, pair) < 0)
+		return -errno;
 	pthread_mutex_lock(&p->lock);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		if (p->subs[i].slot.record && p->subs[i].remote_id)
 			drop_sub(p, &p->subs[i], true);
+	if (p->channel >= 0)
+		close(p->channel);
+	p->channel = pair[0];
 	pthread_mutex_unlock(&p->lock);
+	*ret_daemon_end = pair[1];
+	return 0;
 }
 
 int fb__producer_get_fds(const fb_producer *p, int *ret_frame_fd, int *ret_control_fd)

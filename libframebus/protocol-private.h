@@ -13,7 +13,7 @@
 
 #include "framebus/framebus.h"
 
-#define FB__PROTOCOL_VERSION 1u
+#define FB__PROTOCOL_VERSION 2u
 #define FB__MSG_MAX 4096u
 #define FB__MSG_MAX_FDS 4u
 #define FB__NAME_MAX 64u /* stream and client names, NUL included */
@@ -27,8 +27,9 @@ enum fb__opcode {
 	FB__OP_SUBSCRIBE = 4,   /* fb__msg_subscribe -> FB__OP_SUBSCRIBED + 4 fds */
 	FB__OP_UNSUBSCRIBE = 5, /* fb__msg_id -> FB__OP_DONE */
 	FB__OP_STATS = 6, /* fb__msg_name -> FB__OP_SUBSCRIBER_STATS x N, then FB__OP_STREAM_INFO */
-	FB__OP_CREATE_STREAM =
-	    7, /* fb__msg_create_stream + frame and control memfds -> FB__OP_CREATED */
+	/* fb__msg_create_stream + frame and control memfds and the producer's
+	 * channel -> FB__OP_CREATED */
+	FB__OP_CREATE_STREAM = 7,
 	FB__OP_DESTROY_STREAM = 8, /* fb__msg_id (stream id) -> FB__OP_DONE */
 
 	/* replies: daemon -> client */
@@ -42,7 +43,7 @@ enum fb__opcode {
 
 	/* events: daemon -> client, seq 0 */
 	FB__OP_STREAM_EVENT = 128, /* fb__msg_stream_event */
-	/* to the producer of a stream a client publishes */
+	/* on the channel of a stream a client publishes, to its producer */
 	FB__OP_ADD_SUBSCRIBER =
 	    129, /* fb__msg_registration + record, wake pipe write and read ends */
 	FB__OP_REMOVE_SUBSCRIBER = 130, /* fb__msg_registration */
@@ -119,10 +120,10 @@ struct fb__msg_create_stream {
 };
 
 struct fb__msg_registration {
-	uint32_t stream_id;
-	uint32_t subscriber_id;
+	uint32_t subscriber_id; /* the daemon's, never 0 */
 	uint32_t mode;
 	uint32_t max_holds;
+	uint32_t reserved_;
 };
 
 struct fb__msg_stream_event {

@@ -53,9 +53,8 @@ uint32_t fb__msg_fd_count(uint32_t opcode)
 	case FB__OP_SUBSCRIBED:
 		return 4;
 	case FB__OP_ADD_SUBSCRIBER:
-		return 3;
 	case FB__OP_CREATE_STREAM:
-		return 2;
+		return 3;
 	default:
 		return 0;
 	}

@@ -200,16 +200,13 @@ void fb__subscriber_set_id(fb_subscriber *subscriber, uint64_t id);
 uint64_t fb__subscriber_get_id(const fb_subscriber *subscriber);
 
 /* A producer whose subscribers come from the daemon (fb_client_publish):
- * pump is called, from a claim, with the producer locked, whenever the
- * daemon announced registrations; it calls the _locked functions below. */
-void fb__producer_set_pump(fb_producer *producer, void (*pump)(void *data), void *data);
-/* Take in a subscriber the daemon created: its record, the write end of its
- * wake pipe and a read end.  Takes the descriptors, on failure too. */
-int fb__producer_register_locked(fb_producer *producer, uint32_t remote_id, uint32_t mode,
-				 uint32_t max_holds, int record_fd, int wake_fd, int wake_read_fd);
-void fb__producer_unregister_locked(fb_producer *producer, uint32_t remote_id);
-/* Drop (and revoke) every subscriber a daemon registered: that daemon is gone. */
-void fb__producer_forget_remote(fb_producer *producer);
+ * a new channel for the daemon to send it subscribers on (ADD_SUBSCRIBER,
+ * REMOVE_SUBSCRIBER), which the producer reads itself, in its claims, when
+ * the control page's registrations count moved (ring.md, "remote
+ * producers").  Drops (and revokes) every subscriber the previous channel
+ * brought: that daemon is gone.  *ret_daemon_end is the daemon's end, for
+ * the caller to send with CREATE_STREAM and close. */
+int fb__producer_open_channel(fb_producer *producer, int *ret_daemon_end);
 /* The ring's descriptors, still owned by the producer. */
 int fb__producer_get_fds(const fb_producer *producer, int *ret_frame_fd, int *ret_control_fd);
 

@@ -628,7 +628,7 @@ static void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const in
 		uint32_t opcode, size, seq, n_fds;
 		uint32_t version, client_id;
 		char name[64];
-	} hello = {1, sizeof(hello), 1, n_fds_claimed, 1, 0, ""};
+	} hello = {1, sizeof(hello), 1, n_fds_claimed, 2, 0, ""};
 	snprintf(hello.name, sizeof(hello.name), "%s", name);
 	cr_assert_eq(th_sendmsg_fds(fd, &hello, sizeof(hello), fds, n_fds_claimed),
 		     (ssize_t)sizeof(hello));

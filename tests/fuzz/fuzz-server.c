@@ -13,9 +13,10 @@
  * control bit 0: the connection (A or B); bits 1-2: what to do
  *     0: send the bytes as one message
  *     1: send them with (bits 3-5) empty memfds attached
- *     2: send them with a real ring's frame and control memfds, made for the
- *        fb__msg_create_stream the bytes carry (empty memfds if it is not one);
- *        with bit 3 set, a ring of one slot more than it asks for
+ *     2: send them with a real ring's frame and control memfds and its
+ *        producer's channel, made for the fb__msg_create_stream the bytes
+ *        carry (three empty memfds if it is not one); with bit 3 set, a ring
+ *        of one slot more than it asks for
  *     3: hang up this connection and connect again (a new client)
  * bit 6: do not read the replies (the daemon's unread-replies limit).
  *
@@ -197,26 +198,27 @@ static void send_record(int fd, const uint8_t *bytes, size_t len, unsigned actio
 			fb_producer **rings, unsigned *n_rings)
 {
 	int fds[7];
-	bool owned = true; /* fds are ours to close after sending */
+	unsigned ours = 0; /* fds[ours..n_fds-1] are ours to close after sending */
 
 	if (action == 0)
 		n_fds = 0;
 	if (action == 2) {
 		fb_producer *p = *n_rings < MAX_RINGS ? ring_for(bytes, len, n_fds & 1) : NULL;
-		n_fds = 2;
-		if (p) {
+		n_fds = 3;
+		if (p && fb__producer_open_channel(p, &fds[2]) == 0) {
 			rings[(*n_rings)++] = p;
 			fb__producer_get_fds(p, &fds[0], &fds[1]);
-			owned = false;
+			ours = 2; /* the channel's other end */
+		} else {
+			fb_producer_free(p);
 		}
 	}
-	if (owned)
+	if (ours == 0)
 		for (unsigned i = 0; i < n_fds; i++)
 			fds[i] = memfd_create("fuzz-server", MFD_CLOEXEC);
 	th_sendmsg_fds(fd, bytes, len, fds, n_fds); /* the socket is non-blocking */
-	if (owned)
-		for (unsigned i = 0; i < n_fds; i++)
-			close(fds[i]);
+	for (unsigned i = ours; i < n_fds; i++)
+		close(fds[i]);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

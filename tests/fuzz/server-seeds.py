@@ -23,7 +23,7 @@ def msg(opcode, payload=b"", seq=1, n_fds=0, size=None):
                        n_fds) + payload
 
 
-def hello(seq=1, version=1, who="fuzz"):
+def hello(seq=1, version=2, who="fuzz"):
     return msg(HELLO, struct.pack("<II", version, 0) + name(who), seq)
 
 
@@ -33,7 +33,7 @@ def subscribe(stream, mode=QUEUE, holds=0, seq=2):
 
 def create(stream, w=64, h=48, fmt=BGR24, slots=4, policy=0, meta=0, seq=2):
     return msg(CREATE, name(stream) + struct.pack("<6I", w, h, fmt, slots, policy, meta), seq,
-               n_fds=2)
+               n_fds=3)
 
 
 def ident(opcode, i, seq=3):
@@ -107,7 +107,7 @@ SEEDS = {
     ],
     "publish-refused": [
         record(A, SEND, hello()),
-        record(A, FDS, create("empty"), 2),
+        record(A, FDS, create("empty"), 3),
         record(A, RING, create("live")),
         record(A, RING, create("odd", 33, 33, NV12)),
         record(A, RING, create("mismatch"), 1),

@@ -10,8 +10,9 @@
  *   named ret_* and are left untouched when a call fails.
  * - Objects are opaque and released with *_free(), which accepts NULL.
  * - An object is not thread-safe: one thread at a time may call into it.
- *   Different objects may be used from different threads freely.  One
- *   exceptions: a producer's subscribers may be added, removed and counted
+ *   Different objects may be used from different threads freely (a
+ *   published stream's producer too, apart from its client).  One
+ *   exception: a producer's subscribers may be added, removed and counted
  *   from another thread than the one that acquires and publishes, and a
  *   subscriber's frames may be released from any thread, also while another
  *   thread waits in fb_subscriber_acquire() (so that a language runtime can
@@ -456,8 +457,9 @@ int fb_client_unsubscribe(fb_client *client, fb_subscriber *subscriber);
  * Publish a stream: create a ring with params and offer it on the bus under
  * name.  Fill and publish frames with fb_producer_acquire() and
  * fb_producer_publish() as with any producer; subscribers of name get them
- * with zero copies.  The daemon's subscribers reach the producer through this
- * client, so use the producer from the thread that uses the client.
+ * with zero copies.  The producer takes in the subscribers the daemon sends it
+ * by itself, on a channel of its own (in fb_producer_acquire()), so it may be
+ * used from another thread than the client.
  * Returns -EEXIST if the bus has a stream of that name, -EINVAL for bad
  * params, -EDQUOT past this client's ring memory limit (text in
  * fb_client_last_error()).
