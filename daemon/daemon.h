@@ -31,22 +31,20 @@ struct fbd_daemon {
 	uint32_t next_client_id;
 	uint32_t next_subscription_id;
 
-	/* streams.c */
+	/* streams.c: the table is its alone to change; others read it. */
 	struct fbd_stream *streams[FBD_MAX_STREAMS];
 	uint32_t n_streams;
-	uv_async_t state_async; /* a source thread changed a stream's state */
+	uint32_t next_stream_id;
+	uv_async_t state_async; /* a stream changed state in another thread */
+	/* Told every change of a stream's state on the main thread, and
+	 * FB_STREAM_REMOVED (detail: why) just before a stream goes away. */
+	void (*stream_changed)(struct fbd_daemon *d, struct fbd_stream *stream, uint32_t state,
+			       const char *detail);
 };
 
-/* server.c */
+/* server.c; sets d->stream_changed. */
 int fbd_server_start(struct fbd_daemon *d);
 void fbd_server_stop(struct fbd_daemon *d);
-/* Tell every client subscribed to stream (or all, for stream NULL) that it
- * changed state. */
-void fbd_server_stream_event(struct fbd_daemon *d, struct fbd_stream *stream, uint32_t state,
-			     const char *detail);
-/* End every subscription to stream before it goes away; they are told
- * FB_STREAM_REMOVED with detail. */
-void fbd_server_forget_stream(struct fbd_daemon *d, struct fbd_stream *stream, const char *detail);
 
 /* streams.c */
 int fbd_streams_start(struct fbd_daemon *d);
@@ -55,6 +53,12 @@ int fbd_streams_start(struct fbd_daemon *d);
 void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config);
 void fbd_streams_stop(struct fbd_daemon *d);
 struct fbd_stream *fbd_streams_find(struct fbd_daemon *d, const char *name);
+/* Put a stream (a client's) in the table, giving it its id: -EUSERS when the
+ * table is full.  Takes the stream, on failure too. */
+int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *stream);
+/* Take a stream out of the table and free it; its subscribers are told
+ * FB_STREAM_REMOVED with why. */
+void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *stream, const char *why);
 /* One line for systemd's STATUS=. */
 void fbd_streams_status(struct fbd_daemon *d, char *buf, size_t size);
 

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
-/* Streams that clients publish: the client made the ring and produces into
- * it; the daemon owns its subscribers.  For each subscriber it creates the
- * record and wake pipe, hands them to the producer over the producer's socket
- * and announces them in the ring's control page (ring.md, "remote
- * producers"), and gives the subscriber the ring.  When the producer goes away
- * it ends every subscription itself. */
+/* The stream back-end for a ring a client made and produces into; the
+ * daemon owns its subscribers.  For each subscriber it creates the record and
+ * wake pipe, sends them down the producer's channel and announces them in
+ * the ring's control page (ring.md, "remote producers"), and gives the
+ * subscriber the ring.  When the producer goes away it ends every
+ * subscription itself. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -13,23 +13,21 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "log.h"
 #include "protocol-private.h"
-#include "published.h"
+#include "ring-private.h"
+#include "stream.h"
 
 struct remote_sub {
 	uint32_t id; /* 0: unused */
 	struct fb__subscriber_slot slot;
 };
 
-struct fbd_published {
-	int channel; /* the producer's channel, to send it registrations */
-	uint32_t id;
-	struct fb_ring_params params;
-	struct fb__ring_geometry geo;
+struct published {
+	struct fbd_stream base;
+	int channel; /* the producer's, to send it registrations */
+	uint64_t slot_mask;
 	const struct fb__ring_header *hdr;
 	struct fb__control *ctl;
 	int frame_fd;
@@ -38,103 +36,16 @@ struct fbd_published {
 	struct remote_sub subs[FB_MAX_SUBSCRIBERS];
 };
 
-int fbd_published_create(const char *name, const char *owner_label, uint32_t id,
-			 const struct fb_ring_params *params, int frame_fd, int control_fd,
-			 int channel, char *why, size_t size, struct fbd_stream **ret_stream)
+static struct published *published(struct fbd_stream *st)
 {
-	struct fbd_published *pub = calloc(1, sizeof(*pub));
-	struct fbd_stream *st = calloc(1, sizeof(*st));
-	struct fbd_stream_config *cfg = calloc(1, sizeof(*cfg));
-	struct fb_ring_params got;
-	int r;
-
-	if (!pub || !st || !cfg) {
-		r = -ENOMEM;
-		snprintf(why, size, "out of memory");
-		goto fail;
-	}
-	pub->frame_fd = frame_fd;
-	pub->control_fd = control_fd;
-	pub->channel = channel;
-	int type = 0;
-	socklen_t len = sizeof(type);
-	if (getsockopt(channel, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET ||
-	    fcntl(channel, F_SETFL, O_NONBLOCK) < 0) {
-		r = -EINVAL;
-		snprintf(why, size, "its third descriptor is not a SOCK_SEQPACKET socket for the "
-				    "producer's subscribers");
-		goto fail;
-	}
-	r = fb__ring_map_readonly(frame_fd, true, &got, &pub->geo, &pub->hdr);
-	if (r < 0) {
-		snprintf(why, size, "the ring's memory failed the checks: %s", fb_strerror(r));
-		goto fail;
-	}
-	if (memcmp(&got, params, sizeof(got))) {
-		r = -EINVAL;
-		snprintf(why, size, "the ring's memory does not match the parameters sent");
-		goto fail;
-	}
-	pub->ctl = fb__map_shared_page(control_fd, sizeof(*pub->ctl), FB__CONTROL_MAGIC, &r);
-	if (!pub->ctl) {
-		snprintf(why, size, "the ring's control page failed the checks: %s",
-			 fb_strerror(r));
-		goto fail;
-	}
-	pub->id = id;
-	pub->params = *params;
-
-	/* A stream object with no source thread: what status, subscribe and
-	 * the stream list need. */
-	snprintf(cfg->name, sizeof(cfg->name), "%s", name);
-	char url[FB__NAME_MAX + 40];
-	snprintf(url, sizeof(url), "client:%s", owner_label);
-	cfg->url = strdup(url);
-	cfg->width = params->width;
-	cfg->height = params->height;
-	cfg->format = params->format;
-	cfg->slots = params->slots;
-	cfg->policy = params->policy;
-	cfg->meta_max = params->meta_max;
-	st->config = cfg;
-	st->published = pub;
-	st->state = FB_STREAM_RUNNING;
-	st->width = params->width;
-	st->height = params->height;
-	pthread_mutex_init(&st->lock, NULL);
-	*ret_stream = st;
-	return 0;
-fail:
-	if (pub) {
-		if (pub->hdr)
-			munmap((void *)pub->hdr, sizeof(*pub->hdr));
-		if (pub->ctl)
-			munmap(pub->ctl, sizeof(*pub->ctl));
-	}
-	close(frame_fd);
-	close(control_fd);
-	close(channel);
-	free(pub);
-	free(st);
-	free(cfg);
-	return r;
-}
-
-uint64_t fbd_published_memory(const struct fbd_stream *st)
-{
-	return st->published->geo.total_size;
-}
-
-uint32_t fbd_published_id(const struct fbd_stream *st)
-{
-	return st->published->id;
+	return (struct published *)st;
 }
 
 /* Tell the producer, then announce it in the control page: the producer
  * reads its channel at its next claim that sees the count move.  The
  * channel does not block: a producer that stopped reading it costs this
  * subscription, not the daemon. */
-static int tell_producer(struct fbd_published *pub, uint32_t opcode, const struct remote_sub *rs,
+static int tell_producer(struct published *pub, uint32_t opcode, const struct remote_sub *rs,
 			 uint32_t mode, uint32_t max_holds)
 {
 	struct fb__msg_registration m = {
@@ -147,10 +58,10 @@ static int tell_producer(struct fbd_published *pub, uint32_t opcode, const struc
 	return r;
 }
 
-int fbd_published_subscribe(struct fbd_stream *st, uint32_t mode, uint32_t max_holds,
-			    struct fb_subscriber_fds *ret_fds, uint32_t *ret_ring_id)
+static int published_subscribe(struct fbd_stream *st, uint32_t mode, uint32_t max_holds,
+			       struct fb_subscriber_fds *ret_fds, uint32_t *ret_ring_id)
 {
-	struct fbd_published *pub = st->published;
+	struct published *pub = published(st);
 	struct remote_sub *rs = NULL;
 	struct fb_subscriber_fds fds = {-1, -1, -1, -1};
 	int r;
@@ -184,7 +95,7 @@ int fbd_published_subscribe(struct fbd_stream *st, uint32_t mode, uint32_t max_h
 	return 0;
 }
 
-static struct remote_sub *find(struct fbd_published *pub, uint32_t ring_id)
+static struct remote_sub *find(struct published *pub, uint32_t ring_id)
 {
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		if (pub->subs[i].id == ring_id)
@@ -192,62 +103,50 @@ static struct remote_sub *find(struct fbd_published *pub, uint32_t ring_id)
 	return NULL;
 }
 
-void fbd_published_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
+static void published_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
 {
-	struct fbd_published *pub = st->published;
+	struct published *pub = published(st);
 	struct remote_sub *rs = find(pub, ring_id);
 
 	if (!rs)
 		return;
-	/* Free its slots now, whenever the producer reads the removal: no hold,
-	 * and a cursor past every frame (what it never read pins nothing). */
-	atomic_store(&rs->slot.record->held, 0);
-	atomic_store(&rs->slot.record->cursor, UINT64_MAX);
-	atomic_store(&rs->slot.record->revoked, 1);
-	fb__subscriber_slot_wake(&rs->slot, atomic_exchange(&rs->slot.record->armed, 0));
-	if (atomic_load(&pub->ctl->producer_waiting)) {
-		atomic_fetch_add(&pub->ctl->space, 1);
-		fb__futex_wake(&pub->ctl->space);
-	}
+	/* Its slots are free now, whenever the producer reads the removal,
+	 * which it is told of first: a producer woken for the space finds it
+	 * announced. */
 	tell_producer(pub, FB__OP_REMOVE_SUBSCRIBER, rs, 0, 0);
+	fb__subscriber_slot_revoke(&rs->slot, pub->ctl);
 	fb__subscriber_slot_close(&rs->slot);
 	rs->id = 0;
 }
 
-int fbd_published_subscriber_stats(struct fbd_stream *st, uint32_t ring_id,
-				   struct fb_subscriber_stats *ret)
+static int published_subscriber_stats(struct fbd_stream *st, uint32_t ring_id,
+				      struct fb_subscriber_stats *ret_stats)
 {
-	struct remote_sub *rs = find(st->published, ring_id);
+	struct published *pub = published(st);
+	struct remote_sub *rs = find(pub, ring_id);
 	if (!rs)
 		return -ENOENT;
-	const struct fb__record *rec = rs->slot.record;
-	uint64_t cursor = atomic_load(&rec->cursor);
-	uint64_t last = FB__PACKED_SEQ(atomic_load(&st->published->hdr->latest));
-	*ret = (struct fb_subscriber_stats){
-	    .mode = rec->mode,
-	    .held = (uint32_t)__builtin_popcountll(atomic_load(&rec->held)),
-	    .next_seq = cursor,
-	    .lag = last >= cursor ? last - cursor + 1 : 0,
-	    .missed = atomic_load(&rec->missed),
-	};
+	fb__subscriber_slot_stats(&rs->slot, rs->slot.record->mode, pub->slot_mask,
+				  FB__PACKED_SEQ(atomic_load(&pub->hdr->latest)), ret_stats);
 	return 0;
 }
 
-void fbd_published_counters(const struct fbd_stream *st, uint64_t *ret_published,
-			    uint64_t *ret_dropped, uint32_t *ret_subscribers)
+static void published_counters(struct fbd_stream *st, struct fb_ring_stats *ret_stats)
 {
-	const struct fbd_published *pub = st->published;
+	struct published *pub = published(st);
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		n += pub->subs[i].id != 0;
-	*ret_published = atomic_load_explicit(&pub->hdr->published, memory_order_relaxed);
-	*ret_dropped = atomic_load_explicit(&pub->hdr->dropped, memory_order_relaxed);
-	*ret_subscribers = n;
+	*ret_stats = (struct fb_ring_stats){
+	    .published = atomic_load_explicit(&pub->hdr->published, memory_order_relaxed),
+	    .dropped = atomic_load_explicit(&pub->hdr->dropped, memory_order_relaxed),
+	    .subscribers = n,
+	};
 }
 
-void fbd_published_free(struct fbd_stream *st)
+static void published_free(struct fbd_stream *st)
 {
-	struct fbd_published *pub = st->published;
+	struct published *pub = published(st);
 
 	/* The producer may be dead and cannot set closed in the ring (it alone
 	 * can write there): end every subscription through its record. */
@@ -255,19 +154,89 @@ void fbd_published_free(struct fbd_stream *st)
 		struct remote_sub *rs = &pub->subs[i];
 		if (!rs->id)
 			continue;
-		atomic_store(&rs->slot.record->ended, 1);
-		fb__subscriber_slot_wake(&rs->slot, atomic_exchange(&rs->slot.record->armed, 0));
-		fb__subscriber_slot_wake(&rs->slot, FB__ARMED_FUTEX);
-		fb__subscriber_slot_wake(&rs->slot, FB__ARMED_PIPE);
+		fb__subscriber_slot_end(&rs->slot);
 		fb__subscriber_slot_close(&rs->slot);
 	}
-	munmap((void *)pub->hdr, sizeof(*pub->hdr));
-	munmap(pub->ctl, sizeof(*pub->ctl));
+	if (pub->hdr)
+		munmap((void *)pub->hdr, sizeof(*pub->hdr));
+	if (pub->ctl)
+		munmap(pub->ctl, sizeof(*pub->ctl));
 	close(pub->frame_fd);
 	close(pub->control_fd);
 	close(pub->channel);
+	fbd_stream_cleanup(st);
 	free(pub);
-	pthread_mutex_destroy(&st->lock);
-	fbd_stream_config_free(st->config);
-	free(st);
+}
+
+static const struct fbd_stream_ops published_ops = {
+    .subscribe = published_subscribe,
+    .unsubscribe = published_unsubscribe,
+    .subscriber_stats = published_subscriber_stats,
+    .counters = published_counters,
+    .free = published_free,
+};
+
+/* Check what the client sent: the ring's memory against params, and the
+ * channel. */
+static int check(struct published *pub, const struct fb_ring_params *params, char *why,
+		 size_t size)
+{
+	struct fb_ring_params got;
+	struct fb__ring_geometry geo;
+	int type = 0;
+	socklen_t len = sizeof(type);
+	int r;
+
+	if (getsockopt(pub->channel, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
+	    type != SOCK_SEQPACKET || fcntl(pub->channel, F_SETFL, O_NONBLOCK) < 0) {
+		snprintf(why, size, "its third descriptor is not a SOCK_SEQPACKET socket for the "
+				    "producer's subscribers");
+		return -EINVAL;
+	}
+	r = fb__ring_map_readonly(pub->frame_fd, true, &got, &geo, &pub->hdr);
+	if (r < 0) {
+		snprintf(why, size, "the ring's memory failed the checks: %s", fb_strerror(r));
+		return r;
+	}
+	if (memcmp(&got, params, sizeof(got))) {
+		snprintf(why, size, "the ring's memory does not match the parameters sent");
+		return -EINVAL;
+	}
+	pub->ctl = fb__map_shared_page(pub->control_fd, sizeof(*pub->ctl), FB__CONTROL_MAGIC, &r);
+	if (!pub->ctl) {
+		snprintf(why, size, "the ring's control page failed the checks: %s",
+			 fb_strerror(r));
+		return r;
+	}
+	return 0;
+}
+
+int fbd_published_create(const char *name, const char *owner_label,
+			 const struct fb_ring_params *params, int frame_fd, int control_fd,
+			 int channel, char *why, size_t size, struct fbd_stream **ret_stream)
+{
+	struct published *pub = calloc(1, sizeof(*pub));
+	int r;
+
+	if (!pub) {
+		close(frame_fd);
+		close(control_fd);
+		close(channel);
+		snprintf(why, size, "out of memory");
+		return -ENOMEM;
+	}
+	fbd_stream_init(&pub->base, &published_ops, name, params);
+	pub->frame_fd = frame_fd;
+	pub->control_fd = control_fd;
+	pub->channel = channel;
+	pub->slot_mask = params->slots == 64 ? UINT64_MAX : (UINT64_C(1) << params->slots) - 1;
+	snprintf(pub->base.source, sizeof(pub->base.source), "client:%s", owner_label);
+	r = check(pub, params, why, size);
+	if (r < 0) {
+		published_free(&pub->base);
+		return r;
+	}
+	pub->base.state = FB_STREAM_RUNNING;
+	*ret_stream = &pub->base;
+	return 0;
 }

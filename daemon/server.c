@@ -20,7 +20,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "protocol-private.h"
-#include "published.h"
+#include "ring-private.h"
 
 /* Subscriber places (of FB_MAX_SUBSCRIBERS) one client may take on one stream. */
 #define MAX_SUBSCRIPTIONS_PER_STREAM (FB_MAX_SUBSCRIBERS / 4)
@@ -52,6 +52,8 @@ struct fbd_client {
 };
 
 static void client_close(struct fbd_client *c, const char *why);
+static void stream_changed(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state,
+			   const char *detail);
 
 static int send_error(struct fbd_client *c, uint32_t seq, int error, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -70,11 +72,7 @@ static int send_error(struct fbd_client *c, uint32_t seq, int error, const char 
 static void drop_subscription(struct fbd_client *c, uint32_t i)
 {
 	struct subscription *s = &c->subs[i];
-	fb_producer *p = fbd_stream_producer(s->stream);
-	if (s->stream->published)
-		fbd_published_unsubscribe(s->stream, s->ring_id);
-	else if (p)
-		fb_producer_remove_subscriber(p, s->ring_id);
+	s->stream->ops->unsubscribe(s->stream, s->ring_id);
 	c->subs[i] = c->subs[--c->n_subs];
 }
 
@@ -122,7 +120,7 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	if (here >= MAX_SUBSCRIPTIONS_PER_STREAM) {
 		send_error(c, seq, -EUSERS,
 			   "this client already has %u subscriptions to '%s', the limit", here,
-			   st->config->name);
+			   st->name);
 		return;
 	}
 	if (c->n_subs >= c->d->config->max_subscriptions_per_client) {
@@ -130,20 +128,13 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 			   c->n_subs);
 		return;
 	}
-	fb_producer *p = fbd_stream_producer(st);
-	if (!p && !st->published) {
-		send_error(c, seq, -EAGAIN,
-			   "stream '%s' is starting: its source has not told its size yet",
-			   st->config->name);
-		return;
-	}
-	uint32_t slots = st->config->slots;
+	uint32_t slots = fbd_stream_params(st).slots;
 	uint32_t holds = req->max_holds ? req->max_holds : c->d->config->default_max_holds;
 	if (holds >= slots)
 		holds = req->max_holds ? holds : slots - 1;
 	if (holds < 1 || holds >= slots) {
 		send_error(c, seq, -EINVAL, "max_holds %u: stream '%s' has %u slots, so 1 to %u",
-			   req->max_holds, st->config->name, slots, slots - 1);
+			   req->max_holds, st->name, slots, slots - 1);
 		return;
 	}
 	struct subscription *grown = realloc(c->subs, (c->n_subs + 1) * sizeof(*grown));
@@ -152,11 +143,14 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		return;
 	}
 	c->subs = grown;
-	r = st->published ? fbd_published_subscribe(st, req->mode, holds, &fds, &ring_id)
-			  : fb_producer_add_subscriber(p, req->mode, holds, &fds, &ring_id);
+	r = st->ops->subscribe(st, req->mode, holds, &fds, &ring_id);
+	if (r == -EAGAIN) {
+		send_error(c, seq, r, "stream '%s' is starting: its source has not told its size yet",
+			   st->name);
+		return;
+	}
 	if (r < 0) {
-		send_error(c, seq, r, "cannot subscribe to '%s': %s", st->config->name,
-			   fb_strerror(r));
+		send_error(c, seq, r, "cannot subscribe to '%s': %s", st->name, fb_strerror(r));
 		return;
 	}
 	struct fb__msg_subscribed reply = {.id = ++c->d->next_subscription_id};
@@ -164,16 +158,13 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	r = fb__msg_send(c->fd, FB__OP_SUBSCRIBED, seq, &reply, sizeof(reply), all, 4);
 	fb_subscriber_fds_close(&fds);
 	if (r < 0) {
-		if (st->published)
-			fbd_published_unsubscribe(st, ring_id);
-		else
-			fb_producer_remove_subscriber(p, ring_id);
+		st->ops->unsubscribe(st, ring_id);
 		return;
 	}
 	c->subs[c->n_subs++] = (struct subscription){
 	    .id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
 	fbd_log_about(LOG_INFO, NULL, c->label, "client %s subscribed to %s (%s, holds up to %u)",
-		      c->label, st->config->name, req->mode == FB_MODE_QUEUE ? "queue" : "latest",
+		      c->label, st->name, req->mode == FB_MODE_QUEUE ? "queue" : "latest",
 		      holds);
 }
 
@@ -181,21 +172,15 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 {
 	uint32_t seq = m->header.seq;
 	struct fbd_stream *st = find_stream(c, seq, m->body.name.name, sizeof(m->body.name.name));
-	fb_producer *p;
 
 	if (!st)
 		return;
-	p = fbd_stream_producer(st);
 	for (struct fbd_client *o = c->d->clients; o; o = o->next)
 		for (uint32_t i = 0; i < o->n_subs; i++) {
 			struct fb_subscriber_stats ss;
 			if (o->subs[i].stream != st)
 				continue;
-			int r = st->published
-				    ? fbd_published_subscriber_stats(st, o->subs[i].ring_id, &ss)
-				: p ? fb_producer_get_subscriber_stats(p, o->subs[i].ring_id, &ss)
-				    : -ENOENT;
-			if (r < 0)
+			if (st->ops->subscriber_stats(st, o->subs[i].ring_id, &ss) < 0)
 				continue;
 			struct subscription *sub = &o->subs[i];
 			uint64_t now = uv_hrtime();
@@ -226,18 +211,6 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 	send_stream_info(c, seq, st);
 }
 
-static void remove_stream(struct fbd_daemon *d, struct fbd_stream *st, const char *why)
-{
-	fbd_server_forget_stream(d, st, why);
-	for (uint32_t i = 0; i < d->n_streams; i++)
-		if (d->streams[i] == st) {
-			d->streams[i] = d->streams[--d->n_streams];
-			break;
-		}
-	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: %s", st->config->name, why);
-	fbd_stream_free(st);
-}
-
 static void handle_create(struct fbd_client *c, struct fb__msg *m)
 {
 	const struct fb__msg_create_stream *req = &m->body.create_stream;
@@ -260,8 +233,10 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	m->fds[0] = m->fds[1] = m->fds[2] = -1; /* ours now */
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (d->streams[i]->owner == c) {
+			struct fb_ring_params theirs = fbd_stream_params(d->streams[i]);
 			mine++;
-			memory += fbd_published_memory(d->streams[i]);
+			if (fb__ring_geometry_compute(&theirs, &geo) == 0)
+				memory += geo.total_size;
 		}
 	int r = 0;
 	if (!fb__name_valid(req->name, sizeof(req->name)))
@@ -292,15 +267,15 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	}
 	char name[FB__NAME_MAX];
 	memcpy(name, req->name, sizeof(name));
-	r = fbd_published_create(name, c->label, ++d->next_subscription_id, &params, frame_fd,
-				 control_fd, channel, why, sizeof(why), &st);
+	r = fbd_published_create(name, c->label, &params, frame_fd, control_fd, channel, why,
+				 sizeof(why), &st);
 	if (r < 0) {
 		send_error(c, seq, r, "cannot publish '%s': %s", name, why);
 		return;
 	}
 	st->owner = c;
-	d->streams[d->n_streams++] = st;
-	struct fb__msg_id reply = {.id = fbd_published_id(st)};
+	fbd_streams_add(d, st); /* it has room: checked above */
+	struct fb__msg_id reply = {.id = st->id};
 	fb__msg_send(c->fd, FB__OP_CREATED, seq, &reply, sizeof(reply), NULL, 0);
 	fbd_log_about(LOG_INFO, name, NULL, "stream %s: published by %s, %ux%u %s, %u slots", name,
 		      c->label, params.width, params.height, fb_format_name(params.format),
@@ -311,8 +286,8 @@ static void handle_destroy(struct fbd_client *c, const struct fb__msg *m)
 {
 	for (uint32_t i = 0; i < c->d->n_streams; i++) {
 		struct fbd_stream *st = c->d->streams[i];
-		if (st->owner == c && fbd_published_id(st) == m->body.id.id) {
-			remove_stream(c->d, st, "its publisher withdrew it");
+		if (st->owner == c && st->id == m->body.id.id) {
+			fbd_streams_remove(c->d, st, "its publisher withdrew it");
 			fb__msg_send(c->fd, FB__OP_DONE, m->header.seq, NULL, 0, NULL, 0);
 			return;
 		}
@@ -376,7 +351,7 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 			if (c->subs[i].id == m->body.id.id) {
 				fbd_log_about(LOG_INFO, NULL, c->label,
 					      "client %s unsubscribed from %s", c->label,
-					      c->subs[i].stream->config->name);
+					      c->subs[i].stream->name);
 				drop_subscription(c, i);
 				return fb__msg_send(c->fd, FB__OP_DONE, seq, NULL, 0, NULL, 0) >= 0;
 			}
@@ -475,7 +450,7 @@ static void client_close(struct fbd_client *c, const char *why)
 		drop_subscription(c, c->n_subs - 1);
 	for (uint32_t i = d->n_streams; i-- > 0;)
 		if (d->streams[i]->owner == c)
-			remove_stream(d, d->streams[i], "its publisher went away");
+			fbd_streams_remove(d, d->streams[i], "its publisher went away");
 	for (struct fbd_client **pp = &d->clients; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;
@@ -600,6 +575,7 @@ int fbd_server_start(struct fbd_daemon *d)
 	if (r < 0)
 		return r;
 	d->listen_poll.data = d;
+	d->stream_changed = stream_changed;
 	return uv_poll_start(&d->listen_poll, UV_READABLE, on_listen);
 }
 
@@ -625,29 +601,24 @@ static void send_event(struct fbd_client *c, struct fbd_stream *st, uint32_t sub
 		       uint32_t state, const char *detail)
 {
 	struct fb__msg_stream_event e = {.state = state, .subscription = subscription};
-	fb__name_set(e.stream, sizeof(e.stream), st->config->name);
+	fb__name_set(e.stream, sizeof(e.stream), st->name);
 	snprintf(e.detail, sizeof(e.detail), "%s", detail ? detail : "");
 	fb__msg_send(c->fd, FB__OP_STREAM_EVENT, 0, &e, sizeof(e), NULL, 0);
 }
 
-void fbd_server_stream_event(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state,
-			     const char *detail)
+/* d->stream_changed: tell every client subscribed to the stream; one that
+ * goes away takes its subscriptions with it (its ring ends). */
+static void stream_changed(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state,
+			   const char *detail)
 {
 	for (struct fbd_client *c = d->clients; c; c = c->next)
-		for (uint32_t i = 0; i < c->n_subs; i++)
-			if (c->subs[i].stream == st) {
-				send_event(c, st, c->subs[i].id, state, detail);
+		for (uint32_t i = c->n_subs; i-- > 0;) {
+			if (c->subs[i].stream != st)
+				continue;
+			send_event(c, st, c->subs[i].id, state, detail);
+			if (state == FB_STREAM_REMOVED)
+				c->subs[i] = c->subs[--c->n_subs];
+			else
 				break;
-			}
-}
-
-void fbd_server_forget_stream(struct fbd_daemon *d, struct fbd_stream *st, const char *detail)
-{
-	for (struct fbd_client *c = d->clients; c; c = c->next)
-		for (uint32_t i = c->n_subs; i-- > 0;)
-			if (c->subs[i].stream == st) {
-				send_event(c, st, c->subs[i].id, FB_STREAM_REMOVED, detail);
-				c->subs[i] =
-				    c->subs[--c->n_subs]; /* its ring goes with the stream */
-			}
+		}
 }

@@ -1,58 +1,82 @@
 /* SPDX-License-Identifier: MIT */
-/* A configured stream: its ring, the thread that decodes its source into the
- * ring, and its state as status tools and subscribers see it. */
+/* A stream on the bus, whatever makes its frames: a name, a ring, a state
+ * that status tools and subscribers see, and a small table of operations
+ * that its back-end implements.  Two back-ends: decoded.c (a configured
+ * source, decoded by a thread of its own) and published.c (a ring a client
+ * made and produces into).  Nothing outside them asks which one a stream
+ * has. */
 #ifndef FBD_STREAM_H
 #define FBD_STREAM_H
 
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 
 #include "config.h"
 #include "framebus/framebus.h"
 #include "protocol-private.h"
 
-struct fbd_published;
+struct fbd_stream;
+struct fbd_client;
+
+struct fbd_stream_ops {
+	/* Add a subscriber to the ring: -EAGAIN while it has none yet. */
+	int (*subscribe)(struct fbd_stream *stream, uint32_t mode, uint32_t max_holds,
+			 struct fb_subscriber_fds *ret_fds, uint32_t *ret_ring_id);
+	void (*unsubscribe)(struct fbd_stream *stream, uint32_t ring_id);
+	int (*subscriber_stats)(struct fbd_stream *stream, uint32_t ring_id,
+				struct fb_subscriber_stats *ret_stats);
+	/* Zeros while there is no ring. */
+	void (*counters)(struct fbd_stream *stream, struct fb_ring_stats *ret_stats);
+	/* End the ring for its subscribers (they read what is left, then
+	 * -EPIPE) and free the stream. */
+	void (*free)(struct fbd_stream *stream);
+};
 
 struct fbd_stream {
-	struct fbd_stream_config *config;
-	/* Set for a stream a client publishes (published.c): no source thread,
-	 * no local producer. */
-	struct fbd_published *published;
-	struct fbd_client *owner; /* the publishing client */
-	/* Called from the source thread when the state changed; must be
-	 * thread-safe (the daemon passes uv_async_send). */
+	const struct fbd_stream_ops *ops;
+	char name[FB__NAME_MAX];
+	char source[FB__NAME_MAX * 2]; /* what made it, for status: a url, "client:NAME" */
+	uint32_t id;                   /* streams.c's, for DESTROY_STREAM */
+	/* The configuration section it runs, or NULL: a client's stream. */
+	const struct fbd_stream_config *config;
+	struct fbd_client *owner; /* the client publishing it, or NULL */
+	/* Called from any thread when the state changed; must be thread-safe
+	 * (streams.c passes uv_async_send). */
 	void (*notify)(void *data);
 	void *notify_data;
 
-	pthread_t thread;
-	atomic_bool stop;
-	/* Wakes the source thread's sleeps (backoff, pacing) on stop. */
-	pthread_cond_t wake;
-
-	pthread_mutex_t lock;  /* guards everything below */
-	fb_producer *producer; /* set once, when the geometry is known */
-	uint32_t width, height;
-	uint32_t state;     /* enum fb_stream_state */
-	bool state_changed; /* not yet told to subscribers */
+	pthread_mutex_t lock;         /* guards everything below */
+	struct fb_ring_params params; /* width and height 0 until the ring exists */
+	uint32_t state;               /* enum fb_stream_state */
+	bool state_changed;           /* not yet told to subscribers */
 	uint32_t retries;
 	char detail[FB__ERROR_TEXT_MAX];
 
-	/* Main thread only. */
+	/* Main thread only: the publish rate. */
 	uint64_t last_published;
 	uint64_t last_sample_ns;
 	double fps;
 };
 
-/* Start decoding config's source in a thread of its own. */
-int fbd_stream_start(const struct fbd_stream_config *config, void (*notify)(void *data),
-		     void *notify_data, struct fbd_stream **ret_stream);
+/* What every back-end does first: the common part, state starting. */
+void fbd_stream_init(struct fbd_stream *stream, const struct fbd_stream_ops *ops,
+		     const char *name, const struct fb_ring_params *params);
+/* And last, in its free. */
+void fbd_stream_cleanup(struct fbd_stream *stream);
 
-/* Stop the thread, end the ring for its subscribers and free everything. */
-void fbd_stream_free(struct fbd_stream *stream);
+/* Start decoding config's source in a thread of its own (decoded.c). */
+int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream **ret_stream);
 
-/* The ring, or NULL while the source has not told its geometry yet. */
-fb_producer *fbd_stream_producer(struct fbd_stream *stream);
+/* A stream for a ring a client made (published.c): checks the ring's memory
+ * against params and that channel (the producer's, for its subscribers) is
+ * a SOCK_SEQPACKET socket; takes the three descriptors, on failure too.  why
+ * says what was wrong. */
+int fbd_published_create(const char *name, const char *owner_label,
+			 const struct fb_ring_params *params, int frame_fd, int control_fd,
+			 int channel, char *why, size_t size, struct fbd_stream **ret_stream);
+
+/* The ring's parameters; width 0 while it has no ring. */
+struct fb_ring_params fbd_stream_params(struct fbd_stream *stream);
 
 /* Fill in a status message; also updates the fps estimate (main thread). */
 void fbd_stream_describe(struct fbd_stream *stream, struct fb__msg_stream_info *info);
@@ -61,20 +85,7 @@ void fbd_stream_describe(struct fbd_stream *stream, struct fb__msg_stream_info *
 bool fbd_stream_take_change(struct fbd_stream *stream, uint32_t *ret_state, char *detail,
 			    size_t size);
 
-/* Source thread: set the state (and why) and tell the main loop. */
+/* Any thread: set the state (and why) and notify. */
 void fbd_stream_set_state(struct fbd_stream *stream, uint32_t state, const char *detail);
-
-/* Source thread: sleep up to ns, or less if the stream is stopping.
- * Returns false if it is stopping. */
-bool fbd_stream_sleep(struct fbd_stream *stream, uint64_t ns);
-
-/* Source thread: the ring for width x height, created on first use. */
-int fbd_stream_ring(struct fbd_stream *stream, uint32_t width, uint32_t height,
-		    fb_producer **ret_producer);
-
-/* Source thread: decode the source into the ring once, from opening it until
- * it ends (returns 0) or fails (returns -errno, with the reason in why):
- * -ENOTSUP if this FFmpeg cannot decode its video, -ETIMEDOUT if it stalled. */
-int fbd_source_run(struct fbd_stream *stream, char *why, size_t size);
 
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The set of configured streams: start, reload, stop, and the state changes
- * their source threads report. */
+/* The table of streams: the configured ones (start, reload, stop) and those
+ * clients publish; the state changes other threads report, told through
+ * d->stream_changed on the main thread. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +15,12 @@ static void notify_loop(void *data)
 	uv_async_send(data); /* thread-safe: the one libuv call a thread may make */
 }
 
+static void tell(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state, const char *detail)
+{
+	if (d->stream_changed)
+		d->stream_changed(d, st, state, detail);
+}
+
 static void on_state_change(uv_async_t *async)
 {
 	struct fbd_daemon *d = async->data;
@@ -22,38 +29,57 @@ static void on_state_change(uv_async_t *async)
 
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (fbd_stream_take_change(d->streams[i], &state, detail, sizeof(detail)))
-			fbd_server_stream_event(d, d->streams[i], state, detail);
+			tell(d, d->streams[i], state, detail);
 }
 
-static int start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
+int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
+{
+	if (d->n_streams == FBD_MAX_STREAMS) {
+		st->ops->free(st);
+		return -EUSERS;
+	}
+	st->id = ++d->next_stream_id ? d->next_stream_id : ++d->next_stream_id;
+	pthread_mutex_lock(&st->lock);
+	st->notify = notify_loop;
+	st->notify_data = &d->state_async;
+	bool changed = st->state_changed; /* before it had somebody to tell */
+	pthread_mutex_unlock(&st->lock);
+	if (changed)
+		notify_loop(&d->state_async);
+	d->streams[d->n_streams++] = st;
+	return 0;
+}
+
+void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *st, const char *why)
+{
+	tell(d, st, FB_STREAM_REMOVED, why);
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (d->streams[i] == st) {
+			d->streams[i] = d->streams[--d->n_streams];
+			break;
+		}
+	fbd_log_about(LOG_INFO, st->name, NULL, "stream %s: stopped (%s)", st->name, why);
+	st->ops->free(st);
+}
+
+static void start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
 {
 	struct fbd_stream *st;
 	if (d->n_streams == FBD_MAX_STREAMS) {
 		fbd_log_about(LOG_ERR, c->name, NULL,
 			      "stream %s: not started: the daemon already runs %d streams", c->name,
 			      FBD_MAX_STREAMS);
-		return -EUSERS;
+		return;
 	}
-	int r = fbd_stream_start(c, notify_loop, &d->state_async, &st);
+	int r = fbd_decoded_start(c, &st);
 	if (r < 0) {
 		fbd_log_about(LOG_ERR, c->name, NULL, "stream %s: cannot start: %s", c->name,
 			      fb_strerror(r));
-		return r;
+		return;
 	}
-	d->streams[d->n_streams++] = st;
+	fbd_streams_add(d, st);
 	fbd_log_about(LOG_INFO, c->name, NULL, "stream %s: started (%s%s%s)", c->name,
 		      c->input_format ? c->input_format : "", c->input_format ? " " : "", c->url);
-	return 0;
-}
-
-static void stop_one(struct fbd_daemon *d, uint32_t i, const char *why)
-{
-	struct fbd_stream *st = d->streams[i];
-	fbd_server_forget_stream(d, st, why);
-	fbd_log_about(LOG_INFO, st->config->name, NULL, "stream %s: stopped (%s)", st->config->name,
-		      why);
-	fbd_stream_free(st);
-	d->streams[i] = d->streams[--d->n_streams];
 }
 
 int fbd_streams_start(struct fbd_daemon *d)
@@ -62,18 +88,15 @@ int fbd_streams_start(struct fbd_daemon *d)
 	if (r < 0)
 		return r;
 	d->state_async.data = d;
-	for (uint32_t i = 0; i < d->config->n_streams; i++) {
-		r = start_one(d, &d->config->streams[i]);
-		if (r < 0)
-			return r;
-	}
+	for (uint32_t i = 0; i < d->config->n_streams; i++)
+		start_one(d, &d->config->streams[i]);
 	return 0;
 }
 
 struct fbd_stream *fbd_streams_find(struct fbd_daemon *d, const char *name)
 {
 	for (uint32_t i = 0; i < d->n_streams; i++)
-		if (!strcmp(d->streams[i]->config->name, name))
+		if (!strcmp(d->streams[i]->name, name))
 			return d->streams[i];
 	return NULL;
 }
@@ -83,21 +106,22 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 	/* Streams gone or changed stop first, so that a changed one's new ring
 	 * does not need memory the old one still holds. */
 	for (uint32_t i = d->n_streams; i-- > 0;) {
-		if (d->streams[i]->published)
-			continue; /* a client's, not the configuration's */
 		const struct fbd_stream_config *old = d->streams[i]->config;
 		const struct fbd_stream_config *now = NULL;
+		if (!old)
+			continue; /* a client's, not the configuration's */
 		for (uint32_t j = 0; j < config->n_streams; j++)
 			if (!strcmp(config->streams[j].name, old->name))
 				now = &config->streams[j];
 		if (!now)
-			stop_one(d, i, "removed from the configuration");
+			fbd_streams_remove(d, d->streams[i], "removed from the configuration");
 		else if (!fbd_stream_config_equal(old, now))
-			stop_one(d, i, "its configuration changed; subscribe again");
+			fbd_streams_remove(d, d->streams[i],
+					   "its configuration changed; subscribe again");
 	}
 	for (uint32_t j = 0; j < config->n_streams; j++) {
 		struct fbd_stream *st = fbd_streams_find(d, config->streams[j].name);
-		if (st && st->published)
+		if (st && !st->config)
 			fbd_log_about(
 			    LOG_ERR, config->streams[j].name, NULL,
 			    "stream %s: not started: a client publishes a stream of that name",
@@ -112,7 +136,7 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 void fbd_streams_stop(struct fbd_daemon *d)
 {
 	while (d->n_streams)
-		stop_one(d, d->n_streams - 1, "the daemon is stopping");
+		fbd_streams_remove(d, d->streams[d->n_streams - 1], "the daemon is stopping");
 	if (!uv_is_closing((uv_handle_t *)&d->state_async))
 		uv_close((uv_handle_t *)&d->state_async, NULL);
 }

@@ -278,23 +278,6 @@ fail:
 
 static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke);
 
-/* Wake a subscriber that armed itself, the way it asked to be woken.
- * Neither way can block: FUTEX_WAKE never waits, and the pipe's write end is
- * non-blocking and ours alone (a full pipe is still readable). */
-static void wake_as_armed(const struct sub_entry *s, uint32_t armed)
-{
-	fb__subscriber_slot_wake(&s->slot, armed);
-}
-
-/* Wake a subscriber whatever it armed for: the stream ended or it was
- * dropped. */
-static void wake(const struct sub_entry *s)
-{
-	atomic_exchange(&s->slot.record->armed, FB__ARMED_NONE);
-	wake_as_armed(s, FB__ARMED_FUTEX);
-	wake_as_armed(s, FB__ARMED_PIPE);
-}
-
 FB_EXPORT int fb_producer_end(fb_producer *p)
 {
 	if (!p)
@@ -303,7 +286,7 @@ FB_EXPORT int fb_producer_end(fb_producer *p)
 	atomic_store(&p->hdr->closed, 1);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		if (p->subs[i].slot.record)
-			wake(&p->subs[i]);
+			fb__subscriber_slot_wake_all(&p->subs[i].slot);
 	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
@@ -410,8 +393,11 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	atomic_store(&p->hdr->latest, FB__PACK(seq, slot));
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		struct sub_entry *e = &p->subs[i];
+		/* Neither way of waking can block: FUTEX_WAKE never waits,
+		 * and the pipe's write end is non-blocking and ours alone. */
 		if (e->slot.record)
-			wake_as_armed(e, atomic_exchange(&e->slot.record->armed, FB__ARMED_NONE));
+			fb__subscriber_slot_wake(&e->slot, atomic_exchange(&e->slot.record->armed,
+									    FB__ARMED_NONE));
 	}
 	pthread_mutex_unlock(&p->lock);
 	return 0;
@@ -521,10 +507,8 @@ static struct sub_entry *find_sub(const fb_producer *p, uint32_t id)
  * not told, and reads what is left. */
 static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke)
 {
-	if (revoke) {
-		atomic_store(&s->slot.record->revoked, 1);
-		wake(s);
-	}
+	if (revoke)
+		fb__subscriber_slot_revoke(&s->slot, p->ctl);
 	fb__subscriber_slot_close(&s->slot);
 	p->n_subs--;
 }
@@ -566,14 +550,7 @@ FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id
 		pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 		return -ENOENT;
 	}
-	uint64_t cursor = atomic_load(&s->slot.record->cursor);
-	*ret_stats = (struct fb_subscriber_stats){
-		.mode = s->mode,
-		.held = (uint32_t)__builtin_popcountll(atomic_load(&s->slot.record->held) & p->slot_mask),
-		.next_seq = cursor,
-		.lag = p->last_seq >= cursor ? p->last_seq - cursor + 1 : 0,
-		.missed = atomic_load(&s->slot.record->missed),
-	};
+	fb__subscriber_slot_stats(&s->slot, s->mode, p->slot_mask, p->last_seq, ret_stats);
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 	return 0;
 }

@@ -172,6 +172,22 @@ int fb__subscriber_slot_fds(const struct fb__subscriber_slot *slot, int frame_fd
  * exchange).  Never blocks. */
 void fb__subscriber_slot_wake(const struct fb__subscriber_slot *slot, uint32_t armed);
 
+/* Wake it in whatever wait it is or is about to be (an end or a revocation
+ * must reach it wherever it sleeps).  Never blocks. */
+void fb__subscriber_slot_wake_all(const struct fb__subscriber_slot *slot);
+/* Drop a subscriber still alive: its next acquire fails with -ECANCELED, and
+ * from now on what it held and where its cursor stands pin nothing (a
+ * producer waiting for space is posted). */
+void fb__subscriber_slot_revoke(const struct fb__subscriber_slot *slot, struct fb__control *ctl);
+/* The producer died without ending the stream (only it can set closed): the
+ * subscriber reads what is left, then gets -EPIPE. */
+void fb__subscriber_slot_end(const struct fb__subscriber_slot *slot);
+/* A subscriber's counters as its record shows them; last_seq: the newest
+ * frame published. */
+void fb__subscriber_slot_stats(const struct fb__subscriber_slot *slot, uint32_t mode,
+			       uint64_t slot_mask, uint64_t last_seq,
+			       struct fb_subscriber_stats *ret_stats);
+
 /* A memfd of size bytes, all of it allocated now, sealed against resizing.
  * Returns the fd or -errno. */
 int fb__memfd_create(const char *name, uint64_t size, bool allow_sealing_writes);

@@ -276,6 +276,45 @@ void fb__subscriber_slot_wake(const struct fb__subscriber_slot *s, uint32_t arme
 		(void)!write(s->wake_fd, "", 1);
 }
 
+void fb__subscriber_slot_wake_all(const struct fb__subscriber_slot *s)
+{
+	atomic_exchange(&s->record->armed, FB__ARMED_NONE);
+	fb__futex_wake(&s->record->armed);
+	(void)!write(s->wake_fd, "", 1);
+}
+
+void fb__subscriber_slot_revoke(const struct fb__subscriber_slot *s, struct fb__control *ctl)
+{
+	atomic_store(&s->record->held, 0);
+	atomic_store(&s->record->cursor, UINT64_MAX);
+	atomic_store(&s->record->revoked, 1);
+	fb__subscriber_slot_wake_all(s);
+	if (atomic_load(&ctl->producer_waiting)) {
+		atomic_fetch_add(&ctl->space, 1);
+		fb__futex_wake(&ctl->space);
+	}
+}
+
+void fb__subscriber_slot_end(const struct fb__subscriber_slot *s)
+{
+	atomic_store(&s->record->ended, 1);
+	fb__subscriber_slot_wake_all(s);
+}
+
+void fb__subscriber_slot_stats(const struct fb__subscriber_slot *s, uint32_t mode,
+			       uint64_t slot_mask, uint64_t last_seq,
+			       struct fb_subscriber_stats *ret_stats)
+{
+	uint64_t cursor = atomic_load(&s->record->cursor);
+	*ret_stats = (struct fb_subscriber_stats){
+	    .mode = mode,
+	    .held = (uint32_t)__builtin_popcountll(atomic_load(&s->record->held) & slot_mask),
+	    .next_seq = cursor,
+	    .lag = last_seq >= cursor ? last_seq - cursor + 1 : 0,
+	    .missed = atomic_load(&s->record->missed),
+	};
+}
+
 void *fb__map(int fd, uint64_t size, bool writable)
 {
 	void *p = mmap(NULL, size, PROT_READ | (writable ? PROT_WRITE : 0),

@@ -142,11 +142,11 @@ static void setup(void)
 		fail("the daemon did not start");
 	/* Wait (up to 10 s) for the live stream's ring. */
 	struct fbd_stream *live = fbd_streams_find(d, "live");
-	for (int i = 0; i < 1000 && !fbd_stream_producer(live); i++) {
+	for (int i = 0; i < 1000 && !fbd_stream_params(live).width; i++) {
 		nanosleep(&(struct timespec){.tv_nsec = 10000000}, NULL);
 		pump();
 	}
-	if (!fbd_stream_producer(live))
+	if (!fbd_stream_params(live).width)
 		fail("the live stream made no ring in 10 s");
 	atexit(teardown);
 }
@@ -266,8 +266,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (unsigned i = 0; i < n_rings; i++)
 		fb_producer_free(rings[i]);
 
+	struct fbd_stream *live = fbd_streams_find(d, "live");
 	struct fb_ring_stats stats;
-	fb_producer_get_stats(fbd_stream_producer(fbd_streams_find(d, "live")), &stats);
+	live->ops->counters(live, &stats);
 	if (d->n_clients)
 		fail("a client is still there after hanging up");
 	if (d->n_streams != 2 || !fbd_streams_find(d, "starting"))

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: MIT */
+/* The stream back-end for a configured source: a thread of its own pulls
+ * pictures from the source (source.c), paces them, makes the ring once the
+ * size is known, converts each picture straight into a slot with libswscale
+ * (no intermediate frame), publishes it, and keeps the stream's state,
+ * opening the source again with backoff when it fails. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <libavutil/pixdesc.h>
+#include <libswscale/swscale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "pixfmt.h"
+#include "ring-private.h"
+#include "source.h"
+#include "stream.h"
+
+/* How long a block ring's acquire waits before checking for stop again. */
+#define ACQUIRE_SLICE_MS 100
+
+struct decoded {
+	struct fbd_stream base;
+	struct fbd_stream_config *config;
+	pthread_t thread;
+	atomic_bool stop;
+	/* Wakes the thread's sleeps (backoff, pacing) on stop. */
+	pthread_cond_t wake;
+	fb_producer *producer; /* under base.lock; set once */
+
+	/* The thread's own, for one opening of the source. */
+	struct SwsContext *sws;
+	bool paced;
+	uint64_t pace_origin_ns;
+	int64_t pace_origin_pts_ns;
+	uint64_t frames;
+	bool discontinuity;
+	int in_width, in_height; /* the size the input's pictures last had */
+};
+
+static struct decoded *decoded(struct fbd_stream *st)
+{
+	return (struct decoded *)st;
+}
+
+static uint64_t now_ns(void)
+{
+	return fb__now_ns(CLOCK_MONOTONIC);
+}
+
+static fb_producer *producer(struct decoded *s)
+{
+	pthread_mutex_lock(&s->base.lock);
+	fb_producer *p = s->producer;
+	pthread_mutex_unlock(&s->base.lock);
+	return p;
+}
+
+/* Sleep up to ns, or less if the stream is stopping.  Returns false if it
+ * is stopping. */
+static bool sleep_unless_stopped(struct decoded *s, uint64_t ns)
+{
+	uint64_t t = fb__now_ns(CLOCK_MONOTONIC) + ns;
+	struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
+				 .tv_nsec = (long)(t % 1000000000u)};
+
+	pthread_mutex_lock(&s->base.lock);
+	while (!atomic_load(&s->stop) &&
+	       pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until) !=
+		   ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&s->base.lock);
+	return !atomic_load(&s->stop);
+}
+
+/* The ring, for width x height unless the configuration sets its size;
+ * made once. */
+static int make_ring(struct decoded *s, uint32_t width, uint32_t height)
+{
+	const struct fbd_stream_config *cfg = s->config;
+	struct fb_ring_params params = {
+	    .width = cfg->width ? cfg->width : width,
+	    .height = cfg->height ? cfg->height : height,
+	    .format = cfg->format,
+	    .slots = cfg->slots,
+	    .policy = cfg->policy,
+	    .meta_max = cfg->meta_max,
+	};
+	fb_producer *p;
+
+	/* A source's own size may be odd; the subsampled formats need even
+	 * sizes, so round down. */
+	if (cfg->format == FB_FORMAT_NV12 || cfg->format == FB_FORMAT_YUV420P) {
+		params.width &= ~1u;
+		params.height &= ~1u;
+	}
+	/* Made without the lock: allocating a large ring takes a while, and the
+	 * main thread takes the lock for status and subscriptions.  Only one
+	 * thread ever makes a stream's ring (this one, or start-up before it
+	 * exists). */
+	int r = fb_producer_new(&params, &p);
+	if (r < 0)
+		return r;
+	pthread_mutex_lock(&s->base.lock);
+	s->producer = p;
+	s->base.params = params;
+	pthread_mutex_unlock(&s->base.lock);
+	fbd_log_about(LOG_INFO, cfg->name, NULL,
+		      "stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame",
+		      cfg->name, params.slots, params.width, params.height,
+		      fb_format_name(params.format),
+		      params.policy == FB_POLICY_BLOCK ? "block" : "drop", params.meta_max);
+	return 0;
+}
+
+/* Sleep until the picture is due, at the input's own rate. */
+static void pace(struct decoded *s, int64_t pts_ns)
+{
+	if (pts_ns == INT64_MIN)
+		return;
+	if (s->frames == 0 || pts_ns < s->pace_origin_pts_ns) {
+		s->pace_origin_pts_ns = pts_ns;
+		s->pace_origin_ns = now_ns();
+		return;
+	}
+	uint64_t due = s->pace_origin_ns + (uint64_t)(pts_ns - s->pace_origin_pts_ns);
+	uint64_t now = now_ns();
+	if (due > now)
+		sleep_unless_stopped(s, due - now);
+}
+
+/* Convert one picture into a slot and publish it. */
+static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, size_t size)
+{
+	const AVFrame *in = pic->frame;
+	const struct fbd_stream_config *cfg = s->config;
+	struct fb_frame *out;
+	int r;
+
+	if (in->width <= 0 || in->height <= 0) {
+		snprintf(why, size, "the decoder produced an empty picture");
+		return -EINVAL;
+	}
+	if (!producer(s) && (r = make_ring(s, (uint32_t)in->width, (uint32_t)in->height)) < 0) {
+		snprintf(why, size, "cannot create the ring: %s", fb_strerror(r));
+		return r;
+	}
+	fb_producer *p = s->producer; /* this thread is the only one that sets it */
+	const struct fb_layout *l = fb_producer_get_layout(p);
+	/* A ring keeps its geometry (subscribers map it): a source that
+	 * changes size mid-way is scaled to it, and says so. */
+	if (s->frames && (in->width != s->in_width || in->height != s->in_height)) {
+		fbd_log_about(LOG_WARNING, cfg->name, NULL,
+			      "stream %s: the input changed size from %dx%d to %dx%d; its frames "
+			      "are scaled to the ring's %ux%u",
+			      cfg->name, s->in_width, s->in_height, in->width, in->height, l->width,
+			      l->height);
+		s->discontinuity = true;
+	}
+	s->in_width = in->width;
+	s->in_height = in->height;
+	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
+				      (int)l->height, fb_av_pixel_format(l->format), SWS_BILINEAR,
+				      NULL, NULL, NULL);
+	if (!s->sws) {
+		snprintf(why, size, "libswscale cannot convert %s %dx%d to %s",
+			 av_get_pix_fmt_name(in->format), in->width, in->height,
+			 fb_format_name(l->format));
+		return -EINVAL;
+	}
+	if (s->paced)
+		pace(s, pic->pts_ns);
+	if (atomic_load(&s->stop))
+		return 0;
+
+	do
+		r = fb_producer_acquire(p, cfg->policy == FB_POLICY_BLOCK ? ACQUIRE_SLICE_MS : 0,
+					&out);
+	while (r == -ETIMEDOUT && !atomic_load(&s->stop));
+	if (r == -ENOBUFS || r == -ETIMEDOUT)
+		return 0; /* dropped (counted by the ring), or stopping */
+	if (r < 0) {
+		snprintf(why, size, "cannot take a slot: %s", fb_strerror(r));
+		return r;
+	}
+	int dst_stride[4] = {0};
+	for (int i = 0; i < 4; i++)
+		dst_stride[i] = (int)out->stride[i];
+	sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height, out->data,
+		  dst_stride);
+	out->pts = pic->pts;
+	out->flags = (in->key_frame ? FB_FRAME_KEYFRAME : 0) |
+		     (s->discontinuity ? FB_FRAME_DISCONTINUITY : 0);
+	r = fb_producer_publish(p, out);
+	if (r < 0) {
+		snprintf(why, size, "cannot publish: %s", fb_strerror(r));
+		return r;
+	}
+	if (s->frames++ == 0)
+		fbd_stream_set_state(&s->base, FB_STREAM_RUNNING, NULL);
+	s->discontinuity = false;
+	return 0;
+}
+
+static bool is_live(const struct fbd_stream_config *cfg)
+{
+	if (cfg->input_format)
+		return strcmp(cfg->input_format, "lavfi") != 0;
+	return strstr(cfg->url, "://") && strncmp(cfg->url, "file://", 7) != 0;
+}
+
+/* Open the source and deliver its pictures until it ends (0) or fails
+ * (-errno, with the reason in why): -ENOTSUP if this FFmpeg cannot decode
+ * its video. */
+static int run_source(struct decoded *s, char *why, size_t size)
+{
+	struct fbd_source *src;
+	struct fbd_picture pic;
+	int r;
+
+	s->paced = s->config->pacing == FBD_PACING_NATIVE ||
+		   (s->config->pacing == FBD_PACING_AUTO && !is_live(s->config));
+	s->frames = 0;
+	s->discontinuity = true;
+	r = fbd_source_open(s->config, &s->stop, &src, why, size);
+	if (r < 0)
+		return r;
+	while (!atomic_load(&s->stop) && (r = fbd_source_next(src, &pic, why, size)) == 0)
+		r = deliver(s, &pic, why, size);
+	fbd_source_close(src);
+	sws_freeContext(s->sws);
+	s->sws = NULL;
+	return r < 0 ? r : 0;
+}
+
+static void *stream_thread(void *arg)
+{
+	struct decoded *s = arg;
+	const struct fbd_stream_config *cfg = s->config;
+	uint64_t backoff = cfg->retry_min_ns;
+	char why[FB__ERROR_TEXT_MAX];
+
+	while (!atomic_load(&s->stop)) {
+		uint64_t started = now_ns();
+		why[0] = '\0';
+		int r = run_source(s, why, sizeof(why));
+		if (atomic_load(&s->stop))
+			break;
+		if (r == 0 && !cfg->loop) {
+			fbd_log_about(LOG_INFO, cfg->name, NULL, "stream %s: end of %s", cfg->name,
+				      cfg->url);
+			fbd_stream_set_state(&s->base, FB_STREAM_ENDED, "end of input");
+			fb_producer *p = producer(s);
+			if (p)
+				fb_producer_end(p);
+			break;
+		}
+		if (r == 0)
+			continue; /* loop: open it again from the start */
+		/* A source that ran for a while before failing starts over from
+		 * the shortest wait. */
+		if (now_ns() - started > cfg->retry_max_ns)
+			backoff = cfg->retry_min_ns;
+		/* An input this FFmpeg cannot decode stays so until someone
+		 * changes it: try it again only every retry_max. */
+		if (r == -ENOTSUP)
+			backoff = cfg->retry_max_ns;
+		fbd_log_about(LOG_WARNING, cfg->name, NULL, "stream %s: %s; retrying in %.1f s",
+			      cfg->name, why, backoff / 1e9);
+		fbd_stream_set_state(&s->base, FB_STREAM_RETRYING, why);
+		if (!sleep_unless_stopped(s, backoff))
+			break;
+		backoff = backoff * 2 > cfg->retry_max_ns ? cfg->retry_max_ns : backoff * 2;
+	}
+	return NULL;
+}
+
+static int decoded_subscribe(struct fbd_stream *st, uint32_t mode, uint32_t max_holds,
+			     struct fb_subscriber_fds *ret_fds, uint32_t *ret_ring_id)
+{
+	fb_producer *p = producer(decoded(st));
+	return p ? fb_producer_add_subscriber(p, mode, max_holds, ret_fds, ret_ring_id) : -EAGAIN;
+}
+
+static void decoded_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
+{
+	fb_producer *p = producer(decoded(st));
+	if (p)
+		fb_producer_remove_subscriber(p, ring_id);
+}
+
+static int decoded_subscriber_stats(struct fbd_stream *st, uint32_t ring_id,
+				    struct fb_subscriber_stats *ret_stats)
+{
+	fb_producer *p = producer(decoded(st));
+	return p ? fb_producer_get_subscriber_stats(p, ring_id, ret_stats) : -ENOENT;
+}
+
+static void decoded_counters(struct fbd_stream *st, struct fb_ring_stats *ret_stats)
+{
+	fb_producer *p = producer(decoded(st));
+	*ret_stats = (struct fb_ring_stats){0};
+	if (p)
+		fb_producer_get_stats(p, ret_stats);
+}
+
+static void decoded_free(struct fbd_stream *st)
+{
+	struct decoded *s = decoded(st);
+
+	pthread_mutex_lock(&st->lock);
+	atomic_store(&s->stop, true);
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&st->lock);
+	pthread_join(s->thread, NULL);
+	fb_producer_free(s->producer);
+	pthread_cond_destroy(&s->wake);
+	fbd_stream_config_free(s->config);
+	fbd_stream_cleanup(st);
+	free(s);
+}
+
+static const struct fbd_stream_ops decoded_ops = {
+    .subscribe = decoded_subscribe,
+    .unsubscribe = decoded_unsubscribe,
+    .subscriber_stats = decoded_subscriber_stats,
+    .counters = decoded_counters,
+    .free = decoded_free,
+};
+
+int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream **ret_stream)
+{
+	struct decoded *s = calloc(1, sizeof(*s));
+	pthread_condattr_t ca;
+	int r;
+
+	if (!s)
+		return -ENOMEM;
+	s->config = fbd_stream_config_dup(config);
+	if (!s->config) {
+		free(s);
+		return -ENOMEM;
+	}
+	struct fb_ring_params params = {
+	    .format = config->format,
+	    .slots = config->slots,
+	    .policy = config->policy,
+	    .meta_max = config->meta_max,
+	};
+	fbd_stream_init(&s->base, &decoded_ops, config->name, &params);
+	s->base.config = s->config;
+	snprintf(s->base.source, sizeof(s->base.source), "%s%s%s",
+		 config->input_format ? config->input_format : "", config->input_format ? ":" : "",
+		 config->url);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->wake, &ca);
+	pthread_condattr_destroy(&ca);
+
+	/* A configured geometry makes the ring now, so clients can subscribe
+	 * before the source delivers its first frame. */
+	r = config->width ? make_ring(s, config->width, config->height) : 0;
+	if (r == 0)
+		r = -pthread_create(&s->thread, NULL, stream_thread, s);
+	if (r < 0) {
+		fb_producer_free(s->producer);
+		pthread_cond_destroy(&s->wake);
+		fbd_stream_config_free(s->config);
+		fbd_stream_cleanup(&s->base);
+		free(s);
+		return r;
+	}
+	*ret_stream = &s->base;
+	return 0;
+}

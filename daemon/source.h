@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: MIT */
+/* A video input as a pull decoder: open it, take its pictures one by one,
+ * close it.  FFmpeg demuxes and decodes; this knows nothing of streams or
+ * rings. */
+#ifndef FBD_SOURCE_H
+#define FBD_SOURCE_H
+
+#include <libavutil/frame.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct fbd_source;
+
+/* One decoded picture, valid until the next fbd_source_next() call. */
+struct fbd_picture {
+	const AVFrame *frame;
+	int64_t pts;    /* in the input's time base, AV_NOPTS_VALUE if it has none */
+	int64_t pts_ns; /* the same in nanoseconds, INT64_MIN if it has none */
+};
+
+/* Open config's input and its video decoder.  Every blocking call gives up
+ * once *stop is true, and on an input that sent nothing for stall_timeout.
+ * Returns 0, or -errno with the reason in why: -ENOTSUP when this FFmpeg
+ * cannot decode its video (it stays so until the input changes). */
+int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *stop,
+		    struct fbd_source **ret_source, char *why, size_t size);
+
+/* The next picture.  Returns 0 and the picture, 1 at the end of the input,
+ * or -errno with the reason in why: -ETIMEDOUT if the input stalled,
+ * -ENODATA if it ended before its first picture. */
+int fbd_source_next(struct fbd_source *source, struct fbd_picture *ret_picture, char *why,
+		    size_t size);
+
+/* Close the input.  Accepts NULL. */
+void fbd_source_close(struct fbd_source *source);
+
+#endif
