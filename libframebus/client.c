@@ -599,7 +599,57 @@ FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mod
 		return r;
 	}
 	/* The daemon's id, valid on this connection only. */
-	fb__subscriber_set_id(sub, (uint64_t)c->connections << 32 | msg.body.subscribed.id);
+	struct fb__subscription origin = {
+	    .token = (uint64_t)c->connections << 32 | msg.body.subscribed.id,
+	    .max_holds = max_holds};
+	memcpy(origin.stream, req.stream, sizeof(origin.stream) - 1);
+	fb__subscriber_set_origin(sub, &origin);
+	*ret_subscriber = sub;
+	return 0;
+}
+
+/* Whether a subscription was made on a daemon this client no longer talks
+ * to: it went away, whether or not the client has connected again since. */
+static bool from_lost_daemon(const fb_client *c, const fb_subscriber *sub)
+{
+	return fb_client_check(c) < 0 ||
+	       fb__subscriber_get_origin(sub)->token >> 32 != c->connections;
+}
+
+FB_EXPORT int fb_client_resubscribe(fb_client *c, const fb_subscriber *old,
+				    fb_subscriber **ret_subscriber)
+{
+	if (!c || !old || !ret_subscriber || !fb__subscriber_get_origin(old)->token)
+		return -EINVAL;
+	const struct fb__subscription *origin = fb__subscriber_get_origin(old);
+	int end = fb__subscriber_get_end(old);
+	/* The daemon went away with the ring it produced (-EOWNERDEAD), or a
+	 * publisher revoked us when it published again to the daemon that
+	 * came back (a publisher's ring outlives the daemon). */
+	if (end == 0)
+		return -EINVAL;
+	if (end != -EOWNERDEAD && !(end == -ECANCELED && from_lost_daemon(c, old)))
+		return end;
+	int r = fb_client_reconnect(c);
+	fb_subscriber *sub;
+	if (r == 0)
+		r = fb_client_subscribe(c, origin->stream, fb_subscriber_get_mode(old),
+					origin->max_holds, &sub);
+	if (r == -ENOENT || r == -ECONNREFUSED || r == -ECONNRESET || r == -EAGAIN)
+		return -EAGAIN;
+	if (r < 0)
+		return r;
+	const struct fb_layout *was = fb_subscriber_get_layout(old);
+	const struct fb_layout *now = fb_subscriber_get_layout(sub);
+	if (now->width != was->width || now->height != was->height ||
+	    now->format != was->format) {
+		fb_client_unsubscribe(c, sub);
+		snprintf(c->last_error, sizeof(c->last_error),
+			 "stream '%s' came back as %ux%u %s, no longer %ux%u %s", origin->stream,
+			 now->width, now->height, fb_format_name(now->format), was->width,
+			 was->height, fb_format_name(was->format));
+		return -ESTALE;
+	}
 	*ret_subscriber = sub;
 	return 0;
 }
@@ -608,12 +658,10 @@ FB_EXPORT int fb_client_unsubscribe(fb_client *c, fb_subscriber *sub)
 {
 	if (!c || !sub)
 		return -EINVAL;
-	uint64_t id = fb__subscriber_get_id(sub);
-	/* One made on a daemon that is gone (whether or not the client has
-	 * connected again since) ended with it. */
-	int r = fb_client_check(c) == 0 && id >> 32 == c->connections
-		    ? unsubscribe_id(c, (uint32_t)id)
-		    : 0;
+	/* One made on a daemon that is gone ended with it. */
+	int r = from_lost_daemon(c, sub)
+		    ? 0
+		    : unsubscribe_id(c, (uint32_t)fb__subscriber_get_origin(sub)->token);
 	fb_subscriber_free(sub);
 	return r;
 }

@@ -210,10 +210,20 @@ uint64_t fb__now_ns(int clock);
 int fb__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns);
 void fb__futex_wake(_Atomic uint32_t *word);
 
-/* The daemon's id for a subscription made through fb_client_subscribe(). */
-/* What the client that subscribed knows the subscription by. */
-void fb__subscriber_set_id(fb_subscriber *subscriber, uint64_t id);
-uint64_t fb__subscriber_get_id(const fb_subscriber *subscriber);
+/* How fb_client_subscribe() made a subscriber: what the client knows it by
+ * (its connection count << 32 | the daemon's id), and what it asked for, to
+ * ask again (fb_client_resubscribe()). */
+struct fb__subscription {
+	uint64_t token;
+	char stream[FB_NAME_MAX + 1];
+	uint32_t max_holds; /* as asked: 0, the daemon's default */
+};
+void fb__subscriber_set_origin(fb_subscriber *subscriber, const struct fb__subscription *origin);
+const struct fb__subscription *fb__subscriber_get_origin(const fb_subscriber *subscriber);
+/* Why its frames stopped, once they did: -ECANCELED (its producer dropped
+ * it), -EPIPE (the stream ended) or -EOWNERDEAD (the producer went away
+ * without ending it); 0 while it may still get frames. */
+int fb__subscriber_get_end(const fb_subscriber *subscriber);
 
 /* A producer whose subscribers come from the daemon (fb_client_publish):
  * a new channel for the daemon to send it subscribers on (ADD_SUBSCRIBER,

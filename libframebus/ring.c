@@ -388,6 +388,8 @@ FB_EXPORT const char *fb_strerror(int error)
 		return "the connection to framebusd was lost";
 	case EOWNERDEAD:
 		return "the ring's producer went away without ending the stream";
+	case ESTALE:
+		return "the stream came back with another width, height or format";
 	default:
 		return strerrordesc_np(error) ? strerrordesc_np(error) : "unknown error";
 	}

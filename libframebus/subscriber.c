@@ -52,7 +52,7 @@ struct fb_subscriber {
 	 * changes the bits of slots it owns at that moment. */
 	_Atomic uint64_t held;
 	uint64_t cursor; /* the next seq to read */
-	uint64_t id;     /* its client's token for the subscription, 0 if none */
+	struct fb__subscription origin; /* how its client made it; token 0: none */
 	bool streaming;  /* frames come fast: the last acquire slept briefly or not */
 	/* The stream's pace, from its frames' publish times (wake-ahead). */
 	uint64_t last_publish_ns;
@@ -485,12 +485,21 @@ FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)
 	return s ? (uint32_t)__builtin_popcountll(atomic_load(&s->held)) : 0;
 }
 
-void fb__subscriber_set_id(fb_subscriber *s, uint64_t id)
+void fb__subscriber_set_origin(fb_subscriber *s, const struct fb__subscription *origin)
 {
-	s->id = id;
+	s->origin = *origin;
 }
 
-uint64_t fb__subscriber_get_id(const fb_subscriber *s)
+const struct fb__subscription *fb__subscriber_get_origin(const fb_subscriber *s)
 {
-	return s->id;
+	return &s->origin;
+}
+
+int fb__subscriber_get_end(const fb_subscriber *s)
+{
+	if (atomic_load(&s->rec->revoked))
+		return -ECANCELED;
+	if (atomic_load(&s->hdr->closed) || atomic_load(&s->rec->ended))
+		return -EPIPE;
+	return producer_gone(s) ? -EOWNERDEAD : 0;
 }

@@ -82,8 +82,6 @@ struct recorder {
 	struct options opt;
 	fb_client *client;
 	struct ring *ring;          /* the subscription read now */
-	uint64_t connections;       /* times the client connected again */
-	uint64_t ring_connections;  /* ... when ring was subscribed */
 	struct fb_layout layout;
 	const AVCodec *codec;
 	enum AVPixelFormat in_fmt, enc_fmt;
@@ -577,14 +575,13 @@ static const char *stopped_by(void)
 
 static void on_connection(void *userdata, bool connected, const char *detail)
 {
-	struct recorder *rec = userdata;
-	rec->connections += connected;
+	(void)userdata;
+	(void)connected;
 	fprintf(stderr, "framebus-record: %s\n", detail);
 }
 
-/* Subscribe to the stream; the ring's layout must be rec's (0 and -ESTALE
- * when it is not). */
-static int subscribe(struct recorder *rec, bool first)
+/* Subscribe to the stream: rec's layout is its ring's. */
+static int subscribe(struct recorder *rec)
 {
 	struct ring *ring = calloc(1, sizeof(*ring));
 	if (!ring)
@@ -594,59 +591,61 @@ static int subscribe(struct recorder *rec, bool first)
 		free(ring);
 		return r;
 	}
-	const struct fb_layout *l = fb_subscriber_get_layout(ring->sub);
-	if (first)
-		rec->layout = *l;
-	else if (l->width != rec->layout.width || l->height != rec->layout.height ||
-		 l->format != rec->layout.format || l->frame_size != rec->layout.frame_size) {
-		fb_client_unsubscribe(rec->client, ring->sub);
-		free(ring);
-		return -ESTALE;
-	}
+	rec->layout = *fb_subscriber_get_layout(ring->sub);
 	rec->ring = ring;
-	rec->ring_connections = rec->connections;
 	return 0;
 }
 
-/* framebusd went away: keep the file open, wait for the daemon to come
- * back and subscribe again.  Returns NULL once recording goes on, else why
- * it stops. */
+/* The subscription ended: if framebusd went away, keep the file open, wait
+ * for the daemon to come back and subscribe again (a ring of the same
+ * layout).  Returns NULL once recording goes on, else why it stops. */
 static const char *resume(struct recorder *rec, int *ret_status)
 {
-	struct ring *old = rec->ring;
+	struct ring *old = rec->ring, *ring = calloc(1, sizeof(*ring));
+	const char *why = NULL;
+	bool waiting = false;
+	int r;
 
-	rec->ring = NULL;
+	if (!ring) {
+		*ret_status = 1;
+		return "out of memory";
+	}
+	while ((r = fb_client_resubscribe(rec->client, old->sub, &ring->sub)) == -EAGAIN) {
+		if (!waiting) {
+			/* The wait may be long: what was recorded so far goes
+			 * to disk now. */
+			if (rec->cur.jsonl)
+				fflush(rec->cur.jsonl);
+			if (rec->cur.fmt && rec->cur.fmt->pb)
+				avio_flush(rec->cur.fmt->pb);
+			fprintf(stderr, "framebus-record: framebusd went away; waiting for it to "
+					"come back (the recording stays open)\n");
+			waiting = true;
+		}
+		if (stop_signal)
+			break;
+		usleep(250000);
+	}
+	if (r == 0) {
+		rec->restarts++;
+		fprintf(stderr, "framebus-record: subscribed to %s again; recording goes on\n",
+			rec->opt.stream);
+	} else {
+		free(ring);
+		ring = NULL;
+		why = r == -EAGAIN      ? stopped_by()
+		      : r == -ECANCELED ? "framebusd removed the stream"
+		      : r == -ESTALE    ? "the stream came back with another geometry"
+		      : r == -EPIPE     ? "the stream ended"
+					: fb_strerror(r);
+		*ret_status = r == -ESTALE || (r != -EAGAIN && r != -ECANCELED && r != -EPIPE);
+	}
+	rec->ring = ring;
 	if (fb_subscriber_get_held(old->sub) == 0)
 		free_ring(old);
 	else
 		old->retired = true; /* freed with the encoder's last slot of it */
-	/* The wait may be long: what was recorded so far goes to disk now. */
-	if (rec->cur.jsonl)
-		fflush(rec->cur.jsonl);
-	if (rec->cur.fmt && rec->cur.fmt->pb)
-		avio_flush(rec->cur.fmt->pb);
-	fprintf(stderr, "framebus-record: framebusd went away; waiting for it to come back "
-			"(the recording stays open)\n");
-	for (;;) {
-		if (stop_signal)
-			return stopped_by();
-		int r = fb_client_reconnect(rec->client);
-		if (r == 0)
-			r = subscribe(rec, false);
-		if (r == 0) {
-			rec->restarts++;
-			fprintf(stderr, "framebus-record: subscribed to %s again; recording goes on\n",
-				rec->opt.stream);
-			return NULL;
-		}
-		if (r == -ESTALE) {
-			*ret_status = 1;
-			return "the stream came back with another geometry";
-		}
-		/* Not back yet, or its stream not yet (a publisher publishes
-		 * again at its next frame). */
-		usleep(250000);
-	}
+	return why;
 }
 
 /* Record until something says stop; returns why, as text for the user. */
@@ -668,18 +667,12 @@ static const char *run(struct recorder *rec, int *ret_status)
 		}
 		if (r == -EPIPE)
 			return "the stream ended";
-		/* The ring's producer (framebusd) died, or a publisher revoked us
-		 * as it published again after a daemon restart. */
-		if (r == -EOWNERDEAD ||
-		    (r == -ECANCELED && (fb_client_check(rec->client) < 0 ||
-					 rec->connections != rec->ring_connections))) {
+		if (r == -EOWNERDEAD || r == -ECANCELED) {
 			const char *why = resume(rec, ret_status);
 			if (why)
 				return why;
 			continue;
 		}
-		if (r == -ECANCELED)
-			return "framebusd removed the stream";
 		if (r < 0) {
 			*ret_status = 1;
 			return fb_strerror(r);
@@ -737,7 +730,7 @@ int main(int argc, char **argv)
 	fb_client_set_connection_callback(rec.client, on_connection, &rec);
 	r = fb_client_get_stream(rec.client, rec.opt.stream, &info);
 	if (r == 0)
-		r = subscribe(&rec, true);
+		r = subscribe(&rec);
 	if (r < 0) {
 		const char *why = fb_client_last_error(rec.client);
 		fprintf(stderr, "framebus-record: cannot subscribe to '%s': %s\n", rec.opt.stream,

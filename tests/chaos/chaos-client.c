@@ -28,6 +28,7 @@
 struct chaos {
 	fb_client *client;
 	fb_subscriber *sub;
+	fb_subscriber *lost; /* ended with the daemon: to subscribe again */
 	fb_producer *producer;
 	const char *stream;
 	uint64_t count;
@@ -59,7 +60,25 @@ static void try_subscribe(struct chaos *c)
 	}
 }
 
-/* Read every frame waiting; drop the subscription once its daemon is gone. */
+/* Subscribe again to what the daemon that went away served. */
+static void try_resubscribe(struct chaos *c)
+{
+	int r = fb_client_resubscribe(c->client, c->lost, &c->sub);
+	if (r == -EAGAIN)
+		return; /* not back yet */
+	if (r == 0)
+		printf("subscribed\n");
+	else if (r != -EPIPE && r != -ECANCELED) {
+		printf("error subscribing again: %s\n", fb_strerror(r));
+		exit(1);
+	}
+	/* (-EPIPE, -ECANCELED: it ended for good; try_subscribe() waits for
+	 * a stream of that name) */
+	fb_client_unsubscribe(c->client, c->lost);
+	c->lost = NULL;
+}
+
+/* Read every frame waiting; set the subscription aside once it ended. */
 static void read_frames(struct chaos *c)
 {
 	const struct fb_frame *f;
@@ -78,7 +97,7 @@ static void read_frames(struct chaos *c)
 	 * publisher: subscribe again once it is back. */
 	if (r == -EOWNERDEAD || r == -ECANCELED || r == -EPIPE) {
 		printf("ended %s\n", fb_strerror(r));
-		fb_client_unsubscribe(c->client, c->sub);
+		c->lost = c->sub;
 		c->sub = NULL;
 	} else if (r != -EAGAIN) {
 		printf("error reading: %s\n", fb_strerror(r));
@@ -135,7 +154,9 @@ int main(int argc, char **argv)
 	}
 	uint64_t next_frame = now_ns();
 	for (;;) {
-		if (!c.producer && !c.sub)
+		if (c.lost)
+			try_resubscribe(&c);
+		if (!c.producer && !c.sub && !c.lost)
 			try_subscribe(&c);
 		struct pollfd pfd[2] = {{.fd = fb_client_get_fd(c.client), .events = POLLIN},
 					{.fd = c.sub ? fb_subscriber_get_fd(c.sub) : -1,

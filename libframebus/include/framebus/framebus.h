@@ -307,7 +307,8 @@ int fb_subscriber_get_fd(const fb_subscriber *subscriber);
  * stream (framebusd stopped or was killed: a blocking wait notices within a
  * quarter of a second, an event loop's descriptor becomes readable); -EINTR
  * if a signal interrupted the wait.  After -ECANCELED or -EOWNERDEAD,
- * subscribe again once the client is connected (fb_client_reconnect()).
+ * fb_client_resubscribe() tells whether framebusd went away and, if so,
+ * subscribes again.
  */
 int fb_subscriber_acquire(fb_subscriber *subscriber, int timeout_ms,
 			  const struct fb_frame **ret_frame);
@@ -415,7 +416,7 @@ int fb_client_check(const fb_client *client);
  * any request tries once before failing with -ECONNRESET.  Once connected it
  * publishes its streams again (the same rings: their producers go on), and
  * the connection callback says so.  Subscriptions do not move by themselves:
- * their acquire fails with -EOWNERDEAD or -ECANCELED; subscribe again.
+ * their acquire fails with -EOWNERDEAD or -ECANCELED: fb_client_resubscribe().
  */
 int fb_client_process(fb_client *client);
 
@@ -448,6 +449,30 @@ int fb_client_get_subscriptions(fb_client *client, const char *stream,
  */
 int fb_client_subscribe(fb_client *client, const char *stream, uint32_t mode, uint32_t max_holds,
 			fb_subscriber **ret_subscriber);
+
+/**
+ * Subscribe again, if a subscription ended only because framebusd went away.
+ *
+ * Call it when fb_subscriber_acquire() on a subscriber from
+ * fb_client_subscribe() failed with -EOWNERDEAD or -ECANCELED: the daemon
+ * stopped, crashed or restarted (its ring went with it, or the publisher of
+ * a client's stream published again to the daemon that came back).  It
+ * connects again if need be and subscribes to the same stream in the same
+ * mode with the same max_holds.  On success *ret_subscriber is the new
+ * subscription; old is left as it was: release its frames and free it
+ * (fb_client_unsubscribe()) when done with them.
+ *
+ * Returns 0; -EAGAIN while the daemon or the stream is not back yet (call it
+ * again later, e.g. when fb_client_get_fd() wakes or in a quarter of a
+ * second); -ESTALE when the stream came back with another width, height or
+ * format (text in fb_client_last_error(): subscribe anew to take it as it is
+ * now); -ECANCELED when the daemon itself ended the subscription (the stream
+ * was removed or reconfigured); -EPIPE when the stream ended; -EINVAL when
+ * old has not ended or was not made by fb_client_subscribe(); or an error of
+ * fb_client_subscribe().
+ */
+int fb_client_resubscribe(fb_client *client, const fb_subscriber *old,
+			  fb_subscriber **ret_subscriber);
 
 /** End a subscription made with fb_client_subscribe() and free the
  * subscriber (which may be used no more). */
