@@ -35,6 +35,9 @@ int fb__ring_geometry_compute(const struct fb_ring_params *params,
 		return -EINVAL;
 	if (params->meta_max > FB_MAX_META)
 		return -EINVAL;
+	for (size_t i = 0; i < sizeof(params->reserved_) / sizeof(params->reserved_[0]); i++)
+		if (params->reserved_[i])
+			return -EINVAL;
 	r = fb_layout_compute(params->width, params->height, params->format, &g.layout);
 	if (r < 0)
 		return r;

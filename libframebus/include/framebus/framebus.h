@@ -121,7 +121,9 @@ const char *fb_strerror(int error);
 /** The library's version as "MAJOR.MINOR.MICRO". */
 const char *fb_version(void);
 
-/** Everything needed to create a ring.  Zero-initialise, then fill in. */
+/** Everything needed to create a ring.  Zero-initialise, then fill in: the
+ * reserved room must stay zero (-EINVAL otherwise), so that fields added
+ * there later mean "as before" when zero. */
 struct fb_ring_params {
 	uint32_t width;
 	uint32_t height;
@@ -129,6 +131,7 @@ struct fb_ring_params {
 	uint32_t slots;    /**< FB_MIN_SLOTS..FB_MAX_SLOTS */
 	uint32_t policy;   /**< enum fb_policy */
 	uint32_t meta_max; /**< bytes of side data per frame, 0..FB_MAX_META */
+	uint32_t reserved_[10];
 };
 
 /**
@@ -359,6 +362,7 @@ struct fb_stream_info {
 	double fps;         /**< frames published per second, lately */
 	uint32_t retries;   /**< consecutive failures to open or read its source */
 	char detail[192];   /**< why it is retrying or ended, else empty */
+	uint32_t reserved_[16]; /**< room for more, zero */
 };
 
 /** One subscription to a stream, for status tools. */
