@@ -9,7 +9,7 @@ FRAMEBUS_PYTHON=${FRAMEBUS_PYTHON:-/usr/bin/python3}
 
 # Debian packages the build, the tests and the benchmarks need.
 FRAMEBUS_PACKAGES=(
-    meson ninja-build pkg-config gcc libc6-dev
+    meson ninja-build pkg-config gcc g++ libc6-dev
     libuv1-dev libsystemd-dev libinih-dev
     libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
     libcriterion-dev
