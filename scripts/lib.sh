@@ -9,7 +9,7 @@ FRAMEBUS_PYTHON=${FRAMEBUS_PYTHON:-/usr/bin/python3}
 
 # Debian packages the build, the tests and the benchmarks need.
 FRAMEBUS_PACKAGES=(
-    meson ninja-build pkg-config gcc libc6-dev
+    meson ninja-build pkg-config gcc g++ libc6-dev
     libuv1-dev libsystemd-dev libinih-dev
     libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
     libcriterion-dev
@@ -23,7 +23,7 @@ FRAMEBUS_BENCH_PACKAGES=(
     gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-bad
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev python3-gst-1.0
     gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
-    iceoryx libiceoryx-binding-c-dev python3-matplotlib
+    iceoryx libiceoryx-binding-c-dev cmake python3-matplotlib
 )
 
 # Install whatever of FRAMEBUS_PACKAGES (and of the lists named as arguments)

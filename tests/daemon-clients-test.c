@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: MIT */
+/* Subscribers and framebusctl on a running daemon: a subscriber or the
+ * daemon going away, the daemon stopping, a signal during a call. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "daemon-helpers.h"
+
+Test(daemon, killed_subscriber_gives_its_slots_back)
+{
+	struct daemon d;
+	int ready[2];
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(pipe(ready), 0);
+	pid_t pid = fork();
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fb_client *mine;
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		if (fb_client_connect(d.socket, "victim", &mine) < 0 ||
+		    fb_client_subscribe(mine, "bars", FB_MODE_QUEUE, 3, &sub) < 0)
+			_exit(1);
+		for (int i = 0; i < 3; i++)
+			if (fb_subscriber_acquire(sub, 2000, &f) < 0)
+				_exit(2);
+		(void)!write(ready[1], "x", 1);
+		pause();
+	}
+	char byte;
+	cr_assert_eq(read(ready[0], &byte, 1), 1, "the victim did not get its frames");
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(subs[0].held, 3);
+	free(subs);
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	for (int i = 0; i < 100; i++) {
+		cr_assert_eq(fb_client_get_subscriptions(c, "bars", &subs, &n), 0);
+		free(subs);
+		if (n == 0)
+			break;
+		th_sleep_us(10000);
+	}
+	cr_assert_eq(n, 0, "the dead subscriber is still there");
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(c, "bars", &info), 0);
+	cr_assert_eq(info.subscribers, 0);
+	cr_assert(strstr(read_file(d.log), "client victim["), "%s", read_file(d.log));
+	fb_client_free(c);
+	stop(&d);
+}
+
+Test(daemon, framebusctl_status_and_snapshot)
+{
+	struct daemon d;
+	char cmd[512];
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status --json > %s/status.json",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/status.json", d.dir);
+	char *json = read_file(cmd);
+	cr_assert(strstr(json, "\"name\": \"bars\""), "%s", json);
+	cr_assert(strstr(json, "\"state\": \"running\""), "%s", json);
+	cr_assert(strstr(json, "\"width\": 320, \"height\": 240, \"format\": \"bgr24\""), "%s",
+		  json);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s snapshot bars %s/snap.png >/dev/null",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd),
+		 "ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 "
+		 "%s/snap.png > %s/probe.txt",
+		 d.dir, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/probe.txt", d.dir);
+	cr_assert_str_eq(read_file(cmd), "png,320,240\n");
+	snprintf(cmd, sizeof(cmd), "%s --socket %s snapshot nope /dev/null 2>/dev/null",
+		 FRAMEBUSCTL_PATH, d.socket);
+	cr_assert_eq(run(cmd), 1);
+	fb_client_free(c);
+	stop(&d);
+}
+
+Test(daemon, frames_stay_readable_when_the_daemon_dies)
+{
+	struct daemon d;
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
+	kill(d.pid, SIGKILL);
+	th_wait(d.pid);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(c, "bars", &info), -ECONNRESET);
+	cr_assert_str_eq(fb_strerror(-ECONNRESET), "the connection to framebusd was lost");
+	cr_assert_eq(fb_client_process(c), -ECONNRESET);
+	const uint8_t *px = f->data[0] + 120 * f->stride[0] + 10 * 3;
+	cr_assert(px[0] < 40 && px[1] < 40 && px[2] > 200, "the held frame changed");
+	cr_assert_eq(fb_subscriber_release(sub, f), 0);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	remove_dir(d.dir);
+}
+
+struct seen_event {
+	char stream[64];
+	uint32_t state;
+	char detail[192];
+	int count;
+};
+
+static void on_event(void *data, const char *stream, uint32_t state, const char *detail)
+{
+	struct seen_event *e = data;
+	snprintf(e->stream, sizeof(e->stream), "%s", stream);
+	snprintf(e->detail, sizeof(e->detail), "%s", detail);
+	e->state = state;
+	e->count++;
+}
+
+/* SIGTERM: subscribers are told (an event, then -EPIPE once they read
+ * what is left) and the daemon exits cleanly. */
+Test(daemon, sigterm_tells_subscribers)
+{
+	struct daemon d;
+	struct seen_event seen = {0};
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	fb_client_set_event_callback(c, on_event, &seen);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
+	fb_subscriber_release(sub, f);
+	kill(d.pid, SIGTERM);
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 5000, &f)) == 0)
+		fb_subscriber_release(sub, f);
+	cr_assert_eq(r, -EPIPE, "%s", fb_strerror(r));
+	cr_assert_eq(th_wait(d.pid), 0, "%s", read_file(d.log));
+	cr_assert_eq(fb_client_process(c), -ECONNRESET);
+	cr_assert_geq(seen.count, 1, "no event before the daemon went");
+	cr_assert_str_eq(seen.stream, "bars");
+	cr_assert_eq(seen.state, FB_STREAM_REMOVED);
+	cr_assert_str_eq(seen.detail, "the daemon is stopping");
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	remove_dir(d.dir);
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+/* A signal during a blocking call does not desynchronise the client: the
+ * call goes on waiting for its own reply, and the next call gets its own. */
+Test(daemon, a_signal_during_a_call_keeps_replies_in_step)
+{
+	struct daemon d;
+	struct fb_stream_info info;
+	struct sigaction sa = {.sa_handler = on_alarm}; /* no SA_RESTART */
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(sigaction(SIGALRM, &sa, NULL), 0);
+	kill(d.pid, SIGSTOP);
+	pid_t waker = fork();
+	if (waker == 0) {
+		th_sleep_us(600000);
+		kill(d.pid, SIGCONT);
+		_exit(0);
+	}
+	ualarm(200000, 0);
+	cr_assert_eq(fb_client_get_stream(c, "bars", &info), 0, "interrupted call");
+	cr_assert_str_eq(info.name, "bars");
+	th_wait(waker);
+	struct fb_stream_info *list;
+	size_t n;
+	cr_assert_eq(fb_client_list_streams(c, &list, &n), 0, "the next call");
+	cr_assert_eq(n, 1);
+	free(list);
+	fb_subscriber *sub;
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	cr_assert_eq(fb_client_unsubscribe(c, sub), 0);
+	fb_client_free(c);
+	stop(&d);
+}

@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: MIT */
+/* Streams that clients publish through framebusd: subscribers get every
+ * frame whole, a publisher's death ends its stream, and events never reach a
+ * publisher inside a producer call. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "daemon-helpers.h"
+
+/* A client publishes a stream; another subscribes and gets every frame with
+ * its side data; the publisher's death ends the subscription cleanly and
+ * frees the name. */
+Test(daemon, client_published_stream_reaches_subscribers)
+{
+	struct daemon d;
+	struct fb_ring_params params = th_params(64, 48, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	fb_producer *prod;
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+
+	start(&d, "[daemon]\nmax_ring_memory_per_client = 2M\n");
+	fb_client *pc = client(&d);
+	fb_client *sc = client(&d);
+	cr_assert_eq(fb_client_publish(pc, "processed", &params, &prod), 0, "%s",
+		     fb_client_last_error(pc));
+	fb_producer *dup;
+	cr_assert_eq(fb_client_publish(sc, "processed", &params, &dup), -EEXIST);
+	struct fb_ring_params big = th_params(640, 480, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
+	cr_assert_eq(fb_client_publish(sc, "big", &big, &dup), -EDQUOT);
+	cr_assert(strstr(fb_client_last_error(sc), "ring memory"), "%s", fb_client_last_error(sc));
+
+	cr_assert_eq(fb_client_subscribe(sc, "processed", FB_MODE_QUEUE, 1, &sub), 0, "%s",
+		     fb_client_last_error(sc));
+	for (uint64_t i = 1; i <= 20; i++) {
+		struct fb_frame *w;
+		cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
+		th_fill_frame(w, fb_producer_get_layout(prod), i);
+		cr_assert_eq(fb_producer_publish(prod, w), 0);
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %lu",
+			     (unsigned long)i);
+		cr_assert_eq(f->seq, i);
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)), "frame %lu",
+			  (unsigned long)i);
+		cr_assert_eq(fb_subscriber_release(sub, f), 0);
+	}
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(sc, "processed", &info), 0);
+	cr_assert(!strncmp(info.source, "client:test[", 12), "source %s", info.source);
+	cr_assert_eq(info.published, 20);
+	cr_assert_eq(info.subscribers, 1);
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_get_subscriptions(sc, "processed", &subs, &n), 0);
+	cr_assert_eq(n, 1);
+	cr_assert_eq(subs[0].lag, 0);
+	free(subs);
+
+	/* A subscriber that unsubscribes gives back what it held: the
+	 * producer (4 slots) keeps going. */
+	cr_assert_eq(fb_subscriber_acquire(sub, 0, &f), -EAGAIN);
+	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), -EPIPE);
+	fb_subscriber_free(sub);
+	cr_assert_eq(fb_client_get_stream(sc, "processed", &info), -ENOENT);
+	fb_client_free(pc);
+	fb_client_free(sc);
+	stop(&d);
+}
+
+/* A publisher process that publishes stream name forever, a frame every
+ * delay_us (0: flat out); returns once the stream exists. */
+static pid_t spawn_publisher(const struct daemon *d, const char *name, struct fb_ring_params params,
+			     uint64_t delay_us)
+{
+	int ready[2];
+	char byte;
+
+	cr_assert_eq(pipe(ready), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		fb_client *pc;
+		fb_producer *prod;
+		if (fb_client_connect(d->socket, "publisher", &pc) < 0 ||
+		    fb_client_publish(pc, name, &params, &prod) < 0)
+			_exit(1);
+		(void)!write(ready[1], "x", 1);
+		for (uint64_t seq = 1;; seq++) {
+			struct fb_frame *w;
+			if (fb_producer_acquire(prod, 0, &w) == 0) {
+				th_fill_frame(w, fb_producer_get_layout(prod), seq);
+				fb_producer_publish(prod, w);
+			}
+			if (delay_us)
+				th_sleep_us(delay_us);
+		}
+	}
+	close(ready[1]);
+	cr_assert_eq(read(ready[0], &byte, 1), 1, "the publisher could not publish %s", name);
+	close(ready[0]);
+	return pid;
+}
+
+Test(daemon, killed_publisher_ends_its_stream)
+{
+	struct daemon d;
+
+	start(&d, "");
+	pid_t pid = spawn_publisher(&d, "proc",
+				    th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP), 1000);
+	fb_client *sc = client(&d);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(sc, "proc", FB_MODE_QUEUE, 1, &sub), 0, "%s",
+		     fb_client_last_error(sc));
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %d", i);
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)));
+		fb_subscriber_release(sub, f);
+	}
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 3000, &f)) == 0) {
+		cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)));
+		fb_subscriber_release(sub, f);
+	}
+	cr_assert_eq(r, -EPIPE, "%s", fb_strerror(r));
+	fb_subscriber_free(sub);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(sc, "proc", &info), -ENOENT);
+	/* The name is free again. */
+	struct fb_ring_params params = th_params(64, 48, FB_FORMAT_BGR24, 4, FB_POLICY_DROP);
+	fb_producer *again;
+	cr_assert_eq(fb_client_publish(sc, "proc", &params, &again), 0);
+	cr_assert_eq(fb_client_unpublish(sc, again), 0);
+	cr_assert(strstr(read_file(d.log), "its publisher went away"), "%s", read_file(d.log));
+	fb_client_free(sc);
+	stop(&d);
+}
+
+/* The registration race: a publisher flat out into a 3-slot ring while a
+ * subscriber comes and goes; every frame any subscription gets is whole. */
+Test(daemon, subscribers_joining_a_flat_out_publisher_never_see_torn_frames)
+{
+	struct daemon d;
+
+	start(&d, "");
+	pid_t pid =
+	    spawn_publisher(&d, "fast", th_params(256, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP), 0);
+	fb_client *sc = client(&d);
+	uint64_t frames = 0;
+	for (int round = 0; round < 150; round++) {
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		uint32_t mode = round % 2 ? FB_MODE_QUEUE : FB_MODE_LATEST;
+		cr_assert_eq(fb_client_subscribe(sc, "fast", mode, 1, &sub), 0, "round %d: %s",
+			     round, fb_client_last_error(sc));
+		for (int i = 0; i < 20; i++) {
+			cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "round %d", round);
+			cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)),
+				  "round %d: frame %lu torn", round, (unsigned long)f->seq);
+			fb_subscriber_release(sub, f);
+			frames++;
+		}
+		cr_assert_eq(fb_client_unsubscribe(sc, sub), 0);
+	}
+	kill(pid, SIGKILL);
+	th_wait(pid);
+	cr_assert_eq(frames, 3000);
+	fb_client_free(sc);
+	stop(&d);
+}
+
+struct reentry {
+	bool in_acquire;
+	int calls;
+	int calls_inside;
+};
+
+static void note_event(void *data, const char *stream, uint32_t state, const char *detail)
+{
+	struct reentry *r = data;
+	(void)stream, (void)state, (void)detail;
+	r->calls++;
+	r->calls_inside += r->in_acquire;
+}
+
+/* Events a publisher's library reads inside fb_producer_acquire (where it
+ * takes in new subscribers, the producer locked) are delivered later, from
+ * fb_client_process, never from inside the acquire. */
+Test(daemon, events_are_not_delivered_inside_a_producer_call)
+{
+	struct daemon d;
+	struct reentry seen = {0};
+	struct fb_ring_params params = th_params(32, 32, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP);
+	fb_producer *prod;
+	fb_subscriber *watch, *sub;
+	struct fb_frame *w;
+
+	start(&d, lavfi_config);
+	fb_client *pc = client(&d), *sc = client(&d);
+	wait_state(pc, "bars", FB_STREAM_RUNNING, 10);
+	fb_client_set_event_callback(pc, note_event, &seen);
+	cr_assert_eq(fb_client_publish(pc, "out", &params, &prod), 0);
+	cr_assert_eq(fb_client_subscribe(pc, "bars", FB_MODE_LATEST, 1, &watch), 0);
+
+	write_file(d.config, "");
+	kill(d.pid, SIGHUP);                      /* bars goes: an event for pc */
+	wait_log(&d, "stream bars: stopped", 10); /* logged after the event was sent */
+	cr_assert_eq(fb_client_subscribe(sc, "out", FB_MODE_QUEUE, 1, &sub),
+		     0); /* a registration */
+
+	seen.in_acquire = true;
+	cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
+	seen.in_acquire = false;
+	cr_assert_eq(fb_producer_publish(prod, w), 0);
+	cr_assert_eq(seen.calls_inside, 0, "an event callback ran inside fb_producer_acquire");
+	cr_assert_geq(fb_client_process(pc), 0);
+	cr_assert_geq(seen.calls, 1, "the event was lost");
+
+	const struct fb_frame *f;
+	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "the registration was taken in");
+	fb_subscriber_release(sub, f);
+	fb_subscriber_free(sub);
+	fb_subscriber_free(watch);
+	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
+	fb_client_free(pc);
+	fb_client_free(sc);
+	stop(&d);
+}
