@@ -643,11 +643,12 @@ FB_EXPORT int fb_client_resubscribe(fb_client *c, const fb_subscriber *old,
 	const struct fb_layout *now = fb_subscriber_get_layout(sub);
 	if (now->width != was->width || now->height != was->height ||
 	    now->format != was->format) {
+		char why[FB__ERROR_TEXT_MAX];
+		snprintf(why, sizeof(why), "stream '%s' came back as %ux%u %s, no longer %ux%u %s",
+			 origin->stream, now->width, now->height, fb_format_name(now->format),
+			 was->width, was->height, fb_format_name(was->format));
 		fb_client_unsubscribe(c, sub);
-		snprintf(c->last_error, sizeof(c->last_error),
-			 "stream '%s' came back as %ux%u %s, no longer %ux%u %s", origin->stream,
-			 now->width, now->height, fb_format_name(now->format), was->width,
-			 was->height, fb_format_name(was->format));
+		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
 		return -ESTALE;
 	}
 	*ret_subscriber = sub;

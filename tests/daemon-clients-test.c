@@ -209,3 +209,88 @@ Test(daemon, a_signal_during_a_call_keeps_replies_in_step)
 	fb_client_free(c);
 	stop(&d);
 }
+
+/* SIGKILL the daemon and start it again on the same socket with config. */
+static void restart(struct daemon *d, const char *config)
+{
+	kill(d->pid, SIGKILL);
+	th_wait(d->pid);
+	write_file(d->config, config);
+	d->pid = spawn_daemon(d, NULL);
+	for (int i = 0; i < 1000; i++) {
+		fb_client *c;
+		if (fb_client_connect(d->socket, "probe", &c) == 0) {
+			fb_client_free(c);
+			return;
+		}
+		th_sleep_us(10000);
+	}
+	cr_assert_fail("framebusd did not come back:\n%s", read_file(d->log));
+}
+
+/* Read (and release) what is left of sub until its acquire fails. */
+static int read_to_the_end(fb_subscriber *sub)
+{
+	const struct fb_frame *f;
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 3000, &f)) == 0)
+		fb_subscriber_release(sub, f);
+	return r;
+}
+
+/* fb_client_resubscribe(): a subscription that ended with its daemon comes
+ * back on the daemon that replaces it, the same stream and mode; one that
+ * has not ended, one whose stream came back with another size and one whose
+ * stream ended say so. */
+Test(daemon, resubscribe_follows_the_daemon_or_says_why_not)
+{
+	static const char *const smaller = "[stream bars]\n"
+					   "url = testsrc2=size=160x120:rate=50\n"
+					   "input_format = lavfi\n"
+					   "format = bgr24\n"
+					   "slots = 6\n";
+	struct daemon d;
+	fb_subscriber *sub, *again;
+	const struct fb_frame *f;
+
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_QUEUE, 2, &sub), 0);
+	cr_assert_eq(fb_client_resubscribe(c, sub, &again), -EINVAL, "it has not ended");
+
+	kill(d.pid, SIGKILL);
+	th_wait(d.pid);
+	cr_assert_eq(read_to_the_end(sub), -EOWNERDEAD);
+	cr_assert_eq(fb_client_resubscribe(c, sub, &again), -EAGAIN, "no daemon yet");
+	restart(&d, lavfi_config);
+	int r;
+	for (int i = 0; i < 500 && (r = fb_client_resubscribe(c, sub, &again)) == -EAGAIN; i++)
+		th_sleep_us(20000);
+	cr_assert_eq(r, 0, "%s: %s", fb_strerror(r), fb_client_last_error(c));
+	cr_assert_eq(fb_subscriber_get_mode(again), FB_MODE_QUEUE);
+	cr_assert_eq(fb_subscriber_acquire(again, 3000, &f), 0, "a frame of the new ring");
+	cr_assert_eq(fb_subscriber_release(again, f), 0);
+	cr_assert_eq(fb_client_unsubscribe(c, sub), 0, "the old one is just freed");
+
+	/* The stream comes back smaller: not the ring this subscriber knew. */
+	restart(&d, smaller);
+	cr_assert_eq(read_to_the_end(again), -EOWNERDEAD);
+	for (int i = 0; i < 500 && (r = fb_client_resubscribe(c, again, &sub)) == -EAGAIN; i++)
+		th_sleep_us(20000);
+	cr_assert_eq(r, -ESTALE, "%s", fb_strerror(r));
+	cr_assert(strstr(fb_client_last_error(c), "came back as 160x120 bgr24"), "%s",
+		  fb_client_last_error(c));
+	fb_subscriber_free(again);
+
+	/* A reload that drops the stream ends it: nothing to follow. */
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0, "%s",
+		     fb_client_last_error(c));
+	write_file(d.config, "");
+	kill(d.pid, SIGHUP);
+	cr_assert_eq(read_to_the_end(sub), -EPIPE);
+	cr_assert_eq(fb_client_resubscribe(c, sub, &again), -EPIPE);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+}

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -248,5 +249,51 @@ Test(daemon, only_the_socket_group_may_connect)
 	cr_assert_eq(st.st_mode & 0777, 0660, "socket mode %o", st.st_mode & 0777);
 	cr_assert_eq(connect_as_nobody(&d, video->gr_gid, false), -EACCES, "outside the group");
 	cr_assert_eq(connect_as_nobody(&d, video->gr_gid, true), 0, "inside the group");
+	stop(&d);
+}
+
+/* A publisher's third descriptor must be its channel, a SOCK_SEQPACKET
+ * socket: a pipe there is refused with a reason, and the daemon goes on. */
+Test(daemon, a_publisher_channel_that_is_not_a_socket_is_refused)
+{
+	struct daemon d;
+	start(&d, lavfi_config);
+	int fd = raw_connect(&d);
+	raw_hello(fd, "pipe-channel", 0, NULL);
+	char reply[4096];
+	cr_assert_gt(recv(fd, reply, sizeof(reply), 0), 0, "hello reply");
+
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		char name[64];
+		uint32_t width, height, format, slots, policy, meta_max;
+	} create = {7, sizeof(create), 2, 3, "piped", 64, 48, FB_FORMAT_GRAY8, 3, 0, 0};
+	int p[2];
+	cr_assert_eq(pipe(p), 0);
+	int fds[3] = {memfd_create("ring", MFD_CLOEXEC), memfd_create("control", MFD_CLOEXEC),
+		      p[0]};
+	cr_assert_eq(th_sendmsg_fds(fd, &create, sizeof(create), fds, 3),
+		     (ssize_t)sizeof(create));
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		int32_t error;
+		uint32_t reserved;
+		char text[192];
+	} error;
+	cr_assert_eq(recv(fd, &error, sizeof(error), 0), (ssize_t)sizeof(error));
+	cr_assert_eq(error.opcode, 66, "an ERROR");
+	cr_assert_eq(error.error, -EINVAL);
+	cr_assert(strstr(error.text, "third descriptor is not a SOCK_SEQPACKET socket"), "%s",
+		  error.text);
+	for (int i = 0; i < 3; i++)
+		close(fds[i]);
+	close(p[1]);
+	close(fd);
+
+	fb_client *good = client(&d);
+	wait_state(good, "bars", FB_STREAM_RUNNING, 10);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(good, "piped", &info), -ENOENT);
+	fb_client_free(good);
 	stop(&d);
 }

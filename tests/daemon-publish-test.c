@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,9 +195,9 @@ static void note_event(void *data, const char *stream, uint32_t state, const cha
 	r->calls_inside += r->in_acquire;
 }
 
-/* Events a publisher's library reads inside fb_producer_acquire (where it
- * takes in new subscribers, the producer locked) are delivered later, from
- * fb_client_process, never from inside the acquire. */
+/* A producer reads only its own channel (where it takes in new subscribers,
+ * locked): events for its client wait for fb_client_process, never run
+ * inside fb_producer_acquire. */
 Test(daemon, events_are_not_delivered_inside_a_producer_call)
 {
 	struct daemon d;
@@ -232,6 +234,71 @@ Test(daemon, events_are_not_delivered_inside_a_producer_call)
 	fb_subscriber_free(sub);
 	fb_subscriber_free(watch);
 	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
+	fb_client_free(pc);
+	fb_client_free(sc);
+	stop(&d);
+}
+
+struct flat_out {
+	fb_producer *producer;
+	atomic_bool stop;
+	uint64_t published;
+};
+
+static void *produce(void *arg)
+{
+	struct flat_out *o = arg;
+	for (uint64_t seq = 1; !atomic_load(&o->stop); seq++) {
+		struct fb_frame *w;
+		if (fb_producer_acquire(o->producer, 0, &w) < 0)
+			continue;
+		th_fill_frame(w, fb_producer_get_layout(o->producer), seq);
+		if (fb_producer_publish(o->producer, w) == 0)
+			o->published++;
+	}
+	return NULL;
+}
+
+/* A published stream's producer runs in a thread of its own, flat out,
+ * while the thread that owns its client keeps asking the daemon things and
+ * subscribers come and go: the producer takes them in from its own channel,
+ * every request gets its own reply, every frame arrives whole. */
+Test(daemon, a_publisher_may_produce_in_a_thread_of_its_own)
+{
+	struct daemon d;
+	struct flat_out o = {0};
+	pthread_t thread;
+
+	start(&d, lavfi_config);
+	fb_client *pc = client(&d), *sc = client(&d);
+	struct fb_ring_params params = th_params(128, 64, FB_FORMAT_BGRA, 3, FB_POLICY_DROP);
+	cr_assert_eq(fb_client_publish(pc, "threaded", &params, &o.producer), 0);
+	cr_assert_eq(pthread_create(&thread, NULL, produce, &o), 0);
+	for (int round = 0; round < 60; round++) {
+		struct fb_stream_info *list, info;
+		size_t n;
+		cr_assert_eq(fb_client_list_streams(pc, &list, &n), 0, "round %d", round);
+		cr_assert_eq(n, 2);
+		free(list);
+		cr_assert_eq(fb_client_get_stream(pc, "threaded", &info), 0, "round %d", round);
+		cr_assert_geq(fb_client_process(pc), 0);
+
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		cr_assert_eq(fb_client_subscribe(sc, "threaded", round % 2, 1, &sub), 0,
+			     "round %d: %s", round, fb_client_last_error(sc));
+		for (int i = 0; i < 10; i++) {
+			cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "round %d", round);
+			cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(sub)),
+				  "round %d: frame %lu torn", round, (unsigned long)f->seq);
+			fb_subscriber_release(sub, f);
+		}
+		cr_assert_eq(fb_client_unsubscribe(sc, sub), 0);
+	}
+	atomic_store(&o.stop, true);
+	pthread_join(thread, NULL);
+	cr_assert_gt(o.published, 600);
+	cr_assert_eq(fb_client_unpublish(pc, o.producer), 0);
 	fb_client_free(pc);
 	fb_client_free(sc);
 	stop(&d);

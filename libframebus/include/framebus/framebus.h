@@ -470,10 +470,10 @@ int fb_client_subscribe(fb_client *client, const char *stream, uint32_t mode, ui
  * again later, e.g. when fb_client_get_fd() wakes or in a quarter of a
  * second); -ESTALE when the stream came back with another width, height or
  * format (text in fb_client_last_error(): subscribe anew to take it as it is
- * now); -ECANCELED when the daemon itself ended the subscription (the stream
- * was removed or reconfigured); -EPIPE when the stream ended; -EINVAL when
- * old has not ended or was not made by fb_client_subscribe(); or an error of
- * fb_client_subscribe().
+ * now); -EPIPE when the stream ended (its file or publisher ended it, or a
+ * reload removed or changed it); -ECANCELED when its producer dropped the
+ * subscription while framebusd stayed; -EINVAL when old has not ended or was
+ * not made by fb_client_subscribe(); or an error of fb_client_subscribe().
  */
 int fb_client_resubscribe(fb_client *client, const fb_subscriber *old,
 			  fb_subscriber **ret_subscriber);
