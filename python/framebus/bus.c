@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* framebus.Bus: a connection to framebusd. */
-#include "fbpy.h" /* Python.h first, as the C-API asks */
+#include "bus.h" /* Python.h first, as the C-API asks */
 
 #include <errno.h>
 
-PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type,
+static PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type,
     *fbpy_connection_event_type;
 
 #define MAX_PENDING_EVENTS 1024
@@ -322,16 +322,6 @@ static PyObject *bus_stream(struct fbpy_bus *bus, PyObject *arg)
 	return stream_info_new(&info);
 }
 
-static PyObject *bus_subscribe(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
-{
-	return fbpy_subscriber_new(bus, args, kwds);
-}
-
-static PyObject *bus_publish(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
-{
-	return fbpy_publisher_new(bus, args, kwds);
-}
-
 static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
 {
 	int r;
@@ -397,18 +387,6 @@ static PyMethodDef bus_methods[] = {
     {"stream", (PyCFunction)bus_stream, METH_O,
      "stream(name) -> StreamInfo\n--\n\nOne stream; NoSuchStream if the bus has none of that "
      "name."},
-    {"subscribe", (PyCFunction)(void (*)(void))bus_subscribe, METH_VARARGS | METH_KEYWORDS,
-     "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
-     "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
-     "'queue' gives every frame in order (a subscriber that falls a ring behind\n"
-     "skips ahead; Frame.missed says how many it lost).  max_holds limits the\n"
-     "frames held at once (0: the daemon's default)."},
-    {"publish", (PyCFunction)(void (*)(void))bus_publish, METH_VARARGS | METH_KEYWORDS,
-     "publish(name, width, height, format='bgr24', slots=4, policy='drop', meta_max=4096)"
-     " -> Publisher\n--\n\n"
-     "Offer a stream of your own on the bus.  policy 'drop' never waits (a frame\n"
-     "finding every slot held raises FrameDropped); 'block' waits for queue\n"
-     "subscribers, so none loses a frame."},
     {"process", (PyCFunction)bus_process, METH_NOARGS,
      "process() -> list[StreamEvent | ConnectionEvent]\n--\n\n"
      "Read what the daemon sent without blocking and return the events received\n"
@@ -468,4 +446,14 @@ int fbpy_bus_init_types(PyObject *m)
 	    PyModule_AddObjectRef(m, "ConnectionEvent", (PyObject *)fbpy_connection_event_type) < 0)
 		return -1;
 	return 0;
+}
+
+int fbpy_bus_add_method(PyMethodDef *def)
+{
+	PyObject *method = PyDescr_NewMethod(fbpy_bus_type, def);
+	if (!method)
+		return -1;
+	int r = PyObject_SetAttrString((PyObject *)fbpy_bus_type, def->ml_name, method);
+	Py_DECREF(method);
+	return r;
 }

@@ -4,7 +4,33 @@
 
 #include <errno.h>
 
-PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
+struct fbpy_outframe;
+
+struct fbpy_publisher {
+	PyObject_HEAD
+	struct fbpy_child link;
+	struct fbpy_bus *bus;
+	fb_producer *producer; /* NULL once unpublished */
+	PyObject *name;
+	uint32_t format, width, height, slots, policy, meta_max;
+	bool closed;
+	bool busy;                     /* a thread is inside frame() */
+	Py_ssize_t mapped;             /* frame objects that may still touch the ring */
+	struct fbpy_outframe *current; /* borrowed: the frame being written */
+	struct fbpy_view view;
+};
+
+struct fbpy_outframe {
+	PyObject_HEAD
+	struct fbpy_publisher *owner;
+	struct fb_frame *frame; /* NULL once published or discarded */
+	Py_ssize_t exports;
+	bool counted; /* in its publisher's mapped count */
+	uint64_t seq; /* once published */
+	bool published;
+};
+
+static PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
 
 /* How long a block-policy frame() waits at a time before it looks at
  * signals again. */
@@ -32,7 +58,8 @@ static void publisher_close_child(struct fbpy_child *child)
 	publisher_closing(p);
 }
 
-PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+/* Bus.publish(), which fbpy_publisher_init_types() gives Bus. */
+static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"name",  "width",  "height",   "format",
 				 "slots", "policy", "meta_max", NULL};
@@ -117,6 +144,14 @@ PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwd
 	}
 	return (PyObject *)p;
 }
+
+static PyMethodDef publish_method = {
+    "publish", (PyCFunction)(void (*)(void))publisher_new, METH_VARARGS | METH_KEYWORDS,
+    "publish(name, width, height, format='bgr24', slots=4, policy='drop', meta_max=4096)"
+    " -> Publisher\n--\n\n"
+    "Offer a stream of your own on the bus.  policy 'drop' never waits (a frame\n"
+    "finding every slot held raises FrameDropped); 'block' waits for queue\n"
+    "subscribers, so none loses a frame."};
 
 static void publisher_dealloc(struct fbpy_publisher *p)
 {
@@ -651,7 +686,8 @@ int fbpy_publisher_init_types(PyObject *m)
 	if (!fbpy_publisher_type || !fbpy_outframe_type)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Publisher", (PyObject *)fbpy_publisher_type) < 0 ||
-	    PyModule_AddObjectRef(m, "OutFrame", (PyObject *)fbpy_outframe_type) < 0)
+	    PyModule_AddObjectRef(m, "OutFrame", (PyObject *)fbpy_outframe_type) < 0 ||
+	    fbpy_bus_add_method(&publish_method) < 0)
 		return -1;
 	return 0;
 }

@@ -5,7 +5,65 @@
 #include <errno.h>
 #include <time.h>
 
-PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
+struct fbpy_frame;
+
+/* One slot of a subscriber's ring, as the binding sees it. */
+struct fbpy_slot {
+	const struct fb_frame *held; /* the frame held there, or NULL */
+	uint64_t generation;         /* counts the times a frame was taken there */
+	bool release_wanted;         /* its Frame was released or is gone */
+	Py_ssize_t exports;          /* buffer exports of the slot's pixels */
+	/* A numpy array over the slot made ahead, while the slot is free, and
+	 * handed out with the next frame taken there: making it after the
+	 * wake-up costs ~20 us with cold caches (docs/performance.md). */
+	PyObject *spare;
+	struct fbpy_slot_view *spare_view; /* borrowed: the spare's exporter */
+};
+
+struct fbpy_subscriber {
+	PyObject_HEAD
+	struct fbpy_child link;
+	struct fbpy_bus *bus;
+	fb_subscriber *sub; /* NULL once unsubscribed */
+	PyObject *stream;
+	uint32_t mode;
+	uint32_t max_holds; /* as asked (0: the daemon's default) */
+	uint32_t format;
+	uint32_t width, height;
+	uint32_t n_slots;
+	uint64_t connections; /* the bus's count when it subscribed */
+	bool lost;            /* framebusd restarted: subscribe again */
+	bool resumed;         /* subscribed again: the next frame is a discontinuity */
+	bool closed;
+	bool busy;            /* a thread is inside acquire */
+	Py_ssize_t live;      /* slots held */
+	struct fbpy_frame *iter_frame; /* borrowed: the frame for-iteration handed out */
+	struct fbpy_view view;
+	struct fbpy_slot slots[FB_MAX_SLOTS];
+};
+
+/* The exporter of a spare array: one slot's pixels.  It keeps its
+ * subscriber alive only once its array was handed out (before that the
+ * subscriber owns the array, and a reference back would be a cycle). */
+struct fbpy_slot_view {
+	PyObject_HEAD
+	struct fbpy_subscriber *owner;
+	uint32_t slot;
+	bool owns_ref;
+};
+
+struct fbpy_frame {
+	PyObject_HEAD
+	struct fbpy_subscriber *owner;
+	uint32_t slot;
+	uint64_t generation; /* its slot's generation when it was taken */
+	bool holding;        /* not yet released */
+	PyObject *array; /* the slot's array, until frame.array hands it out */
+	PyObject *meta;
+	struct fb_frame info; /* a copy, readable after the release */
+};
+
+static PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
 
 /* How long a blocking acquire waits before it looks at Python's signals (and,
  * while framebusd is away, tries to subscribe again). */
@@ -77,7 +135,8 @@ static void frame_request_release(struct fbpy_frame *f)
 	slot_maybe_give_back(s, f->slot);
 }
 
-PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+/* Bus.subscribe(), which fbpy_subscriber_init_types() gives Bus. */
+static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"stream", "mode", "max_holds", NULL};
 	const char *stream, *mode_name = "latest";
@@ -141,6 +200,14 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 	}
 	return (PyObject *)s;
 }
+
+static PyMethodDef subscribe_method = {
+    "subscribe", (PyCFunction)(void (*)(void))subscriber_new, METH_VARARGS | METH_KEYWORDS,
+    "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
+    "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
+    "'queue' gives every frame in order (a subscriber that falls a ring behind\n"
+    "skips ahead; Frame.missed says how many it lost).  max_holds limits the\n"
+    "frames held at once (0: the daemon's default)."};
 
 static void subscriber_dealloc(struct fbpy_subscriber *s)
 {
@@ -807,7 +874,8 @@ int fbpy_subscriber_init_types(PyObject *m)
 	if (!fbpy_subscriber_type || !fbpy_frame_type)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Subscriber", (PyObject *)fbpy_subscriber_type) < 0 ||
-	    PyModule_AddObjectRef(m, "Frame", (PyObject *)fbpy_frame_type) < 0)
+	    PyModule_AddObjectRef(m, "Frame", (PyObject *)fbpy_frame_type) < 0 ||
+	    fbpy_bus_add_method(&subscribe_method) < 0)
 		return -1;
 	for (uint32_t flag = 0; flag < 3; flag++) {
 		static const char *names[] = {"KEYFRAME", "END_OF_STREAM", "DISCONTINUITY"};

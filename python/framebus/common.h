@@ -1,0 +1,56 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The bottom of framebus._framebus (fbpy.h draws the layers): what every
+ * other file uses and which uses none of them.  Errors as exceptions, time,
+ * and frames' pixels as buffers and numpy arrays.
+ */
+#ifndef FBPY_COMMON_H
+#define FBPY_COMMON_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <pythread.h>
+#include <stdbool.h>
+
+#include <framebus/framebus.h>
+
+/* ---- Errors ---- */
+
+/* framebus.Error and its subclasses, made by the module's init. */
+extern PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,
+    *fbpy_frame_dropped, *fbpy_no_such_stream, *fbpy_stream_exists;
+
+/* Raise the exception that fits a negative errno r, with a message that
+ * starts with what was being done. */
+PyObject *fbpy_raise(int r, const char *fmt, ...);
+
+/* ---- Time ---- */
+
+uint64_t fbpy_now_ms(void);
+/* Seconds (None: forever) as milliseconds, -1 for forever; -2 and an
+ * exception for a bad value. */
+int64_t fbpy_timeout_ms(PyObject *timeout);
+
+/* ---- Pixels ---- */
+
+/* A frame's pixels as an array: all planes in one, rows one stride apart. */
+struct fbpy_view {
+	int ndim;
+	Py_ssize_t shape[3];
+	Py_ssize_t strides[3];
+	Py_ssize_t len;
+};
+
+int fbpy_view_init(struct fbpy_view *view, const struct fb_layout *layout);
+/* The shape of a frame's array, as a tuple. */
+PyObject *fbpy_view_shape(const struct fbpy_view *v);
+/* Fill a buffer request for a frame's pixels (the exporter's getbuffer). */
+int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const struct fbpy_view *v,
+		   bool readonly, int flags);
+/* The numpy array over obj's buffer (numpy imported on first use); also
+ * obj.__array__(), so that numpy.asarray() of a frame whose buffer is gone
+ * raises rather than making a 0-d object array. */
+PyObject *fbpy_as_array(PyObject *obj);
+PyObject *fbpy_array_method(PyObject *obj, PyObject *args);
+
+#endif
