@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* The bottom of framebus._framebus: errors as exceptions, time, and pixels
- * as buffers and numpy arrays (common.h). */
+/* The bottom of framebus._framebus: errors as exceptions, the sliced wait,
+ * time, and pixels as buffers and numpy arrays (common.h). */
 #include "common.h" /* Python.h first, as the C-API asks */
 
 #include <errno.h>
@@ -9,6 +9,11 @@
 
 PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,
     *fbpy_frame_dropped, *fbpy_no_such_stream, *fbpy_stream_exists;
+
+/* How long a blocking call waits at a time before it looks at Python's
+ * signals (and, while framebusd is away, a subscriber tries to subscribe
+ * again). */
+#define SLICE_MS 100
 
 static PyObject *numpy_asarray;
 
@@ -72,7 +77,7 @@ PyObject *fbpy_raise(int r, const char *fmt, ...)
 	return NULL;
 }
 
-/* ---- Time ---- */
+/* ---- Time and the blocking calls ---- */
 
 uint64_t fbpy_now_ms(void)
 {
@@ -95,6 +100,32 @@ int64_t fbpy_timeout_ms(PyObject *timeout)
 	}
 	/* Round up: a timeout of 0.0001 s still waits a little. */
 	return (int64_t)(s * 1000.0 + 0.999);
+}
+
+uint64_t fbpy_deadline(int64_t timeout_ms)
+{
+	if (timeout_ms < 0)
+		return FBPY_FOREVER;
+	return timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
+}
+
+int fbpy_wait(uint64_t deadline, fbpy_attempt *attempt, void *data)
+{
+	for (;;) {
+		int slice = 0;
+		if (deadline == FBPY_FOREVER)
+			slice = SLICE_MS;
+		else if (deadline > 0) {
+			uint64_t now = fbpy_now_ms();
+			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
+		}
+		int r = attempt(data, slice);
+		if ((r != -EINTR && r != -ETIMEDOUT) || PyErr_Occurred() ||
+		    PyErr_CheckSignals() < 0)
+			return r;
+		if (r == -ETIMEDOUT && deadline != FBPY_FOREVER && fbpy_now_ms() >= deadline)
+			return r;
+	}
 }
 
 /* ---- Pixels ---- */

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The bottom of framebus._framebus (fbpy.h draws the layers): what every
- * other file uses and which uses none of them.  Errors as exceptions, time,
- * and frames' pixels as buffers and numpy arrays.
+ * other file uses and which uses none of them.  Errors as exceptions, the
+ * sliced wait of the blocking calls, time, and frames' pixels as buffers and
+ * numpy arrays.
  */
 #ifndef FBPY_COMMON_H
 #define FBPY_COMMON_H
@@ -24,12 +25,31 @@ extern PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hol
  * starts with what was being done. */
 PyObject *fbpy_raise(int r, const char *fmt, ...);
 
-/* ---- Time ---- */
+/* ---- Time and the blocking calls ---- */
 
 uint64_t fbpy_now_ms(void);
 /* Seconds (None: forever) as milliseconds, -1 for forever; -2 and an
  * exception for a bad value. */
 int64_t fbpy_timeout_ms(PyObject *timeout);
+
+/* When a wait of timeout_ms (-1: forever, 0: not at all) that starts now
+ * ends, for fbpy_wait(): the clock is read only for a real timeout. */
+#define FBPY_FOREVER UINT64_MAX
+uint64_t fbpy_deadline(int64_t timeout_ms);
+
+/* One try of a blocking call, for fbpy_wait(): called with the GIL, it
+ * releases the GIL around its wait of up to slice_ms (0: no wait).
+ * Returns -ETIMEDOUT if nothing came in time, -EINTR to be tried again at
+ * once (interrupted, or after reconnecting), anything else to end the wait;
+ * an exception it sets ends the wait too. */
+typedef int fbpy_attempt(void *data, int slice_ms);
+
+/* Try until the attempt ends the wait or the deadline passes, in slices of
+ * at most 100 ms: between them, Python's signal handlers run (a Ctrl-C
+ * interrupts the wait; a signal may have come without interrupting it,
+ * SA_RESTART).  Returns the last attempt's result; when a handler raised,
+ * the exception is set. */
+int fbpy_wait(uint64_t deadline, fbpy_attempt *attempt, void *data);
 
 /* ---- Pixels ---- */
 

@@ -32,10 +32,6 @@ struct fbpy_outframe {
 
 static PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
 
-/* How long a block-policy frame() waits at a time before it looks at
- * signals again. */
-#define SLICE_MS 100
-
 static void publisher_closing(struct fbpy_publisher *p);
 static void outframe_done(struct fbpy_outframe *o);
 
@@ -173,11 +169,31 @@ static int publisher_check(struct fbpy_publisher *p)
 	return 0;
 }
 
+struct frame_attempt {
+	struct fbpy_publisher *p;
+	struct fb_frame *frame;
+};
+
+/* One try of frame() (an fbpy_attempt). */
+static int frame_attempt(void *data, int slice_ms)
+{
+	struct frame_attempt *a = data;
+	struct fbpy_bus *bus = a->p->bus;
+	int r;
+
+	/* The bus lock: the claim reads the daemon's messages (new
+	 * subscribers), one user of the client at a time. */
+	fbpy_bus_lock(bus);
+	Py_BEGIN_ALLOW_THREADS r = fb_producer_acquire(a->p->producer, slice_ms, &a->frame);
+	Py_END_ALLOW_THREADS fbpy_bus_unlock(bus);
+	return r;
+}
+
 static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"timeout", NULL};
 	PyObject *timeout = Py_None;
-	struct fb_frame *f = NULL;
+	struct frame_attempt a = {p, NULL};
 	int64_t timeout_ms;
 	uint64_t deadline;
 	int r;
@@ -193,32 +209,15 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 		return PyErr_Format(PyExc_RuntimeError,
 				    "the last frame of '%U' is neither published nor discarded",
 				    p->name);
-	deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
+	/* Only a block-policy stream waits for a slot. */
+	deadline = fbpy_deadline(p->policy == FB_POLICY_BLOCK ? timeout_ms : 0);
 	/* After a daemon restart, publish the stream again: its subscribers
 	 * come back to it. */
 	fbpy_bus_keep_connected(p->bus);
 	p->busy = true;
-	for (;;) {
-		int slice = 0;
-		if (p->policy == FB_POLICY_BLOCK && timeout_ms < 0)
-			slice = SLICE_MS;
-		else if (p->policy == FB_POLICY_BLOCK && timeout_ms > 0) {
-			uint64_t now = fbpy_now_ms();
-			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
-		}
-		/* The claim reads the daemon's messages (new subscribers):
-		 * one user of the client at a time. */
-		fbpy_bus_lock(p->bus);
-		Py_BEGIN_ALLOW_THREADS r = fb_producer_acquire(p->producer, slice, &f);
-		Py_END_ALLOW_THREADS fbpy_bus_unlock(p->bus);
-		if (r != -EINTR && r != -ETIMEDOUT)
-			break;
-		if (PyErr_CheckSignals() < 0)
-			break;
-		if (r == -ETIMEDOUT && timeout_ms >= 0 && fbpy_now_ms() >= deadline)
-			break;
-	}
+	r = fbpy_wait(deadline, frame_attempt, &a);
 	p->busy = false;
+	struct fb_frame *f = a.frame;
 	if (r == 0 && p->closed) {
 		fb_producer_discard(p->producer, f);
 		r = -EBADF;

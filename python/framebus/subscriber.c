@@ -65,10 +65,6 @@ struct fbpy_frame {
 
 static PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
 
-/* How long a blocking acquire waits before it looks at Python's signals (and,
- * while framebusd is away, tries to subscribe again). */
-#define SLICE_MS 100
-
 /* Drop the arrays made ahead: nobody else has them. */
 static void drop_spares(struct fbpy_subscriber *s)
 {
@@ -335,14 +331,52 @@ static int resume(struct fbpy_subscriber *s)
 	return make_spares(s) < 0 ? -EINTR : 0;
 }
 
+struct take_attempt {
+	struct fbpy_subscriber *s;
+	const struct fb_frame *frame;
+};
+
+/* One try of take() (an fbpy_attempt).  A subscription whose daemon
+ * restarted subscribes again here. */
+static int take_attempt(void *data, int slice_ms)
+{
+	struct take_attempt *t = data;
+	struct fbpy_subscriber *s = t->s;
+	int r;
+
+	if (s->lost) {
+		r = resume(s);
+		if (r == 0)
+			return -EINTR; /* on to the new ring at once */
+		if (r != -EAGAIN || slice_ms == 0)
+			return r;
+		struct timespec pause = {.tv_nsec = slice_ms * 1000000L};
+		Py_BEGIN_ALLOW_THREADS nanosleep(&pause, NULL);
+		Py_END_ALLOW_THREADS return -ETIMEDOUT;
+	}
+	Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice_ms, &t->frame);
+	Py_END_ALLOW_THREADS
+	/* The reconnect rule.  The daemon went away with the ring it produced,
+	 * or a publisher revoked us when it published again after a restart (a
+	 * publisher's ring outlives the daemon: we read it until then):
+	 * subscribe again once it is back.  (The bus stays connected while
+	 * this subscriber lives, fbpy.h.) */
+	if (r == -EOWNERDEAD ||
+	    (r == -ECANCELED && (fb_client_check(s->bus->client) < 0 ||
+				 s->bus->connections != s->connections))) {
+		s->lost = true;
+		return -EINTR;
+	}
+	return r;
+}
+
 /* Take a frame: timeout_ms -1 waits forever, 0 not at all.  Returns NULL with
  * an exception, or Py_None (new reference) when empty_ok and nothing came.
  * A subscription whose daemon restarted subscribes again by itself. */
 static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_ok)
 {
-	const struct fb_frame *f = NULL;
-	uint64_t deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
-	int r;
+	struct take_attempt t = {s, NULL};
+	uint64_t deadline = fbpy_deadline(timeout_ms);
 
 	if (subscriber_check(s) < 0)
 		return NULL;
@@ -350,58 +384,17 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 		return PyErr_Format(PyExc_RuntimeError,
 				    "another thread is acquiring from the subscription to '%U'",
 				    s->stream);
-	/* The bus stays connected while this subscriber lives (fbpy.h). */
-	const fb_client *client = s->bus->client;
 	if (make_spares(s) < 0)
 		return NULL;
 	s->busy = true;
-	for (;;) {
-		int slice = 0;
-		if (timeout_ms < 0)
-			slice = SLICE_MS;
-		else if (timeout_ms > 0) {
-			uint64_t now = fbpy_now_ms();
-			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
-		}
-		if (s->lost) {
-			r = resume(s);
-			if (r == 0)
-				continue; /* to the new ring */
-			if (r != -EAGAIN || slice == 0)
-				break;
-			struct timespec pause = {.tv_nsec = slice * 1000000L};
-			Py_BEGIN_ALLOW_THREADS nanosleep(&pause, NULL);
-			Py_END_ALLOW_THREADS r = -ETIMEDOUT;
-		} else {
-			Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice, &f);
-			Py_END_ALLOW_THREADS
-			/* The daemon went away with the ring it produced, or a
-			 * publisher revoked us when it published again after a
-			 * restart (a publisher's ring outlives the daemon: we
-			 * read it until then): subscribe again once it is back. */
-			if (r == -EOWNERDEAD ||
-			    (r == -ECANCELED && (fb_client_check(client) < 0 ||
-						 s->bus->connections != s->connections))) {
-				s->lost = true;
-				continue;
-			}
-			if (r != -EINTR && r != -ETIMEDOUT)
-				break;
-		}
-		/* A signal handler may have run without interrupting the
-		 * wait (SA_RESTART): look at Python's signals every slice. */
-		if (PyErr_CheckSignals() < 0)
-			break;
-		if (r == -ETIMEDOUT && timeout_ms >= 0 && fbpy_now_ms() >= deadline)
-			break;
-	}
+	int r = fbpy_wait(deadline, take_attempt, &t);
 	s->busy = false;
 	if (r == 0 && s->closed) { /* closed by another thread meanwhile */
-		fb_subscriber_release(s->sub, f);
+		fb_subscriber_release(s->sub, t.frame);
 		r = -EBADF;
 	}
 	if (r == 0)
-		return frame_new(s, f);
+		return frame_new(s, t.frame);
 	if (s->closed)
 		subscriber_maybe_free(s);
 	if (PyErr_Occurred())
