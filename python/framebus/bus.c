@@ -201,6 +201,7 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 	const char *path = NULL, *name = NULL;
 	struct fbpy_bus *bus;
 	fb_client *client;
+	PyObject *where;
 	int r;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|zz:connect", kwlist, &path, &name))
@@ -209,16 +210,19 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 		path = getenv("FRAMEBUS_SOCKET");
 	if (!path || !*path)
 		path = FB_DEFAULT_SOCKET;
+	if (!(where = PyUnicode_DecodeFSDefault(path)))
+		return NULL;
 	Py_BEGIN_ALLOW_THREADS r = fb_client_connect(path, name, &client);
 	Py_END_ALLOW_THREADS if (r < 0)
 	{
-		if (r == -ENOENT || r == -ECONNREFUSED)
-			r = -ECONNREFUSED; /* FileNotFoundError would read as a missing file */
-		return fbpy_raise(r, "cannot connect to framebusd at %s", path);
+		fbpy_raise(r, &(struct fbpy_failure){FBPY_CONNECT, .path = where});
+		Py_DECREF(where);
+		return NULL;
 	}
 	bus = PyObject_New(struct fbpy_bus, fbpy_bus_type);
 	if (!bus) {
 		fb_client_free(client);
+		Py_DECREF(where);
 		return NULL;
 	}
 	bus->client = client;
@@ -226,9 +230,9 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 	bus->users = 0;
 	bus->children.next = bus->children.prev = &bus->children;
 	bus->lock = PyThread_allocate_lock();
-	bus->path = PyUnicode_DecodeFSDefault(path);
+	bus->path = where;
 	bus->events = PyList_New(0);
-	if (!bus->lock || !bus->path || !bus->events) {
+	if (!bus->lock || !bus->events) {
 		Py_DECREF(bus);
 		return PyErr_Occurred() ? NULL : PyErr_NoMemory();
 	}
@@ -266,18 +270,6 @@ static PyObject *bus_close(struct fbpy_bus *bus, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
-/* After a client call failed: a vanished daemon reads as ConnectionError. */
-static PyObject *raise_for(struct fbpy_bus *bus, int r, const char *what, const char *name)
-{
-	const char *text = bus->client ? fb_client_last_error(bus->client) : "";
-	if (r == -ECONNRESET || r == -EPIPE)
-		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
-	if (text[0])
-		return PyErr_Format(r == -ENOENT ? fbpy_no_such_stream : PyExc_ValueError,
-				    "%s '%s': %s", what, name, text);
-	return fbpy_raise(r, "%s '%s'", what, name);
-}
-
 static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 {
 	struct fb_stream_info *infos = NULL;
@@ -288,9 +280,11 @@ static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_list_streams(bus->client, &infos, &n);
+	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
 	if (r < 0)
-		return raise_for(bus, r, "listing streams", "");
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_LIST, .path = bus->path,
+							     .why = why});
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		PyObject *o = stream_info_new(&infos[i]);
@@ -314,11 +308,11 @@ static PyObject *bus_stream(struct fbpy_bus *bus, PyObject *arg)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_get_stream(bus->client, name, &info);
+	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
-	if (r == -ENOENT)
-		return PyErr_Format(fbpy_no_such_stream, "the bus has no stream '%s'", name);
 	if (r < 0)
-		return raise_for(bus, r, "describing stream", name);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_DESCRIBE, .name = name,
+							     .path = bus->path, .why = why});
 	return stream_info_new(&info);
 }
 
@@ -330,11 +324,13 @@ static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_process(bus->client);
+	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
 	/* While framebusd is away, process() tries to connect again: what it
 	 * finds is a ConnectionEvent, not an error. */
 	if (r < 0 && r != -ECONNRESET)
-		return raise_for(bus, r, "reading events", "");
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_EVENTS, .path = bus->path,
+							     .why = why});
 	PyObject *events = bus->events;
 	bus->events = PyList_New(0);
 	if (!bus->events) {

@@ -4,7 +4,6 @@
 #include "common.h" /* Python.h first, as the C-API asks */
 
 #include <errno.h>
-#include <stdarg.h>
 #include <time.h>
 
 PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,
@@ -19,61 +18,125 @@ static PyObject *numpy_asarray;
 
 /* ---- Errors ---- */
 
-PyObject *fbpy_raise(int r, const char *fmt, ...)
-{
-	PyObject *type;
-	char what[512];
-	va_list ap;
+/* The Bus's own requests to framebusd, all requests, any call. */
+#define BUS_REQUESTS (FBPY_LIST | FBPY_DESCRIBE | FBPY_EVENTS)
+#define REQUESTS (BUS_REQUESTS | FBPY_SUBSCRIBE | FBPY_PUBLISH)
+#define ANY_CALL (~0u)
 
-	va_start(ap, fmt);
-	PyOS_vsnprintf(what, sizeof(what), fmt, ap);
-	va_end(ap);
-	switch (r) {
-	case -ENOENT:
-		type = fbpy_no_such_stream;
-		break;
-	case -EEXIST:
-		type = fbpy_stream_exists;
-		break;
-	case -EPIPE:
-		type = fbpy_stream_ended;
-		break;
-	case -ECANCELED:
-		type = fbpy_stream_removed;
-		break;
-	case -EDQUOT:
-		type = fbpy_hold_limit;
-		break;
-	case -ENOBUFS:
-		type = fbpy_frame_dropped;
-		break;
-	case -ETIMEDOUT:
-	case -EAGAIN:
-		type = PyExc_TimeoutError;
-		break;
-	case -ECONNRESET:
-	case -ENOTCONN:
-		type = PyExc_ConnectionResetError;
-		break;
-	case -ECONNREFUSED:
-		type = PyExc_ConnectionRefusedError;
-		break;
-	case -EACCES:
-	case -EPERM:
-		type = PyExc_PermissionError;
-		break;
-	case -EINVAL:
-	case -EUSERS:
-		type = PyExc_ValueError;
-		break;
-	case -ENOMEM:
-		type = PyExc_MemoryError;
-		break;
-	default:
-		type = fbpy_error;
-		break;
+#define WENT_AWAY "framebusd at %(path)s went away: the connection to framebusd was lost"
+#define NO_FRAME "no frame from '%(name)s' within the timeout"
+
+/*
+ * Every failure's exception and message.  The first row that matches a
+ * failure gives the exception, the first one with a message gives the
+ * message, so a row may leave either to the rows below it.  A message is
+ * Python's %-formatting over the failure's %(name)s, %(path)s, %(held)d and
+ * %(error)s: what framebusd answered if it refused the request, else the
+ * error's text (fb_strerror).
+ */
+static const struct error_row {
+	unsigned calls;      /* enum fbpy_call flags */
+	int r;               /* 0: any error */
+	bool explained;      /* only if framebusd said why it refused */
+	PyObject **type;     /* NULL: a row below says */
+	const char *message; /* NULL: a row below says */
+} error_rows[] = {
+    /* Errors some calls word themselves.  No socket at the path means no
+     * daemon there: FileNotFoundError would read as a missing file. */
+    {FBPY_CONNECT, -ENOENT, false, &PyExc_ConnectionRefusedError,
+     "cannot connect to framebusd at %(path)s: Connection refused"},
+    {REQUESTS, -ECONNRESET, false, &PyExc_ConnectionResetError, WENT_AWAY},
+    {REQUESTS, -EPIPE, false, &PyExc_ConnectionResetError, WENT_AWAY},
+    {FBPY_DESCRIBE | FBPY_SUBSCRIBE, -ENOENT, false, &fbpy_no_such_stream,
+     "the bus has no stream '%(name)s'"},
+    {FBPY_PUBLISH, -EEXIST, false, &fbpy_stream_exists, "the bus already has a stream '%(name)s'"},
+    {FBPY_TAKE, -ETIMEDOUT, false, &PyExc_TimeoutError, NO_FRAME},
+    {FBPY_TAKE, -EAGAIN, false, &PyExc_TimeoutError, NO_FRAME},
+    {FBPY_TAKE, -EDQUOT, false, &fbpy_hold_limit,
+     "the subscription to '%(name)s' already holds %(held)d frames, its limit: release frames "
+     "(and drop arrays made from them) before taking another"},
+    {FBPY_TAKE, -EPIPE, false, &fbpy_stream_ended, "stream '%(name)s' ended"},
+    {FBPY_TAKE, -ECANCELED, false, &fbpy_stream_removed,
+     "framebusd ended the subscription to '%(name)s' (the stream was removed or restarted with "
+     "a new geometry): subscribe again"},
+    {FBPY_TAKE, -EBUSY, false, &PyExc_ConnectionResetError,
+     "framebusd at %(path)s restarted, but frames of '%(name)s' from before are still held: "
+     "release them (and drop arrays made from them) to go on with the new ring"},
+    {FBPY_TAKE, -EBADF, false, &PyExc_ValueError, "the subscription to '%(name)s' was closed"},
+    {FBPY_FRAME, -ENOBUFS, false, &fbpy_frame_dropped,
+     "every slot of '%(name)s' is held by subscribers: frame dropped"},
+    {FBPY_FRAME, -ETIMEDOUT, false, &PyExc_TimeoutError,
+     "no free slot in '%(name)s' within the timeout (a queue subscriber is behind)"},
+    {FBPY_FRAME, -EBADF, false, &PyExc_ValueError, "the publisher of '%(name)s' was closed"},
+
+    /* Requests framebusd refused, saying why. */
+    {BUS_REQUESTS, -ENOENT, true, &fbpy_no_such_stream, NULL},
+    {BUS_REQUESTS, 0, true, &PyExc_ValueError, NULL},
+    {FBPY_SUBSCRIBE | FBPY_PUBLISH, -EINVAL, true, &PyExc_ValueError, NULL},
+    {FBPY_SUBSCRIBE, -EUSERS, true, &PyExc_ValueError, NULL},
+    {FBPY_SUBSCRIBE | FBPY_PUBLISH, 0, true, &fbpy_error, NULL},
+    /* Limits of a client's own, not bad arguments. */
+    {FBPY_PUBLISH, -EDQUOT, false, &fbpy_error, NULL},
+    {FBPY_PUBLISH, -EUSERS, false, &fbpy_error, NULL},
+
+    /* What each call was doing, for any other error. */
+    {FBPY_CONNECT, 0, false, NULL, "cannot connect to framebusd at %(path)s: %(error)s"},
+    {FBPY_LIST, 0, false, NULL, "listing streams '': %(error)s"},
+    {FBPY_DESCRIBE, 0, false, NULL, "describing stream '%(name)s': %(error)s"},
+    {FBPY_EVENTS, 0, false, NULL, "reading events '': %(error)s"},
+    {FBPY_SUBSCRIBE, 0, false, NULL, "cannot subscribe to '%(name)s': %(error)s"},
+    {FBPY_PUBLISH, 0, false, NULL, "cannot publish '%(name)s': %(error)s"},
+    {FBPY_TAKE, 0, false, NULL, "acquiring a frame from '%(name)s': %(error)s"},
+    {FBPY_FRAME, 0, false, NULL, "taking a frame of '%(name)s': %(error)s"},
+    {FBPY_SEND, 0, false, NULL, "publishing a frame of '%(name)s': %(error)s"},
+
+    /* The exception an error raises at any call. */
+    {ANY_CALL, -ENOENT, false, &fbpy_no_such_stream, NULL},
+    {ANY_CALL, -EEXIST, false, &fbpy_stream_exists, NULL},
+    {ANY_CALL, -EPIPE, false, &fbpy_stream_ended, NULL},
+    {ANY_CALL, -ECANCELED, false, &fbpy_stream_removed, NULL},
+    {ANY_CALL, -EDQUOT, false, &fbpy_hold_limit, NULL},
+    {ANY_CALL, -ENOBUFS, false, &fbpy_frame_dropped, NULL},
+    {ANY_CALL, -ETIMEDOUT, false, &PyExc_TimeoutError, NULL},
+    {ANY_CALL, -EAGAIN, false, &PyExc_TimeoutError, NULL},
+    {ANY_CALL, -ECONNRESET, false, &PyExc_ConnectionResetError, NULL},
+    {ANY_CALL, -ENOTCONN, false, &PyExc_ConnectionResetError, NULL},
+    {ANY_CALL, -ECONNREFUSED, false, &PyExc_ConnectionRefusedError, NULL},
+    {ANY_CALL, -EACCES, false, &PyExc_PermissionError, NULL},
+    {ANY_CALL, -EPERM, false, &PyExc_PermissionError, NULL},
+    {ANY_CALL, -EINVAL, false, &PyExc_ValueError, NULL},
+    {ANY_CALL, -EUSERS, false, &PyExc_ValueError, NULL},
+    {ANY_CALL, -ENOMEM, false, &PyExc_MemoryError, NULL},
+    /* Last: every failure matches it. */
+    {ANY_CALL, 0, false, &fbpy_error, "%(error)s"},
+};
+
+PyObject *fbpy_raise(int r, const struct fbpy_failure *f)
+{
+	bool explained = f->why && f->why[0];
+	PyObject *type = NULL;
+	const char *message = NULL;
+
+	for (const struct error_row *row = error_rows; !type || !message; row++) {
+		if (!(row->calls & f->call) || (row->r && row->r != r) ||
+		    (row->explained && !explained))
+			continue;
+		if (!type && row->type)
+			type = *row->type;
+		if (!message)
+			message = row->message;
 	}
-	PyErr_Format(type, "%s: %s", what, fb_strerror(r));
+	const char *error = explained ? f->why : fb_strerror(r);
+	PyObject *fields = Py_BuildValue(
+	    "{s:s,s:O,s:I,s:N}", "name", f->name, "path", f->path ? f->path : Py_None, "held",
+	    f->held, "error", PyUnicode_DecodeUTF8(error, (Py_ssize_t)strlen(error), "replace"));
+	PyObject *format = fields ? PyUnicode_FromString(message) : NULL;
+	PyObject *text = format ? PyUnicode_Format(format, fields) : NULL;
+	if (text)
+		PyErr_SetObject(type, text);
+	Py_XDECREF(text);
+	Py_XDECREF(format);
+	Py_XDECREF(fields);
 	return NULL;
 }
 

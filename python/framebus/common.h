@@ -21,9 +21,32 @@
 extern PyObject *fbpy_error, *fbpy_stream_ended, *fbpy_stream_removed, *fbpy_hold_limit,
     *fbpy_frame_dropped, *fbpy_no_such_stream, *fbpy_stream_exists;
 
-/* Raise the exception that fits a negative errno r, with a message that
- * starts with what was being done. */
-PyObject *fbpy_raise(int r, const char *fmt, ...);
+/* The calls whose failures fbpy_raise() words: flags, so that a row of its
+ * table can stand for several. */
+enum fbpy_call {
+	FBPY_CONNECT = 1 << 0,   /* framebus.connect() */
+	FBPY_LIST = 1 << 1,      /* Bus.streams() */
+	FBPY_DESCRIBE = 1 << 2,  /* Bus.stream() */
+	FBPY_EVENTS = 1 << 3,    /* Bus.process() */
+	FBPY_SUBSCRIBE = 1 << 4, /* Bus.subscribe() */
+	FBPY_PUBLISH = 1 << 5,   /* Bus.publish() */
+	FBPY_TAKE = 1 << 6,      /* Subscriber.acquire(), try_acquire(), iteration */
+	FBPY_FRAME = 1 << 7,     /* Publisher.frame() */
+	FBPY_SEND = 1 << 8,      /* OutFrame.publish() */
+};
+
+/* A call that failed, and what its message may name. */
+struct fbpy_failure {
+	enum fbpy_call call;
+	const char *name; /* the stream's name (UTF-8), or NULL */
+	PyObject *path;   /* framebusd's socket (str), or NULL */
+	const char *why;  /* what framebusd answered a refused request, or NULL */
+	unsigned held;    /* FBPY_TAKE: frames the subscription holds */
+};
+
+/* Raise the exception that fits the negative errno r for that call, and
+ * return NULL.  The one table of exceptions and messages is in common.c. */
+PyObject *fbpy_raise(int r, const struct fbpy_failure *failure);
 
 /* ---- Time and the blocking calls ---- */
 

@@ -11,8 +11,8 @@
  *        |             |        (each gives Bus its method: subscribe, publish)
  *     bus.c (bus.h)             Bus: the client, its lock, its children
  *        |
- *     common.c (common.h)       errors as exceptions, the sliced wait of
- *                               the blocking calls, time, pixels as
+ *     common.c (common.h)       errors as exceptions (one table), the sliced
+ *                               wait of the blocking calls, time, pixels as
  *                               buffers and numpy arrays
  *
  * This header is the top's: what module.c needs from the files below it.

@@ -103,17 +103,9 @@ static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *k
 	r = fb_client_publish(bus->client, name, &params, &producer);
 	const char *why = r < 0 ? fb_client_last_error(bus->client) : "";
 	fbpy_bus_unlock(bus);
-	if (r == -ECONNRESET || r == -EPIPE)
-		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
-	if (r == -EEXIST)
-		return PyErr_Format(fbpy_stream_exists, "the bus already has a stream '%s'", name);
-	if (r < 0 && why[0])
-		return PyErr_Format(r == -EINVAL ? PyExc_ValueError : fbpy_error,
-				    "cannot publish '%s': %s", name, why);
-	if (r == -EDQUOT || r == -EUSERS)
-		return PyErr_Format(fbpy_error, "cannot publish '%s': %s", name, fb_strerror(r));
 	if (r < 0)
-		return fbpy_raise(r, "cannot publish '%s'", name);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_PUBLISH, .name = name,
+							     .path = bus->path, .why = why});
 
 	struct fbpy_publisher *p = PyObject_New(struct fbpy_publisher, fbpy_publisher_type);
 	if (!p) {
@@ -226,23 +218,9 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 		publisher_maybe_free(p);
 	if (PyErr_Occurred())
 		return NULL;
-	switch (r) {
-	case 0:
-		break;
-	case -ENOBUFS:
-		return PyErr_Format(fbpy_frame_dropped,
-				    "every slot of '%U' is held by subscribers: frame dropped",
-				    p->name);
-	case -ETIMEDOUT:
-		return PyErr_Format(PyExc_TimeoutError,
-				    "no free slot in '%U' within the timeout (a queue subscriber "
-				    "is behind)",
-				    p->name);
-	case -EBADF:
-		return PyErr_Format(PyExc_ValueError, "the publisher of '%U' was closed", p->name);
-	default:
-		return fbpy_raise(r, "taking a frame of '%U'", p->name);
-	}
+	if (r < 0)
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_FRAME,
+							     .name = PyUnicode_AsUTF8(p->name)});
 
 	struct fbpy_outframe *o = PyObject_New(struct fbpy_outframe, fbpy_outframe_type);
 	if (!o) {
@@ -437,8 +415,10 @@ static PyObject *outframe_publish(struct fbpy_outframe *o, PyObject *unused)
 	if (outframe_check(o) < 0)
 		return NULL;
 	int r = fb_producer_publish(o->owner->producer, o->frame);
-	if (r < 0)
-		return fbpy_raise(r, "publishing a frame of '%U'", o->owner->name);
+	if (r < 0) {
+		const char *name = PyUnicode_AsUTF8(o->owner->name);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_SEND, .name = name});
+	}
 	o->seq = o->frame->seq;
 	o->published = true;
 	outframe_done(o);

@@ -157,15 +157,9 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 	r = fb_client_subscribe(bus->client, stream, mode, max_holds, &sub);
 	const char *why = r < 0 ? fb_client_last_error(bus->client) : "";
 	fbpy_bus_unlock(bus);
-	if (r == -ENOENT)
-		return PyErr_Format(fbpy_no_such_stream, "the bus has no stream '%s'", stream);
-	if (r == -ECONNRESET || r == -EPIPE)
-		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
-	if (r < 0 && why[0])
-		return PyErr_Format(r == -EUSERS || r == -EINVAL ? PyExc_ValueError : fbpy_error,
-				    "cannot subscribe to '%s': %s", stream, why);
 	if (r < 0)
-		return fbpy_raise(r, "cannot subscribe to '%s'", stream);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_SUBSCRIBE, .name = stream,
+							     .path = bus->path, .why = why});
 
 	struct fbpy_subscriber *s = PyObject_New(struct fbpy_subscriber, fbpy_subscriber_type);
 	if (!s) {
@@ -399,37 +393,11 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 		subscriber_maybe_free(s);
 	if (PyErr_Occurred())
 		return NULL;
-	switch (r) {
-	case -EAGAIN:
-	case -ETIMEDOUT:
-		if (empty_ok)
-			Py_RETURN_NONE;
-		return PyErr_Format(PyExc_TimeoutError, "no frame from '%U' within the timeout",
-				    s->stream);
-	case -EDQUOT:
-		return PyErr_Format(fbpy_hold_limit,
-				    "the subscription to '%U' already holds %u frames, its limit: "
-				    "release frames (and drop arrays made from them) before taking "
-				    "another",
-				    s->stream, (unsigned)fb_subscriber_get_held(s->sub));
-	case -EPIPE:
-		return PyErr_Format(fbpy_stream_ended, "stream '%U' ended", s->stream);
-	case -ECANCELED:
-		return PyErr_Format(fbpy_stream_removed,
-				    "framebusd ended the subscription to '%U' (the stream was "
-				    "removed or restarted with a new geometry): subscribe again",
-				    s->stream);
-	case -EBUSY:
-		return PyErr_Format(PyExc_ConnectionResetError,
-				    "framebusd at %U restarted, but frames of '%U' from before are "
-				    "still held: release them (and drop arrays made from them) to go "
-				    "on with the new ring",
-				    s->bus->path, s->stream);
-	case -EBADF:
-		return PyErr_Format(PyExc_ValueError, "the subscription to '%U' was closed",
-				    s->stream);
-	}
-	return fbpy_raise(r, "acquiring a frame from '%U'", s->stream);
+	if ((r == -EAGAIN || r == -ETIMEDOUT) && empty_ok)
+		Py_RETURN_NONE;
+	return fbpy_raise(r, &(struct fbpy_failure){FBPY_TAKE, .name = PyUnicode_AsUTF8(s->stream),
+						     .path = s->bus->path,
+						     .held = fb_subscriber_get_held(s->sub)});
 }
 
 static PyObject *subscriber_acquire(struct fbpy_subscriber *s, PyObject *args, PyObject *kwds)
