@@ -347,11 +347,6 @@ static PyObject *bus_fileno(struct fbpy_bus *bus, PyObject *unused)
 	return PyLong_FromLong(fb_client_get_fd(bus->client));
 }
 
-static PyObject *bus_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
-}
-
 static PyObject *bus_exit(struct fbpy_bus *bus, PyObject *args)
 {
 	return bus_close(bus, NULL);
@@ -398,7 +393,7 @@ static PyMethodDef bus_methods[] = {
      "Close the bus and every subscriber and publisher made from it.  Frames\n"
      "still alive (or arrays made from them) stay valid; the connection goes\n"
      "once the last of them is gone."},
-    {"__enter__", bus_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)bus_exit, METH_VARARGS, NULL},
     {NULL},
 };

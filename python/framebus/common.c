@@ -273,3 +273,10 @@ PyObject *fbpy_array_method(PyObject *obj, PyObject *args)
 {
 	return fbpy_as_array(obj);
 }
+
+/* ---- Objects ---- */
+
+PyObject *fbpy_enter(PyObject *self, PyObject *unused)
+{
+	return Py_NewRef(self);
+}

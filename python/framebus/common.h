@@ -2,8 +2,8 @@
 /*
  * The bottom of framebus._framebus (fbpy.h draws the layers): what every
  * other file uses and which uses none of them.  Errors as exceptions, the
- * sliced wait of the blocking calls, time, and frames' pixels as buffers and
- * numpy arrays.
+ * sliced wait of the blocking calls, time, frames' pixels as buffers and
+ * numpy arrays, and the __enter__ of every context manager.
  */
 #ifndef FBPY_COMMON_H
 #define FBPY_COMMON_H
@@ -95,5 +95,10 @@ int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const stru
  * raises rather than making a 0-d object array. */
 PyObject *fbpy_as_array(PyObject *obj);
 PyObject *fbpy_array_method(PyObject *obj, PyObject *args);
+
+/* ---- Objects ---- */
+
+/* __enter__ of every context manager here: the object itself. */
+PyObject *fbpy_enter(PyObject *self, PyObject *unused);
 
 #endif

@@ -259,11 +259,6 @@ static PyObject *publisher_close(struct fbpy_publisher *p, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
-static PyObject *publisher_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
-}
-
 static PyObject *publisher_exit(struct fbpy_publisher *p, PyObject *args)
 {
 	return publisher_close(p, NULL);
@@ -343,7 +338,7 @@ static PyMethodDef publisher_methods[] = {
      "close()\n--\n\n"
      "Withdraw the stream: its subscribers read what is left, then see the end\n"
      "of the stream.  Frame objects still alive keep the ring mapped."},
-    {"__enter__", publisher_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)publisher_exit, METH_VARARGS, NULL},
     {NULL},
 };
@@ -432,11 +427,6 @@ static PyObject *outframe_discard(struct fbpy_outframe *o, PyObject *unused)
 		outframe_done(o);
 	}
 	Py_RETURN_NONE;
-}
-
-static PyObject *outframe_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
 }
 
 static PyObject *outframe_exit(struct fbpy_outframe *o, PyObject *args)
@@ -620,7 +610,7 @@ static PyMethodDef outframe_methods[] = {
      "publish()\n--\n\nPublish the frame: subscribers see it now.  (A with block does it.)"},
     {"discard", (PyCFunction)outframe_discard, METH_NOARGS,
      "discard()\n--\n\nGive the slot back unpublished."},
-    {"__enter__", outframe_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)outframe_exit, METH_VARARGS, NULL},
     {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
     {NULL},

@@ -454,11 +454,6 @@ static PyObject *subscriber_fileno(struct fbpy_subscriber *s, PyObject *unused)
 	return PyLong_FromLong(fb_subscriber_get_fd(s->sub));
 }
 
-static PyObject *subscriber_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
-}
-
 static PyObject *subscriber_exit(struct fbpy_subscriber *s, PyObject *args)
 {
 	return subscriber_close(s, NULL);
@@ -539,7 +534,7 @@ static PyMethodDef subscriber_methods[] = {
      "close()\n--\n\n"
      "End the subscription.  Frames still alive stay valid; their slots go back\n"
      "once they (and arrays made from them) are gone."},
-    {"__enter__", subscriber_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)subscriber_exit, METH_VARARGS, NULL},
     {NULL},
 };
@@ -633,11 +628,6 @@ static PyObject *frame_release(struct fbpy_frame *f, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
-static PyObject *frame_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
-}
-
 static PyObject *frame_exit(struct fbpy_frame *f, PyObject *args)
 {
 	frame_request_release(f);
@@ -725,7 +715,7 @@ static PyMethodDef frame_methods[] = {
      "release()\n--\n\n"
      "Done with this frame: its slot goes back to the ring as soon as no array\n"
      "made from it is left (at once if there is none).  Metadata stays readable."},
-    {"__enter__", frame_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)frame_exit, METH_VARARGS, NULL},
     {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
     {NULL},
