@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* framebus.Bus: a connection to framebusd. */
-#include "fbpy.h" /* Python.h first, as the C-API asks */
+#include "bus.h" /* Python.h first, as the C-API asks */
 
 #include <errno.h>
 
-PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type,
+static PyTypeObject *fbpy_bus_type, *fbpy_stream_info_type, *fbpy_stream_event_type,
     *fbpy_connection_event_type;
 
 #define MAX_PENDING_EVENTS 1024
@@ -201,6 +201,7 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 	const char *path = NULL, *name = NULL;
 	struct fbpy_bus *bus;
 	fb_client *client;
+	PyObject *where;
 	int r;
 
 	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|zz:connect", kwlist, &path, &name))
@@ -209,16 +210,19 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 		path = getenv("FRAMEBUS_SOCKET");
 	if (!path || !*path)
 		path = FB_DEFAULT_SOCKET;
+	if (!(where = PyUnicode_DecodeFSDefault(path)))
+		return NULL;
 	Py_BEGIN_ALLOW_THREADS r = fb_client_connect(path, name, &client);
 	Py_END_ALLOW_THREADS if (r < 0)
 	{
-		if (r == -ENOENT || r == -ECONNREFUSED)
-			r = -ECONNREFUSED; /* FileNotFoundError would read as a missing file */
-		return fbpy_raise(r, "cannot connect to framebusd at %s", path);
+		fbpy_raise(r, &(struct fbpy_failure){FBPY_CONNECT, .path = where});
+		Py_DECREF(where);
+		return NULL;
 	}
 	bus = PyObject_New(struct fbpy_bus, fbpy_bus_type);
 	if (!bus) {
 		fb_client_free(client);
+		Py_DECREF(where);
 		return NULL;
 	}
 	bus->client = client;
@@ -226,9 +230,9 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 	bus->users = 0;
 	bus->children.next = bus->children.prev = &bus->children;
 	bus->lock = PyThread_allocate_lock();
-	bus->path = PyUnicode_DecodeFSDefault(path);
+	bus->path = where;
 	bus->events = PyList_New(0);
-	if (!bus->lock || !bus->path || !bus->events) {
+	if (!bus->lock || !bus->events) {
 		Py_DECREF(bus);
 		return PyErr_Occurred() ? NULL : PyErr_NoMemory();
 	}
@@ -266,18 +270,6 @@ static PyObject *bus_close(struct fbpy_bus *bus, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
-/* After a client call failed: a vanished daemon reads as ConnectionError. */
-static PyObject *raise_for(struct fbpy_bus *bus, int r, const char *what, const char *name)
-{
-	const char *text = bus->client ? fb_client_last_error(bus->client) : "";
-	if (r == -ECONNRESET || r == -EPIPE)
-		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
-	if (text[0])
-		return PyErr_Format(r == -ENOENT ? fbpy_no_such_stream : PyExc_ValueError,
-				    "%s '%s': %s", what, name, text);
-	return fbpy_raise(r, "%s '%s'", what, name);
-}
-
 static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 {
 	struct fb_stream_info *infos = NULL;
@@ -288,9 +280,11 @@ static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_list_streams(bus->client, &infos, &n);
+	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
 	if (r < 0)
-		return raise_for(bus, r, "listing streams", "");
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_LIST, .path = bus->path,
+							     .why = why});
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		PyObject *o = stream_info_new(&infos[i]);
@@ -314,22 +308,12 @@ static PyObject *bus_stream(struct fbpy_bus *bus, PyObject *arg)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_get_stream(bus->client, name, &info);
+	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
-	if (r == -ENOENT)
-		return PyErr_Format(fbpy_no_such_stream, "the bus has no stream '%s'", name);
 	if (r < 0)
-		return raise_for(bus, r, "describing stream", name);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_DESCRIBE, .name = name,
+							     .path = bus->path, .why = why});
 	return stream_info_new(&info);
-}
-
-static PyObject *bus_subscribe(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
-{
-	return fbpy_subscriber_new(bus, args, kwds);
-}
-
-static PyObject *bus_publish(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
-{
-	return fbpy_publisher_new(bus, args, kwds);
 }
 
 static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
@@ -340,11 +324,13 @@ static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_process(bus->client);
+	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
 	/* While framebusd is away, process() tries to connect again: what it
 	 * finds is a ConnectionEvent, not an error. */
 	if (r < 0 && r != -ECONNRESET)
-		return raise_for(bus, r, "reading events", "");
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_EVENTS, .path = bus->path,
+							     .why = why});
 	PyObject *events = bus->events;
 	bus->events = PyList_New(0);
 	if (!bus->events) {
@@ -359,11 +345,6 @@ static PyObject *bus_fileno(struct fbpy_bus *bus, PyObject *unused)
 	if (fbpy_bus_check(bus) < 0)
 		return NULL;
 	return PyLong_FromLong(fb_client_get_fd(bus->client));
-}
-
-static PyObject *bus_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
 }
 
 static PyObject *bus_exit(struct fbpy_bus *bus, PyObject *args)
@@ -397,18 +378,6 @@ static PyMethodDef bus_methods[] = {
     {"stream", (PyCFunction)bus_stream, METH_O,
      "stream(name) -> StreamInfo\n--\n\nOne stream; NoSuchStream if the bus has none of that "
      "name."},
-    {"subscribe", (PyCFunction)(void (*)(void))bus_subscribe, METH_VARARGS | METH_KEYWORDS,
-     "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
-     "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
-     "'queue' gives every frame in order (a subscriber that falls a ring behind\n"
-     "skips ahead; Frame.missed says how many it lost).  max_holds limits the\n"
-     "frames held at once (0: the daemon's default)."},
-    {"publish", (PyCFunction)(void (*)(void))bus_publish, METH_VARARGS | METH_KEYWORDS,
-     "publish(name, width, height, format='bgr24', slots=4, policy='drop', meta_max=4096)"
-     " -> Publisher\n--\n\n"
-     "Offer a stream of your own on the bus.  policy 'drop' never waits (a frame\n"
-     "finding every slot held raises FrameDropped); 'block' waits for queue\n"
-     "subscribers, so none loses a frame."},
     {"process", (PyCFunction)bus_process, METH_NOARGS,
      "process() -> list[StreamEvent | ConnectionEvent]\n--\n\n"
      "Read what the daemon sent without blocking and return the events received\n"
@@ -424,7 +393,7 @@ static PyMethodDef bus_methods[] = {
      "Close the bus and every subscriber and publisher made from it.  Frames\n"
      "still alive (or arrays made from them) stay valid; the connection goes\n"
      "once the last of them is gone."},
-    {"__enter__", bus_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)bus_exit, METH_VARARGS, NULL},
     {NULL},
 };
@@ -468,4 +437,14 @@ int fbpy_bus_init_types(PyObject *m)
 	    PyModule_AddObjectRef(m, "ConnectionEvent", (PyObject *)fbpy_connection_event_type) < 0)
 		return -1;
 	return 0;
+}
+
+int fbpy_bus_add_method(PyMethodDef *def)
+{
+	PyObject *method = PyDescr_NewMethod(fbpy_bus_type, def);
+	if (!method)
+		return -1;
+	int r = PyObject_SetAttrString((PyObject *)fbpy_bus_type, def->ml_name, method);
+	Py_DECREF(method);
+	return r;
 }

@@ -4,11 +4,33 @@
 
 #include <errno.h>
 
-PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
+struct fbpy_outframe;
 
-/* How long a block-policy frame() waits at a time before it looks at
- * signals again. */
-#define SLICE_MS 100
+struct fbpy_publisher {
+	PyObject_HEAD
+	struct fbpy_child link;
+	struct fbpy_bus *bus;
+	fb_producer *producer; /* NULL once unpublished */
+	PyObject *name;
+	uint32_t format, width, height, slots, policy, meta_max;
+	bool closed;
+	bool busy;                     /* a thread is inside frame() */
+	Py_ssize_t mapped;             /* frame objects that may still touch the ring */
+	struct fbpy_outframe *current; /* borrowed: the frame being written */
+	struct fbpy_view view;
+};
+
+struct fbpy_outframe {
+	PyObject_HEAD
+	struct fbpy_publisher *owner;
+	struct fb_frame *frame; /* NULL once published or discarded */
+	Py_ssize_t exports;
+	bool counted; /* in its publisher's mapped count */
+	uint64_t seq; /* once published */
+	bool published;
+};
+
+static PyTypeObject *fbpy_publisher_type, *fbpy_outframe_type;
 
 static void publisher_closing(struct fbpy_publisher *p);
 static void outframe_done(struct fbpy_outframe *o);
@@ -32,7 +54,8 @@ static void publisher_close_child(struct fbpy_child *child)
 	publisher_closing(p);
 }
 
-PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+/* Bus.publish(), which fbpy_publisher_init_types() gives Bus. */
+static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"name",  "width",  "height",   "format",
 				 "slots", "policy", "meta_max", NULL};
@@ -80,17 +103,9 @@ PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwd
 	r = fb_client_publish(bus->client, name, &params, &producer);
 	const char *why = r < 0 ? fb_client_last_error(bus->client) : "";
 	fbpy_bus_unlock(bus);
-	if (r == -ECONNRESET || r == -EPIPE)
-		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
-	if (r == -EEXIST)
-		return PyErr_Format(fbpy_stream_exists, "the bus already has a stream '%s'", name);
-	if (r < 0 && why[0])
-		return PyErr_Format(r == -EINVAL ? PyExc_ValueError : fbpy_error,
-				    "cannot publish '%s': %s", name, why);
-	if (r == -EDQUOT || r == -EUSERS)
-		return PyErr_Format(fbpy_error, "cannot publish '%s': %s", name, fb_strerror(r));
 	if (r < 0)
-		return fbpy_raise(r, "cannot publish '%s'", name);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_PUBLISH, .name = name,
+							     .path = bus->path, .why = why});
 
 	struct fbpy_publisher *p = PyObject_New(struct fbpy_publisher, fbpy_publisher_type);
 	if (!p) {
@@ -118,6 +133,14 @@ PyObject *fbpy_publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwd
 	return (PyObject *)p;
 }
 
+static PyMethodDef publish_method = {
+    "publish", (PyCFunction)(void (*)(void))publisher_new, METH_VARARGS | METH_KEYWORDS,
+    "publish(name, width, height, format='bgr24', slots=4, policy='drop', meta_max=4096)"
+    " -> Publisher\n--\n\n"
+    "Offer a stream of your own on the bus.  policy 'drop' never waits (a frame\n"
+    "finding every slot held raises FrameDropped); 'block' waits for queue\n"
+    "subscribers, so none loses a frame."};
+
 static void publisher_dealloc(struct fbpy_publisher *p)
 {
 	p->closed = true;
@@ -138,11 +161,31 @@ static int publisher_check(struct fbpy_publisher *p)
 	return 0;
 }
 
+struct frame_attempt {
+	struct fbpy_publisher *p;
+	struct fb_frame *frame;
+};
+
+/* One try of frame() (an fbpy_attempt). */
+static int frame_attempt(void *data, int slice_ms)
+{
+	struct frame_attempt *a = data;
+	struct fbpy_bus *bus = a->p->bus;
+	int r;
+
+	/* The bus lock: the claim reads the daemon's messages (new
+	 * subscribers), one user of the client at a time. */
+	fbpy_bus_lock(bus);
+	Py_BEGIN_ALLOW_THREADS r = fb_producer_acquire(a->p->producer, slice_ms, &a->frame);
+	Py_END_ALLOW_THREADS fbpy_bus_unlock(bus);
+	return r;
+}
+
 static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"timeout", NULL};
 	PyObject *timeout = Py_None;
-	struct fb_frame *f = NULL;
+	struct frame_attempt a = {p, NULL};
 	int64_t timeout_ms;
 	uint64_t deadline;
 	int r;
@@ -158,32 +201,15 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 		return PyErr_Format(PyExc_RuntimeError,
 				    "the last frame of '%U' is neither published nor discarded",
 				    p->name);
-	deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
+	/* Only a block-policy stream waits for a slot. */
+	deadline = fbpy_deadline(p->policy == FB_POLICY_BLOCK ? timeout_ms : 0);
 	/* After a daemon restart, publish the stream again: its subscribers
 	 * come back to it. */
 	fbpy_bus_keep_connected(p->bus);
 	p->busy = true;
-	for (;;) {
-		int slice = 0;
-		if (p->policy == FB_POLICY_BLOCK && timeout_ms < 0)
-			slice = SLICE_MS;
-		else if (p->policy == FB_POLICY_BLOCK && timeout_ms > 0) {
-			uint64_t now = fbpy_now_ms();
-			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
-		}
-		/* The claim reads the daemon's messages (new subscribers):
-		 * one user of the client at a time. */
-		fbpy_bus_lock(p->bus);
-		Py_BEGIN_ALLOW_THREADS r = fb_producer_acquire(p->producer, slice, &f);
-		Py_END_ALLOW_THREADS fbpy_bus_unlock(p->bus);
-		if (r != -EINTR && r != -ETIMEDOUT)
-			break;
-		if (PyErr_CheckSignals() < 0)
-			break;
-		if (r == -ETIMEDOUT && timeout_ms >= 0 && fbpy_now_ms() >= deadline)
-			break;
-	}
+	r = fbpy_wait(deadline, frame_attempt, &a);
 	p->busy = false;
+	struct fb_frame *f = a.frame;
 	if (r == 0 && p->closed) {
 		fb_producer_discard(p->producer, f);
 		r = -EBADF;
@@ -192,23 +218,9 @@ static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObj
 		publisher_maybe_free(p);
 	if (PyErr_Occurred())
 		return NULL;
-	switch (r) {
-	case 0:
-		break;
-	case -ENOBUFS:
-		return PyErr_Format(fbpy_frame_dropped,
-				    "every slot of '%U' is held by subscribers: frame dropped",
-				    p->name);
-	case -ETIMEDOUT:
-		return PyErr_Format(PyExc_TimeoutError,
-				    "no free slot in '%U' within the timeout (a queue subscriber "
-				    "is behind)",
-				    p->name);
-	case -EBADF:
-		return PyErr_Format(PyExc_ValueError, "the publisher of '%U' was closed", p->name);
-	default:
-		return fbpy_raise(r, "taking a frame of '%U'", p->name);
-	}
+	if (r < 0)
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_FRAME,
+							     .name = PyUnicode_AsUTF8(p->name)});
 
 	struct fbpy_outframe *o = PyObject_New(struct fbpy_outframe, fbpy_outframe_type);
 	if (!o) {
@@ -245,11 +257,6 @@ static PyObject *publisher_close(struct fbpy_publisher *p, PyObject *unused)
 	if (!p->closed)
 		publisher_closing(p);
 	Py_RETURN_NONE;
-}
-
-static PyObject *publisher_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
 }
 
 static PyObject *publisher_exit(struct fbpy_publisher *p, PyObject *args)
@@ -331,7 +338,7 @@ static PyMethodDef publisher_methods[] = {
      "close()\n--\n\n"
      "Withdraw the stream: its subscribers read what is left, then see the end\n"
      "of the stream.  Frame objects still alive keep the ring mapped."},
-    {"__enter__", publisher_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)publisher_exit, METH_VARARGS, NULL},
     {NULL},
 };
@@ -403,8 +410,10 @@ static PyObject *outframe_publish(struct fbpy_outframe *o, PyObject *unused)
 	if (outframe_check(o) < 0)
 		return NULL;
 	int r = fb_producer_publish(o->owner->producer, o->frame);
-	if (r < 0)
-		return fbpy_raise(r, "publishing a frame of '%U'", o->owner->name);
+	if (r < 0) {
+		const char *name = PyUnicode_AsUTF8(o->owner->name);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_SEND, .name = name});
+	}
 	o->seq = o->frame->seq;
 	o->published = true;
 	outframe_done(o);
@@ -418,11 +427,6 @@ static PyObject *outframe_discard(struct fbpy_outframe *o, PyObject *unused)
 		outframe_done(o);
 	}
 	Py_RETURN_NONE;
-}
-
-static PyObject *outframe_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
 }
 
 static PyObject *outframe_exit(struct fbpy_outframe *o, PyObject *args)
@@ -606,7 +610,7 @@ static PyMethodDef outframe_methods[] = {
      "publish()\n--\n\nPublish the frame: subscribers see it now.  (A with block does it.)"},
     {"discard", (PyCFunction)outframe_discard, METH_NOARGS,
      "discard()\n--\n\nGive the slot back unpublished."},
-    {"__enter__", outframe_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)outframe_exit, METH_VARARGS, NULL},
     {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
     {NULL},
@@ -651,7 +655,8 @@ int fbpy_publisher_init_types(PyObject *m)
 	if (!fbpy_publisher_type || !fbpy_outframe_type)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Publisher", (PyObject *)fbpy_publisher_type) < 0 ||
-	    PyModule_AddObjectRef(m, "OutFrame", (PyObject *)fbpy_outframe_type) < 0)
+	    PyModule_AddObjectRef(m, "OutFrame", (PyObject *)fbpy_outframe_type) < 0 ||
+	    fbpy_bus_add_method(&publish_method) < 0)
 		return -1;
 	return 0;
 }

@@ -5,11 +5,65 @@
 #include <errno.h>
 #include <time.h>
 
-PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
+struct fbpy_frame;
 
-/* How long a blocking acquire waits before it looks at Python's signals (and,
- * while framebusd is away, tries to subscribe again). */
-#define SLICE_MS 100
+/* One slot of a subscriber's ring, as the binding sees it. */
+struct fbpy_slot {
+	const struct fb_frame *held; /* the frame held there, or NULL */
+	uint64_t generation;         /* counts the times a frame was taken there */
+	bool release_wanted;         /* its Frame was released or is gone */
+	Py_ssize_t exports;          /* buffer exports of the slot's pixels */
+	/* A numpy array over the slot made ahead, while the slot is free, and
+	 * handed out with the next frame taken there: making it after the
+	 * wake-up costs ~20 us with cold caches (docs/performance.md). */
+	PyObject *spare;
+	struct fbpy_slot_view *spare_view; /* borrowed: the spare's exporter */
+};
+
+struct fbpy_subscriber {
+	PyObject_HEAD
+	struct fbpy_child link;
+	struct fbpy_bus *bus;
+	fb_subscriber *sub; /* NULL once unsubscribed */
+	PyObject *stream;
+	uint32_t mode;
+	uint32_t max_holds; /* as asked (0: the daemon's default) */
+	uint32_t format;
+	uint32_t width, height;
+	uint32_t n_slots;
+	uint64_t connections; /* the bus's count when it subscribed */
+	bool lost;            /* framebusd restarted: subscribe again */
+	bool resumed;         /* subscribed again: the next frame is a discontinuity */
+	bool closed;
+	bool busy;            /* a thread is inside acquire */
+	Py_ssize_t live;      /* slots held */
+	struct fbpy_frame *iter_frame; /* borrowed: the frame for-iteration handed out */
+	struct fbpy_view view;
+	struct fbpy_slot slots[FB_MAX_SLOTS];
+};
+
+/* The exporter of a spare array: one slot's pixels.  It keeps its
+ * subscriber alive only once its array was handed out (before that the
+ * subscriber owns the array, and a reference back would be a cycle). */
+struct fbpy_slot_view {
+	PyObject_HEAD
+	struct fbpy_subscriber *owner;
+	uint32_t slot;
+	bool owns_ref;
+};
+
+struct fbpy_frame {
+	PyObject_HEAD
+	struct fbpy_subscriber *owner;
+	uint32_t slot;
+	uint64_t generation; /* its slot's generation when it was taken */
+	bool holding;        /* not yet released */
+	PyObject *array; /* the slot's array, until frame.array hands it out */
+	PyObject *meta;
+	struct fb_frame info; /* a copy, readable after the release */
+};
+
+static PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
 
 /* Drop the arrays made ahead: nobody else has them. */
 static void drop_spares(struct fbpy_subscriber *s)
@@ -77,7 +131,8 @@ static void frame_request_release(struct fbpy_frame *f)
 	slot_maybe_give_back(s, f->slot);
 }
 
-PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+/* Bus.subscribe(), which fbpy_subscriber_init_types() gives Bus. */
+static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
 {
 	static char *kwlist[] = {"stream", "mode", "max_holds", NULL};
 	const char *stream, *mode_name = "latest";
@@ -102,15 +157,9 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 	r = fb_client_subscribe(bus->client, stream, mode, max_holds, &sub);
 	const char *why = r < 0 ? fb_client_last_error(bus->client) : "";
 	fbpy_bus_unlock(bus);
-	if (r == -ENOENT)
-		return PyErr_Format(fbpy_no_such_stream, "the bus has no stream '%s'", stream);
-	if (r == -ECONNRESET || r == -EPIPE)
-		return fbpy_raise(-ECONNRESET, "framebusd at %U went away", bus->path);
-	if (r < 0 && why[0])
-		return PyErr_Format(r == -EUSERS || r == -EINVAL ? PyExc_ValueError : fbpy_error,
-				    "cannot subscribe to '%s': %s", stream, why);
 	if (r < 0)
-		return fbpy_raise(r, "cannot subscribe to '%s'", stream);
+		return fbpy_raise(r, &(struct fbpy_failure){FBPY_SUBSCRIBE, .name = stream,
+							     .path = bus->path, .why = why});
 
 	struct fbpy_subscriber *s = PyObject_New(struct fbpy_subscriber, fbpy_subscriber_type);
 	if (!s) {
@@ -141,6 +190,14 @@ PyObject *fbpy_subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kw
 	}
 	return (PyObject *)s;
 }
+
+static PyMethodDef subscribe_method = {
+    "subscribe", (PyCFunction)(void (*)(void))subscriber_new, METH_VARARGS | METH_KEYWORDS,
+    "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
+    "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
+    "'queue' gives every frame in order (a subscriber that falls a ring behind\n"
+    "skips ahead; Frame.missed says how many it lost).  max_holds limits the\n"
+    "frames held at once (0: the daemon's default)."};
 
 static void subscriber_dealloc(struct fbpy_subscriber *s)
 {
@@ -268,14 +325,52 @@ static int resume(struct fbpy_subscriber *s)
 	return make_spares(s) < 0 ? -EINTR : 0;
 }
 
+struct take_attempt {
+	struct fbpy_subscriber *s;
+	const struct fb_frame *frame;
+};
+
+/* One try of take() (an fbpy_attempt).  A subscription whose daemon
+ * restarted subscribes again here. */
+static int take_attempt(void *data, int slice_ms)
+{
+	struct take_attempt *t = data;
+	struct fbpy_subscriber *s = t->s;
+	int r;
+
+	if (s->lost) {
+		r = resume(s);
+		if (r == 0)
+			return -EINTR; /* on to the new ring at once */
+		if (r != -EAGAIN || slice_ms == 0)
+			return r;
+		struct timespec pause = {.tv_nsec = slice_ms * 1000000L};
+		Py_BEGIN_ALLOW_THREADS nanosleep(&pause, NULL);
+		Py_END_ALLOW_THREADS return -ETIMEDOUT;
+	}
+	Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice_ms, &t->frame);
+	Py_END_ALLOW_THREADS
+	/* The reconnect rule.  The daemon went away with the ring it produced,
+	 * or a publisher revoked us when it published again after a restart (a
+	 * publisher's ring outlives the daemon: we read it until then):
+	 * subscribe again once it is back.  (The bus stays connected while
+	 * this subscriber lives, fbpy.h.) */
+	if (r == -EOWNERDEAD ||
+	    (r == -ECANCELED && (fb_client_check(s->bus->client) < 0 ||
+				 s->bus->connections != s->connections))) {
+		s->lost = true;
+		return -EINTR;
+	}
+	return r;
+}
+
 /* Take a frame: timeout_ms -1 waits forever, 0 not at all.  Returns NULL with
  * an exception, or Py_None (new reference) when empty_ok and nothing came.
  * A subscription whose daemon restarted subscribes again by itself. */
 static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_ok)
 {
-	const struct fb_frame *f = NULL;
-	uint64_t deadline = timeout_ms > 0 ? fbpy_now_ms() + (uint64_t)timeout_ms : 0;
-	int r;
+	struct take_attempt t = {s, NULL};
+	uint64_t deadline = fbpy_deadline(timeout_ms);
 
 	if (subscriber_check(s) < 0)
 		return NULL;
@@ -283,93 +378,26 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 		return PyErr_Format(PyExc_RuntimeError,
 				    "another thread is acquiring from the subscription to '%U'",
 				    s->stream);
-	/* The bus stays connected while this subscriber lives (fbpy.h). */
-	const fb_client *client = s->bus->client;
 	if (make_spares(s) < 0)
 		return NULL;
 	s->busy = true;
-	for (;;) {
-		int slice = 0;
-		if (timeout_ms < 0)
-			slice = SLICE_MS;
-		else if (timeout_ms > 0) {
-			uint64_t now = fbpy_now_ms();
-			slice = now >= deadline ? 0 : (int)Py_MIN(deadline - now, SLICE_MS);
-		}
-		if (s->lost) {
-			r = resume(s);
-			if (r == 0)
-				continue; /* to the new ring */
-			if (r != -EAGAIN || slice == 0)
-				break;
-			struct timespec pause = {.tv_nsec = slice * 1000000L};
-			Py_BEGIN_ALLOW_THREADS nanosleep(&pause, NULL);
-			Py_END_ALLOW_THREADS r = -ETIMEDOUT;
-		} else {
-			Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice, &f);
-			Py_END_ALLOW_THREADS
-			/* The daemon went away with the ring it produced, or a
-			 * publisher revoked us when it published again after a
-			 * restart (a publisher's ring outlives the daemon: we
-			 * read it until then): subscribe again once it is back. */
-			if (r == -EOWNERDEAD ||
-			    (r == -ECANCELED && (fb_client_check(client) < 0 ||
-						 s->bus->connections != s->connections))) {
-				s->lost = true;
-				continue;
-			}
-			if (r != -EINTR && r != -ETIMEDOUT)
-				break;
-		}
-		/* A signal handler may have run without interrupting the
-		 * wait (SA_RESTART): look at Python's signals every slice. */
-		if (PyErr_CheckSignals() < 0)
-			break;
-		if (r == -ETIMEDOUT && timeout_ms >= 0 && fbpy_now_ms() >= deadline)
-			break;
-	}
+	int r = fbpy_wait(deadline, take_attempt, &t);
 	s->busy = false;
 	if (r == 0 && s->closed) { /* closed by another thread meanwhile */
-		fb_subscriber_release(s->sub, f);
+		fb_subscriber_release(s->sub, t.frame);
 		r = -EBADF;
 	}
 	if (r == 0)
-		return frame_new(s, f);
+		return frame_new(s, t.frame);
 	if (s->closed)
 		subscriber_maybe_free(s);
 	if (PyErr_Occurred())
 		return NULL;
-	switch (r) {
-	case -EAGAIN:
-	case -ETIMEDOUT:
-		if (empty_ok)
-			Py_RETURN_NONE;
-		return PyErr_Format(PyExc_TimeoutError, "no frame from '%U' within the timeout",
-				    s->stream);
-	case -EDQUOT:
-		return PyErr_Format(fbpy_hold_limit,
-				    "the subscription to '%U' already holds %u frames, its limit: "
-				    "release frames (and drop arrays made from them) before taking "
-				    "another",
-				    s->stream, (unsigned)fb_subscriber_get_held(s->sub));
-	case -EPIPE:
-		return PyErr_Format(fbpy_stream_ended, "stream '%U' ended", s->stream);
-	case -ECANCELED:
-		return PyErr_Format(fbpy_stream_removed,
-				    "framebusd ended the subscription to '%U' (the stream was "
-				    "removed or restarted with a new geometry): subscribe again",
-				    s->stream);
-	case -EBUSY:
-		return PyErr_Format(PyExc_ConnectionResetError,
-				    "framebusd at %U restarted, but frames of '%U' from before are "
-				    "still held: release them (and drop arrays made from them) to go "
-				    "on with the new ring",
-				    s->bus->path, s->stream);
-	case -EBADF:
-		return PyErr_Format(PyExc_ValueError, "the subscription to '%U' was closed",
-				    s->stream);
-	}
-	return fbpy_raise(r, "acquiring a frame from '%U'", s->stream);
+	if ((r == -EAGAIN || r == -ETIMEDOUT) && empty_ok)
+		Py_RETURN_NONE;
+	return fbpy_raise(r, &(struct fbpy_failure){FBPY_TAKE, .name = PyUnicode_AsUTF8(s->stream),
+						     .path = s->bus->path,
+						     .held = fb_subscriber_get_held(s->sub)});
 }
 
 static PyObject *subscriber_acquire(struct fbpy_subscriber *s, PyObject *args, PyObject *kwds)
@@ -424,11 +452,6 @@ static PyObject *subscriber_fileno(struct fbpy_subscriber *s, PyObject *unused)
 	if (subscriber_check(s) < 0)
 		return NULL;
 	return PyLong_FromLong(fb_subscriber_get_fd(s->sub));
-}
-
-static PyObject *subscriber_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
 }
 
 static PyObject *subscriber_exit(struct fbpy_subscriber *s, PyObject *args)
@@ -511,7 +534,7 @@ static PyMethodDef subscriber_methods[] = {
      "close()\n--\n\n"
      "End the subscription.  Frames still alive stay valid; their slots go back\n"
      "once they (and arrays made from them) are gone."},
-    {"__enter__", subscriber_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)subscriber_exit, METH_VARARGS, NULL},
     {NULL},
 };
@@ -605,11 +628,6 @@ static PyObject *frame_release(struct fbpy_frame *f, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
-static PyObject *frame_enter(PyObject *self, PyObject *unused)
-{
-	return Py_NewRef(self);
-}
-
 static PyObject *frame_exit(struct fbpy_frame *f, PyObject *args)
 {
 	frame_request_release(f);
@@ -697,7 +715,7 @@ static PyMethodDef frame_methods[] = {
      "release()\n--\n\n"
      "Done with this frame: its slot goes back to the ring as soon as no array\n"
      "made from it is left (at once if there is none).  Metadata stays readable."},
-    {"__enter__", frame_enter, METH_NOARGS, NULL},
+    {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)frame_exit, METH_VARARGS, NULL},
     {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
     {NULL},
@@ -807,7 +825,8 @@ int fbpy_subscriber_init_types(PyObject *m)
 	if (!fbpy_subscriber_type || !fbpy_frame_type)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Subscriber", (PyObject *)fbpy_subscriber_type) < 0 ||
-	    PyModule_AddObjectRef(m, "Frame", (PyObject *)fbpy_frame_type) < 0)
+	    PyModule_AddObjectRef(m, "Frame", (PyObject *)fbpy_frame_type) < 0 ||
+	    fbpy_bus_add_method(&subscribe_method) < 0)
 		return -1;
 	for (uint32_t flag = 0; flag < 3; flag++) {
 		static const char *names[] = {"KEYFRAME", "END_OF_STREAM", "DISCONTINUITY"};
