@@ -26,7 +26,6 @@ from ._framebus import (
     DEFAULT_SOCKET,
     ConnectionEvent,
     DISCONTINUITY,
-    END_OF_STREAM,
     KEYFRAME,
     Bus,
     Error,
@@ -50,7 +49,7 @@ from ._framebus import connect as _connect
 __version__ = library_version
 
 __all__ = [
-    "DEFAULT_SOCKET", "DISCONTINUITY", "END_OF_STREAM", "KEYFRAME", "Bus", "ConnectionEvent",
+    "DEFAULT_SOCKET", "DISCONTINUITY", "KEYFRAME", "Bus", "ConnectionEvent",
     "Error", "Frame",
     "FrameDropped", "HoldLimitError", "NoSuchStream", "OutFrame", "Publisher", "StreamEnded",
     "StreamEvent", "StreamExists", "StreamInfo", "StreamRemoved", "Subscriber", "connect",

@@ -8,7 +8,6 @@ import numpy.typing
 DEFAULT_SOCKET: str
 library_version: str
 KEYFRAME: int
-END_OF_STREAM: int
 DISCONTINUITY: int
 
 class Error(Exception): ...

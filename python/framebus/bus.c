@@ -132,7 +132,6 @@ static void on_connection(void *userdata, bool connected, const char *detail)
 		PyStructSequence_SetItem(
 		    e, 1, PyUnicode_DecodeUTF8(detail, (Py_ssize_t)strlen(detail), "replace"));
 	}
-	bus->connections += connected;
 	queue_event(bus, e);
 }
 
@@ -236,7 +235,6 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 		Py_DECREF(bus);
 		return PyErr_Occurred() ? NULL : PyErr_NoMemory();
 	}
-	bus->connections = 0;
 	bus->next_check_ms = 0;
 	fb_client_set_event_callback(client, on_event, bus);
 	fb_client_set_connection_callback(client, on_connection, bus);

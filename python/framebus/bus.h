@@ -22,7 +22,6 @@ struct fbpy_bus {
 	Py_ssize_t users; /* subscribers and publishers not yet freed */
 	struct fbpy_child children;
 	PyObject *events; /* StreamEvent and ConnectionEvent not yet taken by process() */
-	uint64_t connections;     /* counts the times the client connected again */
 	uint64_t next_check_ms;   /* fbpy_bus_keep_connected() does nothing before then */
 };
 

@@ -166,19 +166,15 @@ struct frame_attempt {
 	struct fb_frame *frame;
 };
 
-/* One try of frame() (an fbpy_attempt). */
+/* One try of frame() (an fbpy_attempt).  The producer reads the subscribers
+ * framebusd sends it from its own channel: the client is not involved. */
 static int frame_attempt(void *data, int slice_ms)
 {
 	struct frame_attempt *a = data;
-	struct fbpy_bus *bus = a->p->bus;
 	int r;
 
-	/* The bus lock: the claim reads the daemon's messages (new
-	 * subscribers), one user of the client at a time. */
-	fbpy_bus_lock(bus);
 	Py_BEGIN_ALLOW_THREADS r = fb_producer_acquire(a->p->producer, slice_ms, &a->frame);
-	Py_END_ALLOW_THREADS fbpy_bus_unlock(bus);
-	return r;
+	Py_END_ALLOW_THREADS return r;
 }
 
 static PyObject *publisher_frame(struct fbpy_publisher *p, PyObject *args, PyObject *kwds)

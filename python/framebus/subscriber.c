@@ -31,8 +31,7 @@ struct fbpy_subscriber {
 	uint32_t format;
 	uint32_t width, height;
 	uint32_t n_slots;
-	uint64_t connections; /* the bus's count when it subscribed */
-	bool lost;            /* framebusd restarted: subscribe again */
+	bool lost;            /* its frames stopped: fb_client_resubscribe() */
 	bool resumed;         /* subscribed again: the next frame is a discontinuity */
 	bool closed;
 	bool busy;            /* a thread is inside acquire */
@@ -171,7 +170,6 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 	s->sub = sub;
 	s->mode = mode;
 	s->max_holds = max_holds;
-	s->connections = bus->connections;
 	s->lost = s->resumed = false;
 	s->format = l->format;
 	s->width = l->width;
@@ -281,36 +279,26 @@ static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 	return (PyObject *)o;
 }
 
-/* After a daemon restart: subscribe again to the same stream and go on with
- * the new ring.  Returns 0 once done, -EAGAIN while the daemon (or the
- * stream) is not back yet, -EBUSY while frames of the old ring are held,
- * -ECANCELED if the stream came back with another geometry, or the error
+/* After the subscription's frames stopped: if framebusd went away, subscribe
+ * again to the same stream and go on with the new ring.  Returns 0 once
+ * done, -EAGAIN while the daemon (or the stream) is not back yet, -EBUSY
+ * while frames of the old ring are held, -ECANCELED if the stream came back
+ * with another geometry or framebusd ended the subscription, or the error
  * subscribing failed with. */
 static int resume(struct fbpy_subscriber *s)
 {
 	struct fbpy_bus *bus = s->bus;
 	fb_subscriber *sub;
-	const char *stream = PyUnicode_AsUTF8(s->stream);
 
 	if (s->live > 0)
 		return -EBUSY;
-	if (!stream)
-		return -EAGAIN;
-	/* (a request connects again first if the daemon was lost) */
 	fbpy_bus_lock(bus);
-	int r = fb_client_subscribe(bus->client, stream, s->mode, s->max_holds, &sub);
-	if (r == 0) {
-		const struct fb_layout *l = fb_subscriber_get_layout(sub);
-		if (l->format != s->format || l->width != s->width || l->height != s->height) {
-			fb_client_unsubscribe(bus->client, sub);
-			r = -ECANCELED;
-		}
-	}
+	int r = fb_client_resubscribe(bus->client, s->sub, &sub);
 	fbpy_bus_unlock(bus);
-	if (r == -ENOENT || r == -ECONNRESET)
-		return -EAGAIN;
-	if (r < 0)
-		return r;
+	if (r < 0) {
+		s->lost = r == -EAGAIN;
+		return r == -ESTALE ? -ECANCELED : r;
+	}
 	drop_spares(s); /* before the memory they point into goes */
 	fb_subscriber_free(s->sub);
 	s->sub = sub;
@@ -319,7 +307,6 @@ static int resume(struct fbpy_subscriber *s)
 		s->slots[i].held = NULL;
 		s->slots[i].release_wanted = false;
 	}
-	s->connections = bus->connections;
 	s->lost = false;
 	s->resumed = true;
 	return make_spares(s) < 0 ? -EINTR : 0;
@@ -350,14 +337,10 @@ static int take_attempt(void *data, int slice_ms)
 	}
 	Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice_ms, &t->frame);
 	Py_END_ALLOW_THREADS
-	/* The reconnect rule.  The daemon went away with the ring it produced,
-	 * or a publisher revoked us when it published again after a restart (a
-	 * publisher's ring outlives the daemon: we read it until then):
-	 * subscribe again once it is back.  (The bus stays connected while
-	 * this subscriber lives, fbpy.h.) */
-	if (r == -EOWNERDEAD ||
-	    (r == -ECANCELED && (fb_client_check(s->bus->client) < 0 ||
-				 s->bus->connections != s->connections))) {
+	/* Ended with framebusd, maybe: fb_client_resubscribe() tells, in
+	 * resume().  (The bus stays connected while this subscriber lives,
+	 * fbpy.h.) */
+	if (r == -EOWNERDEAD || r == -ECANCELED) {
 		s->lost = true;
 		return -EINTR;
 	}
@@ -738,7 +721,7 @@ static PyGetSetDef frame_getset[] = {
     {"realtime_ns", (getter)frame_get_realtime_ns, NULL, "CLOCK_REALTIME at publish.", NULL},
     {"missed", (getter)frame_get_missed, NULL,
      "Frames skipped just before this one (queue mode: lost by falling behind).", NULL},
-    {"flags", (getter)frame_get_flags, NULL, "Frame flags (KEYFRAME, END_OF_STREAM, ...).", NULL},
+    {"flags", (getter)frame_get_flags, NULL, "Frame flags (KEYFRAME, DISCONTINUITY).", NULL},
     {"keyframe", (getter)frame_get_keyframe, NULL, "Whether it was a keyframe.", NULL},
     {"discontinuity", (getter)frame_get_discontinuity, NULL,
      "Whether frames before it were lost or its source restarted.", NULL},
@@ -828,10 +811,8 @@ int fbpy_subscriber_init_types(PyObject *m)
 	    PyModule_AddObjectRef(m, "Frame", (PyObject *)fbpy_frame_type) < 0 ||
 	    fbpy_bus_add_method(&subscribe_method) < 0)
 		return -1;
-	for (uint32_t flag = 0; flag < 3; flag++) {
-		static const char *names[] = {"KEYFRAME", "END_OF_STREAM", "DISCONTINUITY"};
-		if (PyModule_AddIntConstant(m, names[flag], 1 << flag) < 0)
-			return -1;
-	}
+	if (PyModule_AddIntConstant(m, "KEYFRAME", FB_FRAME_KEYFRAME) < 0 ||
+	    PyModule_AddIntConstant(m, "DISCONTINUITY", FB_FRAME_DISCONTINUITY) < 0)
+		return -1;
 	return 0;
 }

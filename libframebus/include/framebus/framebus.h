@@ -82,10 +82,10 @@ enum fb_mode {
 	FB_MODE_QUEUE = 1,
 };
 
-/** Frame flags (fb_frame.flags). */
+/** Frame flags (fb_frame.flags).  The end of a stream is no flag: acquire
+ * returns -EPIPE once its last frame was read.  (Bit 1 is not used.) */
 enum fb_frame_flags {
 	FB_FRAME_KEYFRAME = 1u << 0,
-	FB_FRAME_END_OF_STREAM = 1u << 1,
 	FB_FRAME_DISCONTINUITY = 1u << 2,
 };
 
