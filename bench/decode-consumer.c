@@ -15,13 +15,6 @@
 
 #include "framebus/framebus.h"
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int main(int argc, char **argv)
 {
 	fb_client *c;
@@ -50,7 +43,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	while (got < frames && (r = fb_subscriber_acquire(sub, 10000, &f)) == 0) {
-		last = now_ns();
+		last = fb_now_ns();
 		if (!first)
 			first = last;
 		else

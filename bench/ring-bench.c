@@ -61,13 +61,6 @@ static struct shared *sh;
 static uint64_t *floor_stamp;
 static uint32_t *latency;
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint32_t *lat_slot(const struct options *o, int t, uint32_t k)
 {
 	return latency + ((size_t)t * o->k + k) * o->frames;
@@ -75,7 +68,7 @@ static uint32_t *lat_slot(const struct options *o, int t, uint32_t k)
 
 static void record(const struct options *o, int t, uint32_t k, uint64_t n, uint64_t lat_ns)
 {
-	uint64_t now = now_ns();
+	uint64_t now = fb_now_ns();
 	if (n < o->frames)
 		lat_slot(o, t, k)[n] = lat_ns > UINT32_MAX ? UINT32_MAX : (uint32_t)lat_ns;
 	if (n == 0)
@@ -103,7 +96,7 @@ static void floor_child(const struct options *o, uint32_t k, int efd)
 		if (atomic_load(&sh->floor_done))
 			break;
 		uint64_t seq = atomic_load(&sh->floor_seq);
-		record(o, FLOOR, k, n++, now_ns() - floor_stamp[seq]);
+		record(o, FLOOR, k, n++, fb_now_ns() - floor_stamp[seq]);
 	}
 	sh->received[FLOOR][k] = n;
 	_exit(0);
@@ -120,7 +113,7 @@ static void ring_child(const struct options *o, uint32_t k, struct fb_subscriber
 		_exit(2);
 	const struct fb_layout *l = fb_subscriber_get_layout(sub);
 	while ((r = fb_subscriber_acquire(sub, -1, &f)) == 0) {
-		uint64_t now = now_ns();
+		uint64_t now = fb_now_ns();
 		if (o->touch)
 			sum += touch(f, l);
 		record(o, RING, k, n++, now - f->monotonic_ns);
@@ -142,7 +135,7 @@ static void sleep_until(uint64_t t)
 static void floor_send(const struct options *o, int *efd, uint64_t seq)
 {
 	uint64_t one = 1;
-	floor_stamp[seq] = now_ns();
+	floor_stamp[seq] = fb_now_ns();
 	atomic_store(&sh->floor_seq, seq);
 	for (uint32_t k = 0; k < o->k; k++)
 		(void)!write(efd[k], &one, sizeof(one));
@@ -347,7 +340,7 @@ int main(int argc, char **argv)
 	uint64_t period = o.fps > 0 ? (uint64_t)(1e9 / o.fps) : 0;
 	uint64_t published = 0, dropped = 0, ring_start = 0, ring_end = 0;
 	if (period) {
-		uint64_t t0 = now_ns() + period;
+		uint64_t t0 = fb_now_ns() + period;
 		for (uint64_t i = 1; i <= o.frames; i++) {
 			sleep_until(t0 + (i - 1) * period);
 			floor_send(&o, efd, i);
@@ -360,13 +353,13 @@ int main(int argc, char **argv)
 		for (uint64_t i = 1; i <= o.frames; i++)
 			floor_send(&o, efd, i);
 		usleep(100000);
-		ring_start = now_ns();
+		ring_start = fb_now_ns();
 		for (uint64_t i = 1; i <= o.frames; i++) {
 			r = ring_send(producer);
 			published += r == 0;
 			dropped += r == -ENOBUFS;
 		}
-		ring_end = now_ns();
+		ring_end = fb_now_ns();
 	}
 	usleep(100000); /* let the last wake-ups land */
 	atomic_store(&sh->floor_done, 1);

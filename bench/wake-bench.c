@@ -23,19 +23,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench-clock.h"
+
 #define ROUNDS 200
 
 static _Atomic uint32_t word;
 static uint64_t stamp[ROUNDS]; /* written before word counts the round */
 static uint64_t interval_us, lead_us, start_ns;
 static uint64_t latency[ROUNDS];
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Sleep until at_ns (CLOCK_MONOTONIC). */
 static void sleep_until(uint64_t at_ns)
@@ -61,7 +56,7 @@ static void *waiter(void *arg)
 		uint32_t seen;
 		while ((seen = atomic_load(&word)) <= (uint32_t)i)
 			syscall(SYS_futex, &word, FUTEX_WAIT, seen, NULL, NULL, 0);
-		latency[i] = now_ns() - stamp[i];
+		latency[i] = bench_now_ns() - stamp[i];
 	}
 	return NULL;
 }
@@ -77,12 +72,12 @@ static void measure(double *p50, double *p99)
 {
 	pthread_t t;
 	atomic_store(&word, 0);
-	start_ns = now_ns() + 10000000u;
+	start_ns = bench_now_ns() + 10000000u;
 	if (pthread_create(&t, NULL, waiter, NULL) != 0)
 		exit(1);
 	for (int i = 0; i < ROUNDS; i++) {
 		sleep_until(due_ns(i));
-		stamp[i] = now_ns();
+		stamp[i] = bench_now_ns();
 		atomic_store(&word, (uint32_t)i + 1);
 		syscall(SYS_futex, &word, FUTEX_WAKE, 1, NULL, NULL, 0);
 	}

@@ -46,11 +46,6 @@ static struct decoded *decoded(struct fbd_stream *st)
 	return (struct decoded *)st;
 }
 
-static uint64_t now_ns(void)
-{
-	return fb__now_ns(CLOCK_MONOTONIC);
-}
-
 static fb_producer *producer(struct decoded *s)
 {
 	pthread_mutex_lock(&s->base.lock);
@@ -63,7 +58,7 @@ static fb_producer *producer(struct decoded *s)
  * is stopping. */
 static bool sleep_unless_stopped(struct decoded *s, uint64_t ns)
 {
-	uint64_t t = fb__now_ns(CLOCK_MONOTONIC) + ns;
+	uint64_t t = fb_now_ns() + ns;
 	struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
 				 .tv_nsec = (long)(t % 1000000000u)};
 
@@ -123,11 +118,11 @@ static void pace(struct decoded *s, int64_t pts_ns)
 		return;
 	if (s->frames == 0 || pts_ns < s->pace_origin_pts_ns) {
 		s->pace_origin_pts_ns = pts_ns;
-		s->pace_origin_ns = now_ns();
+		s->pace_origin_ns = fb_now_ns();
 		return;
 	}
 	uint64_t due = s->pace_origin_ns + (uint64_t)(pts_ns - s->pace_origin_pts_ns);
-	uint64_t now = now_ns();
+	uint64_t now = fb_now_ns();
 	if (due > now)
 		sleep_unless_stopped(s, due - now);
 }
@@ -244,7 +239,7 @@ static void *stream_thread(void *arg)
 	char why[FB__ERROR_TEXT_MAX];
 
 	while (!atomic_load(&s->stop)) {
-		uint64_t started = now_ns();
+		uint64_t started = fb_now_ns();
 		why[0] = '\0';
 		int r = run_source(s, why, sizeof(why));
 		if (atomic_load(&s->stop))
@@ -262,7 +257,7 @@ static void *stream_thread(void *arg)
 			continue; /* loop: open it again from the start */
 		/* A source that ran for a while before failing starts over from
 		 * the shortest wait. */
-		if (now_ns() - started > cfg->retry_max_ns)
+		if (fb_now_ns() - started > cfg->retry_max_ns)
 			backoff = cfg->retry_min_ns;
 		/* An input this FFmpeg cannot decode stays so until someone
 		 * changes it: try it again only every retry_max. */

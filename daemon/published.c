@@ -178,8 +178,7 @@ static const struct fbd_stream_ops published_ops = {
 
 /* Check what the client sent: the ring's memory against params, and the
  * channel. */
-static int check(struct published *pub, const struct fb_ring_params *params, char *why,
-		 size_t size)
+static int check(struct published *pub, const struct fb_ring_params *params, char *why, size_t size)
 {
 	struct fb_ring_params got;
 	struct fb__ring_geometry geo;
@@ -189,8 +188,9 @@ static int check(struct published *pub, const struct fb_ring_params *params, cha
 
 	if (getsockopt(pub->channel, SOL_SOCKET, SO_TYPE, &type, &len) < 0 ||
 	    type != SOCK_SEQPACKET || fcntl(pub->channel, F_SETFL, O_NONBLOCK) < 0) {
-		snprintf(why, size, "its third descriptor is not a SOCK_SEQPACKET socket for the "
-				    "producer's subscribers");
+		snprintf(why, size,
+			 "its third descriptor is not a SOCK_SEQPACKET socket for the "
+			 "producer's subscribers");
 		return -EINVAL;
 	}
 	r = fb__ring_map_readonly(pub->frame_fd, true, &got, &geo, &pub->hdr);

@@ -39,11 +39,6 @@ struct fbd_source {
 	int64_t watched_bytes;
 };
 
-static uint64_t now_ns(void)
-{
-	return fb__now_ns(CLOCK_MONOTONIC);
-}
-
 /* FFmpeg calls this during every blocking operation: stop on request, and
  * give up on an input that sent nothing for stall_timeout.  Bytes still
  * arriving are no stall, however long one call takes (probing a live input
@@ -51,7 +46,7 @@ static uint64_t now_ns(void)
 static int interrupted(void *opaque)
 {
 	struct fbd_source *s = opaque;
-	uint64_t now = now_ns();
+	uint64_t now = fb_now_ns();
 
 	if (atomic_load(s->stop))
 		return 1;
@@ -112,7 +107,7 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 	s->fmt->interrupt_callback = (AVIOInterruptCB){.callback = interrupted, .opaque = s};
 	for (uint32_t i = 0; i < s->cfg->n_options; i++)
 		av_dict_set(&opts, s->cfg->option_keys[i], s->cfg->option_values[i], 0);
-	atomic_store(&s->last_io_ns, now_ns());
+	atomic_store(&s->last_io_ns, fb_now_ns());
 	r = avformat_open_input(&s->fmt, s->cfg->url, ifmt, &opts);
 	if (r >= 0)
 		s->watched = s->fmt->pb; /* none for inputs doing their own I/O (rtsp) */
@@ -164,7 +159,6 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 	return 0;
 }
 
-
 /* Whether the decoder's error count says the input is broken. */
 static int decode_error(struct fbd_source *s, int averror, char *why, size_t size)
 {
@@ -200,7 +194,8 @@ int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *s
 	if (r < 0) {
 		fbd_source_close(s);
 		if (!why[0])
-			snprintf(why, size, "%s", r == -ENOMEM ? "out of memory" : "the source failed");
+			snprintf(why, size, "%s",
+				 r == -ENOMEM ? "out of memory" : "the source failed");
 		return r > -4096 ? r : -EIO;
 	}
 	*ret_source = s;
@@ -231,8 +226,7 @@ static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, siz
 	return 0;
 }
 
-int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char *why,
-		    size_t size)
+int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char *why, size_t size)
 {
 	for (;;) {
 		int r = receive(s, ret_picture, why, size);
@@ -249,7 +243,7 @@ int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char 
 		}
 		/* Only time spent reading counts as a stall, not time spent
 		 * waiting for a slot or pacing. */
-		atomic_store(&s->last_io_ns, now_ns());
+		atomic_store(&s->last_io_ns, fb_now_ns());
 		r = av_read_frame(s->fmt, s->pkt);
 		if (atomic_load(&s->stalled) && !atomic_load(s->stop)) {
 			av_packet_unref(s->pkt);

@@ -15,7 +15,7 @@ void fbd_stream_init(struct fbd_stream *st, const struct fbd_stream_ops *ops, co
 	snprintf(st->name, sizeof(st->name), "%s", name);
 	st->params = *params;
 	st->state = FB_STREAM_STARTING;
-	st->last_sample_ns = fb__now_ns(CLOCK_MONOTONIC);
+	st->last_sample_ns = fb_now_ns();
 	pthread_mutex_init(&st->lock, NULL);
 }
 
@@ -81,7 +81,7 @@ void fbd_stream_describe(struct fbd_stream *st, struct fb__msg_stream_info *info
 	pthread_mutex_unlock(&st->lock);
 
 	st->ops->counters(st, &stats);
-	uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+	uint64_t now = fb_now_ns();
 	if (now - st->last_sample_ns >= 500000000u) {
 		st->fps = (double)(stats.published - st->last_published) * 1e9 /
 			  (double)(now - st->last_sample_ns);

@@ -59,8 +59,8 @@ struct fbd_stream {
 };
 
 /* What every back-end does first: the common part, state starting. */
-void fbd_stream_init(struct fbd_stream *stream, const struct fbd_stream_ops *ops,
-		     const char *name, const struct fb_ring_params *params);
+void fbd_stream_init(struct fbd_stream *stream, const struct fbd_stream_ops *ops, const char *name,
+		     const struct fb_ring_params *params);
 /* And last, in its free. */
 void fbd_stream_cleanup(struct fbd_stream *stream);
 

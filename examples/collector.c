@@ -58,11 +58,6 @@ struct collector {
 	const char *stop_reason;
 };
 
-static uint64_t now_ns(void)
-{
-	return uv_hrtime();
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -127,7 +122,7 @@ static void on_processed(uv_poll_t *handle, int status, int events)
 	/* The source frame was published before its result: take it first. */
 	drain_source(c);
 	while ((r = fb_subscriber_acquire(c->processed, 0, &f)) == 0) {
-		uint64_t seen = now_ns();
+		uint64_t seen = fb_now_ns();
 		c->missed += f->missed;
 		c->results++;
 		c->tick_results++;
@@ -182,7 +177,7 @@ static void on_tick(uv_timer_t *handle)
 {
 	struct collector *c = handle->data;
 	struct fb_stream_info info = {0};
-	uint64_t now = now_ns();
+	uint64_t now = fb_now_ns();
 	size_t n = c->n_latency - c->tick_first_latency;
 	uint64_t *window = c->latency_ns + c->tick_first_latency;
 
@@ -269,7 +264,7 @@ int main(int argc, char **argv)
 	}
 
 	c.loop = uv_default_loop();
-	c.started_ns = now_ns();
+	c.started_ns = fb_now_ns();
 	r = fb_client_connect(socket_path, "framebus-collector", &c.client);
 	if (r < 0) {
 		fprintf(stderr, "collector: cannot connect to framebusd: %s\n", fb_strerror(r));
@@ -289,7 +284,7 @@ int main(int argc, char **argv)
 	uv_timer_init(c.loop, &c.tick);
 	uv_timer_init(c.loop, &c.deadline);
 	c.tick.data = c.deadline.data = &c;
-	c.tick_start_ns = now_ns();
+	c.tick_start_ns = fb_now_ns();
 	if (c.live)
 		uv_timer_start(&c.tick, on_tick, 1000, 1000);
 	if (seconds > 0)

@@ -398,6 +398,11 @@ FB_EXPORT const char *fb_strerror(int error)
 	}
 }
 
+FB_EXPORT uint64_t fb_now_ns(void)
+{
+	return fb__now_ns(CLOCK_MONOTONIC);
+}
+
 FB_EXPORT const char *fb_version(void)
 {
 	return FB_VERSION_STRING;

@@ -368,11 +368,11 @@ Test(daemon, a_network_source_that_stalls_retries_then_recovers)
 	}
 	/* A try after the first connects, gets nothing either, and stalls
 	 * while opening. */
-	uint64_t until = th_now_ns() + 30000000000u;
+	uint64_t until = fb_now_ns() + 30000000000u;
 	do {
 		th_sleep_us(20000);
 		cr_assert_eq(fb_client_get_stream(c, "net", &info), 0);
-	} while (info.retries < 2 && th_now_ns() < until);
+	} while (info.retries < 2 && fb_now_ns() < until);
 	cr_assert_geq(info.retries, 2, "net: %s (%s), %u tries", fb_stream_state_name(info.state),
 		      info.detail, info.retries);
 	cr_assert_eq(info.state, FB_STREAM_RETRYING);

@@ -142,8 +142,8 @@ fb_client *client(struct daemon *d)
 struct fb_stream_info wait_state(fb_client *c, const char *stream, uint32_t state, double seconds)
 {
 	struct fb_stream_info info = {0};
-	uint64_t until = th_now_ns() + (uint64_t)(seconds * 1e9);
-	while (th_now_ns() < until) {
+	uint64_t until = fb_now_ns() + (uint64_t)(seconds * 1e9);
+	while (fb_now_ns() < until) {
 		int r = fb_client_get_stream(c, stream, &info);
 		cr_assert(r == 0 || r == -ENOENT, "%s: %s", stream, fb_strerror(r));
 		if (r == 0 && info.state == state)
@@ -171,17 +171,17 @@ int daemon_fd_count(const struct daemon *d)
 
 void wait_fd_count(const struct daemon *d, int n, double seconds, const char *what)
 {
-	uint64_t until = th_now_ns() + (uint64_t)(seconds * 1e9);
+	uint64_t until = fb_now_ns() + (uint64_t)(seconds * 1e9);
 	int now;
-	while ((now = daemon_fd_count(d)) != n && th_now_ns() < until)
+	while ((now = daemon_fd_count(d)) != n && fb_now_ns() < until)
 		th_sleep_us(20000);
 	cr_assert_eq(now, n, "%s: %d descriptors open, %d expected", what, now, n);
 }
 
 void wait_log(const struct daemon *d, const char *text, double seconds)
 {
-	uint64_t until = th_now_ns() + (uint64_t)(seconds * 1e9);
-	while (!strstr(read_file(d->log), text) && th_now_ns() < until)
+	uint64_t until = fb_now_ns() + (uint64_t)(seconds * 1e9);
+	while (!strstr(read_file(d->log), text) && fb_now_ns() < until)
 		th_sleep_us(20000);
 	cr_assert(strstr(read_file(d->log), text), "the log never said '%s':\n%s", text,
 		  read_file(d->log));

@@ -53,8 +53,8 @@ Test(daemon, lavfi_stream_serves_whole_frames_in_order)
 	/* 40 frames (0.8 s at 50 fps) and at least 0.6 s: the daemon measures
 	 * the read rate between two requests 0.5 s or more apart, and a source
 	 * catching up after a hiccup can deliver 40 frames faster than that. */
-	uint64_t first_request = th_now_ns();
-	for (int i = 0; i < 40 || th_now_ns() - first_request < 600000000u; i++) {
+	uint64_t first_request = fb_now_ns();
+	for (int i = 0; i < 40 || fb_now_ns() - first_request < 600000000u; i++) {
 		const struct fb_frame *f;
 		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
 		cr_assert_eq(fb_subscriber_release(sub, f), 0);

@@ -38,8 +38,8 @@ Test(daemon, systemd_notifications)
 	char all[65536] = "";
 	size_t len = 0;
 	bool reloaded = false;
-	uint64_t until = th_now_ns() + 3000000000u;
-	while (th_now_ns() < until) {
+	uint64_t until = fb_now_ns() + 3000000000u;
+	while (fb_now_ns() < until) {
 		char buf[1024];
 		struct timeval tv = {.tv_usec = 100000};
 		setsockopt(ns, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -50,7 +50,7 @@ Test(daemon, systemd_notifications)
 			all[len++] = '\n';
 			all[len] = '\0';
 		}
-		if (!reloaded && strstr(all, "READY=1") && th_now_ns() > until - 1500000000u) {
+		if (!reloaded && strstr(all, "READY=1") && fb_now_ns() > until - 1500000000u) {
 			kill(d.pid, SIGHUP);
 			reloaded = true;
 		}
@@ -150,10 +150,10 @@ Test(daemon, logs_to_the_journal_with_fields)
 		/* Wait for a message about the stream, then stop the daemon. */
 		char all[65536] = "";
 		size_t len = 0;
-		uint64_t until = th_now_ns() + 5000000000u;
+		uint64_t until = fb_now_ns() + 5000000000u;
 		struct timeval tv = {.tv_usec = 100000};
 		setsockopt(js, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-		while (th_now_ns() < until && !strstr(all, "opened testsrc2")) {
+		while (fb_now_ns() < until && !strstr(all, "opened testsrc2")) {
 			ssize_t n = recv(js, all + len, sizeof(all) - len - 2, 0);
 			if (n > 0) {
 				len += (size_t)n;

@@ -275,7 +275,7 @@ Test(ring_fork, sigkill_of_holding_subscribers_leaves_no_slot_pinned)
 		publish_one(p, 0);
 		cr_assert_eq(read(ready, &byte, 1), 0, "round %d: the child did not start", round);
 		close(ready);
-		uint64_t until = th_now_ns() + (uint64_t)(rand_r(&seed) % 3000) * 1000u;
+		uint64_t until = fb_now_ns() + (uint64_t)(rand_r(&seed) % 3000) * 1000u;
 
 		do {
 			struct fb_frame *f;
@@ -287,7 +287,7 @@ Test(ring_fork, sigkill_of_holding_subscribers_leaves_no_slot_pinned)
 				th_fill_frame(f, fb_producer_get_layout(p), s0.published + 1);
 				cr_assert_eq(fb_producer_publish(p, f), 0);
 			}
-		} while (th_now_ns() < until);
+		} while (fb_now_ns() < until);
 		fb_producer_get_stats(p, &st);
 		pinned_rounds += st.held > 0;
 
@@ -368,8 +368,8 @@ Test(ring_fork, producer_killed_mid_write_never_exposes_a_half_frame)
 		cr_assert(th_frame_is_whole(f, l));
 		seen = f->seq;
 		fb_subscriber_release(sub, f);
-		uint64_t until = th_now_ns() + (rand_r(&seed) % 5000) * 1000u;
-		while (th_now_ns() < until) {
+		uint64_t until = fb_now_ns() + (rand_r(&seed) % 5000) * 1000u;
+		while (fb_now_ns() < until) {
 			if (fb_subscriber_acquire(sub, 1, &f) == 0) {
 				cr_assert(th_frame_is_whole(f, l), "round %d: seq %lu torn", round,
 					  (unsigned long)f->seq);

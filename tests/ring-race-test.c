@@ -44,9 +44,9 @@ static struct tally hammer(fb_subscriber *sub)
 static uint64_t produce(fb_producer *p)
 {
 	const struct fb_layout *l = fb_producer_get_layout(p);
-	uint64_t until = th_now_ns() + RUN_NS, seq = 0;
+	uint64_t until = fb_now_ns() + RUN_NS, seq = 0;
 
-	while (th_now_ns() < until) {
+	while (fb_now_ns() < until) {
 		struct fb_frame *f;
 		if (fb_producer_acquire(p, 0, &f) < 0)
 			continue;

@@ -73,7 +73,7 @@ static void race(const char *name, uint32_t format, uint32_t policy)
 	const uint64_t block_frames = 20000, drop_run_ns = 1500000000u;
 	fb_producer *p;
 	int before = failures;
-	uint64_t t0 = th_now_ns();
+	uint64_t t0 = fb_now_ns();
 
 	check(fb_producer_new(&params, &p) == 0, "fb_producer_new");
 	for (int i = 0; i < SUBSCRIBERS; i++) {
@@ -86,8 +86,8 @@ static void race(const char *name, uint32_t format, uint32_t policy)
 	}
 
 	const struct fb_layout *l = fb_producer_get_layout(p);
-	uint64_t until = th_now_ns() + drop_run_ns, published = 0;
-	while (policy == FB_POLICY_BLOCK ? published < block_frames : th_now_ns() < until) {
+	uint64_t until = fb_now_ns() + drop_run_ns, published = 0;
+	while (policy == FB_POLICY_BLOCK ? published < block_frames : fb_now_ns() < until) {
 		struct fb_frame *f;
 		int r = fb_producer_acquire(p, 5000, &f);
 		if (policy == FB_POLICY_DROP && r == -ENOBUFS)
@@ -115,7 +115,7 @@ static void race(const char *name, uint32_t format, uint32_t policy)
 		check(subs[1].frames == published, "queue subscriber got %lu of %lu frames",
 		      (unsigned long)subs[1].frames, (unsigned long)published);
 	printf("%s %d - %s (%lu frames published, %.2f s)\n", failures == before ? "ok" : "not ok",
-	       ++test_number, name, (unsigned long)published, (th_now_ns() - t0) / 1e9);
+	       ++test_number, name, (unsigned long)published, (fb_now_ns() - t0) / 1e9);
 }
 
 /* Frames taken by one thread and released by another, as a garbage
@@ -179,7 +179,7 @@ static void release_from_another_thread(void)
 	uint32_t id;
 	uint64_t got = 0, disorder = 0, last = 0;
 	int before = failures, r;
-	uint64_t give_up = th_now_ns() + 20000000000u;
+	uint64_t give_up = fb_now_ns() + 20000000000u;
 
 	check(fb_producer_new(&params, &p) == 0, "fb_producer_new");
 	check(fb_producer_add_subscriber(p, FB_MODE_QUEUE, 3, &fds, &id) == 0, "add subscriber");
@@ -190,7 +190,7 @@ static void release_from_another_thread(void)
 	for (;;) {
 		const struct fb_frame *f;
 		r = fb_subscriber_acquire(h.sub, 5000, &f);
-		if (r == -EDQUOT && th_now_ns() < give_up) { /* the releaser is behind */
+		if (r == -EDQUOT && fb_now_ns() < give_up) { /* the releaser is behind */
 			sched_yield();
 			continue;
 		}

@@ -128,13 +128,6 @@ int th_count_fds(void)
 	return n - 3; /* ".", ".." and the directory's own fd */
 }
 
-uint64_t th_now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 void th_sleep_us(uint64_t us)
 {
 	struct timespec ts = {.tv_sec = (time_t)(us / 1000000u),

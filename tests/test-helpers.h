@@ -30,7 +30,6 @@ int th_wait(pid_t pid);
 /* Open descriptors of this process. */
 int th_count_fds(void);
 
-uint64_t th_now_ns(void);
 void th_sleep_us(uint64_t us);
 
 /* Ring parameters with 64 bytes of side data per frame. */

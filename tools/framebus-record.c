@@ -101,13 +101,6 @@ static void on_signal(int sig)
 	stop_signal = sig;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void usage(FILE *out)
 {
 	fprintf(out,
@@ -539,7 +532,7 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 		(unsigned long long)r->frames, (unsigned long long)f->seq,
 		(unsigned long long)f->source_seq, (long long)f->pts, (long long)pts,
 		(unsigned long long)f->monotonic_ns, (unsigned long long)f->realtime_ns,
-		(double)(now_ns() - f->monotonic_ns) / 1e3);
+		(double)(fb_now_ns() - f->monotonic_ns) / 1e3);
 	json_bytes(r->jsonl, f->meta, f->meta_size);
 	fputs("}\n", r->jsonl);
 

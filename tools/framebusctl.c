@@ -253,13 +253,6 @@ static void on_interrupt(int sig)
 	interrupted = 1;
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -308,14 +301,14 @@ static int cmd_watch(int argc, char **argv)
 	signal(SIGINT, on_interrupt);
 	signal(SIGTERM, on_interrupt);
 
-	uint64_t start = now_ns(), tick = start, frames = 0, missed = 0, total = 0;
+	uint64_t start = fb_now_ns(), tick = start, frames = 0, missed = 0, total = 0;
 	uint64_t lat[4096];
 	size_t n_lat = 0;
-	while (!interrupted && (seconds <= 0 || now_ns() - start < (uint64_t)(seconds * 1e9))) {
+	while (!interrupted && (seconds <= 0 || fb_now_ns() - start < (uint64_t)(seconds * 1e9))) {
 		const struct fb_frame *f;
 		r = fb_subscriber_acquire(sub, 200, &f);
 		if (r == 0) {
-			uint64_t t = now_ns();
+			uint64_t t = fb_now_ns();
 			if (n_lat < sizeof(lat) / sizeof(lat[0]))
 				lat[n_lat++] = t - f->monotonic_ns;
 			frames++;
@@ -331,7 +324,7 @@ static int cmd_watch(int argc, char **argv)
 			r = -ECONNRESET;
 			break;
 		}
-		uint64_t now = now_ns();
+		uint64_t now = fb_now_ns();
 		if (now - tick >= 1000000000u) {
 			qsort(lat, n_lat, sizeof(lat[0]), cmp_u64);
 			printf("%s: %5.1f fps  latency p50 %6.1f us  max %7.1f us  skipped %llu  "

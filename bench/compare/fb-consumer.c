@@ -17,13 +17,6 @@
 
 #include <framebus/framebus.h>
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -64,7 +57,7 @@ int main(int argc, char **argv)
 		const struct fb_frame *f;
 		if ((r = fb_subscriber_acquire(sub, timeout, &f)) < 0)
 			break; /* the end of the stream, or idle */
-		uint64_t t = now_ns();
+		uint64_t t = fb_now_ns();
 		const uint8_t *p = f->data[0];
 		memcpy(&records[n][0], p, 8);
 		memcpy(&records[n][1], p + 8, 8);

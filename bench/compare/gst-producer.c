@@ -34,6 +34,8 @@
 #include <gst/app/gstappsrc.h>
 #include <gst/gst.h>
 
+#include "../bench-clock.h"
+
 #define WIDTH 1920
 #define HEIGHT 1080
 #define FRAME_BYTES ((gsize)WIDTH * HEIGHT * 3)
@@ -64,13 +66,6 @@ struct producer {
 	gchar *error;     /* first error posted on the bus */
 	struct slot slots[SLOTS];
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void put_u64le(guint8 *dst, uint64_t v)
 {
@@ -398,7 +393,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 
-	uint64_t t0 = now_ns();
+	uint64_t t0 = bench_now_ns();
 	for (uint64_t seq = 1; seq <= frames; seq++) {
 		struct slot *s = &p.slots[(seq - 1) % SLOTS];
 		/* Slots are released in the order sent: the oldest one is the next free. */
@@ -436,7 +431,7 @@ int main(int argc, char **argv)
 		GstBuffer *buf = gst_buffer_new();
 		gst_buffer_append_memory(buf, view);
 		put_u64le(s->data, seq);
-		put_u64le(s->data + 8, now_ns());
+		put_u64le(s->data + 8, bench_now_ns());
 		GstFlowReturn fr = gst_app_src_push_buffer(GST_APP_SRC(appsrc), buf);
 		if (fr != GST_FLOW_OK) {
 			why = locked_failure(&p);

@@ -33,6 +33,8 @@
 #include <iceoryx_binding_c/subscriber.h>
 #include <iceoryx_binding_c/wait_set.h>
 
+#include "../bench-clock.h"
+
 #define FRAME_SIZE ((size_t)1920 * 1080 * 3)
 #define QUEUE_CAPACITY 8
 #define NS 1000000000ull
@@ -41,13 +43,6 @@
 /* How often the connection is checked until it is made: iceoryx has no
  * event for it, and no frame can come before it anyway. */
 #define CONNECT_POLL_NS 2000000ull
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
-}
 
 static struct timespec duration(uint64_t ns)
 {
@@ -64,14 +59,14 @@ static void die(const char *what)
  * not connect it. */
 static void wait_registered(iox_sub_t sub)
 {
-	uint64_t deadline = now_ns() + IDLE_BEFORE_NS;
+	uint64_t deadline = bench_now_ns() + IDLE_BEFORE_NS;
 	struct timespec tick = duration(CONNECT_POLL_NS);
 
 	for (;;) {
 		enum iox_SubscribeState s = iox_sub_get_subscription_state(sub);
 		if (s == SubscribeState_WAIT_FOR_OFFER || s == SubscribeState_SUBSCRIBED)
 			return;
-		if (now_ns() >= deadline)
+		if (bench_now_ns() >= deadline)
 			die("RouDi did not register the subscription");
 		nanosleep(&tick, NULL);
 	}
@@ -152,12 +147,12 @@ int main(int argc, char **argv)
 	printf("ready\n");
 	fflush(stdout);
 
-	uint64_t last = now_ns(); /* the start, then the last frame */
+	uint64_t last = bench_now_ns(); /* the start, then the last frame */
 	for (;;) {
 		const void *chunk;
 		while (n < frames && !ended &&
 		       iox_sub_take_chunk(sub, &chunk) == ChunkReceiveResult_SUCCESS) {
-			uint64_t t = now_ns();
+			uint64_t t = bench_now_ns();
 			if (record(chunk, t, records[n], &touched)) {
 				n++;
 				last = t;
@@ -170,7 +165,7 @@ int main(int argc, char **argv)
 			break;
 		if (!ack && iox_sub_get_subscription_state(sub) == SubscribeState_SUBSCRIBED)
 			ack = offer_ack(name);
-		uint64_t now = now_ns(), idle = n ? IDLE_AFTER_NS : IDLE_BEFORE_NS;
+		uint64_t now = bench_now_ns(), idle = n ? IDLE_AFTER_NS : IDLE_BEFORE_NS;
 		if (now - last >= idle)
 			break;
 		uint64_t wait = last + idle - now;

@@ -38,6 +38,8 @@
 #include <iceoryx_binding_c/service_discovery.h>
 #include <iceoryx_binding_c/wait_set.h>
 
+#include "../bench-clock.h"
+
 #define WIDTH 1920
 #define HEIGHT 1080
 #define FRAME_SIZE ((uint32_t)WIDTH * HEIGHT * 3)
@@ -46,13 +48,6 @@
 #define MAX_CHUNKS 64
 #define HEADER_SIZE 16
 #define START_TIMEOUT_S 15
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void die(const char *what, const char *why)
 {
@@ -87,7 +82,7 @@ static void fill_once(uint8_t *p, const uint8_t *pattern)
 
 static void stamp(uint8_t *p, uint64_t seq)
 {
-	uint64_t t = now_ns();
+	uint64_t t = bench_now_ns();
 	memcpy(p, &seq, 8);
 	memcpy(p + 8, &t, 8);
 }
@@ -122,14 +117,14 @@ static void wait_for_consumers(uint64_t k)
 	iox_service_discovery_t sd = iox_service_discovery_init(&sd_storage);
 	iox_ws_t ws = iox_ws_init(&ws_storage);
 	iox_notification_info_t events[1];
-	uint64_t missed, deadline = now_ns() + START_TIMEOUT_S * 1000000000ull;
+	uint64_t missed, deadline = bench_now_ns() + START_TIMEOUT_S * 1000000000ull;
 
 	if (iox_ws_attach_service_discovery_event(ws, sd,
 						  ServiceDiscoveryEvent_SERVICE_REGISTRY_CHANGED, 0,
 						  NULL) != WaitSetResult_SUCCESS)
 		die("waitset", "cannot watch the service registry");
 	while (count_acks(sd) < k) {
-		uint64_t now = now_ns();
+		uint64_t now = bench_now_ns();
 		if (now >= deadline)
 			die("waiting for consumers", "not all of them connected");
 		struct timespec left = {.tv_sec = (time_t)((deadline - now) / 1000000000u),
@@ -201,7 +196,7 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	wait_for_consumers(consumers);
 
-	uint64_t start = now_ns();
+	uint64_t start = bench_now_ns();
 	for (uint64_t seq = 1; seq <= frames; seq++) {
 		pace(fps, start, seq);
 		uint8_t *p = loan(pub, FRAME_SIZE, FRAME_ALIGN);

@@ -51,13 +51,6 @@ struct options {
 	int n_fds;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void die(const char *what, const char *why)
 {
 	fprintf(stderr, "compare-producer: %s: %s\n", what, why);
@@ -84,7 +77,7 @@ static void stamp(uint8_t *p, uint64_t seq)
 {
 	if (write_pixels)
 		memset(p + 16, (int)(seq & 0xff), FRAME_SIZE - 16);
-	uint64_t t = now_ns();
+	uint64_t t = fb_now_ns();
 	memcpy(p, &seq, 8);
 	memcpy(p + 8, &t, 8);
 }
@@ -127,7 +120,7 @@ static void run_framebus(const struct options *o)
 			die("cannot read the stream's subscribers", fb_strerror(r));
 	} while (info.subscribers < (uint32_t)o->consumers);
 
-	uint64_t start = now_ns();
+	uint64_t start = fb_now_ns();
 	for (uint64_t seq = 1; seq <= o->frames; seq++) {
 		struct fb_frame *f;
 		pace(o, start, seq);
@@ -169,7 +162,7 @@ static void run_pipe(const struct options *o)
 	for (int i = 0; i < o->n_fds; i++)
 		fcntl(o->fds[i], F_SETPIPE_SZ, 1 << 20);
 	ready();
-	uint64_t start = now_ns();
+	uint64_t start = fb_now_ns();
 	for (uint64_t seq = 1; seq <= o->frames; seq++) {
 		pace(o, start, seq);
 		stamp(frame, seq);
@@ -207,7 +200,7 @@ static void run_zmq(const struct options *o)
 		if (len > 0 && msg[0] == 1)
 			n++;
 	}
-	uint64_t start = now_ns();
+	uint64_t start = fb_now_ns();
 	for (uint64_t seq = 1; seq <= o->frames; seq++) {
 		pace(o, start, seq);
 		stamp(frame, seq);
@@ -259,7 +252,7 @@ static void run_shm(const struct options *o)
 	for (int k = 0; k < o->consumers; k++)
 		while (sem_wait(attached) < 0 && errno == EINTR)
 			;
-	uint64_t start = now_ns();
+	uint64_t start = fb_now_ns();
 	for (uint64_t seq = 1; seq <= o->frames; seq++) {
 		pace(o, start, seq);
 		stamp(frame, seq);

@@ -144,9 +144,7 @@ PyObject *fbpy_raise(int r, const struct fbpy_failure *f)
 
 uint64_t fbpy_now_ms(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+	return fb_now_ns() / 1000000u;
 }
 
 int64_t fbpy_timeout_ms(PyObject *timeout)

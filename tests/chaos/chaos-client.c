@@ -34,13 +34,6 @@ struct chaos {
 	uint64_t count;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void on_connection(void *userdata, bool connected, const char *detail)
 {
 	printf("%s %s\n", connected ? "connected" : "lost", detail);
@@ -152,7 +145,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	uint64_t next_frame = now_ns();
+	uint64_t next_frame = fb_now_ns();
 	for (;;) {
 		if (c.lost)
 			try_resubscribe(&c);
@@ -163,7 +156,7 @@ int main(int argc, char **argv)
 					 .events = POLLIN}};
 		int timeout = 100;
 		if (c.producer) {
-			uint64_t now = now_ns();
+			uint64_t now = fb_now_ns();
 			timeout = next_frame > now ? (int)((next_frame - now) / 1000000u) : 0;
 		}
 		if (poll(pfd, 2, timeout) < 0 && errno != EINTR)
@@ -172,7 +165,7 @@ int main(int argc, char **argv)
 			fb_client_process(c.client); /* events; connects again when due */
 		if (c.sub && pfd[1].revents)
 			read_frames(&c);
-		if (c.producer && now_ns() >= next_frame) {
+		if (c.producer && fb_now_ns() >= next_frame) {
 			publish_frame(&c);
 			next_frame += 33333333u;
 		}

@@ -121,6 +121,10 @@ const char *fb_strerror(int error);
 /** The library's version as "MAJOR.MINOR.MICRO". */
 const char *fb_version(void);
 
+/** CLOCK_MONOTONIC now, in nanoseconds: the clock of fb_frame.monotonic_ns,
+ * so a frame's age is fb_now_ns() - frame->monotonic_ns. */
+uint64_t fb_now_ns(void);
+
 /** Everything needed to create a ring.  Zero-initialise, then fill in: the
  * reserved room must stay zero (-EINVAL otherwise), so that fields added
  * there later mean "as before" when zero. */
