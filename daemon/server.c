@@ -249,7 +249,7 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 		r = -EINVAL, snprintf(why, sizeof(why),
 				      "invalid ring parameters (size, format, slots, "
 				      "policy or meta_max)");
-	else if (mine >= d->config->max_streams_per_client || d->n_streams >= FBD_MAX_STREAMS)
+	else if (mine >= d->config->max_streams_per_client)
 		r = -EUSERS, snprintf(why, sizeof(why), "this client may publish %u streams",
 				      d->config->max_streams_per_client);
 	else if (memory + geo.total_size > d->config->max_ring_memory_per_client)
@@ -274,7 +274,12 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 		return;
 	}
 	st->owner = c;
-	fbd_streams_add(d, st); /* it has room: checked above */
+	r = fbd_streams_add(d, st);
+	if (r < 0) {
+		send_error(c, seq, r, "the daemon already runs %d streams, its limit",
+			   FBD_MAX_STREAMS);
+		return;
+	}
 	struct fb__msg_id reply = {.id = st->id};
 	fb__msg_send(c->fd, FB__OP_CREATED, seq, &reply, sizeof(reply), NULL, 0);
 	fbd_log_about(LOG_INFO, name, NULL, "stream %s: published by %s, %ux%u %s, %u slots", name,
