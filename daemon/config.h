@@ -12,6 +12,13 @@
 #define FBD_MAX_STREAMS 64
 #define FBD_MAX_OPTIONS 16
 
+/* What an input that ends does to its stream. */
+enum fbd_on_end {
+	FBD_ON_END_AUTO = 0, /* retry for cameras and network inputs, end for files and lavfi */
+	FBD_ON_END_RETRY,    /* open it again, as after a failure: a camera that rebooted */
+	FBD_ON_END_END,      /* the stream ends */
+};
+
 enum fbd_pacing {
 	FBD_PACING_AUTO = 0, /* native for files and lavfi, fast for live inputs */
 	FBD_PACING_NATIVE,   /* sleep to each frame's timestamp */
@@ -28,6 +35,7 @@ struct fbd_stream_config {
 	uint32_t policy;
 	uint32_t meta_max;
 	uint32_t pacing;
+	uint32_t on_end; /* enum fbd_on_end */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */
 	uint64_t retry_min_ns;

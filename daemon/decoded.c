@@ -207,6 +207,13 @@ static bool is_live(const struct fbd_stream_config *cfg)
 	return strstr(cfg->url, "://") && strncmp(cfg->url, "file://", 7) != 0;
 }
 
+/* Whether an input that ends is opened again (on_end). */
+static bool retries_at_end(const struct fbd_stream_config *cfg)
+{
+	return cfg->on_end == FBD_ON_END_RETRY ||
+	       (cfg->on_end == FBD_ON_END_AUTO && is_live(cfg));
+}
+
 /* Open the source and deliver its pictures until it ends (0) or fails
  * (-errno, with the reason in why): -ENOTSUP if this FFmpeg cannot decode
  * its video. */
@@ -244,7 +251,9 @@ static void *stream_thread(void *arg)
 		int r = run_source(s, why, sizeof(why));
 		if (atomic_load(&s->stop))
 			break;
-		if (r == 0 && !cfg->loop) {
+		if (r == 0 && cfg->loop)
+			continue; /* open it again from the start */
+		if (r == 0 && !retries_at_end(cfg)) {
 			fbd_log_about(LOG_INFO, cfg->name, NULL, "stream %s: end of %s", cfg->name,
 				      cfg->url);
 			fbd_stream_set_state(&s->base, FB_STREAM_ENDED, "end of input");
@@ -253,8 +262,9 @@ static void *stream_thread(void *arg)
 				fb_producer_end(p);
 			break;
 		}
-		if (r == 0)
-			continue; /* loop: open it again from the start */
+		if (r == 0) /* a camera that rebooted, a server that went away */
+			snprintf(why, sizeof(why),
+				 "the input ended (the camera or server closed it)");
 		/* A source that ran for a while before failing starts over from
 		 * the shortest wait. */
 		if (fb_now_ns() - started > cfg->retry_max_ns)

@@ -43,6 +43,8 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	     "framebusd.conf:3: [stream a] format: 'rgb48' is not one of gray8, bgr24"},
 	    {"[stream a]\nurl = x\npolicy = wait\n",
 	     "framebusd.conf:3: [stream a] policy: 'wait' is not drop or block"},
+	    {"[stream a]\nurl = x\non_end = restart\n",
+	     "framebusd.conf:3: [stream a] on_end: 'restart' is not auto, retry or end"},
 	    {"[stream a]\nurl = x\nretry_min = soon\n",
 	     "[stream a] retry_min: 'soon' is not a duration"},
 	    {"# comment\n[stream a b]\nurl = x\n",

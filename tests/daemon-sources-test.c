@@ -170,3 +170,67 @@ Test(daemon, http_udp_and_rtsp_sources)
 		 port, port + 1, port + 2);
 	run(cmd);
 }
+
+/* An HTTP camera on 127.0.0.1 (ffmpeg serving 2 s of video) that closes the
+ * connection and, later, serves again: a live input that ends is retried
+ * (on_end = auto), its subscriber keeps its subscription and gets frames
+ * again, the first one marked a discontinuity, and never an end of stream;
+ * the same camera with on_end = end ends its stream. */
+Test(daemon, a_camera_that_closes_the_connection_comes_back)
+{
+	struct daemon d;
+	char config[512], serve[384];
+	int port = free_port() + 3;
+	const char *const server =
+	    "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=96x64:rate=25 -t 2 "
+	    "-c:v mpeg2video -f mpegts -listen 1 http://127.0.0.1:%d/live.ts >/dev/null 2>&1 &";
+
+	snprintf(config, sizeof(config),
+		 "[stream camera]\nurl = http://127.0.0.1:%d/live.ts\nretry_min = 200ms\n"
+		 "retry_max = 500ms\n"
+		 "[stream once]\nurl = http://127.0.0.1:%d/live.ts\non_end = end\n"
+		 "retry_min = 200ms\nretry_max = 500ms\n",
+		 port, port + 1);
+	snprintf(serve, sizeof(serve), server, port);
+	cr_assert_eq(run(serve), 0);
+	snprintf(serve, sizeof(serve), server, port + 1);
+	cr_assert_eq(run(serve), 0);
+	start(&d, config);
+	fb_client *c = client(&d);
+	wait_state(c, "camera", FB_STREAM_RUNNING, 15);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(c, "camera", FB_MODE_QUEUE, 1, &sub), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 3000, &f), 0);
+	uint64_t last = f->seq;
+	fb_subscriber_release(sub, f);
+
+	/* The camera goes away at the end of its 2 s. */
+	wait_log(&d, "stream camera: the input ended (the camera or server closed it); retrying",
+		 10);
+	struct fb_stream_info once = wait_state(c, "once", FB_STREAM_ENDED, 10);
+	cr_assert_str_eq(once.detail, "end of input");
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 300, &f)) == 0) {
+		last = f->seq;
+		fb_subscriber_release(sub, f);
+	}
+	cr_assert_eq(r, -ETIMEDOUT, "a camera away is no end of stream: %s", fb_strerror(r));
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(c, "camera", &info), 0);
+	cr_assert_eq(info.state, FB_STREAM_RETRYING);
+
+	/* It comes back: the same ring, the same subscription. */
+	snprintf(serve, sizeof(serve), server, port);
+	cr_assert_eq(run(serve), 0);
+	cr_assert_eq(fb_subscriber_acquire(sub, 10000, &f), 0, "no frame after the camera came back");
+	cr_assert_gt(f->seq, last);
+	cr_assert(f->flags & FB_FRAME_DISCONTINUITY, "the first frame after it is a discontinuity");
+	fb_subscriber_release(sub, f);
+	wait_state(c, "camera", FB_STREAM_RUNNING, 5);
+	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+	snprintf(serve, sizeof(serve), "pkill -f '127.0.0.1:%d/' ; true", port);
+	run(serve);
+}
