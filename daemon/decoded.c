@@ -312,7 +312,7 @@ static void decoded_counters(struct fbd_stream *st, struct fb_ring_stats *ret_st
 		fb_producer_get_stats(p, ret_stats);
 }
 
-static void decoded_free(struct fbd_stream *st)
+static void decoded_free(struct fbd_stream *st, bool end)
 {
 	struct decoded *s = decoded(st);
 
@@ -321,7 +321,10 @@ static void decoded_free(struct fbd_stream *st)
 	pthread_cond_broadcast(&s->wake);
 	pthread_mutex_unlock(&st->lock);
 	pthread_join(s->thread, NULL);
-	fb_producer_free(s->producer);
+	if (end)
+		fb_producer_free(s->producer);
+	else
+		fb__producer_abandon(s->producer);
 	pthread_cond_destroy(&s->wake);
 	fbd_stream_config_free(s->config);
 	fbd_stream_cleanup(st);

@@ -230,8 +230,10 @@ int main(int argc, char **argv)
 
 	sd_notify(0, "STOPPING=1");
 out:
-	/* Streams first: their subscribers are told and read what is left
-	 * (-EPIPE), rather than being cancelled with their connections. */
+	/* Streams first: their subscribers are told the daemon is stopping
+	 * (an event) before their connections go.  No ring ends: subscribers
+	 * read what is left, see their producer go (-EOWNERDEAD) and subscribe
+	 * again to the next daemon, as after a crash. */
 	fbd_streams_stop(d);
 	fbd_server_stop(d);
 	uv_walk(d->loop, close_handle, NULL);

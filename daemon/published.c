@@ -144,17 +144,20 @@ static void published_counters(struct fbd_stream *st, struct fb_ring_stats *ret_
 	};
 }
 
-static void published_free(struct fbd_stream *st)
+static void published_free(struct fbd_stream *st, bool end)
 {
 	struct published *pub = published(st);
 
 	/* The producer may be dead and cannot set closed in the ring (it alone
-	 * can write there): end every subscription through its record. */
+	 * can write there): end every subscription through its record.  Not
+	 * when the daemon stops: the publisher lives on and, publishing again
+	 * to the next daemon, revokes them; they subscribe again. */
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		struct remote_sub *rs = &pub->subs[i];
 		if (!rs->id)
 			continue;
-		fb__subscriber_slot_end(&rs->slot);
+		if (end)
+			fb__subscriber_slot_end(&rs->slot);
 		fb__subscriber_slot_close(&rs->slot);
 	}
 	if (pub->hdr)
@@ -233,7 +236,7 @@ int fbd_published_create(const char *name, const char *owner_label,
 	snprintf(pub->base.source, sizeof(pub->base.source), "client:%s", owner_label);
 	r = check(pub, params, why, size);
 	if (r < 0) {
-		published_free(&pub->base);
+		published_free(&pub->base, true);
 		return r;
 	}
 	pub->base.state = FB_STREAM_RUNNING;

@@ -27,9 +27,11 @@ struct fbd_stream_ops {
 				struct fb_subscriber_stats *ret_stats);
 	/* Zeros while there is no ring. */
 	void (*counters)(struct fbd_stream *stream, struct fb_ring_stats *ret_stats);
-	/* End the ring for its subscribers (they read what is left, then
-	 * -EPIPE) and free the stream. */
-	void (*free)(struct fbd_stream *stream);
+	/* Free the stream.  end: its subscribers read what is left, then get
+	 * -EPIPE (a reload removed it, its publisher withdrew it); otherwise
+	 * (the daemon is stopping) they see their producer go, as if the
+	 * daemon had died, and subscribe again to the next daemon. */
+	void (*free)(struct fbd_stream *stream, bool end);
 };
 
 struct fbd_stream {

@@ -35,7 +35,7 @@ static void on_state_change(uv_async_t *async)
 int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
 {
 	if (d->n_streams == FBD_MAX_STREAMS) {
-		st->ops->free(st);
+		st->ops->free(st, true);
 		return -EUSERS;
 	}
 	st->id = ++d->next_stream_id ? d->next_stream_id : ++d->next_stream_id;
@@ -50,7 +50,8 @@ int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
 	return 0;
 }
 
-void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *st, const char *why)
+/* Take a stream out of the table and free it (ending it or not). */
+static void drop(struct fbd_daemon *d, struct fbd_stream *st, const char *why, bool end)
 {
 	tell(d, st, FB_STREAM_REMOVED, why);
 	for (uint32_t i = 0; i < d->n_streams; i++)
@@ -59,7 +60,12 @@ void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *st, const char 
 			break;
 		}
 	fbd_log_about(LOG_INFO, st->name, NULL, "stream %s: stopped (%s)", st->name, why);
-	st->ops->free(st);
+	st->ops->free(st, end);
+}
+
+void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *st, const char *why)
+{
+	drop(d, st, why, true);
 }
 
 static void start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
@@ -135,8 +141,10 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 
 void fbd_streams_stop(struct fbd_daemon *d)
 {
+	/* Not an end of stream: the rings go as with a daemon that died, and
+	 * subscribers wait for the next daemon (docs/operations.md). */
 	while (d->n_streams)
-		fbd_streams_remove(d, d->streams[d->n_streams - 1], "the daemon is stopping");
+		drop(d, d->streams[d->n_streams - 1], "the daemon is stopping", false);
 	if (!uv_is_closing((uv_handle_t *)&d->state_async))
 		uv_close((uv_handle_t *)&d->state_async, NULL);
 }

@@ -13,7 +13,10 @@
  * The library needs no thread of its own: each subscriber's descriptor and
  * the client's socket go into the loop as uv_poll handles; when one is
  * readable, fb_subscriber_acquire(.., 0, ..) is called until -EAGAIN, which
- * re-arms the descriptor.
+ * re-arms the descriptor.  When framebusd stops or restarts, the client
+ * connects again by itself and each subscription is made again with
+ * fb_client_resubscribe(), from a timer, until the daemon and the stream
+ * are back.
  *
  *   framebus-collector [--socket PATH] [--source cam0] [--processed cam0.gray]
  *                      [--frames N] [--seconds N] [--live]
@@ -34,14 +37,25 @@
 /* Capture times of the last source frames, by seq. */
 #define HISTORY 4096
 
+struct collector;
+
+/* One subscription, followed across daemon restarts. */
+struct subscription {
+	struct collector *c;
+	const char *name;
+	fb_subscriber *sub;
+	uv_poll_t *poll;     /* on sub's descriptor; a new one for each subscriber */
+	fb_subscriber *lost; /* ended with its daemon: to subscribe again */
+	uv_poll_cb ready;
+};
+
 struct collector {
 	uv_loop_t *loop;
 	fb_client *client;
-	fb_subscriber *source, *processed;
-	const char *source_name, *processed_name;
-	uv_poll_t source_poll, processed_poll, client_poll;
+	struct subscription source, processed;
+	uv_poll_t client_poll;
 	uv_signal_t sigint, sigterm;
-	uv_timer_t tick, deadline;
+	uv_timer_t tick, deadline, resubscribe;
 	bool live;
 	uint64_t max_frames;
 	struct {
@@ -80,19 +94,89 @@ static void stop(struct collector *c, const char *why)
 	uv_stop(c->loop);
 }
 
+/* Watch s's descriptor (a new subscriber: a new handle). */
+static int watch(struct subscription *s)
+{
+	s->poll = malloc(sizeof(*s->poll));
+	if (!s->poll)
+		return -ENOMEM;
+	uv_poll_init(s->c->loop, s->poll, fb_subscriber_get_fd(s->sub));
+	s->poll->data = s->c;
+	return uv_poll_start(s->poll, UV_READABLE, s->ready);
+}
+
+static void free_handle(uv_handle_t *handle)
+{
+	free(handle);
+}
+
+static void unwatch(struct subscription *s)
+{
+	if (s->poll)
+		uv_close((uv_handle_t *)s->poll, free_handle);
+	s->poll = NULL;
+}
+
+/* The resubscribe timer: each lost subscription, made again once its daemon
+ * and stream are back. */
+static void on_resubscribe(uv_timer_t *handle)
+{
+	struct collector *c = handle->data;
+	struct subscription *all[] = {&c->source, &c->processed};
+	bool waiting = false;
+
+	for (size_t i = 0; i < 2; i++) {
+		struct subscription *s = all[i];
+		if (!s->lost)
+			continue;
+		int r = fb_client_resubscribe(c->client, s->lost, &s->sub);
+		if (r == -EAGAIN) {
+			waiting = true;
+			continue;
+		}
+		fb_client_unsubscribe(c->client, s->lost);
+		s->lost = NULL;
+		if (r < 0 || watch(s) < 0) {
+			stop(c, r == -EPIPE ? "a stream ended while framebusd was away"
+					    : "could not subscribe again after framebusd came back");
+			return;
+		}
+		fprintf(stderr, "collector: %s: subscribed again\n", s->name);
+	}
+	if (!waiting)
+		uv_timer_stop(handle);
+}
+
+/* After acquire failed with r: a subscription whose daemon went away (or
+ * restarted) waits for the resubscribe timer.  Returns false if it ended
+ * for good. */
+static bool follow(struct subscription *s, int r)
+{
+	if (r != -EOWNERDEAD && r != -ECANCELED)
+		return false;
+	unwatch(s);
+	s->lost = s->sub;
+	s->sub = NULL;
+	fprintf(stderr, "collector: %s: %s; waiting for framebusd\n", s->name, fb_strerror(r));
+	uv_timer_start(&s->c->resubscribe, on_resubscribe, 250, 250);
+	return true;
+}
+
 /* Remember when every source frame waiting now was captured. */
 static void drain_source(struct collector *c)
 {
 	const struct fb_frame *f;
 	int r;
 
-	while ((r = fb_subscriber_acquire(c->source, 0, &f)) == 0) {
+	if (!c->source.sub)
+		return;
+	while ((r = fb_subscriber_acquire(c->source.sub, 0, &f)) == 0) {
 		c->history[f->seq % HISTORY].seq = f->seq;
 		c->history[f->seq % HISTORY].captured_ns = f->monotonic_ns;
-		fb_subscriber_release(c->source, f);
+		fb_subscriber_release(c->source.sub, f);
 	}
-	if (r != -EAGAIN && r != -EPIPE)
-		fprintf(stderr, "collector: source %s: %s\n", c->source_name, fb_strerror(r));
+	if (r != -EAGAIN && r != -EPIPE && !follow(&c->source, r))
+		fprintf(stderr, "collector: source %s: %s\n", c->source.name, fb_strerror(r));
 }
 
 static void on_source(uv_poll_t *handle, int status, int events)
@@ -121,7 +205,9 @@ static void on_processed(uv_poll_t *handle, int status, int events)
 
 	/* The source frame was published before its result: take it first. */
 	drain_source(c);
-	while ((r = fb_subscriber_acquire(c->processed, 0, &f)) == 0) {
+	if (!c->processed.sub)
+		return;
+	while ((r = fb_subscriber_acquire(c->processed.sub, 0, &f)) == 0) {
 		uint64_t seen = fb_now_ns();
 		c->missed += f->missed;
 		c->results++;
@@ -141,7 +227,7 @@ static void on_processed(uv_poll_t *handle, int status, int events)
 				printf("capture_to_result_us=?");
 			printf(" meta=%.*s\n", (int)f->meta_size, (const char *)f->meta);
 		}
-		fb_subscriber_release(c->processed, f);
+		fb_subscriber_release(c->processed.sub, f);
 		if (c->max_frames && c->results >= c->max_frames) {
 			stop(c, "the frame count was reached");
 			return;
@@ -149,17 +235,19 @@ static void on_processed(uv_poll_t *handle, int status, int events)
 	}
 	if (r == -EPIPE)
 		stop(c, "the processed stream ended");
-	else if (r == -ECANCELED)
-		stop(c, "framebusd removed the processed stream");
-	else if (r != -EAGAIN)
+	else if (r != -EAGAIN && !follow(&c->processed, r))
 		stop(c, fb_strerror(r));
 }
 
+/* Events, and connecting again while framebusd is away (the descriptor
+ * wakes every 250 ms then). */
 static void on_client(uv_poll_t *handle, int status, int events)
 {
 	struct collector *c = handle->data;
-	if (status < 0 || fb_client_process(c->client) < 0)
-		stop(c, "framebusd went away");
+	if (status < 0)
+		stop(c, "the connection to framebusd broke");
+	else
+		fb_client_process(c->client);
 }
 
 static void on_signal(uv_signal_t *handle, int signum)
@@ -181,10 +269,10 @@ static void on_tick(uv_timer_t *handle)
 	size_t n = c->n_latency - c->tick_first_latency;
 	uint64_t *window = c->latency_ns + c->tick_first_latency;
 
-	fb_client_get_stream(c->client, c->processed_name, &info);
+	fb_client_get_stream(c->client, c->processed.name, &info);
 	printf("collector: %5.1f results/s  dropped by %s %" PRIu64 "  missed here %" PRIu64
 	       "  capture-to-result p50 %7.1f us  p99 %7.1f us\n",
-	       (double)c->tick_results * 1e9 / (double)(now - c->tick_start_ns), c->processed_name,
+	       (double)c->tick_results * 1e9 / (double)(now - c->tick_start_ns), c->processed.name,
 	       info.dropped, c->missed, percentile_us(window, n, 50), percentile_us(window, n, 99));
 	fflush(stdout);
 	c->tick_results = 0;
@@ -192,19 +280,18 @@ static void on_tick(uv_timer_t *handle)
 	c->tick_first_latency = c->n_latency;
 }
 
-static int subscribe(struct collector *c, const char *name, fb_subscriber **ret, uv_poll_t *poll,
-		     uv_poll_cb cb)
+static int subscribe(struct collector *c, struct subscription *s, uv_poll_cb ready)
 {
-	int r = fb_client_subscribe(c->client, name, FB_MODE_QUEUE, 0, ret);
+	s->c = c;
+	s->ready = ready;
+	int r = fb_client_subscribe(c->client, s->name, FB_MODE_QUEUE, 0, &s->sub);
 	if (r < 0) {
 		const char *why = fb_client_last_error(c->client);
-		fprintf(stderr, "collector: cannot subscribe to '%s': %s\n", name,
+		fprintf(stderr, "collector: cannot subscribe to '%s': %s\n", s->name,
 			why[0] ? why : fb_strerror(r));
 		return r;
 	}
-	uv_poll_init(c->loop, poll, fb_subscriber_get_fd(*ret));
-	poll->data = c;
-	return uv_poll_start(poll, UV_READABLE, cb);
+	return watch(s);
 }
 
 static void usage(FILE *out)
@@ -224,7 +311,7 @@ int main(int argc, char **argv)
 	    {"seconds", required_argument, NULL, 't'},   {"live", no_argument, NULL, 'l'},
 	    {"help", no_argument, NULL, 'h'},            {0},
 	};
-	static struct collector c = {.source_name = "cam0"};
+	static struct collector c = {.source.name = "cam0"};
 	const char *socket_path = NULL;
 	char processed_default[FB_NAME_MAX + 8];
 	double seconds = 0;
@@ -236,10 +323,10 @@ int main(int argc, char **argv)
 			socket_path = optarg;
 			break;
 		case 'i':
-			c.source_name = optarg;
+			c.source.name = optarg;
 			break;
 		case 'o':
-			c.processed_name = optarg;
+			c.processed.name = optarg;
 			break;
 		case 'n':
 			c.max_frames = strtoull(optarg, NULL, 10);
@@ -258,9 +345,9 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!c.processed_name) {
-		snprintf(processed_default, sizeof(processed_default), "%s.gray", c.source_name);
-		c.processed_name = processed_default;
+	if (!c.processed.name) {
+		snprintf(processed_default, sizeof(processed_default), "%s.gray", c.source.name);
+		c.processed.name = processed_default;
 	}
 
 	c.loop = uv_default_loop();
@@ -270,8 +357,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "collector: cannot connect to framebusd: %s\n", fb_strerror(r));
 		return 1;
 	}
-	if (subscribe(&c, c.source_name, &c.source, &c.source_poll, on_source) < 0 ||
-	    subscribe(&c, c.processed_name, &c.processed, &c.processed_poll, on_processed) < 0)
+	if (subscribe(&c, &c.source, on_source) < 0 ||
+	    subscribe(&c, &c.processed, on_processed) < 0)
 		return 1;
 	uv_poll_init(c.loop, &c.client_poll, fb_client_get_fd(c.client));
 	c.client_poll.data = &c;
@@ -283,13 +370,14 @@ int main(int argc, char **argv)
 	uv_signal_start(&c.sigterm, on_signal, SIGTERM);
 	uv_timer_init(c.loop, &c.tick);
 	uv_timer_init(c.loop, &c.deadline);
-	c.tick.data = c.deadline.data = &c;
+	uv_timer_init(c.loop, &c.resubscribe);
+	c.tick.data = c.deadline.data = c.resubscribe.data = &c;
 	c.tick_start_ns = fb_now_ns();
 	if (c.live)
 		uv_timer_start(&c.tick, on_tick, 1000, 1000);
 	if (seconds > 0)
 		uv_timer_start(&c.deadline, on_deadline, (uint64_t)(seconds * 1000), 0);
-	fprintf(stderr, "collector: matching %s to %s\n", c.processed_name, c.source_name);
+	fprintf(stderr, "collector: matching %s to %s\n", c.processed.name, c.source.name);
 
 	uv_run(c.loop, UV_RUN_DEFAULT);
 
@@ -300,18 +388,23 @@ int main(int argc, char **argv)
 	       percentile_us(c.latency_ns, c.n_latency, 99),
 	       percentile_us(c.latency_ns, c.n_latency, 100));
 	/* Close every handle so that the loop ends clean (valgrind-quiet). */
-	uv_close((uv_handle_t *)&c.source_poll, NULL);
-	uv_close((uv_handle_t *)&c.processed_poll, NULL);
+	unwatch(&c.source);
+	unwatch(&c.processed);
 	uv_close((uv_handle_t *)&c.client_poll, NULL);
+	uv_close((uv_handle_t *)&c.resubscribe, NULL);
 	uv_close((uv_handle_t *)&c.sigint, NULL);
 	uv_close((uv_handle_t *)&c.sigterm, NULL);
 	uv_close((uv_handle_t *)&c.tick, NULL);
 	uv_close((uv_handle_t *)&c.deadline, NULL);
 	uv_run(c.loop, UV_RUN_DEFAULT);
 	uv_loop_close(c.loop);
-	fb_client_unsubscribe(c.client, c.processed);
-	fb_client_unsubscribe(c.client, c.source);
+	struct subscription *all[] = {&c.source, &c.processed};
+	for (size_t i = 0; i < 2; i++) {
+		fb_client_unsubscribe(c.client, all[i]->sub);
+		fb_client_unsubscribe(c.client, all[i]->lost);
+	}
 	fb_client_free(c.client);
 	free(c.latency_ns);
-	return c.stop_reason && !strcmp(c.stop_reason, "framebusd went away") ? 1 : 0;
+	return c.stop_reason && !strcmp(c.stop_reason, "the connection to framebusd broke") ? 1
+												 : 0;
 }

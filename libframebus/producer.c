@@ -293,10 +293,15 @@ FB_EXPORT int fb_producer_end(fb_producer *p)
 
 FB_EXPORT void fb_producer_free(fb_producer *p)
 {
+	if (p && p->hdr)
+		fb_producer_end(p);
+	fb__producer_abandon(p);
+}
+
+void fb__producer_abandon(fb_producer *p)
+{
 	if (!p)
 		return;
-	if (p->hdr)
-		fb_producer_end(p);
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		if (p->subs[i].slot.record)
 			drop_sub(p, &p->subs[i], false);

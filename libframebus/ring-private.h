@@ -233,6 +233,11 @@ int fb__subscriber_get_end(const fb_subscriber *subscriber);
  * brought: that daemon is gone.  *ret_daemon_end is the daemon's end, for
  * the caller to send with CREATE_STREAM and close. */
 int fb__producer_open_channel(fb_producer *producer, int *ret_daemon_end);
+/* Free a producer without ending its stream, as if its process had died:
+ * its subscribers read what is left, then get -EOWNERDEAD once nobody else
+ * holds their wake pipes (framebusd stopping: they subscribe again to the
+ * daemon that comes next).  Accepts NULL. */
+void fb__producer_abandon(fb_producer *producer);
 /* The ring's descriptors, still owned by the producer. */
 int fb__producer_get_fds(const fb_producer *producer, int *ret_frame_fd, int *ret_control_fd);
 

@@ -138,36 +138,107 @@ static void on_event(void *data, const char *stream, uint32_t state, const char 
 	e->count++;
 }
 
-/* SIGTERM: subscribers are told (an event, then -EPIPE once they read
- * what is left) and the daemon exits cleanly. */
-Test(daemon, sigterm_tells_subscribers)
+/* Start a daemon again on d's socket, with config (the last one exited). */
+static void respawn(struct daemon *d, const char *config)
+{
+	write_file(d->config, config);
+	d->pid = spawn_daemon(d, NULL);
+	for (int i = 0; i < 1000; i++) {
+		fb_client *c;
+		if (fb_client_connect(d->socket, "probe", &c) == 0) {
+			fb_client_free(c);
+			return;
+		}
+		th_sleep_us(10000);
+	}
+	cr_assert_fail("framebusd did not come back:\n%s", read_file(d->log));
+}
+
+/* SIGKILL the daemon and start it again on the same socket with config. */
+static void restart(struct daemon *d, const char *config)
+{
+	kill(d->pid, SIGKILL);
+	th_wait(d->pid);
+	respawn(d, config);
+}
+
+/* Read (and release) what is left of sub until its acquire fails. */
+static int read_to_the_end(fb_subscriber *sub)
+{
+	const struct fb_frame *f;
+	int r;
+	while ((r = fb_subscriber_acquire(sub, 3000, &f)) == 0)
+		fb_subscriber_release(sub, f);
+	return r;
+}
+
+/* SIGTERM is no end of stream: subscribers are told the daemon is stopping
+ * (an event), read what is left, see their producer go (-EOWNERDEAD, not
+ * -EPIPE) and subscribe again to the next daemon; the subscribers of a
+ * client's stream read its ring on, until its publisher publishes it again
+ * to the next daemon. */
+Test(daemon, sigterm_is_no_end_of_stream)
 {
 	struct daemon d;
 	struct seen_event seen = {0};
-	fb_subscriber *sub;
+	fb_subscriber *sub, *psub, *again;
+	fb_producer *prod;
 	const struct fb_frame *f;
+	struct fb_frame *w;
+	struct fb_ring_params params = th_params(64, 48, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
 
 	start(&d, lavfi_config);
-	fb_client *c = client(&d);
+	fb_client *c = client(&d), *pc = client(&d);
 	fb_client_set_event_callback(c, on_event, &seen);
 	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
 	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
 	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0);
 	fb_subscriber_release(sub, f);
+	cr_assert_eq(fb_client_publish(pc, "mine", &params, &prod), 0);
+	cr_assert_eq(fb_client_subscribe(c, "mine", FB_MODE_QUEUE, 1, &psub), 0);
+
 	kill(d.pid, SIGTERM);
-	int r;
-	while ((r = fb_subscriber_acquire(sub, 5000, &f)) == 0)
-		fb_subscriber_release(sub, f);
-	cr_assert_eq(r, -EPIPE, "%s", fb_strerror(r));
+	int r = read_to_the_end(sub);
+	cr_assert_eq(r, -EOWNERDEAD, "%s", fb_strerror(r));
 	cr_assert_eq(th_wait(d.pid), 0, "%s", read_file(d.log));
 	cr_assert_eq(fb_client_process(c), -ECONNRESET);
 	cr_assert_geq(seen.count, 1, "no event before the daemon went");
-	cr_assert_str_eq(seen.stream, "bars");
 	cr_assert_eq(seen.state, FB_STREAM_REMOVED);
 	cr_assert_str_eq(seen.detail, "the daemon is stopping");
-	fb_subscriber_free(sub);
+	/* The publisher's ring lives on without a daemon. */
+	cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
+	th_fill_frame(w, fb_producer_get_layout(prod), 1);
+	cr_assert_eq(fb_producer_publish(prod, w), 0);
+	cr_assert_eq(fb_subscriber_acquire(psub, 2000, &f), 0, "the publisher's ring ended");
+	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(psub)));
+	fb_subscriber_release(psub, f);
+
+	respawn(&d, lavfi_config);
+	for (int i = 0; i < 500 && (r = fb_client_resubscribe(c, sub, &again)) == -EAGAIN; i++)
+		th_sleep_us(20000);
+	cr_assert_eq(r, 0, "%s", fb_strerror(r));
+	cr_assert_eq(fb_subscriber_acquire(again, 3000, &f), 0, "a frame from the next daemon");
+	fb_subscriber_release(again, f);
+	fb_client_unsubscribe(c, sub);
+	fb_client_unsubscribe(c, again);
+
+	/* The publisher publishes again: its old subscriber is cancelled and
+	 * follows it. */
+	cr_assert_eq(fb_client_reconnect(pc), 0);
+	cr_assert_eq(read_to_the_end(psub), -ECANCELED);
+	cr_assert_eq(fb_client_resubscribe(c, psub, &again), 0, "%s", fb_client_last_error(c));
+	cr_assert_eq(fb_producer_acquire(prod, 0, &w), 0);
+	th_fill_frame(w, fb_producer_get_layout(prod), 2);
+	cr_assert_eq(fb_producer_publish(prod, w), 0);
+	cr_assert_eq(fb_subscriber_acquire(again, 2000, &f), 0);
+	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(again)));
+	fb_subscriber_release(again, f);
+	fb_client_unsubscribe(c, psub);
+	fb_client_unsubscribe(c, again);
+	cr_assert_eq(fb_client_unpublish(pc, prod), 0);
+	fb_client_free(pc);
 	fb_client_free(c);
-	remove_dir(d.dir);
+	stop(&d);
 }
 
 static void on_alarm(int sig)
@@ -208,34 +279,6 @@ Test(daemon, a_signal_during_a_call_keeps_replies_in_step)
 	cr_assert_eq(fb_client_unsubscribe(c, sub), 0);
 	fb_client_free(c);
 	stop(&d);
-}
-
-/* SIGKILL the daemon and start it again on the same socket with config. */
-static void restart(struct daemon *d, const char *config)
-{
-	kill(d->pid, SIGKILL);
-	th_wait(d->pid);
-	write_file(d->config, config);
-	d->pid = spawn_daemon(d, NULL);
-	for (int i = 0; i < 1000; i++) {
-		fb_client *c;
-		if (fb_client_connect(d->socket, "probe", &c) == 0) {
-			fb_client_free(c);
-			return;
-		}
-		th_sleep_us(10000);
-	}
-	cr_assert_fail("framebusd did not come back:\n%s", read_file(d->log));
-}
-
-/* Read (and release) what is left of sub until its acquire fails. */
-static int read_to_the_end(fb_subscriber *sub)
-{
-	const struct fb_frame *f;
-	int r;
-	while ((r = fb_subscriber_acquire(sub, 3000, &f)) == 0)
-		fb_subscriber_release(sub, f);
-	return r;
 }
 
 /* fb_client_resubscribe(): a subscription that ended with its daemon comes

@@ -55,6 +55,11 @@ class Daemon:
         self.proc.kill()
         self.proc.wait()
 
+    def terminate(self):
+        """SIGTERM, as systemctl stop or restart does; it must exit cleanly."""
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=10) == 0, self.read_log()
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -182,6 +182,42 @@ def test_a_daemon_restart_goes_on_in_the_same_playable_file(daemon, tmp_path):
     assert frames == len(records) >= before + 20, (frames, before)
 
 
+def test_a_graceful_restart_is_no_end_for_the_pipeline(daemon, tmp_path):
+    # systemctl restart without a store: gray.py (a Python subscriber and
+    # publisher), framebus-record and the C collector all go on by themselves.
+    wait_for_stream(daemon, "cam0")
+    gray = start([sys.executable, GRAY, "--socket", daemon.socket])
+    wait_for_stream(daemon, "cam0.gray")
+    video = str(tmp_path / "gray.mkv")
+    rec = start([RECORD, "--socket", daemon.socket, "cam0.gray", video])
+    collector = start([COLLECTOR, "--socket", daemon.socket])
+    wait_for_line(rec, "recording cam0.gray")
+    time.sleep(1.5)
+    stopped_ns = time.monotonic_ns()  # the clock of the frames' monotonic_ns
+    daemon.terminate()
+    daemon.start()
+    wait_for_line(rec, "subscribed to cam0.gray again")
+    time.sleep(2)
+    gray.send_signal(signal.SIGTERM)  # now its stream ends, and both readers with it
+    gray.communicate(timeout=10)
+    err = rec.communicate(timeout=20)[1]
+    col_out, col_err = collector.communicate(timeout=20)
+    assert rec.returncode == 0 and "1 daemon restarts" in err, err
+    assert "stopped (the stream ended)" in err, err
+    records = jsonl(str(tmp_path / "gray.jsonl"))
+    width, height, frames = ffprobe(video)
+    assert frames == len(records)
+    before = [r["seq"] for r in records if r["monotonic_ns"] < stopped_ns]
+    after = [r["seq"] for r in records if r["monotonic_ns"] > stopped_ns]
+    assert len(before) >= 20 and len(after) >= 20, (len(before), len(after))
+    assert col_err.count("subscribed again") == 2, col_err
+    assert "stopped (the processed stream ended)" in col_out, col_out
+    results = [int(line.split()[1].split("=")[1]) for line in col_out.splitlines()
+               if line.startswith("result ")]
+    assert results[-1] == records[-1]["seq"], "the collector stopped short of the recorder"
+    assert sum(1 for seq in results if seq > before[-1]) >= 20
+
+
 def test_a_vanished_daemon_still_leaves_a_playable_file(daemon, tmp_path):
     wait_for_stream(daemon, "cam0")
     video = str(tmp_path / "cam0.mkv")
