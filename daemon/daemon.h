@@ -35,6 +35,7 @@ struct fbd_daemon {
 	struct fbd_stream *streams[FBD_MAX_STREAMS];
 	uint32_t n_streams;
 	uint32_t next_stream_id;
+	bool wedged; /* a stream's thread is stuck beyond help: stop the watchdog */
 	uv_async_t state_async; /* a stream changed state in another thread */
 	/* Told every change of a stream's state on the main thread, and
 	 * FB_STREAM_REMOVED (detail: why) just before a stream goes away. */
@@ -59,6 +60,9 @@ int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *stream);
 /* Take a stream out of the table and free it; its subscribers are told
  * FB_STREAM_REMOVED with why. */
 void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *stream, const char *why);
+/* Every second: look for stuck stream threads (their back-ends try to free
+ * them) and set d->wedged. */
+void fbd_streams_watch(struct fbd_daemon *d);
 /* One line for systemd's STATUS=. */
 void fbd_streams_status(struct fbd_daemon *d, char *buf, size_t size);
 

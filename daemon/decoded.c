@@ -7,6 +7,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <libavutil/pixdesc.h>
+#include <signal.h>
 #include <libswscale/swscale.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,17 @@
 
 /* How long a block ring's acquire waits before checking for stop again. */
 #define ACQUIRE_SLICE_MS 100
+/* The longest the thread sleeps at once: it shows it is alive in between. */
+#define SLEEP_SLICE_NS 1000000000u
+/* A thread that shows no sign of life for twice its stall_timeout (and at
+ * least this) is stuck: in a system call FFmpeg cannot interrupt (opening a
+ * FIFO nobody writes), or in a decoder that loops. */
+#define STUCK_MIN_NS 2000000000u
+/* Delivered to a stuck thread to make its blocking system call fail with
+ * EINTR (its handler does nothing and does not restart calls). */
+#define INTERRUPT_SIGNAL SIGUSR2
+/* How long freeing a stream waits for its thread to stop. */
+#define STOP_TIMEOUT_NS 5000000000u
 
 struct decoded {
 	struct fbd_stream base;
@@ -30,6 +42,8 @@ struct decoded {
 	/* Wakes the thread's sleeps (backoff, pacing) on stop. */
 	pthread_cond_t wake;
 	fb_producer *producer; /* under base.lock; set once */
+	_Atomic uint64_t alive_ns; /* the thread's last sign of life */
+	uint64_t interrupted_ns;   /* main thread: when it interrupted it, 0: not stuck */
 
 	/* The thread's own, for one opening of the source. */
 	struct SwsContext *sws;
@@ -54,20 +68,28 @@ static fb_producer *producer(struct decoded *s)
 	return p;
 }
 
+/* The thread is not stuck. */
+static void alive(struct decoded *s)
+{
+	atomic_store_explicit(&s->alive_ns, fb_now_ns(), memory_order_relaxed);
+}
+
 /* Sleep up to ns, or less if the stream is stopping.  Returns false if it
  * is stopping. */
 static bool sleep_unless_stopped(struct decoded *s, uint64_t ns)
 {
-	uint64_t t = fb_now_ns() + ns;
-	struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
-				 .tv_nsec = (long)(t % 1000000000u)};
+	uint64_t end = fb_now_ns() + ns;
 
 	pthread_mutex_lock(&s->base.lock);
-	while (!atomic_load(&s->stop) &&
-	       pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until) !=
-		   ETIMEDOUT)
-		;
+	for (uint64_t now; !atomic_load(&s->stop) && (now = fb_now_ns()) < end;) {
+		uint64_t t = end - now > SLEEP_SLICE_NS ? now + SLEEP_SLICE_NS : end;
+		struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
+					 .tv_nsec = (long)(t % 1000000000u)};
+		alive(s);
+		pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until);
+	}
 	pthread_mutex_unlock(&s->base.lock);
+	alive(s);
 	return !atomic_load(&s->stop);
 }
 
@@ -135,6 +157,7 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	struct fb_frame *out;
 	int r;
 
+	alive(s);
 	if (in->width <= 0 || in->height <= 0) {
 		snprintf(why, size, "the decoder produced an empty picture");
 		return -EINVAL;
@@ -171,10 +194,11 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	if (atomic_load(&s->stop))
 		return 0;
 
-	do
+	do {
+		alive(s);
 		r = fb_producer_acquire(p, cfg->policy == FB_POLICY_BLOCK ? ACQUIRE_SLICE_MS : 0,
 					&out);
-	while (r == -ETIMEDOUT && !atomic_load(&s->stop));
+	} while (r == -ETIMEDOUT && !atomic_load(&s->stop));
 	if (r == -ENOBUFS || r == -ETIMEDOUT)
 		return 0; /* dropped (counted by the ring), or stopping */
 	if (r < 0) {
@@ -227,7 +251,7 @@ static int run_source(struct decoded *s, char *why, size_t size)
 		   (s->config->pacing == FBD_PACING_AUTO && !is_live(s->config));
 	s->frames = 0;
 	s->discontinuity = true;
-	r = fbd_source_open(s->config, &s->stop, &src, why, size);
+	r = fbd_source_open(s->config, &s->stop, &s->alive_ns, &src, why, size);
 	if (r < 0)
 		return r;
 	while (!atomic_load(&s->stop) && (r = fbd_source_next(src, &pic, why, size)) == 0)
@@ -246,6 +270,7 @@ static void *stream_thread(void *arg)
 	char why[FB__ERROR_TEXT_MAX];
 
 	while (!atomic_load(&s->stop)) {
+		alive(s);
 		uint64_t started = fb_now_ns();
 		why[0] = '\0';
 		int r = run_source(s, why, sizeof(why));
@@ -312,15 +337,75 @@ static void decoded_counters(struct fbd_stream *st, struct fb_ring_stats *ret_st
 		fb_producer_get_stats(p, ret_stats);
 }
 
+static uint64_t stuck_after(const struct fbd_stream_config *cfg)
+{
+	return 2 * cfg->stall_timeout_ns > STUCK_MIN_NS ? 2 * cfg->stall_timeout_ns : STUCK_MIN_NS;
+}
+
+static bool decoded_wedged(struct fbd_stream *st, uint64_t now)
+{
+	struct decoded *s = decoded(st);
+	uint64_t last = atomic_load_explicit(&s->alive_ns, memory_order_relaxed);
+	uint64_t limit = stuck_after(s->config);
+	char why[FB__ERROR_TEXT_MAX];
+
+	if (now < last || now - last < limit) {
+		s->interrupted_ns = 0;
+		return false;
+	}
+	if (s->interrupted_ns && now - s->interrupted_ns < limit)
+		return false;
+	if (s->interrupted_ns) {
+		fbd_log_about(LOG_ERR, st->name, NULL,
+			      "stream %s: its thread is still stuck after it was interrupted",
+			      st->name);
+		return true;
+	}
+	snprintf(why, sizeof(why), "its source is stuck: no sign of life for %.1f s",
+		 (double)(now - last) / 1e9);
+	fbd_log_about(LOG_WARNING, st->name, NULL, "stream %s: %s; interrupting what it waits for",
+		      st->name, why);
+	fbd_stream_set_state(st, FB_STREAM_RETRYING, why);
+	s->interrupted_ns = now;
+	pthread_kill(s->thread, INTERRUPT_SIGNAL);
+	return false;
+}
+
+/* Stop the thread: tell it, wake its sleeps, interrupt its system calls
+ * until it ends; false if it did not within STOP_TIMEOUT_NS. */
+static bool stop_thread(struct decoded *s)
+{
+	pthread_mutex_lock(&s->base.lock);
+	atomic_store(&s->stop, true);
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&s->base.lock);
+	for (uint64_t end = fb_now_ns() + STOP_TIMEOUT_NS; fb_now_ns() < end;) {
+		struct timespec t;
+		clock_gettime(CLOCK_REALTIME, &t);
+		t.tv_nsec += 100000000;
+		if (t.tv_nsec >= 1000000000) {
+			t.tv_sec++;
+			t.tv_nsec -= 1000000000;
+		}
+		if (pthread_timedjoin_np(s->thread, NULL, &t) == 0)
+			return true;
+		pthread_kill(s->thread, INTERRUPT_SIGNAL);
+	}
+	return false;
+}
+
 static void decoded_free(struct fbd_stream *st, bool end)
 {
 	struct decoded *s = decoded(st);
 
-	pthread_mutex_lock(&st->lock);
-	atomic_store(&s->stop, true);
-	pthread_cond_broadcast(&s->wake);
-	pthread_mutex_unlock(&st->lock);
-	pthread_join(s->thread, NULL);
+	if (!stop_thread(s)) {
+		/* It may still use all of it: leave it be (the daemon is
+		 * stopping, or one stuck stream costs its memory). */
+		fbd_log_about(LOG_ERR, st->name, NULL,
+			      "stream %s: its thread did not stop in %u s; leaving it behind",
+			      st->name, STOP_TIMEOUT_NS / 1000000000u);
+		return;
+	}
 	if (end)
 		fb_producer_free(s->producer);
 	else
@@ -336,11 +421,21 @@ static const struct fbd_stream_ops decoded_ops = {
     .unsubscribe = decoded_unsubscribe,
     .subscriber_stats = decoded_subscriber_stats,
     .counters = decoded_counters,
+    .wedged = decoded_wedged,
     .free = decoded_free,
 };
 
+static void ignore(int signum)
+{
+	(void)signum;
+}
+
 int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream **ret_stream)
 {
+	/* Without SA_RESTART: the system call it interrupts fails with EINTR. */
+	static const struct sigaction interrupt = {.sa_handler = ignore};
+	sigaction(INTERRUPT_SIGNAL, &interrupt, NULL);
+
 	struct decoded *s = calloc(1, sizeof(*s));
 	pthread_condattr_t ca;
 	int r;
@@ -370,6 +465,7 @@ int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream 
 
 	/* A configured geometry makes the ring now, so clients can subscribe
 	 * before the source delivers its first frame. */
+	alive(s);
 	r = config->width ? make_ring(s, config->width, config->height) : 0;
 	if (r == 0)
 		r = -pthread_create(&s->thread, NULL, stream_thread, s);

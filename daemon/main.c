@@ -108,13 +108,17 @@ static void update_status(struct fbd_daemon *d)
 
 static void on_status_timer(uv_timer_t *t)
 {
+	fbd_streams_watch(t->data);
 	update_status(t->data);
 }
 
+/* The loop runs (this timer fires) and no stream thread is stuck beyond
+ * help: the daemon works. */
 static void on_watchdog_timer(uv_timer_t *t)
 {
-	(void)t;
-	sd_notify(0, "WATCHDOG=1");
+	struct fbd_daemon *d = t->data;
+	if (!d->wedged)
+		sd_notify(0, "WATCHDOG=1");
 }
 
 static void reload(struct fbd_daemon *d)
@@ -176,6 +180,7 @@ static int start_timers(struct fbd_daemon *d)
 	status_timer.data = d;
 	uv_timer_start(&status_timer, on_status_timer, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
 	uv_timer_init(d->loop, &watchdog_timer);
+	watchdog_timer.data = d;
 	if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
 		uint64_t ms = usec / 2000u ? usec / 2000u : 1;
 		uv_timer_start(&watchdog_timer, on_watchdog_timer, ms, ms);

@@ -21,6 +21,7 @@
 struct fbd_source {
 	const struct fbd_stream_config *cfg;
 	const atomic_bool *stop;
+	_Atomic uint64_t *alive_ns;
 	AVFormatContext *fmt;
 	AVCodecContext *dec;
 	AVPacket *pkt;
@@ -50,6 +51,8 @@ static int interrupted(void *opaque)
 
 	if (atomic_load(s->stop))
 		return 1;
+	if (pthread_equal(pthread_self(), s->thread))
+		atomic_store_explicit(s->alive_ns, now, memory_order_relaxed);
 	if (pthread_equal(pthread_self(), s->thread) && s->watched &&
 	    s->watched->bytes_read != s->watched_bytes) {
 		s->watched_bytes = s->watched->bytes_read;
@@ -176,7 +179,8 @@ static int stalled(struct fbd_source *s, char *why, size_t size)
 }
 
 int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *stop,
-		    struct fbd_source **ret_source, char *why, size_t size)
+		    _Atomic uint64_t *alive_ns, struct fbd_source **ret_source, char *why,
+		    size_t size)
 {
 	struct fbd_source *s = calloc(1, sizeof(*s));
 	int r;
@@ -185,6 +189,7 @@ int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *s
 		return -ENOMEM;
 	s->cfg = config;
 	s->stop = stop;
+	s->alive_ns = alive_ns;
 	s->thread = pthread_self();
 	s->pkt = av_packet_alloc();
 	s->frame = av_frame_alloc();

@@ -27,6 +27,10 @@ struct fbd_stream_ops {
 				struct fb_subscriber_stats *ret_stats);
 	/* Zeros while there is no ring. */
 	void (*counters)(struct fbd_stream *stream, struct fb_ring_stats *ret_stats);
+	/* Called every second: whether the thread that makes its frames has
+	 * shown no sign of life for too long even after the back-end tried to
+	 * free it (it logs both).  NULL: there is no such thread. */
+	bool (*wedged)(struct fbd_stream *stream, uint64_t now_ns);
 	/* Free the stream.  end: its subscribers read what is left, then get
 	 * -EPIPE (a reload removed it, its publisher withdrew it); otherwise
 	 * (the daemon is stopping) they see their producer go, as if the

@@ -149,6 +149,21 @@ void fbd_streams_stop(struct fbd_daemon *d)
 		uv_close((uv_handle_t *)&d->state_async, NULL);
 }
 
+void fbd_streams_watch(struct fbd_daemon *d)
+{
+	uint64_t now = fb_now_ns();
+	bool wedged = false;
+	for (uint32_t i = 0; i < d->n_streams; i++) {
+		struct fbd_stream *st = d->streams[i];
+		if (st->ops->wedged && st->ops->wedged(st, now))
+			wedged = true;
+	}
+	if (wedged && !d->wedged)
+		fbd_error("watchdog: a stream's thread is stuck beyond help; no more pings, so "
+			  "that systemd restarts framebusd");
+	d->wedged = wedged;
+}
+
 void fbd_streams_status(struct fbd_daemon *d, char *buf, size_t size)
 {
 	size_t n = (size_t)snprintf(buf, size, "%u clients;", d->n_clients);

@@ -396,3 +396,49 @@ Test(daemon, a_network_source_that_stalls_retries_then_recovers)
 	th_wait(server);
 	remove_dir(files);
 }
+
+/* A source stuck where FFmpeg cannot interrupt it (opening a FIFO nobody
+ * writes blocks in open(2)): after twice its stall_timeout without a sign of
+ * life the daemon interrupts the call, says why and retries; a writer that
+ * comes later is read; the other stream runs on; and SIGTERM stops the daemon
+ * at once even while the thread is stuck (it used to wait for ever). */
+Test(daemon, a_source_stuck_in_a_system_call_is_interrupted)
+{
+	struct daemon d;
+	char config[512], fifo[160], cmd[512];
+
+	start(&d, ""); /* then the FIFO in its directory, and a reload */
+	snprintf(fifo, sizeof(fifo), "%s/camera.fifo", d.dir);
+	cr_assert_eq(mkfifo(fifo, 0600), 0);
+	snprintf(config, sizeof(config),
+		 "%s[stream pipe]\nurl = %s\ninput_format = mpegts\nstall_timeout = 1s\n"
+		 "retry_min = 200ms\nretry_max = 500ms\n",
+		 lavfi_config, fifo);
+	write_file(d.config, config);
+	kill(d.pid, SIGHUP);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	wait_log(&d, "stream pipe: its source is stuck: no sign of life for 2.", 10);
+	wait_log(&d, "interrupting what it waits for", 1);
+	struct fb_stream_info info = wait_state(c, "pipe", FB_STREAM_RETRYING, 5);
+	cr_assert_eq(info.state, FB_STREAM_RETRYING);
+
+	/* A writer comes: the retried open finds it. */
+	snprintf(cmd, sizeof(cmd),
+		 "ffmpeg -loglevel error -re -f lavfi -i testsrc2=size=64x48:rate=25 -t 20 "
+		 "-c:v mpeg2video -f mpegts -y %s >/dev/null 2>&1 &",
+		 fifo);
+	cr_assert_eq(run(cmd), 0);
+	info = wait_state(c, "pipe", FB_STREAM_RUNNING, 15);
+	cr_assert_eq(info.width, 64);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 1);
+
+	/* Stuck again once the writer is gone; SIGTERM still stops at once. */
+	snprintf(cmd, sizeof(cmd), "pkill -f 'mpegts -y %s' ; true", fifo);
+	run(cmd);
+	wait_state(c, "pipe", FB_STREAM_RETRYING, 10);
+	fb_client_free(c);
+	uint64_t t0 = fb_now_ns();
+	stop(&d);
+	cr_assert_lt(fb_now_ns() - t0, 5000000000u, "stopping waited for the stuck thread");
+}
