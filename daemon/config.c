@@ -245,6 +245,8 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 	return fail(p, section, key, "unknown key");
 }
 
+static bool stream_name_ok(const char *name);
+
 static int stream_key(struct parser *p, const char *section, const char *key, const char *v)
 {
 	struct fbd_stream_config *s = p->stream;
@@ -262,6 +264,19 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		if (!*v)
 			return fail(p, section, key, "empty url");
 		return set_string(&s->url, v) ? 1 : fail(p, section, key, "out of memory");
+	}
+	if (!strcmp(key, "from")) {
+		if (!stream_name_ok(v))
+			return fail(p, section, key, "'%s' is not a stream name", v);
+		return set_string(&s->from, v) ? 1 : fail(p, section, key, "out of memory");
+	}
+	if (!strcmp(key, "fps")) {
+		char *end;
+		double fps = strtod(v, &end);
+		if (end == v || *end || !(fps >= 0.1 && fps <= 1000))
+			return fail(p, section, key, "'%s' is not a rate from 0.1 to 1000", v);
+		s->fps_milli = (uint32_t)(fps * 1000 + 0.5);
+		return 1;
 	}
 	if (!strcmp(key, "input_format"))
 		return set_string(&s->input_format, v) ? 1 : fail(p, section, key, "out of memory");
@@ -400,8 +415,12 @@ static const char *check_stream(const struct fbd_stream_config *s)
 {
 	static char why[160];
 	struct fb_layout l;
-	if (!s->url)
-		return "no url";
+	if (!s->url && !s->from)
+		return "no url (or from, for a derived stream)";
+	if (s->url && s->from)
+		return "url and from both given: a stream has one source";
+	if (s->fps_milli && !s->from)
+		return "fps limits a derived stream (one with from)";
 	if ((s->width == 0) != (s->height == 0))
 		return "width and height must be given together";
 	if (s->width && fb_layout_compute(s->width, s->height, s->format, &l) < 0) {
@@ -412,6 +431,39 @@ static const char *check_stream(const struct fbd_stream_config *s)
 	}
 	if (s->retry_min_ns > s->retry_max_ns)
 		return "retry_min is longer than retry_max";
+	return NULL;
+}
+
+static const struct fbd_stream_config *find(const struct fbd_config *c, const char *name)
+{
+	for (uint32_t i = 0; i < c->n_streams; i++)
+		if (!strcmp(c->streams[i].name, name))
+			return &c->streams[i];
+	return NULL;
+}
+
+/* A derived stream's parent is in the file, and no chain of parents comes
+ * back to it. */
+static const char *check_parent(const struct fbd_config *c, const struct fbd_stream_config *s)
+{
+	static char why[320];
+	const struct fbd_stream_config *at = s;
+	size_t n = (size_t)snprintf(why, sizeof(why), "from: a cycle: %s", s->name);
+
+	if (!s->from)
+		return NULL;
+	for (uint32_t hops = 0; at->from && hops <= c->n_streams; hops++) {
+		const struct fbd_stream_config *parent = find(c, at->from);
+		if (!parent) {
+			snprintf(why, sizeof(why), "from: no stream '%s' in this file", at->from);
+			return at == s ? why : NULL; /* (said for the stream that names it) */
+		}
+		if (n < sizeof(why))
+			n += (size_t)snprintf(why + n, sizeof(why) - n, " -> %s", parent->name);
+		if (parent == s)
+			return why;
+		at = parent;
+	}
 	return NULL;
 }
 
@@ -441,6 +493,8 @@ int fbd_config_load(const char *path, struct fbd_config **ret_config, char *erro
 	}
 	for (uint32_t i = 0; !p.failed && i < p.config->n_streams; i++) {
 		const char *why = check_stream(&p.config->streams[i]);
+		if (!why)
+			why = check_parent(p.config, &p.config->streams[i]);
 		if (why) {
 			snprintf(error, size, "%s: [stream %s]: %s", path,
 				 p.config->streams[i].name, why);
@@ -478,6 +532,7 @@ int fbd_config_default(struct fbd_config **ret_config)
 static void stream_config_clear(struct fbd_stream_config *s)
 {
 	free(s->url);
+	free(s->from);
 	free(s->input_format);
 	for (uint32_t i = 0; i < s->n_options; i++) {
 		free(s->option_keys[i]);
@@ -503,7 +558,8 @@ static bool str_eq(const char *a, const char *b)
 
 bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b)
 {
-	if (strcmp(a->name, b->name) || !str_eq(a->url, b->url) ||
+	if (strcmp(a->name, b->name) || !str_eq(a->url, b->url) || !str_eq(a->from, b->from) ||
+	    a->fps_milli != b->fps_milli ||
 	    !str_eq(a->input_format, b->input_format) || a->width != b->width ||
 	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
 	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
@@ -525,6 +581,7 @@ struct fbd_stream_config *fbd_stream_config_dup(const struct fbd_stream_config *
 		return NULL;
 	*d = *c;
 	d->url = c->url ? strdup(c->url) : NULL;
+	d->from = c->from ? strdup(c->from) : NULL;
 	d->input_format = c->input_format ? strdup(c->input_format) : NULL;
 	for (uint32_t i = 0; i < c->n_options; i++) {
 		d->option_keys[i] = strdup(c->option_keys[i]);

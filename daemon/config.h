@@ -27,7 +27,8 @@ enum fbd_pacing {
 
 struct fbd_stream_config {
 	char name[FB_NAME_MAX + 1];
-	char *url;
+	char *url;              /* NULL for a derived stream */
+	char *from;             /* a derived stream's parent: its frames, scaled; else NULL */
 	char *input_format;     /* FFmpeg demuxer name, e.g. lavfi, v4l2; NULL: probe */
 	uint32_t width, height; /* 0: the source's own */
 	uint32_t format;
@@ -35,6 +36,7 @@ struct fbd_stream_config {
 	uint32_t policy;
 	uint32_t meta_max;
 	uint32_t pacing;
+	uint32_t fps_milli; /* a derived stream's rate limit, x1000; 0: its parent's rate */
 	uint32_t on_end; /* enum fbd_on_end */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */

@@ -3,7 +3,9 @@
  * pictures from the source (source.c), paces them, makes the ring once the
  * size is known, converts each picture straight into a slot with libswscale
  * (no intermediate frame), publishes it, and keeps the stream's state,
- * opening the source again with backoff when it fails. */
+ * opening the source again with backoff when it fails.  A derived stream
+ * (from = PARENT) pulls its pictures from its parent's ring instead: one
+ * decode, many sizes, formats and rates. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <libavutil/pixdesc.h>
@@ -44,6 +46,7 @@ struct decoded {
 	fb_producer *producer; /* under base.lock; set once */
 	_Atomic uint64_t alive_ns; /* the thread's last sign of life */
 	uint64_t interrupted_ns;   /* main thread: when it interrupted it, 0: not stuck */
+	fb_subscriber *feed;       /* a derived stream's next parent ring; under base.lock */
 
 	/* The thread's own, for one opening of the source. */
 	struct SwsContext *sws;
@@ -53,6 +56,7 @@ struct decoded {
 	uint64_t frames;
 	bool discontinuity;
 	int in_width, in_height; /* the size the input's pictures last had */
+	uint64_t next_due_ns;    /* a derived stream's rate limit: the next frame to take */
 };
 
 static struct decoded *decoded(struct fbd_stream *st)
@@ -211,6 +215,7 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height, out->data,
 		  dst_stride);
 	out->pts = pic->pts;
+	out->source_seq = pic->source_seq;
 	out->flags = (in->key_frame ? FB_FRAME_KEYFRAME : 0) |
 		     (s->discontinuity ? FB_FRAME_DISCONTINUITY : 0);
 	r = fb_producer_publish(p, out);
@@ -226,6 +231,8 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 
 static bool is_live(const struct fbd_stream_config *cfg)
 {
+	if (!cfg->url)
+		return false; /* derived */
 	if (cfg->input_format)
 		return strcmp(cfg->input_format, "lavfi") != 0;
 	return strstr(cfg->url, "://") && strncmp(cfg->url, "file://", 7) != 0;
@@ -262,6 +269,104 @@ static int run_source(struct decoded *s, char *why, size_t size)
 	return r < 0 ? r : 0;
 }
 
+/* A derived stream's next parent ring, once the main thread hands it one;
+ * NULL if the stream stops first. */
+static fb_subscriber *take_feed(struct decoded *s)
+{
+	pthread_mutex_lock(&s->base.lock);
+	while (!s->feed && !atomic_load(&s->stop)) {
+		uint64_t t = fb_now_ns() + SLEEP_SLICE_NS;
+		struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
+					 .tv_nsec = (long)(t % 1000000000u)};
+		alive(s);
+		pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until);
+	}
+	fb_subscriber *sub = s->feed;
+	s->feed = NULL;
+	pthread_mutex_unlock(&s->base.lock);
+	return sub;
+}
+
+/* Whether a parent frame published at t is the next one to take: fps picks
+ * frames evenly (the one nearest each due time, never a burst to catch
+ * up). */
+static bool due(struct decoded *s, uint64_t t)
+{
+	if (!s->config->fps_milli)
+		return true;
+	uint64_t interval = 1000000000000ull / s->config->fps_milli;
+	if (s->next_due_ns && t + interval / 10 < s->next_due_ns)
+		return false;
+	s->next_due_ns = s->next_due_ns && t < s->next_due_ns + interval
+			     ? s->next_due_ns + interval
+			     : t + interval;
+	return true;
+}
+
+/* A derived stream: scale its parent's frames into its own ring until that
+ * ring ends or goes (its source ended, a reload replaced it, the daemon is
+ * stopping), then wait for the next. */
+static void follow_parent(struct decoded *s)
+{
+	char why[FB__ERROR_TEXT_MAX] = "";
+	fb_subscriber *sub = take_feed(s);
+	int r = 0;
+
+	if (!sub)
+		return;
+	s->frames = 0;
+	s->discontinuity = true;
+	s->paced = false;
+	const struct fb_layout *l = fb_subscriber_get_layout(sub);
+	while (!atomic_load(&s->stop) && r >= 0) {
+		const struct fb_frame *f;
+		alive(s);
+		r = fb_subscriber_acquire(sub, ACQUIRE_SLICE_MS, &f);
+		if (r == -ETIMEDOUT || r == -EINTR) {
+			r = 0;
+			continue;
+		}
+		if (r < 0 || !due(s, f->monotonic_ns)) {
+			if (r == 0)
+				fb_subscriber_release(sub, f);
+			continue;
+		}
+		AVFrame in = {.width = (int)l->width,
+			      .height = (int)l->height,
+			      .format = fb_av_pixel_format(l->format),
+			      .key_frame = !!(f->flags & FB_FRAME_KEYFRAME)};
+		for (uint32_t i = 0; i < l->n_planes; i++) {
+			in.data[i] = f->data[i];
+			in.linesize[i] = (int)f->stride[i];
+		}
+		s->discontinuity |= !!(f->flags & FB_FRAME_DISCONTINUITY);
+		struct fbd_picture pic = {
+		    .frame = &in, .pts = f->pts, .pts_ns = INT64_MIN, .source_seq = f->seq};
+		r = deliver(s, &pic, why, sizeof(why));
+		fb_subscriber_release(sub, f);
+	}
+	fb_subscriber_free(sub);
+	sws_freeContext(s->sws);
+	s->sws = NULL;
+	if (atomic_load(&s->stop))
+		return;
+	if (!why[0])
+		snprintf(why, sizeof(why), "waiting for its parent '%s' (its ring ended or went)",
+			 s->config->from);
+	fbd_log_about(LOG_WARNING, s->config->name, NULL, "stream %s: %s", s->config->name, why);
+	fbd_stream_set_state(&s->base, FB_STREAM_RETRYING, why);
+}
+
+void fbd_decoded_feed(struct fbd_stream *st, fb_subscriber *parent)
+{
+	struct decoded *s = decoded(st);
+	pthread_mutex_lock(&st->lock);
+	fb_subscriber_free(s->feed); /* one it never took: its ring is gone by now */
+	s->feed = parent;
+	pthread_cond_broadcast(&s->wake);
+	pthread_mutex_unlock(&st->lock);
+}
+
 static void *stream_thread(void *arg)
 {
 	struct decoded *s = arg;
@@ -271,6 +376,10 @@ static void *stream_thread(void *arg)
 
 	while (!atomic_load(&s->stop)) {
 		alive(s);
+		if (cfg->from) {
+			follow_parent(s);
+			continue;
+		}
 		uint64_t started = fb_now_ns();
 		why[0] = '\0';
 		int r = run_source(s, why, sizeof(why));
@@ -406,6 +515,7 @@ static void decoded_free(struct fbd_stream *st, bool end)
 			      st->name, STOP_TIMEOUT_NS / 1000000000u);
 		return;
 	}
+	fb_subscriber_free(s->feed);
 	if (end)
 		fb_producer_free(s->producer);
 	else
@@ -455,9 +565,12 @@ int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream 
 	};
 	fbd_stream_init(&s->base, &decoded_ops, config->name, &params);
 	s->base.config = s->config;
-	snprintf(s->base.source, sizeof(s->base.source), "%s%s%s",
-		 config->input_format ? config->input_format : "", config->input_format ? ":" : "",
-		 config->url);
+	if (config->from)
+		snprintf(s->base.source, sizeof(s->base.source), "from:%s", config->from);
+	else
+		snprintf(s->base.source, sizeof(s->base.source), "%s%s%s",
+			 config->input_format ? config->input_format : "",
+			 config->input_format ? ":" : "", config->url);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &ca);

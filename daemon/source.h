@@ -19,6 +19,7 @@ struct fbd_picture {
 	const AVFrame *frame;
 	int64_t pts;    /* in the input's time base, AV_NOPTS_VALUE if it has none */
 	int64_t pts_ns; /* the same in nanoseconds, INT64_MIN if it has none */
+	uint64_t source_seq; /* the frame it was made from (a derived stream's), or 0 */
 };
 
 /* Open config's input and its video decoder.  Every blocking call gives up

@@ -46,6 +46,10 @@ struct fbd_stream {
 	/* The configuration section it runs, or NULL: a client's stream. */
 	const struct fbd_stream_config *config;
 	struct fbd_client *owner; /* the client publishing it, or NULL */
+	/* A derived stream (config->from): the stream it is subscribed to and
+	 * that subscription's id there, while it is; streams.c's (main thread). */
+	struct fbd_stream *parent;
+	uint32_t parent_ring_id;
 	/* Called from any thread when the state changed; must be thread-safe
 	 * (streams.c passes uv_async_send). */
 	void (*notify)(void *data);
@@ -70,8 +74,14 @@ void fbd_stream_init(struct fbd_stream *stream, const struct fbd_stream_ops *ops
 /* And last, in its free. */
 void fbd_stream_cleanup(struct fbd_stream *stream);
 
-/* Start decoding config's source in a thread of its own (decoded.c). */
+/* Start decoding config's source in a thread of its own (decoded.c); for a
+ * derived stream (config->from) the source is its parent's ring, which
+ * fbd_decoded_feed() hands it. */
 int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream **ret_stream);
+/* Main thread: give a derived stream a subscriber of its parent's ring (it
+ * takes it); it reads that until the ring ends or goes, then waits for the
+ * next one. */
+void fbd_decoded_feed(struct fbd_stream *stream, fb_subscriber *parent);
 
 /* A stream for a ring a client made (published.c): checks the ring's memory
  * against params and that channel (the producer's, for its subscribers) is

@@ -21,6 +21,38 @@ static void tell(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state, co
 		d->stream_changed(d, st, state, detail);
 }
 
+/* Subscribe every derived stream that has no parent ring to its parent's,
+ * once that has one: at start, after a reload, when a stream changes state
+ * and every second (a parent with every subscriber place taken). */
+static void feed_derived(struct fbd_daemon *d)
+{
+	for (uint32_t i = 0; i < d->n_streams; i++) {
+		struct fbd_stream *st = d->streams[i], *parent;
+		struct fb_subscriber_fds fds;
+		fb_subscriber *sub;
+		uint32_t id;
+		if (!st->config || !st->config->from || st->parent ||
+		    !(parent = fbd_streams_find(d, st->config->from)) ||
+		    !fbd_stream_params(parent).width)
+			continue;
+		/* latest, one hold: the parent never waits for it */
+		int r = parent->ops->subscribe(parent, FB_MODE_LATEST, 1, &fds, &id);
+		if (r == 0 && (r = fb_subscriber_attach(&fds, &sub)) < 0) {
+			fb_subscriber_fds_close(&fds);
+			parent->ops->unsubscribe(parent, id);
+		}
+		if (r < 0) {
+			fbd_log_about(LOG_WARNING, st->name, NULL,
+				      "stream %s: cannot subscribe to its parent %s: %s", st->name,
+				      parent->name, fb_strerror(r));
+			continue;
+		}
+		st->parent = parent;
+		st->parent_ring_id = id;
+		fbd_decoded_feed(st, sub);
+	}
+}
+
 static void on_state_change(uv_async_t *async)
 {
 	struct fbd_daemon *d = async->data;
@@ -30,6 +62,7 @@ static void on_state_change(uv_async_t *async)
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (fbd_stream_take_change(d->streams[i], &state, detail, sizeof(detail)))
 			tell(d, d->streams[i], state, detail);
+	feed_derived(d);
 }
 
 int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
@@ -54,6 +87,13 @@ int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
 static void drop(struct fbd_daemon *d, struct fbd_stream *st, const char *why, bool end)
 {
 	tell(d, st, FB_STREAM_REMOVED, why);
+	/* Derived streams: its own subscription to its parent goes; those of
+	 * its children end with its ring, and they wait for the next. */
+	if (st->parent)
+		st->parent->ops->unsubscribe(st->parent, st->parent_ring_id);
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (d->streams[i]->parent == st)
+			d->streams[i]->parent = NULL;
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (d->streams[i] == st) {
 			d->streams[i] = d->streams[--d->n_streams];
@@ -84,9 +124,9 @@ static void start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
 		return;
 	}
 	fbd_streams_add(d, st);
-	fbd_log_about(LOG_INFO, c->name, NULL, "stream %s: started (%s%s%s)", c->name,
-		      c->input_format ? c->input_format : "", c->input_format ? " " : "", c->url);
+	fbd_log_about(LOG_INFO, c->name, NULL, "stream %s: started (%s)", c->name, st->source);
 }
+
 
 int fbd_streams_start(struct fbd_daemon *d)
 {
@@ -96,6 +136,7 @@ int fbd_streams_start(struct fbd_daemon *d)
 	d->state_async.data = d;
 	for (uint32_t i = 0; i < d->config->n_streams; i++)
 		start_one(d, &d->config->streams[i]);
+	feed_derived(d);
 	return 0;
 }
 
@@ -137,6 +178,7 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 	}
 	fbd_config_free(d->config);
 	d->config = config;
+	feed_derived(d);
 }
 
 void fbd_streams_stop(struct fbd_daemon *d)
@@ -158,6 +200,7 @@ void fbd_streams_watch(struct fbd_daemon *d)
 		if (st->ops->wedged && st->ops->wedged(st, now))
 			wedged = true;
 	}
+	feed_derived(d);
 	if (wedged && !d->wedged)
 		fbd_error("watchdog: a stream's thread is stuck beyond help; no more pings, so "
 			  "that systemd restarts framebusd");

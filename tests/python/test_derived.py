@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: MIT
+"""Derived streams: one decode, many sizes, formats and rates.  framebusd
+scales a parent's frames into a stream of their own (from = PARENT)."""
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+import framebus
+from conftest import Daemon, wait_running
+
+STREAMS = """
+[stream bars]
+url = testsrc2=size=320x240:rate=50
+input_format = lavfi
+width = 320
+height = 240
+format = bgr24
+slots = 16
+[stream bars.gray]
+from = bars
+width = 160
+height = 120
+format = gray8
+[stream bars.slow]
+from = bars.gray
+fps = 5
+format = rgb24
+"""
+
+
+@pytest.fixture(scope="module")
+def daemon():
+    d = Daemon(STREAMS)
+    yield d
+    d.stop()
+
+
+def test_a_derived_frame_is_its_parent_scaled(daemon):
+    bus = framebus.connect(daemon.socket)
+    for name in ("bars", "bars.gray"):
+        wait_running(bus, name)
+    parent = bus.subscribe("bars", mode="queue", max_holds=8)
+    gray = bus.subscribe("bars.gray", mode="queue")
+    kept = {}  # parent frames by seq, copied
+    checked = 0
+    deadline = time.monotonic() + 10
+    while checked < 20 and time.monotonic() < deadline:
+        with parent.acquire(timeout=2) as f:
+            kept[f.seq] = (f.array.copy(), f.pts)
+        while True:
+            try:
+                g = gray.acquire(timeout=0)
+            except TimeoutError:
+                break
+            with g:
+                if g.source_seq not in kept:
+                    continue
+                pixels, pts = kept[g.source_seq]
+                assert g.array.shape == (120, 160)
+                assert g.pts == pts, "a derived frame keeps its parent's pts"
+                want = cv2.resize(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), (160, 120),
+                                  interpolation=cv2.INTER_AREA)
+                diff = np.abs(g.array.astype(int) - want.astype(int))
+                assert diff.mean() < 3 and np.percentile(diff, 99) < 40, (diff.mean(),
+                                                                          diff.max())
+                checked += 1
+    assert checked >= 20, f"only {checked} derived frames matched a parent frame"
+    bus.close()
+
+
+def test_a_derived_rate_picks_frames_evenly(daemon):
+    bus = framebus.connect(daemon.socket)
+    wait_running(bus, "bars.slow", timeout=15)
+    info = bus.stream("bars.slow")
+    assert (info.width, info.height, info.format, info.source) == (160, 120, "rgb24",
+                                                                   "from:bars.gray")
+    sub = bus.subscribe("bars.slow", mode="queue")
+    times = []
+    start = time.monotonic()
+    while time.monotonic() - start < 4:
+        with sub.acquire(timeout=2) as f:
+            times.append(f.monotonic_ns)
+            assert f.array.shape == (120, 160, 3)
+    gaps = np.diff(times) / 1e6
+    rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
+    assert 4.5 <= rate <= 5.5, rate
+    assert gaps.min() >= 150, f"a burst: {sorted(gaps)[:3]} ms"  # 200 ms apart, +- a frame
+    bus.close()
