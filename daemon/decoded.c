@@ -43,7 +43,7 @@ struct decoded {
 	atomic_bool stop;
 	/* Wakes the thread's sleeps (backoff, pacing) on stop. */
 	pthread_cond_t wake;
-	fb_producer *producer; /* under base.lock; set once */
+	fb_producer *producer;     /* under base.lock; set once */
 	_Atomic uint64_t alive_ns; /* the thread's last sign of life */
 	uint64_t interrupted_ns;   /* main thread: when it interrupted it, 0: not stuck */
 	fb_subscriber *feed;       /* a derived stream's next parent ring; under base.lock */
@@ -78,6 +78,19 @@ static void alive(struct decoded *s)
 	atomic_store_explicit(&s->alive_ns, fb_now_ns(), memory_order_relaxed);
 }
 
+/* With base.lock held: wait on wake until end (fb_now_ns()), a stop, or a
+ * wake-up, for at most SLEEP_SLICE_NS, saying first that the thread is
+ * alive. */
+static void wait_slice(struct decoded *s, uint64_t end)
+{
+	uint64_t now = fb_now_ns();
+	uint64_t t = end <= now ? now : end - now > SLEEP_SLICE_NS ? now + SLEEP_SLICE_NS : end;
+	struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
+				 .tv_nsec = (long)(t % 1000000000u)};
+	alive(s);
+	pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until);
+}
+
 /* Sleep up to ns, or less if the stream is stopping.  Returns false if it
  * is stopping. */
 static bool sleep_unless_stopped(struct decoded *s, uint64_t ns)
@@ -85,13 +98,8 @@ static bool sleep_unless_stopped(struct decoded *s, uint64_t ns)
 	uint64_t end = fb_now_ns() + ns;
 
 	pthread_mutex_lock(&s->base.lock);
-	for (uint64_t now; !atomic_load(&s->stop) && (now = fb_now_ns()) < end;) {
-		uint64_t t = end - now > SLEEP_SLICE_NS ? now + SLEEP_SLICE_NS : end;
-		struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
-					 .tv_nsec = (long)(t % 1000000000u)};
-		alive(s);
-		pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until);
-	}
+	while (!atomic_load(&s->stop) && fb_now_ns() < end)
+		wait_slice(s, end);
 	pthread_mutex_unlock(&s->base.lock);
 	alive(s);
 	return !atomic_load(&s->stop);
@@ -241,8 +249,7 @@ static bool is_live(const struct fbd_stream_config *cfg)
 /* Whether an input that ends is opened again (on_end). */
 static bool retries_at_end(const struct fbd_stream_config *cfg)
 {
-	return cfg->on_end == FBD_ON_END_RETRY ||
-	       (cfg->on_end == FBD_ON_END_AUTO && is_live(cfg));
+	return cfg->on_end == FBD_ON_END_RETRY || (cfg->on_end == FBD_ON_END_AUTO && is_live(cfg));
 }
 
 /* Open the source and deliver its pictures until it ends (0) or fails
@@ -274,13 +281,8 @@ static int run_source(struct decoded *s, char *why, size_t size)
 static fb_subscriber *take_feed(struct decoded *s)
 {
 	pthread_mutex_lock(&s->base.lock);
-	while (!s->feed && !atomic_load(&s->stop)) {
-		uint64_t t = fb_now_ns() + SLEEP_SLICE_NS;
-		struct timespec until = {.tv_sec = (time_t)(t / 1000000000u),
-					 .tv_nsec = (long)(t % 1000000000u)};
-		alive(s);
-		pthread_cond_clockwait(&s->wake, &s->base.lock, CLOCK_MONOTONIC, &until);
-	}
+	while (!s->feed && !atomic_load(&s->stop))
+		wait_slice(s, UINT64_MAX);
 	fb_subscriber *sub = s->feed;
 	s->feed = NULL;
 	pthread_mutex_unlock(&s->base.lock);
@@ -297,9 +299,8 @@ static bool due(struct decoded *s, uint64_t t)
 	uint64_t interval = 1000000000000ull / s->config->fps_milli;
 	if (s->next_due_ns && t + interval / 10 < s->next_due_ns)
 		return false;
-	s->next_due_ns = s->next_due_ns && t < s->next_due_ns + interval
-			     ? s->next_due_ns + interval
-			     : t + interval;
+	s->next_due_ns = s->next_due_ns && t < s->next_due_ns + interval ? s->next_due_ns + interval
+									 : t + interval;
 	return true;
 }
 

@@ -17,8 +17,8 @@ struct fbd_source;
 /* One decoded picture, valid until the next fbd_source_next() call. */
 struct fbd_picture {
 	const AVFrame *frame;
-	int64_t pts;    /* in the input's time base, AV_NOPTS_VALUE if it has none */
-	int64_t pts_ns; /* the same in nanoseconds, INT64_MIN if it has none */
+	int64_t pts;         /* in the input's time base, AV_NOPTS_VALUE if it has none */
+	int64_t pts_ns;      /* the same in nanoseconds, INT64_MIN if it has none */
 	uint64_t source_seq; /* the frame it was made from (a derived stream's), or 0 */
 };
 

@@ -127,7 +127,6 @@ static void start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
 	fbd_log_about(LOG_INFO, c->name, NULL, "stream %s: started (%s)", c->name, st->source);
 }
 
-
 int fbd_streams_start(struct fbd_daemon *d)
 {
 	int r = uv_async_init(d->loop, &d->state_async, on_state_change);
