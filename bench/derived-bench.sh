@@ -6,21 +6,25 @@
 # (user + system, /proc) over the same wall time; rounds interleaved;
 # medians reported.
 #
-# usage: scripts/bench derived [--rounds N] [--seconds S] [--noise]
+# usage: scripts/bench derived [--rounds N] [--seconds S] [--noise] [--scale METHOD]
 #   --noise: a camera-like picture (grain and motion in every pixel, H.264 at
 #   a camera's bitrate), which costs the decoder far more than testsrc2.
+#   --scale: the small streams' scale key, the same for both ways
+#   (bilinear, the default, fast_bilinear, area, bicubic).
 # Last line: derived-bench derived_cpu_s=A two_decodes_cpu_s=B ratio=R
 set -euo pipefail
 build=${FRAMEBUS_BUILD:-build}
 rounds=3
 seconds=10
 noise=
+scale=bilinear
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --noise) noise=1; shift ;;
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --scale) scale=$2; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "derived-bench: unknown option '$1'" >&2; exit 2 ;;
     esac
 done
@@ -62,6 +66,7 @@ from = cam
 width = 640
 height = 360
 format = rgb24
+scale = $scale
 CONF
 cat >"$work/two.conf" <<CONF
 [daemon]
@@ -74,6 +79,7 @@ loop = true
 width = 640
 height = 360
 format = rgb24
+scale = $scale
 CONF
 
 # cpu_seconds CONFIG: the daemon's CPU time over $seconds s once both
@@ -109,5 +115,5 @@ d=$(printf '%s\n' "${derived[@]}" | median)
 t=$(printf '%s\n' "${two[@]}" | median)
 input=testsrc2
 [ -n "$noise" ] && input=noise
-echo "derived-bench input=$input derived_cpu_s=$d two_decodes_cpu_s=$t" \
+echo "derived-bench input=$input scale=$scale derived_cpu_s=$d two_decodes_cpu_s=$t" \
     "ratio=$(echo "scale=3; $d / $t" | bc)"

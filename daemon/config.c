@@ -254,6 +254,9 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	    [FB_POLICY_DROP] = "drop", [FB_POLICY_BLOCK] = "block"};
 	static const char *const pacings[] = {
 	    [FBD_PACING_AUTO] = "auto", [FBD_PACING_NATIVE] = "native", [FBD_PACING_FAST] = "fast"};
+	static const char *const scales[] = {
+	    [FBD_SCALE_BILINEAR] = "bilinear", [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
+	    [FBD_SCALE_AREA] = "area", [FBD_SCALE_BICUBIC] = "bicubic"};
 	static const char *const on_ends[] = {
 	    [FBD_ON_END_AUTO] = "auto", [FBD_ON_END_RETRY] = "retry", [FBD_ON_END_END] = "end"};
 	uint64_t n;
@@ -311,6 +314,12 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		if (!parse_enum(v, pacings, 3, &e))
 			return fail(p, section, key, "'%s' is not auto, native or fast", v);
 		s->pacing = e;
+		return 1;
+	}
+	if (!strcmp(key, "scale")) {
+		if (!parse_enum(v, scales, 4, &s->scale))
+			return fail(p, section, key,
+				    "'%s' is not bilinear, fast_bilinear, area or bicubic", v);
 		return 1;
 	}
 	if (!strcmp(key, "on_end")) {
@@ -563,7 +572,7 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
 	    !str_eq(a->input_format, b->input_format) || a->width != b->width ||
 	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
 	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
-	    a->on_end != b->on_end || a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
+	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
 	    a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
 	    a->stall_timeout_ns != b->stall_timeout_ns || a->n_options != b->n_options)
 		return false;

@@ -19,6 +19,14 @@ enum fbd_on_end {
 	FBD_ON_END_END,      /* the stream ends */
 };
 
+/* libswscale's method, where a stream's frames change size. */
+enum fbd_scale {
+	FBD_SCALE_BILINEAR = 0,
+	FBD_SCALE_FAST_BILINEAR,
+	FBD_SCALE_AREA,
+	FBD_SCALE_BICUBIC,
+};
+
 enum fbd_pacing {
 	FBD_PACING_AUTO = 0, /* native for files and lavfi, fast for live inputs */
 	FBD_PACING_NATIVE,   /* sleep to each frame's timestamp */
@@ -38,6 +46,7 @@ struct fbd_stream_config {
 	uint32_t pacing;
 	uint32_t fps_milli; /* a derived stream's rate limit, x1000; 0: its parent's rate */
 	uint32_t on_end; /* enum fbd_on_end */
+	uint32_t scale;  /* enum fbd_scale */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */
 	uint64_t retry_min_ns;

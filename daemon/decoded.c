@@ -161,6 +161,14 @@ static void pace(struct decoded *s, int64_t pts_ns)
 		sleep_unless_stopped(s, due - now);
 }
 
+/* libswscale's flag for each enum fbd_scale. */
+static const int sws_method[] = {
+    [FBD_SCALE_BILINEAR] = SWS_BILINEAR,
+    [FBD_SCALE_FAST_BILINEAR] = SWS_FAST_BILINEAR,
+    [FBD_SCALE_AREA] = SWS_AREA,
+    [FBD_SCALE_BICUBIC] = SWS_BICUBIC,
+};
+
 /* Convert one picture into a slot and publish it. */
 static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, size_t size)
 {
@@ -193,7 +201,8 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	s->in_width = in->width;
 	s->in_height = in->height;
 	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
-				      (int)l->height, fb_av_pixel_format(l->format), SWS_BILINEAR,
+				      (int)l->height, fb_av_pixel_format(l->format),
+				      sws_method[cfg->scale],
 				      NULL, NULL, NULL);
 	if (!s->sws) {
 		snprintf(why, size, "libswscale cannot convert %s %dx%d to %s",

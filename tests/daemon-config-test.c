@@ -49,6 +49,9 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	    {"[stream a]\nurl = x\nfrom = b\n[stream b]\nurl = y\n",
 	     "[stream a]: url and from both given"},
 	    {"[stream a]\nurl = x\nfps = 5\n", "[stream a]: fps limits a derived stream"},
+	    {"[stream a]\nurl = x\nscale = nearest\n",
+	     "framebusd.conf:3: [stream a] scale: 'nearest' is not bilinear, fast_bilinear, area "
+	     "or bicubic"},
 	    {"[stream a]\nfrom = b\nfps = fast\n[stream b]\nurl = y\n",
 	     "framebusd.conf:3: [stream a] fps: 'fast' is not a rate from 0.1 to 1000"},
 	    {"[stream a]\nurl = x\non_end = restart\n",
