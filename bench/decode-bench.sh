@@ -19,14 +19,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-data=$build/bench-data
-file=$data/h264-1920x1080-30fps-${frames}f.mp4
-mkdir -p "$data"
-if [ ! -s "$file" ]; then
-    echo "making $file ($frames frames of testsrc2, libx264)..."
-    ffmpeg -loglevel error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30" -frames:v "$frames" \
-        -c:v libx264 -preset veryfast -pix_fmt yuv420p "$file"
-fi
+source "$(dirname "$0")/h264-clip.sh"
+file=$(h264_clip "$build/bench-data" "$frames")
 
 work=$(mktemp -d /tmp/framebus-decode-XXXXXX)
 daemon=

@@ -29,19 +29,11 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-data=$build/bench-data
-mkdir -p "$data"
+source "$(dirname "$0")/h264-clip.sh"
 if [ -n "$noise" ]; then
-    file=$data/h264-1920x1080-30fps-300f-noise.mp4
-    [ -s "$file" ] || { echo "making $file (300 frames of testsrc2 with grain, libx264 8 Mb/s)..."
-        ffmpeg -loglevel error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30" \
-            -vf "noise=alls=24:allf=t" -frames:v 300 -c:v libx264 -preset veryfast \
-            -b:v 8M -pix_fmt yuv420p "$file"; }
+    file=$(h264_clip "$build/bench-data" 300 noise)
 else
-    file=$data/h264-1920x1080-30fps-600f.mp4
-    [ -s "$file" ] || { echo "making $file (600 frames of testsrc2, libx264)..."
-        ffmpeg -loglevel error -y -f lavfi -i "testsrc2=size=1920x1080:rate=30" \
-            -frames:v 600 -c:v libx264 -preset veryfast -pix_fmt yuv420p "$file"; }
+    file=$(h264_clip "$build/bench-data" 600)
 fi
 work=$(mktemp -d /tmp/framebus-derived-XXXXXX)
 daemon=
