@@ -15,16 +15,23 @@
 
 struct fbd_client;
 
+/* A stream's last frame number, from the daemon before this one. */
+struct fbd_resume {
+	char name[FB__NAME_MAX];
+	uint64_t last_seq;
+};
+
 struct fbd_daemon {
 	uv_loop_t *loop;
 	struct fbd_config *config;
 	const char *config_path; /* NULL: the embedded default */
 	const char *socket_override;
 
-	/* server.c */
+	/* server.c; fdstore.c sets listen_fd to one systemd passed */
 	int listen_fd;
-	bool socket_activated;
-	char *bound_path; /* the path we bound and must unlink, or NULL */
+	char *listen_name;  /* its name in LISTEN_FDNAMES; NULL: we bound it */
+	bool socket_stored; /* in systemd's fd store: keep its path at stop */
+	char *bound_path;   /* the path we bound and must unlink, or NULL */
 	uv_poll_t listen_poll;
 	struct fbd_client *clients;
 	uint32_t n_clients;
@@ -35,13 +42,26 @@ struct fbd_daemon {
 	struct fbd_stream *streams[FBD_MAX_STREAMS];
 	uint32_t n_streams;
 	uint32_t next_stream_id;
-	bool wedged; /* a stream's thread is stuck beyond help: stop the watchdog */
+	bool wedged;            /* a stream's thread is stuck beyond help: stop the watchdog */
 	uv_async_t state_async; /* a stream changed state in another thread */
 	/* Told every change of a stream's state on the main thread, and
 	 * FB_STREAM_REMOVED (detail: why) just before a stream goes away. */
+	/* fdstore.c: what the last daemon left, until streams.c takes it. */
+	struct fbd_resume resume[FBD_MAX_STREAMS];
+	uint32_t n_resume;
 	void (*stream_changed)(struct fbd_daemon *d, struct fbd_stream *stream, uint32_t state,
 			       const char *detail);
 };
+
+/* fdstore.c: take what systemd passed (a listening socket, the last
+ * daemon's state; anything else is dropped from the store, with a warning). */
+void fbd_fdstore_load(struct fbd_daemon *d);
+/* Store the listening socket we bound, if systemd has a store for us. */
+void fbd_fdstore_keep_socket(struct fbd_daemon *d);
+/* The last frame number the daemon before had for stream name, 0: none. */
+uint64_t fbd_fdstore_take_seq(struct fbd_daemon *d, const char *name);
+/* At a graceful stop: store every configured stream's last frame number. */
+void fbd_fdstore_save(struct fbd_daemon *d);
 
 /* server.c; sets d->stream_changed. */
 int fbd_server_start(struct fbd_daemon *d);

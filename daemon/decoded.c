@@ -47,6 +47,7 @@ struct decoded {
 	_Atomic uint64_t alive_ns; /* the thread's last sign of life */
 	uint64_t interrupted_ns;   /* main thread: when it interrupted it, 0: not stuck */
 	fb_subscriber *feed;       /* a derived stream's next parent ring; under base.lock */
+	uint64_t resume_seq;       /* its ring numbers frames on from this one */
 
 	/* The thread's own, for one opening of the source. */
 	struct SwsContext *sws;
@@ -131,17 +132,24 @@ static int make_ring(struct decoded *s, uint32_t width, uint32_t height)
 	 * thread ever makes a stream's ring (this one, or start-up before it
 	 * exists). */
 	int r = fb_producer_new(&params, &p);
+	if (r == 0 && (r = fb__producer_continue(p, s->resume_seq)) < 0)
+		fb_producer_free(p);
 	if (r < 0)
 		return r;
 	pthread_mutex_lock(&s->base.lock);
 	s->producer = p;
 	s->base.params = params;
 	pthread_mutex_unlock(&s->base.lock);
+	char from[64] = "";
+	if (s->resume_seq)
+		snprintf(from, sizeof(from),
+			 "; frames numbered on after %llu, the last daemon's last",
+			 (unsigned long long)s->resume_seq);
 	fbd_log_about(LOG_INFO, cfg->name, NULL,
-		      "stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame",
+		      "stream %s: ring of %u x %ux%u %s (%s), %u bytes of side data per frame%s",
 		      cfg->name, params.slots, params.width, params.height,
 		      fb_format_name(params.format),
-		      params.policy == FB_POLICY_BLOCK ? "block" : "drop", params.meta_max);
+		      params.policy == FB_POLICY_BLOCK ? "block" : "drop", params.meta_max, from);
 	return 0;
 }
 
@@ -202,8 +210,7 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	s->in_height = in->height;
 	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
 				      (int)l->height, fb_av_pixel_format(l->format),
-				      sws_method[cfg->scale],
-				      NULL, NULL, NULL);
+				      sws_method[cfg->scale], NULL, NULL, NULL);
 	if (!s->sws) {
 		snprintf(why, size, "libswscale cannot convert %s %dx%d to %s",
 			 av_get_pix_fmt_name(in->format), in->width, in->height,
@@ -456,6 +463,12 @@ static void decoded_counters(struct fbd_stream *st, struct fb_ring_stats *ret_st
 		fb_producer_get_stats(p, ret_stats);
 }
 
+static uint64_t decoded_last_seq(struct fbd_stream *st)
+{
+	fb_producer *p = producer(decoded(st));
+	return p ? fb__producer_get_last_seq(p) : 0;
+}
+
 static uint64_t stuck_after(const struct fbd_stream_config *cfg)
 {
 	return 2 * cfg->stall_timeout_ns > STUCK_MIN_NS ? 2 * cfg->stall_timeout_ns : STUCK_MIN_NS;
@@ -542,6 +555,7 @@ static const struct fbd_stream_ops decoded_ops = {
     .subscriber_stats = decoded_subscriber_stats,
     .counters = decoded_counters,
     .wedged = decoded_wedged,
+    .last_seq = decoded_last_seq,
     .free = decoded_free,
 };
 
@@ -550,7 +564,8 @@ static void ignore(int signum)
 	(void)signum;
 }
 
-int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream **ret_stream)
+int fbd_decoded_start(const struct fbd_stream_config *config, uint64_t last_seq,
+		      struct fbd_stream **ret_stream)
 {
 	/* Without SA_RESTART: the system call it interrupts fails with EINTR. */
 	static const struct sigaction interrupt = {.sa_handler = ignore};
@@ -567,6 +582,7 @@ int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream 
 		free(s);
 		return -ENOMEM;
 	}
+	s->resume_seq = last_seq;
 	struct fb_ring_params params = {
 	    .format = config->format,
 	    .slots = config->slots,

@@ -216,6 +216,7 @@ int main(int argc, char **argv)
 	d->socket_override = o.socket;
 	d->loop = uv_default_loop();
 
+	fbd_fdstore_load(d);
 	r = watch_signals(d);
 	if (r >= 0)
 		r = fbd_streams_start(d);
@@ -234,6 +235,7 @@ int main(int argc, char **argv)
 	uv_run(d->loop, UV_RUN_DEFAULT);
 
 	sd_notify(0, "STOPPING=1");
+	fbd_fdstore_save(d);
 out:
 	/* Streams first: their subscribers are told the daemon is stopping
 	 * (an event) before their connections go.  No ring ends: subscribers

@@ -559,22 +559,23 @@ static int bind_socket(struct fbd_daemon *d, const char *path)
 int fbd_server_start(struct fbd_daemon *d)
 {
 	const char *path = d->socket_override ? d->socket_override : d->config->socket_path;
-	int r, n = sd_listen_fds(1);
+	int r;
 
-	if (n == 1 && sd_is_socket_unix(SD_LISTEN_FDS_START, SOCK_SEQPACKET, 1, NULL, 0) > 0) {
-		d->listen_fd = SD_LISTEN_FDS_START;
-		d->socket_activated = true;
-		fcntl(d->listen_fd, F_SETFL, O_NONBLOCK);
-		fbd_info("listening on the socket systemd passed");
+	if (d->listen_fd >= 0) {
+		struct sockaddr_un addr = {0};
+		socklen_t len = sizeof(addr);
+		getsockname(d->listen_fd, (struct sockaddr *)&addr, &len);
+		fbd_info("listening on %s (the socket systemd passed, '%s')",
+			 len > offsetof(struct sockaddr_un, sun_path) && addr.sun_path[0]
+			     ? addr.sun_path
+			     : "an unnamed socket",
+			 d->listen_name);
 	} else {
-		if (n > 0)
-			fbd_warning("ignoring %d descriptors from systemd: want one listening "
-				    "SOCK_SEQPACKET Unix socket",
-				    n);
 		r = bind_socket(d, path);
 		if (r < 0)
 			return r;
 		fbd_info("listening on %s", path);
+		fbd_fdstore_keep_socket(d);
 	}
 	r = uv_poll_init(d->loop, &d->listen_poll, d->listen_fd);
 	if (r < 0)
@@ -591,15 +592,16 @@ void fbd_server_stop(struct fbd_daemon *d)
 	if (d->listen_fd >= 0) {
 		uv_poll_stop(&d->listen_poll);
 		uv_close((uv_handle_t *)&d->listen_poll, NULL);
-		if (!d->socket_activated)
-			close(d->listen_fd);
+		close(d->listen_fd);
 		d->listen_fd = -1;
 	}
-	if (d->bound_path) {
+	/* A socket systemd keeps stays where clients find it. */
+	if (d->bound_path && !d->socket_stored)
 		unlink(d->bound_path);
-		free(d->bound_path);
-		d->bound_path = NULL;
-	}
+	free(d->bound_path);
+	d->bound_path = NULL;
+	free(d->listen_name);
+	d->listen_name = NULL;
 }
 
 static void send_event(struct fbd_client *c, struct fbd_stream *st, uint32_t subscription,

@@ -31,6 +31,9 @@ struct fbd_stream_ops {
 	 * shown no sign of life for too long even after the back-end tried to
 	 * free it (it logs both).  NULL: there is no such thread. */
 	bool (*wedged)(struct fbd_stream *stream, uint64_t now_ns);
+	/* The newest frame's seq, 0: none.  NULL: the stream's numbers are
+	 * not the daemon's to keep (a client's ring keeps its own). */
+	uint64_t (*last_seq)(struct fbd_stream *stream);
 	/* Free the stream.  end: its subscribers read what is left, then get
 	 * -EPIPE (a reload removed it, its publisher withdrew it); otherwise
 	 * (the daemon is stopping) they see their producer go, as if the
@@ -76,8 +79,10 @@ void fbd_stream_cleanup(struct fbd_stream *stream);
 
 /* Start decoding config's source in a thread of its own (decoded.c); for a
  * derived stream (config->from) the source is its parent's ring, which
- * fbd_decoded_feed() hands it. */
-int fbd_decoded_start(const struct fbd_stream_config *config, struct fbd_stream **ret_stream);
+ * fbd_decoded_feed() hands it.  Its frames are numbered on from last_seq
+ * (the daemon before this one got that far; 0: from 1). */
+int fbd_decoded_start(const struct fbd_stream_config *config, uint64_t last_seq,
+		      struct fbd_stream **ret_stream);
 /* Main thread: give a derived stream a subscriber of its parent's ring (it
  * takes it); it reads that until the ring ends or goes, then waits for the
  * next one. */

@@ -117,7 +117,7 @@ static void start_one(struct fbd_daemon *d, const struct fbd_stream_config *c)
 			      FBD_MAX_STREAMS);
 		return;
 	}
-	int r = fbd_decoded_start(c, &st);
+	int r = fbd_decoded_start(c, fbd_fdstore_take_seq(d, c->name), &st);
 	if (r < 0) {
 		fbd_log_about(LOG_ERR, c->name, NULL, "stream %s: cannot start: %s", c->name,
 			      fb_strerror(r));

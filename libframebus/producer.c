@@ -447,13 +447,14 @@ static int insert_sub(struct fb_producer *p, const struct fb__subscriber_slot *s
 
 /* Where a new subscriber starts: the newest frame, so it sees the current
  * picture at once and a queue subscriber pins nothing older; or the next
- * one if the newest frame's slot is being rewritten. */
+ * one if the newest frame's slot is being rewritten, or none was published
+ * yet. */
 static uint64_t first_seq(const struct fb_producer *p)
 {
 	uint64_t latest = atomic_load(&p->hdr->latest);
 	uint64_t seq = FB__PACKED_SEQ(latest);
-	if (seq && p->current == (int)FB__PACKED_SLOT(latest))
-		seq++;
+	if (!seq || p->current == (int)FB__PACKED_SLOT(latest))
+		seq = p->last_seq + 1;
 	return seq;
 }
 
@@ -637,6 +638,24 @@ int fb__producer_open_channel(fb_producer *p, int *ret_daemon_end)
 	pthread_mutex_unlock(&p->lock);
 	*ret_daemon_end = pair[1];
 	return 0;
+}
+
+int fb__producer_continue(fb_producer *p, uint64_t last_seq)
+{
+	pthread_mutex_lock(&p->lock);
+	int r = p->last_seq || last_seq >= UINT64_MAX >> 9 ? -EINVAL : 0;
+	if (r == 0)
+		p->last_seq = last_seq;
+	pthread_mutex_unlock(&p->lock);
+	return r;
+}
+
+uint64_t fb__producer_get_last_seq(fb_producer *p)
+{
+	pthread_mutex_lock(&p->lock);
+	uint64_t seq = p->last_seq;
+	pthread_mutex_unlock(&p->lock);
+	return seq;
 }
 
 int fb__producer_get_fds(const fb_producer *p, int *ret_frame_fd, int *ret_control_fd)

@@ -238,6 +238,12 @@ int fb__producer_open_channel(fb_producer *producer, int *ret_daemon_end);
  * holds their wake pipes (framebusd stopping: they subscribe again to the
  * daemon that comes next).  Accepts NULL. */
 void fb__producer_abandon(fb_producer *producer);
+/* Number this ring's frames on from last_seq (the next is last_seq + 1):
+ * the ring replaces one that got that far (framebusd after a restart,
+ * docs/daemon.md).  Only before the first publish: -EINVAL after it. */
+int fb__producer_continue(fb_producer *producer, uint64_t last_seq);
+/* The newest frame's seq, 0: none yet. */
+uint64_t fb__producer_get_last_seq(fb_producer *producer);
 /* The ring's descriptors, still owned by the producer. */
 int fb__producer_get_fds(const fb_producer *producer, int *ret_frame_fd, int *ret_control_fd);
 

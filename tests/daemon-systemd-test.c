@@ -101,7 +101,7 @@ Test(daemon, socket_activation)
 		th_sleep_us(10000);
 	cr_assert_not_null(c, "no daemon behind the activation socket:\n%s", read_file(d.log));
 	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
-	cr_assert(strstr(read_file(d.log), "listening on the socket systemd passed"), "%s",
+	cr_assert(strstr(read_file(d.log), "(the socket systemd passed"), "%s",
 		  read_file(d.log));
 	fb_client_free(c);
 	kill(pid, SIGTERM);

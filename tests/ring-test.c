@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ring-private.h"
 #include "test-helpers.h"
 
 struct pair {
@@ -145,6 +146,42 @@ Test(ring, new_subscriber_sees_current_frame)
 	cr_assert_eq(fb_subscriber_acquire(queue, 0, &f), 0);
 	cr_assert_eq(f->seq, 2);
 	fb_subscriber_free(latest);
+	fb_subscriber_free(queue);
+	fb_producer_free(p);
+}
+
+/* A ring that replaces another (framebusd after a restart) numbers on from
+ * it: its first frame is last_seq + 1, a subscriber added before that frame
+ * lags by nothing, and the numbering is fixed once a frame is out. */
+Test(ring, a_continued_ring_numbers_on_from_the_last)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	struct fb_subscriber_stats stats;
+	const struct fb_frame *f;
+	struct fb_frame *out;
+	uint32_t id;
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	cr_assert_eq(fb__producer_continue(p, 1000), 0);
+	fb_subscriber *queue = add_sub(p, FB_MODE_QUEUE, 1, &id);
+	cr_assert_eq(fb_producer_get_subscriber_stats(p, id, &stats), 0);
+	cr_assert_eq(stats.next_seq, 1001);
+	cr_assert_eq(stats.lag, 0);
+	cr_assert_eq(fb_producer_acquire(p, 0, &out), 0);
+	cr_assert_eq(fb_producer_publish(p, out), 0);
+	cr_assert_eq(out->seq, 1001);
+	cr_assert_eq(fb__producer_get_last_seq(p), 1001);
+	cr_assert_eq(fb_subscriber_acquire(queue, 0, &f), 0);
+	cr_assert_eq(f->seq, 1001);
+	cr_assert_eq(f->missed, 0);
+	fb_subscriber_release(queue, f);
+	cr_assert_eq(fb__producer_continue(p, 5000), -EINVAL);
+	cr_assert_eq(fb_producer_acquire(p, 0, &out), 0);
+	cr_assert_eq(fb_producer_publish(p, out), 0);
+	cr_assert_eq(fb_subscriber_acquire(queue, 0, &f), 0);
+	cr_assert_eq(f->seq, 1002);
+	fb_subscriber_release(queue, f);
 	fb_subscriber_free(queue);
 	fb_producer_free(p);
 }

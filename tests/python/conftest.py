@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from systemd_peer import FdStore, start_service
+
 FRAMEBUSD = os.environ.get("FRAMEBUSD", "framebusd")
 FRAMEBUSCTL = os.environ.get("FRAMEBUSCTL", "framebusctl")
 
@@ -25,7 +27,7 @@ slots = 8
 class Daemon:
     """A framebusd on a private socket, stopped (and checked) at the end."""
 
-    def __init__(self, streams=DEFAULT_STREAMS):
+    def __init__(self, streams=DEFAULT_STREAMS, notify_socket=None):
         self.dir = tempfile.TemporaryDirectory(prefix="framebus-py-")
         self.socket = os.path.join(self.dir.name, "framebus.sock")
         self.config = os.path.join(self.dir.name, "framebusd.conf")
@@ -33,14 +35,15 @@ class Daemon:
         with open(self.config, "w") as f:
             f.write(f"[daemon]\nsocket = {self.socket}\n{streams}")
         self.log = open(self.log_path, "w")
-        self.start()
+        self.start(notify_socket=notify_socket)
 
-    def start(self):
-        """Start framebusd (again); returns once it listens."""
+    def start(self, notify_socket=None, passed=()):
+        """Start framebusd (again), as systemd starts a service
+        (systemd_peer.start_service); returns once it listens."""
         listening = f"listening on {self.socket}"
         before = self.read_log().count(listening)
-        self.proc = subprocess.Popen([FRAMEBUSD, "--config", self.config],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = start_service([FRAMEBUSD, "--config", self.config], notify_socket,
+                                  passed, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while self.read_log().count(listening) == before:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -50,6 +53,15 @@ class Daemon:
     def read_log(self):
         with open(self.log_path) as f:
             return f.read()
+
+    def wait_for_log(self, text, timeout=10):
+        """The log, once it says text."""
+        deadline = time.monotonic() + timeout
+        while text not in self.read_log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"framebusd never logged {text!r}:\n{self.read_log()}")
+            time.sleep(0.02)
+        return self.read_log()
 
     def kill(self):
         self.proc.kill()
@@ -66,6 +78,15 @@ class Daemon:
             self.proc.wait(timeout=10)
         self.log.close()
         self.dir.cleanup()
+
+
+@pytest.fixture
+def fd_store():
+    holder = tempfile.TemporaryDirectory(prefix="framebus-fdstore-")
+    store = FdStore(holder.name)
+    yield store
+    store.close()
+    holder.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -182,9 +182,19 @@ def test_a_daemon_restart_goes_on_in_the_same_playable_file(daemon, tmp_path):
     assert frames == len(records) >= before + 20, (frames, before)
 
 
-def test_a_graceful_restart_is_no_end_for_the_pipeline(daemon, tmp_path):
-    # systemctl restart without a store: gray.py (a Python subscriber and
-    # publisher), framebus-record and the C collector all go on by themselves.
+@pytest.mark.parametrize("with_store", [False, True], ids=["without_store", "with_store"])
+def test_a_graceful_restart_is_no_end_for_the_pipeline(with_store, fd_store, tmp_path):
+    # systemctl restart, with systemd's fd store or without: gray.py (a
+    # Python subscriber and publisher), framebus-record and the C collector
+    # all go on by themselves.
+    daemon = Daemon(notify_socket=fd_store.path if with_store else None)
+    try:
+        restart_pipeline(daemon, fd_store if with_store else None, tmp_path)
+    finally:
+        daemon.stop()
+
+
+def restart_pipeline(daemon, store, tmp_path):
     wait_for_stream(daemon, "cam0")
     gray = start([sys.executable, GRAY, "--socket", daemon.socket])
     wait_for_stream(daemon, "cam0.gray")
@@ -195,7 +205,11 @@ def test_a_graceful_restart_is_no_end_for_the_pipeline(daemon, tmp_path):
     time.sleep(1.5)
     stopped_ns = time.monotonic_ns()  # the clock of the frames' monotonic_ns
     daemon.terminate()
-    daemon.start()
+    if store:
+        daemon.start(notify_socket=store.path, passed=store.passed())
+        daemon.wait_for_log("frames numbered on after")
+    else:
+        daemon.start()
     wait_for_line(rec, "subscribed to cam0.gray again")
     time.sleep(2)
     gray.send_signal(signal.SIGTERM)  # now its stream ends, and both readers with it
