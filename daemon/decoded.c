@@ -136,11 +136,12 @@ static int make_ring(struct decoded *s, uint32_t width, uint32_t height)
 		fb_producer_free(p);
 	if (r < 0)
 		return r;
+	fb__producer_set_name(p, cfg->name);
 	pthread_mutex_lock(&s->base.lock);
 	s->producer = p;
 	s->base.params = params;
 	pthread_mutex_unlock(&s->base.lock);
-	char from[64] = "";
+	char from[96] = "";
 	if (s->resume_seq)
 		snprintf(from, sizeof(from),
 			 "; frames numbered on after %llu, the last daemon's last",
@@ -239,7 +240,17 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height, out->data,
 		  dst_stride);
 	out->pts = pic->pts;
-	out->source_seq = pic->source_seq;
+	if (pic->parent) {
+		fb_frame_made_from(out, pic->parent);
+	} else {
+		*out->trace = (struct fb_trace){
+		    .capture_ns = pic->capture_ns,
+		    .capture_realtime_ns = pic->capture_realtime_ns,
+		    .decode_ns = pic->decode_ns,
+		    .time_base_num = pic->time_base_num,
+		    .time_base_den = pic->time_base_den,
+		};
+	}
 	out->flags = (in->key_frame ? FB_FRAME_KEYFRAME : 0) |
 		     (s->discontinuity ? FB_FRAME_DISCONTINUITY : 0);
 	r = fb_producer_publish(p, out);
@@ -358,7 +369,7 @@ static void follow_parent(struct decoded *s)
 		}
 		s->discontinuity |= !!(f->flags & FB_FRAME_DISCONTINUITY);
 		struct fbd_picture pic = {
-		    .frame = &in, .pts = f->pts, .pts_ns = INT64_MIN, .source_seq = f->seq};
+		    .frame = &in, .pts = f->pts, .pts_ns = INT64_MIN, .parent = f};
 		r = deliver(s, &pic, why, sizeof(why));
 		fb_subscriber_release(sub, f);
 	}
@@ -535,7 +546,7 @@ static void decoded_free(struct fbd_stream *st, bool end)
 		 * stopping, or one stuck stream costs its memory). */
 		fbd_log_about(LOG_ERR, st->name, NULL,
 			      "stream %s: its thread did not stop in %u s; leaving it behind",
-			      st->name, STOP_TIMEOUT_NS / 1000000000u);
+			      st->name, (unsigned)(STOP_TIMEOUT_NS / 1000000000u));
 		return;
 	}
 	fb_subscriber_free(s->feed);

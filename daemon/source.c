@@ -17,6 +17,16 @@
 
 /* Consecutive undecodable packets after which the source counts as broken. */
 #define MAX_DECODE_ERRORS 50
+/* Packets whose arrival is remembered until their picture comes out of the
+ * decoder: more than any decoder's reordering delay. */
+#define ARRIVALS 32
+
+/* When a packet came out of the demuxer (a picture's capture time). */
+struct arrival {
+	int64_t pts;
+	uint64_t monotonic_ns;
+	uint64_t realtime_ns;
+};
 
 struct fbd_source {
 	const struct fbd_stream_config *cfg;
@@ -30,6 +40,8 @@ struct fbd_source {
 	bool flushing; /* the input ended: the decoder gives what it still has */
 	int errors;    /* consecutive decoding errors */
 	uint64_t pictures;
+	struct arrival arrivals[ARRIVALS]; /* the newest at (next_arrival - 1) % ARRIVALS */
+	uint32_t next_arrival;
 	/* The stall timeout.  FFmpeg calls interrupted() from the source's
 	 * thread and from threads of its own (udp's receiver), hence atomics;
 	 * only the source's thread looks at the bytes read. */
@@ -207,6 +219,19 @@ int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *s
 	return 0;
 }
 
+/* The arrival of the packet a picture with this pts came from; without one
+ * (no pts, or forgotten), the newest packet's. */
+static const struct arrival *arrival_of(const struct fbd_source *s, int64_t pts)
+{
+	const struct arrival *newest = &s->arrivals[(s->next_arrival - 1) % ARRIVALS];
+	if (pts == AV_NOPTS_VALUE)
+		return newest;
+	for (uint32_t i = 0; i < ARRIVALS; i++)
+		if (s->arrivals[i].pts == pts && s->arrivals[i].monotonic_ns)
+			return &s->arrivals[i];
+	return newest;
+}
+
 /* One picture from the decoder: 0 and the picture, 1 if it needs a packet
  * (or, flushing, has nothing left), or an error. */
 static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, size_t size)
@@ -220,13 +245,18 @@ static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, siz
 	s->errors = 0;
 	s->pictures++;
 	int64_t pts = s->frame->best_effort_timestamp;
+	AVRational tb = s->fmt->streams[s->video]->time_base;
+	const struct arrival *a = arrival_of(s, s->frame->pts);
 	*ret = (struct fbd_picture){
 	    .frame = s->frame,
 	    .pts = pts,
-	    .pts_ns = pts == AV_NOPTS_VALUE
-			  ? INT64_MIN
-			  : av_rescale_q(pts, s->fmt->streams[s->video]->time_base,
-					 (AVRational){1, 1000000000}),
+	    .pts_ns = pts == AV_NOPTS_VALUE ? INT64_MIN
+					    : av_rescale_q(pts, tb, (AVRational){1, 1000000000}),
+	    .capture_ns = a->monotonic_ns,
+	    .capture_realtime_ns = a->realtime_ns,
+	    .decode_ns = fb_now_ns(),
+	    .time_base_num = tb.num,
+	    .time_base_den = tb.den,
 	};
 	return 0;
 }
@@ -261,6 +291,11 @@ int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char 
 			describe(why, size, "reading the input failed", r);
 			return r > -4096 ? r : -EIO;
 		} else if (s->pkt->stream_index == s->video) {
+			s->arrivals[s->next_arrival++ % ARRIVALS] = (struct arrival){
+			    .pts = s->pkt->pts,
+			    .monotonic_ns = fb_now_ns(),
+			    .realtime_ns = fb__now_ns(CLOCK_REALTIME),
+			};
 			r = avcodec_send_packet(s->dec, s->pkt);
 		}
 		av_packet_unref(s->pkt);

@@ -11,15 +11,25 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "framebus/framebus.h"
 
 struct fbd_source;
 
 /* One decoded picture, valid until the next fbd_source_next() call. */
 struct fbd_picture {
 	const AVFrame *frame;
-	int64_t pts;         /* in the input's time base, AV_NOPTS_VALUE if it has none */
-	int64_t pts_ns;      /* the same in nanoseconds, INT64_MIN if it has none */
-	uint64_t source_seq; /* the frame it was made from (a derived stream's), or 0 */
+	int64_t pts;    /* in the input's time base, AV_NOPTS_VALUE if it has none */
+	int64_t pts_ns; /* the same in nanoseconds, INT64_MIN if it has none */
+	/* Its trace (struct fb_trace): when its packet came out of the
+	 * demuxer (CLOCK_MONOTONIC, CLOCK_REALTIME), when the decoder gave it,
+	 * the time base of pts. */
+	uint64_t capture_ns;
+	uint64_t capture_realtime_ns;
+	uint64_t decode_ns;
+	int time_base_num, time_base_den;
+	/* A derived stream's picture: the parent's frame it is made from
+	 * (its trace goes on), or NULL. */
+	const struct fb_frame *parent;
 };
 
 /* Open config's input and its video decoder.  Every blocking call gives up

@@ -715,6 +715,7 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 	r = fb_producer_new(params, &p);
 	if (r < 0)
 		return r;
+	fb__producer_set_name(p, name);
 	pub = calloc(1, sizeof(*pub));
 	if (!pub) {
 		fb_producer_free(p);

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -357,6 +358,9 @@ FB_EXPORT int fb_producer_acquire(fb_producer *p, int timeout_ms, struct fb_fram
 	fb__frame_set_planes(f, &p->geo.layout, p->data + p->geo.slot_size * (uint64_t)slot);
 	f->meta = p->meta + (uint64_t)p->params.meta_max * (uint64_t)slot;
 	f->slot = (uint32_t)slot;
+	/* The old frame's trace goes with it (its hops need no clearing). */
+	f->trace = &p->hdr->slot[slot].trace;
+	memset(f->trace, 0, offsetof(struct fb_trace, hops));
 	*ret_frame = f;
 	pthread_mutex_unlock(&p->lock);
 	return 0;
@@ -385,6 +389,8 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	s->source_seq = frame->source_seq;
 	s->flags = frame->flags;
 	s->meta_size = frame->meta_size;
+	if (s->trace.n_hops > FB_TRACE_HOPS)
+		s->trace.n_hops = FB_TRACE_HOPS;
 	atomic_store_explicit(&s->state, FB__SLOT_PUBLISHED(seq), memory_order_release);
 	atomic_store_explicit(&p->hdr->log[seq % p->params.slots], FB__PACK(seq, slot),
 			      memory_order_release);
@@ -656,6 +662,13 @@ uint64_t fb__producer_get_last_seq(fb_producer *p)
 	uint64_t seq = p->last_seq;
 	pthread_mutex_unlock(&p->lock);
 	return seq;
+}
+
+void fb__producer_set_name(fb_producer *p, const char *name)
+{
+	pthread_mutex_lock(&p->lock);
+	strncpy(p->hdr->name, name, sizeof(p->hdr->name) - 1);
+	pthread_mutex_unlock(&p->lock);
 }
 
 int fb__producer_get_fds(const fb_producer *p, int *ret_frame_fd, int *ret_control_fd)

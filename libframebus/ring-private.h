@@ -18,7 +18,7 @@
 #define FB__RING_MAGIC 0x47524246u    /* "FBRG" */
 #define FB__CONTROL_MAGIC 0x43524246u /* "FBRC" */
 #define FB__RECORD_MAGIC 0x52524246u  /* "FBRR" */
-#define FB__RING_VERSION 1u
+#define FB__RING_VERSION 2u
 
 #define FB__CACHELINE 64
 #define FB__ALIGNED __attribute__((aligned(FB__CACHELINE)))
@@ -47,6 +47,7 @@ struct fb__slot {
 	uint64_t source_seq;
 	uint32_t flags;
 	uint32_t meta_size;
+	struct fb_trace trace; /* the producer's frame->trace points here */
 } FB__ALIGNED;
 
 /* The start of the frame memfd.  Only the producer can write it (the memfd
@@ -67,6 +68,10 @@ struct fb__ring_header {
 	uint64_t data_offset; /* pixel data, page aligned */
 	uint64_t slot_size;   /* distance between two slots' pixels, page multiple */
 	uint64_t total_size;
+	/* The stream's name, as its maker gave it (fb__producer_set_name), for
+	 * the hops of frames made from this ring's; NUL-padded, but a reader
+	 * trusts no terminator. */
+	char name[FB_NAME_MAX + 1];
 
 	/* Producer's hot words, each on a line of its own. */
 	_Atomic uint64_t latest FB__ALIGNED; /* FB__PACK(seq, slot) of the newest frame, 0: none */
@@ -244,6 +249,8 @@ void fb__producer_abandon(fb_producer *producer);
 int fb__producer_continue(fb_producer *producer, uint64_t last_seq);
 /* The newest frame's seq, 0: none yet. */
 uint64_t fb__producer_get_last_seq(fb_producer *producer);
+/* Name the ring's stream (at most FB_NAME_MAX bytes are kept). */
+void fb__producer_set_name(fb_producer *producer, const char *name);
 /* The ring's descriptors, still owned by the producer. */
 int fb__producer_get_fds(const fb_producer *producer, int *ret_frame_fd, int *ret_control_fd);
 

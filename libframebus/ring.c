@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <linux/futex.h>
@@ -356,6 +357,46 @@ void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout
 		frame->data[p] = p < layout->n_planes ? slot_data + layout->offset[p] : NULL;
 		frame->stride[p] = p < layout->n_planes ? layout->stride[p] : 0;
 	}
+}
+
+_Static_assert(sizeof(struct fb_frame) == 144, "fb_frame keeps its size: new fields take "
+					       "its reserved room");
+
+/* The ring header a frame's trace lies in: the trace is in the metadata of
+ * the frame's slot. */
+static const struct fb__ring_header *ring_of(const struct fb_frame *f)
+{
+	const struct fb__slot *slot =
+	    (const struct fb__slot *)((const char *)f->trace - offsetof(struct fb__slot, trace)) -
+	    f->slot;
+	return (const struct fb__ring_header *)((const char *)slot -
+						offsetof(struct fb__ring_header, slot));
+}
+
+FB_EXPORT int fb_frame_made_from(struct fb_frame *out, const struct fb_frame *in)
+{
+	if (!out || !in || !out->trace || !in->trace || in->slot >= FB_MAX_SLOTS)
+		return -EINVAL;
+	/* A copy first: in's producer may be another process, changing it. */
+	struct fb_trace t = *in->trace;
+	uint32_t n = t.n_hops < FB_TRACE_HOPS ? t.n_hops : FB_TRACE_HOPS;
+	if (n == FB_TRACE_HOPS) { /* keep the origin, leave out the oldest after it */
+		memmove(&t.hops[1], &t.hops[2], (FB_TRACE_HOPS - 2) * sizeof(t.hops[0]));
+		n--;
+	}
+	struct fb_hop *hop = &t.hops[n];
+	const char *name = ring_of(in)->name;
+	memset(hop->stream, 0, sizeof(hop->stream));
+	memcpy(hop->stream, name, strnlen(name, FB_NAME_MAX));
+	hop->seq = in->seq;
+	hop->publish_ns = in->monotonic_ns;
+	t.n_hops = n + 1;
+	for (uint32_t i = 0; i < n; i++)
+		t.hops[i].stream[FB_NAME_MAX] = '\0';
+	t.reserved_ = 0;
+	*out->trace = t;
+	out->source_seq = in->seq;
+	return 0;
 }
 
 FB_EXPORT void fb_subscriber_fds_close(struct fb_subscriber_fds *fds)

@@ -269,6 +269,7 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 		f->realtime_ns = meta->realtime_ns;
 		f->flags = meta->flags;
 		f->meta_size = meta->meta_size;
+		f->trace = (struct fb_trace *)&meta->trace;
 		f->missed = want - s->cursor;
 		if (f->meta_size > s->meta_max) {
 			fb_subscriber_release(s, f);

@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -184,6 +185,62 @@ Test(ring, a_continued_ring_numbers_on_from_the_last)
 	fb_subscriber_release(queue, f);
 	fb_subscriber_free(queue);
 	fb_producer_free(p);
+}
+
+/* A frame made from another carries its capture time and names the frames
+ * before it; a slot's next frame starts with an empty trace; past
+ * FB_TRACE_HOPS the origin stays and the oldest after it go. */
+Test(ring, a_trace_names_every_frame_a_picture_passed)
+{
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 2, FB_POLICY_DROP);
+	fb_producer *p[FB_TRACE_HOPS + 2];
+	fb_subscriber *sub[FB_TRACE_HOPS + 2];
+	const struct fb_frame *in = NULL;
+	struct fb_frame *out;
+
+	for (int i = 0; i < FB_TRACE_HOPS + 2; i++) {
+		char name[16];
+		cr_assert_eq(fb_producer_new(&params, &p[i]), 0);
+		snprintf(name, sizeof(name), "s%d", i);
+		fb__producer_set_name(p[i], name);
+		sub[i] = add_sub(p[i], FB_MODE_QUEUE, 1, NULL);
+		cr_assert_eq(fb_producer_acquire(p[i], 0, &out), 0);
+		cr_assert_eq(out->trace->n_hops, 0);
+		cr_assert_eq(out->trace->capture_ns, 0);
+		if (in) {
+			cr_assert_eq(fb_frame_made_from(out, in), 0);
+			cr_assert_eq(out->source_seq, in->seq);
+		} else {
+			out->trace->capture_ns = 12345;
+			out->trace->time_base_num = 1;
+			out->trace->time_base_den = 90000;
+		}
+		cr_assert_eq(fb_producer_publish(p[i], out), 0);
+		if (in)
+			fb_subscriber_release(sub[i - 1], in);
+		cr_assert_eq(fb_subscriber_acquire(sub[i], 0, &in), 0);
+		cr_assert_eq(in->trace->capture_ns, 12345);
+		cr_assert_eq(in->trace->time_base_den, 90000);
+		uint32_t want = i < FB_TRACE_HOPS ? (uint32_t)i : FB_TRACE_HOPS;
+		cr_assert_eq(in->trace->n_hops, want, "stream %d: %u hops", i, in->trace->n_hops);
+		if (i > 0) {
+			cr_assert_str_eq(in->trace->hops[0].stream, "s0");
+			char last[16];
+			snprintf(last, sizeof(last), "s%d", i - 1);
+			cr_assert_str_eq(in->trace->hops[want - 1].stream, last);
+			cr_assert_eq(in->trace->hops[want - 1].seq, 1);
+		}
+	}
+	/* The next frame in a slot starts with an empty trace. */
+	cr_assert_eq(fb_producer_acquire(p[0], 0, &out), 0);
+	cr_assert_eq(out->trace->capture_ns, 0);
+	cr_assert_eq(fb_producer_discard(p[0], out), 0);
+	cr_assert_eq(fb_frame_made_from(NULL, in), -EINVAL);
+	fb_subscriber_release(sub[FB_TRACE_HOPS + 1], in);
+	for (int i = 0; i < FB_TRACE_HOPS + 2; i++) {
+		fb_subscriber_free(sub[i]);
+		fb_producer_free(p[i]);
+	}
 }
 
 Test(ring, queue_mode_in_order_then_resumes_at_oldest)

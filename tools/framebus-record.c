@@ -81,7 +81,7 @@ struct ring {
 struct recorder {
 	struct options opt;
 	fb_client *client;
-	struct ring *ring;          /* the subscription read now */
+	struct ring *ring; /* the subscription read now */
 	struct fb_layout layout;
 	const AVCodec *codec;
 	enum AVPixelFormat in_fmt, enc_fmt;
@@ -107,7 +107,8 @@ static void usage(FILE *out)
 		"usage: framebus-record [OPTIONS] STREAM OUTPUT\n"
 		"Record STREAM (every frame, in order) into OUTPUT (.mp4 or .mkv), with\n"
 		"OUTPUT's name ending in .jsonl instead for each frame's seq, source_seq,\n"
-		"pts, latency and meta.  OUTPUT may hold strftime conversions.\n"
+		"pts, latency, meta, origin and capture time.  OUTPUT may hold strftime\n"
+		"conversions.\n"
 		"  --socket PATH       framebusd's socket (default $FRAMEBUS_SOCKET, else\n"
 		"                      " FB_DEFAULT_SOCKET ")\n"
 		"  --segment SECONDS   start a new file every SECONDS (OUTPUT must then be a\n"
@@ -534,7 +535,15 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 		(unsigned long long)f->monotonic_ns, (unsigned long long)f->realtime_ns,
 		(double)(fb_now_ns() - f->monotonic_ns) / 1e3);
 	json_bytes(r->jsonl, f->meta, f->meta_size);
-	fputs("}\n", r->jsonl);
+	/* Where the picture comes from: the first stream it passed (itself if
+	 * none) and when it was captured (docs/tracing.md). */
+	const struct fb_trace *t = f->trace;
+	const char *origin = t->n_hops ? t->hops[0].stream : rec->opt.stream;
+	fputs(",\"origin\":[", r->jsonl);
+	json_bytes(r->jsonl, (const uint8_t *)origin, strnlen(origin, FB_NAME_MAX));
+	fprintf(r->jsonl, ",%llu],\"capture_ns\":%llu,\"capture_realtime_ns\":%llu}\n",
+		(unsigned long long)(t->n_hops ? t->hops[0].seq : f->seq),
+		(unsigned long long)t->capture_ns, (unsigned long long)t->capture_realtime_ns);
 
 	if (rec->sws) {
 		e = av_frame_make_writable(r->converted);

@@ -55,7 +55,7 @@ def main() -> int:
             try:
                 with pub.frame(timeout=5) as out:
                     cv2.cvtColor(frame.array, cv2.COLOR_BGR2GRAY, dst=out.array)
-                    out.source_seq = frame.seq
+                    out.made_from(frame)  # source_seq, capture time, hops
                     out.pts = frame.pts
                     result = {"mean": round(float(cv2.mean(out.array)[0]), 2),
                               "process_us": round((time.perf_counter() - t0) * 1e6)}

@@ -10,7 +10,7 @@
     pub = bus.publish("cam0.gray", width=w, height=h, format="gray8")
     with pub.frame() as out:                  # published when the block ends normally
         out.array[:] = gray
-        out.source_seq = frame.seq
+        out.made_from(frame)                  # source_seq, capture time and hops
         out.meta = b'{"faces": 2}'
 
 docs/python.md is the guide.

@@ -41,4 +41,8 @@
 int fbpy_subscriber_init_types(PyObject *module);
 int fbpy_publisher_init_types(PyObject *module);
 
+/* subscriber.c, for publisher.c's OutFrame.made_from(): the frame a Frame
+ * still holds; NULL with TypeError (not a Frame) or ValueError (released). */
+const struct fb_frame *fbpy_frame_held(PyObject *obj);
+
 #endif

@@ -506,6 +506,49 @@ static int outframe_set_source_seq(struct fbpy_outframe *o, PyObject *value, voi
 	return 0;
 }
 
+static PyObject *outframe_made_from(struct fbpy_outframe *o, PyObject *frame)
+{
+	if (outframe_check(o) < 0)
+		return NULL;
+	const struct fb_frame *in = fbpy_frame_held(frame);
+	if (!in)
+		return NULL;
+	fb_frame_made_from(o->frame, in);
+	Py_RETURN_NONE;
+}
+
+static PyObject *outframe_get_capture_ns(struct fbpy_outframe *o, void *unused)
+{
+	if (outframe_check(o) < 0)
+		return NULL;
+	return PyLong_FromUnsignedLongLong(o->frame->trace->capture_ns);
+}
+
+static int outframe_set_capture_ns(struct fbpy_outframe *o, PyObject *value, void *unused)
+{
+	uint64_t v;
+	if (outframe_check(o) < 0 || set_u64(value, &v) < 0)
+		return -1;
+	o->frame->trace->capture_ns = v;
+	return 0;
+}
+
+static PyObject *outframe_get_capture_realtime_ns(struct fbpy_outframe *o, void *unused)
+{
+	if (outframe_check(o) < 0)
+		return NULL;
+	return PyLong_FromUnsignedLongLong(o->frame->trace->capture_realtime_ns);
+}
+
+static int outframe_set_capture_realtime_ns(struct fbpy_outframe *o, PyObject *value, void *unused)
+{
+	uint64_t v;
+	if (outframe_check(o) < 0 || set_u64(value, &v) < 0)
+		return -1;
+	o->frame->trace->capture_realtime_ns = v;
+	return 0;
+}
+
 static PyObject *outframe_get_pts(struct fbpy_outframe *o, void *unused)
 {
 	if (outframe_check(o) < 0)
@@ -604,6 +647,11 @@ static PyObject *outframe_get_published(struct fbpy_outframe *o, void *unused)
 static PyMethodDef outframe_methods[] = {
     {"publish", (PyCFunction)outframe_publish, METH_NOARGS,
      "publish()\n--\n\nPublish the frame: subscribers see it now.  (A with block does it.)"},
+    {"made_from", (PyCFunction)outframe_made_from, METH_O,
+     "made_from(frame)\n--\n\n"
+     "Say this frame was made from frame (a Frame still held): it takes frame's\n"
+     "capture time and trace, adds frame's stream to its hops, and sets\n"
+     "source_seq.  Subscribers then see where its picture came from."},
     {"discard", (PyCFunction)outframe_discard, METH_NOARGS,
      "discard()\n--\n\nGive the slot back unpublished."},
     {"__enter__", fbpy_enter, METH_NOARGS, NULL},
@@ -618,6 +666,11 @@ static PyGetSetDef outframe_getset[] = {
     {"source_seq", (getter)outframe_get_source_seq, (setter)outframe_set_source_seq,
      "The seq of the frame this one was made from (0: none).", NULL},
     {"pts", (getter)outframe_get_pts, (setter)outframe_set_pts, "Presentation time.", NULL},
+    {"capture_ns", (getter)outframe_get_capture_ns, (setter)outframe_set_capture_ns,
+     "CLOCK_MONOTONIC when the picture was captured (0: unknown); made_from() sets it.", NULL},
+    {"capture_realtime_ns", (getter)outframe_get_capture_realtime_ns,
+     (setter)outframe_set_capture_realtime_ns, "The capture time on CLOCK_REALTIME (0: unknown).",
+     NULL},
     {"flags", (getter)outframe_get_flags, (setter)outframe_set_flags, "KEYFRAME | DISCONTINUITY.",
      NULL},
     {"meta", (getter)outframe_get_meta, (setter)outframe_set_meta,

@@ -60,6 +60,7 @@ struct fbpy_frame {
 	PyObject *array; /* the slot's array, until frame.array hands it out */
 	PyObject *meta;
 	struct fb_frame info; /* a copy, readable after the release */
+	struct fb_trace trace; /* its trace's copy; info.trace points here */
 };
 
 static PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
@@ -263,6 +264,11 @@ static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 	o->holding = true;
 	o->meta = NULL;
 	o->info = *f;
+	/* What the trace holds, not its whole room: most frames have no hops. */
+	uint32_t hops = f->trace->n_hops < FB_TRACE_HOPS ? f->trace->n_hops : FB_TRACE_HOPS;
+	memcpy(&o->trace, f->trace, offsetof(struct fb_trace, hops) + hops * sizeof(struct fb_hop));
+	o->trace.n_hops = hops;
+	o->info.trace = &o->trace;
 	if (s->resumed) /* the first frame after a daemon restart */
 		o->info.flags |= FB_FRAME_DISCONTINUITY;
 	s->resumed = false;
@@ -651,6 +657,94 @@ FRAME_U64(monotonic_ns)
 FRAME_U64(realtime_ns)
 FRAME_U64(missed)
 
+/* A time of the trace: None when unknown (0). */
+static PyObject *trace_time(uint64_t ns)
+{
+	if (!ns)
+		Py_RETURN_NONE;
+	return PyLong_FromUnsignedLongLong(ns);
+}
+
+static PyObject *frame_get_capture_ns(struct fbpy_frame *f, void *unused)
+{
+	return trace_time(f->trace.capture_ns);
+}
+
+static PyObject *frame_get_capture_realtime_ns(struct fbpy_frame *f, void *unused)
+{
+	return trace_time(f->trace.capture_realtime_ns);
+}
+
+static PyObject *frame_get_decode_ns(struct fbpy_frame *f, void *unused)
+{
+	return trace_time(f->trace.decode_ns);
+}
+
+static PyObject *frame_get_time_base(struct fbpy_frame *f, void *unused)
+{
+	if (f->trace.time_base_num <= 0 || f->trace.time_base_den <= 0)
+		Py_RETURN_NONE;
+	return Py_BuildValue("(ii)", f->trace.time_base_num, f->trace.time_base_den);
+}
+
+/* Hop i of the trace as (stream, seq, publish_ns); the producer's bytes, so
+ * the name is taken up to its first NUL and decoded leniently. */
+static PyObject *hop_tuple(const struct fb_hop *h)
+{
+	return Py_BuildValue("(NKK)",
+			     PyUnicode_DecodeUTF8(h->stream,
+						  (Py_ssize_t)strnlen(h->stream, sizeof(h->stream)),
+						  "replace"),
+			     (unsigned long long)h->seq, (unsigned long long)h->publish_ns);
+}
+
+static uint32_t n_hops(const struct fbpy_frame *f)
+{
+	return f->trace.n_hops < FB_TRACE_HOPS ? f->trace.n_hops : FB_TRACE_HOPS;
+}
+
+static PyObject *frame_get_hops(struct fbpy_frame *f, void *unused)
+{
+	PyObject *list = PyList_New(n_hops(f));
+	for (uint32_t i = 0; list && i < n_hops(f); i++) {
+		PyObject *hop = hop_tuple(&f->trace.hops[i]);
+		if (!hop) {
+			Py_CLEAR(list);
+			break;
+		}
+		PyList_SET_ITEM(list, i, hop);
+	}
+	return list;
+}
+
+static PyObject *frame_get_origin(struct fbpy_frame *f, void *unused)
+{
+	if (!n_hops(f))
+		return Py_BuildValue("(OK)", f->owner->stream, (unsigned long long)f->info.seq);
+	PyObject *hop = hop_tuple(&f->trace.hops[0]);
+	PyObject *origin = hop ? PyTuple_GetSlice(hop, 0, 2) : NULL;
+	Py_XDECREF(hop);
+	return origin;
+}
+
+const struct fb_frame *fbpy_frame_held(PyObject *obj)
+{
+	if (!PyObject_TypeCheck(obj, fbpy_frame_type)) {
+		PyErr_Format(PyExc_TypeError, "expected a framebus.Frame, not %s",
+			     Py_TYPE(obj)->tp_name);
+		return NULL;
+	}
+	struct fbpy_frame *f = (struct fbpy_frame *)obj;
+	const struct fbpy_slot *slot = &f->owner->slots[f->slot];
+	if (!f->holding || !slot->held || slot->generation != f->generation) {
+		PyErr_SetString(PyExc_ValueError,
+				"the frame was released: say what a frame was made from before "
+				"releasing the frame it was made from");
+		return NULL;
+	}
+	return slot->held;
+}
+
 static PyObject *frame_get_pts(struct fbpy_frame *f, void *unused)
 {
 	return PyLong_FromLongLong(f->info.pts);
@@ -719,6 +813,24 @@ static PyGetSetDef frame_getset[] = {
     {"monotonic_ns", (getter)frame_get_monotonic_ns, NULL,
      "CLOCK_MONOTONIC at publish (time.monotonic_ns() scale).", NULL},
     {"realtime_ns", (getter)frame_get_realtime_ns, NULL, "CLOCK_REALTIME at publish.", NULL},
+    {"capture_ns", (getter)frame_get_capture_ns, NULL,
+     "CLOCK_MONOTONIC when its picture was captured (time.monotonic_ns() scale):\n"
+     "a network camera's packet arriving, a file's picture read; None: unknown.",
+     NULL},
+    {"capture_realtime_ns", (getter)frame_get_capture_realtime_ns, NULL,
+     "The capture time on CLOCK_REALTIME (time.time_ns() scale), or None.", NULL},
+    {"decode_ns", (getter)frame_get_decode_ns, NULL,
+     "CLOCK_MONOTONIC when framebusd's decoder gave the picture, or None.", NULL},
+    {"time_base", (getter)frame_get_time_base, NULL,
+     "pts is in units of num/den seconds: (num, den), or None.", NULL},
+    {"hops", (getter)frame_get_hops, NULL,
+     "The streams its picture passed before this one, the origin first:\n"
+     "[(stream, seq, publish monotonic_ns), ...] (up to 4; [] for an origin frame).",
+     NULL},
+    {"origin", (getter)frame_get_origin, NULL,
+     "(stream, seq) of the frame its picture first came out in (itself, for a\n"
+     "frame of a decoded stream).",
+     NULL},
     {"missed", (getter)frame_get_missed, NULL,
      "Frames skipped just before this one (queue mode: lost by falling behind).", NULL},
     {"flags", (getter)frame_get_flags, NULL, "Frame flags (KEYFRAME, DISCONTINUITY).", NULL},

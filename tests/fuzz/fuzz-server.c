@@ -186,8 +186,12 @@ static fb_producer *ring_for(const uint8_t *bytes, size_t len, bool wrong)
 	if (len < sizeof(struct fb__msg_header) + sizeof(req))
 		return NULL;
 	memcpy(&req, bytes + sizeof(struct fb__msg_header), sizeof(req));
-	struct fb_ring_params params = {req.width,         req.height, req.format,
-					req.slots + wrong, req.policy, req.meta_max};
+	struct fb_ring_params params = {.width = req.width,
+					.height = req.height,
+					.format = req.format,
+					.slots = req.slots + wrong,
+					.policy = req.policy,
+					.meta_max = req.meta_max};
 	if (fb__ring_geometry_compute(&params, &geo) < 0 || geo.total_size > MAX_RING_BYTES ||
 	    fb_producer_new(&params, &p) < 0)
 		return NULL;

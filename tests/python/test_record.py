@@ -101,6 +101,10 @@ def test_gray_pipeline_recording_matches_the_collector(daemon, tmp_path):
     # Each result matches its source frame: consecutive sources, one result each.
     sources = [line["source_seq"] for line in lines]
     assert sources == list(range(sources[0], sources[0] + len(sources)))
+    # Each names the camera frame it came from, captured before it was published.
+    for line in lines:
+        assert line["origin"] == ["cam0", line["source_seq"]], line
+        assert 0 < line["capture_ns"] < line["monotonic_ns"], line
     # The pixels are gray, and what gray.py measured.
     import cv2
     cap = cv2.VideoCapture(video)

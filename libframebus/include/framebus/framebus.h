@@ -52,6 +52,8 @@ extern "C" {
 #define FB_MAX_DIMENSION 16384
 /** Largest per-frame side-data blob a stream may reserve. */
 #define FB_MAX_META 65536
+/** Longest stream or client name, without the terminating NUL. */
+#define FB_NAME_MAX 63
 
 /** Pixel formats.  Values are stable: they cross process boundaries. */
 enum fb_format {
@@ -138,14 +140,49 @@ struct fb_ring_params {
 	uint32_t reserved_[10];
 };
 
+/** How many rings a frame's trace names before its own (fb_trace.hops). */
+#define FB_TRACE_HOPS 4
+
+/** One ring a picture passed on its way: which frame it was there. */
+struct fb_hop {
+	char stream[FB_NAME_MAX + 1]; /**< the stream's name, NUL-terminated */
+	uint64_t seq;        /**< the frame's seq in that stream */
+	uint64_t publish_ns; /**< CLOCK_MONOTONIC when it was published there */
+};
+
+/**
+ * Where a frame's picture comes from and how old it is, carried with every
+ * frame in the slot's metadata (docs/tracing.md).  Times are CLOCK_MONOTONIC
+ * nanoseconds (fb_now_ns()) unless named realtime; 0 means unknown.  A
+ * producer that makes a frame from another calls fb_frame_made_from(), which
+ * copies the other's trace and appends its ring to hops.
+ */
+struct fb_trace {
+	/** When the picture was captured: for a network camera the arrival of
+	 * its packet, for a file or a test pattern when it was read, just before
+	 * decoding; a producer with a camera of its own sets it. */
+	uint64_t capture_ns;
+	uint64_t capture_realtime_ns; /**< the same instant on CLOCK_REALTIME */
+	uint64_t decode_ns;           /**< when framebusd's decoder gave the picture */
+	int32_t time_base_num;        /**< pts is in units of num/den seconds; 0/0: unknown */
+	int32_t time_base_den;
+	/** Rings the picture passed before this one, the origin first (a
+	 * frame with none is its own origin).  Past FB_TRACE_HOPS the oldest
+	 * after the origin are left out. */
+	uint32_t n_hops;
+	uint32_t reserved_;
+	struct fb_hop hops[FB_TRACE_HOPS];
+};
+
 /**
  * One frame in a slot.  The library owns this structure; it stays valid until
  * the frame is released (subscriber) or published/discarded (producer).
  *
- * For a subscriber, data[] and meta point into read-only memory: writing there
- * faults.  For a producer they point into the slot being written; fill the
- * pixels and set pts, flags, source_seq, meta_size, then publish: seq and the
- * timestamps are stamped by fb_producer_publish().
+ * For a subscriber, data[], meta and trace point into read-only memory:
+ * writing there faults.  For a producer they point into the slot being
+ * written; fill the pixels and set pts, flags, source_seq, meta_size and the
+ * trace (it starts empty), then publish: seq and the timestamps are stamped by
+ * fb_producer_publish().
  */
 struct fb_frame {
 	uint8_t *data[FB_MAX_PLANES];
@@ -160,8 +197,18 @@ struct fb_frame {
 	uint8_t *meta;         /**< side data, up to the stream's meta_max */
 	uint64_t missed;       /**< subscriber: frames skipped just before this one */
 	uint32_t slot;         /**< slot index, for diagnostics */
-	uint32_t reserved_[7];
+	uint32_t reserved0_;
+	struct fb_trace *trace; /**< where its picture comes from (never NULL) */
+	uint32_t reserved_[4];
 };
+
+/**
+ * Say that out (a producer's frame, not yet published) was made from in (a
+ * frame acquired from any ring, or another producer's): out gets in's
+ * capture and decode times and time base, in's hops plus in itself, and
+ * source_seq = in->seq.  Returns -EINVAL for NULL or a frame without a trace.
+ */
+int fb_frame_made_from(struct fb_frame *out, const struct fb_frame *in);
 
 /** The file descriptors that let one subscriber attach to a ring. */
 struct fb_subscriber_fds {
@@ -332,9 +379,6 @@ uint32_t fb_subscriber_get_held(const fb_subscriber *subscriber);
 
 /** Where framebusd listens unless told otherwise ($FRAMEBUS_SOCKET, --socket). */
 #define FB_DEFAULT_SOCKET "/run/framebus/framebus.sock"
-
-/** Longest stream or client name, without the terminating NUL. */
-#define FB_NAME_MAX 63
 
 /** What a stream is doing. */
 enum fb_stream_state {
