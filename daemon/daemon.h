@@ -66,6 +66,8 @@ void fbd_fdstore_save(struct fbd_daemon *d);
 /* server.c; sets d->stream_changed. */
 int fbd_server_start(struct fbd_daemon *d);
 void fbd_server_stop(struct fbd_daemon *d);
+/* Every second: sample each subscription, for its rates and times. */
+void fbd_server_sample(struct fbd_daemon *d);
 
 /* streams.c */
 int fbd_streams_start(struct fbd_daemon *d);
@@ -80,8 +82,8 @@ int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *stream);
 /* Take a stream out of the table and free it; its subscribers are told
  * FB_STREAM_REMOVED with why. */
 void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *stream, const char *why);
-/* Every second: look for stuck stream threads (their back-ends try to free
- * them) and set d->wedged. */
+/* Every second: sample each stream's rate, look for stuck stream threads
+ * (their back-ends try to free them) and set d->wedged. */
 void fbd_streams_watch(struct fbd_daemon *d);
 /* One line for systemd's STATUS=. */
 void fbd_streams_status(struct fbd_daemon *d, char *buf, size_t size);

@@ -459,19 +459,22 @@ static void decoded_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
 		fb_producer_remove_subscriber(p, ring_id);
 }
 
-static int decoded_subscriber_stats(struct fbd_stream *st, uint32_t ring_id,
-				    struct fb_subscriber_stats *ret_stats)
+static int decoded_subscriber_sample(struct fbd_stream *st, uint32_t ring_id,
+				     struct fb__subscriber_sample *ret_sample)
 {
 	fb_producer *p = producer(decoded(st));
-	return p ? fb_producer_get_subscriber_stats(p, ring_id, ret_stats) : -ENOENT;
+	return p ? fb__producer_get_subscriber_sample(p, ring_id, ret_sample) : -ENOENT;
 }
 
-static void decoded_counters(struct fbd_stream *st, struct fb_ring_stats *ret_stats)
+static void decoded_counters(struct fbd_stream *st, struct fbd_counters *ret_counters)
 {
 	fb_producer *p = producer(decoded(st));
-	*ret_stats = (struct fb_ring_stats){0};
-	if (p)
-		fb_producer_get_stats(p, ret_stats);
+	*ret_counters = (struct fbd_counters){0};
+	if (!p)
+		return;
+	fb_producer_get_stats(p, &ret_counters->ring);
+	fb__producer_get_latest_times(p, &ret_counters->latest_capture_ns,
+				      &ret_counters->latest_publish_ns);
 }
 
 static uint64_t decoded_last_seq(struct fbd_stream *st)
@@ -563,7 +566,7 @@ static void decoded_free(struct fbd_stream *st, bool end)
 static const struct fbd_stream_ops decoded_ops = {
     .subscribe = decoded_subscribe,
     .unsubscribe = decoded_unsubscribe,
-    .subscriber_stats = decoded_subscriber_stats,
+    .subscriber_sample = decoded_subscriber_sample,
     .counters = decoded_counters,
     .wedged = decoded_wedged,
     .last_seq = decoded_last_seq,

@@ -109,6 +109,7 @@ static void update_status(struct fbd_daemon *d)
 static void on_status_timer(uv_timer_t *t)
 {
 	fbd_streams_watch(t->data);
+	fbd_server_sample(t->data);
 	update_status(t->data);
 }
 

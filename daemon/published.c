@@ -119,29 +119,34 @@ static void published_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
 	rs->id = 0;
 }
 
-static int published_subscriber_stats(struct fbd_stream *st, uint32_t ring_id,
-				      struct fb_subscriber_stats *ret_stats)
+static int published_subscriber_sample(struct fbd_stream *st, uint32_t ring_id,
+				       struct fb__subscriber_sample *ret_sample)
 {
 	struct published *pub = published(st);
 	struct remote_sub *rs = find(pub, ring_id);
 	if (!rs)
 		return -ENOENT;
-	fb__subscriber_slot_stats(&rs->slot, rs->slot.record->mode, pub->slot_mask,
-				  FB__PACKED_SEQ(atomic_load(&pub->hdr->latest)), ret_stats);
+	fb__subscriber_slot_sample(&rs->slot, rs->slot.record->mode, pub->slot_mask,
+				   FB__PACKED_SEQ(atomic_load(&pub->hdr->latest)), ret_sample);
 	return 0;
 }
 
-static void published_counters(struct fbd_stream *st, struct fb_ring_stats *ret_stats)
+static void published_counters(struct fbd_stream *st, struct fbd_counters *ret_counters)
 {
 	struct published *pub = published(st);
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++)
 		n += pub->subs[i].id != 0;
-	*ret_stats = (struct fb_ring_stats){
-	    .published = atomic_load_explicit(&pub->hdr->published, memory_order_relaxed),
-	    .dropped = atomic_load_explicit(&pub->hdr->dropped, memory_order_relaxed),
-	    .subscribers = n,
+	*ret_counters = (struct fbd_counters){
+	    .ring =
+		{
+		    .published = atomic_load_explicit(&pub->hdr->published, memory_order_relaxed),
+		    .dropped = atomic_load_explicit(&pub->hdr->dropped, memory_order_relaxed),
+		    .subscribers = n,
+		},
 	};
+	fb__ring_latest_times(pub->hdr, &ret_counters->latest_capture_ns,
+			      &ret_counters->latest_publish_ns);
 }
 
 static void published_free(struct fbd_stream *st, bool end)
@@ -174,7 +179,7 @@ static void published_free(struct fbd_stream *st, bool end)
 static const struct fbd_stream_ops published_ops = {
     .subscribe = published_subscribe,
     .unsubscribe = published_unsubscribe,
-    .subscriber_stats = published_subscriber_stats,
+    .subscriber_sample = published_subscriber_sample,
     .counters = published_counters,
     .free = published_free,
 };

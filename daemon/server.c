@@ -30,10 +30,8 @@ struct subscription {
 	struct fbd_stream *stream;
 	uint32_t ring_id; /* the producer's id for it */
 	uint32_t mode;
-	/* For its read rate: the cursor and the time it was last sampled. */
-	uint64_t sampled_seq;
-	uint64_t sampled_ns;
-	double fps;
+	/* What it took, sampled every second (fbd_server_sample). */
+	struct fbd_window rates;
 };
 
 struct fbd_client {
@@ -97,6 +95,20 @@ static struct fbd_stream *find_stream(struct fbd_client *c, uint32_t seq, const 
 	return st;
 }
 
+/* What a subscription's record shows now, as a sample of its window. */
+static int sample_subscription(const struct subscription *sub, struct fb__subscriber_sample *ss,
+			       struct fbd_sample *ret_now)
+{
+	int r = sub->stream->ops->subscriber_sample(sub->stream, sub->ring_id, ss);
+	if (r < 0)
+		return r;
+	ret_now->ns = fb_now_ns();
+	ret_now->count = ss->frames;
+	memcpy(ret_now->wait, ss->wait, sizeof(ret_now->wait));
+	memcpy(ret_now->busy, ss->busy, sizeof(ret_now->busy));
+	return 0;
+}
+
 static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 {
 	const struct fb__msg_subscribe *req = &m->body.subscribe;
@@ -145,7 +157,8 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	c->subs = grown;
 	r = st->ops->subscribe(st, req->mode, holds, &fds, &ring_id);
 	if (r == -EAGAIN) {
-		send_error(c, seq, r, "stream '%s' is starting: its source has not told its size yet",
+		send_error(c, seq, r,
+			   "stream '%s' is starting: its source has not told its size yet",
 			   st->name);
 		return;
 	}
@@ -161,14 +174,50 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		st->ops->unsubscribe(st, ring_id);
 		return;
 	}
-	c->subs[c->n_subs++] = (struct subscription){
+	struct subscription *sub = &c->subs[c->n_subs++];
+	*sub = (struct subscription){
 	    .id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
+	struct fb__subscriber_sample ss;
+	struct fbd_sample now;
+	if (sample_subscription(sub, &ss, &now) == 0)
+		fbd_window_push(&sub->rates, &now);
 	fbd_log_about(LOG_INFO, NULL, c->label, "client %s subscribed to %s (%s, holds up to %u)",
-		      c->label, st->name, req->mode == FB_MODE_QUEUE ? "queue" : "latest",
-		      holds);
+		      c->label, st->name, req->mode == FB_MODE_QUEUE ? "queue" : "latest", holds);
 }
 
-static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
+void fbd_server_sample(struct fbd_daemon *d)
+{
+	struct fb__subscriber_sample ss;
+	struct fbd_sample now;
+	for (struct fbd_client *c = d->clients; c; c = c->next)
+		for (uint32_t i = 0; i < c->n_subs; i++)
+			if (sample_subscription(&c->subs[i], &ss, &now) == 0)
+				fbd_window_push(&c->subs[i].rates, &now);
+}
+
+/* A subscription's STATS record from its sample. */
+static struct fb__msg_subscriber_stats stats_message(const struct fbd_client *o,
+						     const struct subscription *sub,
+						     const struct fb__subscriber_sample *ss,
+						     const struct fbd_sample *now)
+{
+	struct fb__msg_subscriber_stats out = {
+	    .fps_out_milli = (uint32_t)(fbd_window_rate(&sub->rates, now, 1000000000u) * 1000),
+	    .id = sub->id,
+	    .client_id = o->id,
+	    .mode = ss->stats.mode,
+	    .held = ss->stats.held,
+	    .lag = ss->stats.lag,
+	    .missed = ss->stats.missed,
+	    .next_seq = ss->stats.next_seq,
+	};
+	snprintf(out.client, sizeof(out.client), "%.*s", (int)sizeof(out.client) - 1, o->label);
+	return out;
+}
+
+/* STATS (detail: false) or DETAIL: every subscription of the stream, then
+ * the stream. */
+static void handle_stats(struct fbd_client *c, const struct fb__msg *m, bool detail)
 {
 	uint32_t seq = m->header.seq;
 	struct fbd_stream *st = find_stream(c, seq, m->body.name.name, sizeof(m->body.name.name));
@@ -177,38 +226,36 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m)
 		return;
 	for (struct fbd_client *o = c->d->clients; o; o = o->next)
 		for (uint32_t i = 0; i < o->n_subs; i++) {
-			struct fb_subscriber_stats ss;
-			if (o->subs[i].stream != st)
+			const struct subscription *sub = &o->subs[i];
+			struct fb__subscriber_sample ss;
+			struct fbd_sample now;
+			if (sub->stream != st || sample_subscription(sub, &ss, &now) < 0)
 				continue;
-			if (st->ops->subscriber_stats(st, o->subs[i].ring_id, &ss) < 0)
+			struct fb__msg_subscriber_stats stats = stats_message(o, sub, &ss, &now);
+			if (!detail) {
+				fb__msg_send(c->fd, FB__OP_SUBSCRIBER_STATS, seq, &stats,
+					     sizeof(stats), NULL, 0);
 				continue;
-			struct subscription *sub = &o->subs[i];
-			uint64_t now = uv_hrtime();
-			if (!sub->sampled_ns) {
-				sub->sampled_ns = now;
-				sub->sampled_seq = ss.next_seq;
-			} else if (now - sub->sampled_ns >= 500000000u) {
-				sub->fps = (double)(ss.next_seq - sub->sampled_seq) * 1e9 /
-					   (double)(now - sub->sampled_ns);
-				sub->sampled_ns = now;
-				sub->sampled_seq = ss.next_seq;
 			}
-			struct fb__msg_subscriber_stats out = {
-			    .fps_out_milli = (uint32_t)(sub->fps * 1000),
-			    .id = o->subs[i].id,
-			    .client_id = o->id,
-			    .mode = ss.mode,
-			    .held = ss.held,
-			    .lag = ss.lag,
-			    .missed = ss.missed,
-			    .next_seq = ss.next_seq,
+			struct fb__msg_subscription out = {
+			    .stats = stats,
+			    .frames = ss.frames,
+			    .fps_10s_milli =
+				(uint32_t)(fbd_window_rate(&sub->rates, &now, 10000000000u) * 1000),
+			    .wait_p50_us = fbd_window_percentile_us(&sub->rates, &now, false, 50),
+			    .wait_p99_us = fbd_window_percentile_us(&sub->rates, &now, false, 99),
+			    .busy_p50_us = fbd_window_percentile_us(&sub->rates, &now, true, 50),
+			    .busy_p99_us = fbd_window_percentile_us(&sub->rates, &now, true, 99),
 			};
-			snprintf(out.client, sizeof(out.client), "%.*s",
-				 (int)sizeof(out.client) - 1, o->label);
-			fb__msg_send(c->fd, FB__OP_SUBSCRIBER_STATS, seq, &out, sizeof(out), NULL,
-				     0);
+			fb__msg_send(c->fd, FB__OP_SUBSCRIPTION, seq, &out, sizeof(out), NULL, 0);
 		}
-	send_stream_info(c, seq, st);
+	if (!detail) {
+		send_stream_info(c, seq, st);
+		return;
+	}
+	struct fb__msg_stream_detail out;
+	fbd_stream_detail(st, &out);
+	fb__msg_send(c->fd, FB__OP_STREAM_DETAIL, seq, &out, sizeof(out), NULL, 0);
 }
 
 static void handle_create(struct fbd_client *c, struct fb__msg *m)
@@ -363,7 +410,8 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 		send_error(c, seq, -ENOENT, "no subscription %u", m->body.id.id);
 		return true;
 	case FB__OP_STATS:
-		handle_stats(c, m);
+	case FB__OP_DETAIL:
+		handle_stats(c, m, m->header.opcode == FB__OP_DETAIL);
 		return true;
 	case FB__OP_CREATE_STREAM:
 		handle_create(c, (struct fb__msg *)m);

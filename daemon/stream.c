@@ -15,7 +15,6 @@ void fbd_stream_init(struct fbd_stream *st, const struct fbd_stream_ops *ops, co
 	snprintf(st->name, sizeof(st->name), "%s", name);
 	st->params = *params;
 	st->state = FB_STREAM_STARTING;
-	st->last_sample_ns = fb_now_ns();
 	pthread_mutex_init(&st->lock, NULL);
 }
 
@@ -61,10 +60,24 @@ struct fb_ring_params fbd_stream_params(struct fbd_stream *st)
 	return params;
 }
 
-void fbd_stream_describe(struct fbd_stream *st, struct fb__msg_stream_info *info)
+/* Its counters now, as a sample of what it published. */
+static struct fbd_sample take_sample(struct fbd_stream *st, struct fbd_counters *ret_counters)
 {
-	struct fb_ring_stats stats;
+	st->ops->counters(st, ret_counters);
+	return (struct fbd_sample){.ns = fb_now_ns(), .count = ret_counters->ring.published};
+}
 
+void fbd_stream_sample(struct fbd_stream *st)
+{
+	struct fbd_counters counters;
+	struct fbd_sample now = take_sample(st, &counters);
+	fbd_window_push(&st->rates, &now);
+}
+
+/* The message, and the sample it was made from. */
+static struct fbd_sample describe(struct fbd_stream *st, struct fb__msg_stream_info *info,
+				  struct fbd_counters *ret_counters)
+{
 	memset(info, 0, sizeof(*info));
 	fb__name_set(info->name, sizeof(info->name), st->name);
 	snprintf(info->source, sizeof(info->source), "%s", st->source);
@@ -80,16 +93,33 @@ void fbd_stream_describe(struct fbd_stream *st, struct fb__msg_stream_info *info
 	info->meta_max = st->params.meta_max;
 	pthread_mutex_unlock(&st->lock);
 
-	st->ops->counters(st, &stats);
-	uint64_t now = fb_now_ns();
-	if (now - st->last_sample_ns >= 500000000u) {
-		st->fps = (double)(stats.published - st->last_published) * 1e9 /
-			  (double)(now - st->last_sample_ns);
-		st->last_published = stats.published;
-		st->last_sample_ns = now;
-	}
-	info->subscribers = stats.subscribers;
-	info->published = stats.published;
-	info->dropped = stats.dropped;
-	info->fps_in_milli = (uint32_t)(st->fps * 1000);
+	struct fbd_sample now = take_sample(st, ret_counters);
+	info->subscribers = ret_counters->ring.subscribers;
+	info->published = ret_counters->ring.published;
+	info->dropped = ret_counters->ring.dropped;
+	info->fps_in_milli = (uint32_t)(fbd_window_rate(&st->rates, &now, 1000000000u) * 1000);
+	return now;
+}
+
+void fbd_stream_describe(struct fbd_stream *st, struct fb__msg_stream_info *info)
+{
+	struct fbd_counters counters;
+	describe(st, info, &counters);
+}
+
+/* Microseconds from a to b, 0 if either is unknown or they are out of
+ * order. */
+static uint32_t us_between(uint64_t a, uint64_t b)
+{
+	return a && b > a ? (uint32_t)((b - a) / 1000u) : 0;
+}
+
+void fbd_stream_detail(struct fbd_stream *st, struct fb__msg_stream_detail *detail)
+{
+	struct fbd_counters c;
+	memset(detail, 0, sizeof(*detail));
+	struct fbd_sample now = describe(st, &detail->info, &c);
+	detail->fps_10s_milli = (uint32_t)(fbd_window_rate(&st->rates, &now, 10000000000u) * 1000);
+	detail->capture_latency_us = us_between(c.latest_capture_ns, c.latest_publish_ns);
+	detail->capture_age_us = us_between(c.latest_capture_ns, now.ns);
 }

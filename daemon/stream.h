@@ -14,19 +14,29 @@
 #include "config.h"
 #include "framebus/framebus.h"
 #include "protocol-private.h"
+#include "rates.h"
 
 struct fbd_stream;
 struct fbd_client;
+
+/* A ring's counters, and its newest frame's times (CLOCK_MONOTONIC, 0:
+ * none or unknown). */
+struct fbd_counters {
+	struct fb_ring_stats ring;
+	uint64_t latest_capture_ns;
+	uint64_t latest_publish_ns;
+};
 
 struct fbd_stream_ops {
 	/* Add a subscriber to the ring: -EAGAIN while it has none yet. */
 	int (*subscribe)(struct fbd_stream *stream, uint32_t mode, uint32_t max_holds,
 			 struct fb_subscriber_fds *ret_fds, uint32_t *ret_ring_id);
 	void (*unsubscribe)(struct fbd_stream *stream, uint32_t ring_id);
-	int (*subscriber_stats)(struct fbd_stream *stream, uint32_t ring_id,
-				struct fb_subscriber_stats *ret_stats);
+	/* A subscriber's counters and timing, as its record shows them. */
+	int (*subscriber_sample)(struct fbd_stream *stream, uint32_t ring_id,
+				 struct fb__subscriber_sample *ret_sample);
 	/* Zeros while there is no ring. */
-	void (*counters)(struct fbd_stream *stream, struct fb_ring_stats *ret_stats);
+	void (*counters)(struct fbd_stream *stream, struct fbd_counters *ret_counters);
 	/* Called every second: whether the thread that makes its frames has
 	 * shown no sign of life for too long even after the back-end tried to
 	 * free it (it logs both).  NULL: there is no such thread. */
@@ -65,10 +75,8 @@ struct fbd_stream {
 	uint32_t retries;
 	char detail[FB__ERROR_TEXT_MAX];
 
-	/* Main thread only: the publish rate. */
-	uint64_t last_published;
-	uint64_t last_sample_ns;
-	double fps;
+	/* Main thread only: frames published, sampled every second. */
+	struct fbd_window rates;
 };
 
 /* What every back-end does first: the common part, state starting. */
@@ -99,8 +107,14 @@ int fbd_published_create(const char *name, const char *owner_label,
 /* The ring's parameters; width 0 while it has no ring. */
 struct fb_ring_params fbd_stream_params(struct fbd_stream *stream);
 
-/* Fill in a status message; also updates the fps estimate (main thread). */
+/* Every second (main thread): sample what it published, for its rates. */
+void fbd_stream_sample(struct fbd_stream *stream);
+
+/* Fill in a status message (main thread): fps over the last second. */
 void fbd_stream_describe(struct fbd_stream *stream, struct fb__msg_stream_info *info);
+
+/* The same with its rate over the last 10 s and its newest frame's age. */
+void fbd_stream_detail(struct fbd_stream *stream, struct fb__msg_stream_detail *detail);
 
 /* If the state changed since the last call, its new state and detail. */
 bool fbd_stream_take_change(struct fbd_stream *stream, uint32_t *ret_state, char *detail,

@@ -79,6 +79,9 @@ int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
 	pthread_mutex_unlock(&st->lock);
 	if (changed)
 		notify_loop(&d->state_async);
+	/* Its rates count from now: a client's ring published again after a
+	 * restart has frames from before. */
+	fbd_stream_sample(st);
 	d->streams[d->n_streams++] = st;
 	return 0;
 }
@@ -196,6 +199,7 @@ void fbd_streams_watch(struct fbd_daemon *d)
 	bool wedged = false;
 	for (uint32_t i = 0; i < d->n_streams; i++) {
 		struct fbd_stream *st = d->streams[i];
+		fbd_stream_sample(st);
 		if (st->ops->wedged && st->ops->wedged(st, now))
 			wedged = true;
 	}

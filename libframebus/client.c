@@ -179,7 +179,7 @@ static int reply_within(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_
 			return msg->body.error.error < 0 ? msg->body.error.error : -EPROTO;
 		}
 		uint32_t op = msg->header.opcode;
-		if (op < FB__OP_HELLO_REPLY || op > FB__OP_CREATED || !(want & WANT(op))) {
+		if (op < FB__OP_HELLO_REPLY || op > FB__OP_SUBSCRIPTION || !(want & WANT(op))) {
 			fb__msg_close_fds(msg);
 			return -EPROTO;
 		}
@@ -338,7 +338,7 @@ FB_EXPORT void fb_client_set_event_callback(fb_client *c, fb_client_event_fn fn,
 }
 
 FB_EXPORT void fb_client_set_connection_callback(fb_client *c, fb_client_connection_fn fn,
-						  void *userdata)
+						 void *userdata)
 {
 	if (!c)
 		return;
@@ -509,8 +509,8 @@ FB_EXPORT int fb_client_get_stream(fb_client *c, const char *name, struct fb_str
 	return 0;
 }
 
-FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
-					  struct fb_subscription_info **ret_subs, size_t *ret_n)
+FB_EXPORT int fb_client_inspect(fb_client *c, const char *stream, struct fb_stream_info *ret_info,
+				struct fb_subscription_info **ret_subs, size_t *ret_n)
 {
 	struct fb_subscription_info *list = NULL;
 	struct fb__msg_name req;
@@ -521,12 +521,12 @@ FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
 
 	if (!c || !ret_subs || !ret_n || !fb__name_set(req.name, sizeof(req.name), stream))
 		return -EINVAL;
-	r = request(c, FB__OP_STATS, &req, sizeof(req), &seq);
+	r = request(c, FB__OP_DETAIL, &req, sizeof(req), &seq);
 	while (r >= 0 &&
-	       (r = reply(c, seq, &msg,
-			  WANT(FB__OP_SUBSCRIBER_STATS) | WANT(FB__OP_STREAM_INFO))) >= 0 &&
-	       msg.header.opcode == FB__OP_SUBSCRIBER_STATS) {
-		const struct fb__msg_subscriber_stats *m = &msg.body.subscriber_stats;
+	       (r = reply(c, seq, &msg, WANT(FB__OP_SUBSCRIPTION) | WANT(FB__OP_STREAM_DETAIL))) >=
+		   0 &&
+	       msg.header.opcode == FB__OP_SUBSCRIPTION) {
+		const struct fb__msg_subscription *m = &msg.body.subscription;
 		struct fb_subscription_info *grown = append(list, &n, sizeof(*list));
 		if (!grown) {
 			r = -ENOMEM;
@@ -534,26 +534,45 @@ FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
 		}
 		list = grown;
 		list[n - 1] = (struct fb_subscription_info){
-		    .id = m->id,
-		    .mode = m->mode,
-		    .held = m->held,
-		    .lag = m->lag,
-		    .missed = m->missed,
-		    .next_seq = m->next_seq,
-		    .fps = m->fps_out_milli / 1000.0,
+		    .id = m->stats.id,
+		    .mode = m->stats.mode,
+		    .held = m->stats.held,
+		    .lag = m->stats.lag,
+		    .missed = m->stats.missed,
+		    .next_seq = m->stats.next_seq,
+		    .fps = m->stats.fps_out_milli / 1000.0,
+		    .fps_10s = m->fps_10s_milli / 1000.0,
+		    .frames = m->frames,
+		    .wait_p50_us = m->wait_p50_us,
+		    .wait_p99_us = m->wait_p99_us,
+		    .busy_p50_us = m->busy_p50_us,
+		    .busy_p99_us = m->busy_p99_us,
 		};
 		snprintf(list[n - 1].client, sizeof(list[n - 1].client), "%.*s",
-			 (int)sizeof(m->client), m->client);
+			 (int)sizeof(m->stats.client), m->stats.client);
 	}
-	if (r >= 0 && msg.header.opcode != FB__OP_STREAM_INFO)
+	if (r >= 0 && msg.header.opcode != FB__OP_STREAM_DETAIL)
 		r = -EPROTO;
 	if (r < 0) {
 		free(list);
 		return r;
 	}
+	if (ret_info) {
+		const struct fb__msg_stream_detail *d = &msg.body.stream_detail;
+		info_from_msg(ret_info, &d->info);
+		ret_info->fps_10s = (float)(d->fps_10s_milli / 1000.0);
+		ret_info->capture_latency_us = d->capture_latency_us;
+		ret_info->capture_age_us = d->capture_age_us;
+	}
 	*ret_subs = list;
 	*ret_n = n;
 	return 0;
+}
+
+FB_EXPORT int fb_client_get_subscriptions(fb_client *c, const char *stream,
+					  struct fb_subscription_info **ret_subs, size_t *ret_n)
+{
+	return fb_client_inspect(c, stream, NULL, ret_subs, ret_n);
 }
 
 static int unsubscribe_id(fb_client *c, uint32_t id)
@@ -599,9 +618,9 @@ FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mod
 		return r;
 	}
 	/* The daemon's id, valid on this connection only. */
-	struct fb__subscription origin = {
-	    .token = (uint64_t)c->connections << 32 | msg.body.subscribed.id,
-	    .max_holds = max_holds};
+	struct fb__subscription origin = {.token = (uint64_t)c->connections << 32 |
+						   msg.body.subscribed.id,
+					  .max_holds = max_holds};
 	memcpy(origin.stream, req.stream, sizeof(origin.stream) - 1);
 	fb__subscriber_set_origin(sub, &origin);
 	*ret_subscriber = sub;
@@ -641,8 +660,7 @@ FB_EXPORT int fb_client_resubscribe(fb_client *c, const fb_subscriber *old,
 		return r;
 	const struct fb_layout *was = fb_subscriber_get_layout(old);
 	const struct fb_layout *now = fb_subscriber_get_layout(sub);
-	if (now->width != was->width || now->height != was->height ||
-	    now->format != was->format) {
+	if (now->width != was->width || now->height != was->height || now->format != was->format) {
 		char why[FB__ERROR_TEXT_MAX];
 		snprintf(why, sizeof(why), "stream '%s' came back as %ux%u %s, no longer %ux%u %s",
 			 origin->stream, now->width, now->height, fb_format_name(now->format),
@@ -679,8 +697,7 @@ static int create_stream(fb_client *c, struct publication *pub)
 	int r = fb__producer_open_channel(pub->producer, &fds[2]);
 	if (r < 0)
 		return r;
-	r = request_fds(c, FB__OP_CREATE_STREAM, &pub->request, sizeof(pub->request), fds, 3,
-			&seq);
+	r = request_fds(c, FB__OP_CREATE_STREAM, &pub->request, sizeof(pub->request), fds, 3, &seq);
 	close(fds[2]);
 	if (r >= 0)
 		r = reply(c, seq, &msg, WANT(FB__OP_CREATED));

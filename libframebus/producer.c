@@ -551,20 +551,34 @@ FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats 
 	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
 }
 
+int fb__producer_get_subscriber_sample(fb_producer *p, uint32_t id,
+				       struct fb__subscriber_sample *ret_sample)
+{
+	pthread_mutex_lock(&p->lock);
+	const struct sub_entry *s = find_sub(p, id);
+	if (s)
+		fb__subscriber_slot_sample(&s->slot, s->mode, p->slot_mask, p->last_seq,
+					   ret_sample);
+	pthread_mutex_unlock(&p->lock);
+	return s ? 0 : -ENOENT;
+}
+
 FB_EXPORT int fb_producer_get_subscriber_stats(const fb_producer *p, uint32_t id,
 					       struct fb_subscriber_stats *ret_stats)
 {
+	struct fb__subscriber_sample sample;
 	if (!p || !ret_stats)
 		return -EINVAL;
-	pthread_mutex_lock((pthread_mutex_t *)&p->lock);
-	const struct sub_entry *s = find_sub(p, id);
-	if (!s) {
-		pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
-		return -ENOENT;
-	}
-	fb__subscriber_slot_stats(&s->slot, s->mode, p->slot_mask, p->last_seq, ret_stats);
-	pthread_mutex_unlock((pthread_mutex_t *)&p->lock);
-	return 0;
+	int r = fb__producer_get_subscriber_sample((fb_producer *)p, id, &sample);
+	if (r == 0)
+		*ret_stats = sample.stats;
+	return r;
+}
+
+void fb__producer_get_latest_times(fb_producer *p, uint64_t *ret_capture_ns,
+				   uint64_t *ret_publish_ns)
+{
+	fb__ring_latest_times(p->hdr, ret_capture_ns, ret_publish_ns);
 }
 
 /* Take in a subscriber the daemon created: its record, the write end of its

@@ -31,6 +31,10 @@ enum fb__opcode {
 	 * channel -> FB__OP_CREATED */
 	FB__OP_CREATE_STREAM = 7,
 	FB__OP_DESTROY_STREAM = 8, /* fb__msg_id (stream id) -> FB__OP_DONE */
+	/* fb__msg_name -> FB__OP_SUBSCRIPTION x N, then FB__OP_STREAM_DETAIL:
+	 * STATS with rates over fixed windows and wait/busy times (a daemon
+	 * older than this request hangs up on it) */
+	FB__OP_DETAIL = 9,
 
 	/* replies: daemon -> client */
 	FB__OP_HELLO_REPLY = 64,      /* fb__msg_hello */
@@ -40,6 +44,8 @@ enum fb__opcode {
 	FB__OP_SUBSCRIBED = 68,       /* fb__msg_subscribed + 4 fds */
 	FB__OP_SUBSCRIBER_STATS = 69, /* fb__msg_subscriber_stats */
 	FB__OP_CREATED = 70,          /* fb__msg_id: the new stream's id */
+	FB__OP_STREAM_DETAIL = 71,    /* fb__msg_stream_detail */
+	FB__OP_SUBSCRIPTION = 72,     /* fb__msg_subscription */
 
 	/* events: daemon -> client, seq 0 */
 	FB__OP_STREAM_EVENT = 128, /* fb__msg_stream_event */
@@ -114,6 +120,29 @@ struct fb__msg_subscriber_stats {
 	char client[FB__NAME_MAX];
 };
 
+/* A stream as FB__OP_DETAIL describes it: STREAM_INFO (fps_in_milli over
+ * the last second) and more. */
+struct fb__msg_stream_detail {
+	struct fb__msg_stream_info info;
+	uint32_t fps_10s_milli;      /* published per second over the last 10 s, x1000 */
+	uint32_t capture_latency_us; /* its newest frame: from capture to publish; 0: unknown */
+	uint32_t capture_age_us;     /* its newest frame: from capture to now; 0: unknown */
+	uint32_t reserved_[9];
+};
+
+/* A subscription as FB__OP_DETAIL describes it: SUBSCRIBER_STATS
+ * (fps_out_milli over the last second) and more. */
+struct fb__msg_subscription {
+	struct fb__msg_subscriber_stats stats;
+	uint64_t frames;        /* frames it took since it subscribed */
+	uint32_t fps_10s_milli; /* frames it took per second over the last 10 s, x1000 */
+	/* Over the last 10 s: from a frame's publish until the subscriber had
+	 * it (wait), and until it released it (busy), microseconds. */
+	uint32_t wait_p50_us, wait_p99_us;
+	uint32_t busy_p50_us, busy_p99_us;
+	uint32_t reserved_[9];
+};
+
 struct fb__msg_create_stream {
 	char name[FB__NAME_MAX];
 	uint32_t width, height, format, slots, policy, meta_max;
@@ -148,6 +177,8 @@ struct fb__msg {
 		struct fb__msg_stream_event stream_event;
 		struct fb__msg_create_stream create_stream;
 		struct fb__msg_registration registration;
+		struct fb__msg_stream_detail stream_detail;
+		struct fb__msg_subscription subscription;
 		uint8_t raw[FB__MSG_MAX - sizeof(struct fb__msg_header)];
 	} body;
 	int fds[FB__MSG_MAX_FDS];

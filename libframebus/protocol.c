@@ -19,6 +19,7 @@ int fb__msg_payload_size(uint32_t opcode)
 		return 0;
 	case FB__OP_INFO:
 	case FB__OP_STATS:
+	case FB__OP_DETAIL:
 		return sizeof(struct fb__msg_name);
 	case FB__OP_SUBSCRIBE:
 		return sizeof(struct fb__msg_subscribe);
@@ -32,6 +33,10 @@ int fb__msg_payload_size(uint32_t opcode)
 		return sizeof(struct fb__msg_subscribed);
 	case FB__OP_SUBSCRIBER_STATS:
 		return sizeof(struct fb__msg_subscriber_stats);
+	case FB__OP_STREAM_DETAIL:
+		return sizeof(struct fb__msg_stream_detail);
+	case FB__OP_SUBSCRIPTION:
+		return sizeof(struct fb__msg_subscription);
 	case FB__OP_STREAM_EVENT:
 		return sizeof(struct fb__msg_stream_event);
 	case FB__OP_CREATE_STREAM:

@@ -102,6 +102,18 @@ struct fb__control {
 	_Atomic uint32_t registrations FB__ALIGNED;
 };
 
+/* How long a subscriber's frames took, counted by its own library in its
+ * record (wait: from a frame's publish until the subscriber had it; busy:
+ * from then until it released it), as histograms in half octaves of
+ * microseconds (fb__timing_bucket).  A frame is timed if it was published
+ * at least FB__TIMING_GAP_NS after the last timed one: every frame of a
+ * camera, a sample of a stream of thousands a second (the two clock reads
+ * would cost it more than the rest of an acquire).  Only the subscriber
+ * writes them; framebusd reads them at any time, and a wrong value misleads
+ * only about that subscriber. */
+#define FB__TIMING_BUCKETS 48
+#define FB__TIMING_GAP_NS 1000000u
+
 /* A subscriber's own record, in a memfd only it and its producer map.  The
  * subscriber writes held, cursor, armed and missed; mode and max_holds are
  * set by the producer at creation and kept by the producer on its side too, so
@@ -117,6 +129,9 @@ struct fb__record {
 	_Atomic uint32_t armed FB__ALIGNED; /* enum fb__armed, and a futex */
 	_Atomic uint32_t revoked;           /* set by the producer when it drops us */
 	_Atomic uint32_t ended;             /* set by the daemon when the producer died */
+	_Atomic uint64_t taken FB__ALIGNED; /* frames it acquired, timed or not */
+	_Atomic uint32_t wait[FB__TIMING_BUCKETS];
+	_Atomic uint32_t busy[FB__TIMING_BUCKETS];
 };
 
 #define FB__RECORD_SIZE 4096u
@@ -187,11 +202,32 @@ void fb__subscriber_slot_revoke(const struct fb__subscriber_slot *slot, struct f
 /* The producer died without ending the stream (only it can set closed): the
  * subscriber reads what is left, then gets -EPIPE. */
 void fb__subscriber_slot_end(const struct fb__subscriber_slot *slot);
-/* A subscriber's counters as its record shows them; last_seq: the newest
- * frame published. */
-void fb__subscriber_slot_stats(const struct fb__subscriber_slot *slot, uint32_t mode,
-			       uint64_t slot_mask, uint64_t last_seq,
-			       struct fb_subscriber_stats *ret_stats);
+/* The newest frame's capture and publish times (CLOCK_MONOTONIC; 0, 0: no
+ * frame yet), read without a lock: for status, a frame being rewritten may
+ * show 0 for its capture. */
+void fb__ring_latest_times(const struct fb__ring_header *header, uint64_t *ret_capture_ns,
+			   uint64_t *ret_publish_ns);
+/* Count one duration: the bucket is 0 under 1 us, else 1 + 2 * log2(us)
+ * + the next bit (half octaves), the last one open-ended (8.4 s and up). */
+uint32_t fb__timing_bucket(uint64_t ns);
+/* Count one duration in a histogram of the subscriber's own (it is the
+ * only writer: no read-modify-write needed). */
+void fb__timing_add(_Atomic uint32_t *histogram, uint64_t ns);
+/* The shortest duration bucket b holds. */
+uint64_t fb__timing_bucket_floor_ns(uint32_t bucket);
+/* What a subscriber's record shows: its counters, the frames it took, and
+ * its wait and busy histograms as they stand (they only grow; a reader takes
+ * differences). */
+struct fb__subscriber_sample {
+	struct fb_subscriber_stats stats;
+	uint64_t frames;
+	uint32_t wait[FB__TIMING_BUCKETS];
+	uint32_t busy[FB__TIMING_BUCKETS];
+};
+/* Read it; last_seq: the newest frame published. */
+void fb__subscriber_slot_sample(const struct fb__subscriber_slot *slot, uint32_t mode,
+				uint64_t slot_mask, uint64_t last_seq,
+				struct fb__subscriber_sample *ret_sample);
 
 /* A memfd of size bytes, all of it allocated now, sealed against resizing.
  * Returns the fd or -errno. */
@@ -249,6 +285,13 @@ void fb__producer_abandon(fb_producer *producer);
 int fb__producer_continue(fb_producer *producer, uint64_t last_seq);
 /* The newest frame's seq, 0: none yet. */
 uint64_t fb__producer_get_last_seq(fb_producer *producer);
+/* fb_producer_get_subscriber_stats() with the subscriber's timing. */
+int fb__producer_get_subscriber_sample(fb_producer *producer, uint32_t id,
+				       struct fb__subscriber_sample *ret_sample);
+/* CLOCK_MONOTONIC capture and publish times of the newest frame (0, 0:
+ * none), as its trace and slot say. */
+void fb__producer_get_latest_times(fb_producer *producer, uint64_t *ret_capture_ns,
+				   uint64_t *ret_publish_ns);
 /* Name the ring's stream (at most FB_NAME_MAX bytes are kept). */
 void fb__producer_set_name(fb_producer *producer, const char *name);
 /* The ring's descriptors, still owned by the producer. */

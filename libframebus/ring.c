@@ -305,18 +305,61 @@ void fb__subscriber_slot_end(const struct fb__subscriber_slot *s)
 	fb__subscriber_slot_wake_all(s);
 }
 
-void fb__subscriber_slot_stats(const struct fb__subscriber_slot *s, uint32_t mode,
-			       uint64_t slot_mask, uint64_t last_seq,
-			       struct fb_subscriber_stats *ret_stats)
+void fb__subscriber_slot_sample(const struct fb__subscriber_slot *s, uint32_t mode,
+				uint64_t slot_mask, uint64_t last_seq,
+				struct fb__subscriber_sample *ret)
 {
-	uint64_t cursor = atomic_load(&s->record->cursor);
-	*ret_stats = (struct fb_subscriber_stats){
+	const struct fb__record *r = s->record;
+	uint64_t cursor = atomic_load(&r->cursor);
+	ret->stats = (struct fb_subscriber_stats){
 	    .mode = mode,
-	    .held = (uint32_t)__builtin_popcountll(atomic_load(&s->record->held) & slot_mask),
+	    .held = (uint32_t)__builtin_popcountll(atomic_load(&r->held) & slot_mask),
 	    .next_seq = cursor,
 	    .lag = last_seq >= cursor ? last_seq - cursor + 1 : 0,
-	    .missed = atomic_load(&s->record->missed),
+	    .missed = atomic_load(&r->missed),
 	};
+	ret->frames = atomic_load_explicit(&r->taken, memory_order_relaxed);
+	for (uint32_t i = 0; i < FB__TIMING_BUCKETS; i++) {
+		ret->wait[i] = atomic_load_explicit(&r->wait[i], memory_order_relaxed);
+		ret->busy[i] = atomic_load_explicit(&r->busy[i], memory_order_relaxed);
+	}
+}
+
+void fb__ring_latest_times(const struct fb__ring_header *h, uint64_t *ret_capture_ns,
+			   uint64_t *ret_publish_ns)
+{
+	uint64_t latest = atomic_load(&h->latest);
+	uint32_t slot = FB__PACKED_SLOT(latest);
+	bool known = latest && slot < h->slots && slot < FB_MAX_SLOTS;
+	*ret_capture_ns = known ? h->slot[slot].trace.capture_ns : 0;
+	*ret_publish_ns = known ? h->slot[slot].monotonic_ns : 0;
+}
+
+uint32_t fb__timing_bucket(uint64_t ns)
+{
+	uint64_t us = ns / 1000u;
+	if (!us)
+		return 0;
+	uint32_t log = 63u - (uint32_t)__builtin_clzll(us);
+	uint32_t half = log ? (uint32_t)(us >> (log - 1)) & 1u : 0;
+	uint32_t b = 1 + 2 * log + half;
+	return b < FB__TIMING_BUCKETS ? b : FB__TIMING_BUCKETS - 1;
+}
+
+uint64_t fb__timing_bucket_floor_ns(uint32_t b)
+{
+	if (b == 0)
+		return 0;
+	uint32_t log = (b - 1) / 2;
+	uint64_t us = (UINT64_C(1) << log) + ((b - 1) % 2 ? (UINT64_C(1) << log) / 2 : 0);
+	return us * 1000u;
+}
+
+void fb__timing_add(_Atomic uint32_t *histogram, uint64_t ns)
+{
+	_Atomic uint32_t *b = &histogram[fb__timing_bucket(ns)];
+	atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
 }
 
 void *fb__map(int fd, uint64_t size, bool writable)

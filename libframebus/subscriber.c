@@ -51,13 +51,17 @@ struct fb_subscriber {
 	 * may run in another thread while acquire waits; each side only ever
 	 * changes the bits of slots it owns at that moment. */
 	_Atomic uint64_t held;
-	uint64_t cursor; /* the next seq to read */
+	uint64_t cursor;                /* the next seq to read */
 	struct fb__subscription origin; /* how its client made it; token 0: none */
-	bool streaming;  /* frames come fast: the last acquire slept briefly or not */
+	bool streaming; /* frames come fast: the last acquire slept briefly or not */
 	/* The stream's pace, from its frames' publish times (wake-ahead). */
 	uint64_t last_publish_ns;
 	uint64_t interval_ns;
 	uint32_t on_time; /* how many recent intervals were on time */
+	/* Timing (ring-private.h, struct fb__record): when each held frame
+	 * was taken (0: not timed), and the publish time of the last timed. */
+	uint64_t acquired_ns[FB_MAX_SLOTS];
+	uint64_t last_timed_ns;
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
@@ -277,6 +281,17 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 		}
 		s->cursor = want + 1;
 		atomic_store(&s->rec->cursor, s->cursor);
+		atomic_store_explicit(
+		    &s->rec->taken, atomic_load_explicit(&s->rec->taken, memory_order_relaxed) + 1,
+		    memory_order_relaxed);
+		s->acquired_ns[slot] = 0;
+		if (f->monotonic_ns - s->last_timed_ns >= FB__TIMING_GAP_NS) {
+			uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+			fb__timing_add(s->rec->wait,
+				       now > f->monotonic_ns ? now - f->monotonic_ns : 0);
+			s->acquired_ns[slot] = now;
+			s->last_timed_ns = f->monotonic_ns;
+		}
 		learn_pace(s, f);
 		if (s->mode == FB_MODE_QUEUE) {
 			if (f->missed)
@@ -426,6 +441,8 @@ FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *fra
 	uint64_t bit = UINT64_C(1) << (frame - s->frames);
 	if (!(atomic_load(&s->held) & bit))
 		return -EINVAL;
+	/* Before the slot is ours no more (another thread may take it again). */
+	uint64_t taken = s->acquired_ns[frame - s->frames];
 	/* The record first: then the holds the producer sees are always ours
 	 * (plus the one hold() may be trying), never more than max_holds, which
 	 * the producer would take for a hostile subscriber and ignore.  Clearing
@@ -435,6 +452,10 @@ FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *fra
 	if (!(atomic_fetch_and(&s->held, ~bit) & bit))
 		return -EINVAL;
 	notify_space(s);
+	if (taken) { /* a timed frame */
+		uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
+		fb__timing_add(s->rec->busy, now > taken ? now - taken : 0);
+	}
 	return 0;
 }
 

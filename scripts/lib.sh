@@ -15,6 +15,8 @@ FRAMEBUS_PACKAGES=(
     libcriterion-dev
     python3 python3-dev python3-numpy python3-pytest python3-opencv python3-mesonpy python3-pip
     ffmpeg bc systemd procps scdoc valgrind
+    # framebusctl top, read from a terminal by tests/python/test_top.py
+    tmux
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
 )

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "daemon-helpers.h"
@@ -334,6 +335,59 @@ Test(daemon, resubscribe_follows_the_daemon_or_says_why_not)
 	cr_assert_eq(read_to_the_end(sub), -EPIPE);
 	cr_assert_eq(fb_client_resubscribe(c, sub, &again), -EPIPE);
 	fb_subscriber_free(sub);
+	fb_client_free(c);
+	stop(&d);
+}
+
+/* A client built with an older library (protocol 2, before DETAIL) still
+ * gets STATS answered as it knows it: a record per subscription with the
+ * read rate over the last second, then the stream. */
+Test(daemon, an_older_clients_stats_request_is_still_answered)
+{
+	struct daemon d;
+	start(&d, lavfi_config);
+	fb_client *c = client(&d);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	for (uint64_t end = fb_now_ns() + 2500000000u; fb_now_ns() < end;)
+		if (fb_subscriber_acquire(sub, 200, &f) == 0)
+			fb_subscriber_release(sub, f);
+
+	int fd = raw_connect(&d);
+	raw_hello(fd, "old-client", 0, NULL);
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		char name[64];
+	} stats = {6 /* STATS */, sizeof(stats), 2, 0, "bars"};
+	cr_assert_eq(send(fd, &stats, sizeof(stats), 0), (ssize_t)sizeof(stats));
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		uint32_t id, client_id, mode, held, fps_out_milli, reserved_;
+		uint64_t lag, missed, next_seq;
+		char client[64];
+	} reply;
+	uint32_t opcodes[3] = {0};
+	uint32_t fps_milli = 0;
+	for (int i = 0; i < 3; i++) {
+		ssize_t n = recv(fd, &reply, sizeof(reply), 0);
+		cr_assert_gt(n, 16);
+		opcodes[i] = reply.opcode;
+		if (reply.opcode == 69 /* SUBSCRIBER_STATS */) {
+			cr_assert_eq(n, (ssize_t)sizeof(reply));
+			fps_milli = reply.fps_out_milli;
+		}
+		if (reply.opcode == 67 /* STREAM_INFO */)
+			break;
+	}
+	cr_assert_eq(opcodes[0], 64 /* HELLO_REPLY */);
+	cr_assert_eq(opcodes[1], 69, "a subscription record, not %u", opcodes[1]);
+	cr_assert_eq(opcodes[2], 67, "then the stream, not %u", opcodes[2]);
+	/* bars runs at 50 fps and the subscriber kept up. */
+	cr_assert(fps_milli > 35000 && fps_milli < 65000, "%u milli-fps", fps_milli);
+	close(fd);
+	fb_client_unsubscribe(c, sub);
 	fb_client_free(c);
 	stop(&d);
 }

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -198,4 +200,25 @@ const char *const lavfi_config = "[stream bars]\n"
 int free_port(void)
 {
 	return 20000 + (int)(getpid() % 20000);
+}
+
+int raw_connect(const struct daemon *d)
+{
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	strcpy(addr.sun_path, d->socket);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	return fd;
+}
+
+void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds)
+{
+	struct {
+		uint32_t opcode, size, seq, n_fds;
+		uint32_t version, client_id;
+		char name[64];
+	} hello = {1, sizeof(hello), 1, n_fds_claimed, 2 /* protocol version */, 0, ""};
+	snprintf(hello.name, sizeof(hello.name), "%s", name);
+	cr_assert_eq(th_sendmsg_fds(fd, &hello, sizeof(hello), fds, n_fds_claimed),
+		     (ssize_t)sizeof(hello));
 }

@@ -84,6 +84,13 @@ void wait_fd_count(const struct daemon *d, int n, double seconds, const char *wh
 /* Wait until the daemon's log says text, or fail after seconds. */
 void wait_log(const struct daemon *d, const char *text, double seconds);
 
+/* A raw connection to d's socket, for tests that speak the protocol
+ * themselves (as a hostile or an older client would). */
+int raw_connect(const struct daemon *d);
+/* Say hello on it as the library would (protocol version 2), claiming
+ * n_fds_claimed descriptors in the header and passing fds. */
+void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds);
+
 /* A port number for a test's own servers on 127.0.0.1 (a test may use the
  * next few too), from the test's pid: 20000 to 39999. */
 int free_port(void);

@@ -20,15 +20,6 @@
 
 #include "daemon-helpers.h"
 
-static int raw_connect(const struct daemon *d)
-{
-	struct sockaddr_un addr = {.sun_family = AF_UNIX};
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-	strcpy(addr.sun_path, d->socket);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-	return fd;
-}
-
 /* Whether the daemon hung up on fd (after maybe sending an error). */
 static bool hung_up(int fd)
 {
@@ -41,19 +32,6 @@ static bool hung_up(int fd)
 			th_sleep_us(10000);
 	}
 	return false;
-}
-
-/* Say hello on a raw connection, as the library would. */
-static void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds)
-{
-	struct {
-		uint32_t opcode, size, seq, n_fds;
-		uint32_t version, client_id;
-		char name[64];
-	} hello = {1, sizeof(hello), 1, n_fds_claimed, 2 /* protocol version */, 0, ""};
-	snprintf(hello.name, sizeof(hello.name), "%s", name);
-	cr_assert_eq(th_sendmsg_fds(fd, &hello, sizeof(hello), fds, n_fds_claimed),
-		     (ssize_t)sizeof(hello));
 }
 
 /* An empty message carrying two descriptors (it reads as a hang-up). */
@@ -272,8 +250,7 @@ Test(daemon, a_publisher_channel_that_is_not_a_socket_is_refused)
 	cr_assert_eq(pipe(p), 0);
 	int fds[3] = {memfd_create("ring", MFD_CLOEXEC), memfd_create("control", MFD_CLOEXEC),
 		      p[0]};
-	cr_assert_eq(th_sendmsg_fds(fd, &create, sizeof(create), fds, 3),
-		     (ssize_t)sizeof(create));
+	cr_assert_eq(th_sendmsg_fds(fd, &create, sizeof(create), fds, 3), (ssize_t)sizeof(create));
 	struct {
 		uint32_t opcode, size, seq, n_fds;
 		int32_t error;

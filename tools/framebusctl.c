@@ -5,12 +5,15 @@
 #include <getopt.h>
 #include <libavcodec/avcodec.h>
 #include <libswscale/swscale.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <termios.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "framebus/framebus.h"
 #include "pixfmt.h"
@@ -22,7 +25,10 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: framebusctl [--socket PATH] COMMAND\n"
 		"  status [--json]                 every stream: state, geometry, fps, drops,\n"
-		"                                  subscribers and their lag\n"
+		"                                  subscribers, their lag, wait and busy times\n"
+		"  top [--once | --json] [--interval S]\n"
+		"                                  every stream and subscriber, refreshed every\n"
+		"                                  S seconds (default 1) until 'q' or ^C\n"
 		"  snapshot STREAM FILE.png        save the stream's newest frame as PNG\n"
 		"  watch STREAM [--seconds N] [--queue]\n"
 		"                                  subscribe and print fps, latency and losses\n"
@@ -59,89 +65,141 @@ static void json_string(const char *s)
 	putchar('"');
 }
 
+/* Every stream with its subscriptions, as fb_client_inspect() gives them. */
+struct snapshot {
+	size_t n;
+	struct fb_stream_info *streams;
+	struct fb_subscription_info **subs;
+	size_t *n_subs;
+};
+
+static void snapshot_free(struct snapshot *snap)
+{
+	for (size_t i = 0; i < snap->n; i++)
+		free(snap->subs ? snap->subs[i] : NULL);
+	free(snap->subs);
+	free(snap->n_subs);
+	free(snap->streams);
+	*snap = (struct snapshot){0};
+}
+
+static int snapshot_take(fb_client *c, struct snapshot *snap)
+{
+	struct fb_stream_info *list;
+	size_t n;
+	int r = fb_client_list_streams(c, &list, &n);
+	if (r < 0)
+		return r;
+	*snap = (struct snapshot){.n = n,
+				  .streams = list,
+				  .subs = calloc(n ? n : 1, sizeof(*snap->subs)),
+				  .n_subs = calloc(n ? n : 1, sizeof(*snap->n_subs))};
+	if (!snap->subs || !snap->n_subs) {
+		snapshot_free(snap);
+		return -ENOMEM;
+	}
+	/* A stream that went since the list is left as listed. */
+	for (size_t i = 0; i < n; i++)
+		if (fb_client_inspect(c, list[i].name, &list[i], &snap->subs[i],
+				      &snap->n_subs[i]) == -ECONNRESET) {
+			snapshot_free(snap);
+			return -ECONNRESET;
+		}
+	return 0;
+}
+
+static const char *mode_name(uint32_t mode)
+{
+	return mode == FB_MODE_QUEUE ? "queue" : "latest";
+}
+
+static void print_json(const struct snapshot *snap)
+{
+	printf("{\"streams\": [");
+	for (size_t i = 0; i < snap->n; i++) {
+		const struct fb_stream_info *s = &snap->streams[i];
+		printf("%s\n  {\"name\": ", i ? "," : "");
+		json_string(s->name);
+		printf(", \"source\": ");
+		json_string(s->source);
+		printf(", \"state\": \"%s\", \"width\": %u, \"height\": %u, \"format\": \"%s\", "
+		       "\"slots\": %u, \"policy\": \"%s\", \"fps\": %.2f, \"fps_10s\": %.2f, "
+		       "\"published\": %llu, \"dropped\": %llu, \"retries\": %u, "
+		       "\"capture_latency_us\": %u, \"capture_age_us\": %u, \"detail\": ",
+		       fb_stream_state_name(s->state), s->width, s->height,
+		       s->width ? fb_format_name(s->format) : "", s->slots,
+		       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->fps, (double)s->fps_10s,
+		       (unsigned long long)s->published, (unsigned long long)s->dropped, s->retries,
+		       s->capture_latency_us, s->capture_age_us);
+		json_string(s->detail);
+		printf(", \"subscribers\": [");
+		for (size_t j = 0; j < snap->n_subs[i]; j++) {
+			const struct fb_subscription_info *u = &snap->subs[i][j];
+			printf("%s{\"id\": %u, \"client\": ", j ? ", " : "", u->id);
+			json_string(u->client);
+			printf(
+			    ", \"mode\": \"%s\", \"fps\": %.2f, \"fps_10s\": %.2f, \"frames\": "
+			    "%llu, "
+			    "\"held\": %u, \"lag\": %llu, \"missed\": %llu, \"wait_p50_us\": %u, "
+			    "\"wait_p99_us\": %u, \"busy_p50_us\": %u, \"busy_p99_us\": %u}",
+			    mode_name(u->mode), u->fps, u->fps_10s, (unsigned long long)u->frames,
+			    u->held, (unsigned long long)u->lag, (unsigned long long)u->missed,
+			    u->wait_p50_us, u->wait_p99_us, u->busy_p50_us, u->busy_p99_us);
+		}
+		printf("]}");
+	}
+	printf("%s]}\n", snap->n ? "\n" : "");
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	bool json = argc > 1 && !strcmp(argv[1], "--json");
-	struct fb_stream_info *streams;
-	size_t n;
-	fb_client *c;
-	int r;
+	struct snapshot snap;
 
 	if (argc > (json ? 2 : 1)) {
 		usage(stderr);
 		return 2;
 	}
-	c = connect_or_die();
-	r = fb_client_list_streams(c, &streams, &n);
+	fb_client *c = connect_or_die();
+	int r = snapshot_take(c, &snap);
 	if (r < 0) {
 		fprintf(stderr, "framebusctl: status: %s\n", fb_strerror(r));
 		fb_client_free(c);
 		return 1;
 	}
 	if (json)
-		printf("{\"streams\": [");
-	for (size_t i = 0; i < n; i++) {
-		const struct fb_stream_info *s = &streams[i];
-		struct fb_subscription_info *subs = NULL;
-		size_t n_subs = 0;
-		fb_client_get_subscriptions(c, s->name, &subs, &n_subs);
-		if (json) {
-			printf("%s\n  {\"name\": ", i ? "," : "");
-			json_string(s->name);
-			printf(", \"source\": ");
-			json_string(s->source);
-			printf(", \"state\": \"%s\", \"width\": %u, \"height\": %u, \"format\": "
-			       "\"%s\", "
-			       "\"slots\": %u, \"policy\": \"%s\", \"fps\": %.2f, \"published\": "
-			       "%llu, "
-			       "\"dropped\": %llu, \"retries\": %u, \"detail\": ",
-			       fb_stream_state_name(s->state), s->width, s->height,
-			       s->width ? fb_format_name(s->format) : "", s->slots,
-			       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->fps,
-			       (unsigned long long)s->published, (unsigned long long)s->dropped,
-			       s->retries);
-			json_string(s->detail);
-			printf(", \"subscribers\": [");
-			for (size_t j = 0; j < n_subs; j++) {
-				printf("%s{\"id\": %u, \"client\": ", j ? ", " : "", subs[j].id);
-				json_string(subs[j].client);
-				printf(", \"mode\": \"%s\", \"fps\": %.2f, \"held\": %u, \"lag\": "
-				       "%llu, "
-				       "\"missed\": %llu}",
-				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest",
-				       subs[j].fps, subs[j].held, (unsigned long long)subs[j].lag,
-				       (unsigned long long)subs[j].missed);
-			}
-			printf("]}");
-		} else {
-			printf("%s: %s", s->name, fb_stream_state_name(s->state));
-			if (s->detail[0])
-				printf(" (%s)", s->detail);
-			printf("\n  source     %s\n", s->source);
-			if (s->width)
-				printf("  frames     %ux%u %s, %u slots, %s\n", s->width, s->height,
-				       fb_format_name(s->format), s->slots,
-				       s->policy == FB_POLICY_BLOCK ? "block" : "drop");
-			printf("  rate       %.1f fps in, %llu published, %llu dropped\n", s->fps,
-			       (unsigned long long)s->published, (unsigned long long)s->dropped);
-			if (s->retries)
-				printf("  retries    %u\n", s->retries);
-			printf("  subscribers %zu\n", n_subs);
-			for (size_t j = 0; j < n_subs; j++)
-				printf("    #%u %-24s %-6s %5.1f fps, held %u, lag %llu, missed "
-				       "%llu\n",
-				       subs[j].id, subs[j].client,
-				       subs[j].mode == FB_MODE_QUEUE ? "queue" : "latest",
-				       subs[j].fps, subs[j].held, (unsigned long long)subs[j].lag,
-				       (unsigned long long)subs[j].missed);
+		print_json(&snap);
+	for (size_t i = 0; !json && i < snap.n; i++) {
+		const struct fb_stream_info *s = &snap.streams[i];
+		printf("%s: %s", s->name, fb_stream_state_name(s->state));
+		if (s->detail[0])
+			printf(" (%s)", s->detail);
+		printf("\n  source     %s\n", s->source);
+		if (s->width)
+			printf("  frames     %ux%u %s, %u slots, %s\n", s->width, s->height,
+			       fb_format_name(s->format), s->slots,
+			       s->policy == FB_POLICY_BLOCK ? "block" : "drop");
+		printf("  rate       %.1f fps in (%.1f over 10 s), %llu published, %llu dropped\n",
+		       s->fps, (double)s->fps_10s, (unsigned long long)s->published,
+		       (unsigned long long)s->dropped);
+		if (s->capture_latency_us)
+			printf("  newest     captured %.1f ms before its publish, %.1f ms ago\n",
+			       s->capture_latency_us / 1e3, s->capture_age_us / 1e3);
+		if (s->retries)
+			printf("  retries    %u\n", s->retries);
+		printf("  subscribers %zu\n", snap.n_subs[i]);
+		for (size_t j = 0; j < snap.n_subs[i]; j++) {
+			const struct fb_subscription_info *u = &snap.subs[i][j];
+			printf("    #%u %-24s %-6s %5.1f fps, held %u, lag %llu, missed %llu, wait "
+			       "p50 %.2f ms, busy p50 %.2f ms\n",
+			       u->id, u->client, mode_name(u->mode), u->fps, u->held,
+			       (unsigned long long)u->lag, (unsigned long long)u->missed,
+			       u->wait_p50_us / 1e3, u->busy_p50_us / 1e3);
 		}
-		free(subs);
 	}
-	if (json)
-		printf("%s]}\n", n ? "\n" : "");
-	else if (n == 0)
+	if (!json && snap.n == 0)
 		printf("no streams\n");
-	free(streams);
+	snapshot_free(&snap);
 	fb_client_free(c);
 	return 0;
 }
@@ -345,6 +403,139 @@ static int cmd_watch(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+/* Milliseconds with one decimal, or "-" for unknown (0). */
+static const char *ms(char *buf, size_t size, uint32_t us)
+{
+	if (!us)
+		return "-";
+	snprintf(buf, size, "%.1f", us / 1e3);
+	return buf;
+}
+
+/* One screen of top: every stream, and under each its subscribers. */
+static void print_top(const struct snapshot *snap, FILE *out)
+{
+	char a[16], b[16], when[32];
+	size_t subs = 0;
+	time_t now = time(NULL);
+	for (size_t i = 0; i < snap->n; i++)
+		subs += snap->n_subs[i];
+	strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+	fprintf(out, "framebus top  %s  %zu streams, %zu subscribers\n\n", when, snap->n, subs);
+	fprintf(out, "%-22s %-9s %7s %7s %10s %8s %9s %8s\n", "STREAM", "STATE", "FPS", "10s",
+		"PUBLISHED", "DROPPED", "CAPT>PUB", "AGE");
+	for (size_t i = 0; i < snap->n; i++) {
+		const struct fb_stream_info *s = &snap->streams[i];
+		fprintf(out, "%-22.22s %-9s %7.1f %7.1f %10llu %8llu %9s %8s\n", s->name,
+			fb_stream_state_name(s->state), s->fps, (double)s->fps_10s,
+			(unsigned long long)s->published, (unsigned long long)s->dropped,
+			ms(a, sizeof(a), s->capture_latency_us),
+			ms(b, sizeof(b), s->capture_age_us));
+		if (snap->n_subs[i])
+			fprintf(out, "  %-24s %-6s %7s %7s %6s %7s %4s %13s %13s\n", "SUBSCRIBER",
+				"MODE", "FPS", "10s", "LAG", "MISSED", "HELD", "WAIT p50/p99",
+				"BUSY p50/p99");
+		for (size_t j = 0; j < snap->n_subs[i]; j++) {
+			const struct fb_subscription_info *u = &snap->subs[i][j];
+			char w[32], bz[32];
+			snprintf(w, sizeof(w), "%.1f/%.1f", u->wait_p50_us / 1e3,
+				 u->wait_p99_us / 1e3);
+			snprintf(bz, sizeof(bz), "%.1f/%.1f", u->busy_p50_us / 1e3,
+				 u->busy_p99_us / 1e3);
+			fprintf(out, "  %-24.24s %-6s %7.1f %7.1f %6llu %7llu %4u %13s %13s\n",
+				u->client, mode_name(u->mode), u->fps, u->fps_10s,
+				(unsigned long long)u->lag, (unsigned long long)u->missed, u->held,
+				w, bz);
+		}
+	}
+	if (!snap->n)
+		fprintf(out, "no streams\n");
+	fprintf(out, "\ntimes in ms: CAPT>PUB newest frame from capture to publish, AGE since "
+		     "capture; WAIT publish to acquire, BUSY acquire to release (last 10 s)\n");
+}
+
+static int cmd_top(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"once", no_argument, NULL, 'o'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"interval", required_argument, NULL, 'i'},
+	    {0},
+	};
+	bool once = false, json = false;
+	double interval = 1.0;
+	int ch;
+
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "oji:", longopts, NULL)) != -1) {
+		if (ch == 'o')
+			once = true;
+		else if (ch == 'j')
+			json = once = true;
+		else if (ch == 'i' && (interval = strtod(optarg, NULL)) >= 0.1)
+			continue;
+		else {
+			if (ch == 'i')
+				fprintf(stderr, "framebusctl: top: --interval %s: at least 0.1 s\n",
+					optarg);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	fb_client *c = connect_or_die();
+	/* Full screen on a terminal: its alternate screen, no echo, 'q' quits. */
+	bool screen = !once && isatty(STDOUT_FILENO);
+	struct termios saved;
+	bool keys = screen && isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &saved) == 0;
+	if (keys) {
+		struct termios raw = saved;
+		raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+		tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+	}
+	if (screen)
+		fputs("\033[?1049h\033[?25l", stdout);
+	signal(SIGINT, on_interrupt);
+	signal(SIGTERM, on_interrupt);
+	int r = 0;
+	while (!interrupted) {
+		struct snapshot snap;
+		r = snapshot_take(c, &snap);
+		if (r < 0)
+			break;
+		if (json)
+			print_json(&snap);
+		else {
+			if (screen)
+				fputs("\033[H\033[2J", stdout);
+			print_top(&snap, stdout);
+		}
+		fflush(stdout);
+		snapshot_free(&snap);
+		if (once)
+			break;
+		struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+		if (poll(&pfd, keys ? 1 : 0, (int)(interval * 1000)) == 1) {
+			char key = 0;
+			if (read(STDIN_FILENO, &key, 1) == 1 && (key == 'q' || key == 'Q'))
+				break;
+		}
+	}
+	if (screen)
+		fputs("\033[?25h\033[?1049l", stdout);
+	if (keys)
+		tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+	fb_client_free(c);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: top: %s\n", fb_strerror(r));
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -377,6 +568,8 @@ int main(int argc, char **argv)
 		return cmd_snapshot(argc, argv);
 	if (!strcmp(argv[0], "watch"))
 		return cmd_watch(argc, argv);
+	if (!strcmp(argv[0], "top"))
+		return cmd_top(argc, argv);
 	fprintf(stderr, "framebusctl: unknown command '%s'\n", argv[0]);
 	usage(stderr);
 	return 2;

@@ -131,7 +131,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (fb_client_list_streams(c, &infos, &n) == 0)
 			free(infos);
 		fb_client_get_stream(c, "cam0", &info);
-		if (fb_client_get_subscriptions(c, "cam0", &subs, &n) == 0)
+		if (fb_client_inspect(c, "cam0", &info, &subs, &n) == 0)
 			free(subs);
 		if (fb_client_subscribe(c, "cam0", FB_MODE_QUEUE, 0, &sub) == 0)
 			fb_client_unsubscribe(c, sub);

@@ -271,13 +271,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fb_producer_free(rings[i]);
 
 	struct fbd_stream *live = fbd_streams_find(d, "live");
-	struct fb_ring_stats stats;
+	struct fbd_counters stats;
 	live->ops->counters(live, &stats);
 	if (d->n_clients)
 		fail("a client is still there after hanging up");
 	if (d->n_streams != 2 || !fbd_streams_find(d, "starting"))
 		fail("a published stream outlived its publisher, or a configured one is gone");
-	if (stats.subscribers)
+	if (stats.ring.subscribers)
 		fail("a subscription to 'live' outlived its client");
 	int fds = th_count_fds();
 	if (fds != fds_at_rest) {

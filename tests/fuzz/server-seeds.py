@@ -6,7 +6,7 @@ import os
 import struct
 import sys
 
-HELLO, LIST, INFO, SUBSCRIBE, UNSUBSCRIBE, STATS, CREATE, DESTROY = range(1, 9)
+HELLO, LIST, INFO, SUBSCRIBE, UNSUBSCRIBE, STATS, CREATE, DESTROY, DETAIL = range(1, 10)
 A, B = 0, 1
 SEND, FDS, RING, HANGUP = 0, 1, 2, 3
 NOREAD = 0x40
@@ -68,6 +68,8 @@ SEEDS = {
         record(A, SEND, subscribe("live", QUEUE, 0, 2)),
         record(A, SEND, subscribe("live", LATEST, 3, 3)),
         record(A, SEND, msg(STATS, name("live"), 4)),
+        record(A, SEND, msg(DETAIL, name("live"), 7)),
+        record(A, SEND, msg(DETAIL, name("starting"), 8)),
         record(A, SEND, ident(UNSUBSCRIBE, 1, 5)),
         record(A, SEND, ident(UNSUBSCRIBE, 99, 6)),
     ],

@@ -146,8 +146,8 @@ struct fb_ring_params {
 /** One ring a picture passed on its way: which frame it was there. */
 struct fb_hop {
 	char stream[FB_NAME_MAX + 1]; /**< the stream's name, NUL-terminated */
-	uint64_t seq;        /**< the frame's seq in that stream */
-	uint64_t publish_ns; /**< CLOCK_MONOTONIC when it was published there */
+	uint64_t seq;                 /**< the frame's seq in that stream */
+	uint64_t publish_ns;          /**< CLOCK_MONOTONIC when it was published there */
 };
 
 /**
@@ -407,10 +407,14 @@ struct fb_stream_info {
 	uint32_t subscribers;
 	uint64_t published; /**< frames published since the stream (re)started */
 	uint64_t dropped;   /**< publishes dropped because every slot was held */
-	double fps;         /**< frames published per second, lately */
+	double fps;         /**< frames published per second over the last second */
 	uint32_t retries;   /**< consecutive failures to open or read its source */
 	char detail[192];   /**< why it is retrying or ended, else empty */
-	uint32_t reserved_[16]; /**< room for more, zero */
+	/* Filled by fb_client_inspect() only (zero elsewhere): */
+	float fps_10s;               /**< frames published per second over the last 10 s */
+	uint32_t capture_latency_us; /**< its newest frame, capture to publish; 0: unknown */
+	uint32_t capture_age_us;     /**< its newest frame, capture to now; 0: unknown */
+	uint32_t reserved_[13];      /**< room for more, zero */
 };
 
 /** One subscription to a stream, for status tools. */
@@ -421,8 +425,16 @@ struct fb_subscription_info {
 	uint64_t lag;                 /**< published frames not yet read */
 	uint64_t missed;              /**< frames lost by falling behind (queue mode) */
 	uint64_t next_seq;            /**< the next frame it will read */
-	double fps;                   /**< frames it read per second, lately */
+	double fps;                   /**< frames it took per second over the last second */
 	char client[FB_NAME_MAX + 1]; /**< the client's name and pid */
+	double fps_10s;               /**< the same over the last 10 s */
+	uint64_t frames;              /**< frames it took since it subscribed */
+	/** Over the last 10 s, in microseconds, as its library counted them:
+	 * from a frame's publish until the subscriber had it (wait), and
+	 * until it released it (busy); 0: no frame. */
+	uint32_t wait_p50_us, wait_p99_us;
+	uint32_t busy_p50_us, busy_p99_us;
+	uint32_t reserved_[8];
 };
 
 typedef struct fb_client fb_client;
@@ -489,7 +501,16 @@ int fb_client_list_streams(fb_client *client, struct fb_stream_info **ret_stream
 /** One stream; -ENOENT if the daemon has no stream of that name. */
 int fb_client_get_stream(fb_client *client, const char *name, struct fb_stream_info *ret_info);
 
-/** The subscriptions of a stream.  *ret_subs is an array to free(). */
+/** A stream and its subscriptions, with rates over the last second and the
+ * last 10 s, its newest frame's age and each subscriber's wait and busy
+ * times (what `framebusctl status` and `top` show).  ret_info may be NULL;
+ * *ret_subs is an array to free().  A framebusd older than this call hangs
+ * up on it (-ECONNRESET). */
+int fb_client_inspect(fb_client *client, const char *stream, struct fb_stream_info *ret_info,
+		      struct fb_subscription_info **ret_subs, size_t *ret_n);
+
+/** The subscriptions of a stream: fb_client_inspect() without the stream.
+ * *ret_subs is an array to free(). */
 int fb_client_get_subscriptions(fb_client *client, const char *stream,
 				struct fb_subscription_info **ret_subs, size_t *ret_n);
 
