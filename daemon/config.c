@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
 #include <math.h>
@@ -150,6 +151,32 @@ static bool parse_enum(const char *v, const char *const *names, size_t n, uint32
 	return false;
 }
 
+/* An IP address and port, "127.0.0.1:9464" or "[::1]:9464". */
+static bool parse_address(const char *v, struct sockaddr_storage *ret)
+{
+	char host[INET6_ADDRSTRLEN + 2];
+	const char *colon = strrchr(v, ':');
+	uint64_t port;
+	if (!colon || (size_t)(colon - v) >= sizeof(host) ||
+	    !parse_uint(colon + 1, 1, 65535, &port))
+		return false;
+	memcpy(host, v, (size_t)(colon - v));
+	host[colon - v] = '\0';
+	memset(ret, 0, sizeof(*ret));
+	struct sockaddr_in *in = (struct sockaddr_in *)ret;
+	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ret;
+	size_t len = strlen(host);
+	if (len > 2 && host[0] == '[' && host[len - 1] == ']') {
+		host[len - 1] = '\0';
+		in6->sin6_family = AF_INET6;
+		in6->sin6_port = htons((uint16_t)port);
+		return inet_pton(AF_INET6, host + 1, &in6->sin6_addr) == 1;
+	}
+	in->sin_family = AF_INET;
+	in->sin_port = htons((uint16_t)port);
+	return inet_pton(AF_INET, host, &in->sin_addr) == 1;
+}
+
 static bool set_string(char **dst, const char *v)
 {
 	char *copy = strdup(v);
@@ -193,6 +220,18 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 			return fail(p, section, key,
 				    "'%s' is not an absolute path of at most 107 bytes", v);
 		return set_string(&c->socket_path, v) ? 1 : fail(p, section, key, "out of memory");
+	}
+	if (!strcmp(key, "metrics")) {
+		if (!strcmp(v, "off")) {
+			free(c->metrics);
+			c->metrics = NULL;
+			return 1;
+		}
+		if (!parse_address(v, &c->metrics_addr))
+			return fail(p, section, key,
+				    "'%s' is not ADDRESS:PORT (127.0.0.1:9464, [::1]:9464) or off",
+				    v);
+		return set_string(&c->metrics, v) ? 1 : fail(p, section, key, "out of memory");
 	}
 	if (!strcmp(key, "socket_group"))
 		return set_string(&c->socket_group, v) ? 1 : fail(p, section, key, "out of memory");
@@ -254,9 +293,10 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	    [FB_POLICY_DROP] = "drop", [FB_POLICY_BLOCK] = "block"};
 	static const char *const pacings[] = {
 	    [FBD_PACING_AUTO] = "auto", [FBD_PACING_NATIVE] = "native", [FBD_PACING_FAST] = "fast"};
-	static const char *const scales[] = {
-	    [FBD_SCALE_BILINEAR] = "bilinear", [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
-	    [FBD_SCALE_AREA] = "area", [FBD_SCALE_BICUBIC] = "bicubic"};
+	static const char *const scales[] = {[FBD_SCALE_BILINEAR] = "bilinear",
+					     [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
+					     [FBD_SCALE_AREA] = "area",
+					     [FBD_SCALE_BICUBIC] = "bicubic"};
 	static const char *const on_ends[] = {
 	    [FBD_ON_END_AUTO] = "auto", [FBD_ON_END_RETRY] = "retry", [FBD_ON_END_END] = "end"};
 	uint64_t n;
@@ -557,6 +597,7 @@ void fbd_config_free(struct fbd_config *c)
 		stream_config_clear(&c->streams[i]);
 	free(c->socket_path);
 	free(c->socket_group);
+	free(c->metrics);
 	free(c);
 }
 
@@ -568,11 +609,11 @@ static bool str_eq(const char *a, const char *b)
 bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b)
 {
 	if (strcmp(a->name, b->name) || !str_eq(a->url, b->url) || !str_eq(a->from, b->from) ||
-	    a->fps_milli != b->fps_milli ||
-	    !str_eq(a->input_format, b->input_format) || a->width != b->width ||
-	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
-	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
-	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
+	    a->fps_milli != b->fps_milli || !str_eq(a->input_format, b->input_format) ||
+	    a->width != b->width || a->height != b->height || a->format != b->format ||
+	    a->slots != b->slots || a->policy != b->policy || a->meta_max != b->meta_max ||
+	    a->pacing != b->pacing || a->on_end != b->on_end || a->scale != b->scale ||
+	    a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
 	    a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
 	    a->stall_timeout_ns != b->stall_timeout_ns || a->n_options != b->n_options)
 		return false;

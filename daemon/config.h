@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "framebus/framebus.h"
 
@@ -45,8 +46,8 @@ struct fbd_stream_config {
 	uint32_t meta_max;
 	uint32_t pacing;
 	uint32_t fps_milli; /* a derived stream's rate limit, x1000; 0: its parent's rate */
-	uint32_t on_end; /* enum fbd_on_end */
-	uint32_t scale;  /* enum fbd_scale */
+	uint32_t on_end;    /* enum fbd_on_end */
+	uint32_t scale;     /* enum fbd_scale */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */
 	uint64_t retry_min_ns;
@@ -67,6 +68,10 @@ struct fbd_config {
 	uint32_t default_max_holds;
 	uint32_t max_streams_per_client;     /* streams a client may publish */
 	uint64_t max_ring_memory_per_client; /* bytes of rings it may publish */
+	/* Where /metrics is served (Prometheus), as written; NULL: nowhere.
+	 * metrics_addr is it parsed. */
+	char *metrics;
+	struct sockaddr_storage metrics_addr;
 	uint32_t n_streams;
 	struct fbd_stream_config streams[FBD_MAX_STREAMS];
 };

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -14,6 +15,7 @@
 #include "stream.h"
 
 struct fbd_client;
+struct fbd_metrics;
 
 /* A stream's last frame number, from the daemon before this one. */
 struct fbd_resume {
@@ -46,6 +48,7 @@ struct fbd_daemon {
 	uv_async_t state_async; /* a stream changed state in another thread */
 	/* Told every change of a stream's state on the main thread, and
 	 * FB_STREAM_REMOVED (detail: why) just before a stream goes away. */
+	struct fbd_metrics *metrics; /* metrics.c's, NULL: not serving */
 	/* fdstore.c: what the last daemon left, until streams.c takes it. */
 	struct fbd_resume resume[FBD_MAX_STREAMS];
 	uint32_t n_resume;
@@ -68,6 +71,22 @@ int fbd_server_start(struct fbd_daemon *d);
 void fbd_server_stop(struct fbd_daemon *d);
 /* Every second: sample each subscription, for its rates and times. */
 void fbd_server_sample(struct fbd_daemon *d);
+/* The subscriptions' Prometheus metrics (metrics.c's helpers). */
+void fbd_server_metrics(struct fbd_daemon *d, FILE *out);
+
+/* metrics.c: /metrics over HTTP, if the configuration asks.  apply: start,
+ * move or stop it as the configuration now says (start, reload);
+ * update: write the newest metrics (every second). */
+void fbd_metrics_apply(struct fbd_daemon *d);
+void fbd_metrics_update(struct fbd_daemon *d);
+void fbd_metrics_stop(struct fbd_daemon *d);
+/* The text format (Prometheus exposition format 0.0.4): a family's HELP and
+ * TYPE lines; a label name="value", escaped; a histogram of a subscriber's
+ * times (ring-private.h's buckets, by whole octaves). */
+void fbd_metric_family(FILE *out, const char *name, const char *type, const char *help);
+void fbd_metric_label(FILE *out, const char *name, const char *value);
+void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const uint32_t *buckets,
+			  uint64_t sum_ns);
 
 /* streams.c */
 int fbd_streams_start(struct fbd_daemon *d);

@@ -110,6 +110,7 @@ static void on_status_timer(uv_timer_t *t)
 {
 	fbd_streams_watch(t->data);
 	fbd_server_sample(t->data);
+	fbd_metrics_update(t->data);
 	update_status(t->data);
 }
 
@@ -141,6 +142,7 @@ static void reload(struct fbd_daemon *d)
 		fbd_log_set_level(config->log_level > d->config->log_level ? config->log_level
 									   : d->config->log_level);
 		fbd_streams_apply(d, config);
+		fbd_metrics_apply(d);
 	}
 	update_status(d);
 	sd_notify(0, "READY=1");
@@ -228,6 +230,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	start_timers(d);
+	fbd_metrics_apply(d);
 	fbd_info("ready: %u streams from %s", d->n_streams,
 		 d->config_path ? d->config_path : "the embedded default");
 	update_status(d);
@@ -242,6 +245,7 @@ out:
 	 * (an event) before their connections go.  No ring ends: subscribers
 	 * read what is left, see their producer go (-EOWNERDEAD) and subscribe
 	 * again to the next daemon, as after a crash. */
+	fbd_metrics_stop(d);
 	fbd_streams_stop(d);
 	fbd_server_stop(d);
 	uv_walk(d->loop, close_handle, NULL);

@@ -195,6 +195,87 @@ void fbd_server_sample(struct fbd_daemon *d)
 				fbd_window_push(&c->subs[i].rates, &now);
 }
 
+/* The labels of a subscription's metrics. */
+static void subscription_labels(FILE *out, const struct fbd_client *c, const struct subscription *s)
+{
+	fbd_metric_label(out, "stream", s->stream->name);
+	fputc(',', out);
+	fbd_metric_label(out, "client", c->label);
+	fprintf(out, ",subscription=\"%u\"", s->id);
+}
+
+void fbd_server_metrics(struct fbd_daemon *d, FILE *out)
+{
+	static const struct {
+		const char *name, *type, *help;
+	} families[] = {
+	    {"framebus_subscriber_frames_total", "counter", "Frames the subscriber took."},
+	    {"framebus_subscriber_missed_frames_total", "counter",
+	     "Frames a queue subscriber lost by falling a whole ring behind."},
+	    {"framebus_subscriber_lag_frames", "gauge", "Frames published it has not read yet."},
+	    {"framebus_subscriber_held_frames", "gauge", "Frames it holds right now."},
+	};
+	/* One sample of each subscription, for every family. */
+	uint32_t n = 0;
+	for (struct fbd_client *c = d->clients; c; c = c->next)
+		n += c->n_subs;
+	struct fb__subscriber_sample *ss = calloc(n ? n : 1, sizeof(*ss));
+	bool *ok = calloc(n ? n : 1, sizeof(*ok));
+	if (!ss || !ok) {
+		free(ss);
+		free(ok);
+		return;
+	}
+	uint32_t k = 0;
+	for (struct fbd_client *c = d->clients; c; c = c->next)
+		for (uint32_t i = 0; i < c->n_subs; i++, k++)
+			ok[k] = c->subs[i].stream->ops->subscriber_sample(
+				    c->subs[i].stream, c->subs[i].ring_id, &ss[k]) == 0;
+	for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+		fbd_metric_family(out, families[f].name, families[f].type, families[f].help);
+		k = 0;
+		for (struct fbd_client *c = d->clients; c; c = c->next)
+			for (uint32_t i = 0; i < c->n_subs; i++, k++) {
+				if (!ok[k])
+					continue;
+				const struct fb__subscriber_sample *s = &ss[k];
+				uint64_t v[] = {s->frames, s->stats.missed, s->stats.lag,
+						s->stats.held};
+				fprintf(out, "%s{", families[f].name);
+				subscription_labels(out, c, &c->subs[i]);
+				fprintf(out, "} %llu\n", (unsigned long long)v[f]);
+			}
+	}
+	for (int busy = 0; busy < 2; busy++) {
+		const char *name =
+		    busy ? "framebus_subscriber_busy_seconds" : "framebus_subscriber_wait_seconds";
+		fbd_metric_family(out, name, "histogram",
+				  busy
+				      ? "From acquiring a frame until releasing it (timed frames)."
+				      : "From a frame's publish until the subscriber had it (timed "
+					"frames).");
+		k = 0;
+		for (struct fbd_client *c = d->clients; c; c = c->next)
+			for (uint32_t i = 0; i < c->n_subs; i++, k++) {
+				if (!ok[k])
+					continue;
+				char *labels = NULL;
+				size_t size = 0;
+				FILE *l = open_memstream(&labels, &size);
+				if (!l)
+					continue;
+				subscription_labels(l, c, &c->subs[i]);
+				if (fclose(l) == 0)
+					fbd_metric_histogram(out, name, labels,
+							     busy ? ss[k].busy : ss[k].wait,
+							     busy ? ss[k].busy_ns : ss[k].wait_ns);
+				free(labels);
+			}
+	}
+	free(ss);
+	free(ok);
+}
+
 /* A subscription's STATS record from its sample. */
 static struct fb__msg_subscriber_stats stats_message(const struct fbd_client *o,
 						     const struct subscription *sub,

@@ -398,6 +398,10 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 	p->slot_seq[slot] = seq;
 	p->current = -1;
 
+	atomic_store_explicit(&p->hdr->latest_capture_ns, s->trace.capture_ns,
+			      memory_order_relaxed);
+	atomic_store_explicit(&p->hdr->latest_publish_ns, frame->monotonic_ns,
+			      memory_order_relaxed);
 	/* seq_cst store, then a seq_cst exchange of every armed word: pairs
 	 * with a subscriber's store of armed and load of latest (ring.md,
 	 * wake-ups). */

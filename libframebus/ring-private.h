@@ -75,6 +75,10 @@ struct fb__ring_header {
 
 	/* Producer's hot words, each on a line of its own. */
 	_Atomic uint64_t latest FB__ALIGNED; /* FB__PACK(seq, slot) of the newest frame, 0: none */
+	/* The newest frame's capture (its trace's) and publish times, for
+	 * status: read without holding its slot. */
+	_Atomic uint64_t latest_capture_ns;
+	_Atomic uint64_t latest_publish_ns;
 	_Atomic uint32_t closed FB__ALIGNED; /* 1 once the producer ended the stream */
 	_Atomic uint64_t published;
 	_Atomic uint64_t dropped;
@@ -130,6 +134,8 @@ struct fb__record {
 	_Atomic uint32_t revoked;           /* set by the producer when it drops us */
 	_Atomic uint32_t ended;             /* set by the daemon when the producer died */
 	_Atomic uint64_t taken FB__ALIGNED; /* frames it acquired, timed or not */
+	_Atomic uint64_t wait_ns;           /* the sums of the timed frames' times */
+	_Atomic uint64_t busy_ns;
 	_Atomic uint32_t wait[FB__TIMING_BUCKETS];
 	_Atomic uint32_t busy[FB__TIMING_BUCKETS];
 };
@@ -203,16 +209,15 @@ void fb__subscriber_slot_revoke(const struct fb__subscriber_slot *slot, struct f
  * subscriber reads what is left, then gets -EPIPE. */
 void fb__subscriber_slot_end(const struct fb__subscriber_slot *slot);
 /* The newest frame's capture and publish times (CLOCK_MONOTONIC; 0, 0: no
- * frame yet), read without a lock: for status, a frame being rewritten may
- * show 0 for its capture. */
+ * frame yet). */
 void fb__ring_latest_times(const struct fb__ring_header *header, uint64_t *ret_capture_ns,
 			   uint64_t *ret_publish_ns);
 /* Count one duration: the bucket is 0 under 1 us, else 1 + 2 * log2(us)
  * + the next bit (half octaves), the last one open-ended (8.4 s and up). */
 uint32_t fb__timing_bucket(uint64_t ns);
-/* Count one duration in a histogram of the subscriber's own (it is the
- * only writer: no read-modify-write needed). */
-void fb__timing_add(_Atomic uint32_t *histogram, uint64_t ns);
+/* Count one duration in a histogram of the subscriber's own and its sum (it
+ * is the only writer: no read-modify-write needed). */
+void fb__timing_add(_Atomic uint32_t *histogram, _Atomic uint64_t *sum_ns, uint64_t ns);
 /* The shortest duration bucket b holds. */
 uint64_t fb__timing_bucket_floor_ns(uint32_t bucket);
 /* What a subscriber's record shows: its counters, the frames it took, and
@@ -221,6 +226,7 @@ uint64_t fb__timing_bucket_floor_ns(uint32_t bucket);
 struct fb__subscriber_sample {
 	struct fb_subscriber_stats stats;
 	uint64_t frames;
+	uint64_t wait_ns, busy_ns;
 	uint32_t wait[FB__TIMING_BUCKETS];
 	uint32_t busy[FB__TIMING_BUCKETS];
 };

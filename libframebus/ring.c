@@ -319,6 +319,8 @@ void fb__subscriber_slot_sample(const struct fb__subscriber_slot *s, uint32_t mo
 	    .missed = atomic_load(&r->missed),
 	};
 	ret->frames = atomic_load_explicit(&r->taken, memory_order_relaxed);
+	ret->wait_ns = atomic_load_explicit(&r->wait_ns, memory_order_relaxed);
+	ret->busy_ns = atomic_load_explicit(&r->busy_ns, memory_order_relaxed);
 	for (uint32_t i = 0; i < FB__TIMING_BUCKETS; i++) {
 		ret->wait[i] = atomic_load_explicit(&r->wait[i], memory_order_relaxed);
 		ret->busy[i] = atomic_load_explicit(&r->busy[i], memory_order_relaxed);
@@ -328,11 +330,8 @@ void fb__subscriber_slot_sample(const struct fb__subscriber_slot *s, uint32_t mo
 void fb__ring_latest_times(const struct fb__ring_header *h, uint64_t *ret_capture_ns,
 			   uint64_t *ret_publish_ns)
 {
-	uint64_t latest = atomic_load(&h->latest);
-	uint32_t slot = FB__PACKED_SLOT(latest);
-	bool known = latest && slot < h->slots && slot < FB_MAX_SLOTS;
-	*ret_capture_ns = known ? h->slot[slot].trace.capture_ns : 0;
-	*ret_publish_ns = known ? h->slot[slot].monotonic_ns : 0;
+	*ret_capture_ns = atomic_load_explicit(&h->latest_capture_ns, memory_order_relaxed);
+	*ret_publish_ns = atomic_load_explicit(&h->latest_publish_ns, memory_order_relaxed);
 }
 
 uint32_t fb__timing_bucket(uint64_t ns)
@@ -355,10 +354,12 @@ uint64_t fb__timing_bucket_floor_ns(uint32_t b)
 	return us * 1000u;
 }
 
-void fb__timing_add(_Atomic uint32_t *histogram, uint64_t ns)
+void fb__timing_add(_Atomic uint32_t *histogram, _Atomic uint64_t *sum_ns, uint64_t ns)
 {
 	_Atomic uint32_t *b = &histogram[fb__timing_bucket(ns)];
 	atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_store_explicit(sum_ns, atomic_load_explicit(sum_ns, memory_order_relaxed) + ns,
 			      memory_order_relaxed);
 }
 

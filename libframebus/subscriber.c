@@ -287,7 +287,7 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 		s->acquired_ns[slot] = 0;
 		if (f->monotonic_ns - s->last_timed_ns >= FB__TIMING_GAP_NS) {
 			uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
-			fb__timing_add(s->rec->wait,
+			fb__timing_add(s->rec->wait, &s->rec->wait_ns,
 				       now > f->monotonic_ns ? now - f->monotonic_ns : 0);
 			s->acquired_ns[slot] = now;
 			s->last_timed_ns = f->monotonic_ns;
@@ -454,7 +454,7 @@ FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *fra
 	notify_space(s);
 	if (taken) { /* a timed frame */
 		uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
-		fb__timing_add(s->rec->busy, now > taken ? now - taken : 0);
+		fb__timing_add(s->rec->busy, &s->rec->busy_ns, now > taken ? now - taken : 0);
 	}
 	return 0;
 }

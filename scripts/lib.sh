@@ -10,13 +10,15 @@ FRAMEBUS_PYTHON=${FRAMEBUS_PYTHON:-/usr/bin/python3}
 # Debian packages the build, the tests and the benchmarks need.
 FRAMEBUS_PACKAGES=(
     meson ninja-build pkg-config gcc g++ libc6-dev
-    libuv1-dev libsystemd-dev libinih-dev
+    libuv1-dev libsystemd-dev libinih-dev libmicrohttpd-dev
     libavcodec-dev libavformat-dev libavdevice-dev libavutil-dev libswscale-dev
     libcriterion-dev
     python3 python3-dev python3-numpy python3-pytest python3-opencv python3-mesonpy python3-pip
     ffmpeg bc systemd procps scdoc valgrind
     # framebusctl top, read from a terminal by tests/python/test_top.py
     tmux
+    # the scraper of framebusd's metrics in tests/python/test_metrics.py
+    prometheus
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
 )

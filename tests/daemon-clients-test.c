@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -387,6 +389,52 @@ Test(daemon, an_older_clients_stats_request_is_still_answered)
 	/* bars runs at 50 fps and the subscriber kept up. */
 	cr_assert(fps_milli > 35000 && fps_milli < 65000, "%u milli-fps", fps_milli);
 	close(fd);
+	fb_client_unsubscribe(c, sub);
+	fb_client_free(c);
+	stop(&d);
+}
+
+/* /metrics is served from libmicrohttpd's thread while the loop rewrites it
+ * every second and a subscriber reads: under TSan (scripts/test) this is the
+ * test that the two threads share nothing unguarded. */
+Test(daemon, metrics_are_served_while_the_bus_runs)
+{
+	struct daemon d;
+	char config[1024];
+	int port = free_port();
+	snprintf(config, sizeof(config), "[daemon]\nmetrics = 127.0.0.1:%d\n%s", port,
+		 lavfi_config);
+	start(&d, config);
+	fb_client *c = client(&d);
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	wait_state(c, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_QUEUE, 1, &sub), 0);
+	int served = 0;
+	for (uint64_t end = fb_now_ns() + 3000000000u; fb_now_ns() < end;) {
+		if (fb_subscriber_acquire(sub, 100, &f) == 0)
+			fb_subscriber_release(sub, f);
+		struct sockaddr_in addr = {.sin_family = AF_INET,
+					   .sin_port = htons((uint16_t)port),
+					   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+		const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+		cr_assert_eq(send(fd, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+		static char reply[65536];
+		size_t n = 0;
+		ssize_t r;
+		while (n < sizeof(reply) - 1 &&
+		       (r = recv(fd, reply + n, sizeof(reply) - 1 - n, 0)) > 0)
+			n += (size_t)r;
+		reply[n] = '\0';
+		close(fd);
+		cr_assert(!strncmp(reply, "HTTP/1.0 200", 12) ||
+			      !strncmp(reply, "HTTP/1.1 200", 12),
+			  "%.200s", reply);
+		served += strstr(reply, "framebus_subscriber_frames_total{stream=\"bars\"") != NULL;
+	}
+	cr_assert_gt(served, 0, "no scrape named the subscription");
 	fb_client_unsubscribe(c, sub);
 	fb_client_free(c);
 	stop(&d);

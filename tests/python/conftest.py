@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -102,6 +103,31 @@ def bus(daemon):
     b = framebus.connect(daemon.socket, name="pytest")
     yield b
     b.close()
+
+
+@pytest.fixture
+def slow_subscriber(daemon):
+    """A queue subscriber of cam0 that keeps each frame 20 ms, in a thread; its
+    bus."""
+    import framebus
+    bus = framebus.connect(daemon.socket, name="slowpoke")
+    wait_running(bus, "cam0")
+    sub = bus.subscribe("cam0", mode="queue")
+    done = threading.Event()
+
+    def run():
+        for frame in sub:
+            with frame:
+                time.sleep(0.02)
+            if done.is_set():
+                break
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    yield bus
+    done.set()
+    thread.join(5)
+    bus.close()
 
 
 def wait_running(bus, name, timeout=10):

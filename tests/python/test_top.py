@@ -4,36 +4,12 @@ the subscriber's help (wait: publish to acquire; busy: acquire to release),
 rates over fixed windows, and framebusctl top on a real terminal (tmux)."""
 import json
 import subprocess
-import threading
 import time
 
 import pytest
 
 import framebus
 from conftest import FRAMEBUSCTL, wait_running
-
-
-@pytest.fixture
-def slow_subscriber(daemon):
-    """A queue subscriber that keeps each frame 20 ms, in a thread."""
-    bus = framebus.connect(daemon.socket, name="slowpoke")
-    wait_running(bus, "cam0")
-    sub = bus.subscribe("cam0", mode="queue")
-    done = threading.Event()
-
-    def run():
-        for frame in sub:
-            with frame:
-                time.sleep(0.02)
-            if done.is_set():
-                break
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    yield
-    done.set()
-    thread.join(5)
-    bus.close()
 
 
 def status(daemon):

@@ -1,0 +1,272 @@
+/* SPDX-License-Identifier: MIT */
+/* Prometheus metrics over HTTP ([daemon] metrics = ADDRESS:PORT), served by
+ * libmicrohttpd from a thread of its own: the main loop writes the text once
+ * a second (fbd_metrics_update), a scrape copies the newest text, so no
+ * scraper, however slow or broken, ever waits for the loop or holds it up.
+ * docs/tracing.md lists the metrics. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon.h"
+#include "log.h"
+
+/* Scrapers served at once, and how long one may take to send its request. */
+#define MAX_CONNECTIONS 16
+#define CONNECTION_TIMEOUT_S 10
+
+struct fbd_metrics {
+	struct MHD_Daemon *mhd;
+	char *address; /* as configured, to see a reload change it */
+	pthread_mutex_t lock;
+	char *text; /* the newest metrics, under lock */
+	size_t size;
+};
+
+static const char CONTENT_TYPE[] = "text/plain; version=0.0.4; charset=utf-8";
+
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
+			     const char *body, size_t size)
+{
+	struct MHD_Response *r =
+	    MHD_create_response_from_buffer(size, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+	enum MHD_Result ret = MHD_queue_response(conn, status, r);
+	MHD_destroy_response(r);
+	return ret;
+}
+
+static enum MHD_Result text_reply(struct MHD_Connection *conn, unsigned status, const char *text)
+{
+	return reply(conn, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+/* libmicrohttpd's thread: one call per request (a request with a body is
+ * answered before it is read). */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **state)
+{
+	struct fbd_metrics *m = cls;
+	(void)version;
+	(void)upload;
+	(void)upload_size;
+	(void)state;
+
+	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
+		return text_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
+				  "framebusd metrics: only GET and HEAD\n");
+	if (!strcmp(url, "/"))
+		return text_reply(conn, MHD_HTTP_OK, "framebusd: Prometheus metrics at /metrics\n");
+	if (strcmp(url, "/metrics"))
+		return text_reply(
+		    conn, MHD_HTTP_NOT_FOUND,
+		    "framebusd metrics: no such page (the metrics are at /metrics)\n");
+	pthread_mutex_lock(&m->lock);
+	enum MHD_Result r =
+	    reply(conn, MHD_HTTP_OK, CONTENT_TYPE, m->text ? m->text : "", m->text ? m->size : 0);
+	pthread_mutex_unlock(&m->lock);
+	return r;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char line[256];
+	(void)cls;
+	vsnprintf(line, sizeof(line), fmt, ap);
+	line[strcspn(line, "\n")] = '\0';
+	fbd_log_about(LOG_DEBUG, NULL, NULL, "metrics: %s", line);
+}
+
+static void metrics_free(struct fbd_metrics *m)
+{
+	if (!m)
+		return;
+	if (m->mhd)
+		MHD_stop_daemon(m->mhd);
+	pthread_mutex_destroy(&m->lock);
+	free(m->address);
+	free(m->text);
+	free(m);
+}
+
+static struct fbd_metrics *metrics_start(const struct fbd_config *cfg)
+{
+	struct fbd_metrics *m = calloc(1, sizeof(*m));
+	if (!m || !(m->address = strdup(cfg->metrics))) {
+		free(m);
+		return NULL;
+	}
+	pthread_mutex_init(&m->lock, NULL);
+	const struct sockaddr *addr = (const struct sockaddr *)&cfg->metrics_addr;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG |
+			 (addr->sa_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+	m->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR, addr,
+				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	if (!m->mhd) {
+		fbd_error("metrics: cannot serve http://%s/metrics: %s (is the address this "
+			  "host's, and the port free?); the bus goes on without them",
+			  cfg->metrics, strerror(errno ? errno : EADDRINUSE));
+		metrics_free(m);
+		return NULL;
+	}
+	fbd_info("metrics: serving http://%s/metrics", cfg->metrics);
+	return m;
+}
+
+void fbd_metrics_apply(struct fbd_daemon *d)
+{
+	const char *want = d->config->metrics;
+	const char *have = d->metrics ? d->metrics->address : NULL;
+	if ((!want && !have) || (want && have && !strcmp(want, have)))
+		return;
+	fbd_metrics_stop(d);
+	if (want)
+		d->metrics = metrics_start(d->config);
+	fbd_metrics_update(d);
+}
+
+void fbd_metrics_stop(struct fbd_daemon *d)
+{
+	if (d->metrics)
+		fbd_info("metrics: no longer serving http://%s/metrics", d->metrics->address);
+	metrics_free(d->metrics);
+	d->metrics = NULL;
+}
+
+void fbd_metric_family(FILE *out, const char *name, const char *type, const char *help)
+{
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void fbd_metric_label(FILE *out, const char *name, const char *value)
+{
+	fprintf(out, "%s=\"", name);
+	for (const char *c = value; *c; c++) {
+		if (*c == '\\' || *c == '"')
+			fprintf(out, "\\%c", *c);
+		else if (*c == '\n')
+			fputs("\\n", out);
+		else
+			fputc(*c, out);
+	}
+	fputc('"', out);
+}
+
+void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const uint32_t *buckets,
+			  uint64_t sum_ns)
+{
+	/* Whole octaves of the half-octave buckets: le = 2^k us holds every
+	 * bucket below bucket 2k + 1 (ring-private.h, fb__timing_bucket). */
+	uint64_t count = 0;
+	for (uint32_t b = 0; b < FB__TIMING_BUCKETS; b++) {
+		count += buckets[b];
+		if (b % 2 == 0 && b + 1 < FB__TIMING_BUCKETS)
+			fprintf(out, "%s_bucket{%s,le=\"%.9g\"} %llu\n", name, labels,
+				(double)fb__timing_bucket_floor_ns(b + 1) / 1e9,
+				(unsigned long long)count);
+	}
+	fprintf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)count);
+	fprintf(out, "%s_sum{%s} %.9f\n", name, labels, (double)sum_ns / 1e9);
+	fprintf(out, "%s_count{%s} %llu\n", name, labels, (unsigned long long)count);
+}
+
+/* The streams' part: one family after the other, each with a line per
+ * stream. */
+static void stream_metrics(struct fbd_daemon *d, FILE *out)
+{
+	enum field { PUBLISHED, DROPPED, SUBSCRIBERS, RETRIES, STATE, CAPTURE };
+	static const struct {
+		enum field field;
+		const char *name, *type, *help;
+	} families[] = {
+	    {PUBLISHED, "framebus_stream_frames_published_total", "counter",
+	     "Frames published into the stream's ring."},
+	    {DROPPED, "framebus_stream_frames_dropped_total", "counter",
+	     "Frames dropped because subscribers held every slot."},
+	    {SUBSCRIBERS, "framebus_stream_subscribers", "gauge", "Subscribers of the stream."},
+	    {RETRIES, "framebus_stream_retries", "gauge",
+	     "Consecutive failures to open or read its source."},
+	    {STATE, "framebus_stream_state", "gauge",
+	     "1 for the stream's state (starting, running, retrying, ended)."},
+	    {CAPTURE, "framebus_stream_capture_to_publish_seconds", "gauge",
+	     "Its newest frame: from capture to publish (absent when unknown)."},
+	};
+	struct fb__msg_stream_detail *all = calloc(d->n_streams ? d->n_streams : 1, sizeof(*all));
+	if (!all)
+		return;
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		fbd_stream_detail(d->streams[i], &all[i]);
+	for (size_t f = 0; f < sizeof(families) / sizeof(families[0]); f++) {
+		enum field field = families[f].field;
+		fbd_metric_family(out, families[f].name, families[f].type, families[f].help);
+		for (uint32_t i = 0; i < d->n_streams; i++) {
+			const struct fb__msg_stream_detail *s = &all[i];
+			if (field == CAPTURE && !s->capture_latency_us)
+				continue;
+			fprintf(out, "%s{", families[f].name);
+			fbd_metric_label(out, "stream", d->streams[i]->name);
+			if (field == STATE)
+				fprintf(out, ",state=\"%s\"", fb_stream_state_name(s->info.state));
+			switch (field) {
+			case PUBLISHED:
+				fprintf(out, "} %llu\n", (unsigned long long)s->info.published);
+				break;
+			case DROPPED:
+				fprintf(out, "} %llu\n", (unsigned long long)s->info.dropped);
+				break;
+			case SUBSCRIBERS:
+				fprintf(out, "} %u\n", s->info.subscribers);
+				break;
+			case RETRIES:
+				fprintf(out, "} %u\n", s->info.retries);
+				break;
+			case STATE:
+				fputs("} 1\n", out);
+				break;
+			case CAPTURE:
+				fprintf(out, "} %.6f\n", s->capture_latency_us / 1e6);
+				break;
+			}
+		}
+	}
+	free(all);
+}
+
+void fbd_metrics_update(struct fbd_daemon *d)
+{
+	if (!d->metrics)
+		return;
+	char *text = NULL;
+	size_t size = 0;
+	FILE *out = open_memstream(&text, &size);
+	if (!out)
+		return;
+	fbd_metric_family(out, "framebus_build_info", "gauge", "framebusd's version.");
+	fprintf(out, "framebus_build_info{version=\"%s\"} 1\n", fb_version());
+	fbd_metric_family(out, "framebus_clients", "gauge", "Clients connected to framebusd.");
+	fprintf(out, "framebus_clients %u\n", d->n_clients);
+	stream_metrics(d, out);
+	fbd_server_metrics(d, out);
+	if (fclose(out) != 0) {
+		free(text);
+		return;
+	}
+	pthread_mutex_lock(&d->metrics->lock);
+	char *old = d->metrics->text;
+	d->metrics->text = text;
+	d->metrics->size = size;
+	pthread_mutex_unlock(&d->metrics->lock);
+	free(old);
+}
