@@ -19,6 +19,8 @@ FRAMEBUS_PACKAGES=(
     tmux
     # the scraper of framebusd's metrics in tests/python/test_metrics.py
     prometheus
+    # framebusctl trace --plot (python/framebus/plot.py)
+    python3-matplotlib
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
 )

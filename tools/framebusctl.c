@@ -2,6 +2,7 @@
 /* framebusctl: look at and into a running framebusd. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libavcodec/avcodec.h>
 #include <libswscale/swscale.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,6 +31,9 @@ static void usage(FILE *out)
 		"  top [--once | --json] [--interval S]\n"
 		"                                  every stream and subscriber, refreshed every\n"
 		"                                  S seconds (default 1) until 'q' or ^C\n"
+		"  trace STREAM [--frames N] [--json] [--plot FILE.png]\n"
+		"                                  N frames' way from capture to here, hop by\n"
+		"                                  hop (default 20), and the stream's consumers\n"
 		"  snapshot STREAM FILE.png        save the stream's newest frame as PNG\n"
 		"  watch STREAM [--seconds N] [--queue]\n"
 		"                                  subscribe and print fps, latency and losses\n"
@@ -51,18 +56,23 @@ static fb_client *connect_or_die(void)
 	return c;
 }
 
-static void json_string(const char *s)
+static void json_string_to(FILE *out, const char *s)
 {
-	putchar('"');
+	fputc('"', out);
 	for (; *s; s++) {
 		if (*s == '"' || *s == '\\')
-			printf("\\%c", *s);
+			fprintf(out, "\\%c", *s);
 		else if ((unsigned char)*s < 0x20)
-			printf("\\u%04x", *s);
+			fprintf(out, "\\u%04x", *s);
 		else
-			putchar(*s);
+			fputc(*s, out);
 	}
-	putchar('"');
+	fputc('"', out);
+}
+
+static void json_string(const char *s)
+{
+	json_string_to(stdout, s);
 }
 
 /* Every stream with its subscriptions, as fb_client_inspect() gives them. */
@@ -536,6 +546,283 @@ static int cmd_top(int argc, char **argv)
 	return 0;
 }
 
+/* trace: the points of one frame's path, from its capture to this process:
+ * capture, decode, each stream it passed, the stream traced, here. */
+#define TRACE_POINTS (2 + FB_TRACE_HOPS + 2)
+
+struct traced {
+	uint64_t seq;
+	char origin[FB_NAME_MAX + 1];
+	uint64_t origin_seq;
+	uint32_t n; /* points */
+	char names[TRACE_POINTS][FB_NAME_MAX + 1];
+	uint64_t ns[TRACE_POINTS]; /* CLOCK_MONOTONIC, 0: unknown */
+};
+
+static void trace_frame(const char *stream, const struct fb_frame *f, uint64_t here,
+			struct traced *ret)
+{
+	const struct fb_trace *t = f->trace;
+	uint32_t hops = t->n_hops < FB_TRACE_HOPS ? t->n_hops : FB_TRACE_HOPS;
+	struct traced r = {.seq = f->seq, .origin_seq = hops ? t->hops[0].seq : f->seq};
+	snprintf(r.origin, sizeof(r.origin), "%.*s", FB_NAME_MAX,
+		 hops ? t->hops[0].stream : stream);
+	const char *names[TRACE_POINTS] = {"capture", "decode"};
+	uint64_t ns[TRACE_POINTS] = {t->capture_ns, t->decode_ns};
+	uint32_t n = 2;
+	for (uint32_t i = 0; i < hops; i++, n++) {
+		names[n] = t->hops[i].stream;
+		ns[n] = t->hops[i].publish_ns;
+	}
+	names[n] = stream;
+	ns[n++] = f->monotonic_ns;
+	names[n] = "here";
+	ns[n++] = here;
+	for (uint32_t i = 0; i < n; i++) {
+		snprintf(r.names[i], sizeof(r.names[i]), "%.*s", FB_NAME_MAX, names[i]);
+		r.ns[i] = ns[i];
+	}
+	r.n = n;
+	*ret = r;
+}
+
+/* Whether two frames went the same way (same streams in the same order). */
+static bool same_path(const struct traced *a, const struct traced *b)
+{
+	if (a->n != b->n)
+		return false;
+	for (uint32_t i = 0; i < a->n; i++)
+		if (strcmp(a->names[i], b->names[i]))
+			return false;
+	return true;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Milliseconds from point i - 1 to point i of a frame, < 0: unknown. */
+static double segment_ms(const struct traced *t, uint32_t i)
+{
+	return t->ns[i - 1] && t->ns[i] >= t->ns[i - 1] ? (t->ns[i] - t->ns[i - 1]) / 1e6 : -1;
+}
+
+static void print_trace_json(FILE *out, const char *stream, const struct traced *frames, size_t n,
+			     const struct fb_subscription_info *subs, size_t n_subs)
+{
+	fprintf(out, "{\"stream\": ");
+	json_string_to(out, stream);
+	fprintf(out, ", \"frames\": [");
+	for (size_t i = 0; i < n; i++) {
+		fprintf(out, "%s\n  {\"seq\": %llu, \"origin\": [", i ? "," : "",
+			(unsigned long long)frames[i].seq);
+		json_string_to(out, frames[i].origin);
+		fprintf(out, ", %llu], \"points\": [", (unsigned long long)frames[i].origin_seq);
+		for (uint32_t p = 0; p < frames[i].n; p++) {
+			fprintf(out, "%s[", p ? ", " : "");
+			json_string_to(out, frames[i].names[p]);
+			fprintf(out, ", %llu]", (unsigned long long)frames[i].ns[p]);
+		}
+		fprintf(out, "]}");
+	}
+	fprintf(out, "%s], \"consumers\": [", n ? "\n" : "");
+	for (size_t j = 0; j < n_subs; j++) {
+		fprintf(out, "%s{\"client\": ", j ? ", " : "");
+		json_string_to(out, subs[j].client);
+		fprintf(out,
+			", \"mode\": \"%s\", \"wait_p50_us\": %u, \"wait_p99_us\": %u, "
+			"\"busy_p50_us\": %u, \"busy_p99_us\": %u}",
+			mode_name(subs[j].mode), subs[j].wait_p50_us, subs[j].wait_p99_us,
+			subs[j].busy_p50_us, subs[j].busy_p99_us);
+	}
+	fprintf(out, "]}\n");
+}
+
+static void print_trace_table(const char *stream, const struct traced *frames, size_t n,
+			      const struct fb_subscription_info *subs, size_t n_subs)
+{
+	const struct traced *first = &frames[0];
+	size_t same = 0;
+	printf("trace %s: %zu frames, from capture to here, in ms\n\n%-8s %-22s", stream, n, "SEQ",
+	       "ORIGIN");
+	for (uint32_t p = 1; p < first->n; p++) {
+		char head[40];
+		snprintf(head, sizeof(head), ">%.16s", first->names[p]);
+		printf(" %12s", head);
+	}
+	printf(" %9s\n", "TOTAL");
+	double *seg = calloc(n * TRACE_POINTS, sizeof(*seg));
+	for (size_t i = 0; seg && i < n; i++) {
+		const struct traced *t = &frames[i];
+		if (!same_path(first, t)) {
+			printf("%-8llu (another path: %u points)\n", (unsigned long long)t->seq,
+			       t->n);
+			continue;
+		}
+		char origin[40];
+		snprintf(origin, sizeof(origin), "%.14s/%llu", t->origin,
+			 (unsigned long long)t->origin_seq);
+		printf("%-8llu %-22s", (unsigned long long)t->seq, origin);
+		for (uint32_t p = 1; p < t->n; p++) {
+			double ms = segment_ms(t, p);
+			seg[(p - 1) * n + same] = ms;
+			if (ms < 0)
+				printf(" %12s", "-");
+			else
+				printf(" %12.3f", ms);
+		}
+		uint32_t from = t->ns[0] ? 0 : 1;
+		printf(" %9.3f\n", (t->ns[t->n - 1] - t->ns[from]) / 1e6);
+		same++;
+	}
+	for (int q = 0; seg && same && q < 2; q++) {
+		printf("%-8s %-22s", q ? "p99" : "p50", "");
+		for (uint32_t p = 1; p < first->n; p++) {
+			double *col = &seg[(p - 1) * n];
+			qsort(col, same, sizeof(*col), cmp_double);
+			double v = col[q ? (same * 99) / 100 : same / 2];
+			if (v < 0)
+				printf(" %12s", "-");
+			else
+				printf(" %12.3f", v);
+		}
+		printf("\n");
+	}
+	free(seg);
+	printf("\nconsumers of %s (last 10 s):\n", stream);
+	for (size_t j = 0; j < n_subs; j++)
+		printf("  %-26s %-6s wait p50 %.3f p99 %.3f, busy p50 %.3f p99 %.3f\n",
+		       subs[j].client, mode_name(subs[j].mode), subs[j].wait_p50_us / 1e3,
+		       subs[j].wait_p99_us / 1e3, subs[j].busy_p50_us / 1e3,
+		       subs[j].busy_p99_us / 1e3);
+}
+
+/* The plot: framebus.plot (matplotlib, $FRAMEBUS_PYTHON or /usr/bin/python3)
+ * draws the JSON trace, given on its standard input, into path. */
+static int plot_trace(const char *path, const char *json, size_t size)
+{
+	const char *python = getenv("FRAMEBUS_PYTHON");
+	if (!python || !*python)
+		python = "/usr/bin/python3";
+	int in[2];
+	if (pipe2(in, O_CLOEXEC) < 0)
+		return -errno;
+	pid_t pid = fork();
+	if (pid == 0) {
+		dup2(in[0], STDIN_FILENO);
+		execl(python, python, "-m", "framebus.plot", path, (char *)NULL);
+		fprintf(stderr, "framebusctl: trace: cannot run %s: %s\n", python, strerror(errno));
+		_exit(127);
+	}
+	close(in[0]);
+	if (pid < 0) {
+		close(in[1]);
+		return -errno;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	bool sent = write(in[1], json, size) == (ssize_t)size;
+	close(in[1]);
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	return sent && WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -EIO;
+}
+
+static int cmd_trace(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"frames", required_argument, NULL, 'n'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"plot", required_argument, NULL, 'p'},
+	    {0},
+	};
+	long frames = 20;
+	bool json = false;
+	const char *plot = NULL;
+	int ch;
+
+	optind = 0;
+	while ((ch = getopt_long(argc, argv, "n:jp:", longopts, NULL)) != -1) {
+		if (ch == 'n' && (frames = strtol(optarg, NULL, 10)) >= 1 && frames <= 100000)
+			continue;
+		if (ch == 'j')
+			json = true;
+		else if (ch == 'p')
+			plot = optarg;
+		else {
+			if (ch == 'n')
+				fprintf(stderr, "framebusctl: trace: --frames %s: 1 to 100000\n",
+					optarg);
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc - 1) {
+		usage(stderr);
+		return 2;
+	}
+	const char *name = argv[optind];
+	fb_client *c = connect_or_die();
+	fb_subscriber *sub;
+	int r = fb_client_subscribe(c, name, FB_MODE_QUEUE, 1, &sub);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: trace: %s: %s\n", name,
+			fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
+		fb_client_free(c);
+		return 1;
+	}
+	struct traced *t = calloc((size_t)frames, sizeof(*t));
+	size_t n = 0;
+	signal(SIGINT, on_interrupt);
+	while (t && n < (size_t)frames && !interrupted) {
+		const struct fb_frame *f;
+		r = fb_subscriber_acquire(sub, 5000, &f);
+		if (r == -EINTR)
+			continue;
+		if (r < 0)
+			break;
+		trace_frame(name, f, fb_now_ns(), &t[n++]);
+		fb_subscriber_release(sub, f);
+	}
+	fb_client_unsubscribe(c, sub);
+	struct fb_subscription_info *subs = NULL;
+	size_t n_subs = 0;
+	fb_client_inspect(c, name, NULL, &subs, &n_subs);
+	fb_client_free(c);
+	if (!n) {
+		fprintf(stderr, "framebusctl: trace: %s: no frame: %s\n", name,
+			r < 0 ? fb_strerror(r) : "interrupted");
+		free(t);
+		free(subs);
+		return 1;
+	}
+	r = 0;
+	if (json)
+		print_trace_json(stdout, name, t, n, subs, n_subs);
+	else
+		print_trace_table(name, t, n, subs, n_subs);
+	if (plot) {
+		char *text = NULL;
+		size_t size = 0;
+		FILE *out = open_memstream(&text, &size);
+		if (out) {
+			print_trace_json(out, name, t, n, subs, n_subs);
+			fclose(out);
+			r = plot_trace(plot, text, size);
+		}
+		free(text);
+		if (r < 0)
+			fprintf(stderr, "framebusctl: trace: no plot written to %s\n", plot);
+		else
+			fprintf(stderr, "framebusctl: trace: plot written to %s\n", plot);
+	}
+	free(t);
+	free(subs);
+	return r < 0 ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -570,6 +857,8 @@ int main(int argc, char **argv)
 		return cmd_watch(argc, argv);
 	if (!strcmp(argv[0], "top"))
 		return cmd_top(argc, argv);
+	if (!strcmp(argv[0], "trace"))
+		return cmd_trace(argc, argv);
 	fprintf(stderr, "framebusctl: unknown command '%s'\n", argv[0]);
 	usage(stderr);
 	return 2;

@@ -3,6 +3,7 @@
 frames of other streams it passed on its way (docs/tracing.md).  The chain
 here is the one a user builds: a decoded camera, a derived stream of it
 (framebusd scales), and gray.py (a Python process) publishing its result."""
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 import pytest
 
 import framebus
-from conftest import Daemon, wait_running
+from conftest import FRAMEBUSCTL, Daemon, wait_running
 
 GRAY = os.path.join(os.path.dirname(__file__), "..", "..", "python", "examples", "gray.py")
 
@@ -96,6 +97,50 @@ def test_a_processed_frame_names_the_camera_frame_it_came_from(daemon):
             if checked == 10:
                 break
         assert checked == 10
+    finally:
+        gray.terminate()
+        gray.communicate(timeout=10)
+        bus.close()
+
+
+def test_framebusctl_trace_shows_each_frames_way_hop_by_hop(daemon, tmp_path):
+    bus = framebus.connect(daemon.socket)
+    wait_running(bus, "cam0.small")
+    gray = subprocess.Popen([sys.executable, GRAY, "--socket", daemon.socket, "--source",
+                             "cam0.small", "--output", "cam0.gray"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if [s for s in bus.streams() if s.name == "cam0.gray" and s.state == "running"]:
+                break
+            time.sleep(0.05)
+        trace = json.loads(subprocess.run(
+            [FRAMEBUSCTL, "--socket", daemon.socket, "trace", "cam0.gray", "--frames", "10",
+             "--json"], check=True, capture_output=True, text=True, timeout=30).stdout)
+        assert trace["stream"] == "cam0.gray" and len(trace["frames"]) == 10
+        for frame in trace["frames"]:
+            names = [name for name, _ in frame["points"]]
+            assert names == ["capture", "decode", "cam0", "cam0.small", "cam0.gray", "here"]
+            times = [ns for _, ns in frame["points"]]
+            assert all(times) and times == sorted(times), frame
+            assert frame["origin"][0] == "cam0"
+        png = tmp_path / "trace.png"
+        table = subprocess.run(
+            [FRAMEBUSCTL, "--socket", daemon.socket, "trace", "cam0.gray", "--frames", "10",
+             "--plot", str(png)], capture_output=True, text=True, timeout=60,
+            env=dict(os.environ, FRAMEBUS_PYTHON=sys.executable))
+        assert table.returncode == 0, table.stderr
+        assert ">cam0.small" in table.stdout and "p99" in table.stdout, table.stdout
+        import cv2
+        img = cv2.imread(str(png))
+        assert img is not None and img.shape[1] > 800, "no PNG plot"
+        bad = subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "trace", "cam0.gray",
+                              "--frames", "0"], capture_output=True, text=True, timeout=10)
+        assert bad.returncode == 2 and "--frames 0: 1 to 100000" in bad.stderr
+        none = subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "trace", "nope"],
+                              capture_output=True, text=True, timeout=10)
+        assert none.returncode == 1 and "nope" in none.stderr
     finally:
         gray.terminate()
         gray.communicate(timeout=10)
