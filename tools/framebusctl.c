@@ -56,6 +56,22 @@ static fb_client *connect_or_die(void)
 	return c;
 }
 
+/* Connect and subscribe to stream with one hold; NULL (having said why)
+ * if either fails. */
+static fb_client *subscribe_or_say_why(const char *cmd, const char *stream, uint32_t mode,
+				       fb_subscriber **ret_sub)
+{
+	fb_client *c = connect_or_die();
+	int r = fb_client_subscribe(c, stream, mode, 1, ret_sub);
+	if (r < 0) {
+		fprintf(stderr, "framebusctl: %s: %s: %s\n", cmd, stream,
+			fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
+		fb_client_free(c);
+		return NULL;
+	}
+	return c;
+}
+
 static void json_string_to(FILE *out, const char *s)
 {
 	fputc('"', out);
@@ -354,15 +370,11 @@ static int cmd_watch(int argc, char **argv)
 		return 2;
 	}
 	const char *name = argv[optind];
-	fb_client *c = connect_or_die();
 	fb_subscriber *sub;
-	int r = fb_client_subscribe(c, name, mode, 1, &sub);
-	if (r < 0) {
-		fprintf(stderr, "framebusctl: %s: %s\n", name,
-			fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
-		fb_client_free(c);
+	fb_client *c = subscribe_or_say_why("watch", name, mode, &sub);
+	if (!c)
 		return 1;
-	}
+	int r = 0;
 	const struct fb_layout *l = fb_subscriber_get_layout(sub);
 	printf("watching %s: %ux%u %s, %s mode\n", name, l->width, l->height,
 	       fb_format_name(l->format), mode == FB_MODE_QUEUE ? "queue" : "latest");
@@ -764,15 +776,11 @@ static int cmd_trace(int argc, char **argv)
 		return 2;
 	}
 	const char *name = argv[optind];
-	fb_client *c = connect_or_die();
 	fb_subscriber *sub;
-	int r = fb_client_subscribe(c, name, FB_MODE_QUEUE, 1, &sub);
-	if (r < 0) {
-		fprintf(stderr, "framebusctl: trace: %s: %s\n", name,
-			fb_client_last_error(c)[0] ? fb_client_last_error(c) : fb_strerror(r));
-		fb_client_free(c);
+	fb_client *c = subscribe_or_say_why("trace", name, FB_MODE_QUEUE, &sub);
+	if (!c)
 		return 1;
-	}
+	int r = 0;
 	struct traced *t = calloc((size_t)frames, sizeof(*t));
 	size_t n = 0;
 	signal(SIGINT, on_interrupt);
