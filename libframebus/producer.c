@@ -400,6 +400,8 @@ FB_EXPORT int fb_producer_publish(fb_producer *p, struct fb_frame *frame)
 
 	atomic_store_explicit(&p->hdr->latest_capture_ns, s->trace.capture_ns,
 			      memory_order_relaxed);
+	if (frame->flags & FB_FRAME_DISCONTINUITY)
+		atomic_store_explicit(&p->hdr->discontinuity_seq, seq, memory_order_relaxed);
 	atomic_store_explicit(&p->hdr->latest_publish_ns, frame->monotonic_ns,
 			      memory_order_relaxed);
 	/* seq_cst store, then a seq_cst exchange of every armed word: pairs

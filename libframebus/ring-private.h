@@ -79,6 +79,10 @@ struct fb__ring_header {
 	 * status: read without holding its slot. */
 	_Atomic uint64_t latest_capture_ns;
 	_Atomic uint64_t latest_publish_ns;
+	/* The seq of the newest frame published with FB_FRAME_DISCONTINUITY:
+	 * a subscriber that skipped it (latest mode, or a queue subscriber
+	 * that fell a ring behind) marks the frame it gets instead. */
+	_Atomic uint64_t discontinuity_seq;
 	_Atomic uint32_t closed FB__ALIGNED; /* 1 once the producer ended the stream */
 	_Atomic uint64_t published;
 	_Atomic uint64_t dropped;

@@ -275,6 +275,10 @@ static int try_acquire(struct fb_subscriber *s, const struct fb_frame **ret_fram
 		f->meta_size = meta->meta_size;
 		f->trace = (struct fb_trace *)&meta->trace;
 		f->missed = want - s->cursor;
+		/* A discontinuity in the frames it skipped is its own. */
+		uint64_t d = atomic_load_explicit(&s->hdr->discontinuity_seq, memory_order_relaxed);
+		if (d >= s->cursor && d < want)
+			f->flags |= FB_FRAME_DISCONTINUITY;
 		if (f->meta_size > s->meta_max) {
 			fb_subscriber_release(s, f);
 			return -EPROTO;

@@ -243,6 +243,34 @@ Test(ring, a_trace_names_every_frame_a_picture_passed)
 	}
 }
 
+/* A subscriber that skips the frame marked a discontinuity (latest mode
+ * skips; a queue subscriber falls a ring behind) gets the mark on the frame
+ * it takes instead, and only then. */
+Test(ring, a_skipped_discontinuity_marks_the_next_frame_taken)
+{
+	fb_producer *p;
+	struct fb_ring_params params = th_params(64, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	const struct fb_frame *f;
+	struct fb_frame *out;
+
+	cr_assert_eq(fb_producer_new(&params, &p), 0);
+	fb_subscriber *sub = add_sub(p, FB_MODE_LATEST, 1, NULL);
+	for (int i = 1; i <= 6; i++) {
+		cr_assert_eq(fb_producer_acquire(p, 0, &out), 0);
+		out->flags = i == 2 ? FB_FRAME_DISCONTINUITY : 0;
+		cr_assert_eq(fb_producer_publish(p, out), 0);
+		if (i == 3 || i == 6) { /* skips 1-2, then 4-5 */
+			cr_assert_eq(fb_subscriber_acquire(sub, 0, &f), 0);
+			cr_assert_eq(f->seq, (uint64_t)i);
+			cr_assert_eq(!!(f->flags & FB_FRAME_DISCONTINUITY), i == 3,
+				     "frame %d: flags %u", i, f->flags);
+			fb_subscriber_release(sub, f);
+		}
+	}
+	fb_subscriber_free(sub);
+	fb_producer_free(p);
+}
+
 Test(ring, queue_mode_in_order_then_resumes_at_oldest)
 {
 	struct pair pr =

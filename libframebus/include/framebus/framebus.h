@@ -88,6 +88,9 @@ enum fb_mode {
  * returns -EPIPE once its last frame was read.  (Bit 1 is not used.) */
 enum fb_frame_flags {
 	FB_FRAME_KEYFRAME = 1u << 0,
+	/** Frames before this one are missing or unrelated: its source
+	 * restarted (a camera that came back, a daemon restart), or, seen by a
+	 * subscriber, one it skipped was so marked. */
 	FB_FRAME_DISCONTINUITY = 1u << 2,
 };
 
