@@ -59,11 +59,15 @@ def one_round(args, metrics):
         try:
             for _ in range(100):
                 try:
-                    pub_bus = framebus.connect(sock, name="publisher")
+                    framebus.connect(sock, name="probe").close()
                     break
                 except (framebus.Error, OSError):
                     time.sleep(0.05)
-            pubs = [pub_bus.publish(f"s{i}", width=64, height=64, format="gray8", slots=4)
+            # A client publishes at most 16 streams (libframebus).
+            pub_buses = [framebus.connect(sock, name=f"publisher{k}")
+                         for k in range((args.streams + 15) // 16)]
+            pubs = [pub_buses[i // 16].publish(f"s{i}", width=64, height=64, format="gray8",
+                                               slots=4)
                     for i in range(args.streams)]
             buses = [framebus.connect(sock, name=f"sub{j}") for j in range(args.subs)]
             subs = [b.subscribe(f"s{i}") for b in buses for i in range(args.streams)]

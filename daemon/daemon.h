@@ -75,10 +75,9 @@ void fbd_server_sample(struct fbd_daemon *d);
 void fbd_server_metrics(struct fbd_daemon *d, FILE *out);
 
 /* metrics.c: /metrics over HTTP, if the configuration asks.  apply: start,
- * move or stop it as the configuration now says (start, reload);
- * update: write the newest metrics (every second). */
+ * move or stop it as the configuration now says (start, reload); the loop
+ * writes a page when a scrape asks. */
 void fbd_metrics_apply(struct fbd_daemon *d);
-void fbd_metrics_update(struct fbd_daemon *d);
 void fbd_metrics_stop(struct fbd_daemon *d);
 /* The text format (Prometheus exposition format 0.0.4): a family's HELP and
  * TYPE lines; a label name="value", escaped; a histogram of a subscriber's

@@ -110,7 +110,6 @@ static void on_status_timer(uv_timer_t *t)
 {
 	fbd_streams_watch(t->data);
 	fbd_server_sample(t->data);
-	fbd_metrics_update(t->data);
 	update_status(t->data);
 }
 

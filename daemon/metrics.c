@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* Prometheus metrics over HTTP ([daemon] metrics = ADDRESS:PORT), served by
- * libmicrohttpd from a thread of its own: the main loop writes the text once
- * a second (fbd_metrics_update), a scrape copies the newest text, so no
- * scraper, however slow or broken, ever waits for the loop or holds it up.
+ * libmicrohttpd from a thread of its own.  A scrape asks the main loop for a
+ * fresh page (a uv_async_t) and waits for it, at most WRITE_TIMEOUT_S (then
+ * it gets the last one): the loop writes the page only when somebody asks,
+ * and no scraper, however slow or broken, holds the loop up.
  * docs/tracing.md lists the metrics. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon.h"
 #include "log.h"
@@ -19,13 +21,20 @@
 /* Scrapers served at once, and how long one may take to send its request. */
 #define MAX_CONNECTIONS 16
 #define CONNECTION_TIMEOUT_S 10
+/* How long a scrape waits for the loop to write the page. */
+#define WRITE_TIMEOUT_S 2
 
 struct fbd_metrics {
+	struct fbd_daemon *d;
 	struct MHD_Daemon *mhd;
-	char *address; /* as configured, to see a reload change it */
+	char *address;     /* as configured, to see a reload change it */
+	uv_async_t wanted; /* a scrape asks the loop for a page */
 	pthread_mutex_t lock;
-	char *text; /* the newest metrics, under lock */
+	pthread_cond_t written; /* the loop wrote a page */
+	char *text;             /* the newest page, under lock */
 	size_t size;
+	uint64_t pages; /* pages written so far */
+	bool stopping;
 };
 
 static const char CONTENT_TYPE[] = "text/plain; version=0.0.4; charset=utf-8";
@@ -71,7 +80,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return text_reply(
 		    conn, MHD_HTTP_NOT_FOUND,
 		    "framebusd metrics: no such page (the metrics are at /metrics)\n");
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += WRITE_TIMEOUT_S;
 	pthread_mutex_lock(&m->lock);
+	uint64_t seen = m->pages;
+	uv_async_send(&m->wanted);
+	while (m->pages == seen && !m->stopping &&
+	       pthread_cond_timedwait(&m->written, &m->lock, &until) == 0)
+		;
 	enum MHD_Result r =
 	    reply(conn, MHD_HTTP_OK, CONTENT_TYPE, m->text ? m->text : "", m->text ? m->size : 0);
 	pthread_mutex_unlock(&m->lock);
@@ -87,38 +104,66 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	fbd_log_about(LOG_DEBUG, NULL, NULL, "metrics: %s", line);
 }
 
-static void metrics_free(struct fbd_metrics *m)
+static void metrics_free(uv_handle_t *h)
 {
-	if (!m)
-		return;
-	if (m->mhd)
-		MHD_stop_daemon(m->mhd);
+	struct fbd_metrics *m = h->data;
+	pthread_cond_destroy(&m->written);
 	pthread_mutex_destroy(&m->lock);
 	free(m->address);
 	free(m->text);
 	free(m);
 }
 
-static struct fbd_metrics *metrics_start(const struct fbd_config *cfg)
+/* Stop serving; m is freed once the loop closed its handle. */
+static void metrics_close(struct fbd_metrics *m)
 {
+	pthread_mutex_lock(&m->lock);
+	m->stopping = true;
+	pthread_cond_broadcast(&m->written);
+	pthread_mutex_unlock(&m->lock);
+	if (m->mhd)
+		MHD_stop_daemon(m->mhd); /* joins its thread */
+	uv_close((uv_handle_t *)&m->wanted, metrics_free);
+}
+
+static void write_page(uv_async_t *async);
+
+static struct fbd_metrics *metrics_start(struct fbd_daemon *d)
+{
+	const struct fbd_config *cfg = d->config;
 	struct fbd_metrics *m = calloc(1, sizeof(*m));
-	if (!m || !(m->address = strdup(cfg->metrics))) {
+	if (!m)
+		return NULL;
+	m->d = d;
+	m->wanted.data = m;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->written, &ca);
+	pthread_condattr_destroy(&ca);
+	if (uv_async_init(d->loop, &m->wanted, write_page) < 0) {
+		pthread_cond_destroy(&m->written);
+		pthread_mutex_destroy(&m->lock);
 		free(m);
 		return NULL;
 	}
-	pthread_mutex_init(&m->lock, NULL);
 	const struct sockaddr *addr = (const struct sockaddr *)&cfg->metrics_addr;
 	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG |
 			 (addr->sa_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-	m->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR, addr,
-				  MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-				  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-				  MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+	m->address = strdup(cfg->metrics);
+	m->mhd =
+	    !m->address
+		? NULL
+		: MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR, addr,
+				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
+				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
 	if (!m->mhd) {
 		fbd_error("metrics: cannot serve http://%s/metrics: %s (is the address this "
 			  "host's, and the port free?); the bus goes on without them",
 			  cfg->metrics, strerror(errno ? errno : EADDRINUSE));
-		metrics_free(m);
+		metrics_close(m);
 		return NULL;
 	}
 	fbd_info("metrics: serving http://%s/metrics", cfg->metrics);
@@ -133,15 +178,15 @@ void fbd_metrics_apply(struct fbd_daemon *d)
 		return;
 	fbd_metrics_stop(d);
 	if (want)
-		d->metrics = metrics_start(d->config);
-	fbd_metrics_update(d);
+		d->metrics = metrics_start(d);
 }
 
 void fbd_metrics_stop(struct fbd_daemon *d)
 {
-	if (d->metrics)
-		fbd_info("metrics: no longer serving http://%s/metrics", d->metrics->address);
-	metrics_free(d->metrics);
+	if (!d->metrics)
+		return;
+	fbd_info("metrics: no longer serving http://%s/metrics", d->metrics->address);
+	metrics_close(d->metrics);
 	d->metrics = NULL;
 }
 
@@ -153,13 +198,14 @@ void fbd_metric_family(FILE *out, const char *name, const char *type, const char
 void fbd_metric_label(FILE *out, const char *name, const char *value)
 {
 	fprintf(out, "%s=\"", name);
-	for (const char *c = value; *c; c++) {
-		if (*c == '\\' || *c == '"')
-			fprintf(out, "\\%c", *c);
-		else if (*c == '\n')
-			fputs("\\n", out);
-		else
-			fputc(*c, out);
+	for (const char *c = value; *c;) {
+		size_t plain = strcspn(c, "\\\"\n");
+		fwrite(c, 1, plain, out);
+		c += plain;
+		if (*c) {
+			fputs(*c == '\n' ? "\\n" : *c == '"' ? "\\\"" : "\\\\", out);
+			c++;
+		}
 	}
 	fputc('"', out);
 }
@@ -168,13 +214,18 @@ void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const
 			  uint64_t sum_ns)
 {
 	/* Whole octaves of the half-octave buckets: le = 2^k us holds every
-	 * bucket below bucket 2k + 1 (ring-private.h, fb__timing_bucket). */
+	 * bucket below bucket 2k + 1 (ring-private.h, fb__timing_bucket).  The
+	 * bounds as text once: a page has thousands of these lines. */
+	static char le[FB__TIMING_BUCKETS][24];
+	if (!le[0][0])
+		for (uint32_t b = 0; b + 1 < FB__TIMING_BUCKETS; b += 2)
+			snprintf(le[b], sizeof(le[b]), "%.9g",
+				 (double)fb__timing_bucket_floor_ns(b + 1) / 1e9);
 	uint64_t count = 0;
 	for (uint32_t b = 0; b < FB__TIMING_BUCKETS; b++) {
 		count += buckets[b];
 		if (b % 2 == 0 && b + 1 < FB__TIMING_BUCKETS)
-			fprintf(out, "%s_bucket{%s,le=\"%.9g\"} %llu\n", name, labels,
-				(double)fb__timing_bucket_floor_ns(b + 1) / 1e9,
+			fprintf(out, "%s_bucket{%s,le=\"%s\"} %llu\n", name, labels, le[b],
 				(unsigned long long)count);
 	}
 	fprintf(out, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)count);
@@ -244,10 +295,11 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 	free(all);
 }
 
-void fbd_metrics_update(struct fbd_daemon *d)
+/* The loop, when a scrape asked: write the page and hand it over. */
+static void write_page(uv_async_t *async)
 {
-	if (!d->metrics)
-		return;
+	struct fbd_metrics *m = async->data;
+	struct fbd_daemon *d = m->d;
 	char *text = NULL;
 	size_t size = 0;
 	FILE *out = open_memstream(&text, &size);
@@ -263,10 +315,12 @@ void fbd_metrics_update(struct fbd_daemon *d)
 		free(text);
 		return;
 	}
-	pthread_mutex_lock(&d->metrics->lock);
-	char *old = d->metrics->text;
-	d->metrics->text = text;
-	d->metrics->size = size;
-	pthread_mutex_unlock(&d->metrics->lock);
+	pthread_mutex_lock(&m->lock);
+	char *old = m->text;
+	m->text = text;
+	m->size = size;
+	m->pages++;
+	pthread_cond_broadcast(&m->written);
+	pthread_mutex_unlock(&m->lock);
 	free(old);
 }
