@@ -8,10 +8,17 @@ acquire: Subscriber.acquire() + numpy.asarray(frame) + release, per frame,
 publish: Publisher.frame() + setting source_seq + publishing (the with block),
          per frame, without writing pixels (that is the user's own work).
 
+latency: from framebusd's publish of a frame of a 30 fps stream (lavfi) to
+         the frame in a queue subscriber's hands, blocking (for frame in sub)
+         against asyncio (async for frame in sub.frames_async()), LATENCY
+         frames each way, interleaved in 3 rounds.
+
 Starts its own framebusd (FRAMEBUSD, default build/daemon/framebusd), runs
 ROUNDS rounds of BATCH frames and prints medians and p99s.  Last line:
-py-bench acquire_us=X publish_us=Y
+py-bench acquire_us=X publish_us=Y blocking_p50_us=B blocking_p99_us=..
+  async_p50_us=A async_p99_us=.. async_ratio_p50=A/B async_ratio_p99=..
 """
+import asyncio
 import argparse
 import os
 import statistics
@@ -34,13 +41,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=400)
     ap.add_argument("--batch", type=int, default=50, help="frames per round (< slots)")
+    ap.add_argument("--latency", type=int, default=150,
+                    help="frames per way and round for the latency")
     args = ap.parse_args()
     framebusd = os.environ.get("FRAMEBUSD", "build/daemon/framebusd")
     with tempfile.TemporaryDirectory(prefix="py-bench-") as tmp:
         sock = os.path.join(tmp, "fb.sock")
         conf = os.path.join(tmp, "framebusd.conf")
         with open(conf, "w") as f:
-            f.write(f"[daemon]\nsocket = {sock}\n")
+            f.write(f"[daemon]\nsocket = {sock}\n[stream live]\n"
+                    "url = testsrc2=size=320x240:rate=30\ninput_format = lavfi\n"
+                    "format = gray8\nslots = 8\n")
         daemon = subprocess.Popen([framebusd, "--config", conf], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         try:
@@ -49,7 +60,9 @@ def main():
                 if daemon.poll() is not None or time.monotonic() > deadline:
                     sys.exit("py-bench: framebusd did not start")
                 time.sleep(0.02)
-            run(sock, args)
+            costs = run(sock, args)
+            waits = latency(sock, args)
+            print(f"py-bench {costs} {waits}")
         finally:
             daemon.terminate()
             daemon.wait()
@@ -88,7 +101,52 @@ def run(sock, args):
           f"numpy {np.__version__}")
     print(f"acquire + numpy.asarray + release: p50 {a50:.2f} us  p99 {a99:.2f} us")
     print(f"publish (frame() + with block):    p50 {p50:.2f} us  p99 {p99:.2f} us")
-    print(f"py-bench acquire_us={a50:.2f} publish_us={p50:.2f}")
+    return f"acquire_us={a50:.2f} publish_us={p50:.2f}"
+
+
+def latency(sock, args):
+    """Publish-to-hand latency of 'live', blocking against asyncio."""
+    bus = framebus.connect(sock, name="py-bench-latency")
+    deadline = time.monotonic() + 10
+    while bus.stream("live").state != "running":
+        if time.monotonic() > deadline:
+            sys.exit("py-bench: the live stream did not start")
+        time.sleep(0.05)
+    waits = {"blocking": [], "async": []}
+
+    def blocking():
+        sub = bus.subscribe("live", mode="queue")
+        for i, frame in enumerate(sub):
+            waits["blocking"].append(time.monotonic_ns() - frame.monotonic_ns)
+            if i + 1 == args.latency:
+                break
+        sub.close()
+
+    async def asynchronous():
+        sub = bus.subscribe("live", mode="queue")
+        i = 0
+        async for frame in sub.frames_async():
+            waits["async"].append(time.monotonic_ns() - frame.monotonic_ns)
+            i += 1
+            if i == args.latency:
+                break
+        sub.close()
+
+    for _ in range(3):
+        blocking()
+        asyncio.run(asynchronous())
+    bus.close()
+    out = []
+    for way in ("blocking", "async"):
+        w = waits[way][5:]  # a subscription's first frames were waiting already
+        p50, p99 = statistics.median(w) / 1e3, percentile(w, 99) / 1e3
+        print(f"publish to frame in hand, {way:8}: p50 {p50:7.1f} us  p99 {p99:7.1f} us "
+              f"({len(w)} frames at 30 fps)")
+        out.append((p50, p99))
+    (b50, b99), (a50, a99) = out
+    return (f"blocking_p50_us={b50:.1f} blocking_p99_us={b99:.1f} async_p50_us={a50:.1f} "
+            f"async_p99_us={a99:.1f} async_ratio_p50={a50 / b50:.2f} "
+            f"async_ratio_p99={a99 / b99:.2f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from typing import AsyncIterator, Optional
+import time
+from typing import AsyncIterator, Optional, Union
 
 from ._framebus import (
     DEFAULT_SOCKET,
@@ -71,16 +72,112 @@ def connect(path: Optional[str] = None, name: Optional[str] = None) -> Bus:
     return _connect(path, name)
 
 
+class _Readable:
+    """fd's readiness as an awaitable, for as long as it is open: one reader on
+    the loop, not one per wait.  The descriptors here (a subscriber's wake
+    pipe, a bus's) are level-triggered, so on each wake-up the reader empties
+    the pipe (a subscriber's: a byte per wake, which the library does not
+    need back) or leaves it to the owner's next call (a bus's epoll set,
+    emptied by process()), and stops watching until the next wait."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, drain: bool):
+        self.loop, self.fd, self.drain = loop, fd, drain
+        self.buffer = bytearray(64)
+        self.waiter: Optional[asyncio.Future] = None
+        self.watching = False
+
+    def _ready(self) -> None:
+        if self.drain:
+            # Without blocking, whoever read it first (the pipe's open file
+            # is shared with framebusd, so no O_NONBLOCK on it).
+            try:
+                if os.preadv(self.fd, [self.buffer], -1, os.RWF_NOWAIT) == 0:
+                    self._unwatch()  # the writer is gone: the owner says so
+            except (BlockingIOError, InterruptedError):
+                pass
+        else:
+            self._unwatch()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(True)
+
+    def _unwatch(self) -> None:
+        if self.watching:
+            self.loop.remove_reader(self.fd)
+            self.watching = False
+
+    def _timeout(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(False)
+
+    async def wait(self, until: Optional[float] = None) -> bool:
+        """Until fd is readable (True) or the loop's clock reaches until
+        (False)."""
+        if not self.watching:
+            self.loop.add_reader(self.fd, self._ready)
+            self.watching = True
+        self.waiter = self.loop.create_future()
+        timer = None if until is None else self.loop.call_at(until, self._timeout)
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        self._unwatch()
+
+
+class _Pace:
+    """A stream's pace from its frames' publish times, for a wait that wakes
+    the loop shortly before the next frame is due, as the library's blocking
+    acquire does (docs/ring.md, "Wake-ahead"): a loop that slept a whole frame
+    interval wakes slowly; one that slept 300 us does not."""
+
+    AHEAD_NS = 1_300_000
+    CATCH_S = 0.002     # then the loop waits that long for the frame, at most
+    MIN_NS = 2_000_000  # only for streams slower than this a frame
+    RUN = 4             # regular intervals before it counts as paced
+
+    def __init__(self) -> None:
+        self.last = 0
+        self.interval = 0
+        self.on_time = 0
+
+    def learn(self, publish_ns: int) -> None:
+        d = publish_ns - self.last if self.last else 0
+        self.last = publish_ns
+        if d <= 0:
+            return
+        if self.interval and abs(d - self.interval) <= self.interval // 8:
+            self.interval += (d - self.interval) // 8
+            self.on_time = min(self.on_time + 1, 2 * self.RUN)
+        else:
+            self.on_time //= 2
+            if not self.on_time:
+                self.interval = d
+
+    def wake_at(self, loop: asyncio.AbstractEventLoop) -> Optional[float]:
+        """The loop's time to wake ahead of the next frame, or None."""
+        if self.on_time < self.RUN or self.interval < self.MIN_NS:
+            return None
+        ahead = self.last + self.interval - self.AHEAD_NS - time.monotonic_ns()
+        return loop.time() + ahead / 1e9 if ahead > 0 else None
+
+
 async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
     """Frames as an asyncio async iterator, driven by the event loop.
 
-    Waits with loop.add_reader on the subscriber's descriptor, never blocking
-    the loop.  While framebusd is away it looks every 0.1 s whether it is back
+    One reader on the subscriber's descriptor for the iterator's life; the
+    frames ready when it wakes are taken one after the other without waiting
+    again.  While framebusd is away it looks every 0.1 s whether it is back
     (then subscribes again and goes on; the first frame is a discontinuity).
     Each frame is released when the next is taken; the iteration ends with
     the stream.
     """
     loop = asyncio.get_running_loop()
+    readable = _Readable(loop, self.fileno(), drain=True)
+    pace = _Pace()
     previous: Optional[Frame] = None
     try:
         while True:
@@ -93,27 +190,69 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
                 return
             if frame is None:
                 if self.reconnecting:
+                    readable.close()
                     await asyncio.sleep(0.1)
-                else:
-                    await _readable(loop, self.fileno(), 0.1)
-                continue
+                    continue
+                if readable.fd != self.fileno():  # subscribed again: another pipe
+                    readable.close()
+                    readable = _Readable(loop, self.fileno(), drain=True)
+                ahead = pace.wake_at(loop)
+                if ahead is None or await readable.wait(ahead):
+                    if ahead is None:
+                        await readable.wait()
+                    continue
+                # Woken ahead of the frame: wait for it on the ring's futex,
+                # as a blocking acquire does, for at most _Pace.CATCH_S (the
+                # loop's longest stall); if it is later, look again (which
+                # arms the pipe) and wait for the pipe.
+                try:
+                    frame = self.acquire(timeout=_Pace.CATCH_S)
+                except TimeoutError:
+                    continue
+                except StreamEnded:
+                    return
+            pace.learn(frame.monotonic_ns)
             previous = frame
             yield frame
     finally:
+        readable.close()
         if previous is not None:
             previous.release()
 
 
-async def _readable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float) -> bool:
-    """Wait until fd is readable (True) or timeout seconds passed (False)."""
-    ready = loop.create_future()
-    loop.add_reader(fd, lambda: ready.done() or ready.set_result(True))
-    handle = loop.call_later(timeout, lambda: ready.done() or ready.set_result(False))
+async def _events_async(self: Bus) -> AsyncIterator[Union[StreamEvent, ConnectionEvent]]:
+    """The bus's events as an asyncio async iterator: streams changing state
+    (StreamEvent) and framebusd leaving and coming back (ConnectionEvent),
+    driven by the loop (bus.process() on each wake-up).  It ends when the bus
+    is closed."""
+    readable = _Readable(asyncio.get_running_loop(), self.fileno(), drain=False)
     try:
-        return await ready
+        while not self.closed:
+            for event in self.process():
+                yield event
+            await readable.wait(asyncio.get_running_loop().time() + 1.0)
     finally:
-        handle.cancel()
-        loop.remove_reader(fd)
+        readable.close()
+
+
+async def _frame_async(self: Publisher, timeout: Optional[float] = None) -> OutFrame:
+    """Publisher.frame() for asyncio: a 'block' stream waiting for its queue
+    subscribers waits without blocking the loop (it looks again after 0.2 ms,
+    then less and less often, up to every 5 ms), up to timeout seconds (None:
+    forever), then raises TimeoutError.  A 'drop' stream never waits."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    pause = 0.0002
+    while True:
+        try:
+            return self.frame(timeout=0)
+        except TimeoutError:
+            if deadline is not None and loop.time() >= deadline:
+                raise
+        await asyncio.sleep(pause if deadline is None else min(pause, deadline - loop.time()))
+        pause = min(pause * 2, 0.005)
 
 
 Subscriber.frames_async = _frames_async  # type: ignore[attr-defined]
+Bus.events_async = _events_async  # type: ignore[attr-defined]
+Publisher.frame_async = _frame_async  # type: ignore[attr-defined]

@@ -201,6 +201,81 @@ def test_asyncio_iteration(bus):
     assert seqs == list(range(seqs[0], seqs[0] + 5))
 
 
+async def ticker(lateness, stop):
+    """A 1 ms timer on the loop, noting how late each tick came."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        t = loop.time()
+        await asyncio.sleep(0.001)
+        lateness.append(loop.time() - t - 0.001)
+
+
+def test_asyncio_iteration_never_stalls_the_loop(bus):
+    async def main():
+        lateness, stop = [], asyncio.Event()
+        tick = asyncio.create_task(ticker(lateness, stop))
+        sub = bus.subscribe("cam0", mode="queue")
+        seqs = []
+        async for frame in sub.frames_async():  # past the pace learning: wakes ahead
+            seqs.append(frame.seq)
+            if len(seqs) == 40:
+                break
+        sub.close()
+        stop.set()
+        await tick
+        return seqs, lateness
+
+    seqs, lateness = asyncio.run(asyncio.wait_for(main(), 20))
+    assert seqs == list(range(seqs[0], seqs[0] + 40))
+    assert len(lateness) > 300 and max(lateness) < 0.005, max(lateness)
+
+
+def test_an_async_publisher_waits_without_blocking_the_loop(bus):
+    async def main():
+        pub = bus.publish("py.async", 64, 48, format="gray8", slots=3, policy="block")
+        sub = bus.subscribe("py.async", mode="queue")  # reads nothing yet
+        for _ in range(3):  # the ring fills: 3 frames nobody read
+            with await pub.frame_async(timeout=1) as out:
+                out.array[:] = 1
+        lateness, stop = [], asyncio.Event()
+        tick = asyncio.create_task(ticker(lateness, stop))
+        t0 = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await pub.frame_async(timeout=0.2)
+        waited = asyncio.get_running_loop().time() - t0
+        # Room again once the subscriber reads: the wait ends by itself.
+        asyncio.get_running_loop().call_later(0.05, lambda: sub.acquire(timeout=1).release())
+        with await pub.frame_async(timeout=2) as out:
+            out.array[:] = 2
+        stop.set()
+        await tick
+        sub.close()
+        pub.close()
+        return waited, lateness
+
+    waited, lateness = asyncio.run(asyncio.wait_for(main(), 10))
+    assert 0.2 <= waited < 0.3
+    assert len(lateness) > 100 and max(lateness) < 0.005, max(lateness)
+
+
+def test_bus_events_come_as_an_async_iterator(bus, daemon):
+    async def main():
+        publisher = framebus.connect(daemon.socket, name="events-publisher")
+        pub = publisher.publish("py.events", 64, 48, format="gray8")
+        with pub.frame():
+            pass
+        sub = bus.subscribe("py.events")
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, publisher.close)  # its stream goes with it
+        async for event in bus.events_async():
+            if isinstance(event, framebus.StreamEvent) and event.stream == "py.events":
+                sub.close()
+                return event
+
+    event = asyncio.run(asyncio.wait_for(main(), 10))
+    assert event.state == "removed" and "publisher" in event.detail, event
+
+
 def test_misuse_raises_clear_errors(bus):
     with pytest.raises(ValueError, match="mode must be 'latest' or 'queue'"):
         bus.subscribe("cam0", mode="newest")
