@@ -197,9 +197,10 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
                     readable.close()
                     readable = _Readable(loop, self.fileno(), drain=True)
                 ahead = pace.wake_at(loop)
-                if ahead is None or await readable.wait(ahead):
-                    if ahead is None:
-                        await readable.wait()
+                if ahead is None:
+                    await readable.wait()
+                    continue
+                if await readable.wait(ahead):  # it came before the wake-up
                     continue
                 # Woken ahead of the frame: wait for it on the ring's futex,
                 # as a blocking acquire does, for at most _Pace.CATCH_S (the
