@@ -17,6 +17,7 @@ Starts its own framebusd (FRAMEBUSD, default build/daemon/framebusd), runs
 ROUNDS rounds of BATCH frames and prints medians and p99s.  Last line:
 py-bench acquire_us=X publish_us=Y blocking_p50_us=B blocking_p99_us=..
   async_p50_us=A async_p99_us=.. async_ratio_p50=A/B async_ratio_p99=..
+  loop_late_p99_ms=.. loop_late_max_ms=.. (a 1 ms timer on the asyncio loop)
 """
 import asyncio
 import argparse
@@ -122,7 +123,17 @@ def latency(sock, args):
                 break
         sub.close()
 
+    async def ticker(stop):
+        """A 1 ms timer on the same loop: how late its ticks come."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            t = loop.time()
+            await asyncio.sleep(0.001)
+            lateness.append(loop.time() - t - 0.001)
+
     async def asynchronous():
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stop))
         sub = bus.subscribe("live", mode="queue")
         i = 0
         async for frame in sub.frames_async():
@@ -131,6 +142,10 @@ def latency(sock, args):
             if i == args.latency:
                 break
         sub.close()
+        stop.set()
+        await tick
+
+    lateness = []
 
     for _ in range(3):
         blocking()
@@ -144,9 +159,13 @@ def latency(sock, args):
               f"({len(w)} frames at 30 fps)")
         out.append((p50, p99))
     (b50, b99), (a50, a99) = out
+    l99, lmax = percentile(lateness, 99) * 1e3, max(lateness) * 1e3
+    print(f"a 1 ms timer on the asyncio loop meanwhile: late by p99 {l99:.2f} ms, "
+          f"max {lmax:.2f} ms ({len(lateness)} ticks)")
     return (f"blocking_p50_us={b50:.1f} blocking_p99_us={b99:.1f} async_p50_us={a50:.1f} "
             f"async_p99_us={a99:.1f} async_ratio_p50={a50 / b50:.2f} "
-            f"async_ratio_p99={a99 / b99:.2f}")
+            f"async_ratio_p99={a99 / b99:.2f} loop_late_p99_ms={l99:.2f} "
+            f"loop_late_max_ms={lmax:.2f}")
 
 
 if __name__ == "__main__":
