@@ -242,14 +242,13 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	out->pts = pic->pts;
 	if (pic->parent) {
 		fb_frame_made_from(out, pic->parent);
-	} else {
-		*out->trace = (struct fb_trace){
-		    .capture_ns = pic->capture_ns,
-		    .capture_realtime_ns = pic->capture_realtime_ns,
-		    .decode_ns = pic->decode_ns,
-		    .time_base_num = pic->time_base_num,
-		    .time_base_den = pic->time_base_den,
-		};
+	} else { /* the rest of the trace starts empty at every acquire */
+		struct fb_trace *t = out->trace;
+		t->capture_ns = pic->capture_ns;
+		t->capture_realtime_ns = pic->capture_realtime_ns;
+		t->decode_ns = pic->decode_ns;
+		t->time_base_num = pic->time_base_num;
+		t->time_base_den = pic->time_base_den;
 	}
 	out->flags = (in->key_frame ? FB_FRAME_KEYFRAME : 0) |
 		     (s->discontinuity ? FB_FRAME_DISCONTINUITY : 0);
