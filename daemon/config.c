@@ -335,6 +335,10 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 			return fail(p, section, key,
 				    "'%s' is not one of gray8, bgr24, rgb24, bgra, nv12, yuv420p",
 				    v);
+		if (f == FB_FORMAT_RESULTS)
+			return fail(p, section, key,
+				    "'results' streams carry no pixels: clients publish them "
+				    "(fb_client_publish_results)");
 		s->format = (uint32_t)f;
 		return 1;
 	}

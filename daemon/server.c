@@ -410,9 +410,15 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	}
 	struct fb__msg_id reply = {.id = st->id};
 	fb__msg_send(c->fd, FB__OP_CREATED, seq, &reply, sizeof(reply), NULL, 0);
-	fbd_log_about(LOG_INFO, name, NULL, "stream %s: published by %s, %ux%u %s, %u slots", name,
-		      c->label, params.width, params.height, fb_format_name(params.format),
-		      params.slots);
+	if (params.format == FB_FORMAT_RESULTS)
+		fbd_log_about(LOG_INFO, name, NULL,
+			      "stream %s: published by %s, results of up to %u bytes, %u slots",
+			      name, c->label, params.meta_max, params.slots);
+	else
+		fbd_log_about(LOG_INFO, name, NULL,
+			      "stream %s: published by %s, %ux%u %s, %u slots", name, c->label,
+			      params.width, params.height, fb_format_name(params.format),
+			      params.slots);
 }
 
 static void handle_destroy(struct fbd_client *c, const struct fb__msg *m)

@@ -18,8 +18,12 @@
  * fb_client_resubscribe(), from a timer, until the daemon and the stream
  * are back.
  *
+ * With --publish NAME it also publishes a results stream: for each matched
+ * result a record {"seq": ..., "capture_to_result_us": ...} made from it, so
+ * its source_seq names the result and its trace the camera frame.
+ *
  *   framebus-collector [--socket PATH] [--source cam0] [--processed cam0.gray]
- *                      [--frames N] [--seconds N] [--live]
+ *                      [--publish NAME] [--frames N] [--seconds N] [--live]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -65,6 +69,8 @@ struct collector {
 	uint64_t *latency_ns; /* one per matched result */
 	size_t n_latency, cap_latency;
 	uint64_t results, unmatched, missed;
+	fb_producer *latency; /* --publish: the results stream of latencies */
+	uint64_t unsent;      /* latency records its subscribers left no room for */
 	/* for the live line */
 	uint64_t tick_results, tick_start_ns;
 	size_t tick_first_latency;
@@ -137,8 +143,9 @@ static void on_resubscribe(uv_timer_t *handle)
 		fb_client_unsubscribe(c->client, s->lost);
 		s->lost = NULL;
 		if (r < 0 || watch(s) < 0) {
-			stop(c, r == -EPIPE ? "a stream ended while framebusd was away"
-					    : "could not subscribe again after framebusd came back");
+			stop(c, r == -EPIPE
+				    ? "a stream ended while framebusd was away"
+				    : "could not subscribe again after framebusd came back");
 			return;
 		}
 		fprintf(stderr, "collector: %s: subscribed again\n", s->name);
@@ -197,6 +204,22 @@ static void record_latency(struct collector *c, uint64_t ns)
 	c->latency_ns[c->n_latency++] = ns;
 }
 
+/* One record of the --publish stream, about result f. */
+static void send_latency(struct collector *c, const struct fb_frame *f, uint64_t latency_ns)
+{
+	struct fb_frame *out;
+
+	if (fb_producer_acquire(c->latency, 0, &out) < 0) {
+		c->unsent++; /* every slot held: a drop stream never waits */
+		return;
+	}
+	fb_frame_made_from(out, f);
+	out->meta_size = (uint32_t)snprintf(
+	    (char *)out->meta, 128, "{\"seq\": %" PRIu64 ", \"capture_to_result_us\": %.1f}",
+	    f->seq, (double)latency_ns / 1e3);
+	fb_producer_publish(c->latency, out);
+}
+
 static void on_processed(uv_poll_t *handle, int status, int events)
 {
 	struct collector *c = handle->data;
@@ -212,15 +235,21 @@ static void on_processed(uv_poll_t *handle, int status, int events)
 		c->missed += f->missed;
 		c->results++;
 		c->tick_results++;
-		bool matched = f->source_seq && c->history[f->source_seq % HISTORY].seq == f->source_seq &&
+		bool matched = f->source_seq &&
+			       c->history[f->source_seq % HISTORY].seq == f->source_seq &&
 			       f->monotonic_ns >= c->started_ns;
-		uint64_t latency = matched ? seen - c->history[f->source_seq % HISTORY].captured_ns : 0;
-		if (matched)
-			record_latency(c, latency);
-		else
+		uint64_t latency =
+		    matched ? seen - c->history[f->source_seq % HISTORY].captured_ns : 0;
+		if (!matched) {
 			c->unmatched++;
+		} else {
+			record_latency(c, latency);
+			if (c->latency)
+				send_latency(c, f, latency);
+		}
 		if (!c->live) {
-			printf("result seq=%" PRIu64 " source_seq=%" PRIu64 " ", f->seq, f->source_seq);
+			printf("result seq=%" PRIu64 " source_seq=%" PRIu64 " ", f->seq,
+			       f->source_seq);
 			if (matched)
 				printf("capture_to_result_us=%.1f", (double)latency / 1e3);
 			else /* waited in the ring before we came, or its source did */
@@ -296,23 +325,30 @@ static int subscribe(struct collector *c, struct subscription *s, uv_poll_cb rea
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: framebus-collector [--socket PATH] [--source NAME] [--processed NAME]\n"
-		     "                          [--frames N] [--seconds N] [--live]\n"
-		     "Match each processed frame to its source frame by source_seq and print\n"
-		     "its result and capture-to-result latency (--live: one line a second),\n"
-		     "then p50/p99.  Defaults: --source cam0 --processed SOURCE.gray\n");
+	fprintf(out,
+		"usage: framebus-collector [--socket PATH] [--source NAME] [--processed NAME]\n"
+		"                          [--publish NAME] [--frames N] [--seconds N] [--live]\n"
+		"Match each processed frame to its source frame by source_seq and print\n"
+		"its result and capture-to-result latency (--live: one line a second),\n"
+		"then p50/p99; --publish: each latency also as a record of results stream\n"
+		"NAME.  Defaults: --source cam0 --processed SOURCE.gray\n");
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"socket", required_argument, NULL, 's'},    {"source", required_argument, NULL, 'i'},
-	    {"processed", required_argument, NULL, 'o'}, {"frames", required_argument, NULL, 'n'},
-	    {"seconds", required_argument, NULL, 't'},   {"live", no_argument, NULL, 'l'},
-	    {"help", no_argument, NULL, 'h'},            {0},
+	    {"socket", required_argument, NULL, 's'},
+	    {"source", required_argument, NULL, 'i'},
+	    {"processed", required_argument, NULL, 'o'},
+	    {"frames", required_argument, NULL, 'n'},
+	    {"seconds", required_argument, NULL, 't'},
+	    {"live", no_argument, NULL, 'l'},
+	    {"publish", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	static struct collector c = {.source.name = "cam0"};
-	const char *socket_path = NULL;
+	const char *socket_path = NULL, *publish = NULL;
 	char processed_default[FB_NAME_MAX + 8];
 	double seconds = 0;
 	int ch, r;
@@ -337,6 +373,9 @@ int main(int argc, char **argv)
 		case 'l':
 			c.live = true;
 			break;
+		case 'p':
+			publish = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -355,6 +394,13 @@ int main(int argc, char **argv)
 	r = fb_client_connect(socket_path, "framebus-collector", &c.client);
 	if (r < 0) {
 		fprintf(stderr, "collector: cannot connect to framebusd: %s\n", fb_strerror(r));
+		return 1;
+	}
+	if (publish && (r = fb_client_publish_results(c.client, publish, 16, FB_POLICY_DROP, 128,
+						      &c.latency)) < 0) {
+		const char *why = fb_client_last_error(c.client);
+		fprintf(stderr, "collector: cannot publish '%s': %s\n", publish,
+			why[0] ? why : fb_strerror(r));
 		return 1;
 	}
 	if (subscribe(&c, &c.source, on_source) < 0 ||
@@ -382,8 +428,9 @@ int main(int argc, char **argv)
 	uv_run(c.loop, UV_RUN_DEFAULT);
 
 	printf("collector: stopped (%s): %" PRIu64 " results, %" PRIu64 " missed, %" PRIu64
-	       " unmatched; capture-to-result p50 %.1f us  p99 %.1f us  max %.1f us\n",
-	       c.stop_reason ? c.stop_reason : "?", c.results, c.missed, c.unmatched,
+	       " unmatched, %" PRIu64 " not published; capture-to-result p50 %.1f us  p99 %.1f us"
+	       "  max %.1f us\n",
+	       c.stop_reason ? c.stop_reason : "?", c.results, c.missed, c.unmatched, c.unsent,
 	       percentile_us(c.latency_ns, c.n_latency, 50),
 	       percentile_us(c.latency_ns, c.n_latency, 99),
 	       percentile_us(c.latency_ns, c.n_latency, 100));
@@ -403,8 +450,9 @@ int main(int argc, char **argv)
 		fb_client_unsubscribe(c.client, all[i]->sub);
 		fb_client_unsubscribe(c.client, all[i]->lost);
 	}
+	if (c.latency)
+		fb_client_unpublish(c.client, c.latency);
 	fb_client_free(c.client);
 	free(c.latency_ns);
-	return c.stop_reason && !strcmp(c.stop_reason, "the connection to framebusd broke") ? 1
-												 : 0;
+	return c.stop_reason && !strcmp(c.stop_reason, "the connection to framebusd broke") ? 1 : 0;
 }

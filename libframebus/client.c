@@ -750,6 +750,16 @@ FB_EXPORT int fb_client_publish(fb_client *c, const char *name, const struct fb_
 	return 0;
 }
 
+FB_EXPORT int fb_client_publish_results(fb_client *c, const char *name, uint32_t slots,
+					uint32_t policy, uint32_t meta_max,
+					fb_producer **ret_producer)
+{
+	struct fb_ring_params params = {
+	    .format = FB_FORMAT_RESULTS, .slots = slots, .policy = policy, .meta_max = meta_max};
+
+	return fb_client_publish(c, name, &params, ret_producer);
+}
+
 FB_EXPORT int fb_client_unpublish(fb_client *c, fb_producer *p)
 {
 	struct fb__msg msg;

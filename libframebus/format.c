@@ -15,9 +15,10 @@ struct format_desc {
 };
 
 static const struct format_desc formats[] = {
-    [FB_FORMAT_GRAY8] = {"gray8", 1, 1, false}, [FB_FORMAT_BGR24] = {"bgr24", 3, 1, false},
-    [FB_FORMAT_RGB24] = {"rgb24", 3, 1, false}, [FB_FORMAT_BGRA] = {"bgra", 4, 1, false},
-    [FB_FORMAT_NV12] = {"nv12", 1, 2, true},    [FB_FORMAT_YUV420P] = {"yuv420p", 1, 3, true},
+    [FB_FORMAT_GRAY8] = {"gray8", 1, 1, false},     [FB_FORMAT_BGR24] = {"bgr24", 3, 1, false},
+    [FB_FORMAT_RGB24] = {"rgb24", 3, 1, false},     [FB_FORMAT_BGRA] = {"bgra", 4, 1, false},
+    [FB_FORMAT_NV12] = {"nv12", 1, 2, true},        [FB_FORMAT_YUV420P] = {"yuv420p", 1, 3, true},
+    [FB_FORMAT_RESULTS] = {"results", 0, 0, false},
 };
 
 static const struct format_desc *format_lookup(uint32_t format)
@@ -56,6 +57,12 @@ FB_EXPORT int fb_layout_compute(uint32_t width, uint32_t height, uint32_t format
 
 	if (!d || !ret_layout)
 		return -EINVAL;
+	if (format == FB_FORMAT_RESULTS) {
+		if (width || height)
+			return -EINVAL;
+		*ret_layout = (struct fb_layout){.format = format};
+		return 0;
+	}
 	if (width == 0 || height == 0 || width > FB_MAX_DIMENSION || height > FB_MAX_DIMENSION)
 		return -EINVAL;
 	if (d->subsampled && (width % 2 || height % 2))

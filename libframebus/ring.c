@@ -36,6 +36,8 @@ int fb__ring_geometry_compute(const struct fb_ring_params *params,
 		return -EINVAL;
 	if (params->meta_max > FB_MAX_META)
 		return -EINVAL;
+	if (params->format == FB_FORMAT_RESULTS && params->meta_max == 0)
+		return -EINVAL; /* a record has nowhere to go */
 	for (size_t i = 0; i < sizeof(params->reserved_) / sizeof(params->reserved_[0]); i++)
 		if (params->reserved_[i])
 			return -EINVAL;

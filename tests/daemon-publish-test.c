@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,6 +71,81 @@ Test(daemon, client_published_stream_reaches_subscribers)
 	cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), -EPIPE);
 	fb_subscriber_free(sub);
 	cr_assert_eq(fb_client_get_stream(sc, "processed", &info), -ENOENT);
+	fb_client_free(pc);
+	fb_client_free(sc);
+	stop(&d);
+}
+
+/* A results stream: a client's records about the daemon's frames, with no
+ * pixels.  Its subscriber reads each record with the picture it names
+ * (source_seq, capture time, the hop it came through), status describes it
+ * as results, and a config cannot declare one. */
+Test(daemon, results_stream_names_the_frame_each_record_is_about)
+{
+	struct daemon d;
+	fb_producer *prod;
+	fb_subscriber *cam, *sub;
+	const struct fb_frame *f, *r;
+
+	start(&d, lavfi_config);
+	fb_client *pc = client(&d);
+	fb_client *sc = client(&d);
+	cr_assert_eq(fb_client_publish_results(pc, "bars.people", 8, FB_POLICY_BLOCK, 0, &prod),
+		     -EINVAL, "meta_max 0");
+	cr_assert_eq(fb_client_publish_results(pc, "bars.people", 8, FB_POLICY_BLOCK, 256, &prod),
+		     0, "%s", fb_client_last_error(pc));
+	cr_assert_eq(fb_client_subscribe(pc, "bars", FB_MODE_QUEUE, 1, &cam), 0);
+	cr_assert_eq(fb_client_subscribe(sc, "bars.people", FB_MODE_QUEUE, 2, &sub), 0, "%s",
+		     fb_client_last_error(sc));
+	cr_assert_eq(fb_subscriber_get_layout(sub)->format, FB_FORMAT_RESULTS);
+	cr_assert_eq(fb_subscriber_get_meta_max(sub), 256);
+
+	for (int i = 0; i < 10; i++) {
+		struct fb_frame *w;
+		cr_assert_eq(fb_subscriber_acquire(cam, 5000, &f), 0);
+		cr_assert_eq(fb_producer_acquire(prod, 1000, &w), 0);
+		w->meta_size =
+		    (uint32_t)snprintf((char *)w->meta, 256, "{\"boxes\": [[%d, 0, 8, 16]]}", i);
+		cr_assert_eq(fb_frame_made_from(w, f), 0);
+		cr_assert_eq(fb_producer_publish(prod, w), 0);
+
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &r), 0, "record %d", i);
+		cr_assert_eq(r->source_seq, f->seq);
+		cr_assert_eq(r->trace->capture_ns, f->trace->capture_ns);
+		cr_assert_neq(r->trace->capture_ns, 0);
+		cr_assert_eq(r->trace->n_hops, 1);
+		cr_assert_str_eq(r->trace->hops[0].stream, "bars");
+		cr_assert_eq(r->trace->hops[0].seq, f->seq);
+		char want[64];
+		snprintf(want, sizeof(want), "{\"boxes\": [[%d, 0, 8, 16]]}", i);
+		cr_assert_eq(r->meta_size, strlen(want));
+		cr_assert_eq(memcmp(r->meta, want, r->meta_size), 0);
+		cr_assert_eq(fb_subscriber_release(sub, r), 0);
+		cr_assert_eq(fb_subscriber_release(cam, f), 0);
+	}
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(sc, "bars.people", &info), 0);
+	cr_assert_eq(info.format, FB_FORMAT_RESULTS);
+	cr_assert_eq(info.width + info.height, 0);
+	cr_assert_eq(info.meta_max, 256);
+	cr_assert_eq(info.published, 10);
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status > %s/status.txt", FRAMEBUSCTL_PATH,
+		 d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/status.txt", d.dir);
+	char *out = read_file(cmd);
+	cr_assert(strstr(out, "records    results of up to 256 bytes, 8 slots, block"), "%s", out);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s snapshot bars.people %s/x.png 2> %s/err.txt",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir, d.dir);
+	cr_assert_eq(run(cmd), 1);
+	snprintf(cmd, sizeof(cmd), "%s/err.txt", d.dir);
+	out = read_file(cmd);
+	cr_assert(strstr(out, "bars.people is a results stream: it has no picture"), "%s", out);
+
+	fb_client_unsubscribe(sc, sub);
+	fb_client_unsubscribe(pc, cam);
+	fb_client_unpublish(pc, prod);
 	fb_client_free(pc);
 	fb_client_free(sc);
 	stop(&d);

@@ -70,7 +70,11 @@ Test(format, rejects_bad_geometry)
 	cr_assert_eq(fb_layout_compute(11, 10, FB_FORMAT_NV12, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(10, 11, FB_FORMAT_YUV420P, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(10, 10, 0, &l), -EINVAL);
-	cr_assert_eq(fb_layout_compute(10, 10, 7, &l), -EINVAL);
+	cr_assert_eq(fb_layout_compute(10, 10, 99, &l), -EINVAL);
+	cr_assert_eq(fb_layout_compute(1, 0, FB_FORMAT_RESULTS, &l), -EINVAL,
+		     "results with pixels");
+	cr_assert_eq(fb_layout_compute(0, 1, FB_FORMAT_RESULTS, &l), -EINVAL,
+		     "results with pixels");
 	cr_assert_eq(fb_layout_compute(10, 10, FB_FORMAT_GRAY8, NULL), -EINVAL);
 	cr_assert_eq(memcmp(&l, &before, sizeof(l)), 0, "ret_layout written on failure");
 
@@ -78,9 +82,21 @@ Test(format, rejects_bad_geometry)
 	cr_assert_eq(l.frame_size, (uint64_t)FB_MAX_DIMENSION * FB_MAX_DIMENSION * 4);
 }
 
+/* A results stream's frames have no pixels: no planes, nothing to map. */
+Test(format, results_have_no_planes)
+{
+	struct fb_layout l;
+	memset(&l, 0xab, sizeof(l));
+	cr_assert_eq(fb_layout_compute(0, 0, FB_FORMAT_RESULTS, &l), 0);
+	cr_assert_eq(l.format, FB_FORMAT_RESULTS);
+	cr_assert_eq(l.n_planes, 0);
+	cr_assert_eq(l.frame_size, 0);
+	cr_assert_eq(l.width + l.height + l.stride[0] + l.plane_height[0], 0);
+}
+
 Test(format, names_round_trip)
 {
-	const char *names[] = {"gray8", "bgr24", "rgb24", "bgra", "nv12", "yuv420p"};
+	const char *names[] = {"gray8", "bgr24", "rgb24", "bgra", "nv12", "yuv420p", "results"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		int f = fb_format_from_name(names[i]);
 		cr_assert_gt(f, 0, "%s", names[i]);

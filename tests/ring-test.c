@@ -114,6 +114,60 @@ Test(ring, publish_acquire_release_every_format)
 	}
 }
 
+/* A results ring carries records in meta and no pixels; with block policy a
+ * queue subscriber gets every record in order, however far the producer runs
+ * ahead. */
+Test(ring, results_ring_carries_records_and_loses_none_with_block)
+{
+	struct fb_ring_params params = {
+	    .format = FB_FORMAT_RESULTS, .slots = 4, .policy = FB_POLICY_BLOCK, .meta_max = 32};
+	fb_producer *p;
+
+	params.meta_max = 0;
+	cr_assert_eq(fb_producer_new(&params, &p), -EINVAL, "a record needs meta room");
+	params.meta_max = 32;
+	params.width = 8;
+	cr_assert_eq(fb_producer_new(&params, &p), -EINVAL, "results have no pixels");
+	params.width = 0;
+
+	struct pair pr = make_pair(params, FB_MODE_QUEUE, 2);
+	const struct fb_layout *l = fb_subscriber_get_layout(pr.sub);
+	cr_assert_eq(l->format, FB_FORMAT_RESULTS);
+	cr_assert_eq(l->n_planes, 0);
+	uint64_t next = 1;
+	for (uint64_t i = 1; i <= 40; i++) {
+		struct fb_frame *w;
+		int r = fb_producer_acquire(pr.producer, 0, &w);
+		if (r == -ETIMEDOUT) { /* full: read two, then go on */
+			for (int k = 0; k < 2; k++, next++) {
+				const struct fb_frame *f;
+				cr_assert_eq(fb_subscriber_acquire(pr.sub, 0, &f), 0);
+				cr_assert_eq(f->seq, next);
+				cr_assert_eq(f->missed, 0);
+				cr_assert_null(f->data[0]);
+				char want[32];
+				int n = snprintf(want, sizeof(want), "{\"n\": %llu}",
+						 (unsigned long long)next);
+				cr_assert_eq(f->meta_size, (uint32_t)n);
+				cr_assert_eq(memcmp(f->meta, want, (size_t)n), 0);
+				cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+			}
+			r = fb_producer_acquire(pr.producer, 0, &w);
+		}
+		cr_assert_eq(r, 0, "record %llu: %d", (unsigned long long)i, r);
+		w->meta_size =
+		    (uint32_t)snprintf((char *)w->meta, 32, "{\"n\": %llu}", (unsigned long long)i);
+		cr_assert_eq(fb_producer_publish(pr.producer, w), 0);
+	}
+	const struct fb_frame *f;
+	while (fb_subscriber_acquire(pr.sub, 0, &f) == 0) {
+		cr_assert_eq(f->seq, next++);
+		cr_assert_eq(fb_subscriber_release(pr.sub, f), 0);
+	}
+	cr_assert_eq(next, 41, "every record read once");
+	free_pair(&pr);
+}
+
 Test(ring, latest_mode_returns_newest_and_counts_skipped)
 {
 	struct pair pr =

@@ -742,6 +742,14 @@ int main(int argc, char **argv)
 		fb_client_free(rec.client);
 		return 1;
 	}
+	if (rec.layout.format == FB_FORMAT_RESULTS) {
+		fprintf(stderr, "framebus-record: '%s' is a results stream: it has no pictures\n",
+			rec.opt.stream);
+		fb_client_unsubscribe(rec.client, rec.ring->sub);
+		free(rec.ring);
+		fb_client_free(rec.client);
+		return 1;
+	}
 	rec.in_fmt = fb_av_pixel_format(rec.layout.format);
 	rec.fps = info.fps > 0 ? av_d2q(info.fps, 1000) : (AVRational){25, 1};
 	if (choose_encoder(&rec) < 0 || (!rec.sws && !(rec.lending = av_frame_alloc()))) {

@@ -37,7 +37,8 @@ static void usage(FILE *out)
 		"  snapshot STREAM FILE.png        save the stream's newest frame as PNG\n"
 		"  watch STREAM [--seconds N] [--queue]\n"
 		"                                  subscribe and print fps, latency and losses\n"
-		"                                  every second (N = 0: until interrupted)\n"
+		"                                  every second (N = 0: until interrupted); a\n"
+		"                                  results stream: each record as it comes\n"
 		"The socket is PATH, else $FRAMEBUS_SOCKET, else " FB_DEFAULT_SOCKET ".\n");
 }
 
@@ -149,14 +150,16 @@ static void print_json(const struct snapshot *snap)
 		printf(", \"source\": ");
 		json_string(s->source);
 		printf(", \"state\": \"%s\", \"width\": %u, \"height\": %u, \"format\": \"%s\", "
-		       "\"slots\": %u, \"policy\": \"%s\", \"fps\": %.2f, \"fps_10s\": %.2f, "
+		       "\"slots\": %u, \"policy\": \"%s\", \"meta_max\": %u, \"fps\": %.2f, "
+		       "\"fps_10s\": %.2f, "
 		       "\"published\": %llu, \"dropped\": %llu, \"retries\": %u, "
 		       "\"capture_latency_us\": %u, \"capture_age_us\": %u, \"detail\": ",
 		       fb_stream_state_name(s->state), s->width, s->height,
-		       s->width ? fb_format_name(s->format) : "", s->slots,
-		       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->fps, (double)s->fps_10s,
-		       (unsigned long long)s->published, (unsigned long long)s->dropped, s->retries,
-		       s->capture_latency_us, s->capture_age_us);
+		       s->format ? fb_format_name(s->format) : "", s->slots,
+		       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->meta_max, s->fps,
+		       (double)s->fps_10s, (unsigned long long)s->published,
+		       (unsigned long long)s->dropped, s->retries, s->capture_latency_us,
+		       s->capture_age_us);
 		json_string(s->detail);
 		printf(", \"subscribers\": [");
 		for (size_t j = 0; j < snap->n_subs[i]; j++) {
@@ -201,7 +204,11 @@ static int cmd_status(int argc, char **argv)
 		if (s->detail[0])
 			printf(" (%s)", s->detail);
 		printf("\n  source     %s\n", s->source);
-		if (s->width)
+		if (s->format == FB_FORMAT_RESULTS)
+			printf("  records    results of up to %u bytes, %u slots, %s\n",
+			       s->meta_max, s->slots,
+			       s->policy == FB_POLICY_BLOCK ? "block" : "drop");
+		else if (s->width)
 			printf("  frames     %ux%u %s, %u slots, %s\n", s->width, s->height,
 			       fb_format_name(s->format), s->slots,
 			       s->policy == FB_POLICY_BLOCK ? "block" : "drop");
@@ -310,8 +317,13 @@ static int cmd_snapshot(int argc, char **argv)
 		fb_client_free(c);
 		return 1;
 	}
-	r = fb_subscriber_acquire(sub, 5000, &f);
-	if (r < 0) {
+	if (fb_subscriber_get_layout(sub)->format == FB_FORMAT_RESULTS) {
+		fprintf(stderr,
+			"framebusctl: %s is a results stream: it has no picture (watch prints its "
+			"records)\n",
+			argv[1]);
+		r = -EINVAL;
+	} else if ((r = fb_subscriber_acquire(sub, 5000, &f)) < 0) {
 		fprintf(stderr, "framebusctl: %s: no frame: %s\n", argv[1], fb_strerror(r));
 	} else {
 		r = write_png(f, fb_subscriber_get_layout(sub), argv[2]);
@@ -341,6 +353,31 @@ static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* A results stream's record as a line: which picture it is about, how old
+ * that picture is, and the record, its bytes outside printable ASCII as \xNN. */
+static void print_record(const char *stream, const struct fb_frame *f)
+{
+	const struct fb_trace *t = f->trace;
+	uint64_t now = fb_now_ns();
+
+	printf("%s #%llu", stream, (unsigned long long)f->seq);
+	if (t->n_hops)
+		printf(" from %s #%llu", t->hops[t->n_hops - 1].stream,
+		       (unsigned long long)t->hops[t->n_hops - 1].seq);
+	if (t->capture_ns && t->capture_ns <= now)
+		printf(", captured %.1f ms ago", (double)(now - t->capture_ns) / 1e6);
+	printf(": ");
+	for (uint32_t i = 0; i < f->meta_size; i++) {
+		uint8_t b = f->meta[i];
+		if (b >= 0x20 && b < 0x7f && b != '\\')
+			putchar(b);
+		else
+			printf("\\x%02x", b);
+	}
+	putchar('\n');
+	fflush(stdout);
 }
 
 static int cmd_watch(int argc, char **argv)
@@ -376,8 +413,14 @@ static int cmd_watch(int argc, char **argv)
 		return 1;
 	int r = 0;
 	const struct fb_layout *l = fb_subscriber_get_layout(sub);
-	printf("watching %s: %ux%u %s, %s mode\n", name, l->width, l->height,
-	       fb_format_name(l->format), mode == FB_MODE_QUEUE ? "queue" : "latest");
+	bool records = l->format == FB_FORMAT_RESULTS;
+	if (records)
+		printf("watching %s: results, %s mode\n", name,
+		       mode == FB_MODE_QUEUE ? "queue" : "latest");
+	else
+		printf("watching %s: %ux%u %s, %s mode\n", name, l->width, l->height,
+		       fb_format_name(l->format), mode == FB_MODE_QUEUE ? "queue" : "latest");
+	fflush(stdout); /* subscribed: a reader on a pipe may go on */
 	signal(SIGINT, on_interrupt);
 	signal(SIGTERM, on_interrupt);
 
@@ -394,6 +437,8 @@ static int cmd_watch(int argc, char **argv)
 			frames++;
 			total++;
 			missed += f->missed;
+			if (records)
+				print_record(name, f);
 			fb_subscriber_release(sub, f);
 		} else if (r != -ETIMEDOUT && r != -EINTR) {
 			fprintf(stderr, "framebusctl: %s: %s\n", name, fb_strerror(r));
@@ -405,7 +450,7 @@ static int cmd_watch(int argc, char **argv)
 			break;
 		}
 		uint64_t now = fb_now_ns();
-		if (now - tick >= 1000000000u) {
+		if (!records && now - tick >= 1000000000u) {
 			qsort(lat, n_lat, sizeof(lat[0]), cmp_u64);
 			printf("%s: %5.1f fps  latency p50 %6.1f us  max %7.1f us  skipped %llu  "
 			       "total %llu\n",

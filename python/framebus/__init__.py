@@ -62,12 +62,15 @@ def connect(path: Optional[str] = None, name: Optional[str] = None) -> Bus:
     """Connect to framebusd.
 
     path: the daemon's socket; None means $FRAMEBUS_SOCKET, else DEFAULT_SOCKET.
-    name: what `framebusctl status` shows for this client (default: the script's name).
+    name: what `framebusctl status` shows for this client (default: the script's name
+          and pid); 1 to 63 printable ASCII characters without spaces.
     Raises ConnectionRefusedError when no daemon listens there, PermissionError
     when this user may not connect (not in the socket's group).
     """
     if name is None:
-        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+        # A name is printable ASCII without spaces: "my script.py" -> "my_script.py".
+        script = "".join(c if "!" <= c <= "~" else "_" for c in script)[:48]
         name = f"{script or 'python'}[{os.getpid()}]"
     return _connect(path, name)
 

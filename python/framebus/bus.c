@@ -205,6 +205,15 @@ PyObject *fbpy_connect(PyObject *module, PyObject *args, PyObject *kwds)
 
 	if (!PyArg_ParseTupleAndKeywords(args, kwds, "|zz:connect", kwlist, &path, &name))
 		return NULL;
+	size_t len = name ? strlen(name) : 1;
+	for (size_t i = 0; name && i < len; i++)
+		if ((unsigned char)name[i] < 0x21 || (unsigned char)name[i] > 0x7e)
+			len = 0;
+	if (len == 0 || len > FB_NAME_MAX)
+		return PyErr_Format(PyExc_ValueError,
+				    "client name '%s' must be 1 to %d printable ASCII characters "
+				    "without spaces",
+				    name, FB_NAME_MAX);
 	if (!path || !*path)
 		path = getenv("FRAMEBUS_SOCKET");
 	if (!path || !*path)

@@ -212,6 +212,9 @@ int fbpy_view_init(struct fbpy_view *v, const struct fb_layout *l)
 		 * chroma rows line up so (see docs/ring.md). */
 		*v = (struct fbpy_view){2, {h * 3 / 2, w}, {stride, 1}, h * 3 / 2 * w};
 		return 0;
+	case FB_FORMAT_RESULTS: /* no pixels: an empty array */
+		*v = (struct fbpy_view){1, {0}, {1}, 0};
+		return 0;
 	}
 	PyErr_Format(fbpy_error, "unknown pixel format %u", (unsigned)l->format);
 	return -1;
@@ -219,6 +222,8 @@ int fbpy_view_init(struct fbpy_view *v, const struct fb_layout *l)
 
 PyObject *fbpy_view_shape(const struct fbpy_view *v)
 {
+	if (v->ndim == 1)
+		return Py_BuildValue("(n)", v->shape[0]);
 	if (v->ndim == 2)
 		return Py_BuildValue("(nn)", v->shape[0], v->shape[1]);
 	return Py_BuildValue("(nnn)", v->shape[0], v->shape[1], v->shape[2]);
@@ -232,7 +237,7 @@ int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const stru
 				"frame rows are padded: ask for strides (numpy.asarray does)");
 		return -1;
 	}
-	view->buf = pixels;
+	view->buf = pixels ? pixels : (void *)""; /* a results frame has no pixels */
 	view->obj = Py_NewRef(exporter);
 	view->len = v->len;
 	view->readonly = readonly;

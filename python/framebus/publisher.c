@@ -54,38 +54,21 @@ static void publisher_close_child(struct fbpy_child *child)
 	publisher_closing(p);
 }
 
-/* Bus.publish(), which fbpy_publisher_init_types() gives Bus. */
-static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+/* The ring for params (format, width and height checked by the caller), as
+ * a Publisher of name on bus. */
+static PyObject *publisher_make(struct fbpy_bus *bus, const char *name, const char *policy_name,
+				struct fb_ring_params params)
 {
-	static char *kwlist[] = {"name",  "width",  "height",   "format",
-				 "slots", "policy", "meta_max", NULL};
-	const char *name, *format_name = "bgr24", *policy_name = "drop";
-	unsigned int width, height, slots = 4, meta_max = 4096;
-	struct fb_ring_params params = {0};
 	struct fb_layout layout;
 	fb_producer *producer;
-	int format, r;
+	int r;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "sII|sIsI:publish", kwlist, &name, &width,
-					 &height, &format_name, &slots, &policy_name, &meta_max))
-		return NULL;
-	if (fbpy_bus_check(bus) < 0)
-		return NULL;
-	if ((format = fb_format_from_name(format_name)) < 0)
-		return PyErr_Format(PyExc_ValueError,
-				    "unknown pixel format '%s' (framebus.formats() lists them)",
-				    format_name);
-	if (fb_layout_compute(width, height, (uint32_t)format, &layout) < 0)
-		return PyErr_Format(PyExc_ValueError,
-				    "%ux%u is not a valid %s frame size (1..%d, even for "
-				    "nv12 and yuv420p)",
-				    width, height, format_name, FB_MAX_DIMENSION);
-	if (slots < FB_MIN_SLOTS || slots > FB_MAX_SLOTS)
+	if (params.slots < FB_MIN_SLOTS || params.slots > FB_MAX_SLOTS)
 		return PyErr_Format(PyExc_ValueError, "slots must be %d..%d, not %u", FB_MIN_SLOTS,
-				    FB_MAX_SLOTS, slots);
-	if (meta_max > FB_MAX_META)
+				    FB_MAX_SLOTS, params.slots);
+	if (params.meta_max > FB_MAX_META)
 		return PyErr_Format(PyExc_ValueError, "meta_max must be 0..%d, not %u", FB_MAX_META,
-				    meta_max);
+				    params.meta_max);
 	if (strcmp(policy_name, "drop") == 0)
 		params.policy = FB_POLICY_DROP;
 	else if (strcmp(policy_name, "block") == 0)
@@ -93,11 +76,7 @@ static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *k
 	else
 		return PyErr_Format(PyExc_ValueError, "policy must be 'drop' or 'block', not '%s'",
 				    policy_name);
-	params.width = width;
-	params.height = height;
-	params.format = (uint32_t)format;
-	params.slots = slots;
-	params.meta_max = meta_max;
+	fb_layout_compute(params.width, params.height, params.format, &layout);
 
 	fbpy_bus_lock(bus);
 	r = fb_client_publish(bus->client, name, &params, &producer);
@@ -114,12 +93,12 @@ static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *k
 	}
 	p->bus = (struct fbpy_bus *)Py_NewRef(bus);
 	p->producer = producer;
-	p->format = (uint32_t)format;
-	p->width = width;
-	p->height = height;
-	p->slots = slots;
+	p->format = params.format;
+	p->width = params.width;
+	p->height = params.height;
+	p->slots = params.slots;
 	p->policy = params.policy;
-	p->meta_max = meta_max;
+	p->meta_max = params.meta_max;
 	p->closed = p->busy = false;
 	p->mapped = 0;
 	p->current = NULL;
@@ -133,6 +112,57 @@ static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *k
 	return (PyObject *)p;
 }
 
+/* Bus.publish(), which fbpy_publisher_init_types() gives Bus. */
+static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"name",  "width",  "height",   "format",
+				 "slots", "policy", "meta_max", NULL};
+	const char *name, *format_name = "bgr24", *policy_name = "drop";
+	struct fb_ring_params params = {.slots = 4, .meta_max = 4096};
+	struct fb_layout layout;
+	int format;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "sII|sIsI:publish", kwlist, &name,
+					 &params.width, &params.height, &format_name,
+					 &params.slots, &policy_name, &params.meta_max))
+		return NULL;
+	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	if ((format = fb_format_from_name(format_name)) < 0)
+		return PyErr_Format(PyExc_ValueError,
+				    "unknown pixel format '%s' (framebus.formats() lists them)",
+				    format_name);
+	if (format == FB_FORMAT_RESULTS)
+		return PyErr_Format(PyExc_ValueError,
+				    "a results stream has no pixels: Bus.publish_results() makes one");
+	if (fb_layout_compute(params.width, params.height, (uint32_t)format, &layout) < 0)
+		return PyErr_Format(PyExc_ValueError,
+				    "%ux%u is not a valid %s frame size (1..%d, even for "
+				    "nv12 and yuv420p)",
+				    params.width, params.height, format_name, FB_MAX_DIMENSION);
+	params.format = (uint32_t)format;
+	return publisher_make(bus, name, policy_name, params);
+}
+
+/* Bus.publish_results(). */
+static PyObject *publisher_new_results(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"name", "slots", "policy", "meta_max", NULL};
+	const char *name, *policy_name = "drop";
+	struct fb_ring_params params = {.format = FB_FORMAT_RESULTS, .slots = 16, .meta_max = 4096};
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|IsI:publish_results", kwlist, &name,
+					 &params.slots, &policy_name, &params.meta_max))
+		return NULL;
+	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	if (params.meta_max == 0)
+		return PyErr_Format(PyExc_ValueError,
+				    "meta_max must be 1..%d: a record is carried there",
+				    FB_MAX_META);
+	return publisher_make(bus, name, policy_name, params);
+}
+
 static PyMethodDef publish_method = {
     "publish", (PyCFunction)(void (*)(void))publisher_new, METH_VARARGS | METH_KEYWORDS,
     "publish(name, width, height, format='bgr24', slots=4, policy='drop', meta_max=4096)"
@@ -140,6 +170,14 @@ static PyMethodDef publish_method = {
     "Offer a stream of your own on the bus.  policy 'drop' never waits (a frame\n"
     "finding every slot held raises FrameDropped); 'block' waits for queue\n"
     "subscribers, so none loses a frame."};
+
+static PyMethodDef publish_results_method = {
+    "publish_results", (PyCFunction)(void (*)(void))publisher_new_results,
+    METH_VARARGS | METH_KEYWORDS,
+    "publish_results(name, slots=16, policy='drop', meta_max=4096) -> Publisher\n--\n\n"
+    "Offer a results stream: records (JSON or bytes, up to meta_max) with no\n"
+    "pixels, each about a picture: pub.send(record, made_from=frame).\n"
+    "Subscribers read frame.meta; policy as for publish()."};
 
 static void publisher_dealloc(struct fbpy_publisher *p)
 {
@@ -322,6 +360,8 @@ static PyObject *pub_get_stats(struct fbpy_publisher *p, void *unused)
 			     st.subscribers, "held", st.held);
 }
 
+static PyObject *publisher_send(struct fbpy_publisher *p, PyObject *args, PyObject *kwds);
+
 static PyMethodDef publisher_methods[] = {
     {"frame", (PyCFunction)(void (*)(void))publisher_frame, METH_VARARGS | METH_KEYWORDS,
      "frame(timeout=None) -> OutFrame\n--\n\n"
@@ -330,6 +370,11 @@ static PyMethodDef publisher_methods[] = {
      "A 'drop' stream never waits and raises FrameDropped when subscribers hold\n"
      "every slot; a 'block' stream waits up to timeout seconds (None: forever)\n"
      "for a queue subscriber to catch up, then raises TimeoutError."},
+    {"send", (PyCFunction)(void (*)(void))publisher_send, METH_VARARGS | METH_KEYWORDS,
+     "send(record, *, made_from=None, timeout=None) -> int\n--\n\n"
+     "Publish one record (bytes-like or str, up to meta_max) on a results stream\n"
+     "and return its seq.  made_from (a Frame still held) names the picture it\n"
+     "is about.  Waits and raises as frame() does."},
     {"close", (PyCFunction)publisher_close, METH_NOARGS,
      "close()\n--\n\n"
      "Withdraw the stream: its subscribers read what is left, then see the end\n"
@@ -644,6 +689,41 @@ static PyObject *outframe_get_published(struct fbpy_outframe *o, void *unused)
 	return PyBool_FromLong(o->published);
 }
 
+/* Publisher.send(): one record, for a results stream. */
+static PyObject *publisher_send(struct fbpy_publisher *p, PyObject *args, PyObject *kwds)
+{
+	static char *kwlist[] = {"record", "made_from", "timeout", NULL};
+	PyObject *record, *from = Py_None, *timeout = Py_None;
+
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OO:send", kwlist, &record, &from,
+					 &timeout))
+		return NULL;
+	if (p->format != FB_FORMAT_RESULTS)
+		return PyErr_Format(PyExc_TypeError,
+				    "send() is for results streams; '%U' carries %s pictures: "
+				    "fill a frame() instead",
+				    p->name, fb_format_name(p->format));
+	PyObject *frame_args = PyTuple_Pack(1, timeout);
+	if (!frame_args)
+		return NULL;
+	struct fbpy_outframe *o = (struct fbpy_outframe *)publisher_frame(p, frame_args, NULL);
+	Py_DECREF(frame_args);
+	if (!o)
+		return NULL;
+	PyObject *done = NULL;
+	if (outframe_set_meta(o, record, NULL) == 0 &&
+	    (from == Py_None || (done = outframe_made_from(o, from)))) {
+		Py_XDECREF(done);
+		done = outframe_publish(o, NULL);
+	}
+	if (!done)
+		Py_XDECREF(outframe_discard(o, NULL));
+	PyObject *seq = done ? PyLong_FromUnsignedLongLong(o->seq) : NULL;
+	Py_XDECREF(done);
+	Py_DECREF(o);
+	return seq;
+}
+
 static PyMethodDef outframe_methods[] = {
     {"publish", (PyCFunction)outframe_publish, METH_NOARGS,
      "publish()\n--\n\nPublish the frame: subscribers see it now.  (A with block does it.)"},
@@ -705,7 +785,8 @@ int fbpy_publisher_init_types(PyObject *m)
 		return -1;
 	if (PyModule_AddObjectRef(m, "Publisher", (PyObject *)fbpy_publisher_type) < 0 ||
 	    PyModule_AddObjectRef(m, "OutFrame", (PyObject *)fbpy_outframe_type) < 0 ||
-	    fbpy_bus_add_method(&publish_method) < 0)
+	    fbpy_bus_add_method(&publish_method) < 0 ||
+	    fbpy_bus_add_method(&publish_results_method) < 0)
 		return -1;
 	return 0;
 }

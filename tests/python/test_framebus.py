@@ -336,6 +336,17 @@ def test_a_closed_bus_refuses_calls_but_live_arrays_stay_valid(daemon):
         framebus.connect(daemon.socket + ".missing")
 
 
+def test_a_bad_client_name_is_refused_and_a_script_name_made_fit(daemon, tmp_path):
+    for bad in ("slow reader", "", "x" * 64, "caf\u00e9"):
+        with pytest.raises(ValueError, match="must be 1 to 63 printable ASCII"):
+            framebus.connect(daemon.socket, name=bad)
+    script = tmp_path / "my analytics \u00e9.py"
+    script.write_text(f"import framebus\nprint(framebus.connect({daemon.socket!r}).path)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         env=dict(os.environ))
+    assert out.returncode == 0 and out.stdout.strip() == daemon.socket, out.stderr
+
+
 def test_ctrl_c_interrupts_a_blocking_acquire(daemon):
     script = textwrap.dedent(f"""
         import framebus, sys

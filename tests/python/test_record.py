@@ -262,3 +262,13 @@ def test_bad_options_are_named(daemon, tmp_path):
         r = subprocess.run([RECORD, "--socket", daemon.socket, *args], capture_output=True,
                            text=True, timeout=30)
         assert r.returncode != 0 and message in r.stderr, (args, r.stderr)
+
+
+def test_a_results_stream_is_refused_with_a_reason(daemon, tmp_path):
+    import framebus
+    with framebus.connect(daemon.socket) as bus:
+        people = bus.publish_results("cam0.people")  # noqa: F841 (kept while it runs)
+        r = subprocess.run([RECORD, "--socket", daemon.socket, "cam0.people",
+                            str(tmp_path / "x.mp4")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1
+    assert "'cam0.people' is a results stream: it has no pictures" in r.stderr, r.stderr

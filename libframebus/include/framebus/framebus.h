@@ -63,6 +63,9 @@ enum fb_format {
 	FB_FORMAT_BGRA = 4,    /**< packed B, G, R, A */
 	FB_FORMAT_NV12 = 5,    /**< Y plane, then interleaved U/V at half size */
 	FB_FORMAT_YUV420P = 6, /**< Y, U, V planes, chroma at half size */
+	/** No pixels: each frame is one record (JSON or bytes) in its meta, a
+	 * results stream's (fb_client_publish_results()).  Width and height 0. */
+	FB_FORMAT_RESULTS = 7,
 };
 
 /** What a producer does when every slot is taken. */
@@ -110,7 +113,8 @@ struct fb_layout {
 /**
  * Compute the layout of a width x height frame of the given format.
  * Returns -EINVAL for an unknown format, a zero or odd size where the format
- * subsamples chroma, or a dimension above FB_MAX_DIMENSION.
+ * subsamples chroma, or a dimension above FB_MAX_DIMENSION.  FB_FORMAT_RESULTS
+ * takes 0 x 0 only and has no planes.
  */
 int fb_layout_compute(uint32_t width, uint32_t height, uint32_t format,
 		      struct fb_layout *ret_layout);
@@ -139,7 +143,8 @@ struct fb_ring_params {
 	uint32_t format;   /**< enum fb_format */
 	uint32_t slots;    /**< FB_MIN_SLOTS..FB_MAX_SLOTS */
 	uint32_t policy;   /**< enum fb_policy */
-	uint32_t meta_max; /**< bytes of side data per frame, 0..FB_MAX_META */
+	uint32_t meta_max; /**< bytes of side data per frame, 0..FB_MAX_META;
+			      at least 1 for FB_FORMAT_RESULTS */
 	uint32_t reserved_[10];
 };
 
@@ -567,6 +572,19 @@ int fb_client_unsubscribe(fb_client *client, fb_subscriber *subscriber);
  */
 int fb_client_publish(fb_client *client, const char *name, const struct fb_ring_params *params,
 		      fb_producer **ret_producer);
+
+/**
+ * Publish a results stream: records of up to meta_max bytes (JSON or any
+ * bytes) with no pixels, e.g. a detector's boxes.  fb_client_publish() with
+ * format FB_FORMAT_RESULTS and width and height 0: each frame's record goes in
+ * frame->meta (meta_size bytes) and, made from a picture,
+ * fb_frame_made_from() names that picture (source_seq, capture time, hops).
+ * Subscribers take records as frames, in latest or queue mode, with the same
+ * drop or block policy as any stream.  Errors as fb_client_publish(); -EINVAL
+ * also for meta_max 0.
+ */
+int fb_client_publish_results(fb_client *client, const char *name, uint32_t slots, uint32_t policy,
+			      uint32_t meta_max, fb_producer **ret_producer);
 
 /** Withdraw a stream published with fb_client_publish() and free its
  * producer: its subscribers read what is left, then get -EPIPE. */
