@@ -21,6 +21,9 @@ FRAMEBUS_PACKAGES=(
     prometheus
     # framebusctl trace --plot (python/framebus/plot.py)
     python3-matplotlib
+    # OpenCV's pedestrian video (vtest.avi) for python/examples/people.py in
+    # scripts/demo and tests/python/test_people.py
+    opencv-doc
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
 )
