@@ -24,6 +24,8 @@ FRAMEBUS_PACKAGES=(
     # OpenCV's pedestrian video (vtest.avi) for python/examples/people.py in
     # scripts/demo and tests/python/test_people.py
     opencv-doc
+    # frames as DLPack tensors, tests/python/test_dlpack.py and scripts/bench dlpack
+    python3-torch
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
 )

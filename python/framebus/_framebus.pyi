@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 # Type stubs of the C extension; docstrings live in the extension itself.
-from typing import AsyncIterator, Iterator, Literal, NamedTuple, Optional, Union
+from typing import Any, AsyncIterator, Iterator, Literal, NamedTuple, Optional, Union
 
 import numpy
 import numpy.typing
@@ -119,6 +119,10 @@ class Frame:
     def __enter__(self) -> Frame: ...
     def __exit__(self, *exc: object) -> Literal[False]: ...
     def __buffer__(self, flags: int) -> memoryview: ...
+    def __dlpack__(self, *, stream: None = None, max_version: Optional[tuple[int, int]] = None,
+                   dl_device: Optional[tuple[int, int]] = None,
+                   copy: Optional[bool] = None) -> Any: ...  # a PyCapsule
+    def __dlpack_device__(self) -> tuple[int, int]: ...
 
 class Subscriber:
     @property
@@ -169,6 +173,10 @@ class OutFrame:
     def discard(self) -> None: ...
     def __enter__(self) -> OutFrame: ...
     def __exit__(self, *exc: object) -> Literal[False]: ...
+    def __dlpack__(self, *, stream: None = None, max_version: Optional[tuple[int, int]] = None,
+                   dl_device: Optional[tuple[int, int]] = None,
+                   copy: Optional[bool] = None) -> Any: ...  # a PyCapsule
+    def __dlpack_device__(self) -> tuple[int, int]: ...
 
 class Publisher:
     @property

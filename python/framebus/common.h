@@ -2,8 +2,9 @@
 /*
  * The bottom of framebus._framebus (fbpy.h draws the layers): what every
  * other file uses and which uses none of them.  Errors as exceptions, the
- * sliced wait of the blocking calls, time, frames' pixels as buffers and
- * numpy arrays, and the __enter__ of every context manager.
+ * sliced wait of the blocking calls, time, frames' pixels as buffers,
+ * numpy arrays and DLPack capsules, and the __enter__ of every context
+ * manager.
  */
 #ifndef FBPY_COMMON_H
 #define FBPY_COMMON_H
@@ -95,6 +96,15 @@ int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const stru
  * raises rather than making a 0-d object array. */
 PyObject *fbpy_as_array(PyObject *obj);
 PyObject *fbpy_array_method(PyObject *obj, PyObject *args);
+
+/* __dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)
+ * of a frame (dlpack.c): a DLPack capsule over obj's buffer, holding it until
+ * the consumer calls the deleter; read-only if the buffer is.  A capsule
+ * "dltensor_versioned" (DLPack 1.0, with its read-only flag) when the caller
+ * gives max_version >= (1, 0), else "dltensor". */
+PyObject *fbpy_dlpack(PyObject *obj, PyObject *args, PyObject *kwds);
+/* __dlpack_device__(): (kDLCPU, 0). */
+PyObject *fbpy_dlpack_device(PyObject *obj, PyObject *unused);
 
 /* ---- Objects ---- */
 

@@ -14,18 +14,22 @@
  *     common.c (common.h)       errors as exceptions (one table), the sliced
  *                               wait of the blocking calls, time, pixels as
  *                               buffers and numpy arrays
+ *     dlpack.c (dlpack.h)       pixels as DLPack capsules (declared in
+ *                               common.h)
  *
  * This header is the top's: what module.c needs from the files below it.
  * The object layouts stay in the files they belong to.
  *
  * Lifetimes.  Every numpy array made from a frame points into ring memory, so
  * that memory must outlive the array.  Python references do that work: an
- * array holds its frame (the buffer exporter), a frame holds its subscriber or
+ * array holds its frame (the buffer exporter; a DLPack tensor holds a buffer
+ * of it until its deleter runs), a frame holds its subscriber or
  * publisher, and that holds its bus.  close() only marks an object closed;
  * the C resources go once nothing alive can still reach them:
  * - a subscriber frame gives its slot back once it was released (or died)
- *   and no buffer export of the slot (array, memoryview) is left: the
- *   subscriber's slot table counts them, whichever object exported them;
+ *   and no buffer export of the slot (array, memoryview, DLPack tensor) is
+ *   left: the subscriber's slot table counts them, whichever object exported
+ *   them;
  * - a subscriber unsubscribes once closed with no frame holding a slot;
  * - a publisher unpublishes once closed with no frame being written and no
  *   array left over a frame it wrote;

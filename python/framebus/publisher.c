@@ -737,6 +737,14 @@ static PyMethodDef outframe_methods[] = {
     {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)outframe_exit, METH_VARARGS, NULL},
     {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
+    {"__dlpack__", (PyCFunction)(void (*)(void))fbpy_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
+     "The slot's pixels as a writable DLPack capsule, no copy: write the frame\n"
+     "through torch.from_dlpack(out) before it is published.  Like out.array, the\n"
+     "tensor keeps the ring mapped until it is freed, but once the frame is\n"
+     "published the slot is the bus's: do not write through it any more."},
+    {"__dlpack_device__", fbpy_dlpack_device, METH_NOARGS,
+     "__dlpack_device__() -> (1, 0)\n--\n\nThe device of the pixels: host memory (kDLCPU, 0)."},
     {NULL},
 };
 

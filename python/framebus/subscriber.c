@@ -795,6 +795,16 @@ static PyMethodDef frame_methods[] = {
     {"__enter__", fbpy_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)frame_exit, METH_VARARGS, NULL},
     {"__array__", (PyCFunction)fbpy_array_method, METH_VARARGS, NULL},
+    {"__dlpack__", (PyCFunction)(void (*)(void))fbpy_dlpack, METH_VARARGS | METH_KEYWORDS,
+     "__dlpack__(*, stream=None, max_version=None, dl_device=None, copy=None)\n--\n\n"
+     "The pixels as a DLPack capsule, no copy: torch.from_dlpack(frame) and\n"
+     "numpy.from_dlpack(frame) call it.  The tensor keeps the frame's slot held\n"
+     "until it is freed, as an array does.  Read-only: the memory is mapped\n"
+     "read-only, so writing through the tensor kills the process (SIGSEGV); the\n"
+     "DLPack 1.0 capsule (max_version=(1, 0)) carries the read-only flag.\n"
+     "stream must be None; copy=True and other devices raise BufferError."},
+    {"__dlpack_device__", fbpy_dlpack_device, METH_NOARGS,
+     "__dlpack_device__() -> (1, 0)\n--\n\nThe device of the pixels: host memory (kDLCPU, 0)."},
     {NULL},
 };
 

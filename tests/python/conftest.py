@@ -176,6 +176,19 @@ def pytest_runtest_logreport(report):
         sys.stdout.flush()
 
 
+def pytest_collectreport(report):
+    # A module that cannot be imported (a missing dependency) stops the run:
+    # say why, where meson's log shows it.
+    if not os.environ.get("FRAMEBUS_TAP") or not report.failed:
+        return
+    _tap["n"] += 1
+    line = f"not ok {_tap['n']} - python::collecting {report.nodeid}"
+    for text in str(report.longrepr).splitlines()[-30:]:
+        line += f"\n# {text}"
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def pytest_unconfigure(config):
     if os.environ.get("FRAMEBUS_TAP"):
         sys.stdout.write(f"1..{_tap['n']}\n")
