@@ -330,3 +330,19 @@ def test_an_outframe_tensor_writes_the_slot(bus):
         assert np.array_equal(frame.array, pattern.numpy().astype(np.uint8))
     sub.close()
     pub.close()
+
+
+def test_a_results_frame_gives_an_empty_tensor_that_holds_it(bus):
+    pub = bus.publish_results("py.dl.results")
+    sub = bus.subscribe(pub.name)
+    pub.send(b'{"boxes": []}')
+    frame = sub.acquire(timeout=2)
+    t = torch.from_dlpack(frame)
+    assert tuple(t.shape) == frame.array.shape == (0,) and t.dtype == torch.uint8
+    frame.release()
+    assert sub.held == 1 and frame.meta == b'{"boxes": []}'
+    del t
+    gc.collect()
+    assert sub.held == 0
+    sub.close()
+    pub.close()
