@@ -18,6 +18,8 @@ ROUNDS rounds of BATCH frames and prints medians and p99s.  Last line:
 py-bench acquire_us=X publish_us=Y blocking_p50_us=B blocking_p99_us=..
   async_p50_us=A async_p99_us=.. async_ratio_p50=A/B async_ratio_p99=..
   loop_late_p99_ms=.. loop_late_max_ms=.. (a 1 ms timer on the asyncio loop)
+  bare_late_p99_ms=.. bare_late_max_ms=.. (the same timer on a loop with no
+  framebus on it, in the same rounds: what the host does to any loop)
 """
 import asyncio
 import argparse
@@ -123,7 +125,7 @@ def latency(sock, args):
                 break
         sub.close()
 
-    async def ticker(stop):
+    async def ticker(stop, lateness):
         """A 1 ms timer on the same loop: how late its ticks come."""
         loop = asyncio.get_running_loop()
         while not stop.is_set():
@@ -131,9 +133,17 @@ def latency(sock, args):
             await asyncio.sleep(0.001)
             lateness.append(loop.time() - t - 0.001)
 
+    async def bare(seconds):
+        """The ticker alone, for as long as the asyncio way took."""
+        stop = asyncio.Event()
+        tick = asyncio.create_task(ticker(stop, bare_lateness))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await tick
+
     async def asynchronous():
         stop = asyncio.Event()
-        tick = asyncio.create_task(ticker(stop))
+        tick = asyncio.create_task(ticker(stop, lateness))
         sub = bus.subscribe("live", mode="queue")
         i = 0
         async for frame in sub.frames_async():
@@ -145,11 +155,13 @@ def latency(sock, args):
         stop.set()
         await tick
 
-    lateness = []
+    lateness, bare_lateness = [], []
 
     for _ in range(3):
         blocking()
+        t = time.monotonic()
         asyncio.run(asynchronous())
+        asyncio.run(bare(time.monotonic() - t))
     bus.close()
     out = []
     for way in ("blocking", "async"):
@@ -162,10 +174,14 @@ def latency(sock, args):
     l99, lmax = percentile(lateness, 99) * 1e3, max(lateness) * 1e3
     print(f"a 1 ms timer on the asyncio loop meanwhile: late by p99 {l99:.2f} ms, "
           f"max {lmax:.2f} ms ({len(lateness)} ticks)")
+    c99, cmax = percentile(bare_lateness, 99) * 1e3, max(bare_lateness) * 1e3
+    print(f"the same timer on a loop without framebus:  late by p99 {c99:.2f} ms, "
+          f"max {cmax:.2f} ms ({len(bare_lateness)} ticks)")
     return (f"blocking_p50_us={b50:.1f} blocking_p99_us={b99:.1f} async_p50_us={a50:.1f} "
             f"async_p99_us={a99:.1f} async_ratio_p50={a50 / b50:.2f} "
             f"async_ratio_p99={a99 / b99:.2f} loop_late_p99_ms={l99:.2f} "
-            f"loop_late_max_ms={lmax:.2f}")
+            f"loop_late_max_ms={lmax:.2f} bare_late_p99_ms={c99:.2f} "
+            f"bare_late_max_ms={cmax:.2f}")
 
 
 if __name__ == "__main__":
