@@ -313,6 +313,20 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 			return fail(p, section, key, "'%s' is not a stream name", v);
 		return set_string(&s->from, v) ? 1 : fail(p, section, key, "out of memory");
 	}
+	if (!strcmp(key, "crop")) {
+		uint32_t c[4];
+		int used = 0;
+		if (sscanf(v, "%u , %u , %u , %u %n", &c[0], &c[1], &c[2], &c[3], &used) != 4 ||
+		    v[used] || v[0] == '-' || !c[2] || !c[3] || c[0] >= FB_MAX_DIMENSION ||
+		    c[1] >= FB_MAX_DIMENSION || c[2] > FB_MAX_DIMENSION - c[0] ||
+		    c[3] > FB_MAX_DIMENSION - c[1])
+			return fail(p, section, key,
+				    "'%s' is not X,Y,WIDTH,HEIGHT (a rectangle of at least 1x1 "
+				    "within %d pixels)",
+				    v, FB_MAX_DIMENSION);
+		memcpy(s->crop, c, sizeof(c));
+		return 1;
+	}
 	if (!strcmp(key, "fps")) {
 		char *end;
 		double fps = strtod(v, &end);
@@ -474,6 +488,8 @@ static const char *check_stream(const struct fbd_stream_config *s)
 		return "url and from both given: a stream has one source";
 	if (s->fps_milli && !s->from)
 		return "fps limits a derived stream (one with from)";
+	if (s->crop[2] && !s->from)
+		return "crop takes part of a parent's picture: a derived stream (one with from)";
 	if ((s->width == 0) != (s->height == 0))
 		return "width and height must be given together";
 	if (s->width && fb_layout_compute(s->width, s->height, s->format, &l) < 0) {
@@ -613,13 +629,14 @@ static bool str_eq(const char *a, const char *b)
 bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b)
 {
 	if (strcmp(a->name, b->name) || !str_eq(a->url, b->url) || !str_eq(a->from, b->from) ||
-	    a->fps_milli != b->fps_milli || !str_eq(a->input_format, b->input_format) ||
-	    a->width != b->width || a->height != b->height || a->format != b->format ||
-	    a->slots != b->slots || a->policy != b->policy || a->meta_max != b->meta_max ||
-	    a->pacing != b->pacing || a->on_end != b->on_end || a->scale != b->scale ||
-	    a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
-	    a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
-	    a->stall_timeout_ns != b->stall_timeout_ns || a->n_options != b->n_options)
+	    a->fps_milli != b->fps_milli || memcmp(a->crop, b->crop, sizeof(a->crop)) ||
+	    !str_eq(a->input_format, b->input_format) || a->width != b->width ||
+	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
+	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
+	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop ||
+	    a->decoder_threads != b->decoder_threads || a->retry_min_ns != b->retry_min_ns ||
+	    a->retry_max_ns != b->retry_max_ns || a->stall_timeout_ns != b->stall_timeout_ns ||
+	    a->n_options != b->n_options)
 		return false;
 	for (uint32_t i = 0; i < a->n_options; i++)
 		if (!str_eq(a->option_keys[i], b->option_keys[i]) ||

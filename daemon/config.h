@@ -46,8 +46,11 @@ struct fbd_stream_config {
 	uint32_t meta_max;
 	uint32_t pacing;
 	uint32_t fps_milli; /* a derived stream's rate limit, x1000; 0: its parent's rate */
-	uint32_t on_end;    /* enum fbd_on_end */
-	uint32_t scale;     /* enum fbd_scale */
+	/* A derived stream's part of its parent's picture: x, y, width, height;
+	 * width 0: the whole picture. */
+	uint32_t crop[4];
+	uint32_t on_end; /* enum fbd_on_end */
+	uint32_t scale;  /* enum fbd_scale */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */
 	uint64_t retry_min_ns;

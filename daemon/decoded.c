@@ -8,6 +8,7 @@
  * decode, many sizes, formats and rates. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <libavutil/imgutils.h>
 #include <libavutil/pixdesc.h>
 #include <signal.h>
 #include <libswscale/swscale.h>
@@ -330,6 +331,36 @@ static bool due(struct decoded *s, uint64_t t)
 	return true;
 }
 
+/* Point in at the part of parent frame f that cfg crops (all of it if
+ * none).  False, with why, if the crop does not fit the parent's layout. */
+static bool crop_parent(const struct fbd_stream_config *cfg, const struct fb_layout *l,
+			const struct fb_frame *f, AVFrame *in, char *why, size_t size)
+{
+	const uint32_t *c = cfg->crop;
+	const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(in->format);
+	int step[4];
+
+	if (!c[2])
+		return true;
+	if (c[0] + c[2] > l->width || c[1] + c[3] > l->height ||
+	    ((desc->log2_chroma_w || desc->log2_chroma_h) && (c[0] % 2 || c[1] % 2))) {
+		snprintf(why, size, "crop %u,%u,%u,%u does not fit its parent's %ux%u %s%s", c[0],
+			 c[1], c[2], c[3], l->width, l->height, fb_format_name(l->format),
+			 desc->log2_chroma_w ? " (x and y must be even)" : "");
+		return false;
+	}
+	av_image_fill_max_pixsteps(step, NULL, desc);
+	for (uint32_t i = 0; i < l->n_planes; i++) {
+		bool chroma = i == 1 || i == 2;
+		uint32_t x = chroma ? c[0] >> desc->log2_chroma_w : c[0];
+		uint32_t y = chroma ? c[1] >> desc->log2_chroma_h : c[1];
+		in->data[i] = f->data[i] + (size_t)y * f->stride[i] + (size_t)x * (size_t)step[i];
+	}
+	in->width = (int)c[2];
+	in->height = (int)c[3];
+	return true;
+}
+
 /* A derived stream: scale its parent's frames into its own ring until that
  * ring ends or goes (its source ended, a reload replaced it, the daemon is
  * stopping), then wait for the next. */
@@ -369,7 +400,10 @@ static void follow_parent(struct decoded *s)
 		s->discontinuity |= !!(f->flags & FB_FRAME_DISCONTINUITY);
 		struct fbd_picture pic = {
 		    .frame = &in, .pts = f->pts, .pts_ns = INT64_MIN, .parent = f};
-		r = deliver(s, &pic, why, sizeof(why));
+		if (crop_parent(s->config, l, f, &in, why, sizeof(why)))
+			r = deliver(s, &pic, why, sizeof(why));
+		else
+			r = -EINVAL;
 		fb_subscriber_release(sub, f);
 	}
 	fb_subscriber_free(sub);

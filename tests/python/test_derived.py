@@ -27,6 +27,18 @@ format = gray8
 from = bars.gray
 fps = 5
 format = rgb24
+[stream bars.crop]
+from = bars
+crop = 40,30,200,100
+[stream bars.crop.small]
+from = bars
+crop = 40, 30, 200, 100
+width = 100
+height = 50
+format = gray8
+[stream bars.outside]
+from = bars
+crop = 300,200,100,100
 """
 
 
@@ -67,6 +79,48 @@ def test_a_derived_frame_is_its_parent_scaled(daemon):
                                                                           diff.max())
                 checked += 1
     assert checked >= 20, f"only {checked} derived frames matched a parent frame"
+    bus.close()
+
+
+def test_a_crop_is_that_part_of_its_parent(daemon):
+    bus = framebus.connect(daemon.socket)
+    for name in ("bars", "bars.crop", "bars.crop.small"):
+        wait_running(bus, name)
+    parent = bus.subscribe("bars", mode="queue", max_holds=8)
+    crop = bus.subscribe("bars.crop", mode="queue")
+    small = bus.subscribe("bars.crop.small", mode="queue")
+    assert (crop.width, crop.height, crop.format) == (200, 100, "bgr24"), "its own size"
+    assert (small.width, small.height, small.format) == (100, 50, "gray8")
+    kept = {}
+    checked = {"bars.crop": 0, "bars.crop.small": 0}
+    deadline = time.monotonic() + 10
+    while min(checked.values()) < 10 and time.monotonic() < deadline:
+        with parent.acquire(timeout=2) as f:
+            kept[f.seq] = f.array[30:130, 40:240].copy()
+        for sub in (crop, small):
+            while (g := sub.try_acquire()) is not None:
+                with g:
+                    if g.source_seq not in kept:
+                        continue
+                    part = kept[g.source_seq]
+                    if sub is crop:  # the same size: the very pixels
+                        assert np.array_equal(g.array, part)
+                    else:
+                        want = cv2.resize(cv2.cvtColor(part, cv2.COLOR_BGR2GRAY), (100, 50),
+                                          interpolation=cv2.INTER_AREA)
+                        diff = np.abs(g.array.astype(int) - want.astype(int))
+                        assert diff.mean() < 3 and np.percentile(diff, 99) < 40
+                    checked[sub.stream] += 1
+    assert min(checked.values()) >= 10, checked
+    # A crop its parent's picture cannot give: the stream says why, and
+    # every other stream runs on.
+    deadline = time.monotonic() + 10
+    while bus.stream("bars.outside").state != "retrying" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    info = bus.stream("bars.outside")
+    assert info.state == "retrying"
+    assert "crop 300,200,100,100 does not fit its parent's 320x240 bgr24" in info.detail
+    assert all(bus.stream(n).state == "running" for n in ("bars", "bars.crop", "bars.gray"))
     bus.close()
 
 
