@@ -33,7 +33,7 @@ struct parser {
 	unsigned n_seen;
 };
 
-static void stream_defaults(struct fbd_stream_config *s)
+void fbd_stream_config_defaults(struct fbd_stream_config *s)
 {
 	*s = (struct fbd_stream_config){
 	    .format = FB_FORMAT_BGR24,
@@ -58,6 +58,8 @@ static struct fbd_config *config_new(void)
 	c->default_max_holds = 2;
 	c->max_streams_per_client = 8;
 	c->max_ring_memory_per_client = 1ull << 30;
+	c->max_derived_per_client = 4;
+	c->max_derived_memory = 256ull << 20;
 	c->socket_path = strdup(FB_DEFAULT_SOCKET);
 	if (!c->socket_path) {
 		free(c);
@@ -281,6 +283,18 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
+	if (!strcmp(key, "max_derived_per_client")) {
+		if (!parse_uint(v, 0, FBD_MAX_STREAMS, &n))
+			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
+				    FBD_MAX_STREAMS);
+		c->max_derived_per_client = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "max_derived_memory")) {
+		if (!parse_size(v, &c->max_derived_memory))
+			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
+		return 1;
+	}
 	return fail(p, section, key, "unknown key");
 }
 
@@ -470,7 +484,7 @@ static int handler(void *user, const char *section, const char *key, const char 
 				return fail(p, section, key, "more than %d streams",
 					    FBD_MAX_STREAMS);
 			p->stream = &p->config->streams[p->config->n_streams++];
-			stream_defaults(p->stream);
+			fbd_stream_config_defaults(p->stream);
 			strcpy(p->stream->name, name);
 		}
 		return stream_key(p, section, key, value);
@@ -584,7 +598,7 @@ int fbd_config_default(struct fbd_config **ret_config)
 	if (!c)
 		return -ENOMEM;
 	struct fbd_stream_config *s = &c->streams[c->n_streams++];
-	stream_defaults(s);
+	fbd_stream_config_defaults(s);
 	strcpy(s->name, "cam0");
 	s->url = strdup("testsrc2=size=1280x720:rate=30");
 	s->input_format = strdup("lavfi");

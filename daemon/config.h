@@ -71,6 +71,8 @@ struct fbd_config {
 	uint32_t default_max_holds;
 	uint32_t max_streams_per_client;     /* streams a client may publish */
 	uint64_t max_ring_memory_per_client; /* bytes of rings it may publish */
+	uint32_t max_derived_per_client;     /* streams it may have made on request */
+	uint64_t max_derived_memory;         /* bytes of all rings made on request */
 	/* Where /metrics is served (Prometheus), as written; NULL: nowhere.
 	 * metrics_addr is it parsed. */
 	char *metrics;
@@ -90,6 +92,8 @@ int fbd_config_default(struct fbd_config **ret_config);
 void fbd_config_free(struct fbd_config *config);
 
 /* Whether two stream sections would run the same stream. */
+/* A stream section's defaults (format bgr24, 8 slots, drop, ...). */
+void fbd_stream_config_defaults(struct fbd_stream_config *s);
 bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b);
 
 /* Deep copy of one stream section (NULL on allocation failure). */

@@ -71,6 +71,8 @@ int fbd_server_start(struct fbd_daemon *d);
 void fbd_server_stop(struct fbd_daemon *d);
 /* Every second: sample each subscription, for its rates and times. */
 void fbd_server_sample(struct fbd_daemon *d);
+/* Whether any client subscribes to stream. */
+bool fbd_server_subscribed(struct fbd_daemon *d, const struct fbd_stream *stream);
 /* The subscriptions' Prometheus metrics (metrics.c's helpers). */
 void fbd_server_metrics(struct fbd_daemon *d, FILE *out);
 
@@ -97,6 +99,18 @@ struct fbd_stream *fbd_streams_find(struct fbd_daemon *d, const char *name);
 /* Put a stream (a client's) in the table, giving it its id: -EUSERS when the
  * table is full.  Takes the stream, on failure too. */
 int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *stream);
+/* The stream made from parent as spec says, for client: the one made for
+ * an earlier request, or a new derived stream, on demand (its ring is made
+ * now, so it can be subscribed at once).  -EINVAL for a spec it cannot
+ * make, -EAGAIN while the parent has no ring, -EDQUOT past the limits,
+ * -EEXIST for a name taken otherwise; why says what. */
+int fbd_streams_derive(struct fbd_daemon *d, struct fbd_stream *parent,
+		       const struct fb_derived *spec, struct fbd_client *client, char *why,
+		       size_t size, struct fbd_stream **ret_stream);
+/* If stream was made on demand and nobody subscribes to it any more (no
+ * client, no stream derived from it), remove it; then its parent, if that
+ * was made on demand too. */
+void fbd_streams_forget(struct fbd_daemon *d, struct fbd_stream *stream);
 /* Take a stream out of the table and free it; its subscribers are told
  * FB_STREAM_REMOVED with why. */
 void fbd_streams_remove(struct fbd_daemon *d, struct fbd_stream *stream, const char *why);

@@ -69,9 +69,10 @@ static int send_error(struct fbd_client *c, uint32_t seq, int error, const char 
 
 static void drop_subscription(struct fbd_client *c, uint32_t i)
 {
-	struct subscription *s = &c->subs[i];
-	s->stream->ops->unsubscribe(s->stream, s->ring_id);
+	struct fbd_stream *st = c->subs[i].stream;
+	st->ops->unsubscribe(st, c->subs[i].ring_id);
 	c->subs[i] = c->subs[--c->n_subs];
+	fbd_streams_forget(c->d, st);
 }
 
 static void send_stream_info(struct fbd_client *c, uint32_t seq, struct fbd_stream *st)
@@ -109,21 +110,18 @@ static int sample_subscription(const struct subscription *sub, struct fb__subscr
 	return 0;
 }
 
-static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
+/* Subscribe c to st (its request seq asked for mode and max_holds) and
+ * answer; returns whether it did. */
+static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *st, uint32_t mode,
+			 uint32_t max_holds)
 {
-	const struct fb__msg_subscribe *req = &m->body.subscribe;
-	uint32_t seq = m->header.seq;
-	struct fbd_stream *st = find_stream(c, seq, req->stream, sizeof(req->stream));
 	struct fb_subscriber_fds fds;
 	uint32_t ring_id;
 	int r;
 
-	if (!st)
-		return;
-	if (req->mode != FB_MODE_LATEST && req->mode != FB_MODE_QUEUE) {
-		send_error(c, seq, -EINVAL, "mode %u is neither latest (0) nor queue (1)",
-			   req->mode);
-		return;
+	if (mode != FB_MODE_LATEST && mode != FB_MODE_QUEUE) {
+		send_error(c, seq, -EINVAL, "mode %u is neither latest (0) nor queue (1)", mode);
+		return false;
 	}
 	uint32_t here = 0;
 	for (uint32_t i = 0; i < c->n_subs; i++)
@@ -133,38 +131,38 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 		send_error(c, seq, -EUSERS,
 			   "this client already has %u subscriptions to '%s', the limit", here,
 			   st->name);
-		return;
+		return false;
 	}
 	if (c->n_subs >= c->d->config->max_subscriptions_per_client) {
 		send_error(c, seq, -EUSERS, "this client already has %u subscriptions, the limit",
 			   c->n_subs);
-		return;
+		return false;
 	}
 	uint32_t slots = fbd_stream_params(st).slots;
-	uint32_t holds = req->max_holds ? req->max_holds : c->d->config->default_max_holds;
+	uint32_t holds = max_holds ? max_holds : c->d->config->default_max_holds;
 	if (holds >= slots)
-		holds = req->max_holds ? holds : slots - 1;
+		holds = max_holds ? holds : slots - 1;
 	if (holds < 1 || holds >= slots) {
 		send_error(c, seq, -EINVAL, "max_holds %u: stream '%s' has %u slots, so 1 to %u",
-			   req->max_holds, st->name, slots, slots - 1);
-		return;
+			   max_holds, st->name, slots, slots - 1);
+		return false;
 	}
 	struct subscription *grown = realloc(c->subs, (c->n_subs + 1) * sizeof(*grown));
 	if (!grown) {
 		send_error(c, seq, -ENOMEM, "out of memory");
-		return;
+		return false;
 	}
 	c->subs = grown;
-	r = st->ops->subscribe(st, req->mode, holds, &fds, &ring_id);
+	r = st->ops->subscribe(st, mode, holds, &fds, &ring_id);
 	if (r == -EAGAIN) {
 		send_error(c, seq, r,
 			   "stream '%s' is starting: its source has not told its size yet",
 			   st->name);
-		return;
+		return false;
 	}
 	if (r < 0) {
 		send_error(c, seq, r, "cannot subscribe to '%s': %s", st->name, fb_strerror(r));
-		return;
+		return false;
 	}
 	struct fb__msg_subscribed reply = {.id = ++c->d->next_subscription_id};
 	int all[4] = {fds.frame_fd, fds.control_fd, fds.record_fd, fds.wake_fd};
@@ -172,17 +170,53 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 	fb_subscriber_fds_close(&fds);
 	if (r < 0) {
 		st->ops->unsubscribe(st, ring_id);
-		return;
+		return false;
 	}
 	struct subscription *sub = &c->subs[c->n_subs++];
-	*sub = (struct subscription){
-	    .id = reply.id, .stream = st, .ring_id = ring_id, .mode = req->mode};
+	*sub =
+	    (struct subscription){.id = reply.id, .stream = st, .ring_id = ring_id, .mode = mode};
 	struct fb__subscriber_sample ss;
 	struct fbd_sample now;
 	if (sample_subscription(sub, &ss, &now) == 0)
 		fbd_window_push(&sub->rates, &now);
 	fbd_log_about(LOG_INFO, NULL, c->label, "client %s subscribed to %s (%s, holds up to %u)",
-		      c->label, st->name, req->mode == FB_MODE_QUEUE ? "queue" : "latest", holds);
+		      c->label, st->name, mode == FB_MODE_QUEUE ? "queue" : "latest", holds);
+	return true;
+}
+
+static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
+{
+	const struct fb__msg_subscribe *req = &m->body.subscribe;
+	struct fbd_stream *st = find_stream(c, m->header.seq, req->stream, sizeof(req->stream));
+	if (st)
+		subscribe_to(c, m->header.seq, st, req->mode, req->max_holds);
+}
+
+static void handle_subscribe_derived(struct fbd_client *c, const struct fb__msg *m)
+{
+	const struct fb__msg_subscribe_derived *req = &m->body.subscribe_derived;
+	uint32_t seq = m->header.seq;
+	struct fbd_stream *parent = find_stream(c, seq, req->parent, sizeof(req->parent)), *st;
+	char why[FB__ERROR_TEXT_MAX];
+
+	if (!parent)
+		return;
+	int r = fbd_streams_derive(c->d, parent, &req->spec, c, why, sizeof(why), &st);
+	if (r < 0) {
+		send_error(c, seq, r, "cannot derive a stream from '%s': %s", parent->name, why);
+		return;
+	}
+	if (!subscribe_to(c, seq, st, req->mode, req->max_holds))
+		fbd_streams_forget(c->d, st); /* made for this request alone */
+}
+
+bool fbd_server_subscribed(struct fbd_daemon *d, const struct fbd_stream *st)
+{
+	for (struct fbd_client *c = d->clients; c; c = c->next)
+		for (uint32_t i = 0; i < c->n_subs; i++)
+			if (c->subs[i].stream == st)
+				return true;
+	return false;
 }
 
 void fbd_server_sample(struct fbd_daemon *d)
@@ -485,6 +519,9 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 	case FB__OP_SUBSCRIBE:
 		handle_subscribe(c, m);
 		return true;
+	case FB__OP_SUBSCRIBE_DERIVED:
+		handle_subscribe_derived(c, m);
+		return true;
 	case FB__OP_UNSUBSCRIBE:
 		for (uint32_t i = 0; i < c->n_subs; i++)
 			if (c->subs[i].id == m->body.id.id) {
@@ -591,6 +628,9 @@ static void client_close(struct fbd_client *c, const char *why)
 	for (uint32_t i = d->n_streams; i-- > 0;)
 		if (d->streams[i]->owner == c)
 			fbd_streams_remove(d, d->streams[i], "its publisher went away");
+	for (uint32_t i = 0; i < d->n_streams; i++)
+		if (d->streams[i]->creator == c)
+			d->streams[i]->creator = NULL; /* others' subscribers keep it */
 	for (struct fbd_client **pp = &d->clients; *pp; pp = &(*pp)->next)
 		if (*pp == c) {
 			*pp = c->next;

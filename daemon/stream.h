@@ -63,6 +63,12 @@ struct fbd_stream {
 	 * that subscription's id there, while it is; streams.c's (main thread). */
 	struct fbd_stream *parent;
 	uint32_t parent_ring_id;
+	/* Made on a client's request (fbd_streams_derive): not the
+	 * configuration's, and removed once nobody subscribes to it.  creator:
+	 * the client that asked first, while it is connected (its limit counts
+	 * it). */
+	bool on_demand;
+	struct fbd_client *creator;
 	/* Called from any thread when the state changed; must be thread-safe
 	 * (streams.c passes uv_async_send). */
 	void (*notify)(void *data);

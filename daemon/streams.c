@@ -9,6 +9,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "ring-private.h"
 
 static void notify_loop(void *data)
 {
@@ -157,7 +158,7 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 	for (uint32_t i = d->n_streams; i-- > 0;) {
 		const struct fbd_stream_config *old = d->streams[i]->config;
 		const struct fbd_stream_config *now = NULL;
-		if (!old)
+		if (!old || d->streams[i]->on_demand)
 			continue; /* a client's, not the configuration's */
 		for (uint32_t j = 0; j < config->n_streams; j++)
 			if (!strcmp(config->streams[j].name, old->name))
@@ -170,17 +171,184 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 	}
 	for (uint32_t j = 0; j < config->n_streams; j++) {
 		struct fbd_stream *st = fbd_streams_find(d, config->streams[j].name);
-		if (st && !st->config)
-			fbd_log_about(
-			    LOG_ERR, config->streams[j].name, NULL,
-			    "stream %s: not started: a client publishes a stream of that name",
-			    config->streams[j].name);
+		if (st && (!st->config || st->on_demand))
+			fbd_log_about(LOG_ERR, config->streams[j].name, NULL,
+				      "stream %s: not started: a client publishes or asked for a "
+				      "stream of that name",
+				      config->streams[j].name);
 		else if (!st)
 			start_one(d, &config->streams[j]);
 	}
 	fbd_config_free(d->config);
 	d->config = config;
 	feed_derived(d);
+}
+
+/* The configuration of the stream spec derives from parent (whose ring has
+ * params), and its name: "PARENT~WxH.FORMAT[@FPS][+X,Y,W,H]".  Every zero
+ * of spec resolved; false, with why, for a spec that cannot be made. */
+static bool derived_config(const struct fbd_stream *parent, struct fb_ring_params params,
+			   double parent_fps, const struct fb_derived *spec,
+			   struct fbd_stream_config *ret, char *why, size_t size)
+{
+	struct fbd_stream_config *c = ret;
+	struct fb_layout l;
+	const uint32_t *crop = spec->crop;
+
+	for (size_t i = 0; i < sizeof(spec->reserved_) / sizeof(spec->reserved_[0]); i++)
+		if (spec->reserved_[i]) {
+			snprintf(why, size, "the request's reserved fields are not zero");
+			return false;
+		}
+	if (params.format == FB_FORMAT_RESULTS) {
+		snprintf(why, size, "'%s' is a results stream: it has no pictures", parent->name);
+		return false;
+	}
+	fbd_stream_config_defaults(c);
+	c->format = spec->format ? spec->format : params.format;
+	c->fps_milli = spec->fps_milli;
+	memcpy(c->crop, crop, sizeof(c->crop));
+	c->meta_max = params.meta_max;
+	c->width = spec->width ? spec->width : crop[2] ? crop[2] : params.width;
+	c->height = spec->height ? spec->height : crop[2] ? crop[3] : params.height;
+	bool subsampled = params.format == FB_FORMAT_NV12 || params.format == FB_FORMAT_YUV420P;
+	if (!fb_format_name(c->format) || c->format == FB_FORMAT_RESULTS)
+		snprintf(why, size, "format %u is not a pixel format", c->format);
+	else if (!spec->width != !spec->height)
+		snprintf(why, size, "width and height must be given together");
+	else if (fb_layout_compute(c->width, c->height, c->format, &l) < 0)
+		snprintf(why, size,
+			 "%ux%u is not a valid size for %s (nv12 and yuv420p need even "
+			 "sizes)",
+			 c->width, c->height, fb_format_name(c->format));
+	else if (crop[2] && (!crop[3] || crop[0] + crop[2] > params.width ||
+			     crop[1] + crop[3] > params.height ||
+			     (subsampled && (crop[0] % 2 || crop[1] % 2))))
+		snprintf(why, size, "crop %u,%u,%u,%u does not fit %s's %ux%u %s%s", crop[0],
+			 crop[1], crop[2], crop[3], parent->name, params.width, params.height,
+			 fb_format_name(params.format),
+			 subsampled ? " (x and y must be even)" : "");
+	else if (spec->fps_milli && (spec->fps_milli < 100 || spec->fps_milli > 1000000))
+		snprintf(why, size, "fps %.3g is not a rate from 0.1 to 1000",
+			 spec->fps_milli / 1e3);
+	else if (spec->fps_milli && parent_fps > 0 && spec->fps_milli / 1e3 > parent_fps * 1.05)
+		snprintf(why, size, "fps %.3g is above %s's %.3g", spec->fps_milli / 1e3,
+			 parent->name, parent_fps);
+	else
+		why[0] = 0;
+	if (why[0])
+		return false;
+	c->from = (char *)parent->name; /* only while the stream is started: it copies */
+	int n = snprintf(c->name, sizeof(c->name), "%s~%ux%u.%s", parent->name, c->width, c->height,
+			 fb_format_name(c->format));
+	if (n > 0 && (size_t)n < sizeof(c->name) && spec->fps_milli)
+		n += snprintf(c->name + n, sizeof(c->name) - (size_t)n, "@%g",
+			      spec->fps_milli / 1e3);
+	if (n > 0 && (size_t)n < sizeof(c->name) && crop[2])
+		n += snprintf(c->name + n, sizeof(c->name) - (size_t)n, "+%u,%u,%u,%u", crop[0],
+			      crop[1], crop[2], crop[3]);
+	if (n < 0 || (size_t)n >= sizeof(c->name)) {
+		snprintf(why, size, "its name, '%s~...', would be longer than %d characters",
+			 parent->name, FB_NAME_MAX);
+		return false;
+	}
+	return true;
+}
+
+int fbd_streams_derive(struct fbd_daemon *d, struct fbd_stream *parent,
+		       const struct fb_derived *spec, struct fbd_client *client, char *why,
+		       size_t size, struct fbd_stream **ret_stream)
+{
+	struct fb_ring_params params = fbd_stream_params(parent);
+	struct fb__msg_stream_info info;
+	struct fbd_stream_config c;
+	struct fb__ring_geometry geo;
+	struct fbd_stream *st;
+
+	if (!params.width) {
+		snprintf(why, size, "stream '%s' is starting: its source has not told its size yet",
+			 parent->name);
+		return -EAGAIN;
+	}
+	fbd_stream_describe(parent, &info);
+	if (!derived_config(parent, params, info.fps_in_milli / 1000.0, spec, &c, why, size))
+		return -EINVAL;
+	if ((st = fbd_streams_find(d, c.name))) {
+		if (!st->on_demand) {
+			snprintf(why, size,
+				 "a stream named '%s' exists and was not made on request", c.name);
+			return -EEXIST;
+		}
+		*ret_stream = st;
+		return 0;
+	}
+	uint32_t mine = 0;
+	uint64_t memory = 0;
+	for (uint32_t i = 0; i < d->n_streams; i++) {
+		struct fb_ring_params theirs = fbd_stream_params(d->streams[i]);
+		if (!d->streams[i]->on_demand)
+			continue;
+		mine += d->streams[i]->creator == client;
+		if (fb__ring_geometry_compute(&theirs, &geo) == 0)
+			memory += geo.total_size;
+	}
+	struct fb_ring_params ours = {.width = c.width,
+				      .height = c.height,
+				      .format = c.format,
+				      .slots = c.slots,
+				      .policy = c.policy,
+				      .meta_max = c.meta_max};
+	if (fb__ring_geometry_compute(&ours, &geo) < 0) {
+		snprintf(why, size, "cannot make a ring of %ux%u %s", c.width, c.height,
+			 fb_format_name(c.format));
+		return -EINVAL;
+	}
+	if (mine >= d->config->max_derived_per_client) {
+		snprintf(why, size,
+			 "this client has had %u streams made on request, its limit "
+			 "(max_derived_per_client)",
+			 mine);
+		return -EDQUOT;
+	}
+	if (memory + geo.total_size > d->config->max_derived_memory) {
+		snprintf(why, size,
+			 "a ring of %llu bytes would take the streams made on request "
+			 "past their %llu bytes (max_derived_memory)",
+			 (unsigned long long)geo.total_size,
+			 (unsigned long long)d->config->max_derived_memory);
+		return -EDQUOT;
+	}
+	/* Numbered on, if the daemon before this one made it too (fdstore.c). */
+	int r = fbd_decoded_start(&c, fbd_fdstore_take_seq(d, c.name), &st);
+	if (r < 0) {
+		snprintf(why, size, "cannot start '%s': %s", c.name, fb_strerror(r));
+		return r;
+	}
+	st->on_demand = true;
+	st->creator = client;
+	snprintf(st->source, sizeof(st->source), "from:%s (on request)", parent->name);
+	if ((r = fbd_streams_add(d, st)) < 0) {
+		snprintf(why, size, "the daemon already runs %d streams, its limit",
+			 FBD_MAX_STREAMS);
+		return r;
+	}
+	fbd_log_about(LOG_INFO, c.name, NULL, "stream %s: made on request (%s)", c.name,
+		      st->source);
+	feed_derived(d);
+	*ret_stream = st;
+	return 0;
+}
+
+void fbd_streams_forget(struct fbd_daemon *d, struct fbd_stream *st)
+{
+	while (st && st->on_demand && !fbd_server_subscribed(d, st)) {
+		for (uint32_t i = 0; i < d->n_streams; i++)
+			if (d->streams[i]->parent == st)
+				return; /* a stream derived from it still reads it */
+		struct fbd_stream *parent = st->parent;
+		fbd_streams_remove(d, st, "its last subscriber left");
+		st = parent;
+	}
 }
 
 void fbd_streams_stop(struct fbd_daemon *d)

@@ -586,19 +586,20 @@ static int unsubscribe_id(fb_client *c, uint32_t id)
 	return r;
 }
 
-FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mode,
-				  uint32_t max_holds, fb_subscriber **ret_subscriber)
+/* Send a subscription request, attach to the ring the daemon answers with and
+ * remember in origin how it was made (its stream's name, if origin has none,
+ * is the ring's). */
+static int subscribe_by(fb_client *c, uint32_t opcode, const void *req, size_t size,
+			const char *stream, struct fb__subscription *origin,
+			fb_subscriber **ret_subscriber)
 {
-	struct fb__msg_subscribe req = {.mode = mode, .max_holds = max_holds};
 	struct fb__msg msg;
 	struct fb_subscriber_fds fds;
 	fb_subscriber *sub;
 	uint32_t seq;
 	int r;
 
-	if (!c || !ret_subscriber || !fb__name_set(req.stream, sizeof(req.stream), stream))
-		return -EINVAL;
-	r = request(c, FB__OP_SUBSCRIBE, &req, sizeof(req), &seq);
+	r = request(c, opcode, req, size, &seq);
 	if (r >= 0)
 		r = reply(c, seq, &msg, WANT(FB__OP_SUBSCRIBED));
 	if (r >= 0 && msg.header.opcode != FB__OP_SUBSCRIBED) {
@@ -618,13 +619,41 @@ FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mod
 		return r;
 	}
 	/* The daemon's id, valid on this connection only. */
-	struct fb__subscription origin = {.token = (uint64_t)c->connections << 32 |
-						   msg.body.subscribed.id,
-					  .max_holds = max_holds};
-	memcpy(origin.stream, req.stream, sizeof(origin.stream) - 1);
-	fb__subscriber_set_origin(sub, &origin);
+	origin->token = (uint64_t)c->connections << 32 | msg.body.subscribed.id;
+	if (!origin->stream[0])
+		memcpy(origin->stream, fb_subscriber_get_name(sub), sizeof(origin->stream) - 1);
+	fb__subscriber_set_origin(sub, origin);
 	*ret_subscriber = sub;
 	return 0;
+}
+
+FB_EXPORT int fb_client_subscribe(fb_client *c, const char *stream, uint32_t mode,
+				  uint32_t max_holds, fb_subscriber **ret_subscriber)
+{
+	struct fb__msg_subscribe req = {.mode = mode, .max_holds = max_holds};
+	struct fb__subscription origin = {.max_holds = max_holds};
+
+	if (!c || !ret_subscriber || !fb__name_set(req.stream, sizeof(req.stream), stream))
+		return -EINVAL;
+	memcpy(origin.stream, req.stream, sizeof(origin.stream) - 1);
+	return subscribe_by(c, FB__OP_SUBSCRIBE, &req, sizeof(req), stream, &origin,
+			    ret_subscriber);
+}
+
+FB_EXPORT int fb_client_subscribe_derived(fb_client *c, const char *parent,
+					  const struct fb_derived *spec, uint32_t mode,
+					  uint32_t max_holds, fb_subscriber **ret_subscriber)
+{
+	struct fb__msg_subscribe_derived req = {.mode = mode, .max_holds = max_holds};
+	struct fb__subscription origin = {.max_holds = max_holds, .derived = true};
+
+	if (!c || !spec || !ret_subscriber || !fb__name_set(req.parent, sizeof(req.parent), parent))
+		return -EINVAL;
+	req.spec = *spec;
+	origin.spec = *spec;
+	memcpy(origin.parent, req.parent, sizeof(origin.parent) - 1);
+	return subscribe_by(c, FB__OP_SUBSCRIBE_DERIVED, &req, sizeof(req), parent, &origin,
+			    ret_subscriber);
 }
 
 /* Whether a subscription was made on a daemon this client no longer talks
@@ -651,7 +680,11 @@ FB_EXPORT int fb_client_resubscribe(fb_client *c, const fb_subscriber *old,
 		return end;
 	int r = fb_client_reconnect(c);
 	fb_subscriber *sub;
-	if (r == 0)
+	if (r == 0 && origin->derived)
+		r = fb_client_subscribe_derived(c, origin->parent, &origin->spec,
+						fb_subscriber_get_mode(old), origin->max_holds,
+						&sub);
+	else if (r == 0)
 		r = fb_client_subscribe(c, origin->stream, fb_subscriber_get_mode(old),
 					origin->max_holds, &sub);
 	if (r == -ENOENT || r == -ECONNREFUSED || r == -ECONNRESET || r == -EAGAIN)

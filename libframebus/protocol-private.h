@@ -35,6 +35,9 @@ enum fb__opcode {
 	 * STATS with rates over fixed windows and wait/busy times (a daemon
 	 * older than this request hangs up on it) */
 	FB__OP_DETAIL = 9,
+	/* fb__msg_subscribe_derived -> FB__OP_SUBSCRIBED + 4 fds: a stream made
+	 * from another on request, shared by every client asking the same. */
+	FB__OP_SUBSCRIBE_DERIVED = 10,
 
 	/* replies: daemon -> client */
 	FB__OP_HELLO_REPLY = 64,      /* fb__msg_hello */
@@ -81,6 +84,13 @@ struct fb__msg_subscribe {
 	char stream[FB__NAME_MAX];
 	uint32_t mode;
 	uint32_t max_holds; /* 0: the daemon's default */
+};
+
+struct fb__msg_subscribe_derived {
+	char parent[FB__NAME_MAX];
+	uint32_t mode;
+	uint32_t max_holds;
+	struct fb_derived spec;
 };
 
 struct fb__msg_subscribed {
@@ -170,6 +180,7 @@ struct fb__msg {
 		struct fb__msg_name name;
 		struct fb__msg_id id;
 		struct fb__msg_subscribe subscribe;
+		struct fb__msg_subscribe_derived subscribe_derived;
 		struct fb__msg_subscribed subscribed;
 		struct fb__msg_error error;
 		struct fb__msg_stream_info stream_info;

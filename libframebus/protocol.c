@@ -23,6 +23,8 @@ int fb__msg_payload_size(uint32_t opcode)
 		return sizeof(struct fb__msg_name);
 	case FB__OP_SUBSCRIBE:
 		return sizeof(struct fb__msg_subscribe);
+	case FB__OP_SUBSCRIBE_DERIVED:
+		return sizeof(struct fb__msg_subscribe_derived);
 	case FB__OP_UNSUBSCRIBE:
 		return sizeof(struct fb__msg_id);
 	case FB__OP_ERROR:

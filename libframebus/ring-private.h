@@ -268,6 +268,10 @@ struct fb__subscription {
 	uint64_t token;
 	char stream[FB_NAME_MAX + 1];
 	uint32_t max_holds; /* as asked: 0, the daemon's default */
+	/* Made by fb_client_subscribe_derived(): from what, and how. */
+	bool derived;
+	char parent[FB_NAME_MAX + 1];
+	struct fb_derived spec;
 };
 void fb__subscriber_set_origin(fb_subscriber *subscriber, const struct fb__subscription *origin);
 const struct fb__subscription *fb__subscriber_get_origin(const fb_subscriber *subscriber);

@@ -53,6 +53,7 @@ struct fb_subscriber {
 	_Atomic uint64_t held;
 	uint64_t cursor;                /* the next seq to read */
 	struct fb__subscription origin; /* how its client made it; token 0: none */
+	char name[FB_NAME_MAX + 1];     /* the ring's, copied at attach */
 	bool streaming; /* frames come fast: the last acquire slept briefly or not */
 	/* The stream's pace, from its frames' publish times (wake-ahead). */
 	uint64_t last_publish_ns;
@@ -109,6 +110,8 @@ FB_EXPORT int fb_subscriber_attach(const struct fb_subscriber_fds *fds,
 		goto fail;
 	}
 	s->cursor = atomic_load(&s->rec->cursor);
+	/* The producer's word, bounded: it may write there at any time. */
+	memcpy(s->name, s->hdr->name, strnlen(s->hdr->name, FB_NAME_MAX));
 
 	const uint8_t *meta = (const uint8_t *)s->hdr + s->geo.meta_offset;
 	const uint8_t *data = (const uint8_t *)s->hdr + s->geo.data_offset;
@@ -494,6 +497,11 @@ FB_EXPORT uint32_t fb_subscriber_get_slots(const fb_subscriber *s)
 FB_EXPORT const struct fb_frame *fb_subscriber_get_slot(const fb_subscriber *s, uint32_t slot)
 {
 	return s && slot < s->slots ? &s->frames[slot] : NULL;
+}
+
+FB_EXPORT const char *fb_subscriber_get_name(const fb_subscriber *s)
+{
+	return s ? s->name : "";
 }
 
 FB_EXPORT uint32_t fb_subscriber_get_mode(const fb_subscriber *s)

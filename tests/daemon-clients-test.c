@@ -439,3 +439,103 @@ Test(daemon, metrics_are_served_while_the_bus_runs)
 	fb_client_free(c);
 	stop(&d);
 }
+
+/* Subscribe c to bars made over as spec says; the error, with its text in
+ * *why (the client's last error). */
+static int derive(fb_client *c, struct fb_derived spec, fb_subscriber **ret, const char **why)
+{
+	int r = fb_client_subscribe_derived(c, "bars", &spec, FB_MODE_LATEST, 0, ret);
+	*why = fb_client_last_error(c);
+	return r;
+}
+
+/* A stream made on a client's request: from the parent's ring, named after
+ * what it is, shared by the clients that ask the same, gone with its last
+ * subscriber; bad requests and requests past the limit are refused with the
+ * reason. */
+Test(daemon, derived_streams_are_made_on_request_shared_and_removed)
+{
+	struct daemon d;
+	char config[1024];
+	fb_subscriber *a, *b, *x;
+	const struct fb_frame *f;
+	struct fb_stream_info info;
+	const char *why;
+
+	snprintf(config, sizeof(config), "[daemon]\nmax_derived_per_client = 2\n%s", lavfi_config);
+	start(&d, config);
+	fb_client *ca = client(&d), *cb = client(&d);
+	wait_state(ca, "bars", FB_STREAM_RUNNING, 10);
+	th_sleep_us(1200000); /* the parent's rate is known */
+
+	struct fb_derived small = {.width = 160, .height = 120, .format = FB_FORMAT_GRAY8};
+	cr_assert_eq(derive(ca, small, &a, &why), 0, "%s", why);
+	cr_assert_str_eq(fb_subscriber_get_name(a), "bars~160x120.gray8");
+	cr_assert_eq(derive(cb, small, &b, &why), 0, "%s", why);
+	cr_assert_str_eq(fb_subscriber_get_name(b), "bars~160x120.gray8");
+	cr_assert_eq(fb_client_get_stream(ca, "bars~160x120.gray8", &info), 0);
+	cr_assert_eq(info.subscribers, 2, "one stream for both");
+	cr_assert(strstr(info.source, "from:bars (on request)"), "%s", info.source);
+	cr_assert_eq(fb_subscriber_acquire(a, 2000, &f), 0);
+	const struct fb_layout *l = fb_subscriber_get_layout(a);
+	cr_assert(l->width == 160 && l->height == 120 && l->format == FB_FORMAT_GRAY8);
+	cr_assert_gt(f->source_seq, 0);
+	cr_assert_str_eq(f->trace->hops[0].stream, "bars");
+	fb_subscriber_release(a, f);
+
+	static const struct {
+		struct fb_derived spec;
+		int error;
+		const char *why;
+	} bad[] = {
+	    {{.width = 160}, -EINVAL, "width and height must be given together"},
+	    {{.width = 161, .height = 120, .format = FB_FORMAT_NV12},
+	     -EINVAL,
+	     "161x120 is not a valid size for nv12"},
+	    {{.format = 99}, -EINVAL, "format 99 is not a pixel format"},
+	    {{.format = FB_FORMAT_RESULTS}, -EINVAL, "format 7 is not a pixel format"},
+	    {{.fps_milli = 200000}, -EINVAL, "fps 200 is above bars's "},
+	    {{.crop = {300, 200, 100, 100}},
+	     -EINVAL,
+	     "crop 300,200,100,100 does not fit bars's 320x240 bgr24"},
+	    {{.reserved_ = {1}}, -EINVAL, "reserved fields are not zero"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(derive(ca, bad[i].spec, &x, &why), bad[i].error, "case %zu", i);
+		cr_assert(strstr(why, bad[i].why), "case %zu: %s", i, why);
+	}
+	cr_assert_eq(fb_client_subscribe_derived(ca, "nope", &small, FB_MODE_LATEST, 0, &x),
+		     -ENOENT);
+
+	/* Its own size from a crop, a rate: a second stream of ca's; a third
+	 * is past its limit, and the one it shares with cb counts once. */
+	struct fb_derived part = {.fps_milli = 5000, .crop = {40, 30, 200, 100}};
+	cr_assert_eq(derive(ca, part, &x, &why), 0, "%s", why);
+	cr_assert_str_eq(fb_subscriber_get_name(x), "bars~200x100.bgr24@5+40,30,200,100");
+	fb_subscriber *y;
+	struct fb_derived third = {.width = 80, .height = 60};
+	cr_assert_eq(derive(ca, third, &y, &why), -EDQUOT);
+	cr_assert(strstr(why, "max_derived_per_client"), "%s", why);
+	cr_assert_eq(derive(cb, third, &y, &why), 0, "%s", why);
+
+	/* Gone with its last subscriber; the parent runs on. */
+	cr_assert_eq(fb_client_unsubscribe(ca, a), 0);
+	cr_assert_eq(fb_client_get_stream(ca, "bars~160x120.gray8", &info), 0, "b still reads");
+	cr_assert_eq(fb_client_unsubscribe(cb, b), 0);
+	cr_assert_eq(fb_client_get_stream(ca, "bars~160x120.gray8", &info), -ENOENT);
+	fb_client_free(cb); /* y goes with its client, once the daemon sees it hang up */
+	fb_subscriber_free(y);
+	int r = 0;
+	for (int i = 0; i < 100 && r == 0; i++, th_sleep_us(20000))
+		r = fb_client_get_stream(ca, "bars~80x60.bgr24", &info);
+	cr_assert_eq(r, -ENOENT);
+	cr_assert_eq(fb_client_unsubscribe(ca, x), 0);
+	struct fb_stream_info *all;
+	size_t n;
+	cr_assert_eq(fb_client_list_streams(ca, &all, &n), 0);
+	cr_assert_eq(n, 1, "only bars is left");
+	cr_assert_eq(all[0].state, FB_STREAM_RUNNING);
+	free(all);
+	fb_client_free(ca);
+	stop(&d);
+}

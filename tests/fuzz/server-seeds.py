@@ -6,7 +6,8 @@ import os
 import struct
 import sys
 
-HELLO, LIST, INFO, SUBSCRIBE, UNSUBSCRIBE, STATS, CREATE, DESTROY, DETAIL = range(1, 10)
+(HELLO, LIST, INFO, SUBSCRIBE, UNSUBSCRIBE, STATS, CREATE, DESTROY, DETAIL,
+ DERIVE) = range(1, 11)
 A, B = 0, 1
 SEND, FDS, RING, HANGUP = 0, 1, 2, 3
 NOREAD = 0x40
@@ -29,6 +30,13 @@ def hello(seq=1, version=2, who="fuzz"):
 
 def subscribe(stream, mode=QUEUE, holds=0, seq=2):
     return msg(SUBSCRIBE, name(stream) + struct.pack("<II", mode, holds), seq)
+
+
+def derive(parent, w=0, h=0, fmt=0, fps_milli=0, crop=(0, 0, 0, 0), mode=LATEST, holds=0,
+           seq=2, reserved=0):
+    return msg(DERIVE, name(parent) + struct.pack("<2I", mode, holds)
+               + struct.pack("<8I", w, h, fmt, fps_milli, *crop)
+               + struct.pack("<8I", reserved, 0, 0, 0, 0, 0, 0, 0), seq)
 
 
 def create(stream, w=64, h=48, fmt=BGR24, slots=4, policy=0, meta=0, seq=2):
@@ -119,6 +127,30 @@ SEEDS = {
         record(A, RING, create("two", seq=4)),
         record(A, RING, create("three", seq=5)),
         record(A, SEND, ident(DESTROY, 77, 6)),
+    ],
+    "derive-share-hang-up": [
+        record(A, SEND, hello(who="a")),
+        record(A, SEND, derive("live", 32, 24, GRAY8, seq=2)),
+        record(B, SEND, hello(who="b")),
+        record(B, SEND, derive("live", 32, 24, GRAY8, seq=2)),
+        record(B, SEND, derive("live", 0, 0, 0, 5000, (8, 8, 16, 16), QUEUE, 1, 3)),
+        record(A, SEND, msg(LIST, seq=3)),
+        record(A, SEND, ident(UNSUBSCRIBE, 1, 4)),
+        record(B, HANGUP),
+        record(A, SEND, msg(LIST, seq=5)),
+    ],
+    "derive-refused": [
+        record(A, SEND, hello()),
+        record(A, SEND, derive("starting", 32, 24, seq=2)),
+        record(A, SEND, derive("nothing", 32, 24, seq=3)),
+        record(A, SEND, derive("live", 33, 24, NV12, seq=4)),
+        record(A, SEND, derive("live", 32, 0, seq=5)),
+        record(A, SEND, derive("live", fmt=99, seq=6)),
+        record(A, SEND, derive("live", crop=(60, 0, 40, 40), seq=7)),
+        record(A, SEND, derive("live", fps_milli=10 ** 9, seq=8)),
+        record(A, SEND, derive("live", reserved=1, seq=9)),
+        record(A, SEND, derive("live", 32, 24, mode=5, seq=10)),
+        record(A, SEND, derive("live", 32, 24, holds=60, seq=11)),
     ],
     "unread-replies": [record(A, SEND, hello())]
     + [record(A, SEND, msg(LIST, seq=2 + i), flags=NOREAD) for i in range(40)]

@@ -344,6 +344,10 @@ uint32_t fb_subscriber_get_slots(const fb_subscriber *subscriber);
  */
 const struct fb_frame *fb_subscriber_get_slot(const fb_subscriber *subscriber, uint32_t slot);
 
+/** The stream's name as its ring says it ("" for a ring its producer did
+ * not name). */
+const char *fb_subscriber_get_name(const fb_subscriber *subscriber);
+
 /** enum fb_mode of this subscriber. */
 uint32_t fb_subscriber_get_mode(const fb_subscriber *subscriber);
 
@@ -530,6 +534,39 @@ int fb_client_get_subscriptions(fb_client *client, const char *stream,
  */
 int fb_client_subscribe(fb_client *client, const char *stream, uint32_t mode, uint32_t max_holds,
 			fb_subscriber **ret_subscriber);
+
+/**
+ * A stream made from another on request: its frames are the parent's, cropped,
+ * scaled and converted by framebusd (fb_client_subscribe_derived()).  Zero
+ * means "as the parent's" (or the crop's, for the size).
+ */
+struct fb_derived {
+	uint32_t width, height; /**< both or neither; 0: the parent's (or the crop's) size */
+	uint32_t format;        /**< enum fb_format; 0: the parent's */
+	uint32_t fps_milli;     /**< at most this many frames a second x 1000; 0: every one */
+	/** x, y, width, height of the part of the parent's picture it takes;
+	 * width 0: all of it. */
+	uint32_t crop[4];
+	uint32_t reserved_[8]; /**< zero */
+};
+
+/**
+ * Subscribe to parent made over as spec says: framebusd makes that derived
+ * stream (scaled in a thread of its own, from the parent's ring: no second
+ * decode), or finds the one it made for another client that asked the same,
+ * and removes it when its last subscriber leaves.  Its name, which
+ * `framebusctl status` shows, is the parent's with the spec after '~', e.g.
+ * "cam0~640x360.rgb24@5": fb_subscriber_get_name().  Returns as
+ * fb_client_subscribe(), and -EINVAL for a spec framebusd cannot make (a zero
+ * or odd size for a 4:2:0 format, an unknown format, a rate above the
+ * parent's, a crop outside it), -EAGAIN while the parent has no frame size
+ * yet, -EDQUOT past this client's or the daemon's limits; the reason is in
+ * fb_client_last_error().  fb_client_resubscribe() makes it again after a
+ * daemon restart.
+ */
+int fb_client_subscribe_derived(fb_client *client, const char *parent,
+				const struct fb_derived *spec, uint32_t mode, uint32_t max_holds,
+				fb_subscriber **ret_subscriber);
 
 /**
  * Subscribe again, if a subscription ended only because framebusd went away.
