@@ -361,17 +361,27 @@ static bool crop_parent(const struct fbd_stream_config *cfg, const struct fb_lay
 	return true;
 }
 
+/* The end of its input: subscribers read what is left, then get -EPIPE. */
+static void end_stream(struct decoded *s, const char *why)
+{
+	fbd_stream_set_state(&s->base, FB_STREAM_ENDED, why);
+	fb_producer *p = producer(s);
+	if (p)
+		fb_producer_end(p);
+}
+
 /* A derived stream: scale its parent's frames into its own ring until that
- * ring ends or goes (its source ended, a reload replaced it, the daemon is
- * stopping), then wait for the next. */
-static void follow_parent(struct decoded *s)
+ * ring goes (a reload replaced it, the daemon is stopping: then wait for the
+ * next) or ends (its input ended: then so does this stream).  Returns
+ * whether it ended. */
+static bool follow_parent(struct decoded *s)
 {
 	char why[FB__ERROR_TEXT_MAX] = "";
 	fb_subscriber *sub = take_feed(s);
 	int r = 0;
 
 	if (!sub)
-		return;
+		return false;
 	s->frames = 0;
 	s->discontinuity = true;
 	s->paced = false;
@@ -410,12 +420,20 @@ static void follow_parent(struct decoded *s)
 	sws_freeContext(s->sws);
 	s->sws = NULL;
 	if (atomic_load(&s->stop))
-		return;
+		return false;
+	if (r == -EPIPE) {
+		snprintf(why, sizeof(why), "its parent '%s' ended", s->config->from);
+		fbd_log_about(LOG_INFO, s->config->name, NULL, "stream %s: %s", s->config->name,
+			      why);
+		end_stream(s, why);
+		return true;
+	}
 	if (!why[0])
 		snprintf(why, sizeof(why), "waiting for its parent '%s' (its ring ended or went)",
 			 s->config->from);
 	fbd_log_about(LOG_WARNING, s->config->name, NULL, "stream %s: %s", s->config->name, why);
 	fbd_stream_set_state(&s->base, FB_STREAM_RETRYING, why);
+	return false;
 }
 
 void fbd_decoded_feed(struct fbd_stream *st, fb_subscriber *parent)
@@ -437,10 +455,10 @@ static void *stream_thread(void *arg)
 
 	while (!atomic_load(&s->stop)) {
 		alive(s);
-		if (cfg->from) {
-			follow_parent(s);
+		if (cfg->from && follow_parent(s))
+			break;
+		if (cfg->from)
 			continue;
-		}
 		uint64_t started = fb_now_ns();
 		why[0] = '\0';
 		int r = run_source(s, why, sizeof(why));
@@ -451,10 +469,7 @@ static void *stream_thread(void *arg)
 		if (r == 0 && !retries_at_end(cfg)) {
 			fbd_log_about(LOG_INFO, cfg->name, NULL, "stream %s: end of %s", cfg->name,
 				      cfg->url);
-			fbd_stream_set_state(&s->base, FB_STREAM_ENDED, "end of input");
-			fb_producer *p = producer(s);
-			if (p)
-				fb_producer_end(p);
+			end_stream(s, "end of input");
 			break;
 		}
 		if (r == 0) /* a camera that rebooted, a server that went away */

@@ -52,6 +52,14 @@ bool fbd_stream_take_change(struct fbd_stream *st, uint32_t *ret_state, char *de
 	return changed;
 }
 
+uint32_t fbd_stream_state(struct fbd_stream *st)
+{
+	pthread_mutex_lock(&st->lock);
+	uint32_t state = st->state;
+	pthread_mutex_unlock(&st->lock);
+	return state;
+}
+
 struct fb_ring_params fbd_stream_params(struct fbd_stream *st)
 {
 	pthread_mutex_lock(&st->lock);

@@ -110,6 +110,9 @@ int fbd_published_create(const char *name, const char *owner_label,
 			 const struct fb_ring_params *params, int frame_fd, int control_fd,
 			 int channel, char *why, size_t size, struct fbd_stream **ret_stream);
 
+/* enum fb_stream_state, now. */
+uint32_t fbd_stream_state(struct fbd_stream *stream);
+
 /* The ring's parameters; width 0 while it has no ring. */
 struct fb_ring_params fbd_stream_params(struct fbd_stream *stream);
 

@@ -179,6 +179,24 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 		else if (!st)
 			start_one(d, &config->streams[j]);
 	}
+	/* A derived stream that ended with its parent starts again once the
+	 * parent runs again (its subscribers saw the end: they subscribe
+	 * again), and so on down a chain. */
+	for (bool again = true; again;) {
+		again = false;
+		for (uint32_t j = 0; j < config->n_streams; j++) {
+			const struct fbd_stream_config *c = &config->streams[j];
+			struct fbd_stream *st = fbd_streams_find(d, c->name), *parent;
+			if (!c->from || !st || !st->config || st->on_demand ||
+			    fbd_stream_state(st) != FB_STREAM_ENDED ||
+			    !(parent = fbd_streams_find(d, c->from)) ||
+			    fbd_stream_state(parent) == FB_STREAM_ENDED)
+				continue;
+			fbd_streams_remove(d, st, "its parent runs again; subscribe again");
+			start_one(d, c);
+			again = true;
+		}
+	}
 	fbd_config_free(d->config);
 	d->config = config;
 	feed_derived(d);

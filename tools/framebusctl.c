@@ -110,6 +110,14 @@ static void snapshot_free(struct snapshot *snap)
 	*snap = (struct snapshot){0};
 }
 
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct fb_stream_info *)a)->name,
+		      ((const struct fb_stream_info *)b)->name);
+}
+
+/* Every stream, by name: a stream derived or processed from another
+ * (cam0.gray, cam0~640x360.rgb24) comes right after it. */
 static int snapshot_take(fb_client *c, struct snapshot *snap)
 {
 	struct fb_stream_info *list;
@@ -117,6 +125,7 @@ static int snapshot_take(fb_client *c, struct snapshot *snap)
 	int r = fb_client_list_streams(c, &list, &n);
 	if (r < 0)
 		return r;
+	qsort(list, n, sizeof(list[0]), by_name);
 	*snap = (struct snapshot){.n = n,
 				  .streams = list,
 				  .subs = calloc(n ? n : 1, sizeof(*snap->subs)),

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Derived streams: one decode, many sizes, formats and rates.  framebusd
 scales a parent's frames into a stream of their own (from = PARENT)."""
+import signal
 import time
 
 import cv2
@@ -142,3 +143,36 @@ def test_a_derived_rate_picks_frames_evenly(daemon):
     assert 4.5 <= rate <= 5.5, rate
     assert gaps.min() >= 150, f"a burst: {sorted(gaps)[:3]} ms"  # 200 ms apart, +- a frame
     bus.close()
+
+
+def test_a_derived_stream_ends_with_its_parent_and_starts_again_with_it():
+    short = """
+[stream short]
+url = testsrc2=size=64x48:rate=25:duration={seconds}
+input_format = lavfi
+width = 64
+height = 48
+[stream short.gray]
+from = short
+format = gray8
+"""
+    d = Daemon(short.format(seconds=1))
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "short.gray")
+        frames = list(f.seq for f in bus.subscribe("short.gray", mode="queue"))
+        assert frames, "it ended before a frame"  # the iteration ends with the stream
+        info = bus.stream("short.gray")
+        assert (info.state, info.detail) == ("ended", "its parent 'short' ended")
+        assert bus.stream("short").state == "ended"
+        # A reload that changes the parent starts both again.
+        with open(d.config, "w") as f:
+            f.write(f"[daemon]\nsocket = {d.socket}\n" + short.format(seconds=30))
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for_log("stream short.gray: stopped (its parent runs again; subscribe again)")
+        wait_running(bus, "short.gray")
+        with bus.subscribe("short.gray").acquire(timeout=5) as f:
+            assert f.array.shape == (48, 64)
+        bus.close()
+    finally:
+        d.stop()
