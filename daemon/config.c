@@ -361,7 +361,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	if (!strcmp(key, "format")) {
 		if ((f = fb_format_from_name(v)) < 0)
 			return fail(p, section, key,
-				    "'%s' is not one of gray8, bgr24, rgb24, bgra, nv12, yuv420p",
+				    "'%s' is not one of gray8, gray16, bgr24, rgb24, bgra, rgba, "
+				    "nv12, yuv420p, yuyv422",
 				    v);
 		if (f == FB_FORMAT_RESULTS)
 			return fail(p, section, key,
@@ -508,7 +509,8 @@ static const char *check_stream(const struct fbd_stream_config *s)
 		return "width and height must be given together";
 	if (s->width && fb_layout_compute(s->width, s->height, s->format, &l) < 0) {
 		snprintf(why, sizeof(why),
-			 "%ux%u is not a valid size for %s (nv12 and yuv420p need even sizes)",
+			 "%ux%u is not a valid size for %s (nv12 and yuv420p need even sizes, "
+			 "yuyv422 an even width)",
 			 s->width, s->height, fb_format_name(s->format));
 		return why;
 	}

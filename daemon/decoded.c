@@ -123,11 +123,12 @@ static int make_ring(struct decoded *s, uint32_t width, uint32_t height)
 	fb_producer *p;
 
 	/* A source's own size may be odd; the subsampled formats need even
-	 * sizes, so round down. */
-	if (cfg->format == FB_FORMAT_NV12 || cfg->format == FB_FORMAT_YUV420P) {
+	 * sizes (yuyv422 an even width), so round down. */
+	bool half_height = cfg->format == FB_FORMAT_NV12 || cfg->format == FB_FORMAT_YUV420P;
+	if (half_height || cfg->format == FB_FORMAT_YUYV422)
 		params.width &= ~1u;
+	if (half_height)
 		params.height &= ~1u;
-	}
 	/* Made without the lock: allocating a large ring takes a while, and the
 	 * main thread takes the lock for status and subscriptions.  Only one
 	 * thread ever makes a stream's ring (this one, or start-up before it

@@ -22,6 +22,12 @@ static inline enum AVPixelFormat fb_av_pixel_format(uint32_t format)
 		return AV_PIX_FMT_NV12;
 	case FB_FORMAT_YUV420P:
 		return AV_PIX_FMT_YUV420P;
+	case FB_FORMAT_YUYV422:
+		return AV_PIX_FMT_YUYV422;
+	case FB_FORMAT_GRAY16:
+		return AV_PIX_FMT_GRAY16LE;
+	case FB_FORMAT_RGBA:
+		return AV_PIX_FMT_RGBA;
 	default:
 		return AV_PIX_FMT_NONE;
 	}

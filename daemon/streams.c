@@ -237,7 +237,7 @@ static bool derived_config(const struct fbd_stream *parent, struct fb_ring_param
 	else if (fb_layout_compute(c->width, c->height, c->format, &l) < 0)
 		snprintf(why, size,
 			 "%ux%u is not a valid size for %s (nv12 and yuv420p need even "
-			 "sizes)",
+			 "sizes, yuyv422 an even width)",
 			 c->width, c->height, fb_format_name(c->format));
 	else if (crop[2] && (!crop[3] || crop[0] + crop[2] > params.width ||
 			     crop[1] + crop[3] > params.height ||

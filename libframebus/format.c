@@ -12,13 +12,20 @@ struct format_desc {
 	uint32_t bytes_per_pixel; /* of the first plane */
 	uint32_t n_planes;
 	bool subsampled; /* chroma at half width and half height */
+	bool even_width; /* chroma at half width only (packed 4:2:2) */
 };
 
 static const struct format_desc formats[] = {
-    [FB_FORMAT_GRAY8] = {"gray8", 1, 1, false},     [FB_FORMAT_BGR24] = {"bgr24", 3, 1, false},
-    [FB_FORMAT_RGB24] = {"rgb24", 3, 1, false},     [FB_FORMAT_BGRA] = {"bgra", 4, 1, false},
-    [FB_FORMAT_NV12] = {"nv12", 1, 2, true},        [FB_FORMAT_YUV420P] = {"yuv420p", 1, 3, true},
+    [FB_FORMAT_GRAY8] = {"gray8", 1, 1, false},
+    [FB_FORMAT_BGR24] = {"bgr24", 3, 1, false},
+    [FB_FORMAT_RGB24] = {"rgb24", 3, 1, false},
+    [FB_FORMAT_BGRA] = {"bgra", 4, 1, false},
+    [FB_FORMAT_NV12] = {"nv12", 1, 2, true},
+    [FB_FORMAT_YUV420P] = {"yuv420p", 1, 3, true},
     [FB_FORMAT_RESULTS] = {"results", 0, 0, false},
+    [FB_FORMAT_YUYV422] = {"yuyv422", 2, 1, false, true},
+    [FB_FORMAT_GRAY16] = {"gray16", 2, 1, false},
+    [FB_FORMAT_RGBA] = {"rgba", 4, 1, false},
 };
 
 static const struct format_desc *format_lookup(uint32_t format)
@@ -65,7 +72,7 @@ FB_EXPORT int fb_layout_compute(uint32_t width, uint32_t height, uint32_t format
 	}
 	if (width == 0 || height == 0 || width > FB_MAX_DIMENSION || height > FB_MAX_DIMENSION)
 		return -EINVAL;
-	if (d->subsampled && (width % 2 || height % 2))
+	if ((d->subsampled && (width % 2 || height % 2)) || (d->even_width && width % 2))
 		return -EINVAL;
 
 	l.width = width;

@@ -40,7 +40,7 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	    {"[stream a]\nurl = x\nslots = 1\n",
 	     "framebusd.conf:3: [stream a] slots: '1' is not a number from 2 to 64"},
 	    {"[stream a]\nurl = x\nformat = rgb48\n",
-	     "framebusd.conf:3: [stream a] format: 'rgb48' is not one of gray8, bgr24"},
+	     "framebusd.conf:3: [stream a] format: 'rgb48' is not one of gray8, gray16, bgr24"},
 	    {"[stream a]\nurl = x\nformat = results\n",
 	     "framebusd.conf:3: [stream a] format: 'results' streams carry no pixels"},
 	    {"[stream a]\nurl = x\npolicy = wait\n",

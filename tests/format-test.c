@@ -28,6 +28,9 @@ static const struct expect cases[] = {
     {FB_FORMAT_YUV420P, 1920, 1080, 3, {1920, 960, 960}, {1080, 540, 540}},
     {FB_FORMAT_YUV420P, 130, 2, 3, {256, 128, 128}, {2, 1, 1}},
     {FB_FORMAT_YUV420P, 320, 240, 3, {384, 192, 192}, {240, 120, 120}},
+    {FB_FORMAT_YUYV422, 640, 481, 1, {1280}, {481}},
+    {FB_FORMAT_GRAY16, 641, 1, 1, {1344}, {1}},
+    {FB_FORMAT_RGBA, 100, 10, 1, {448}, {10}},
 };
 
 Test(format, layout_of_every_format)
@@ -69,6 +72,7 @@ Test(format, rejects_bad_geometry)
 	cr_assert_eq(fb_layout_compute(10, FB_MAX_DIMENSION + 1, FB_FORMAT_BGRA, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(11, 10, FB_FORMAT_NV12, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(10, 11, FB_FORMAT_YUV420P, &l), -EINVAL);
+	cr_assert_eq(fb_layout_compute(11, 10, FB_FORMAT_YUYV422, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(10, 10, 0, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(10, 10, 99, &l), -EINVAL);
 	cr_assert_eq(fb_layout_compute(1, 0, FB_FORMAT_RESULTS, &l), -EINVAL,
@@ -96,7 +100,8 @@ Test(format, results_have_no_planes)
 
 Test(format, names_round_trip)
 {
-	const char *names[] = {"gray8", "bgr24", "rgb24", "bgra", "nv12", "yuv420p", "results"};
+	const char *names[] = {"gray8",   "bgr24",   "rgb24",   "bgra",   "nv12",
+			       "yuv420p", "results", "yuyv422", "gray16", "rgba"};
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		int f = fb_format_from_name(names[i]);
 		cr_assert_gt(f, 0, "%s", names[i]);

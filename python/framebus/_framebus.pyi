@@ -44,8 +44,9 @@ class ConnectionEvent(NamedTuple):
     connected: bool
     detail: str
 
-Array = numpy.typing.NDArray[numpy.uint8]
-Format = Literal["gray8", "bgr24", "rgb24", "bgra", "nv12", "yuv420p", "results"]
+Array = numpy.typing.NDArray[Union[numpy.uint8, numpy.uint16]]  # uint16: gray16
+Format = Literal["gray8", "gray16", "bgr24", "rgb24", "bgra", "rgba", "nv12", "yuv420p",
+                 "yuyv422", "results"]
 
 def connect(path: Optional[str] = None, name: Optional[str] = None) -> Bus: ...
 def formats() -> list[str]: ...

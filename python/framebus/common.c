@@ -197,23 +197,30 @@ int fbpy_view_init(struct fbpy_view *v, const struct fb_layout *l)
 
 	switch (l->format) {
 	case FB_FORMAT_GRAY8:
-		*v = (struct fbpy_view){2, {h, w}, {stride, 1}, h * w};
+		*v = (struct fbpy_view){2, {h, w}, {stride, 1}, h * w, 1};
+		return 0;
+	case FB_FORMAT_GRAY16:
+		*v = (struct fbpy_view){2, {h, w}, {stride, 2}, h * w * 2, 2};
+		return 0;
+	case FB_FORMAT_YUYV422: /* Y, then U or V in turn: [..., 0] is the luma */
+		*v = (struct fbpy_view){3, {h, w, 2}, {stride, 2, 1}, h * w * 2, 1};
 		return 0;
 	case FB_FORMAT_BGR24:
 	case FB_FORMAT_RGB24:
-		*v = (struct fbpy_view){3, {h, w, 3}, {stride, 3, 1}, h * w * 3};
+		*v = (struct fbpy_view){3, {h, w, 3}, {stride, 3, 1}, h * w * 3, 1};
 		return 0;
 	case FB_FORMAT_BGRA:
-		*v = (struct fbpy_view){3, {h, w, 4}, {stride, 4, 1}, h * w * 4};
+	case FB_FORMAT_RGBA:
+		*v = (struct fbpy_view){3, {h, w, 4}, {stride, 4, 1}, h * w * 4, 1};
 		return 0;
 	case FB_FORMAT_NV12:
 	case FB_FORMAT_YUV420P:
 		/* All planes with one row step: fb_layout_compute makes the
 		 * chroma rows line up so (see docs/ring.md). */
-		*v = (struct fbpy_view){2, {h * 3 / 2, w}, {stride, 1}, h * 3 / 2 * w};
+		*v = (struct fbpy_view){2, {h * 3 / 2, w}, {stride, 1}, h * 3 / 2 * w, 1};
 		return 0;
 	case FB_FORMAT_RESULTS: /* no pixels: an empty array */
-		*v = (struct fbpy_view){1, {0}, {1}, 0};
+		*v = (struct fbpy_view){1, {0}, {1}, 0, 1};
 		return 0;
 	}
 	PyErr_Format(fbpy_error, "unknown pixel format %u", (unsigned)l->format);
@@ -241,8 +248,8 @@ int fbpy_view_fill(Py_buffer *view, PyObject *exporter, void *pixels, const stru
 	view->obj = Py_NewRef(exporter);
 	view->len = v->len;
 	view->readonly = readonly;
-	view->itemsize = 1;
-	view->format = (flags & PyBUF_FORMAT) ? "B" : NULL;
+	view->itemsize = v->itemsize;
+	view->format = (flags & PyBUF_FORMAT) ? (v->itemsize == 2 ? "<H" : "B") : NULL;
 	view->ndim = v->ndim;
 	view->shape = (Py_ssize_t *)v->shape;
 	view->strides = (Py_ssize_t *)v->strides;

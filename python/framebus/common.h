@@ -82,7 +82,8 @@ struct fbpy_view {
 	int ndim;
 	Py_ssize_t shape[3];
 	Py_ssize_t strides[3];
-	Py_ssize_t len;
+	Py_ssize_t len;      /* bytes */
+	Py_ssize_t itemsize; /* 1 (uint8), or 2 (uint16: gray16) */
 };
 
 int fbpy_view_init(struct fbpy_view *view, const struct fb_layout *layout);

@@ -154,7 +154,7 @@ PyObject *fbpy_dlpack(PyObject *exporter, PyObject *args, PyObject *kwds)
 	    .data = e->view.buf,
 	    .device = {FB_DL_CPU, 0},
 	    .ndim = e->view.ndim,
-	    .dtype = {FB_DL_UINT, 8, 1},
+	    .dtype = {FB_DL_UINT, (uint8_t)(8 * e->view.itemsize), 1},
 	    .shape = e->shape,
 	    .strides = e->strides,
 	    .byte_offset = 0,

@@ -6,6 +6,8 @@ static PyObject *format_names(PyObject *module, PyObject *unused)
 {
 	PyObject *list = PyList_New(0);
 	for (uint32_t f = 1; list && fb_format_name(f); f++) {
+		if (f == FB_FORMAT_RESULTS)
+			continue; /* no pixels: Bus.publish_results() */
 		PyObject *name = PyUnicode_FromString(fb_format_name(f));
 		if (!name || PyList_Append(list, name) < 0) {
 			Py_XDECREF(name);

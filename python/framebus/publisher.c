@@ -138,7 +138,7 @@ static PyObject *publisher_new(struct fbpy_bus *bus, PyObject *args, PyObject *k
 	if (fb_layout_compute(params.width, params.height, (uint32_t)format, &layout) < 0)
 		return PyErr_Format(PyExc_ValueError,
 				    "%ux%u is not a valid %s frame size (1..%d, even for "
-				    "nv12 and yuv420p)",
+				    "nv12 and yuv420p, an even width for yuyv422)",
 				    params.width, params.height, format_name, FB_MAX_DIMENSION);
 	params.format = (uint32_t)format;
 	return publisher_make(bus, name, policy_name, params);

@@ -40,6 +40,15 @@ format = gray8
 [stream bars.outside]
 from = bars
 crop = 300,200,100,100
+[stream bars.rgba]
+from = bars
+format = rgba
+[stream bars.gray16]
+from = bars
+format = gray16
+[stream bars.yuyv]
+from = bars
+format = yuyv422
 """
 
 
@@ -122,6 +131,43 @@ def test_a_crop_is_that_part_of_its_parent(daemon):
     assert info.state == "retrying"
     assert "crop 300,200,100,100 does not fit its parent's 320x240 bgr24" in info.detail
     assert all(bus.stream(n).state == "running" for n in ("bars", "bars.crop", "bars.gray"))
+    bus.close()
+
+
+def test_the_other_formats_are_the_parent_converted(daemon):
+    bus = framebus.connect(daemon.socket)
+    names = ("bars.rgba", "bars.gray16", "bars.yuyv")
+    for name in ("bars",) + names:
+        wait_running(bus, name)
+    parent = bus.subscribe("bars", mode="queue", max_holds=8)
+    subs = {name: bus.subscribe(name, mode="queue") for name in names}
+    assert subs["bars.gray16"].shape == (240, 320)
+    assert subs["bars.yuyv"].shape == (240, 320, 2)
+    kept = {}
+    checked = dict.fromkeys(names, 0)
+    deadline = time.monotonic() + 10
+    while min(checked.values()) < 5 and time.monotonic() < deadline:
+        with parent.acquire(timeout=2) as f:
+            kept[f.seq] = f.array.copy()
+        for name, sub in subs.items():
+            while (g := sub.try_acquire()) is not None:
+                with g:
+                    if g.source_seq not in kept:
+                        continue
+                    bgr = kept[g.source_seq]
+                    a = g.array
+                    if name == "bars.rgba":  # a reordering: exact
+                        assert a.dtype == np.uint8
+                        assert np.array_equal(a, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA))
+                    elif name == "bars.gray16":
+                        assert a.dtype == np.uint16 and a.max() > 255, "16 bits used"
+                        want = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(int)
+                        assert np.abs((a.astype(int) >> 8) - want).mean() < 3
+                    else:  # chroma at half width: back to BGR within rounding
+                        back = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_YUV2BGR_YUYV)
+                        assert np.abs(back.astype(int) - bgr.astype(int)).mean() < 8
+                    checked[name] += 1
+    assert min(checked.values()) >= 5, checked
     bus.close()
 
 

@@ -346,3 +346,25 @@ def test_a_results_frame_gives_an_empty_tensor_that_holds_it(bus):
     assert sub.held == 0
     sub.close()
     pub.close()
+
+
+def test_gray16_is_uint16_for_numpy_and_refused_by_this_torch(bus):
+    pub = bus.publish("py.dl.gray16", 100, 36, format="gray16", slots=4)
+    sub = bus.subscribe(pub.name)
+    pixels = np.random.default_rng(3).integers(0, 65536, size=(36, 100), dtype=np.uint16)
+    with pub.frame() as out:
+        assert out.array.dtype == np.uint16
+        out.array[:] = pixels
+    with sub.acquire(timeout=2) as frame:
+        a = frame.array
+        n = np.from_dlpack(frame)
+        assert a.dtype == n.dtype == np.uint16 and a.strides == n.strides == (256, 2)  # 200 bytes a row, padded to 64
+        assert np.array_equal(n, pixels) and n.ctypes.data == a.ctypes.data
+        # PyTorch 1.13 has no uint16 tensors: it refuses the capsule, and
+        # the frame is not left held by the refusal.
+        with pytest.raises((RuntimeError, TypeError, BufferError), match="(?i)uint|bits|type"):
+            torch.from_dlpack(frame)
+        del a, n
+    assert sub.held == 0
+    sub.close()
+    pub.close()

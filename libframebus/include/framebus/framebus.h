@@ -66,6 +66,9 @@ enum fb_format {
 	/** No pixels: each frame is one record (JSON or bytes) in its meta, a
 	 * results stream's (fb_client_publish_results()).  Width and height 0. */
 	FB_FORMAT_RESULTS = 7,
+	FB_FORMAT_YUYV422 = 8, /**< packed Y0 U Y1 V, 4:2:2 (UVC cameras'); even widths */
+	FB_FORMAT_GRAY16 = 9,  /**< one 16-bit plane, little-endian (depth, thermal) */
+	FB_FORMAT_RGBA = 10,   /**< packed R, G, B, A */
 };
 
 /** What a producer does when every slot is taken. */
