@@ -20,6 +20,7 @@
 #include "log.h"
 #include "pixfmt.h"
 #include "ring-private.h"
+#include "shrink.h"
 #include "source.h"
 #include "stream.h"
 
@@ -236,11 +237,15 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 		snprintf(why, size, "cannot take a slot: %s", fb_strerror(r));
 		return r;
 	}
-	int dst_stride[4] = {0};
-	for (int i = 0; i < 4; i++)
-		dst_stride[i] = (int)out->stride[i];
-	sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height, out->data,
-		  dst_stride);
+	/* Whole-factor shrinks of packed RGB (a derived stream's usual case)
+	 * average blocks here; bicubic, as asked, stays libswscale's. */
+	if (cfg->scale == FBD_SCALE_BICUBIC || !fbd_shrink(in, out, l)) {
+		int dst_stride[4] = {0};
+		for (int i = 0; i < 4; i++)
+			dst_stride[i] = (int)out->stride[i];
+		sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height,
+			  out->data, dst_stride);
+	}
 	out->pts = pic->pts;
 	if (pic->parent) {
 		fb_frame_made_from(out, pic->parent);

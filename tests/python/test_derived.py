@@ -49,6 +49,11 @@ format = gray16
 [stream bars.yuyv]
 from = bars
 format = yuyv422
+[stream bars.half]
+from = bars
+width = 160
+height = 120
+format = rgb24
 """
 
 
@@ -136,7 +141,7 @@ def test_a_crop_is_that_part_of_its_parent(daemon):
 
 def test_the_other_formats_are_the_parent_converted(daemon):
     bus = framebus.connect(daemon.socket)
-    names = ("bars.rgba", "bars.gray16", "bars.yuyv")
+    names = ("bars.rgba", "bars.gray16", "bars.yuyv", "bars.half")
     for name in ("bars",) + names:
         wait_running(bus, name)
     parent = bus.subscribe("bars", mode="queue", max_holds=8)
@@ -159,6 +164,10 @@ def test_the_other_formats_are_the_parent_converted(daemon):
                     if name == "bars.rgba":  # a reordering: exact
                         assert a.dtype == np.uint8
                         assert np.array_equal(a, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA))
+                    elif name == "bars.half":  # a whole factor: each 2x2 block's mean
+                        want = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (160, 120),
+                                          interpolation=cv2.INTER_AREA)
+                        assert np.abs(a.astype(int) - want.astype(int)).max() <= 1
                     elif name == "bars.gray16":
                         assert a.dtype == np.uint16 and a.max() > 255, "16 bits used"
                         want = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(int)
