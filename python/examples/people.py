@@ -90,7 +90,8 @@ def main() -> int:
         """Detect, publish the record and the annotated frame; the number of
         people.  (A function of its own, so that no array of the frame
         outlives it: an array holds its slot, and one left in a variable of
-        the loop would keep the ring from moving on after a daemon restart.)"""
+        the loop would hold it while the next frame is taken, one hold more
+        against the subscription's limit.)"""
         image = frame.array
         if scale < 1.0:
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

@@ -59,9 +59,6 @@ static const struct error_row {
     {FBPY_TAKE, -ECANCELED, false, &fbpy_stream_removed,
      "framebusd ended the subscription to '%(name)s' (the stream was removed or restarted with "
      "a new geometry): subscribe again"},
-    {FBPY_TAKE, -EBUSY, false, &PyExc_ConnectionResetError,
-     "framebusd at %(path)s restarted, but frames of '%(name)s' from before are still held: "
-     "release them (and drop arrays made from them) to go on with the new ring"},
     {FBPY_TAKE, -EBADF, false, &PyExc_ValueError, "the subscription to '%(name)s' was closed"},
     {FBPY_FRAME, -ENOBUFS, false, &fbpy_frame_dropped,
      "every slot of '%(name)s' is held by subscribers: frame dropped"},

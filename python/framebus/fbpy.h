@@ -28,9 +28,11 @@
  * the C resources go once nothing alive can still reach them:
  * - a subscriber frame gives its slot back once it was released (or died)
  *   and no buffer export of the slot (array, memoryview, DLPack tensor) is
- *   left: the subscriber's slot table counts them, whichever object exported
- *   them;
- * - a subscriber unsubscribes once closed with no frame holding a slot;
+ *   left: its ring's slot table counts them, whichever object exported them;
+ * - a subscriber unsubscribes once closed with no frame holding a slot of
+ *   its ring;
+ * - after framebusd restarted, a subscriber goes on with a new ring at once;
+ *   the old one, retired, is unmapped once no frame holds a slot of it;
  * - a publisher unpublishes once closed with no frame being written and no
  *   array left over a frame it wrote;
  * - the bus disconnects once closed with no subscriber or publisher left,

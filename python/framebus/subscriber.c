@@ -7,7 +7,7 @@
 
 struct fbpy_frame;
 
-/* One slot of a subscriber's ring, as the binding sees it. */
+/* One slot of a ring, as the binding sees it. */
 struct fbpy_slot {
 	const struct fb_frame *held; /* the frame held there, or NULL */
 	uint64_t generation;         /* counts the times a frame was taken there */
@@ -20,33 +20,45 @@ struct fbpy_slot {
 	struct fbpy_slot_view *spare_view; /* borrowed: the spare's exporter */
 };
 
+/* One subscription's ring: the subscriber's current one, or one it left
+ * when framebusd restarted while frames of it were held (retired).  A
+ * retired ring stays mapped until its last frame is given back; its frames
+ * no longer count against the new subscription's holds.  The struct itself
+ * goes with its last reference (the subscriber's while current, each Frame's,
+ * each handed-out array's), so a released frame can still read its slot. */
+struct fbpy_ring {
+	fb_subscriber *sub; /* NULL once unsubscribed or unmapped */
+	uint32_t n_slots;
+	Py_ssize_t live; /* slots held */
+	Py_ssize_t refs;
+	struct fbpy_slot slots[FB_MAX_SLOTS];
+};
+
 struct fbpy_subscriber {
 	PyObject_HEAD
 	struct fbpy_child link;
 	struct fbpy_bus *bus;
-	fb_subscriber *sub; /* NULL once unsubscribed */
+	struct fbpy_ring *ring; /* the current ring; NULL once unsubscribed */
 	PyObject *stream;
 	uint32_t mode;
 	uint32_t max_holds; /* as asked (0: the daemon's default) */
 	uint32_t format;
 	uint32_t width, height;
-	uint32_t n_slots;
 	bool lost;            /* its frames stopped: fb_client_resubscribe() */
 	bool resumed;         /* subscribed again: the next frame is a discontinuity */
 	bool closed;
 	bool busy;            /* a thread is inside acquire */
-	Py_ssize_t live;      /* slots held */
 	struct fbpy_frame *iter_frame; /* borrowed: the frame for-iteration handed out */
 	struct fbpy_view view;
-	struct fbpy_slot slots[FB_MAX_SLOTS];
 };
 
 /* The exporter of a spare array: one slot's pixels.  It keeps its
- * subscriber alive only once its array was handed out (before that the
- * subscriber owns the array, and a reference back would be a cycle). */
+ * subscriber and ring alive only once its array was handed out (before
+ * that the ring owns the array, and a reference back would be a cycle). */
 struct fbpy_slot_view {
 	PyObject_HEAD
 	struct fbpy_subscriber *owner;
+	struct fbpy_ring *ring;
 	uint32_t slot;
 	bool owns_ref;
 };
@@ -54,6 +66,7 @@ struct fbpy_slot_view {
 struct fbpy_frame {
 	PyObject_HEAD
 	struct fbpy_subscriber *owner;
+	struct fbpy_ring *ring;
 	uint32_t slot;
 	uint64_t generation; /* its slot's generation when it was taken */
 	bool holding;        /* not yet released */
@@ -65,28 +78,69 @@ struct fbpy_frame {
 
 static PyTypeObject *fbpy_subscriber_type, *fbpy_frame_type, *fbpy_slot_view_type;
 
-/* Drop the arrays made ahead: nobody else has them. */
-static void drop_spares(struct fbpy_subscriber *s)
+/* A ring for sub, with the subscriber's reference; NULL with MemoryError. */
+static struct fbpy_ring *ring_new(fb_subscriber *sub)
 {
-	for (uint32_t i = 0; i < s->n_slots; i++) {
-		s->slots[i].spare_view = NULL;
-		Py_CLEAR(s->slots[i].spare);
+	struct fbpy_ring *ring = PyMem_Calloc(1, sizeof(*ring));
+
+	if (!ring)
+		return (struct fbpy_ring *)PyErr_NoMemory();
+	ring->sub = sub;
+	ring->n_slots = fb_subscriber_get_slots(sub);
+	ring->refs = 1;
+	return ring;
+}
+
+static struct fbpy_ring *ring_ref(struct fbpy_ring *ring)
+{
+	ring->refs++;
+	return ring;
+}
+
+/* Its memory is gone by then: unsubscribed, or unmapped once retired. */
+static void ring_unref(struct fbpy_ring *ring)
+{
+	if (--ring->refs == 0)
+		PyMem_Free(ring);
+}
+
+/* Drop the arrays made ahead: nobody else has them. */
+static void drop_spares(struct fbpy_ring *ring)
+{
+	for (uint32_t i = 0; i < ring->n_slots; i++) {
+		ring->slots[i].spare_view = NULL;
+		Py_CLEAR(ring->slots[i].spare);
 	}
+}
+
+/* A retired ring is unmapped once none of its frames is held.  The
+ * framebusd that made the subscription is gone: there is nothing to
+ * unsubscribe from. */
+static void retired_ring_maybe_unmap(struct fbpy_ring *ring)
+{
+	if (ring->live > 0)
+		return;
+	fb_subscriber_free(ring->sub);
+	ring->sub = NULL;
 }
 
 static void subscriber_maybe_free(struct fbpy_subscriber *s)
 {
-	if (!s->sub || !s->closed || s->busy || s->live > 0)
+	struct fbpy_ring *ring = s->ring;
+
+	if (!ring || !s->closed || s->busy || ring->live > 0)
 		return;
-	drop_spares(s); /* before the memory they point into goes */
+	s->ring = NULL; /* before the lock, which may let another thread in here */
+	drop_spares(ring); /* before the memory they point into goes */
 	struct fbpy_bus *bus = s->bus;
 	fbpy_bus_lock(bus);
 	if (bus->client)
-		fb_client_unsubscribe(bus->client, s->sub);
+		fb_client_unsubscribe(bus->client, ring->sub);
 	else
-		fb_subscriber_free(s->sub);
+		fb_subscriber_free(ring->sub);
 	fbpy_bus_unlock(bus);
-	s->sub = NULL;
+	ring->sub = NULL;
+	ring_unref(ring);
 	fbpy_bus_release(bus, &s->link);
 }
 
@@ -98,24 +152,27 @@ static void subscriber_close_child(struct fbpy_child *child)
 	subscriber_maybe_free(s);
 }
 
-/* Give slot i back once its frame was released and nothing exports it. */
-static void slot_maybe_give_back(struct fbpy_subscriber *s, uint32_t i)
+/* Give slot i of s's ring back once its frame was released and nothing
+ * exports it. */
+static void slot_maybe_give_back(struct fbpy_subscriber *s, struct fbpy_ring *ring, uint32_t i)
 {
-	struct fbpy_slot *slot = &s->slots[i];
+	struct fbpy_slot *slot = &ring->slots[i];
 
 	if (!slot->held || !slot->release_wanted || slot->exports > 0)
 		return;
-	fb_subscriber_release(s->sub, slot->held);
+	fb_subscriber_release(ring->sub, slot->held);
 	slot->held = NULL;
-	s->live--;
-	subscriber_maybe_free(s);
+	ring->live--;
+	if (ring == s->ring)
+		subscriber_maybe_free(s);
+	else
+		retired_ring_maybe_unmap(ring);
 }
 
 /* The frame is done with its slot; its metadata stays readable. */
 static void frame_request_release(struct fbpy_frame *f)
 {
-	struct fbpy_subscriber *s = f->owner;
-	struct fbpy_slot *slot = &s->slots[f->slot];
+	struct fbpy_slot *slot = &f->ring->slots[f->slot];
 
 	if (!f->holding)
 		return;
@@ -128,7 +185,7 @@ static void frame_request_release(struct fbpy_frame *f)
 	f->holding = false;
 	slot->release_wanted = true;
 	Py_CLEAR(f->array); /* an array never handed out: its export goes too */
-	slot_maybe_give_back(s, f->slot);
+	slot_maybe_give_back(f->owner, f->ring, f->slot);
 }
 
 /* Bus.subscribe(), which fbpy_subscriber_init_types() gives Bus. */
@@ -161,14 +218,18 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 		return fbpy_raise(r, &(struct fbpy_failure){FBPY_SUBSCRIBE, .name = stream,
 							     .path = bus->path, .why = why});
 
-	struct fbpy_subscriber *s = PyObject_New(struct fbpy_subscriber, fbpy_subscriber_type);
+	struct fbpy_ring *ring = ring_new(sub);
+	struct fbpy_subscriber *s =
+	    ring ? PyObject_New(struct fbpy_subscriber, fbpy_subscriber_type) : NULL;
 	if (!s) {
 		fb_client_unsubscribe(bus->client, sub);
+		if (ring)
+			ring_unref(ring);
 		return NULL;
 	}
 	const struct fb_layout *l = fb_subscriber_get_layout(sub);
 	s->bus = (struct fbpy_bus *)Py_NewRef(bus);
-	s->sub = sub;
+	s->ring = ring;
 	s->mode = mode;
 	s->max_holds = max_holds;
 	s->lost = s->resumed = false;
@@ -176,10 +237,7 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 	s->width = l->width;
 	s->height = l->height;
 	s->closed = s->busy = false;
-	s->live = 0;
 	s->iter_frame = NULL;
-	s->n_slots = fb_subscriber_get_slots(sub);
-	memset(s->slots, 0, sizeof(s->slots));
 	s->link.close = subscriber_close_child;
 	fbpy_bus_adopt(bus, &s->link);
 	s->stream = PyUnicode_FromString(stream);
@@ -201,7 +259,6 @@ static PyMethodDef subscribe_method = {
 static void subscriber_dealloc(struct fbpy_subscriber *s)
 {
 	s->closed = true;
-	drop_spares(s);
 	subscriber_maybe_free(s); /* no frame is left: each holds a reference */
 	Py_XDECREF(s->stream);
 	Py_DECREF(s->bus);
@@ -226,14 +283,17 @@ static int subscriber_check(struct fbpy_subscriber *s)
  * must not be swallowed: returns -1 with it set. */
 static int make_spares(struct fbpy_subscriber *s)
 {
-	for (uint32_t i = 0; i < s->n_slots; i++) {
-		struct fbpy_slot *slot = &s->slots[i];
+	struct fbpy_ring *ring = s->ring;
+
+	for (uint32_t i = 0; i < ring->n_slots; i++) {
+		struct fbpy_slot *slot = &ring->slots[i];
 		if (slot->held || slot->spare)
 			continue;
 		struct fbpy_slot_view *v = PyObject_New(struct fbpy_slot_view, fbpy_slot_view_type);
 		if (!v)
 			break;
 		v->owner = s;
+		v->ring = ring;
 		v->slot = i;
 		v->owns_ref = false;
 		slot->spare = fbpy_as_array((PyObject *)v);
@@ -252,13 +312,15 @@ static int make_spares(struct fbpy_subscriber *s)
 static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 {
 	struct fbpy_frame *o = PyObject_New(struct fbpy_frame, fbpy_frame_type);
-	struct fbpy_slot *slot = &s->slots[f->slot];
+	struct fbpy_ring *ring = s->ring;
+	struct fbpy_slot *slot = &ring->slots[f->slot];
 
 	if (!o) {
-		fb_subscriber_release(s->sub, f);
+		fb_subscriber_release(ring->sub, f);
 		return NULL;
 	}
 	o->owner = (struct fbpy_subscriber *)Py_NewRef(s);
+	o->ring = ring_ref(ring);
 	o->slot = f->slot;
 	o->generation = ++slot->generation;
 	o->holding = true;
@@ -272,47 +334,51 @@ static PyObject *frame_new(struct fbpy_subscriber *s, const struct fb_frame *f)
 	if (s->resumed) /* the first frame after a daemon restart */
 		o->info.flags |= FB_FRAME_DISCONTINUITY;
 	s->resumed = false;
-	o->array = slot->spare; /* handed over: it now keeps the subscriber */
+	o->array = slot->spare; /* handed over: it now keeps the subscriber and ring */
 	if (slot->spare_view) {
 		slot->spare_view->owner = (struct fbpy_subscriber *)Py_NewRef(s);
+		ring_ref(ring);
 		slot->spare_view->owns_ref = true;
 	}
 	slot->spare = NULL;
 	slot->spare_view = NULL;
 	slot->held = f;
 	slot->release_wanted = false;
-	s->live++;
+	ring->live++;
 	return (PyObject *)o;
 }
 
 /* After the subscription's frames stopped: if framebusd went away, subscribe
- * again to the same stream and go on with the new ring.  Returns 0 once
- * done, -EAGAIN while the daemon (or the stream) is not back yet, -EBUSY
- * while frames of the old ring are held, -ECANCELED if the stream came back
- * with another geometry or framebusd ended the subscription, or the error
- * subscribing failed with. */
+ * again to the same stream and go on with a new ring.  The old ring is
+ * retired: frames of it still held stay readable, and it is unmapped when
+ * the last of them goes.  Returns 0 once done, -EAGAIN while the daemon (or
+ * the stream) is not back yet, -ECANCELED if the stream came back with
+ * another geometry or framebusd ended the subscription, or the error
+ * subscribing failed with (-ENOMEM with MemoryError set). */
 static int resume(struct fbpy_subscriber *s)
 {
 	struct fbpy_bus *bus = s->bus;
+	struct fbpy_ring *old = s->ring;
 	fb_subscriber *sub;
 
-	if (s->live > 0)
-		return -EBUSY;
 	fbpy_bus_lock(bus);
-	int r = fb_client_resubscribe(bus->client, s->sub, &sub);
+	int r = fb_client_resubscribe(bus->client, old->sub, &sub);
 	fbpy_bus_unlock(bus);
 	if (r < 0) {
 		s->lost = r == -EAGAIN;
 		return r == -ESTALE ? -ECANCELED : r;
 	}
-	drop_spares(s); /* before the memory they point into goes */
-	fb_subscriber_free(s->sub);
-	s->sub = sub;
-	s->n_slots = fb_subscriber_get_slots(sub);
-	for (uint32_t i = 0; i < FB_MAX_SLOTS; i++) {
-		s->slots[i].held = NULL;
-		s->slots[i].release_wanted = false;
+	struct fbpy_ring *ring = ring_new(sub);
+	if (!ring) {
+		fbpy_bus_lock(bus);
+		fb_client_unsubscribe(bus->client, sub);
+		fbpy_bus_unlock(bus);
+		return -ENOMEM;
 	}
+	drop_spares(old); /* before the memory they point into goes */
+	s->ring = ring;
+	retired_ring_maybe_unmap(old);
+	ring_unref(old);
 	s->lost = false;
 	s->resumed = true;
 	return make_spares(s) < 0 ? -EINTR : 0;
@@ -341,7 +407,8 @@ static int take_attempt(void *data, int slice_ms)
 		Py_BEGIN_ALLOW_THREADS nanosleep(&pause, NULL);
 		Py_END_ALLOW_THREADS return -ETIMEDOUT;
 	}
-	Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(s->sub, slice_ms, &t->frame);
+	fb_subscriber *sub = s->ring->sub; /* s->busy keeps it */
+	Py_BEGIN_ALLOW_THREADS r = fb_subscriber_acquire(sub, slice_ms, &t->frame);
 	Py_END_ALLOW_THREADS
 	/* Ended with framebusd, maybe: fb_client_resubscribe() tells, in
 	 * resume().  (The bus stays connected while this subscriber lives,
@@ -373,7 +440,7 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 	int r = fbpy_wait(deadline, take_attempt, &t);
 	s->busy = false;
 	if (r == 0 && s->closed) { /* closed by another thread meanwhile */
-		fb_subscriber_release(s->sub, t.frame);
+		fb_subscriber_release(s->ring->sub, t.frame);
 		r = -EBADF;
 	}
 	if (r == 0)
@@ -384,9 +451,10 @@ static PyObject *take(struct fbpy_subscriber *s, int64_t timeout_ms, bool empty_
 		return NULL;
 	if ((r == -EAGAIN || r == -ETIMEDOUT) && empty_ok)
 		Py_RETURN_NONE;
+	fb_subscriber *sub = s->ring ? s->ring->sub : NULL; /* NULL once closed */
 	return fbpy_raise(r, &(struct fbpy_failure){FBPY_TAKE, .name = PyUnicode_AsUTF8(s->stream),
 						     .path = s->bus->path,
-						     .held = fb_subscriber_get_held(s->sub)});
+						     .held = fb_subscriber_get_held(sub)});
 }
 
 static PyObject *subscriber_acquire(struct fbpy_subscriber *s, PyObject *args, PyObject *kwds)
@@ -440,7 +508,7 @@ static PyObject *subscriber_fileno(struct fbpy_subscriber *s, PyObject *unused)
 {
 	if (subscriber_check(s) < 0)
 		return NULL;
-	return PyLong_FromLong(fb_subscriber_get_fd(s->sub));
+	return PyLong_FromLong(fb_subscriber_get_fd(s->ring->sub));
 }
 
 static PyObject *subscriber_exit(struct fbpy_subscriber *s, PyObject *args)
@@ -488,7 +556,7 @@ static PyObject *sub_get_shape(struct fbpy_subscriber *s, void *unused)
 
 static PyObject *sub_get_held(struct fbpy_subscriber *s, void *unused)
 {
-	return PyLong_FromUnsignedLong(s->sub ? fb_subscriber_get_held(s->sub) : 0);
+	return PyLong_FromUnsignedLong(s->ring ? fb_subscriber_get_held(s->ring->sub) : 0);
 }
 
 static PyObject *sub_get_closed(struct fbpy_subscriber *s, void *unused)
@@ -572,6 +640,7 @@ static void frame_dealloc(struct fbpy_frame *f)
 		s->iter_frame = NULL;
 	frame_request_release(f);
 	Py_XDECREF(f->meta);
+	ring_unref(f->ring);
 	Py_DECREF(s);
 	PyTypeObject *type = Py_TYPE(f);
 	PyObject_Free(f);
@@ -590,6 +659,7 @@ static int refuse_writable(int flags)
 static int frame_getbuffer(struct fbpy_frame *f, Py_buffer *view, int flags)
 {
 	struct fbpy_subscriber *s = f->owner;
+	struct fbpy_slot *slot = &f->ring->slots[f->slot];
 
 	if (!f->holding) {
 		PyErr_Format(PyExc_BufferError,
@@ -598,17 +668,16 @@ static int frame_getbuffer(struct fbpy_frame *f, Py_buffer *view, int flags)
 		return -1;
 	}
 	if (refuse_writable(flags) < 0 ||
-	    fbpy_view_fill(view, (PyObject *)f, s->slots[f->slot].held->data[0], &s->view, true,
-			   flags) < 0)
+	    fbpy_view_fill(view, (PyObject *)f, slot->held->data[0], &s->view, true, flags) < 0)
 		return -1;
-	s->slots[f->slot].exports++;
+	slot->exports++;
 	return 0;
 }
 
 static void frame_releasebuffer(struct fbpy_frame *f, Py_buffer *view)
 {
-	f->owner->slots[f->slot].exports--;
-	slot_maybe_give_back(f->owner, f->slot);
+	f->ring->slots[f->slot].exports--;
+	slot_maybe_give_back(f->owner, f->ring, f->slot);
 }
 
 static PyObject *frame_release(struct fbpy_frame *f, PyObject *unused)
@@ -641,7 +710,7 @@ static PyObject *frame_get_meta(struct fbpy_frame *f, void *unused)
 		return PyBytes_FromStringAndSize(NULL, 0);
 	if (!f->holding)
 		return PyErr_NoMemory(); /* the copy at release failed */
-	f->meta = PyBytes_FromStringAndSize((const char *)f->owner->slots[f->slot].held->meta,
+	f->meta = PyBytes_FromStringAndSize((const char *)f->ring->slots[f->slot].held->meta,
 					    f->info.meta_size);
 	return f->meta ? Py_NewRef(f->meta) : NULL;
 }
@@ -735,7 +804,7 @@ const struct fb_frame *fbpy_frame_held(PyObject *obj)
 		return NULL;
 	}
 	struct fbpy_frame *f = (struct fbpy_frame *)obj;
-	const struct fbpy_slot *slot = &f->owner->slots[f->slot];
+	const struct fbpy_slot *slot = &f->ring->slots[f->slot];
 	if (!f->holding || !slot->held || slot->generation != f->generation) {
 		PyErr_SetString(PyExc_ValueError,
 				"the frame was released: say what a frame was made from before "
@@ -772,7 +841,7 @@ static PyObject *frame_get_discontinuity(struct fbpy_frame *f, void *unused)
 
 static PyObject *frame_get_released(struct fbpy_frame *f, void *unused)
 {
-	const struct fbpy_slot *slot = &f->owner->slots[f->slot];
+	const struct fbpy_slot *slot = &f->ring->slots[f->slot];
 	return PyBool_FromLong(!slot->held || slot->generation != f->generation);
 }
 
@@ -876,30 +945,32 @@ static PyType_Spec frame_spec = {
 
 static int slot_view_getbuffer(struct fbpy_slot_view *v, Py_buffer *view, int flags)
 {
-	struct fbpy_subscriber *s = v->owner;
-	const struct fb_frame *slot = s->sub ? fb_subscriber_get_slot(s->sub, v->slot) : NULL;
+	struct fbpy_ring *ring = v->ring;
+	const struct fb_frame *slot = ring->sub ? fb_subscriber_get_slot(ring->sub, v->slot) : NULL;
 
 	if (!slot) {
 		PyErr_SetString(PyExc_BufferError, "the subscription is closed");
 		return -1;
 	}
 	if (refuse_writable(flags) < 0 ||
-	    fbpy_view_fill(view, (PyObject *)v, slot->data[0], &s->view, true, flags) < 0)
+	    fbpy_view_fill(view, (PyObject *)v, slot->data[0], &v->owner->view, true, flags) < 0)
 		return -1;
-	s->slots[v->slot].exports++;
+	ring->slots[v->slot].exports++;
 	return 0;
 }
 
 static void slot_view_releasebuffer(struct fbpy_slot_view *v, Py_buffer *view)
 {
-	v->owner->slots[v->slot].exports--;
-	slot_maybe_give_back(v->owner, v->slot);
+	v->ring->slots[v->slot].exports--;
+	slot_maybe_give_back(v->owner, v->ring, v->slot);
 }
 
 static void slot_view_dealloc(struct fbpy_slot_view *v)
 {
-	if (v->owns_ref)
+	if (v->owns_ref) {
+		ring_unref(v->ring);
 		Py_DECREF(v->owner);
+	}
 	PyTypeObject *type = Py_TYPE(v);
 	PyObject_Free(v);
 	Py_DECREF(type);

@@ -429,11 +429,12 @@ def test_the_daemon_dying_mid_iteration_waits_for_it_and_goes_on():
                 with pytest.raises(ConnectionError, match="went away"):
                     bus.streams()
                 assert kept.std() > 10  # a frame kept is still mapped and readable
-                del kept  # (while it lives, the old ring's slot stays held)
+                pixels = kept.copy()
                 # Set first: the subscriber may be back before start() returns.
                 threading.Timer(1.0, lambda: (restarted.set(), d.start())).start()
             elif seen == 4:
                 assert restarted.is_set() and frame.discontinuity
+                assert np.array_equal(kept, pixels)  # the old ring, kept with it
                 break
         assert bus.connected
         assert bus.stream("cam0").subscribers == 1

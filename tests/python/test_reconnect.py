@@ -110,20 +110,107 @@ def test_a_published_stream_is_published_again_and_its_subscribers_follow(daemon
     sub_bus.close()
 
 
-def test_frames_held_across_a_restart_must_be_released_first(daemon):
+def framebus_mappings():
+    """This process's mappings of framebus memfds: each ring it subscribed to
+    maps its frames, its control page and its record."""
+    with open("/proc/self/maps") as f:
+        return sum(" /memfd:framebus-" in line for line in f)
+
+
+def first_of_the_new_ring(sub):
+    """The first frame after a restart, once the frames the old ring still
+    had (published before the daemon was killed) were taken and released."""
+    while not (frame := sub.acquire(timeout=15)).discontinuity:
+        frame.release()
+    return frame
+
+
+def keep_array(frame):
+    return frame.array, numpy.array(frame.array)
+
+
+def keep_tensor(frame):
+    import torch
+    tensor = torch.from_dlpack(frame)
+    return tensor, tensor.numpy().copy()
+
+
+@pytest.mark.parametrize("keep", [keep_array, keep_tensor], ids=["array", "tensor"])
+def test_a_loop_keeping_the_last_frames_pixels_goes_on_across_a_restart(daemon, keep):
     bus = framebus.connect(daemon.socket, name="pytest")
     wait_running(bus, "cam0")
+    before = framebus_mappings()
     sub = bus.subscribe("cam0")
-    held = sub.acquire(timeout=10)
-    array = held.array
+    ring = framebus_mappings() - before
+    kept = None
+    # The usual loop: its variables keep the last frame's pixels (and so its
+    # slot) while next() takes the next frame.
+    for frame in sub:
+        if kept is None:
+            restart(daemon)
+        elif frame.discontinuity:
+            break  # the first frame of the new ring
+        assert frame.seq < 20, "no frame of the new ring"
+        kept = keep(frame)  # (pixels, a copy of them)
+    assert frame.array.shape == (240, 320, 3)
+    # The old ring stays mapped, its pixels unchanged, while they are kept.
+    assert framebus_mappings() == before + 2 * ring
+    assert numpy.array_equal(numpy.asarray(kept[0]), kept[1])
+    del kept
+    assert framebus_mappings() == before + ring
+    # The daemon holds one subscription of ours, and it moves on.
+    assert bus.stream("cam0").subscribers == 1
+    frame.release()
+    assert sub.acquire(timeout=5).seq > frame.seq
+    assert "error" not in daemon.read_log().lower()
+    bus.close()
+
+
+def test_frames_held_across_restarts_stay_readable_until_released(daemon):
+    bus = framebus.connect(daemon.socket, name="pytest")
+    wait_running(bus, "cam0")
+    results = bus.publish_results("cam0.notes", slots=4)  # for made_from
+    before = framebus_mappings()
+    sub = bus.subscribe("cam0")
+    held = [sub.acquire(timeout=10)]
+    ring = framebus_mappings() - before
+    pixels = [numpy.array(held[0].array)]
+    # Two restarts, a frame held from each ring: both rings are retired.
+    for _ in range(2):
+        restart(daemon)
+        held.append(first_of_the_new_ring(sub))
+        pixels.append(numpy.array(held[-1].array))
+    assert framebus_mappings() == before + 3 * ring
+    for frame, then in zip(held, pixels):
+        assert not frame.released
+        assert numpy.array_equal(frame.array, then)
+        assert numpy.array_equal(numpy.from_dlpack(frame), then)
+        results.send("seen", made_from=frame)
+    # Each ring goes when its frame does; the current one stays.
+    for rings_left in (2, 1, 1):
+        frame = held.pop(0)
+        frame.release()
+        assert frame.released
+        with pytest.raises(BufferError, match="released"):
+            numpy.asarray(frame)
+        assert framebus_mappings() == before + rings_left * ring
+    assert sub.held == 0
+    with sub.acquire(timeout=5) as frame:
+        assert not frame.discontinuity
+    bus.close()
+
+
+def test_frames_from_before_a_restart_do_not_count_against_the_hold_limit(daemon):
+    bus = framebus.connect(daemon.socket, name="pytest")
+    wait_running(bus, "cam0")
+    sub = bus.subscribe("cam0", max_holds=2)
+    old = sub.acquire(timeout=10).array
     restart(daemon)
-    with pytest.raises(ConnectionResetError, match="still held"):
-        sub.acquire(timeout=5)
-    assert array.shape == (240, 320, 3)  # the old ring's memory is still mapped
-    held.release()
-    del array
-    with sub.acquire(timeout=15) as frame:
-        assert frame.discontinuity
+    new = [first_of_the_new_ring(sub).array, sub.acquire(timeout=5).array]
+    assert sub.held == 2
+    with pytest.raises(framebus.HoldLimitError, match="holds 2 frames"):
+        sub.acquire(timeout=2)
+    assert all(a.shape == (240, 320, 3) for a in [old] + new)
     bus.close()
 
 
