@@ -189,19 +189,74 @@ static void frame_request_release(struct fbpy_frame *f)
 }
 
 /* Bus.subscribe(), which fbpy_subscriber_init_types() gives Bus. */
+/* A derived stream's spec from subscribe()'s keywords (None: the parent's);
+ * returns 1 if any was given, 0 if none, -1 with an exception. */
+static int derived_spec(PyObject *width, PyObject *height, PyObject *format, PyObject *fps,
+			PyObject *crop, struct fb_derived *ret)
+{
+	struct fb_derived spec = {0};
+	if ((width == Py_None) != (height == Py_None)) {
+		PyErr_SetString(PyExc_ValueError, "width and height go together");
+		return -1;
+	}
+	if (width != Py_None && (!PyArg_Parse(width, "I", &spec.width) ||
+				 !PyArg_Parse(height, "I", &spec.height)))
+		return -1;
+	if (format != Py_None) {
+		const char *name = PyUnicode_Check(format) ? PyUnicode_AsUTF8(format) : NULL;
+		int f = name ? fb_format_from_name(name) : -EINVAL;
+		if (f < 0 || f == FB_FORMAT_RESULTS) {
+			if (!PyErr_Occurred())
+				PyErr_Format(PyExc_ValueError,
+					     "format %R is not a pixel format (framebus.formats() lists "
+					     "them)",
+					     format);
+			return -1;
+		}
+		spec.format = (uint32_t)f;
+	}
+	if (fps != Py_None) {
+		double v = PyFloat_AsDouble(fps);
+		if (v == -1.0 && PyErr_Occurred())
+			return -1;
+		if (!(v >= 0.1 && v <= 1000)) {
+			PyErr_Format(PyExc_ValueError, "fps must be 0.1 to 1000, not %R", fps);
+			return -1;
+		}
+		spec.fps_milli = (uint32_t)(v * 1000 + 0.5);
+	}
+	if (crop != Py_None && (!PyTuple_Check(crop) || PyTuple_GET_SIZE(crop) != 4)) {
+		PyErr_Format(PyExc_ValueError, "crop must be (x, y, width, height), not %R", crop);
+		return -1;
+	}
+	if (crop != Py_None && !PyArg_ParseTuple(crop, "IIII", &spec.crop[0], &spec.crop[1],
+						 &spec.crop[2], &spec.crop[3]))
+		return -1;
+	*ret = spec;
+	return width != Py_None || format != Py_None || fps != Py_None || crop != Py_None;
+}
+
 static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *kwds)
 {
-	static char *kwlist[] = {"stream", "mode", "max_holds", NULL};
+	static char *kwlist[] = {"stream", "mode",  "max_holds", "width", "height",
+				 "format", "fps",   "crop",      NULL};
 	const char *stream, *mode_name = "latest";
 	unsigned int max_holds = 0;
+	PyObject *width = Py_None, *height = Py_None, *format = Py_None, *fps = Py_None,
+		 *crop = Py_None;
+	struct fb_derived spec;
 	uint32_t mode;
 	fb_subscriber *sub;
 	int r;
 
-	if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|sI:subscribe", kwlist, &stream, &mode_name,
-					 &max_holds))
+	if (!PyArg_ParseTupleAndKeywords(args, kwds, "s|sI$OOOOO:subscribe", kwlist, &stream,
+					 &mode_name, &max_holds, &width, &height, &format, &fps,
+					 &crop))
 		return NULL;
 	if (fbpy_bus_check(bus) < 0)
+		return NULL;
+	int derived = derived_spec(width, height, format, fps, crop, &spec);
+	if (derived < 0)
 		return NULL;
 	if (strcmp(mode_name, "latest") == 0)
 		mode = FB_MODE_LATEST;
@@ -211,7 +266,8 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 		return PyErr_Format(PyExc_ValueError, "mode must be 'latest' or 'queue', not '%s'",
 				    mode_name);
 	fbpy_bus_lock(bus);
-	r = fb_client_subscribe(bus->client, stream, mode, max_holds, &sub);
+	r = derived ? fb_client_subscribe_derived(bus->client, stream, &spec, mode, max_holds, &sub)
+		    : fb_client_subscribe(bus->client, stream, mode, max_holds, &sub);
 	const char *why = r < 0 ? fb_client_last_error(bus->client) : "";
 	fbpy_bus_unlock(bus);
 	if (r < 0)
@@ -240,7 +296,8 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 	s->iter_frame = NULL;
 	s->link.close = subscriber_close_child;
 	fbpy_bus_adopt(bus, &s->link);
-	s->stream = PyUnicode_FromString(stream);
+	/* A derived stream's name is the one framebusd gave it. */
+	s->stream = PyUnicode_FromString(derived ? fb_subscriber_get_name(sub) : stream);
 	if (!s->stream || fbpy_view_init(&s->view, l) < 0) {
 		Py_DECREF(s);
 		return NULL;
@@ -250,11 +307,18 @@ static PyObject *subscriber_new(struct fbpy_bus *bus, PyObject *args, PyObject *
 
 static PyMethodDef subscribe_method = {
     "subscribe", (PyCFunction)(void (*)(void))subscriber_new, METH_VARARGS | METH_KEYWORDS,
-    "subscribe(stream, mode='latest', max_holds=0) -> Subscriber\n--\n\n"
+    "subscribe(stream, mode='latest', max_holds=0, *, width=None, height=None,\n"
+    "          format=None, fps=None, crop=None) -> Subscriber\n--\n\n"
     "Subscribe to a stream.  mode 'latest' gives the newest frame not yet seen;\n"
     "'queue' gives every frame in order (a subscriber that falls a ring behind\n"
     "skips ahead; Frame.missed says how many it lost).  max_holds limits the\n"
-    "frames held at once (0: the daemon's default)."};
+    "frames held at once (0: the daemon's default).\n\n"
+    "With any of width and height, format, fps (at most so many frames a\n"
+    "second) or crop ((x, y, width, height) of the picture), framebusd makes\n"
+    "a stream derived from stream that way (or shares the one it made for\n"
+    "another client) and removes it when its last subscriber goes; None\n"
+    "keeps the parent's.  Subscriber.stream is its name, e.g.\n"
+    "'cam0~640x360.rgb24@5'."};
 
 static void subscriber_dealloc(struct fbpy_subscriber *s)
 {

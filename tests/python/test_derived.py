@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
 """Derived streams: one decode, many sizes, formats and rates.  framebusd
 scales a parent's frames into a stream of their own (from = PARENT)."""
+import json
 import signal
+import subprocess
 import time
 
 import cv2
@@ -9,7 +11,7 @@ import numpy as np
 import pytest
 
 import framebus
-from conftest import Daemon, wait_running
+from conftest import FRAMEBUSCTL, Daemon, wait_running
 
 STREAMS = """
 [stream bars]
@@ -228,6 +230,71 @@ format = gray8
         wait_running(bus, "short.gray")
         with bus.subscribe("short.gray").acquire(timeout=5) as f:
             assert f.array.shape == (48, 64)
+        bus.close()
+    finally:
+        d.stop()
+
+
+def test_a_derived_stream_on_request_is_made_shared_and_removed(daemon):
+    a, b = framebus.connect(daemon.socket), framebus.connect(daemon.socket)
+    wait_running(a, "bars")
+    time.sleep(1.1)  # the parent's rate is known: fps above it is refused
+    first = a.subscribe("bars", width=160, height=90, format="rgb24", fps=10)
+    second = b.subscribe("bars", mode="queue", width=160, height=90, format="rgb24", fps=10)
+    assert first.stream == second.stream == "bars~160x90.rgb24@10"
+    assert (first.shape, first.format) == ((90, 160, 3), "rgb24")
+    info = a.stream(first.stream)
+    assert info.subscribers == 2 and info.source == "from:bars (on request)"
+    with second.acquire(timeout=5) as f:
+        assert f.array.shape == (90, 160, 3) and f.origin[0] == "bars" and f.source_seq
+    # framebusctl lists it right after its parent and its other children.
+    status = subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "status", "--json"],
+                            capture_output=True, text=True, check=True).stdout
+    names = [s["name"] for s in json.loads(status)["streams"]]
+    assert names == sorted(names) and "bars~160x90.rgb24@10" in names
+    # Requests framebusd cannot serve say why.
+    for kwargs, message in [
+        ({"width": 160}, "width and height go together"),
+        ({"format": "results"}, "'results' is not a pixel format"),
+        ({"fps": 0}, "fps must be 0.1 to 1000"),
+        ({"crop": (1, 2)}, "crop must be \\(x, y, width, height\\)"),
+        ({"width": 161, "height": 90, "format": "nv12"}, "161x90 is not a valid size for nv12"),
+        ({"fps": 500}, "fps 500 is above bars's"),
+        ({"crop": (300, 200, 100, 100)}, "crop 300,200,100,100 does not fit bars's 320x240"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            a.subscribe("bars", **kwargs)
+    with pytest.raises(framebus.NoSuchStream):
+        a.subscribe("nothing", width=16, height=16)
+    # Gone with its last subscriber.
+    first.close()
+    assert a.stream("bars~160x90.rgb24@10").subscribers == 1
+    b.close()
+    deadline = time.monotonic() + 5
+    while "bars~160x90.rgb24@10" in [s.name for s in a.streams()]:
+        assert time.monotonic() < deadline, "it outlived its last subscriber"
+        time.sleep(0.05)
+    a.close()
+
+
+def test_a_derived_stream_on_request_comes_back_after_a_daemon_restart():
+    d = Daemon(STREAMS)
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "bars")
+        sub = bus.subscribe("bars", mode="queue", width=64, height=48, format="gray8")
+        seen, restarted = [], False
+        for frame in sub:
+            seen.append((frame.seq, frame.discontinuity))
+            if len(seen) == 5 and not restarted:
+                d.terminate()
+                d.start()
+                restarted = True
+            if restarted and frame.discontinuity:
+                assert frame.array.shape == (48, 64)
+                break
+        assert sub.stream == "bars~64x48.gray8"
+        assert bus.stream("bars~64x48.gray8").subscribers == 1
         bus.close()
     finally:
         d.stop()
