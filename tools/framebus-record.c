@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -38,6 +39,7 @@ struct options {
 	const char *stream;
 	const char *output;
 	double segment_s;
+	double fragment_s; /* the crash-safe unit: a keyframe and a fragment each */
 	double duration_s;
 	uint64_t max_frames;
 	const char *encoder;
@@ -54,6 +56,7 @@ struct recording {
 	AVFrame *converted; /* when the encoder needs another pixel format */
 	AVPacket *pkt;
 	FILE *jsonl;
+	int video_fd; /* the video file again, for fsync(): avio has no such call */
 	char path[PATH_MAX];
 	char jsonl_path[PATH_MAX];
 	uint64_t first_ns; /* CLOCK_MONOTONIC of its first frame */
@@ -113,6 +116,10 @@ static void usage(FILE *out)
 		"                      " FB_DEFAULT_SOCKET ")\n"
 		"  --segment SECONDS   start a new file every SECONDS (OUTPUT must then be a\n"
 		"                      strftime pattern, e.g. cam0-%%Y%%m%%d-%%H%%M%%S.mp4)\n"
+		"  --fragment SECONDS  write the file in pieces this long (default 1): MP4 is\n"
+		"                      fragmented, Matroska in clusters, each starting with a\n"
+		"                      keyframe, and the .jsonl is flushed with each, so a\n"
+		"                      power cut or SIGKILL loses at most the last piece\n"
 		"  --duration SECONDS  stop after SECONDS of video\n"
 		"  --frames N          stop after N frames\n"
 		"  --encoder NAME      FFmpeg encoder (default libx264, else another H.264 or\n"
@@ -164,15 +171,21 @@ static bool parse_bitrate(const char *s, int64_t *ret)
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
-	    {"socket", required_argument, NULL, 's'},   {"segment", required_argument, NULL, 'S'},
-	    {"duration", required_argument, NULL, 'd'}, {"frames", required_argument, NULL, 'n'},
-	    {"encoder", required_argument, NULL, 'e'},  {"crf", required_argument, NULL, 'q'},
-	    {"bitrate", required_argument, NULL, 'b'},  {"preset", required_argument, NULL, 'p'},
-	    {"help", no_argument, NULL, 'h'},           {0},
+	    {"socket", required_argument, NULL, 's'},
+	    {"segment", required_argument, NULL, 'S'},
+	    {"fragment", required_argument, NULL, 'F'},
+	    {"duration", required_argument, NULL, 'd'},
+	    {"frames", required_argument, NULL, 'n'},
+	    {"encoder", required_argument, NULL, 'e'},
+	    {"crf", required_argument, NULL, 'q'},
+	    {"bitrate", required_argument, NULL, 'b'},
+	    {"preset", required_argument, NULL, 'p'},
+	    {"help", no_argument, NULL, 'h'},
+	    {0},
 	};
 	int ch;
 
-	*o = (struct options){.crf = -1};
+	*o = (struct options){.crf = -1, .fragment_s = 1};
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		bool ok = true;
 		char *end;
@@ -182,6 +195,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'S':
 			ok = parse_seconds(optarg, &o->segment_s);
+			break;
+		case 'F':
+			ok = parse_seconds(optarg, &o->fragment_s) && o->fragment_s >= 0.1;
 			break;
 		case 'd':
 			ok = parse_seconds(optarg, &o->duration_s);
@@ -334,7 +350,7 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	struct recording *r = &rec->cur;
 	int e;
 
-	*r = (struct recording){.first_ns = first->monotonic_ns, .last_pts = -1};
+	*r = (struct recording){.first_ns = first->monotonic_ns, .last_pts = -1, .video_fd = -1};
 	if (name_files(rec, first->realtime_ns, r) < 0)
 		return -1;
 	e = avformat_alloc_output_context2(&r->fmt, NULL, NULL, r->path);
@@ -355,7 +371,10 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	r->enc->pix_fmt = rec->enc_fmt;
 	r->enc->time_base = time_base;
 	r->enc->framerate = rec->fps;
-	r->enc->gop_size = rec->fps.num > 0 ? 2 * rec->fps.num / rec->fps.den : 60;
+	/* A keyframe starts each fragment: one every --fragment seconds. */
+	double fps = rec->fps.num > 0 ? av_q2d(rec->fps) : 25;
+	r->enc->gop_size =
+	    (int)(fps * rec->opt.fragment_s + 0.5) > 0 ? (int)(fps * rec->opt.fragment_s + 0.5) : 1;
 	if (r->fmt->oformat->flags & AVFMT_GLOBALHEADER)
 		r->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
 	if (rec->opt.bitrate)
@@ -396,13 +415,21 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		describe_av("cannot create", r->path, e);
 		return -1;
 	}
-	e = avformat_write_header(r->fmt, NULL);
+	/* Crash-safe: a fragmented MP4 (an empty moov first, then a moof per
+	 * keyframe) or Matroska clusters of a fragment each; what was written
+	 * before a kill plays. */
+	AVDictionary *mux = NULL;
+	av_dict_set(&mux, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
+	av_dict_set_int(&mux, "cluster_time_limit", (int64_t)(rec->opt.fragment_s * 1000), 0);
+	e = avformat_write_header(r->fmt, &mux);
+	av_dict_free(&mux);
 	if (e < 0) {
 		describe_av("cannot write the header of", r->path, e);
 		return -1;
 	}
-	r->jsonl = fopen(r->jsonl_path, "w");
-	if (!r->jsonl) {
+	r->video_fd = open(r->path, O_RDONLY | O_CLOEXEC);
+	r->jsonl = fopen(r->jsonl_path, "we");
+	if (!r->jsonl || r->video_fd < 0) {
 		fprintf(stderr, "framebus-record: cannot create %s: %s\n", r->jsonl_path,
 			strerror(errno));
 		return -1;
@@ -418,10 +445,19 @@ static int drain(struct recording *r)
 	while ((e = avcodec_receive_packet(r->enc, r->pkt)) >= 0) {
 		av_packet_rescale_ts(r->pkt, r->enc->time_base, r->st->time_base);
 		r->pkt->stream_index = r->st->index;
+		bool piece = r->pkt->flags & AV_PKT_FLAG_KEY; /* a fragment begins */
 		e = av_interleaved_write_frame(r->fmt, r->pkt);
 		if (e < 0) {
 			describe_av("cannot write to", r->path, e);
 			return -1;
+		}
+		/* The file's previous fragment is complete now: it goes to the
+		 * disk, and the sidecar's lines up to here with it. */
+		if (piece) {
+			avio_flush(r->fmt->pb);
+			fflush(r->jsonl);
+			fsync(r->video_fd);
+			fsync(fileno(r->jsonl));
 		}
 	}
 	return e == AVERROR(EAGAIN) || e == AVERROR_EOF ? 0 : e;
@@ -453,6 +489,8 @@ static int finish_recording(struct recorder *rec)
 			strerror(errno));
 		result = -1;
 	}
+	if (r->video_fd >= 0)
+		close(r->video_fd);
 	avcodec_free_context(&r->enc);
 	avformat_free_context(r->fmt);
 	av_frame_free(&r->converted);

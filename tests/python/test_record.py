@@ -119,6 +119,33 @@ def test_gray_pipeline_recording_matches_the_collector(daemon, tmp_path):
     assert checked == 30
 
 
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon, tmp_path, ext):
+    """SIGKILL mid-file (as a power cut would stop it): the video plays up to
+    its last whole fragment, and the sidecar has a line for each frame in it."""
+    wait_for_stream(daemon, "cam0")
+    video = str(tmp_path / f"cam0.{ext}")
+    rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.5", "cam0", video])
+    wait_for_line(rec, "recording cam0")
+    time.sleep(3)
+    rec.kill()
+    rec.wait()
+    probe = subprocess.run(["ffmpeg", "-v", "error", "-i", video, "-f", "null", "-"],
+                           capture_output=True, text=True)
+    assert probe.returncode == 0 and not probe.stderr, probe.stderr
+    width, height, frames = ffprobe(video)
+    assert (width, height) == (320, 240)
+    # 3 s at 30 fps, less at most the fragment being written (0.5 s) and
+    # what the encoder held back.
+    assert frames >= 45, frames
+    with open(tmp_path / "cam0.jsonl") as f:
+        text = f.read()
+    # Whole lines up to the last flush; a line cut short by the kill after it.
+    lines = [json.loads(line) for line in text.split("\n")[:-1]]
+    assert len(lines) >= frames, (len(lines), frames)
+    assert [line["frame"] for line in lines[:frames]] == list(range(frames))
+
+
 def test_segments_give_one_playable_file_each(daemon, tmp_path):
     wait_for_stream(daemon, "cam0")
     pattern = str(tmp_path / "cam0-%H%M%S.mkv")
