@@ -114,7 +114,7 @@ def test_gray_pipeline_recording_matches_the_collector(daemon, tmp_path):
         assert ok
         b, g, r = (img[:, :, i].astype(int) for i in range(3))
         assert np.abs(b - g).max() <= 2 and np.abs(g - r).max() <= 2
-        assert abs(img.mean() - json.loads(line["meta"])["mean"]) < 3
+        assert abs(img.mean() - line["meta"]["mean"]) < 3
         checked += 1
     assert checked == 30
 
@@ -144,6 +144,33 @@ def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon,
     lines = [json.loads(line) for line in text.split("\n")[:-1]]
     assert len(lines) >= frames, (len(lines), frames)
     assert [line["frame"] for line in lines[:frames]] == list(range(frames))
+
+
+def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_path):
+    import base64
+    import framebus
+    metas = [b'{"name": "caf\xc3\xa9", "boxes": [[1, 2.5e1, -3, 4]]}', b'[1,\n 2]',
+             "plain text, caf\u00e9".encode(), b"\x00\xff\xfebinary", b"", b'{"cut": ']
+    with framebus.connect(daemon.socket) as bus:
+        pub = bus.publish("py.meta", 64, 48, format="gray8", policy="block")
+        video = str(tmp_path / "meta.mkv")
+        rec = start([RECORD, "--socket", daemon.socket, "--frames", str(len(metas)), "py.meta",
+                     video])
+        wait_for_line(rec, "recording py.meta")  # subscribed: a block stream waits for it
+        for meta in metas:
+            with pub.frame(timeout=5) as out:
+                out.array[:] = 128
+                out.meta = meta
+        assert rec.wait(timeout=20) == 0, rec.stderr.read()
+        pub.close()
+    lines = jsonl(str(tmp_path / "meta.jsonl"))
+    assert lines[0]["meta"] == {"name": "caf\u00e9", "boxes": [[1, 25.0, -3, 4]]}
+    assert lines[1]["meta"] == [1, 2]
+    assert lines[2]["meta"] == "plain text, caf\u00e9"
+    assert "meta" not in lines[3]
+    assert base64.b64decode(lines[3]["meta_base64"]) == b"\x00\xff\xfebinary"
+    assert lines[4]["meta"] is None
+    assert lines[5]["meta"] == '{"cut": ', "not JSON: kept as text"
 
 
 def test_segments_give_one_playable_file_each(daemon, tmp_path):
