@@ -91,13 +91,16 @@ int fbd_streams_add(struct fbd_daemon *d, struct fbd_stream *st)
 static void drop(struct fbd_daemon *d, struct fbd_stream *st, const char *why, bool end)
 {
 	tell(d, st, FB_STREAM_REMOVED, why);
-	/* Derived streams: its own subscription to its parent goes; those of
-	 * its children end with its ring, and they wait for the next. */
+	/* Derived streams: its own subscription to its parent goes, and so do
+	 * its children's to it: they see their subscription revoked, not an
+	 * end of input (which would end them), and wait for the next ring. */
 	if (st->parent)
 		st->parent->ops->unsubscribe(st->parent, st->parent_ring_id);
 	for (uint32_t i = 0; i < d->n_streams; i++)
-		if (d->streams[i]->parent == st)
+		if (d->streams[i]->parent == st) {
+			st->ops->unsubscribe(st, d->streams[i]->parent_ring_id);
 			d->streams[i]->parent = NULL;
+		}
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (d->streams[i] == st) {
 			d->streams[i] = d->streams[--d->n_streams];

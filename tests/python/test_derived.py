@@ -298,3 +298,40 @@ def test_a_derived_stream_on_request_comes_back_after_a_daemon_restart():
         bus.close()
     finally:
         d.stop()
+
+
+def test_a_reload_that_restarts_the_parent_does_not_end_its_derived_stream():
+    streams = """
+[stream p]
+url = testsrc2=size=64x48:rate={rate}
+input_format = lavfi
+width = 64
+height = 48
+[stream p.small]
+from = p
+width = 32
+height = 24
+format = gray8
+"""
+    d = Daemon(streams.format(rate=25))
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "p.small")
+        sub = bus.subscribe("p.small")
+        sub.acquire(timeout=5).release()
+        with open(d.config, "w") as f:
+            f.write(f"[daemon]\nsocket = {d.socket}\n" + streams.format(rate=30))
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_for_log("stream p: stopped (its configuration changed")
+        # Its subscriber reads on: the derived stream takes the new parent's
+        # frames into the same ring.
+        deadline = time.monotonic() + 10
+        while bus.stream("p").fps < 28:
+            assert time.monotonic() < deadline, "the parent did not restart at 30 fps"
+            time.sleep(0.2)
+        for _ in range(10):
+            sub.acquire(timeout=5).release()
+        assert bus.stream("p.small").state == "running"
+        bus.close()
+    finally:
+        d.stop()
