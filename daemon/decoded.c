@@ -348,7 +348,8 @@ static bool crop_parent(const struct fbd_stream_config *cfg, const struct fb_lay
 
 	if (!c[2])
 		return true;
-	if (c[0] + c[2] > l->width || c[1] + c[3] > l->height ||
+	if (c[0] >= l->width || c[1] >= l->height || c[2] > l->width - c[0] ||
+	    c[3] > l->height - c[1] ||
 	    ((desc->log2_chroma_w || desc->log2_chroma_h) && (c[0] % 2 || c[1] % 2))) {
 		snprintf(why, size, "crop %u,%u,%u,%u does not fit its parent's %ux%u %s%s", c[0],
 			 c[1], c[2], c[3], l->width, l->height, fb_format_name(l->format),

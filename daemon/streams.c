@@ -242,9 +242,10 @@ static bool derived_config(const struct fbd_stream *parent, struct fb_ring_param
 			 "%ux%u is not a valid size for %s (nv12 and yuv420p need even "
 			 "sizes, yuyv422 an even width)",
 			 c->width, c->height, fb_format_name(c->format));
-	else if (crop[2] && (!crop[3] || crop[0] + crop[2] > params.width ||
-			     crop[1] + crop[3] > params.height ||
-			     (subsampled && (crop[0] % 2 || crop[1] % 2))))
+	else if ((crop[2] || crop[3]) &&
+		 (!crop[2] || !crop[3] || crop[0] >= params.width || crop[1] >= params.height ||
+		  crop[2] > params.width - crop[0] || crop[3] > params.height - crop[1] ||
+		  (subsampled && (crop[0] % 2 || crop[1] % 2))))
 		snprintf(why, size, "crop %u,%u,%u,%u does not fit %s's %ux%u %s%s", crop[0],
 			 crop[1], crop[2], crop[3], parent->name, params.width, params.height,
 			 fb_format_name(params.format),

@@ -499,6 +499,8 @@ Test(daemon, derived_streams_are_made_on_request_shared_and_removed)
 	     -EINVAL,
 	     "crop 300,200,100,100 does not fit bars's 320x240 bgr24"},
 	    {{.reserved_ = {1}}, -EINVAL, "reserved fields are not zero"},
+	    {{.crop = {UINT32_MAX, 0, 2, 2}}, -EINVAL, "does not fit bars's"},
+	    {{.crop = {0, 0, 0, 8}}, -EINVAL, "crop 0,0,0,8 does not fit"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		cr_assert_eq(derive(ca, bad[i].spec, &x, &why), bad[i].error, "case %zu", i);

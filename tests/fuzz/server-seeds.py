@@ -147,6 +147,7 @@ SEEDS = {
         record(A, SEND, derive("live", 32, 0, seq=5)),
         record(A, SEND, derive("live", fmt=99, seq=6)),
         record(A, SEND, derive("live", crop=(60, 0, 40, 40), seq=7)),
+        record(A, SEND, derive("live", crop=(2 ** 32 - 1, 0, 2, 2), seq=12)),
         record(A, SEND, derive("live", fps_milli=10 ** 9, seq=8)),
         record(A, SEND, derive("live", reserved=1, seq=9)),
         record(A, SEND, derive("live", 32, 24, mode=5, seq=10)),
