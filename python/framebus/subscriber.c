@@ -199,9 +199,19 @@ static int derived_spec(PyObject *width, PyObject *height, PyObject *format, PyO
 		PyErr_SetString(PyExc_ValueError, "width and height go together");
 		return -1;
 	}
-	if (width != Py_None && (!PyArg_Parse(width, "I", &spec.width) ||
-				 !PyArg_Parse(height, "I", &spec.height)))
-		return -1;
+	if (width != Py_None) {
+		long w = PyLong_AsLong(width), h = w == -1 && PyErr_Occurred() ? -1
+									 : PyLong_AsLong(height);
+		if (PyErr_Occurred())
+			return -1;
+		if (w < 1 || h < 1 || w > FB_MAX_DIMENSION || h > FB_MAX_DIMENSION) {
+			PyErr_Format(PyExc_ValueError, "width and height must be 1 to %d, not %ldx%ld",
+				     FB_MAX_DIMENSION, w, h);
+			return -1;
+		}
+		spec.width = (uint32_t)w;
+		spec.height = (uint32_t)h;
+	}
 	if (format != Py_None) {
 		const char *name = PyUnicode_Check(format) ? PyUnicode_AsUTF8(format) : NULL;
 		int f = name ? fb_format_from_name(name) : -EINVAL;

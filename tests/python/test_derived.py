@@ -257,6 +257,7 @@ def test_a_derived_stream_on_request_is_made_shared_and_removed(daemon):
         ({"width": 160}, "width and height go together"),
         ({"format": "results"}, "'results' is not a pixel format"),
         ({"fps": 0}, "fps must be 0.1 to 1000"),
+        ({"width": -2, "height": 90}, "width and height must be 1 to 16384, not -2x90"),
         ({"crop": (1, 2)}, "crop must be \\(x, y, width, height\\)"),
         ({"width": 161, "height": 90, "format": "nv12"}, "161x90 is not a valid size for nv12"),
         ({"fps": 500}, "fps 500 is above bars's"),
