@@ -336,3 +336,27 @@ format = gray8
         bus.close()
     finally:
         d.stop()
+
+
+def test_a_slow_derived_subscriber_never_costs_the_parent_a_frame(daemon):
+    """bars.gray's queue subscriber holds each frame long; bars' own queue
+    subscriber still gets every frame, and bars drops none."""
+    bus = framebus.connect(daemon.socket)
+    for name in ("bars", "bars.gray"):
+        wait_running(bus, name)
+    slow = bus.subscribe("bars.gray", mode="queue", max_holds=1)
+    parent = bus.subscribe("bars", mode="queue")
+    dropped = bus.stream("bars").dropped
+    seqs, missed = [], 0
+    held = slow.acquire(timeout=5)  # and kept: bars.gray can only drop now
+    deadline = time.monotonic() + 2
+    while time.monotonic() < deadline:
+        with parent.acquire(timeout=2) as f:
+            seqs.append(f.seq)
+            missed += f.missed
+    held.release()
+    assert len(seqs) > 50 and missed == 0
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a parent frame was lost"
+    assert bus.stream("bars").dropped == dropped
+    assert bus.stream("bars.gray").state == "running"
+    bus.close()
