@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <glob.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <libavutil/opt.h>
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,7 +41,9 @@ struct options {
 	const char *stream;
 	const char *output;
 	double segment_s;
-	double fragment_s; /* the crash-safe unit: a keyframe and a fragment each */
+	double fragment_s;  /* the crash-safe unit: a keyframe and a fragment each */
+	double keep_days;   /* retention: older segments are deleted (0: kept) */
+	uint64_t keep_size; /* retention: the oldest go past this many bytes (0: kept) */
 	double duration_s;
 	uint64_t max_frames;
 	const char *encoder;
@@ -120,6 +124,10 @@ static void usage(FILE *out)
 		"                      fragmented, Matroska in clusters, each starting with a\n"
 		"                      keyframe, and the .jsonl is flushed with each, so a\n"
 		"                      power cut or SIGKILL loses at most the last piece\n"
+		"  --keep-days DAYS    with --segment: delete segments (and their .jsonl)\n"
+		"                      older than DAYS, never the one being written\n"
+		"  --keep-size SIZE    with --segment: delete the oldest segments while all\n"
+		"                      of them take more than SIZE bytes (e.g. 20G)\n"
 		"  --duration SECONDS  stop after SECONDS of video\n"
 		"  --frames N          stop after N frames\n"
 		"  --encoder NAME      FFmpeg encoder (default libx264, else another H.264 or\n"
@@ -168,12 +176,30 @@ static bool parse_bitrate(const char *s, int64_t *ret)
 	return true;
 }
 
+/* A size in bytes, with K, M, G or T (powers of 1024). */
+static bool parse_size(const char *s, uint64_t *ret)
+{
+	static const char units[] = "KMGT";
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	const char *unit = *end ? strchr(units, *end) : NULL;
+	if (unit)
+		v *= (double)(1ull << (10 * (unit - units + 1))), end++;
+	if (errno || end == s || *end || !(v >= 1) || v > 1e18)
+		return false;
+	*ret = (uint64_t)v;
+	return true;
+}
+
 static int parse_options(int argc, char **argv, struct options *o)
 {
 	static const struct option longopts[] = {
 	    {"socket", required_argument, NULL, 's'},
 	    {"segment", required_argument, NULL, 'S'},
 	    {"fragment", required_argument, NULL, 'F'},
+	    {"keep-days", required_argument, NULL, 'D'},
+	    {"keep-size", required_argument, NULL, 'K'},
 	    {"duration", required_argument, NULL, 'd'},
 	    {"frames", required_argument, NULL, 'n'},
 	    {"encoder", required_argument, NULL, 'e'},
@@ -198,6 +224,12 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'F':
 			ok = parse_seconds(optarg, &o->fragment_s) && o->fragment_s >= 0.1;
+			break;
+		case 'D':
+			ok = parse_seconds(optarg, &o->keep_days) && o->keep_days > 0;
+			break;
+		case 'K':
+			ok = parse_size(optarg, &o->keep_size);
 			break;
 		case 'd':
 			ok = parse_seconds(optarg, &o->duration_s);
@@ -246,6 +278,11 @@ static int parse_options(int argc, char **argv, struct options *o)
 			"such as %s-%%Y%%m%%d-%%H%%M%%S.mp4 so that each file gets its "
 			"own name\n",
 			o->stream);
+		return -1;
+	}
+	if ((o->keep_days > 0 || o->keep_size) && !(o->segment_s > 0)) {
+		fprintf(stderr, "framebus-record: --keep-days and --keep-size keep segments: "
+				"give --segment too\n");
 		return -1;
 	}
 	if (o->crf >= 0 && o->bitrate) {
@@ -310,6 +347,14 @@ static void describe_av(const char *what, const char *path, int averror)
 }
 
 /* OUTPUT's name for a file starting at realtime_ns, and its .jsonl twin. */
+/* The sidecar of video file path: its name ending in .jsonl instead. */
+static void sidecar_of(const char *path, char *ret, size_t size)
+{
+	const char *dot = strrchr(path, '.'), *slash = strrchr(path, '/');
+	size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - path) : strlen(path);
+	snprintf(ret, size, "%.*s.jsonl", (int)stem, path);
+}
+
 static int name_files(struct recorder *rec, uint64_t realtime_ns, struct recording *r)
 {
 	time_t t = (time_t)(realtime_ns / 1000000000u);
@@ -338,11 +383,84 @@ static int name_files(struct recorder *rec, uint64_t realtime_ns, struct recordi
 		snprintf(r->path, sizeof(r->path), "%s", name);
 	}
 	snprintf(rec->last_name, sizeof(rec->last_name), "%s", name);
-	dot = strrchr(r->path, '.');
-	slash = strrchr(r->path, '/');
-	stem = dot && (!slash || dot > slash) ? (size_t)(dot - r->path) : strlen(r->path);
-	snprintf(r->jsonl_path, sizeof(r->jsonl_path), "%.*s.jsonl", (int)stem, r->path);
+	sidecar_of(r->path, r->jsonl_path, sizeof(r->jsonl_path));
 	return 0;
+}
+
+struct segment {
+	char path[PATH_MAX];
+	time_t mtime;
+	uint64_t bytes; /* with its sidecar */
+};
+
+static int by_age(const void *a, const void *b)
+{
+	const struct segment *x = a, *y = b;
+	return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
+}
+
+/* Retention (--keep-days, --keep-size): of the segments OUTPUT's pattern
+ * names (each conversion matching anything), delete those older than
+ * keep_days, then the oldest while they all take more than keep_size bytes,
+ * each with its sidecar; never the one being written. */
+static void keep(struct recorder *rec)
+{
+	char pattern[2 * PATH_MAX], sidecar[PATH_MAX];
+	size_t n = 0;
+	for (const char *p = rec->opt.output; *p && n + 3 < sizeof(pattern); p++) {
+		if (*p == '%' && p[1] && p[1] != '%') {
+			pattern[n++] = '*';
+			p++;
+			continue;
+		}
+		if (*p == '%')
+			p++;
+		if (strchr("\\*?[", *p))
+			pattern[n++] = '\\'; /* a character of the name itself */
+		pattern[n++] = *p;
+	}
+	pattern[n] = 0;
+	glob_t g;
+	if (glob(pattern, GLOB_NOSORT, NULL, &g) != 0)
+		return;
+	struct segment *segs = calloc(g.gl_pathc, sizeof(*segs));
+	uint64_t total = 0;
+	size_t count = 0;
+	for (size_t i = 0; segs && i < g.gl_pathc; i++) {
+		struct stat st, side;
+		if (stat(g.gl_pathv[i], &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		struct segment *s = &segs[count++];
+		snprintf(s->path, sizeof(s->path), "%s", g.gl_pathv[i]);
+		s->mtime = st.st_mtime;
+		sidecar_of(s->path, sidecar, sizeof(sidecar));
+		s->bytes =
+		    (uint64_t)st.st_size + (stat(sidecar, &side) == 0 ? (uint64_t)side.st_size : 0);
+		total += s->bytes;
+	}
+	globfree(&g);
+	if (segs)
+		qsort(segs, count, sizeof(*segs), by_age);
+	time_t now = time(NULL);
+	for (size_t i = 0; segs && i < count; i++) {
+		const struct segment *s = &segs[i];
+		bool old =
+		    rec->opt.keep_days > 0 && (double)(now - s->mtime) > rec->opt.keep_days * 86400;
+		bool over = rec->opt.keep_size && total > rec->opt.keep_size;
+		if ((!old && !over) || !strcmp(s->path, rec->cur.path))
+			continue;
+		sidecar_of(s->path, sidecar, sizeof(sidecar));
+		if (unlink(s->path) < 0 && errno != ENOENT) {
+			fprintf(stderr, "framebus-record: cannot delete %s: %s\n", s->path,
+				strerror(errno));
+			continue;
+		}
+		unlink(sidecar);
+		total -= s->bytes;
+		fprintf(stderr, "framebus-record: deleted %s (%s)\n", s->path,
+			old ? "older than --keep-days" : "past --keep-size");
+	}
+	free(segs);
 }
 
 static int open_recording(struct recorder *rec, const struct fb_frame *first)
@@ -435,6 +553,8 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		return -1;
 	}
 	rec->files++;
+	if (rec->opt.keep_days > 0 || rec->opt.keep_size)
+		keep(rec);
 	return 0;
 }
 

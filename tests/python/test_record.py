@@ -173,6 +173,41 @@ def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_pat
     assert lines[5]["meta"] == '{"cut": ', "not JSON: kept as text"
 
 
+def test_retention_deletes_old_segments_and_the_oldest_past_a_size(daemon, tmp_path):
+    wait_for_stream(daemon, "cam0")
+    pattern = str(tmp_path / "cam0-%H%M%S.mkv")
+    old = time.time() - 3 * 86400
+    for name in ("cam0-000001.mkv", "cam0-000001.jsonl", "other.mkv"):
+        (tmp_path / name).write_bytes(b"x" * 1000)
+        os.utime(tmp_path / name, (old, old))
+    rec = subprocess.run([RECORD, "--socket", daemon.socket, "--segment", "0.5", "--keep-days",
+                          "1", "--keep-size", "40K", "--duration", "4", "cam0", pattern],
+                         capture_output=True, text=True, timeout=60)
+    assert rec.returncode == 0, rec.stderr
+    assert f"deleted {tmp_path}/cam0-000001.mkv (older than --keep-days)" in rec.stderr
+    assert not (tmp_path / "cam0-000001.jsonl").exists(), "its sidecar goes with it"
+    assert (tmp_path / "other.mkv").exists(), "not a segment of this pattern"
+    assert "past --keep-size" in rec.stderr, rec.stderr
+    videos = sorted(glob.glob(str(tmp_path / "cam0-*.mkv")), key=os.path.getmtime)
+    assert videos, "the newest segment is always kept"
+    for video in videos:  # each left has its sidecar; the deleted had theirs deleted
+        assert os.path.exists(video[:-4] + ".jsonl"), video
+    sizes = [os.path.getsize(v) + os.path.getsize(v[:-4] + ".jsonl") for v in videos]
+    # All but the last written fit in 40K when it was opened; the last one grew since.
+    assert sum(sizes[:-1]) <= 40 * 1024, sizes
+    assert len(glob.glob(str(tmp_path / "cam0-*.jsonl"))) == len(videos)
+
+
+def test_retention_needs_segments(daemon, tmp_path):
+    r = subprocess.run([RECORD, "--socket", daemon.socket, "--keep-size", "1G", "cam0",
+                        str(tmp_path / "x.mkv")], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "give --segment too" in r.stderr
+    r = subprocess.run([RECORD, "--socket", daemon.socket, "--segment", "1", "--keep-size",
+                        "lots", "cam0", str(tmp_path / "x-%S.mkv")], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0 and "bad value 'lots' for --keep-size" in r.stderr
+
+
 def test_segments_give_one_playable_file_each(daemon, tmp_path):
     wait_for_stream(daemon, "cam0")
     pattern = str(tmp_path / "cam0-%H%M%S.mkv")
