@@ -391,12 +391,14 @@ def test_a_killed_subscriber_process_gives_its_slots_back(bus, daemon):
         import framebus
         bus = framebus.connect({daemon.socket!r})
         sub = bus.subscribe("py.killed", mode="queue", max_holds=3)
+        print("subscribed", flush=True)
         held = [sub.acquire().array for _ in range(3)]
         print("holding", flush=True)
         import time; time.sleep(60)
     """)
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    time.sleep(0.5)
+    # Its subscription first: frames published before it would never reach it.
+    assert child.stdout.readline().strip() == "subscribed"
     for _ in range(3):
         with pub.frame(timeout=2) as out:
             out.array[:] = 5
