@@ -15,11 +15,8 @@ Starts its own framebusd (FRAMEBUSD, default build/daemon/framebusd).  Last
 line: dlpack-bench capsule_us=.. torch_us=.. numpy_us=.. from_numpy_us=..
 """
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 
@@ -27,6 +24,7 @@ import numpy as np
 import torch
 
 import framebus
+from bench_daemon import framebusd
 
 
 def per_call_us(fn, calls, repeat):
@@ -72,24 +70,8 @@ def main():
     ap.add_argument("--calls", type=int, default=100000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    framebusd = os.environ.get("FRAMEBUSD", "build/daemon/framebusd")
-    with tempfile.TemporaryDirectory(prefix="dlpack-bench-") as tmp:
-        sock = os.path.join(tmp, "fb.sock")
-        conf = os.path.join(tmp, "framebusd.conf")
-        with open(conf, "w") as f:
-            f.write(f"[daemon]\nsocket = {sock}\n")
-        daemon = subprocess.Popen([framebusd, "--config", conf], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock):
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("dlpack-bench: framebusd did not start")
-                time.sleep(0.02)
-            result = measure(sock, args)
-        finally:
-            daemon.terminate()
-            daemon.wait()
+    with framebusd("dlpack-bench") as sock:
+        result = measure(sock, args)
     print(f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy "
           f"{np.__version__}; {args.calls} calls, median of {args.repeat}, per call:")
     for name, us in result.items():

@@ -23,16 +23,14 @@ py-bench acquire_us=X publish_us=Y blocking_p50_us=B blocking_p99_us=..
 """
 import asyncio
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
 
 import framebus
+from bench_daemon import framebusd
 
 
 def percentile(values, p):
@@ -47,28 +45,12 @@ def main():
     ap.add_argument("--latency", type=int, default=150,
                     help="frames per way and round for the latency")
     args = ap.parse_args()
-    framebusd = os.environ.get("FRAMEBUSD", "build/daemon/framebusd")
-    with tempfile.TemporaryDirectory(prefix="py-bench-") as tmp:
-        sock = os.path.join(tmp, "fb.sock")
-        conf = os.path.join(tmp, "framebusd.conf")
-        with open(conf, "w") as f:
-            f.write(f"[daemon]\nsocket = {sock}\n[stream live]\n"
-                    "url = testsrc2=size=320x240:rate=30\ninput_format = lavfi\n"
-                    "format = gray8\nslots = 8\n")
-        daemon = subprocess.Popen([framebusd, "--config", conf], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while not os.path.exists(sock):
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("py-bench: framebusd did not start")
-                time.sleep(0.02)
-            costs = run(sock, args)
-            waits = latency(sock, args)
-            print(f"py-bench {costs} {waits}")
-        finally:
-            daemon.terminate()
-            daemon.wait()
+    live = ("[stream live]\nurl = testsrc2=size=320x240:rate=30\ninput_format = lavfi\n"
+            "format = gray8\nslots = 8\n")
+    with framebusd("py-bench", live) as sock:
+        costs = run(sock, args)
+        waits = latency(sock, args)
+        print(f"py-bench {costs} {waits}")
 
 
 def run(sock, args):

@@ -38,6 +38,9 @@
 
 #include <framebus/framebus.h>
 
+/* Bytes of a --publish record, at most. */
+#define RECORD_MAX 128
+
 /* Capture times of the last source frames, by seq. */
 #define HISTORY 4096
 
@@ -215,7 +218,7 @@ static void send_latency(struct collector *c, const struct fb_frame *f, uint64_t
 	}
 	fb_frame_made_from(out, f);
 	out->meta_size = (uint32_t)snprintf(
-	    (char *)out->meta, 128, "{\"seq\": %" PRIu64 ", \"capture_to_result_us\": %.1f}",
+	    (char *)out->meta, RECORD_MAX, "{\"seq\": %" PRIu64 ", \"capture_to_result_us\": %.1f}",
 	    f->seq, (double)latency_ns / 1e3);
 	fb_producer_publish(c->latency, out);
 }
@@ -396,8 +399,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "collector: cannot connect to framebusd: %s\n", fb_strerror(r));
 		return 1;
 	}
-	if (publish && (r = fb_client_publish_results(c.client, publish, 16, FB_POLICY_DROP, 128,
-						      &c.latency)) < 0) {
+	if (publish && (r = fb_client_publish_results(c.client, publish, 16, FB_POLICY_DROP,
+						      RECORD_MAX, &c.latency)) < 0) {
 		const char *why = fb_client_last_error(c.client);
 		fprintf(stderr, "collector: cannot publish '%s': %s\n", publish,
 			why[0] ? why : fb_strerror(r));

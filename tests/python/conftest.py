@@ -130,6 +130,18 @@ def slow_subscriber(daemon):
     bus.close()
 
 
+def in_a_ring(ptr, size):
+    """Whether size bytes at ptr lie inside a ring memfd mapped into this
+    process: the memory is the ring's, not a copy."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "memfd:framebus-ring" in line:
+                start, end = (int(x, 16) for x in line.split()[0].split("-"))
+                if start <= ptr and ptr + size <= end:
+                    return True
+    return False
+
+
 def wait_running(bus, name, timeout=10):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,28 +14,13 @@ import numpy as np
 import pytest
 
 import framebus
-from conftest import wait_running
+from conftest import in_a_ring, wait_running
 
 try:
     import torch
 except ImportError as e:  # a dependency, not an option: fail, do not skip
     raise ImportError("tests/python/test_dlpack.py needs PyTorch (Debian's python3-torch, "
                       "in FRAMEBUS_PACKAGES of scripts/lib.sh)") from e
-
-
-def ring_mappings():
-    """(start, end) of every ring memfd mapped into this process."""
-    spans = []
-    with open("/proc/self/maps") as f:
-        for line in f:
-            if "memfd:framebus-ring" in line:
-                start, end = (int(x, 16) for x in line.split()[0].split("-"))
-                spans.append((start, end))
-    return spans
-
-
-def in_a_ring(ptr, size):
-    return any(start <= ptr and ptr + size <= end for start, end in ring_mappings())
 
 
 def publish_one(pub, value):
