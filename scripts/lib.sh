@@ -28,13 +28,15 @@ FRAMEBUS_PACKAGES=(
     python3-torch
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+    # the GStreamer plugin (gst/) and its tests: gst-check, gst-launch-1.0
+    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
+    gstreamer1.0-plugins-base
 )
 
 # What scripts/bench compare runs framebus against (bench/compare/).
 FRAMEBUS_BENCH_PACKAGES=(
     libzmq3-dev python3-zmq
-    gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-bad
-    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev python3-gst-1.0
+    gstreamer1.0-plugins-bad python3-gst-1.0
     gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
     iceoryx libiceoryx-binding-c-dev cmake python3-matplotlib
 )
