@@ -334,6 +334,14 @@ static void fbgst_sink_init(GstFramebusSink *s)
 	s->meta_max = 4096;
 }
 
+/* A frame is published once, when rendered, not at preroll too (a construct
+ * property: set after construction). */
+static void fbgst_sink_constructed(GObject *object)
+{
+	G_OBJECT_CLASS(fbgst_sink_parent_class)->constructed(object);
+	g_object_set(object, "show-preroll-frame", FALSE, NULL);
+}
+
 static void fbgst_sink_class_init(GstFramebusSinkClass *klass)
 {
 	GObjectClass *object = G_OBJECT_CLASS(klass);
@@ -345,6 +353,7 @@ static void fbgst_sink_class_init(GstFramebusSinkClass *klass)
 	object->set_property = fbgst_sink_set_property;
 	object->get_property = fbgst_sink_get_property;
 	object->finalize = fbgst_sink_finalize;
+	object->constructed = fbgst_sink_constructed;
 
 	const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
 	g_object_class_install_property(
