@@ -28,9 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <stddef.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,6 +109,7 @@ struct bridge {
 	/* The network thread's: */
 	bool connected;
 	bool leaving; /* saying goodbye: a disconnection is ours */
+	bool refused; /* the broker refused the connection, and we said so */
 	int inflight;
 	int backoff_ms;
 	bool taken_over;
@@ -273,8 +277,8 @@ static int mqtt_key(struct parser *p, const char *section, const char *key, cons
 		    key[0] == 'c' && key[1] == 'r' ? &c->credentials_file : &c->ca_file, v);
 	}
 	if (!strcmp(key, "client_id")) {
-		if (!v[0] || strlen(v) > 128)
-			return fail(p, section, key, "must be 1 to 128 characters");
+		if (!v[0] || strlen(v) > 64)
+			return fail(p, section, key, "must be 1 to 64 characters");
 		return set_string(&c->client_id, v);
 	}
 	if (!strcmp(key, "prefix")) {
@@ -567,9 +571,13 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
 {
 	struct bridge *b = userdata;
 	if (rc != 0) {
-		fprintf(stderr, "framebus-mqtt: broker %s refused the connection: %s\n",
-			b->cfg.broker,
-			rc >= 128 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+		fprintf(
+		    stderr,
+		    "framebus-mqtt: broker %s refused the connection: %s (next try in %.1f s)\n",
+		    b->cfg.broker,
+		    rc >= 128 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc),
+		    b->backoff_ms / 1e3);
+		b->refused = true; /* said: the disconnection that follows is no news */
 		return;
 	}
 	fprintf(stderr, "framebus-mqtt: connected to %s as %s\n", b->cfg.broker, b->cfg.client_id);
@@ -596,8 +604,10 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 	bool was = b->connected;
 	b->connected = false;
 	b->inflight = 0; /* QoS 0 messages not written are gone; QoS 1, 2 go again */
-	if (b->leaving)
+	if (b->leaving || b->refused) {
+		b->refused = false;
 		return;
+	}
 	if (rc == MQTT_RC_SESSION_TAKEN_OVER) {
 		fprintf(stderr,
 			"framebus-mqtt: another client connected to %s with client id '%s': "
@@ -990,6 +1000,34 @@ static void usage(FILE *out)
 		     "                 " FB_DEFAULT_SOCKET ")\n");
 }
 
+/* Hold the client id on this host (an abstract socket named after it, gone
+ * with the process): a second framebus-mqtt with the same id would take the
+ * broker's session from the first, and the first take it back, for ever.
+ * Returns the socket, or -1 once said why not.  Across hosts a broker
+ * that says so (MQTT v5 "session taken over") stops the one it replaced. */
+static int claim_client_id(const char *id)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	int n = snprintf(a.sun_path + 1, sizeof(a.sun_path) - 1, "framebus-mqtt/%s", id);
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd >= 0 &&
+	    bind(fd, (struct sockaddr *)&a,
+		 (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + (size_t)n)) == 0)
+		return fd;
+	if (errno == EADDRINUSE)
+		fprintf(
+		    stderr,
+		    "framebus-mqtt: another framebus-mqtt on this host has client id '%s': give "
+		    "each its own (client_id in [mqtt])\n",
+		    id);
+	else
+		fprintf(stderr, "framebus-mqtt: cannot hold client id '%s': %s\n", id,
+			strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	return -1;
+}
+
 static int setup_mqtt(struct bridge *b)
 {
 	struct config *c = &b->cfg;
@@ -1035,7 +1073,7 @@ int main(int argc, char **argv)
 	const char *socket_path = NULL;
 	fb_client *client = NULL;
 	char error[512];
-	int ch, status = 1;
+	int ch, status = 1, id_fd = -1;
 	pthread_t thread;
 	sigset_t signals;
 
@@ -1065,6 +1103,9 @@ int main(int argc, char **argv)
 		status = 2;
 		goto out;
 	}
+	id_fd = claim_client_id(b.cfg.client_id);
+	if (id_fd < 0)
+		goto out;
 	b.queue = calloc(b.cfg.queue, sizeof(*b.queue));
 	b.net_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	b.main_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1121,6 +1162,8 @@ out:
 		close(b.net_wake);
 	if (b.main_wake >= 0)
 		close(b.main_wake);
+	if (id_fd >= 0)
+		close(id_fd);
 	fb_client_free(client);
 	mosquitto_destroy(b.mosq);
 	mosquitto_lib_cleanup();
