@@ -108,8 +108,10 @@ struct bridge {
 
 	/* The network thread's: */
 	bool connected;
-	bool leaving; /* saying goodbye: a disconnection is ours */
-	bool refused; /* the broker refused the connection, and we said so */
+	bool leaving;         /* saying goodbye: a disconnection is ours */
+	bool refused;         /* the broker refused the connection, and we said so */
+	bool disconnected;    /* on_disconnect() said why */
+	char last_error[256]; /* libmosquitto's first error log since connecting */
 	int inflight;
 	int backoff_ms;
 	bool taken_over;
@@ -602,6 +604,7 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 	struct bridge *b = userdata;
 	int err = errno;
 	bool was = b->connected;
+	b->disconnected = true;
 	b->connected = false;
 	b->inflight = 0; /* QoS 0 messages not written are gone; QoS 1, 2 go again */
 	if (b->leaving || b->refused) {
@@ -620,6 +623,13 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 	fprintf(stderr, "framebus-mqtt: %s %s: %s (next try in %.1f s)\n",
 		was ? "lost the broker" : "cannot connect to broker", b->cfg.broker,
 		describe(rc, err), b->backoff_ms / 1e3);
+}
+
+static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *text)
+{
+	struct bridge *b = userdata;
+	if (level == MOSQ_LOG_ERR && !b->last_error[0])
+		snprintf(b->last_error, sizeof(b->last_error), "%s", text);
 }
 
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int rc,
@@ -711,6 +721,17 @@ static void say_goodbye(struct bridge *b)
 	}
 }
 
+/* Why a connection could not be made: OpenSSL's reason, if any, is in
+ * libmosquitto's log. */
+static void connect_failed(struct bridge *b, int rc, int err)
+{
+	const char *why = strstr(b->last_error, "error:");
+	fprintf(stderr,
+		"framebus-mqtt: cannot connect to broker %s: %s%s%s%s (next try in %.1f s)\n",
+		b->cfg.broker, describe(rc, err), why ? " (" : "", why ? why : "", why ? ")" : "",
+		b->backoff_ms / 1e3);
+}
+
 static void *network(void *userdata)
 {
 	struct bridge *b = userdata;
@@ -726,6 +747,7 @@ static void *network(void *userdata)
 			break;
 		int sock = mosquitto_socket(b->mosq);
 		if (sock < 0 && now_ms() >= retry_at) {
+			b->last_error[0] = 0;
 			int rc = started
 				     ? mosquitto_reconnect_async(b->mosq)
 				     : mosquitto_connect_bind_async(b->mosq, b->cfg.host,
@@ -734,10 +756,7 @@ static void *network(void *userdata)
 			started = true;
 			retry_at = now_ms() + (uint64_t)b->backoff_ms;
 			if (rc != MOSQ_ERR_SUCCESS)
-				fprintf(stderr,
-					"framebus-mqtt: cannot connect to broker %s: %s (next try "
-					"in %.1f s)\n",
-					b->cfg.broker, describe(rc, err), b->backoff_ms / 1e3);
+				connect_failed(b, rc, err);
 			/* Grows until a connection is accepted (on_connect). */
 			b->backoff_ms =
 			    b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2;
@@ -756,14 +775,20 @@ static void *network(void *userdata)
 				break;
 		}
 		if (sock >= 0) {
+			int rc = MOSQ_ERR_SUCCESS;
+			b->disconnected = false;
 			if (fds[1].revents & (POLLIN | POLLERR | POLLHUP))
-				mosquitto_loop_read(b->mosq, 1);
-			if (mosquitto_socket(b->mosq) >= 0 && (fds[1].revents & POLLOUT))
-				mosquitto_loop_write(b->mosq, 1);
-			if (mosquitto_socket(b->mosq) >= 0)
-				mosquitto_loop_misc(b->mosq);
-			if (mosquitto_socket(b->mosq) < 0 && !b->connected)
+				rc = mosquitto_loop_read(b->mosq, 1);
+			if (!rc && mosquitto_socket(b->mosq) >= 0 && (fds[1].revents & POLLOUT))
+				rc = mosquitto_loop_write(b->mosq, 1);
+			if (!rc && mosquitto_socket(b->mosq) >= 0)
+				rc = mosquitto_loop_misc(b->mosq);
+			if (mosquitto_socket(b->mosq) < 0 && !b->connected) {
 				retry_at = now_ms() + (uint64_t)b->backoff_ms;
+				/* A TLS handshake that failed closes without a callback. */
+				if (rc && !b->disconnected)
+					connect_failed(b, rc, errno);
+			}
 		}
 		pump(b);
 	}
@@ -1041,6 +1066,7 @@ static int setup_mqtt(struct bridge *b)
 	mosquitto_connect_v5_callback_set(b->mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(b->mosq, on_disconnect);
 	mosquitto_publish_v5_callback_set(b->mosq, on_publish);
+	mosquitto_log_callback_set(b->mosq, on_log);
 	rc = mosquitto_will_set_v5(b->mosq, b->availability_topic, 7, "offline", 1, true, NULL);
 	if (!rc && c->username)
 		rc = mosquitto_username_pw_set(b->mosq, c->username, c->password);

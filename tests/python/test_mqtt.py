@@ -17,8 +17,7 @@ import time
 
 import pytest
 
-import framebus
-from conftest import FRAMEBUSCTL, wait_running
+from conftest import FRAMEBUSCTL, Daemon, wait_running
 
 MQTT = os.environ.get("FRAMEBUS_MQTT", "framebus-mqtt")
 GRAY_PY = os.path.join(os.path.dirname(__file__), "..", "..", "python", "examples", "gray.py")
@@ -113,7 +112,7 @@ class Sub:
         """[(topic, retained, {property: value}, payload)] so far."""
         self.out.seek(0)
         got = []
-        for line in self.out.read().splitlines():
+        for line in self.out.read().split("\n")[:-1]:  # whole lines only
             topic, retained, props, payload = line.split("\t", 3)
             got.append((topic, retained == "1",
                         dict(p.split(":", 1) for p in props.split()), payload))
@@ -175,8 +174,8 @@ def broker(tmp):
     b.stop()
 
 
-def config(broker, streams, prefix="fbtest", extra=""):
-    return (f"[mqtt]\nbroker = {broker.url}\nprefix = {prefix}\nclient_id = {prefix}-client\n"
+def config(url, streams, prefix="fbtest", extra=""):
+    return (f"[mqtt]\nbroker = {url}\nprefix = {prefix}\nclient_id = {prefix}-client\n"
             f"streams = {streams}\n{extra}")
 
 
@@ -192,7 +191,7 @@ def test_records_arrive_one_message_each_with_their_seq(daemon, bus, broker, tmp
     records = bus.publish_results("res.json", slots=8, policy="block", meta_max=256)
     binary = bus.publish_results("res.bin", slots=8, policy="block", meta_max=256)
     sub = broker.subscribe("fbtest/#")
-    mqtt = Mqtt(tmp, daemon, config(broker, "res.json res.bin"))
+    mqtt = Mqtt(tmp, daemon, config(broker.url, "res.json res.bin"))
     mqtt.wait_for_log("publishing res.bin to fbtest/res.bin/result")
     sub.wait("online", lambda m: ("fbtest/availability", "online") in [(t, p) for t, _, _, p in m])
 
@@ -261,7 +260,7 @@ def test_gray_py_results_arrive_per_frame_with_the_right_seq(daemon, bus, broker
     thread = threading.Thread(target=read, args=(bus.subscribe("cam0.grayq", mode="queue"),))
     thread.start()
     sub = broker.subscribe("fbtest/cam0.grayq/result")
-    mqtt = Mqtt(tmp, daemon, config(broker, "cam0.grayq"))
+    mqtt = Mqtt(tmp, daemon, config(broker.url, "cam0.grayq"))
     mqtt.wait_for_log("publishing cam0.grayq")
     sub.wait("30 results", lambda m: len(m) >= 30)
     gray.terminate()
@@ -282,7 +281,7 @@ def test_gray_py_results_arrive_per_frame_with_the_right_seq(daemon, bus, broker
 
 def test_the_last_will_says_offline_when_killed(daemon, bus, broker, tmp):
     records = bus.publish_results("res.will", slots=4, meta_max=64)
-    mqtt = Mqtt(tmp, daemon, config(broker, "res.will"))
+    mqtt = Mqtt(tmp, daemon, config(broker.url, "res.will"))
     mqtt.wait_for_log("connected to")
 
     def availability():
@@ -311,7 +310,7 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
         while not stop.is_set():
             seqs.append(records.send(json.dumps({"i": len(seqs)})))
             time.sleep(0.005)
-    mqtt = Mqtt(tmp, daemon, config(broker, "res.restart", extra="queue = 5\n"))
+    mqtt = Mqtt(tmp, daemon, config(broker.url, "res.restart", extra="queue = 5\n"))
     mqtt.wait_for_log("connected to")
     thread = threading.Thread(target=produce)
     thread.start()
@@ -328,7 +327,7 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
         after = len(seqs)
         sub = broker.subscribe("fbtest/#")
         msgs = sub.wait("results after the restart", lambda m: any(
-            t.endswith("/result") and int(p["seq"]) > seqs[after] for t, _, p, _ in m))
+            t.endswith("/result") and int(p["seq"]) > seqs[after - 1] for t, _, p, _ in m))
         # The broker lost its retained messages: framebus-mqtt says them again.
         msgs = sub.wait("the state again", lambda m: any(
             t == "fbtest/res.restart/state" and json.loads(p)["dropped"] > 0
@@ -351,11 +350,68 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
     records.close()
 
 
+def test_it_follows_framebusd_through_a_restart(broker, tmp):
+    """framebusd killed and started again: the state says daemon-gone, then
+    framebus-mqtt subscribes again by itself and results flow again."""
+    daemon = Daemon()
+    try:
+        sub = broker.subscribe("fbtest/#")
+        mqtt = Mqtt(tmp, daemon, config(broker.url, "cam0"))
+        sub.wait("results", lambda m: len(results_of(m, "fbtest/cam0/result")) >= 5)
+        daemon.kill()
+        sub.wait("daemon-gone", lambda m: any(
+            t == "fbtest/cam0/state" and json.loads(p)["state"] == "daemon-gone"
+            for t, _, _, p in m))
+        before = len(results_of(sub.messages(), "fbtest/cam0/result"))
+        daemon.start()
+        mqtt.wait_for_log("subscribed to cam0 again")
+        sub.wait("results again", lambda m: len(results_of(m, "fbtest/cam0/result")) >= before + 5)
+        sub.wait("running again", lambda m: [json.loads(p)["state"] for t, _, _, p in m
+                                             if t == "fbtest/cam0/state"][-1] == "running")
+        mqtt.stop()
+        sub.close()
+    finally:
+        daemon.stop()
+
+
+def test_tls_with_a_ca_file(daemon, tmp):
+    """mqtts:// to a broker whose certificate a private CA signed, named by
+    ca_file; without it the system's CAs do not know it: said so."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")
+    with open(os.path.join(tmp, "san"), "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-extfile", "san", "-out", "server.pem")
+    broker = Broker(tmp, extra=f"allow_anonymous true\ncafile {tmp}/ca.pem\n"
+                    f"certfile {tmp}/server.pem\nkeyfile {tmp}/server.key")
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    try:
+        unknown = Mqtt(tmp, daemon, config(url, "cam0", prefix="tls1"), name="unknown")
+        log = unknown.wait_for_log("cannot connect")
+        assert f"cannot connect to broker {url}: A TLS error occurred. (error:" in log
+        assert "certificate verify failed" in log and "connected to" not in log
+        unknown.stop()
+        mqtt = Mqtt(tmp, daemon, config(url, "cam0", extra=f"ca_file = {tmp}/ca.pem\n"))
+        mqtt.wait_for_log(f"connected to {url}")
+        got = subprocess.run(["mosquitto_sub", "-p", str(broker.port), "--cafile",
+                              f"{tmp}/ca.pem", "-h", "127.0.0.1", "-t", "fbtest/cam0/result",
+                              "-C", "2", "-W", "10"], capture_output=True, text=True)
+        assert got.returncode == 0, got.stdout + got.stderr
+        assert [json.loads(line)["stream"] for line in got.stdout.splitlines()] == ["cam0"] * 2
+        mqtt.stop()
+    finally:
+        broker.stop()
+
+
 def test_an_unreachable_broker_is_named_and_tried_again(daemon, bus, tmp):
     records = bus.publish_results("res.later", slots=4, meta_max=64)
     port = free_port()
-    mqtt = Mqtt(tmp, daemon, config(type("B", (), {"url": f"mqtt://127.0.0.1:{port}"}),
-                                    "res.later"))
+    mqtt = Mqtt(tmp, daemon, config(f"mqtt://127.0.0.1:{port}", "res.later"))
     log = mqtt.wait_for_log("Connection refused")
     assert f"cannot connect to broker mqtt://127.0.0.1:{port}: Connection refused (next try" in log
     assert mqtt.proc.poll() is None, "it gave up"
@@ -387,13 +443,13 @@ def test_credentials_come_from_their_file(daemon, bus, tmp):
     os.chmod(good, 0o600)
     os.chmod(bad, 0o600)
     try:
-        refused = Mqtt(tmp, daemon, config(broker, "cam0", extra=f"credentials_file = {bad}\n"),
+        refused = Mqtt(tmp, daemon, config(broker.url, "cam0", extra=f"credentials_file = {bad}\n"),
                        name="refused")
         log = refused.wait_for_log("refused the connection")
         assert f"broker {broker.url} refused the connection: Not authorized (next try" in log
         assert "protocol error" not in log
         refused.stop()
-        mqtt = Mqtt(tmp, daemon, config(broker, "cam0", extra=f"credentials_file = {good}\n"))
+        mqtt = Mqtt(tmp, daemon, config(broker.url, "cam0", extra=f"credentials_file = {good}\n"))
         mqtt.wait_for_log("connected to")
         authed = subprocess.run(["mosquitto_sub", "-V", "mqttv5", "-p", str(broker.port),
                                  "-u", "cam", "-P", "s3cret", "-t", "fbtest/cam0/result",
@@ -409,13 +465,13 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     """A second framebus-mqtt with the same client id would take the
     broker's session from the first, and the first take it back: it is
     refused, and the first goes on."""
-    first = Mqtt(tmp, daemon, config(broker, "cam0"), name="first")
+    first = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="first")
     first.wait_for_log("connected to")
-    second = Mqtt(tmp, daemon, config(broker, "cam0"), name="second")
+    second = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="second")
     assert second.proc.wait(10) == 1
     assert "another framebus-mqtt on this host has client id 'fbtest-client'" \
         in second.read_log()
-    third = Mqtt(tmp, daemon, config(broker, "cam0", prefix="other"), name="third")
+    third = Mqtt(tmp, daemon, config(broker.url, "cam0", prefix="other"), name="third")
     third.wait_for_log("connected to")
     assert first.proc.poll() is None and "lost the broker" not in first.read_log()
     third.stop()
