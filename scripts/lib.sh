@@ -28,6 +28,9 @@ FRAMEBUS_PACKAGES=(
     python3-torch
     # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+    # framebus-mqtt (libmosquitto), and the broker, mosquitto_sub and the TLS
+    # test's certificates of tests/python/test_mqtt.py
+    libmosquitto-dev mosquitto mosquitto-clients openssl
 )
 
 # What scripts/bench compare runs framebus against (bench/compare/).

@@ -175,8 +175,9 @@ def broker(tmp):
 
 
 def config(url, streams, prefix="fbtest", extra=""):
+    """[mqtt] naming streams in streams = (None: extra has [stream NAME])."""
     return (f"[mqtt]\nbroker = {url}\nprefix = {prefix}\nclient_id = {prefix}-client\n"
-            f"streams = {streams}\n{extra}")
+            + (f"streams = {streams}\n" if streams else "") + extra)
 
 
 def results_of(messages, topic):
@@ -259,9 +260,9 @@ def test_gray_py_results_arrive_per_frame_with_the_right_seq(daemon, bus, broker
             seen[frame.seq] = (frame.source_seq, json.loads(bytes(frame.meta)))
     thread = threading.Thread(target=read, args=(bus.subscribe("cam0.grayq", mode="queue"),))
     thread.start()
-    sub = broker.subscribe("fbtest/cam0.grayq/result")
-    mqtt = Mqtt(tmp, daemon, config(broker.url, "cam0.grayq"))
-    mqtt.wait_for_log("publishing cam0.grayq")
+    sub = broker.subscribe("fbtest/gray/result")
+    mqtt = Mqtt(tmp, daemon, config(broker.url, None, extra="[stream cam0.grayq]\ntopic = gray\n"))
+    mqtt.wait_for_log("publishing cam0.grayq to fbtest/gray/result")
     sub.wait("30 results", lambda m: len(m) >= 30)
     gray.terminate()
     gray.wait(10)
@@ -281,7 +282,7 @@ def test_gray_py_results_arrive_per_frame_with_the_right_seq(daemon, bus, broker
 
 def test_the_last_will_says_offline_when_killed(daemon, bus, broker, tmp):
     records = bus.publish_results("res.will", slots=4, meta_max=64)
-    mqtt = Mqtt(tmp, daemon, config(broker.url, "res.will"))
+    mqtt = Mqtt(tmp, daemon, config(broker.url, None, extra="[stream res.will]\n"))  # empty
     mqtt.wait_for_log("connected to")
 
     def availability():
