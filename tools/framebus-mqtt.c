@@ -1148,6 +1148,9 @@ int main(int argc, char **argv)
 	if (setup_mqtt(&b) < 0)
 		goto out;
 
+	/* libmosquitto write()s to its socket: a broker that went away must
+	 * give EPIPE, not kill us. */
+	signal(SIGPIPE, SIG_IGN);
 	/* Signals arrive in the main loop; the network thread has them blocked. */
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGINT);
