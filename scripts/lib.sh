@@ -31,6 +31,9 @@ FRAMEBUS_PACKAGES=(
     # the GStreamer plugin (gst/) and its tests: gst-check, gst-launch-1.0
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
     gstreamer1.0-plugins-base
+    # framebus-mqtt (libmosquitto), and the broker, mosquitto_sub and the TLS
+    # test's certificates of tests/python/test_mqtt.py
+    libmosquitto-dev mosquitto mosquitto-clients openssl
 )
 
 # What scripts/bench compare runs framebus against (bench/compare/).

@@ -13,38 +13,43 @@ ok() { n=$((n + 1)); echo "ok $n - $1"; }
 not_ok() { n=$((n + 1)); failed=1; echo "not ok $n - $1"; sed 's/^/# /' "$work/out"; }
 
 echo "TAP version 13"
-echo "1..3"
+echo "1..4"
 
 # The unit as installed, but starting the daemon of this build tree.
 mkdir -p "$work/units"
 sed "s|^ExecStart=.*|ExecStart=$(realpath "$build/daemon/framebusd")|" \
     "$build/systemd/framebusd.service" >"$work/units/framebusd.service"
+sed "s|^ExecStart=.*|ExecStart=$(realpath "$build/tools/framebus-mqtt")|" \
+    "$build/systemd/framebus-mqtt.service" >"$work/units/framebus-mqtt.service"
 cp "$(dirname "$0")/../systemd/framebusd.socket" "$work/units/"
 # --man=no: the units name man pages that are built, not installed on this host.
 if systemd-analyze verify --man=no "$work/units/framebusd.service" "$work/units/framebusd.socket" \
-    >"$work/out" 2>&1 && ! grep -q . "$work/out"; then
-    ok "systemd-analyze verify accepts framebusd.service and framebusd.socket"
+    "$work/units/framebus-mqtt.service" >"$work/out" 2>&1 && ! grep -q . "$work/out"; then
+    ok "systemd-analyze verify accepts framebusd.service, framebusd.socket and framebus-mqtt.service"
 else
     not_ok "systemd-analyze verify"
 fi
 
-systemd-analyze security --offline=true --no-pager "$work/units/framebusd.service" >"$work/out" 2>&1
-level=$(sed -n 's/.*Overall exposure level for framebusd.service: \([0-9.]*\).*/\1/p' "$work/out")
-if [ -n "$level" ] && awk -v l="$level" 'BEGIN { exit !(l < 2.5) }'; then
-    ok "systemd-analyze security: exposure $level (below 2.5)"
-else
-    not_ok "systemd-analyze security: exposure '${level:-?}'"
-fi
+for unit in framebusd.service framebus-mqtt.service; do
+    systemd-analyze security --offline=true --no-pager "$work/units/$unit" >"$work/out" 2>&1
+    level=$(sed -n "s/.*Overall exposure level for $unit: \([0-9.]*\).*/\1/p" "$work/out")
+    if [ -n "$level" ] && awk -v l="$level" 'BEGIN { exit !(l < 2.5) }'; then
+        ok "systemd-analyze security: $unit exposure $level (below 2.5)"
+    else
+        not_ok "systemd-analyze security: $unit exposure '${level:-?}'"
+    fi
+done
 
 meson install -C "$build" --no-rebuild --destdir "$work/root" >"$work/out" 2>&1
 missing=()
-for f in sbin/framebusd bin/framebusctl bin/framebus-record include/framebus/framebus.h etc/framebus/framebusd.conf \
+for f in sbin/framebusd bin/framebusctl bin/framebus-record bin/framebus-mqtt include/framebus/framebus.h \
+         etc/framebus/framebusd.conf etc/framebus/framebus-mqtt.conf \
          lib/sysusers.d/framebus.conf lib/tmpfiles.d/framebus.conf; do
     compgen -G "$work/root/*/$f" >/dev/null || compgen -G "$work/root/*/*/$f" >/dev/null \
         || compgen -G "$work/root/$f" >/dev/null || missing+=("$f")
 done
-for f in framebusd.service framebusd.socket 'libframebus.so.0' 'pkgconfig/framebus.pc' \
-         man8/framebusd.8 man5/framebusd.conf.5 man1/framebusctl.1 man1/framebus-record.1 \
+for f in framebusd.service framebusd.socket framebus-mqtt.service 'libframebus.so.0' 'pkgconfig/framebus.pc' \
+         man8/framebusd.8 man5/framebusd.conf.5 man1/framebusctl.1 man1/framebus-record.1 man1/framebus-mqtt.1 \
          'framebus/__init__.py' 'framebus/_framebus.pyi' 'framebus/py.typed' \
          'framebus/_framebus.cpython-*.so'; do
     [ -n "$(find "$work/root" -path "*/$f" -print -quit)" ] || missing+=("$f")
