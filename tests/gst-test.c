@@ -499,3 +499,65 @@ Test(daemon, gst_src_to_sink_keeps_each_frames_identity_and_side_data, .init = i
 	fb_client_free(c);
 	stop(&d);
 }
+
+/* Frames of videotestsrc's bouncing ball through framebussink, upstream's
+ * buffers taken from the sink's pool or not (identity drop-allocation=true):
+ * the stream's pixels are the same either way, and only the second copies. */
+Test(daemon, gst_sink_lends_slots_to_upstream_with_zero_copies, .init = init)
+{
+	struct daemon d;
+	char desc[1024];
+	const char *pipes[2] = {"", "identity drop-allocation=true !"};
+	const char *names[2] = {"zero", "copy"};
+	GstElement *pipeline[2];
+	fb_subscriber *sub[2];
+
+	start(&d, "[daemon]\n");
+	fb_client *c = client(&d);
+	for (int i = 0; i < 2; i++) {
+		snprintf(
+		    desc, sizeof(desc),
+		    "videotestsrc num-buffers=20 pattern=ball ! "
+		    "video/x-raw,format=I420,width=64,height=48,framerate=30/1 ! %s "
+		    "framebussink name=sink socket=%s stream=%s policy=block slots=4 sync=false",
+		    pipes[i], d.socket, names[i]);
+		pipeline[i] = gst_parse_launch(desc, NULL);
+		cr_assert_not_null(pipeline[i]);
+		/* Prerolled: the stream is there, no frame published yet. */
+		cr_assert_neq(gst_element_set_state(pipeline[i], GST_STATE_PAUSED),
+			      GST_STATE_CHANGE_FAILURE);
+		cr_assert_neq(gst_element_get_state(pipeline[i], NULL, NULL, 5 * GST_SECOND),
+			      GST_STATE_CHANGE_FAILURE);
+		cr_assert_eq(fb_client_subscribe(c, names[i], FB_MODE_QUEUE, 0, &sub[i]), 0);
+		gst_element_set_state(pipeline[i], GST_STATE_PLAYING);
+	}
+	for (int n = 1; n <= 20; n++) {
+		const struct fb_frame *f[2];
+		for (int i = 0; i < 2; i++)
+			cr_assert_eq(fb_subscriber_acquire(sub[i], 5000, &f[i]), 0, "%s frame %d",
+				     names[i], n);
+		cr_assert_eq(f[0]->seq, (uint64_t)n);
+		const struct fb_layout *l = fb_subscriber_get_layout(sub[0]);
+		for (uint32_t p = 0; p < l->n_planes; p++)
+			for (uint32_t y = 0; y < l->plane_height[p]; y++)
+				cr_assert_eq(memcmp(f[0]->data[p] + (size_t)y * f[0]->stride[p],
+						    f[1]->data[p] + (size_t)y * f[1]->stride[p],
+						    p ? 32 : 64),
+					     0, "frame %d, plane %u, row %u differ", n, p, y);
+		for (int i = 0; i < 2; i++)
+			fb_subscriber_release(sub[i], f[i]);
+	}
+	for (int i = 0; i < 2; i++) {
+		GstElement *sink = gst_bin_get_by_name(GST_BIN(pipeline[i]), "sink");
+		guint64 copied;
+		g_object_get(sink, "copied", &copied, NULL);
+		cr_assert_eq(copied, i == 0 ? 0 : 20, "%s: %lu frames copied", names[i],
+			     (unsigned long)copied);
+		gst_object_unref(sink);
+		fb_client_unsubscribe(c, sub[i]);
+		gst_element_set_state(pipeline[i], GST_STATE_NULL);
+		gst_object_unref(pipeline[i]);
+	}
+	fb_client_free(c);
+	stop(&d);
+}
