@@ -10,12 +10,16 @@
  * identity: the stream's frame is published as made from it, with its side
  * data.
  *
- * A ring has one slot out at a time (fb_producer_acquire()), so the pool
- * lends one buffer at a time, and whoever wants the next slot (upstream's
- * thread through the pool, or the sink's own to copy) waits until the one
- * out is published or given back: producer_lock and slot_free.
+ * Each publication (struct fbgst_pub: a client and its ring) is shared by
+ * the sink, its pool and every buffer over one of its slots: the ring stays
+ * mapped, and published, until the last of them lets go, in whatever thread
+ * that is.  A ring has one slot out at a time (fb_producer_acquire()), so
+ * the pool lends one buffer at a time, and whoever wants the next slot
+ * (upstream's thread through the pool, or the sink's own to copy) waits
+ * until the one out is published or given back.
  */
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
 
 #include <gst/video/gstvideosink.h>
@@ -40,6 +44,28 @@ enum {
 	PROP_COPIED,
 };
 
+/* One publication of the stream. */
+struct fbgst_pub {
+	gint refs;
+	GMutex lock;       /* over every call on client and producer, and out */
+	GCond slot_free;   /* out went back, or the publication was retired */
+	fb_client *client; /* its own connection: it may outlive the sink */
+	fb_producer *producer;
+	struct fb_frame *out; /* the slot lent and not yet published */
+	gboolean retired;     /* the sink let go of it: lend nothing more */
+	gint flushing;        /* atomic: the sink was told to unlock */
+	GstVideoInfo info;    /* the ring's geometry as GStreamer sees it */
+	gboolean same_layout; /* the ring's layout is GStreamer's default one */
+	gint dropped;         /* atomic: frames a drop stream had no slot for */
+};
+
+/* A slot lent to one of the pool's buffers (qdata on the buffer); frame NULL:
+ * the buffer is memory of its own, for a frame already counted as dropped. */
+struct lease {
+	struct fbgst_pub *pub;
+	struct fb_frame *frame;
+};
+
 typedef struct {
 	GstVideoSink parent;
 
@@ -50,18 +76,12 @@ typedef struct {
 	guint policy; /* enum fb_policy */
 	guint meta_max;
 
-	fb_client *client;
-	fb_producer *producer;
-	GMutex producer_lock;  /* over every call on producer, and out */
-	GCond slot_free;       /* out went back */
-	struct fb_frame *out;  /* the slot acquired and not yet published */
-	GstBufferPool *pool;   /* proposed upstream, lending slots */
-	gboolean same_layout;  /* the ring's layout is GStreamer's default one */
-	GstVideoInfo info;     /* the ring's geometry as GStreamer sees it */
-	guint64 dropped;       /* frames a drop stream had no slot for */
-	guint64 copied;        /* frames not written into a slot upstream */
+	fb_client *connected;  /* start()'s connection, for the first publication */
+	struct fbgst_pub *pub; /* the current publication */
+	GstBufferPool *pool;   /* proposed upstream, lending its slots */
+	guint64 dropped;       /* under the object lock: by publications retired */
+	guint64 copied;        /* under the object lock: frames not written in place */
 	gboolean said_too_big; /* warned once of side data past meta-max */
-	gint flushing;         /* atomic: unlock() was called */
 } GstFramebusSink;
 
 typedef struct {
@@ -83,10 +103,100 @@ static GType policy_get_type(void)
 	return type;
 }
 
-/* The pool framebussink proposes: each buffer is a slot of the ring. */
+static struct fbgst_pub *pub_ref(struct fbgst_pub *pub)
+{
+	g_atomic_int_inc(&pub->refs);
+	return pub;
+}
+
+/* The last one out withdraws the stream and unmaps its ring. */
+static void pub_unref(gpointer data)
+{
+	struct fbgst_pub *pub = data;
+	if (!pub || !g_atomic_int_dec_and_test(&pub->refs))
+		return;
+	fb_client_unpublish(pub->client, pub->producer);
+	fb_client_free(pub->client);
+	g_mutex_clear(&pub->lock);
+	g_cond_clear(&pub->slot_free);
+	g_free(pub);
+}
+
+/* The sink lets go of pub: the slot out (if any) goes back to the ring, the
+ * buffer lent over it publishes nothing, and nobody waits for a slot any
+ * more. */
+static void pub_retire(struct fbgst_pub *pub)
+{
+	g_mutex_lock(&pub->lock);
+	pub->retired = TRUE;
+	if (pub->out)
+		fb_producer_discard(pub->producer, pub->out);
+	pub->out = NULL;
+	/* Nothing may call back into a sink that may be gone. */
+	fb_client_set_connection_callback(pub->client, NULL, NULL);
+	g_cond_broadcast(&pub->slot_free);
+	g_mutex_unlock(&pub->lock);
+}
+
+/* A slot for the next frame of pub, once the one out (if any) came back:
+ * GST_FLOW_OK and the frame, GST_FLOW_OK and NULL for a frame a drop stream
+ * has no room for (counted), GST_FLOW_FLUSHING when pub was retired or the
+ * sink (or pool, if not NULL) is flushing, GST_FLOW_ERROR for a ring that
+ * failed (*ret_error says how). */
+static GstFlowReturn take_slot(struct fbgst_pub *pub, GstBufferPool *pool,
+			       struct fb_frame **ret_frame, int *ret_error)
+{
+	GstFlowReturn ret = GST_FLOW_OK;
+	int r = -ETIMEDOUT;
+
+	*ret_frame = NULL;
+	g_mutex_lock(&pub->lock);
+	while (r == -ETIMEDOUT) {
+		if (pub->retired || g_atomic_int_get(&pub->flushing) ||
+		    (pool && GST_BUFFER_POOL_IS_FLUSHING(pool))) {
+			ret = GST_FLOW_FLUSHING;
+			break;
+		}
+		if (pub->out) {
+			g_cond_wait_until(&pub->slot_free, &pub->lock,
+					  g_get_monotonic_time() + SLICE_MS * 1000);
+			continue;
+		}
+		r = fb_producer_acquire(pub->producer, SLICE_MS, ret_frame);
+		if (r == 0) {
+			pub->out = *ret_frame;
+		} else if (r == -ENOBUFS) {
+			g_atomic_int_inc(&pub->dropped);
+		} else if (r != -ETIMEDOUT) {
+			*ret_error = r;
+			ret = GST_FLOW_ERROR;
+		}
+	}
+	g_mutex_unlock(&pub->lock);
+	return ret;
+}
+
+/* Publish frame, the slot out of pub (publish), or give it back unpublished.
+ * -ESTALE: it is out no more (pub was retired since). */
+static int put_slot(struct fbgst_pub *pub, struct fb_frame *frame, gboolean publish)
+{
+	int r = -ESTALE;
+
+	g_mutex_lock(&pub->lock);
+	if (pub->out == frame) {
+		r = publish ? fb_producer_publish(pub->producer, frame)
+			    : fb_producer_discard(pub->producer, frame);
+		pub->out = NULL;
+		g_cond_broadcast(&pub->slot_free);
+	}
+	g_mutex_unlock(&pub->lock);
+	return r;
+}
+
+/* The pool framebussink proposes: each buffer is a slot of pub's ring. */
 typedef struct {
 	GstBufferPool parent;
-	GstFramebusSink *sink; /* not a reference: the sink outlives its pools' use */
+	struct fbgst_pub *pub; /* a reference */
 } GstFramebusPool;
 
 typedef struct {
@@ -96,11 +206,7 @@ typedef struct {
 GType fbgst_pool_get_type(void);
 G_DEFINE_TYPE(GstFramebusPool, fbgst_pool, GST_TYPE_BUFFER_POOL)
 
-/* The slot a pool buffer lends (qdata on the buffer). */
-static GQuark slot_quark;
-
-static GstFlowReturn take_slot(GstFramebusSink *s, struct fb_frame **ret_frame);
-static void give_back(GstFramebusSink *s, struct fb_frame *frame);
+static GQuark lease_quark;
 
 static const gchar **fbgst_pool_get_options(GstBufferPool *pool)
 {
@@ -113,8 +219,8 @@ static const gchar **fbgst_pool_get_options(GstBufferPool *pool)
  * upstream uses a pool of its own (its buffers are copied). */
 static gboolean fbgst_pool_set_config(GstBufferPool *pool, GstStructure *config)
 {
-	GstFramebusSink *s = ((GstFramebusPool *)pool)->sink;
-	if (!s->same_layout &&
+	struct fbgst_pub *pub = ((GstFramebusPool *)pool)->pub;
+	if (!pub->same_layout &&
 	    !gst_buffer_pool_config_has_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META))
 		return FALSE;
 	return GST_BUFFER_POOL_CLASS(fbgst_pool_parent_class)->set_config(pool, config);
@@ -123,21 +229,26 @@ static gboolean fbgst_pool_set_config(GstBufferPool *pool, GstStructure *config)
 static GstFlowReturn fbgst_pool_acquire_buffer(GstBufferPool *pool, GstBuffer **ret_buf,
 					       GstBufferPoolAcquireParams *params)
 {
-	GstFramebusSink *s = ((GstFramebusPool *)pool)->sink;
+	struct fbgst_pub *pub = ((GstFramebusPool *)pool)->pub;
 	struct fb_frame *frame;
+	int error = 0;
 
-	GstFlowReturn ret = take_slot(s, &frame);
+	GstFlowReturn ret = take_slot(pub, pool, &frame, &error);
 	if (ret != GST_FLOW_OK)
 		return ret;
-	const struct fb_layout *l = fb_producer_get_layout(s->producer);
+	const struct fb_layout *l = fb_producer_get_layout(pub->producer);
 	GstBuffer *buf = gst_buffer_new();
 	gsize offsets[GST_VIDEO_MAX_PLANES] = {0};
 	gint strides[GST_VIDEO_MAX_PLANES] = {0};
+	struct lease *lease = g_new(struct lease, 1);
+	lease->pub = pub;
+	lease->frame = frame;
 	if (frame) {
+		/* The memory keeps the ring mapped as long as it lives. */
 		uint8_t *base = frame->data[0] - l->offset[0];
 		gst_buffer_append_memory(buf, gst_memory_new_wrapped(0, base, l->frame_size, 0,
-								     l->frame_size, NULL, NULL));
-		gst_mini_object_set_qdata(GST_MINI_OBJECT(buf), slot_quark, frame, NULL);
+								     l->frame_size, pub_ref(pub),
+								     pub_unref));
 		for (guint p = 0; p < l->n_planes; p++) {
 			offsets[p] = l->offset[p];
 			strides[p] = (gint)l->stride[p];
@@ -146,16 +257,17 @@ static GstFlowReturn fbgst_pool_acquire_buffer(GstBufferPool *pool, GstBuffer **
 		/* A drop stream with every slot held: upstream writes this
 		 * frame into memory of its own, and it is dropped. */
 		gst_buffer_append_memory(
-		    buf, gst_allocator_alloc(NULL, GST_VIDEO_INFO_SIZE(&s->info), NULL));
-		for (guint p = 0; p < GST_VIDEO_INFO_N_PLANES(&s->info); p++) {
-			offsets[p] = GST_VIDEO_INFO_PLANE_OFFSET(&s->info, p);
-			strides[p] = GST_VIDEO_INFO_PLANE_STRIDE(&s->info, p);
+		    buf, gst_allocator_alloc(NULL, GST_VIDEO_INFO_SIZE(&pub->info), NULL));
+		for (guint p = 0; p < GST_VIDEO_INFO_N_PLANES(&pub->info); p++) {
+			offsets[p] = GST_VIDEO_INFO_PLANE_OFFSET(&pub->info, p);
+			strides[p] = GST_VIDEO_INFO_PLANE_STRIDE(&pub->info, p);
 		}
 	}
+	gst_mini_object_set_qdata(GST_MINI_OBJECT(buf), lease_quark, lease, g_free);
 	gst_buffer_add_video_meta_full(
-	    buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&s->info),
-	    (guint)GST_VIDEO_INFO_WIDTH(&s->info), (guint)GST_VIDEO_INFO_HEIGHT(&s->info),
-	    GST_VIDEO_INFO_N_PLANES(&s->info), offsets, strides);
+	    buf, GST_VIDEO_FRAME_FLAG_NONE, GST_VIDEO_INFO_FORMAT(&pub->info),
+	    (guint)GST_VIDEO_INFO_WIDTH(&pub->info), (guint)GST_VIDEO_INFO_HEIGHT(&pub->info),
+	    GST_VIDEO_INFO_N_PLANES(&pub->info), offsets, strides);
 	*ret_buf = buf;
 	return GST_FLOW_OK;
 }
@@ -164,11 +276,26 @@ static GstFlowReturn fbgst_pool_acquire_buffer(GstBufferPool *pool, GstBuffer **
  * the ring unpublished; the buffer itself is not kept. */
 static void fbgst_pool_release_buffer(GstBufferPool *pool, GstBuffer *buf)
 {
-	GstFramebusSink *s = ((GstFramebusPool *)pool)->sink;
-	struct fb_frame *frame = gst_mini_object_steal_qdata(GST_MINI_OBJECT(buf), slot_quark);
-	if (frame)
-		give_back(s, frame);
+	struct lease *lease = gst_mini_object_steal_qdata(GST_MINI_OBJECT(buf), lease_quark);
+	if (lease && lease->frame)
+		put_slot(lease->pub, lease->frame, FALSE);
+	g_free(lease);
 	gst_buffer_unref(buf);
+}
+
+/* Whoever waits for a slot through the pool looks at its flushing flag. */
+static void fbgst_pool_flush_start(GstBufferPool *pool)
+{
+	struct fbgst_pub *pub = ((GstFramebusPool *)pool)->pub;
+	g_mutex_lock(&pub->lock);
+	g_cond_broadcast(&pub->slot_free);
+	g_mutex_unlock(&pub->lock);
+}
+
+static void fbgst_pool_finalize(GObject *object)
+{
+	pub_unref(((GstFramebusPool *)object)->pub);
+	G_OBJECT_CLASS(fbgst_pool_parent_class)->finalize(object);
 }
 
 static void fbgst_pool_init(GstFramebusPool *pool)
@@ -179,10 +306,12 @@ static void fbgst_pool_class_init(GstFramebusPoolClass *klass)
 {
 	GstBufferPoolClass *pool = GST_BUFFER_POOL_CLASS(klass);
 
+	G_OBJECT_CLASS(klass)->finalize = fbgst_pool_finalize;
 	pool->get_options = fbgst_pool_get_options;
 	pool->set_config = fbgst_pool_set_config;
 	pool->acquire_buffer = fbgst_pool_acquire_buffer;
 	pool->release_buffer = fbgst_pool_release_buffer;
+	pool->flush_start = fbgst_pool_flush_start;
 }
 
 static GstStaticPadTemplate sink_template =
@@ -241,7 +370,8 @@ static void fbgst_sink_get_property(GObject *object, guint id, GValue *value, GP
 		g_value_set_uint(value, s->meta_max);
 		break;
 	case PROP_DROPPED:
-		g_value_set_uint64(value, s->dropped);
+		g_value_set_uint64(
+		    value, s->dropped + (s->pub ? (guint64)g_atomic_int_get(&s->pub->dropped) : 0));
 		break;
 	case PROP_COPIED:
 		g_value_set_uint64(value, s->copied);
@@ -261,7 +391,7 @@ static gboolean fbgst_sink_start(GstBaseSink *base)
 				  ("No stream given: set the 'stream' property"), (NULL));
 		return FALSE;
 	}
-	int r = fb_client_connect(s->socket, "framebussink", &s->client);
+	int r = fb_client_connect(s->socket, "framebussink", &s->connected);
 	if (r < 0) {
 		GST_ELEMENT_ERROR(s, RESOURCE, OPEN_WRITE,
 				  ("Cannot connect to framebusd at %s: %s",
@@ -275,31 +405,54 @@ static gboolean fbgst_sink_start(GstBaseSink *base)
 	return TRUE;
 }
 
-/* No more slots lent: the pool's buffers still out give theirs back when
- * they come back (or were published). */
-static void drop_pool(GstFramebusSink *s)
+/* Let go of the current publication and its pool: buffers still out keep
+ * its ring until they go. */
+static void let_go(GstFramebusSink *s)
 {
-	if (!s->pool)
+	if (s->pool) {
+		gst_buffer_pool_set_active(s->pool, FALSE);
+		gst_object_unref(s->pool);
+		s->pool = NULL;
+	}
+	if (!s->pub)
 		return;
-	gst_buffer_pool_set_active(s->pool, FALSE);
-	gst_object_unref(s->pool);
-	s->pool = NULL;
+	pub_retire(s->pub);
+	GST_OBJECT_LOCK(s);
+	s->dropped += (guint64)g_atomic_int_get(&s->pub->dropped);
+	struct fbgst_pub *pub = s->pub;
+	s->pub = NULL;
+	GST_OBJECT_UNLOCK(s);
+	pub_unref(pub);
 }
 
 static gboolean fbgst_sink_stop(GstBaseSink *base)
 {
 	GstFramebusSink *s = (GstFramebusSink *)base;
 
-	drop_pool(s);
-	if (s->producer)
-		fb_client_unpublish(s->client, s->producer);
-	s->producer = NULL;
-	fb_client_free(s->client);
-	s->client = NULL;
+	let_go(s);
+	fb_client_free(s->connected);
+	s->connected = NULL;
 	return TRUE;
 }
 
-/* Publish the stream as caps describe it (again, if they changed). */
+/* framebusd went away or came back (the client published the ring again). */
+static void on_connection(void *userdata, bool connected, const char *detail)
+{
+	GstFramebusSink *s = userdata;
+	if (connected)
+		GST_ELEMENT_WARNING(s, RESOURCE, WRITE,
+				    ("framebusd is back: stream '%s' published again", s->stream),
+				    ("%s", detail));
+	else
+		GST_ELEMENT_WARNING(s, RESOURCE, WRITE,
+				    ("Lost framebusd: stream '%s' is published again when it is "
+				     "back",
+				     s->stream),
+				    ("%s", detail));
+}
+
+/* Publish the stream as caps describe it; again if its size or format
+ * changed. */
 static gboolean fbgst_sink_set_info(GstVideoSink *video, GstCaps *caps, const GstVideoInfo *info)
 {
 	GstFramebusSink *s = (GstFramebusSink *)video;
@@ -312,38 +465,53 @@ static gboolean fbgst_sink_set_info(GstVideoSink *video, GstCaps *caps, const Gs
 	    .meta_max = s->meta_max,
 	};
 
-	if (s->producer) {
-		if (gst_video_info_is_equal(info, &s->info))
-			return TRUE;
+	if (s->pub) {
+		const GstVideoInfo *now = &s->pub->info;
+		if (GST_VIDEO_INFO_FORMAT(now) == GST_VIDEO_INFO_FORMAT(info) &&
+		    GST_VIDEO_INFO_WIDTH(now) == GST_VIDEO_INFO_WIDTH(info) &&
+		    GST_VIDEO_INFO_HEIGHT(now) == GST_VIDEO_INFO_HEIGHT(info))
+			return TRUE; /* a new rate or colorimetry: the same ring */
 		GST_INFO_OBJECT(s, "caps changed: publishing '%s' again as %ux%u %s", s->stream,
 				params.width, params.height, fb_format_name(params.format));
-		drop_pool(s);
-		g_mutex_lock(&s->producer_lock);
-		if (s->out)
-			fb_producer_discard(s->producer, s->out);
-		s->out = NULL;
-		fb_client_unpublish(s->client, s->producer);
-		s->producer = NULL;
-		g_mutex_unlock(&s->producer_lock);
+		let_go(s);
 	}
-	int r = fb_client_publish(s->client, s->stream, &params, &s->producer);
+	fb_client *client = s->connected;
+	int r = 0;
+	s->connected = NULL;
+	if (!client)
+		r = fb_client_connect(s->socket, "framebussink", &client);
+	fb_producer *producer = NULL;
+	if (r == 0)
+		r = fb_client_publish(client, s->stream, &params, &producer);
 	if (r < 0) {
-		GST_ELEMENT_ERROR(
-		    s, RESOURCE, OPEN_WRITE,
-		    ("Cannot publish stream '%s' (%ux%u %s, %u slots): %s", s->stream, params.width,
-		     params.height, fb_format_name(params.format), params.slots,
-		     r == -EEXIST ? "the bus already has a stream of that name" : fb_strerror(r)),
-		    ("%s", fb_client_last_error(s->client)));
-		s->producer = NULL;
+		GST_ELEMENT_ERROR(s, RESOURCE, OPEN_WRITE,
+				  ("Cannot publish stream '%s' (%ux%u %s, %u slots): %s", s->stream,
+				   params.width, params.height, fb_format_name(params.format),
+				   params.slots,
+				   r == -EEXIST ? "the bus already has a stream of that name "
+						  "(or buffers of its previous ring are still held)"
+						: fb_strerror(r)),
+				  ("%s", client ? fb_client_last_error(client) : ""));
+		fb_client_free(client);
 		return FALSE;
 	}
-	s->info = *info;
-	const struct fb_layout *l = fb_producer_get_layout(s->producer);
-	s->same_layout = GST_VIDEO_INFO_SIZE(info) == l->frame_size;
+	struct fbgst_pub *pub = g_new0(struct fbgst_pub, 1);
+	pub->refs = 1;
+	g_mutex_init(&pub->lock);
+	g_cond_init(&pub->slot_free);
+	pub->client = client;
+	pub->producer = producer;
+	pub->info = *info;
+	const struct fb_layout *l = fb_producer_get_layout(producer);
+	pub->same_layout = GST_VIDEO_INFO_SIZE(info) == l->frame_size;
 	for (guint p = 0; p < l->n_planes; p++)
-		s->same_layout = s->same_layout &&
-				 GST_VIDEO_INFO_PLANE_STRIDE(info, p) == (gint)l->stride[p] &&
-				 GST_VIDEO_INFO_PLANE_OFFSET(info, p) == l->offset[p];
+		pub->same_layout = pub->same_layout &&
+				   GST_VIDEO_INFO_PLANE_STRIDE(info, p) == (gint)l->stride[p] &&
+				   GST_VIDEO_INFO_PLANE_OFFSET(info, p) == l->offset[p];
+	fb_client_set_connection_callback(client, on_connection, s);
+	GST_OBJECT_LOCK(s);
+	s->pub = pub;
+	GST_OBJECT_UNLOCK(s);
 	return TRUE;
 }
 
@@ -353,99 +521,47 @@ static gboolean fbgst_sink_propose_allocation(GstBaseSink *base, GstQuery *query
 	GstFramebusSink *s = (GstFramebusSink *)base;
 	GstCaps *caps;
 	gboolean need_pool;
+	GstVideoInfo info;
 
 	gst_query_parse_allocation(query, &caps, &need_pool);
 	gst_query_add_allocation_meta(query, GST_VIDEO_META_API_TYPE, NULL);
-	GstVideoInfo info;
-	if (!s->producer || !caps || !gst_video_info_from_caps(&info, caps) ||
-	    !gst_video_info_is_equal(&info, &s->info))
+	if (!s->pub || !caps || !gst_video_info_from_caps(&info, caps) ||
+	    GST_VIDEO_INFO_FORMAT(&info) != GST_VIDEO_INFO_FORMAT(&s->pub->info) ||
+	    GST_VIDEO_INFO_WIDTH(&info) != GST_VIDEO_INFO_WIDTH(&s->pub->info) ||
+	    GST_VIDEO_INFO_HEIGHT(&info) != GST_VIDEO_INFO_HEIGHT(&s->pub->info))
 		return TRUE;
+	guint size = (guint)fb_producer_get_layout(s->pub->producer)->frame_size;
 	if (!s->pool) {
 		s->pool = g_object_new(fbgst_pool_get_type(), NULL);
-		((GstFramebusPool *)s->pool)->sink = s;
+		((GstFramebusPool *)s->pool)->pub = pub_ref(s->pub);
 		GstStructure *config = gst_buffer_pool_get_config(s->pool);
-		gst_buffer_pool_config_set_params(
-		    config, caps, (guint)fb_producer_get_layout(s->producer)->frame_size, 0, 1);
+		gst_buffer_pool_config_set_params(config, caps, size, 0, 1);
 		gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
 		gst_buffer_pool_set_config(s->pool, config);
 	}
 	/* One buffer at a time: a ring lends one slot at a time. */
-	gst_query_add_allocation_pool(query, s->pool,
-				      (guint)fb_producer_get_layout(s->producer)->frame_size, 0, 1);
+	gst_query_add_allocation_pool(query, s->pool, size, 0, 1);
 	return TRUE;
 }
 
 static gboolean fbgst_sink_unlock(GstBaseSink *base)
 {
-	g_atomic_int_set(&((GstFramebusSink *)base)->flushing, 1);
+	GstFramebusSink *s = (GstFramebusSink *)base;
+	GST_OBJECT_LOCK(s);
+	if (s->pub)
+		g_atomic_int_set(&s->pub->flushing, 1);
+	GST_OBJECT_UNLOCK(s);
 	return TRUE;
 }
 
 static gboolean fbgst_sink_unlock_stop(GstBaseSink *base)
 {
-	g_atomic_int_set(&((GstFramebusSink *)base)->flushing, 0);
+	GstFramebusSink *s = (GstFramebusSink *)base;
+	GST_OBJECT_LOCK(s);
+	if (s->pub)
+		g_atomic_int_set(&s->pub->flushing, 0);
+	GST_OBJECT_UNLOCK(s);
 	return TRUE;
-}
-
-/* A slot for the next frame, once the one out (if any) came back: GST_FLOW_OK
- * and the frame, GST_FLOW_OK and NULL for a frame a drop stream has no room
- * for, or why not. */
-static GstFlowReturn take_slot(GstFramebusSink *s, struct fb_frame **ret_frame)
-{
-	GstFlowReturn ret = GST_FLOW_OK;
-	int r = -ETIMEDOUT;
-
-	*ret_frame = NULL;
-	g_mutex_lock(&s->producer_lock);
-	while (r == -ETIMEDOUT) {
-		if (g_atomic_int_get(&s->flushing) || !s->producer) {
-			ret = GST_FLOW_FLUSHING;
-			break;
-		}
-		if (s->out) {
-			g_cond_wait_until(&s->slot_free, &s->producer_lock,
-					  g_get_monotonic_time() + SLICE_MS * 1000);
-			continue;
-		}
-		r = fb_producer_acquire(s->producer, SLICE_MS, ret_frame);
-		if (r == 0) {
-			s->out = *ret_frame;
-		} else if (r == -ENOBUFS) {
-			GST_OBJECT_LOCK(s);
-			s->dropped++;
-			GST_OBJECT_UNLOCK(s);
-			GST_LOG_OBJECT(s, "every slot held: frame dropped");
-		} else if (r != -ETIMEDOUT) {
-			GST_ELEMENT_ERROR(
-			    s, RESOURCE, WRITE,
-			    ("Cannot publish into stream '%s': %s", s->stream, fb_strerror(r)),
-			    (NULL));
-			ret = GST_FLOW_ERROR;
-		}
-	}
-	g_mutex_unlock(&s->producer_lock);
-	return ret;
-}
-
-/* Publish frame, the slot out (publish) or give it back unpublished. */
-static int put_slot(GstFramebusSink *s, struct fb_frame *frame, gboolean publish)
-{
-	int r = -ESTALE;
-
-	g_mutex_lock(&s->producer_lock);
-	if (s->out == frame) { /* else its ring was made again since */
-		r = publish ? fb_producer_publish(s->producer, frame)
-			    : fb_producer_discard(s->producer, frame);
-		s->out = NULL;
-		g_cond_broadcast(&s->slot_free);
-	}
-	g_mutex_unlock(&s->producer_lock);
-	return r;
-}
-
-static void give_back(GstFramebusSink *s, struct fb_frame *frame)
-{
-	put_slot(s, frame, FALSE);
 }
 
 /* The identity and side data of buf, if it came from framebussrc. */
@@ -484,51 +600,79 @@ static void carry_meta(GstFramebusSink *s, GstBuffer *buf, struct fb_frame *fram
 	frame->meta_size = (uint32_t)n;
 }
 
-/* Stamp frame, the slot out holding buf's pixels, and publish it. */
-static GstFlowReturn publish(GstFramebusSink *s, GstBuffer *buf, struct fb_frame *frame)
+static GstFlowReturn failed(GstFramebusSink *s, int error)
 {
+	GST_ELEMENT_ERROR(s, RESOURCE, WRITE,
+			  ("Cannot publish into stream '%s': %s", s->stream, fb_strerror(error)),
+			  (NULL));
+	return GST_FLOW_ERROR;
+}
+
+/* Stamp frame, the slot out of pub holding buf's pixels, and publish it. */
+static GstFlowReturn publish(GstFramebusSink *s, struct fbgst_pub *pub, GstBuffer *buf,
+			     struct fb_frame *frame)
+{
+	g_mutex_lock(&pub->lock);
+	gboolean ours = pub->out == frame;
+	g_mutex_unlock(&pub->lock);
+	if (!ours) /* given back when its publication was retired */
+		return GST_FLOW_OK;
 	frame->pts = GST_BUFFER_PTS_IS_VALID(buf) ? (int64_t)GST_BUFFER_PTS(buf) : 0;
 	frame->trace->time_base_num = 1;
 	frame->trace->time_base_den = GST_SECOND;
 	carry_meta(s, buf, frame);
-	int r = put_slot(s, frame, TRUE);
-	if (r == -ESTALE) /* a slot of the ring before the caps changed */
-		return GST_FLOW_OK;
-	if (r < 0) {
-		GST_ELEMENT_ERROR(
-		    s, RESOURCE, WRITE,
-		    ("Cannot publish into stream '%s': %s", s->stream, fb_strerror(r)), (NULL));
-		return GST_FLOW_ERROR;
-	}
-	return GST_FLOW_OK;
+	int r = put_slot(pub, frame, TRUE);
+	return r < 0 && r != -ESTALE ? failed(s, r) : GST_FLOW_OK;
+}
+
+/* What framebusd said, if anything: after it came back, the client publishes
+ * the ring to it again (the same ring: subscribers resubscribe to it). */
+static void listen_to_daemon(struct fbgst_pub *pub)
+{
+	struct pollfd p = {.fd = fb_client_get_fd(pub->client), .events = POLLIN};
+	if (poll(&p, 1, 0) <= 0)
+		return;
+	g_mutex_lock(&pub->lock);
+	fb_client_process(pub->client);
+	g_mutex_unlock(&pub->lock);
 }
 
 static GstFlowReturn fbgst_sink_show_frame(GstVideoSink *video, GstBuffer *buf)
 {
 	GstFramebusSink *s = (GstFramebusSink *)video;
+	struct fbgst_pub *pub = s->pub;
 	struct fb_frame *frame;
 	GstVideoFrame in;
+	int error = 0;
 
-	/* Takes what the daemon said: after it came back, this publishes the
-	 * ring to it again (the same ring: subscribers resubscribe to it). */
-	fb_client_process(s->client);
+	if (!pub)
+		return GST_FLOW_NOT_NEGOTIATED;
+	listen_to_daemon(pub);
 
 	/* Upstream wrote into a slot of ours: publish it as it is.  The buffer
-	 * keeps no claim on it (nor gives it back when it comes back). */
-	frame = gst_mini_object_steal_qdata(GST_MINI_OBJECT(buf), slot_quark);
-	if (frame)
-		return publish(s, buf, frame);
+	 * keeps no claim on the slot (nor gives it back when it comes back). */
+	struct lease *lease = gst_mini_object_steal_qdata(GST_MINI_OBJECT(buf), lease_quark);
+	if (lease) {
+		frame = lease->frame;
+		struct fbgst_pub *from = lease->pub;
+		g_free(lease);
+		if (!frame || from != pub) /* dropped, or a retired ring's */
+			return GST_FLOW_OK;
+		return publish(s, pub, buf, frame);
+	}
 
-	GstFlowReturn ret = take_slot(s, &frame);
+	GstFlowReturn ret = take_slot(pub, NULL, &frame, &error);
+	if (ret == GST_FLOW_ERROR)
+		return failed(s, error);
 	if (ret != GST_FLOW_OK || !frame)
 		return ret;
-	if (!gst_video_frame_map(&in, &s->info, buf, GST_MAP_READ)) {
-		give_back(s, frame);
+	if (!gst_video_frame_map(&in, &pub->info, buf, GST_MAP_READ)) {
+		put_slot(pub, frame, FALSE);
 		GST_ELEMENT_ERROR(s, STREAM, FAILED, ("Cannot read a buffer's pixels"), (NULL));
 		return GST_FLOW_ERROR;
 	}
 	const GstVideoFormatInfo *finfo = in.info.finfo;
-	guint width = (guint)GST_VIDEO_INFO_WIDTH(&s->info);
+	guint width = (guint)GST_VIDEO_INFO_WIDTH(&pub->info);
 	for (guint p = 0; p < GST_VIDEO_FRAME_N_PLANES(&in); p++) {
 		/* The plane's first component says how wide its rows are. */
 		gint comp[GST_VIDEO_MAX_COMPONENTS];
@@ -546,7 +690,7 @@ static GstFlowReturn fbgst_sink_show_frame(GstVideoSink *video, GstBuffer *buf)
 	GST_OBJECT_LOCK(s);
 	s->copied++;
 	GST_OBJECT_UNLOCK(s);
-	return publish(s, buf, frame);
+	return publish(s, pub, buf, frame);
 }
 
 static void fbgst_sink_finalize(GObject *object)
@@ -555,8 +699,6 @@ static void fbgst_sink_finalize(GObject *object)
 
 	g_free(s->socket);
 	g_free(s->stream);
-	g_mutex_clear(&s->producer_lock);
-	g_cond_clear(&s->slot_free);
 	G_OBJECT_CLASS(fbgst_sink_parent_class)->finalize(object);
 }
 
@@ -565,8 +707,6 @@ static void fbgst_sink_init(GstFramebusSink *s)
 	s->slots = 8;
 	s->policy = FB_POLICY_DROP;
 	s->meta_max = 4096;
-	g_mutex_init(&s->producer_lock);
-	g_cond_init(&s->slot_free);
 }
 
 /* A frame is published once, when rendered, not at preroll too (a construct
@@ -577,6 +717,9 @@ static void fbgst_sink_constructed(GObject *object)
 	g_object_set(object, "show-preroll-frame", FALSE, NULL);
 	/* The last buffer may be a slot published since, which the ring owns. */
 	g_object_set(object, "enable-last-sample", FALSE, NULL);
+	/* With sync off (what a bus pipeline usually wants) QoS would tell
+	 * upstream every frame is late and decoders would drop frames. */
+	gst_base_sink_set_qos_enabled(GST_BASE_SINK(object), FALSE);
 }
 
 static void fbgst_sink_class_init(GstFramebusSinkClass *klass)
@@ -645,7 +788,7 @@ static void fbgst_sink_class_init(GstFramebusSinkClass *klass)
 	base->unlock = fbgst_sink_unlock;
 	base->unlock_stop = fbgst_sink_unlock_stop;
 	base->propose_allocation = fbgst_sink_propose_allocation;
-	slot_quark = g_quark_from_static_string("framebus-slot");
+	lease_quark = g_quark_from_static_string("framebus-lease");
 	video->set_info = fbgst_sink_set_info;
 	video->show_frame = fbgst_sink_show_frame;
 	gst_type_mark_as_plugin_api(policy_get_type(), 0);

@@ -22,10 +22,15 @@ GST_DEBUG_CATEGORY_STATIC(fbgst_src_debug);
  * a state change may wait for the source. */
 #define SLICE_MS 100
 
-/* The latency the source reports grows to the oldest frame it pushed (capture
- * to push) plus this margin, and is never reported above a second. */
+/* The latency the source reports: the oldest of the last LATENCY_WINDOW
+ * frames it pushed fresh (within FRESH_NS of their publish: not a backlog,
+ * nor the newest frame already waiting when it subscribed), capture to push,
+ * plus a margin; never above a second.  It grows at once and shrinks when a
+ * window's oldest is under half of it. */
 #define LATENCY_MARGIN_NS (2 * GST_MSECOND)
 #define LATENCY_MAX_NS GST_SECOND
+#define LATENCY_WINDOW 64
+#define FRESH_NS (5 * GST_MSECOND)
 
 /* The client, shared by the element and every subscription it made: the last
  * buffer of an old subscription may be freed in any thread after the element
@@ -66,11 +71,15 @@ typedef struct {
 
 	struct fbgst_conn *conn;
 	struct fbgst_ring *ring;
-	GstVideoInfo info;    /* the current ring's, as GStreamer sees it */
-	gboolean video_meta;  /* downstream reads strides and offsets from GstVideoMeta */
-	gboolean same_layout; /* the ring's layout is GStreamer's default one */
-	GstClockTime latency; /* reported: the oldest frame pushed, capture to push */
-	gint flushing;        /* atomic: unlock() was called */
+	GstVideoInfo info;       /* the current ring's, as GStreamer sees it */
+	gboolean video_meta;     /* downstream reads strides and offsets from GstVideoMeta */
+	gboolean same_layout;    /* the ring's layout is GStreamer's default one */
+	GstClockTime latency;    /* reported (under the object lock) */
+	GstClockTime window_max; /* the oldest fresh frame of this window */
+	guint window_n;          /* fresh frames in this window */
+	gboolean said_copy;      /* warned that downstream cannot read the layout */
+	gboolean said_holds;     /* said that downstream keeps max-holds frames */
+	gint flushing;           /* atomic: unlock() was called */
 } GstFramebusSrc;
 
 typedef struct {
@@ -216,17 +225,23 @@ static gboolean take_layout(GstFramebusSrc *s, fb_subscriber *sub)
 				  (NULL));
 		return FALSE;
 	}
-	gst_video_info_set_format(&s->info, format, l->width, l->height);
+	GstVideoInfo info;
+	gst_video_info_set_format(&info, format, l->width, l->height);
 	/* A stream's rate is its source's business (variable for a camera). */
-	GST_VIDEO_INFO_FPS_N(&s->info) = 0;
-	GST_VIDEO_INFO_FPS_D(&s->info) = 1;
-	s->same_layout = GST_VIDEO_INFO_SIZE(&s->info) == l->frame_size;
+	GST_VIDEO_INFO_FPS_N(&info) = 0;
+	GST_VIDEO_INFO_FPS_D(&info) = 1;
+	gboolean same = GST_VIDEO_INFO_SIZE(&info) == l->frame_size;
 	for (guint p = 0; p < l->n_planes; p++)
-		s->same_layout = s->same_layout &&
-				 GST_VIDEO_INFO_PLANE_STRIDE(&s->info, p) == (gint)l->stride[p] &&
-				 GST_VIDEO_INFO_PLANE_OFFSET(&s->info, p) == l->offset[p];
+		same = same && GST_VIDEO_INFO_PLANE_STRIDE(&info, p) == (gint)l->stride[p] &&
+		       GST_VIDEO_INFO_PLANE_OFFSET(&info, p) == l->offset[p];
+	GST_OBJECT_LOCK(s);
+	s->info = info;
+	s->same_layout = same;
+	GST_OBJECT_UNLOCK(s);
 	return TRUE;
 }
+
+static gboolean fbgst_src_stop(GstBaseSrc *base);
 
 static gboolean fbgst_src_start(GstBaseSrc *base)
 {
@@ -264,7 +279,15 @@ static gboolean fbgst_src_start(GstBaseSrc *base)
 	s->conn->client = client;
 	s->ring = ring_new(s->conn, sub);
 	s->latency = 0;
-	return take_layout(s, sub);
+	s->window_max = 0;
+	s->window_n = 0;
+	s->said_copy = FALSE;
+	s->said_holds = FALSE;
+	if (take_layout(s, sub))
+		return TRUE;
+	/* basesrc calls no stop() after a failed start(). */
+	fbgst_src_stop(base);
+	return FALSE;
 }
 
 static gboolean fbgst_src_stop(GstBaseSrc *base)
@@ -300,12 +323,14 @@ static gboolean fbgst_src_decide_allocation(GstBaseSrc *base, GstQuery *query)
 	GstFramebusSrc *s = (GstFramebusSrc *)base;
 
 	s->video_meta = gst_query_find_allocation_meta(query, GST_VIDEO_META_API_TYPE, NULL);
-	if (!s->video_meta && !s->same_layout)
+	if (!s->video_meta && !s->same_layout && !s->said_copy) {
+		s->said_copy = TRUE;
 		GST_ELEMENT_WARNING(s, STREAM, FORMAT,
 				    ("Downstream cannot read padded rows (no GstVideoMeta): "
 				     "every frame of '%s' is copied",
 				     s->stream),
 				    (NULL));
+	}
 	return GST_BASE_SRC_CLASS(fbgst_src_parent_class)->decide_allocation(base, query);
 }
 
@@ -456,15 +481,31 @@ static GstClockTime running_time(GstFramebusSrc *s, const struct fb_frame *frame
 	return clock_now - base - *ret_age;
 }
 
-/* A buffer of frame's pixels: the slot itself, or a copy for a downstream
- * that cannot read its layout. */
-static GstBuffer *wrap(GstFramebusSrc *s, const struct fb_frame *frame)
+/* A buffer of frame's pixels: the slot itself, lent until the buffer goes
+ * (*ret_lent), or a copy in GStreamer's default layout.  A copy for a
+ * downstream that cannot read the ring's layout, and for the frame that
+ * would take the subscription's last hold: a downstream that keeps frames
+ * (an encoder's lookahead, a queue) would otherwise stop the source for good
+ * once it holds max-holds of them. */
+static GstBuffer *wrap(GstFramebusSrc *s, const struct fb_frame *frame, gboolean *ret_lent)
 {
-	const struct fb_layout *l = fb_subscriber_get_layout(s->ring->sub);
+	fb_subscriber *sub = s->ring->sub;
+	const struct fb_layout *l = fb_subscriber_get_layout(sub);
 	uint8_t *base = frame->data[0] - l->offset[0];
+	gboolean last_hold = fb_subscriber_get_held(sub) >= fb_subscriber_get_max_holds(sub);
 	GstBuffer *buf;
 
-	if (!s->video_meta && !s->same_layout) {
+	if (last_hold && !s->said_holds) {
+		s->said_holds = TRUE;
+		GST_ELEMENT_INFO(
+		    s, RESOURCE, BUSY,
+		    ("Downstream keeps %u frames of '%s' (max-holds): frames are copied "
+		     "while it does",
+		     fb_subscriber_get_max_holds(sub) - 1, s->stream),
+		    (NULL));
+	}
+	*ret_lent = !last_hold && (s->video_meta || s->same_layout);
+	if (!*ret_lent) {
 		GstVideoFrame out;
 		buf = gst_buffer_new_allocate(NULL, GST_VIDEO_INFO_SIZE(&s->info), NULL);
 		gst_video_frame_map(&out, &s->info, buf, GST_MAP_WRITE);
@@ -478,7 +519,6 @@ static GstBuffer *wrap(GstFramebusSrc *s, const struct fb_frame *frame)
 				       MIN((guint)stride, frame->stride[p]));
 		}
 		gst_video_frame_unmap(&out);
-		fb_subscriber_release(s->ring->sub, frame);
 		return buf;
 	}
 	struct lease *lease = g_new(struct lease, 1);
@@ -502,6 +542,29 @@ static GstBuffer *wrap(GstFramebusSrc *s, const struct fb_frame *frame)
 	return buf;
 }
 
+/* Say a latency that covers frame, pushed now, age after its capture. */
+static void account_latency(GstFramebusSrc *s, const struct fb_frame *frame, uint64_t age)
+{
+	if (gst_base_src_get_do_timestamp(GST_BASE_SRC(s)) ||
+	    fb_now_ns() - frame->monotonic_ns > FRESH_NS)
+		return;
+	s->window_max = MAX(s->window_max, age);
+	GstClockTime want = MIN(s->window_max + LATENCY_MARGIN_NS, LATENCY_MAX_NS);
+	gboolean change = want > s->latency;
+	if (++s->window_n == LATENCY_WINDOW) {
+		change = change || want < s->latency / 2;
+		s->window_max = 0;
+		s->window_n = 0;
+	}
+	if (!change)
+		return;
+	GST_OBJECT_LOCK(s);
+	s->latency = want;
+	GST_OBJECT_UNLOCK(s);
+	GST_INFO_OBJECT(s, "latency now %" GST_TIME_FORMAT, GST_TIME_ARGS(want));
+	gst_element_post_message(GST_ELEMENT(s), gst_message_new_latency(GST_OBJECT(s)));
+}
+
 static GstFlowReturn fbgst_src_create(GstPushSrc *push, GstBuffer **ret_buf)
 {
 	GstFramebusSrc *s = (GstFramebusSrc *)push;
@@ -513,7 +576,8 @@ static GstFlowReturn fbgst_src_create(GstPushSrc *push, GstBuffer **ret_buf)
 		return ret;
 
 	GstClockTime pts = running_time(s, frame, &age);
-	GstBuffer *buf = wrap(s, frame);
+	gboolean lent;
+	GstBuffer *buf = wrap(s, frame, &lent);
 	if (!gst_base_src_get_do_timestamp(GST_BASE_SRC(s)))
 		GST_BUFFER_PTS(buf) = pts;
 	GST_BUFFER_OFFSET(buf) = frame->seq;
@@ -528,16 +592,10 @@ static GstFlowReturn fbgst_src_create(GstPushSrc *push, GstBuffer **ret_buf)
 							      : frame->realtime_ns;
 	gst_buffer_add_reference_timestamp_meta(buf, unix_time, realtime, GST_CLOCK_TIME_NONE);
 	fbgst_meta_add(buf, s->stream, frame);
-
-	/* A frame older than the latency we said: say more. */
-	if (!gst_base_src_get_do_timestamp(GST_BASE_SRC(s)) &&
-	    age + LATENCY_MARGIN_NS > s->latency && s->latency < LATENCY_MAX_NS) {
-		GST_OBJECT_LOCK(s);
-		s->latency = MIN(age + LATENCY_MARGIN_NS, LATENCY_MAX_NS);
-		GST_OBJECT_UNLOCK(s);
-		GST_INFO_OBJECT(s, "latency now %" GST_TIME_FORMAT, GST_TIME_ARGS(s->latency));
-		gst_element_post_message(GST_ELEMENT(s), gst_message_new_latency(GST_OBJECT(s)));
-	}
+	account_latency(s, frame, age);
+	/* A copy's frame goes back once everything was read from its slot. */
+	if (!lent)
+		fb_subscriber_release(s->ring->sub, frame);
 	*ret_buf = buf;
 	return GST_FLOW_OK;
 }

@@ -519,6 +519,11 @@ FB_EXPORT uint32_t fb_subscriber_get_held(const fb_subscriber *s)
 	return s ? (uint32_t)__builtin_popcountll(atomic_load(&s->held)) : 0;
 }
 
+FB_EXPORT uint32_t fb_subscriber_get_max_holds(const fb_subscriber *s)
+{
+	return s ? s->max_holds : 0;
+}
+
 void fb__subscriber_set_origin(fb_subscriber *s, const struct fb__subscription *origin)
 {
 	s->origin = *origin;

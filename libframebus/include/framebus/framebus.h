@@ -388,6 +388,10 @@ int fb_subscriber_release(fb_subscriber *subscriber, const struct fb_frame *fram
 /** Frames held right now. */
 uint32_t fb_subscriber_get_held(const fb_subscriber *subscriber);
 
+/** Frames this subscriber may hold at once (what its producer granted);
+ * fb_subscriber_acquire() fails with -EDQUOT past it. */
+uint32_t fb_subscriber_get_max_holds(const fb_subscriber *subscriber);
+
 /* ------------------------------------------------------------------------ */
 /* The bus: a client of framebusd                                            */
 /* ------------------------------------------------------------------------ */
