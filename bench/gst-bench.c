@@ -25,6 +25,7 @@
 #include <gst/video/video.h>
 
 #include "bench-clock.h"
+#include "framebus/framebus.h"
 
 struct options {
 	const char *socket;
@@ -36,6 +37,8 @@ struct run {
 	guint64 *pushed_ns; /* by seq: when the buffer reached the sink's pad */
 	guint64 *latency_ns;
 	guint n_latency;
+	guint64 *src_ns; /* framebus: from the frame's publish to the appsink */
+	guint n_src;
 	guint64 received, first_ns, last_ns;
 	guint frames;
 	GMutex lock;
@@ -69,6 +72,18 @@ static GstFlowReturn on_sample(GstAppSink *sink, gpointer data)
 	memcpy(&seq, map.data, sizeof(seq));
 	guint64 now = bench_now_ns();
 	gst_buffer_unmap(buf, &map);
+	/* framebussrc's share: the frame's publish time is its last hop in the
+	 * trace its FramebusFrameMeta carries (docs/gstreamer.md). */
+	guint64 published = 0;
+	GstCustomMeta *meta = gst_buffer_get_custom_meta(buf, "FramebusFrameMeta");
+	const GValue *trace =
+	    meta ? gst_structure_get_value(gst_custom_meta_get_structure(meta), "trace") : NULL;
+	if (trace) {
+		gsize n;
+		const struct fb_trace *t = g_bytes_get_data(g_value_get_boxed(trace), &n);
+		if (n == sizeof(*t) && t->n_hops)
+			published = t->hops[t->n_hops - 1].publish_ns;
+	}
 	gst_sample_unref(sample);
 
 	g_mutex_lock(&r->lock);
@@ -78,6 +93,8 @@ static GstFlowReturn on_sample(GstAppSink *sink, gpointer data)
 	}
 	if (r->pushed_ns[seq])
 		r->latency_ns[r->n_latency++] = now - r->pushed_ns[seq];
+	if (published && now > published)
+		r->src_ns[r->n_src++] = now - published;
 	if (!r->received++)
 		r->first_ns = now;
 	r->last_ns = now;
@@ -120,7 +137,8 @@ static void ask_sink(GstElement *in, GstCaps *caps, gsize size, struct memory *m
 		if (m->pool) {
 			GstStructure *config = gst_buffer_pool_get_config(m->pool);
 			gst_buffer_pool_config_set_params(config, caps, (guint)size, 0, 1);
-			gst_buffer_pool_config_add_option(config, GST_BUFFER_POOL_OPTION_VIDEO_META);
+			gst_buffer_pool_config_add_option(config,
+							  GST_BUFFER_POOL_OPTION_VIDEO_META);
 			if (!gst_buffer_pool_set_config(m->pool, config) ||
 			    !gst_buffer_pool_set_active(m->pool, TRUE)) {
 				gst_object_unref(m->pool);
@@ -203,6 +221,7 @@ static void run_once(const struct options *o, const char *transport, gboolean fl
 	r->frames = (guint)(flat ? o->flat_frames : o->frames);
 	r->pushed_ns = g_new0(guint64, r->frames);
 	r->latency_ns = g_new0(guint64, r->frames);
+	r->src_ns = g_new0(guint64, r->frames);
 	g_mutex_init(&r->lock);
 	g_cond_init(&r->cond);
 
@@ -229,7 +248,7 @@ static void run_once(const struct options *o, const char *transport, gboolean fl
 	gst_caps_unref(format);
 	if (!flat)
 		printf("  %s: frames written into %s\n", transport,
-		       mem.pool ? "the sink's pool (ring slots)"
+		       mem.pool        ? "the sink's pool (ring slots)"
 		       : mem.allocator ? "the sink's allocator (its shared memory)"
 				       : "memory of their own");
 
@@ -359,7 +378,7 @@ int main(int argc, char **argv)
 		gst_object_unref(unixfd);
 
 	const char *transports[] = {"framebus", "shm"};
-	double p50[2][16], p99[2][16], fps[2][16];
+	double p50[2][16], p99[2][16], fps[2][16], src_p50[16];
 	guint64 lost[2] = {0, 0};
 	if (o.rounds > 16)
 		o.rounds = 16;
@@ -372,8 +391,11 @@ int main(int argc, char **argv)
 			p50[t][round] = percentile_us(r.latency_ns, r.n_latency, 0.5);
 			p99[t][round] = percentile_us(r.latency_ns, r.n_latency, 0.99);
 			lost[t] += (guint64)(r.frames - 1) - MIN(r.received, r.frames - 1);
+			if (t == 0)
+				src_p50[round] = percentile_us(r.src_ns, r.n_src, 0.5);
 			g_free(r.pushed_ns);
 			g_free(r.latency_ns);
+			g_free(r.src_ns);
 			run_once(&o, transports[t], TRUE, &r);
 			fps[t][round] =
 			    r.last_ns > r.first_ns
@@ -383,8 +405,12 @@ int main(int argc, char **argv)
 			       "frames/s (%lu of %u)\n",
 			       round + 1, transports[t], p50[t][round], p99[t][round],
 			       fps[t][round], (unsigned long)r.received, r.frames - 1);
+			if (t == 0)
+				printf("          (framebus: publish to appsink p50 %.1f us)\n",
+				       src_p50[round]);
 			g_free(r.pushed_ns);
 			g_free(r.latency_ns);
+			g_free(r.src_ns);
 		}
 	}
 	double m_p50[2], m_p99[2], m_fps[2];
@@ -394,9 +420,10 @@ int main(int argc, char **argv)
 		m_fps[t] = median(fps[t], o.rounds);
 	}
 	printf("gst-bench p50_us_framebus=%.1f p50_us_shm=%.1f p50_ratio=%.3f p99_us_framebus=%.1f "
-	       "p99_us_shm=%.1f fps_framebus=%.1f fps_shm=%.1f fps_ratio=%.3f lost_framebus=%lu "
-	       "lost_shm=%lu\n",
-	       m_p50[0], m_p50[1], m_p50[0] / m_p50[1], m_p99[0], m_p99[1], m_fps[0], m_fps[1],
-	       m_fps[0] / m_fps[1], (unsigned long)lost[0], (unsigned long)lost[1]);
+	       "p99_us_shm=%.1f src_p50_us_framebus=%.1f fps_framebus=%.1f fps_shm=%.1f "
+	       "fps_ratio=%.3f lost_framebus=%lu lost_shm=%lu\n",
+	       m_p50[0], m_p50[1], m_p50[0] / m_p50[1], m_p99[0], m_p99[1],
+	       median(src_p50, o.rounds), m_fps[0], m_fps[1], m_fps[0] / m_fps[1],
+	       (unsigned long)lost[0], (unsigned long)lost[1]);
 	return 0;
 }
