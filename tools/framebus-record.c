@@ -42,6 +42,7 @@ struct options {
 	const char *output;
 	double segment_s;
 	double fragment_s;  /* the crash-safe unit: a keyframe and a fragment each */
+	double retry_s;     /* after a failed write, how often to try a new file */
 	double keep_days;   /* retention: older segments are deleted (0: kept) */
 	uint64_t keep_size; /* retention: the oldest go past this many bytes (0: kept) */
 	double duration_s;
@@ -52,20 +53,39 @@ struct options {
 	int64_t bitrate;
 };
 
-/* One output file and its JSON-lines companion. */
+/* A sidecar line waiting for its frame to reach the file. */
+struct line {
+	int64_t pts; /* its frame's, in time_base */
+	bool muxed;  /* its frame's packet went to the muxer */
+	char *text;
+	size_t len;
+};
+
+/* One output file and its JSON-lines companion.  Nothing reaches either
+ * file but whole fragments (commit()): the muxer writes into pending, and a
+ * fragment's bytes go to the video with the lines of exactly its frames to
+ * the sidecar, so that however the recorder stops, the sidecar has a line
+ * for each frame in the video and no other. */
 struct recording {
 	AVFormatContext *fmt;
 	AVCodecContext *enc;
 	AVStream *st;
 	AVFrame *converted; /* when the encoder needs another pixel format */
 	AVPacket *pkt;
-	FILE *jsonl;
-	int video_fd; /* the video file again, for fsync(): avio has no such call */
+	int video_fd, jsonl_fd;
+	uint8_t *pending; /* what the muxer wrote since the last commit */
+	size_t pending_len, pending_size;
+	struct line *lines; /* frames in the encoder or the muxer, not committed */
+	size_t n_lines, lines_size;
+	off_t video_end, jsonl_end; /* the files' lengths at the last commit */
+	int64_t fragment_pts;       /* the keyframe that began the fragment */
 	char path[PATH_MAX];
 	char jsonl_path[PATH_MAX];
 	uint64_t first_ns; /* CLOCK_MONOTONIC of its first frame */
 	int64_t last_pts;
-	uint64_t frames;
+	uint64_t frames;  /* sent to the encoder */
+	uint64_t in_file; /* committed */
+	bool broken;      /* writing failed: the files end at the last commit */
 };
 
 struct ring;
@@ -98,7 +118,13 @@ struct recorder {
 	char last_name[PATH_MAX];
 	unsigned name_clashes;
 	uint64_t frames, skipped, files, restarts;
-	AVFrame *lending; /* reused for every frame lent to the encoder */
+	AVFrame *lending;            /* reused for every frame lent to the encoder */
+	int64_t frame_ticks;         /* a frame's nominal duration, in time_base */
+	int64_t fragment_ticks;      /* the least a fragment holds, in time_base */
+	char failure[PATH_MAX + 64]; /* why writing stopped, for the log */
+	bool stalled;                /* no file can be written: frames are skipped */
+	uint64_t stall_skipped;      /* frames not recorded since writing stopped */
+	uint64_t retry_ns;           /* when to try a new file */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -124,6 +150,8 @@ static void usage(FILE *out)
 		"                      fragmented, Matroska in clusters, each starting with a\n"
 		"                      keyframe, and the .jsonl is flushed with each, so a\n"
 		"                      power cut or SIGKILL loses at most the last piece\n"
+		"  --retry SECONDS     when a write fails (a full disk, a vanished directory),\n"
+		"                      skip frames and try a new file this often (default 5)\n"
 		"  --keep-days DAYS    with --segment: delete segments (and their .jsonl)\n"
 		"                      older than DAYS, never the one being written\n"
 		"  --keep-size SIZE    with --segment: delete the oldest segments while all\n"
@@ -198,6 +226,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"socket", required_argument, NULL, 's'},
 	    {"segment", required_argument, NULL, 'S'},
 	    {"fragment", required_argument, NULL, 'F'},
+	    {"retry", required_argument, NULL, 'R'},
 	    {"keep-days", required_argument, NULL, 'D'},
 	    {"keep-size", required_argument, NULL, 'K'},
 	    {"duration", required_argument, NULL, 'd'},
@@ -211,7 +240,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	};
 	int ch;
 
-	*o = (struct options){.crf = -1, .fragment_s = 1};
+	*o = (struct options){.crf = -1, .fragment_s = 1, .retry_s = 5};
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		bool ok = true;
 		char *end;
@@ -224,6 +253,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'F':
 			ok = parse_seconds(optarg, &o->fragment_s) && o->fragment_s >= 0.1;
+			break;
+		case 'R':
+			ok = parse_seconds(optarg, &o->retry_s) && o->retry_s >= 0.1;
 			break;
 		case 'D':
 			ok = parse_seconds(optarg, &o->keep_days) && o->keep_days > 0;
@@ -463,12 +495,178 @@ static void keep(struct recorder *rec)
 	free(segs);
 }
 
+/* Writing failed: say why, once, in rec->failure; -err. */
+static int write_failed(struct recorder *rec, const char *path, int err)
+{
+	rec->cur.broken = true;
+	snprintf(rec->failure, sizeof(rec->failure), "cannot write %s: %s", path, strerror(err));
+	return -err;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+#if LIBAVFORMAT_VERSION_MAJOR >= 61
+#define MUX_CONST const
+#else
+#define MUX_CONST
+#endif
+
+/* The muxer's output: kept in memory until commit(). */
+static int mux_write(void *opaque, MUX_CONST uint8_t *buf, int size)
+{
+	struct recording *r = opaque;
+	if (r->pending_len + (size_t)size > r->pending_size) {
+		size_t want = r->pending_size ? 2 * r->pending_size : 1 << 16;
+		while (want < r->pending_len + (size_t)size)
+			want *= 2;
+		uint8_t *p = realloc(r->pending, want);
+		if (!p)
+			return AVERROR(ENOMEM);
+		r->pending = p;
+		r->pending_size = want;
+	}
+	memcpy(r->pending + r->pending_len, buf, (size_t)size);
+	r->pending_len += (size_t)size;
+	return size;
+}
+
+/* Only a trailer seeks (Matroska's goes back to its header): what is
+ * pending goes to the file first. */
+static int64_t mux_seek(void *opaque, int64_t offset, int whence)
+{
+	struct recording *r = opaque;
+	struct stat st;
+	int e = write_all(r->video_fd, r->pending, r->pending_len);
+	if (e < 0)
+		return AVERROR(-e);
+	r->pending_len = 0;
+	if (whence & AVSEEK_SIZE)
+		return fstat(r->video_fd, &st) < 0 ? AVERROR(errno) : st.st_size;
+	off_t pos = lseek(r->video_fd, offset, whence & ~AVSEEK_FORCE);
+	return pos < 0 ? AVERROR(errno) : pos;
+}
+
+/* What the muxer wrote goes to the video, then the lines of the frames in
+ * it to the sidecar, and both to the disk.  A failure cuts both files back
+ * to the last commit, where they still match and play, and breaks the
+ * recording. */
+static int commit(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	struct stat vst, jst;
+	size_t len = 0, kept = 0;
+	uint8_t *text;
+	int e;
+
+	for (size_t i = 0; i < r->n_lines; i++)
+		len += r->lines[i].muxed ? r->lines[i].len : 0;
+	text = malloc(len ? len : 1);
+	if (!text)
+		return write_failed(rec, r->jsonl_path, ENOMEM);
+	len = 0;
+	for (size_t i = 0; i < r->n_lines; i++)
+		if (r->lines[i].muxed) {
+			memcpy(text + len, r->lines[i].text, r->lines[i].len);
+			len += r->lines[i].len;
+		}
+	/* A deleted file (its directory removed, say) takes writes without a
+	 * complaint, to be lost when it is closed. */
+	if (fstat(r->video_fd, &vst) < 0 || fstat(r->jsonl_fd, &jst) < 0)
+		e = write_failed(rec, r->path, errno);
+	else if (vst.st_nlink == 0 || jst.st_nlink == 0) {
+		e = write_failed(rec, r->path, ENOENT);
+		snprintf(rec->failure, sizeof(rec->failure), "%s was deleted",
+			 vst.st_nlink ? r->jsonl_path : r->path);
+	} else if ((e = write_all(r->video_fd, r->pending, r->pending_len)) < 0 ||
+		   (e = -(fsync(r->video_fd) < 0 ? errno : 0)) < 0)
+		write_failed(rec, r->path, -e);
+	else if ((e = write_all(r->jsonl_fd, text, len)) < 0 ||
+		 (e = -(fsync(r->jsonl_fd) < 0 ? errno : 0)) < 0)
+		write_failed(rec, r->jsonl_path, -e);
+	free(text);
+	if (e < 0) {
+		/* Gives back the space of what did not fit, too. */
+		if (ftruncate(r->video_fd, r->video_end) < 0 ||
+		    ftruncate(r->jsonl_fd, r->jsonl_end) < 0)
+			fprintf(stderr, "framebus-record: cannot cut %s back: %s\n", r->path,
+				strerror(errno));
+		return e;
+	}
+	r->video_end += (off_t)r->pending_len;
+	r->jsonl_end += (off_t)len;
+	r->pending_len = 0;
+	for (size_t i = 0; i < r->n_lines; i++) {
+		if (r->lines[i].muxed) {
+			free(r->lines[i].text);
+			r->in_file++;
+		} else
+			r->lines[kept++] = r->lines[i];
+	}
+	r->n_lines = kept;
+	return 0;
+}
+
+/* The fragment being written ends: the muxer writes it out (an MP4 moof and
+ * mdat, a Matroska cluster) and it is committed. */
+static int end_fragment(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	int e = av_write_frame(r->fmt, NULL);
+	if (e >= 0) {
+		avio_flush(r->fmt->pb);
+		e = r->fmt->pb->error;
+	}
+	if (e < 0) {
+		describe_av("cannot end a fragment of", r->path, e);
+		return -1;
+	}
+	return commit(rec);
+}
+
+/* Create the files; -errno with rec->failure set when they cannot be. */
+static int create_files(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	r->video_fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (r->video_fd < 0)
+		return write_failed(rec, r->path, errno);
+	r->jsonl_fd = open(r->jsonl_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (r->jsonl_fd < 0)
+		return write_failed(rec, r->jsonl_path, errno);
+	uint8_t *buffer = av_malloc(1 << 16);
+	if (buffer)
+		r->fmt->pb = avio_alloc_context(buffer, 1 << 16, 1, r, NULL, mux_write, mux_seek);
+	if (!r->fmt->pb) {
+		av_free(buffer);
+		return write_failed(rec, r->path, ENOMEM);
+	}
+	return 0;
+}
+
+/* Start a file with frame first.  On failure, rec->cur.broken tells a
+ * failed write (rec->failure says which) from an error already printed. */
 static int open_recording(struct recorder *rec, const struct fb_frame *first)
 {
 	struct recording *r = &rec->cur;
 	int e;
 
-	*r = (struct recording){.first_ns = first->monotonic_ns, .last_pts = -1, .video_fd = -1};
+	*r = (struct recording){.first_ns = first->monotonic_ns,
+				.last_pts = -1,
+				.video_fd = -1,
+				.jsonl_fd = -1,
+				.fragment_pts = AV_NOPTS_VALUE};
 	if (name_files(rec, first->realtime_ns, r) < 0)
 		return -1;
 	e = avformat_alloc_output_context2(&r->fmt, NULL, NULL, r->path);
@@ -528,95 +726,149 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		if (av_frame_get_buffer(r->converted, 0) < 0)
 			return -ENOMEM;
 	}
-	e = avio_open(&r->fmt->pb, r->path, AVIO_FLAG_WRITE);
-	if (e < 0) {
-		describe_av("cannot create", r->path, e);
-		return -1;
-	}
+	e = create_files(rec);
+	if (e < 0)
+		return e;
 	/* Crash-safe: a fragmented MP4 (an empty moov first, then a moof per
-	 * keyframe) or Matroska clusters of a fragment each; what was written
-	 * before a kill plays. */
+	 * fragment) or Matroska clusters, a fragment each (end_fragment()). */
 	AVDictionary *mux = NULL;
-	av_dict_set(&mux, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
-	av_dict_set_int(&mux, "cluster_time_limit", (int64_t)(rec->opt.fragment_s * 1000), 0);
+	av_dict_set(&mux, "movflags", "frag_custom+empty_moov+default_base_moof", 0);
 	e = avformat_write_header(r->fmt, &mux);
 	av_dict_free(&mux);
+	if (e >= 0) {
+		avio_flush(r->fmt->pb);
+		e = r->fmt->pb->error;
+	}
 	if (e < 0) {
 		describe_av("cannot write the header of", r->path, e);
 		return -1;
 	}
-	r->video_fd = open(r->path, O_RDONLY | O_CLOEXEC);
-	r->jsonl = fopen(r->jsonl_path, "we");
-	if (!r->jsonl || r->video_fd < 0) {
-		fprintf(stderr, "framebus-record: cannot create %s: %s\n", r->jsonl_path,
-			strerror(errno));
-		return -1;
-	}
+	e = commit(rec);
+	if (e < 0)
+		return e;
 	rec->files++;
 	if (rec->opt.keep_days > 0 || rec->opt.keep_size)
 		keep(rec);
 	return 0;
 }
 
-/* Write every packet the encoder has ready. */
-static int drain(struct recording *r)
+/* Write every packet the encoder has ready.  A keyframe a fragment's length
+ * after the last one begins the next fragment. */
+static int drain(struct recorder *rec)
 {
+	struct recording *r = &rec->cur;
 	int e;
 	while ((e = avcodec_receive_packet(r->enc, r->pkt)) >= 0) {
-		av_packet_rescale_ts(r->pkt, r->enc->time_base, r->st->time_base);
-		r->pkt->stream_index = r->st->index;
-		bool piece = r->pkt->flags & AV_PKT_FLAG_KEY; /* a fragment begins */
-		e = av_interleaved_write_frame(r->fmt, r->pkt);
+		AVPacket *pkt = r->pkt;
+		if (pkt->flags & AV_PKT_FLAG_KEY) {
+			if (r->fragment_pts != AV_NOPTS_VALUE &&
+			    pkt->pts - r->fragment_pts >= rec->fragment_ticks &&
+			    (e = end_fragment(rec)) < 0) {
+				av_packet_unref(pkt);
+				return e;
+			}
+			if (r->fragment_pts == AV_NOPTS_VALUE ||
+			    pkt->pts - r->fragment_pts >= rec->fragment_ticks)
+				r->fragment_pts = pkt->pts;
+		}
+		for (size_t i = 0; i < r->n_lines; i++)
+			if (r->lines[i].pts == pkt->pts)
+				r->lines[i].muxed = true;
+		/* Without it, an MP4's edit list can end before the last frame. */
+		if (!pkt->duration)
+			pkt->duration = rec->frame_ticks;
+		av_packet_rescale_ts(pkt, r->enc->time_base, r->st->time_base);
+		pkt->stream_index = r->st->index;
+		e = av_write_frame(r->fmt, pkt);
+		av_packet_unref(pkt);
 		if (e < 0) {
 			describe_av("cannot write to", r->path, e);
 			return -1;
-		}
-		/* The file's previous fragment is complete now: it goes to the
-		 * disk, and the sidecar's lines up to here with it. */
-		if (piece) {
-			avio_flush(r->fmt->pb);
-			fflush(r->jsonl);
-			fsync(r->video_fd);
-			fsync(fileno(r->jsonl));
 		}
 	}
 	return e == AVERROR(EAGAIN) || e == AVERROR_EOF ? 0 : e;
 }
 
-/* Flush the encoder and close the file properly; frees everything. */
-static int finish_recording(struct recorder *rec)
+/* Writing failed: the file ends at its last commit.  Until a new file can
+ * be written, tried every --retry seconds, frames are skipped (counted,
+ * never kept). */
+static void stall(struct recorder *rec)
+{
+	if (!rec->stalled)
+		fprintf(stderr,
+			"framebus-record: %s; skipping frames until a new file can be "
+			"written (trying every %g s)\n",
+			rec->failure, rec->opt.retry_s);
+	rec->stalled = true;
+	rec->retry_ns = fb_now_ns() + (uint64_t)(rec->opt.retry_s * 1e9);
+}
+
+/* Close the files and free everything.  Frames that did not reach the file
+ * count as skipped; files that never got their header go. */
+static void close_recording(struct recorder *rec)
 {
 	struct recording *r = &rec->cur;
-	int result = 0;
+	uint64_t lost = r->frames - r->in_file;
 
-	if (!r->fmt)
-		return 0;
-	if (r->enc && avcodec_is_open(r->enc) && r->fmt->pb) {
-		avcodec_send_frame(r->enc, NULL);
-		result = drain(r);
-		int e = av_write_trailer(r->fmt);
-		if (e < 0) {
-			describe_av("cannot finish", r->path, e);
-			result = -1;
-		}
+	rec->frames -= lost;
+	rec->skipped += lost;
+	rec->stall_skipped += lost;
+	if (r->video_end > 0)
 		fprintf(stderr, "framebus-record: %s: %llu frames\n", r->path,
-			(unsigned long long)r->frames);
+			(unsigned long long)r->in_file);
+	else if (r->video_fd >= 0) {
+		unlink(r->path);
+		unlink(r->jsonl_path);
 	}
-	if (r->fmt->pb)
-		avio_closep(&r->fmt->pb);
-	if (r->jsonl && fclose(r->jsonl) != 0) {
-		fprintf(stderr, "framebus-record: cannot write %s: %s\n", r->jsonl_path,
-			strerror(errno));
-		result = -1;
+	if (r->fmt && r->fmt->pb) {
+		av_freep(&r->fmt->pb->buffer);
+		avio_context_free(&r->fmt->pb);
 	}
 	if (r->video_fd >= 0)
 		close(r->video_fd);
+	if (r->jsonl_fd >= 0)
+		close(r->jsonl_fd);
+	for (size_t i = 0; i < r->n_lines; i++)
+		free(r->lines[i].text);
+	free(r->lines);
+	free(r->pending);
 	avcodec_free_context(&r->enc);
 	avformat_free_context(r->fmt);
 	av_frame_free(&r->converted);
 	av_packet_free(&r->pkt);
-	*r = (struct recording){0};
-	return result;
+	*r = (struct recording){.video_fd = -1, .jsonl_fd = -1};
+}
+
+/* Flush the encoder, finish the file properly and close it: 0, else
+ * -EIO when writing failed (rec is stalled then), -1 after another error. */
+static int finish_recording(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	int e;
+
+	if (!r->fmt)
+		return 0;
+	avcodec_send_frame(r->enc, NULL);
+	e = drain(rec);
+	if (e >= 0) {
+		e = av_write_trailer(r->fmt);
+		if (e >= 0) {
+			avio_flush(r->fmt->pb);
+			e = r->fmt->pb->error;
+		}
+		if (e < 0) {
+			e = write_failed(rec, r->path, AVUNERROR(e));
+		} else {
+			e = commit(rec);
+		}
+	}
+	if (e < 0 && r->broken) {
+		stall(rec);
+		e = -EIO;
+	} else if (e < 0)
+		e = -1;
+	close_recording(rec);
+	return e;
 }
 
 static void free_ring(struct ring *ring)
@@ -876,23 +1128,47 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	if (pts <= r->last_pts)
 		pts = r->last_pts + 1;
 	r->last_pts = pts;
-	fprintf(r->jsonl,
+	/* Its sidecar line, kept until the frame is committed to the file. */
+	if (r->n_lines == r->lines_size) {
+		size_t size = r->lines_size ? 2 * r->lines_size : 64;
+		struct line *lines = realloc(r->lines, size * sizeof(*lines));
+		if (!lines) {
+			fb_subscriber_release(rec->ring->sub, f);
+			return -ENOMEM;
+		}
+		r->lines = lines;
+		r->lines_size = size;
+	}
+	struct line *line = &r->lines[r->n_lines];
+	*line = (struct line){.pts = pts};
+	FILE *out = open_memstream(&line->text, &line->len);
+	if (!out) {
+		fb_subscriber_release(rec->ring->sub, f);
+		return -ENOMEM;
+	}
+	fprintf(out,
 		"{\"frame\":%llu,\"seq\":%llu,\"source_seq\":%llu,\"pts\":%lld,\"file_pts\":%lld,"
 		"\"monotonic_ns\":%llu,\"realtime_ns\":%llu,\"latency_us\":%.1f,",
 		(unsigned long long)r->frames, (unsigned long long)f->seq,
 		(unsigned long long)f->source_seq, (long long)f->pts, (long long)pts,
 		(unsigned long long)f->monotonic_ns, (unsigned long long)f->realtime_ns,
 		(double)(fb_now_ns() - f->monotonic_ns) / 1e3);
-	json_meta(r->jsonl, f->meta, f->meta_size);
+	json_meta(out, f->meta, f->meta_size);
 	/* Where the picture comes from: the first stream it passed (itself if
 	 * none) and when it was captured (docs/tracing.md). */
 	const struct fb_trace *t = f->trace;
 	const char *origin = t->n_hops ? t->hops[0].stream : rec->opt.stream;
-	fputs(",\"origin\":[", r->jsonl);
-	json_text(r->jsonl, (const uint8_t *)origin, strnlen(origin, FB_NAME_MAX));
-	fprintf(r->jsonl, ",%llu],\"capture_ns\":%llu,\"capture_realtime_ns\":%llu}\n",
+	fputs(",\"origin\":[", out);
+	json_text(out, (const uint8_t *)origin, strnlen(origin, FB_NAME_MAX));
+	fprintf(out, ",%llu],\"capture_ns\":%llu,\"capture_realtime_ns\":%llu}\n",
 		(unsigned long long)(t->n_hops ? t->hops[0].seq : f->seq),
 		(unsigned long long)t->capture_ns, (unsigned long long)t->capture_realtime_ns);
+	if (fclose(out) != 0) {
+		free(line->text);
+		fb_subscriber_release(rec->ring->sub, f);
+		return -ENOMEM;
+	}
+	r->n_lines++;
 
 	if (rec->sws) {
 		e = av_frame_make_writable(r->converted);
@@ -916,7 +1192,7 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 		return -1;
 	}
 	r->frames++;
-	return drain(r);
+	return drain(rec);
 }
 
 static const char *stopped_by(void)
@@ -965,10 +1241,10 @@ static const char *resume(struct recorder *rec, int *ret_status)
 		if (!waiting) {
 			/* The wait may be long: what was recorded so far goes
 			 * to disk now. */
-			if (rec->cur.jsonl)
-				fflush(rec->cur.jsonl);
-			if (rec->cur.fmt && rec->cur.fmt->pb)
-				avio_flush(rec->cur.fmt->pb);
+			if (rec->cur.fmt && end_fragment(rec) < 0 && rec->cur.broken) {
+				stall(rec);
+				close_recording(rec);
+			}
 			fprintf(stderr, "framebus-record: framebusd went away; waiting for it to "
 					"come back (the recording stays open)\n");
 			waiting = true;
@@ -1044,19 +1320,60 @@ static const char *run(struct recorder *rec, int *ret_status)
 		}
 		if (rec->cur.fmt && rec->opt.segment_s > 0 &&
 		    f->monotonic_ns - rec->cur.first_ns >= (uint64_t)(rec->opt.segment_s * 1e9) &&
-		    finish_recording(rec) < 0) {
+		    finish_recording(rec) == -1) {
 			fb_subscriber_release(rec->ring->sub, f);
 			*ret_status = 1;
 			return "a file could not be finished";
 		}
-		if (!rec->cur.fmt && open_recording(rec, f) < 0) {
+		if (!rec->cur.fmt && rec->stalled && fb_now_ns() < rec->retry_ns) {
 			fb_subscriber_release(rec->ring->sub, f);
-			*ret_status = 1;
-			return "a file could not be started";
+			rec->skipped++;
+			rec->stall_skipped++;
+			continue;
+		}
+		if (!rec->cur.fmt) {
+			char last_name[PATH_MAX];
+			unsigned clashes = rec->name_clashes;
+			memcpy(last_name, rec->last_name, sizeof(last_name));
+			if (open_recording(rec, f) < 0) {
+				bool io = rec->cur.broken;
+				fb_subscriber_release(rec->ring->sub, f);
+				/* The name is free again. */
+				memcpy(rec->last_name, last_name, sizeof(last_name));
+				rec->name_clashes = clashes;
+				/* The first file must be writable: a wrong path is
+				 * said at once, not waited for. */
+				if (io && rec->files) {
+					stall(rec);
+					close_recording(rec);
+					rec->skipped++;
+					rec->stall_skipped++;
+					continue;
+				}
+				if (io)
+					fprintf(stderr, "framebus-record: %s\n", rec->failure);
+				close_recording(rec);
+				*ret_status = 1;
+				return "a file could not be started";
+			}
+			if (rec->stalled)
+				fprintf(
+				    stderr,
+				    "framebus-record: writing again, into %s, after %llu frames "
+				    "not recorded\n",
+				    rec->cur.path, (unsigned long long)rec->stall_skipped);
+			rec->stalled = false;
+			rec->stall_skipped = 0;
 		}
 		if (record_frame(rec, f) < 0) {
-			*ret_status = 1;
-			return "a frame could not be recorded";
+			if (!rec->cur.broken) {
+				*ret_status = 1;
+				return "a frame could not be recorded";
+			}
+			rec->frames++; /* it is in the encoder, lost with the file's end */
+			stall(rec);
+			close_recording(rec);
+			continue;
 		}
 		if (++rec->frames == rec->opt.max_frames)
 			return "the frame count was reached";
@@ -1101,6 +1418,12 @@ int main(int argc, char **argv)
 	}
 	rec.in_fmt = fb_av_pixel_format(rec.layout.format);
 	rec.fps = info.fps > 0 ? av_d2q(info.fps, 1000) : (AVRational){25, 1};
+	rec.frame_ticks = av_rescale_q(1, av_inv_q(rec.fps), time_base);
+	/* Capture times jitter: a fragment may fall short by a frame and a half. */
+	rec.fragment_ticks =
+	    (int64_t)(rec.opt.fragment_s * time_base.den) - 3 * rec.frame_ticks / 2;
+	if (rec.fragment_ticks < 1)
+		rec.fragment_ticks = 1;
 	if (choose_encoder(&rec) < 0 || (!rec.sws && !(rec.lending = av_frame_alloc()))) {
 		sws_freeContext(rec.sws);
 		fb_client_unsubscribe(rec.client, rec.ring->sub);
@@ -1117,8 +1440,8 @@ int main(int argc, char **argv)
 		rec.codec->name, rec.sws ? " (converted)" : "");
 
 	const char *why = run(&rec, &status);
-	if (finish_recording(&rec) < 0)
-		status = 1;
+	if (finish_recording(&rec) < 0 || rec.stalled)
+		status = 1; /* it ended with frames it could not write */
 	fprintf(stderr,
 		"framebus-record: stopped (%s): %llu frames in %llu files, %llu skipped, "
 		"%llu daemon restarts\n",

@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: MIT
 """The processed-frame path end to end: framebusd, python/examples/gray.py,
 framebus-record and the C collector, all real processes."""
+import errno
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -122,7 +125,8 @@ def test_gray_pipeline_recording_matches_the_collector(daemon, tmp_path):
 @pytest.mark.parametrize("ext", ["mp4", "mkv"])
 def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon, tmp_path, ext):
     """SIGKILL mid-file (as a power cut would stop it): the video plays up to
-    its last whole fragment, and the sidecar has a line for each frame in it."""
+    its last whole fragment, and the sidecar has a line for each frame in it
+    and no other."""
     wait_for_stream(daemon, "cam0")
     video = str(tmp_path / f"cam0.{ext}")
     rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.5", "cam0", video])
@@ -138,12 +142,9 @@ def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon,
     # 3 s at 30 fps, less at most the fragment being written (0.5 s) and
     # what the encoder held back.
     assert frames >= 45, frames
-    with open(tmp_path / "cam0.jsonl") as f:
-        text = f.read()
-    # Whole lines up to the last flush; a line cut short by the kill after it.
-    lines = [json.loads(line) for line in text.split("\n")[:-1]]
-    assert len(lines) >= frames, (len(lines), frames)
-    assert [line["frame"] for line in lines[:frames]] == list(range(frames))
+    # A line for each frame in the video, and no other.
+    lines = jsonl(str(tmp_path / "cam0.jsonl"))
+    assert [line["frame"] for line in lines] == list(range(frames))
 
 
 def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_path):
@@ -361,3 +362,134 @@ def test_a_results_stream_is_refused_with_a_reason(daemon, tmp_path):
                             str(tmp_path / "x.mp4")], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "'cam0.people' is a results stream: it has no pictures" in r.stderr, r.stderr
+
+
+def plays(video):
+    """Frames in video, decoded to the end without a word from FFmpeg."""
+    probe = subprocess.run(["ffmpeg", "-v", "error", "-i", video, "-f", "null", "-"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and not probe.stderr, (video, probe.stderr)
+    return ffprobe(video)[2]
+
+
+class Counter:
+    """Another queue subscriber of cam0, in a thread, reading as fast as it
+    can: the seqs it got and the frames it missed."""
+
+    def __init__(self, daemon):
+        import framebus
+        self.bus = framebus.connect(daemon.socket, name="counter")
+        self.sub = self.bus.subscribe("cam0", mode="queue")
+        self.seqs, self.missed, self.done = [], 0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                frame = self.sub.acquire(timeout=0.2)
+            except TimeoutError:
+                continue
+            with frame:
+                self.seqs.append(frame.seq)
+                self.missed += frame.missed
+
+    def stop(self):
+        if self.done.is_set():
+            return
+        self.done.set()
+        self.thread.join(5)
+        self.bus.close()
+
+    def check(self):
+        self.stop()
+        assert self.missed == 0 and len(self.seqs) >= 90, (self.missed, len(self.seqs))
+        assert self.seqs == list(range(self.seqs[0], self.seqs[0] + len(self.seqs)))
+
+
+def resumed_recording(rec, first, second, skipped_line):
+    """Checks of a recording that stopped writing and went on in a new file:
+    both play and match their sidecars, and the frames between them are the
+    ones the recorder said it skipped."""
+    lines = wait_for_line(rec, "writing again")
+    assert f"writing again, into {second}, after " in lines[-1], lines
+    skipped = int(lines[-1].split(" after ")[1].split()[0])
+    time.sleep(1.5)
+    rec.send_signal(signal.SIGTERM)
+    err = rec.communicate(timeout=20)[1]
+    assert rec.returncode == 0 and "stopped (terminated)" in err, err
+    before, after = jsonl(first[:-4] + ".jsonl"), jsonl(second[:-4] + ".jsonl")
+    assert plays(first) == len(before) >= 20
+    assert plays(second) == len(after) >= 20
+    assert skipped > 0
+    assert after[0]["seq"] - before[-1]["seq"] - 1 == skipped, (skipped_line, lines[-1])
+
+
+def test_a_full_disk_skips_frames_and_goes_on_in_a_new_file_when_space_is_back(daemon,
+                                                                              tmp_path):
+    assert os.geteuid() == 0, "this test mounts a small tmpfs: run it as root (CI does)"
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    rec = counter = None
+    try:
+        wait_for_stream(daemon, "cam0")
+        counter = Counter(daemon)
+        rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.25", "--retry", "0.5",
+                     "cam0", str(disk / "cam0.mkv")])
+        wait_for_line(rec, "recording cam0")
+        time.sleep(1.5)
+        with open(disk / "filler", "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+        lines = wait_for_line(rec, "skipping frames")
+        assert f"cannot write {disk}/cam0" in lines[-1], lines
+        assert "No space left on device" in lines[-1] and "every 0.5 s" in lines[-1], lines
+        time.sleep(1)
+        assert set(os.listdir(disk)) == {"cam0.mkv", "cam0.jsonl", "filler"}, \
+            "no file while the disk is full"
+        os.unlink(disk / "filler")
+        resumed_recording(rec, str(disk / "cam0.mkv"), str(disk / "cam0-1.mkv"), lines[-1])
+        counter.check()
+    finally:
+        stop_all(rec, counter)
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def stop_all(rec, counter):
+    if rec and rec.poll() is None:
+        rec.kill()
+        rec.communicate()
+    if counter:
+        counter.stop()
+
+
+def test_a_vanished_directory_skips_frames_until_it_is_back(daemon, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    wait_for_stream(daemon, "cam0")
+    rec = counter = None
+    try:
+        counter = Counter(daemon)
+        rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.25", "--retry", "0.5",
+                     "cam0", str(out / "cam0.mp4")])
+        wait_for_line(rec, "recording cam0")
+        time.sleep(1.5)
+        # Open, the deleted files can still be read once the recorder let go.
+        kept = [open(out / name, "rb") for name in ("cam0.mp4", "cam0.jsonl")]
+        shutil.rmtree(out)
+        lines = wait_for_line(rec, "skipping frames")
+        assert f"{out}/cam0.mp4 was deleted" in lines[-1], lines
+        for f in kept:
+            with f, open(tmp_path / os.path.basename(f.name), "wb") as copy:
+                copy.write(f.read())
+        time.sleep(1)
+        out.mkdir()
+        resumed_recording(rec, str(tmp_path / "cam0.mp4"), str(out / "cam0-1.mp4"), lines[-1])
+        counter.check()
+    finally:
+        stop_all(rec, counter)
