@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * framebus-record: record a stream losslessly (queue mode) into MP4 or
+ * framebus-record: record every frame of a stream (queue mode) into MP4 or
  * Matroska files with libavcodec, with a JSON-lines file of each frame's
  * metadata beside each video.
  *
@@ -51,6 +51,7 @@ struct options {
 	const char *preset;
 	int crf;
 	int64_t bitrate;
+	bool lossless; /* ffv1: the pixels come back bit-exact */
 };
 
 /* A sidecar line waiting for its frame to reach the file. */
@@ -83,6 +84,7 @@ struct recording {
 	char jsonl_path[PATH_MAX];
 	uint64_t first_ns; /* CLOCK_MONOTONIC of its first frame */
 	int64_t last_pts;
+	int64_t pts_step; /* a tick of the container's time base, in time_base */
 	uint64_t frames;  /* sent to the encoder */
 	uint64_t in_file; /* committed */
 	bool broken;      /* writing failed: the files end at the last commit */
@@ -163,6 +165,9 @@ static void usage(FILE *out)
 		"  --crf N             constant quality, for encoders that have it (default 23)\n"
 		"  --bitrate BITS      target bit rate instead (e.g. 4M)\n"
 		"  --preset NAME       encoder preset (libx264 default: veryfast)\n"
+		"  --lossless          keep the pixels bit-exact: ffv1 in the stream's own\n"
+		"                      pixel format (or one holding the same values), in\n"
+		"                      Matroska (.mkv) only\n"
 		"SIGINT and SIGTERM, the end of the stream and framebusd going away all\n"
 		"finish the current file properly.\n");
 }
@@ -235,6 +240,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"crf", required_argument, NULL, 'q'},
 	    {"bitrate", required_argument, NULL, 'b'},
 	    {"preset", required_argument, NULL, 'p'},
+	    {"lossless", no_argument, NULL, 'L'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
@@ -282,6 +288,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 		case 'p':
 			o->preset = optarg;
 			break;
+		case 'L':
+			o->lossless = true;
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -317,6 +326,20 @@ static int parse_options(int argc, char **argv, struct options *o)
 				"give --segment too\n");
 		return -1;
 	}
+	if (o->lossless && (o->encoder || o->crf >= 0 || o->bitrate || o->preset)) {
+		fprintf(stderr, "framebus-record: --lossless chooses its encoder (ffv1): drop "
+				"--encoder, --crf, --bitrate and --preset\n");
+		return -1;
+	}
+	/* ffv1 has no MP4 codec tag; Matroska is its home (and the archives'). */
+	const AVOutputFormat *container = av_guess_format(NULL, o->output, NULL);
+	if (o->lossless && (!container || strcmp(container->name, "matroska"))) {
+		fprintf(stderr,
+			"framebus-record: --lossless records ffv1, which only Matroska holds: "
+			"end OUTPUT in .mkv (not %s)\n",
+			o->output);
+		return -1;
+	}
 	if (o->crf >= 0 && o->bitrate) {
 		fprintf(stderr, "framebus-record: --crf and --bitrate exclude each other\n");
 		return -1;
@@ -329,6 +352,10 @@ static int choose_encoder(struct recorder *rec)
 {
 	static const char *preferred[] = {"libx264", "libopenh264", "h264", "mpeg4"};
 
+	if (rec->opt.lossless && !(rec->codec = avcodec_find_encoder_by_name("ffv1"))) {
+		fprintf(stderr, "framebus-record: --lossless needs FFmpeg's ffv1 encoder\n");
+		return -1;
+	}
 	if (rec->opt.encoder) {
 		rec->codec = avcodec_find_encoder_by_name(rec->opt.encoder);
 		if (!rec->codec || rec->codec->type != AVMEDIA_TYPE_VIDEO) {
@@ -352,9 +379,17 @@ static int choose_encoder(struct recorder *rec)
 	for (size_t i = 0; fmts && fmts[i] != AV_PIX_FMT_NONE; i++)
 		direct |= fmts[i] == rec->in_fmt;
 	if (!direct) {
-		/* 4:2:0 when the encoder has it: what every player plays. */
-		rec->enc_fmt = avcodec_find_best_pix_fmt_of_list(fmts, rec->in_fmt, 0, NULL);
-		for (size_t i = 0; fmts[i] != AV_PIX_FMT_NONE; i++)
+		int loss = 0;
+		rec->enc_fmt = avcodec_find_best_pix_fmt_of_list(fmts, rec->in_fmt, 0, &loss);
+		/* Lossless: a format holding the same values (nv12's planes
+		 * apart, bgr24 with a padding byte), converted exactly. */
+		if (rec->opt.lossless && loss) {
+			fprintf(stderr, "framebus-record: %s cannot keep %s frames bit-exact\n",
+				rec->codec->name, av_get_pix_fmt_name(rec->in_fmt));
+			return -1;
+		}
+		/* Else 4:2:0 when the encoder has it: what every player plays. */
+		for (size_t i = 0; !rec->opt.lossless && fmts[i] != AV_PIX_FMT_NONE; i++)
 			if (fmts[i] == AV_PIX_FMT_YUV420P)
 				rec->enc_fmt = AV_PIX_FMT_YUV420P;
 		rec->sws =
@@ -693,7 +728,10 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	    (int)(fps * rec->opt.fragment_s + 0.5) > 0 ? (int)(fps * rec->opt.fragment_s + 0.5) : 1;
 	if (r->fmt->oformat->flags & AVFMT_GLOBALHEADER)
 		r->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-	if (rec->opt.bitrate)
+	if (rec->opt.lossless)
+		/* Version 3: CRCs in each slice, so damage in an archive shows. */
+		av_opt_set_int(r->enc->priv_data, "level", 3, 0);
+	else if (rec->opt.bitrate)
 		r->enc->bit_rate = rec->opt.bitrate;
 	else if (av_opt_set_int(r->enc->priv_data, "crf", rec->opt.crf >= 0 ? rec->opt.crf : 23,
 				0) < 0) {
@@ -743,6 +781,7 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		describe_av("cannot write the header of", r->path, e);
 		return -1;
 	}
+	r->pts_step = av_rescale_q_rnd(1, r->st->time_base, time_base, AV_ROUND_UP);
 	e = commit(rec);
 	if (e < 0)
 		return e;
@@ -1125,8 +1164,10 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	AVFrame *av;
 	int e;
 
-	if (pts <= r->last_pts)
-		pts = r->last_pts + 1;
+	/* Frames closer than the container can tell apart (Matroska counts
+	 * milliseconds) are moved apart. */
+	if (r->last_pts >= 0 && pts < r->last_pts + r->pts_step)
+		pts = r->last_pts + r->pts_step;
 	r->last_pts = pts;
 	/* Its sidecar line, kept until the frame is committed to the file. */
 	if (r->n_lines == r->lines_size) {
@@ -1435,9 +1476,10 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: wake the wait */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	fprintf(stderr, "framebus-record: recording %s (%ux%u %s) with %s%s\n", rec.opt.stream,
+	fprintf(stderr, "framebus-record: recording %s (%ux%u %s) with %s%s%s\n", rec.opt.stream,
 		rec.layout.width, rec.layout.height, fb_format_name(rec.layout.format),
-		rec.codec->name, rec.sws ? " (converted)" : "");
+		rec.codec->name, rec.sws ? ", converted to " : "",
+		rec.sws ? av_get_pix_fmt_name(rec.enc_fmt) : "");
 
 	const char *why = run(&rec, &status);
 	if (finish_recording(&rec) < 0 || rec.stalled)

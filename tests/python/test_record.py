@@ -174,6 +174,51 @@ def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_pat
     assert lines[5]["meta"] == '{"cut": ', "not JSON: kept as text"
 
 
+@pytest.mark.parametrize("fmt", ["gray8", "bgr24", "nv12"])
+def test_lossless_gives_back_the_very_pixels(daemon, tmp_path, fmt):
+    """--lossless: the file decoded in the stream's pixel format is, frame by
+    frame (by seq, through the sidecar), what a subscriber saw."""
+    import framebus
+    width, height, count = 96, 64, 12
+    rng = np.random.default_rng(20)
+    seen = {}
+    video = str(tmp_path / f"{fmt}.mkv")
+    with framebus.connect(daemon.socket) as bus:
+        pub = bus.publish("py.exact", width, height, format=fmt, policy="block")
+        sub = bus.subscribe("py.exact", mode="queue")
+        rec = start([RECORD, "--socket", daemon.socket, "--lossless", "--fragment", "0.1",
+                     "--frames", str(count), "py.exact", video])
+        wait_for_line(rec, "recording py.exact")
+        for _ in range(count):
+            with pub.frame(timeout=5) as out:
+                out.array[:] = rng.integers(0, 256, out.array.shape, dtype=np.uint8)
+            with sub.acquire(timeout=5) as frame:
+                seen[frame.seq] = np.array(frame.array).tobytes()
+        assert rec.wait(timeout=20) == 0, rec.stderr.read()
+        pub.close()
+    pix_fmt = {"gray8": "gray"}.get(fmt, fmt)
+    # passthrough: each frame once, as a player shows them (not at a fixed rate)
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", video, "-fps_mode", "passthrough",
+                          "-f", "rawvideo", "-pix_fmt", pix_fmt, "-"], capture_output=True,
+                         timeout=60)
+    assert raw.returncode == 0 and not raw.stderr, raw.stderr
+    size = len(next(iter(seen.values())))
+    lines = jsonl(str(tmp_path / f"{fmt}.jsonl"))
+    assert len(raw.stdout) == size * count == size * len(lines)
+    for i, line in enumerate(lines):
+        assert raw.stdout[i * size:(i + 1) * size] == seen[line["seq"]], f"frame {i} differs"
+
+
+def test_lossless_is_refused_where_it_cannot_be(daemon, tmp_path):
+    for args, message in [
+        (["--lossless", "cam0", str(tmp_path / "x.mp4")], "end OUTPUT in .mkv"),
+        (["--lossless", "--crf", "0", "cam0", str(tmp_path / "x.mkv")], "drop --encoder, --crf"),
+    ]:
+        r = subprocess.run([RECORD, "--socket", daemon.socket, *args], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
+
+
 def test_retention_deletes_old_segments_and_the_oldest_past_a_size(daemon, tmp_path):
     wait_for_stream(daemon, "cam0")
     pattern = str(tmp_path / "cam0-%H%M%S.mkv")
