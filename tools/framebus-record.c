@@ -117,8 +117,8 @@ struct recorder {
 	struct SwsContext *sws;
 	AVRational fps;
 	struct recording cur;
-	char last_name[PATH_MAX];
-	unsigned name_clashes;
+	char last_name[PATH_MAX], prev_name[PATH_MAX]; /* prev: to give a name back */
+	unsigned name_clashes, prev_clashes;
 	uint64_t frames, skipped, files, restarts;
 	AVFrame *lending;            /* reused for every frame lent to the encoder */
 	int64_t frame_ticks;         /* a frame's nominal duration, in time_base */
@@ -441,6 +441,8 @@ static int name_files(struct recorder *rec, uint64_t realtime_ns, struct recordi
 	const char *dot = strrchr(name, '.');
 	const char *slash = strrchr(name, '/');
 	size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - name) : strlen(name);
+	memcpy(rec->prev_name, rec->last_name, sizeof(rec->prev_name));
+	rec->prev_clashes = rec->name_clashes;
 	/* Segments shorter than the pattern's resolution: number the clashes. */
 	if (strcmp(name, rec->last_name) == 0)
 		snprintf(r->path, sizeof(r->path), "%.*s-%u%s", (int)stem, name,
@@ -593,6 +595,19 @@ static int64_t mux_seek(void *opaque, int64_t offset, int whence)
 	return pos < 0 ? AVERROR(errno) : pos;
 }
 
+/* Create the files; -errno with rec->failure set when they cannot be. */
+static int create_files(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	r->video_fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (r->video_fd < 0)
+		return write_failed(rec, r->path, errno);
+	r->jsonl_fd = open(r->jsonl_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (r->jsonl_fd < 0)
+		return write_failed(rec, r->jsonl_path, errno);
+	return 0;
+}
+
 /* What the muxer wrote goes to the video, then the lines of the frames in
  * it to the sidecar, and both to the disk.  A failure cuts both files back
  * to the last commit, where they still match and play, and breaks the
@@ -607,6 +622,12 @@ static int commit(struct recorder *rec)
 
 	for (size_t i = 0; i < r->n_lines; i++)
 		len += r->lines[i].muxed ? r->lines[i].len : 0;
+	/* The files appear with their first fragment: a file never holds a
+	 * header alone, which plays nowhere. */
+	if (r->video_fd < 0 && !len)
+		return 0;
+	if (r->video_fd < 0 && (e = create_files(rec)) < 0)
+		return e;
 	text = malloc(len ? len : 1);
 	if (!text)
 		return write_failed(rec, r->jsonl_path, ENOMEM);
@@ -639,6 +660,15 @@ static int commit(struct recorder *rec)
 				strerror(errno));
 		return e;
 	}
+	if (!r->video_end)
+		rec->files++;
+	if (rec->stalled)
+		fprintf(stderr,
+			"framebus-record: writing again, into %s, after %llu frames not "
+			"recorded\n",
+			r->path, (unsigned long long)rec->stall_skipped);
+	rec->stalled = false;
+	rec->stall_skipped = 0;
 	r->video_end += (off_t)r->pending_len;
 	r->jsonl_end += (off_t)len;
 	r->pending_len = 0;
@@ -670,28 +700,8 @@ static int end_fragment(struct recorder *rec)
 	return commit(rec);
 }
 
-/* Create the files; -errno with rec->failure set when they cannot be. */
-static int create_files(struct recorder *rec)
-{
-	struct recording *r = &rec->cur;
-	r->video_fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (r->video_fd < 0)
-		return write_failed(rec, r->path, errno);
-	r->jsonl_fd = open(r->jsonl_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-	if (r->jsonl_fd < 0)
-		return write_failed(rec, r->jsonl_path, errno);
-	uint8_t *buffer = av_malloc(1 << 16);
-	if (buffer)
-		r->fmt->pb = avio_alloc_context(buffer, 1 << 16, 1, r, NULL, mux_write, mux_seek);
-	if (!r->fmt->pb) {
-		av_free(buffer);
-		return write_failed(rec, r->path, ENOMEM);
-	}
-	return 0;
-}
-
-/* Start a file with frame first.  On failure, rec->cur.broken tells a
- * failed write (rec->failure says which) from an error already printed. */
+/* Start a recording with frame first (its files appear with its first
+ * fragment, commit()). */
 static int open_recording(struct recorder *rec, const struct fb_frame *first)
 {
 	struct recording *r = &rec->cur;
@@ -764,9 +774,13 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		if (av_frame_get_buffer(r->converted, 0) < 0)
 			return -ENOMEM;
 	}
-	e = create_files(rec);
-	if (e < 0)
-		return e;
+	uint8_t *buffer = av_malloc(1 << 16);
+	if (buffer)
+		r->fmt->pb = avio_alloc_context(buffer, 1 << 16, 1, r, NULL, mux_write, mux_seek);
+	if (!r->fmt->pb) {
+		av_free(buffer);
+		return -ENOMEM;
+	}
 	/* Crash-safe: a fragmented MP4 (an empty moov first, then a moof per
 	 * fragment) or Matroska clusters, a fragment each (end_fragment()). */
 	AVDictionary *mux = NULL;
@@ -782,10 +796,6 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		return -1;
 	}
 	r->pts_step = av_rescale_q_rnd(1, r->st->time_base, time_base, AV_ROUND_UP);
-	e = commit(rec);
-	if (e < 0)
-		return e;
-	rec->files++;
 	if (rec->opt.keep_days > 0 || rec->opt.keep_size)
 		keep(rec);
 	return 0;
@@ -843,7 +853,7 @@ static void stall(struct recorder *rec)
 }
 
 /* Close the files and free everything.  Frames that did not reach the file
- * count as skipped; files that never got their header go. */
+ * count as skipped; files that never got a fragment go. */
 static void close_recording(struct recorder *rec)
 {
 	struct recording *r = &rec->cur;
@@ -855,9 +865,14 @@ static void close_recording(struct recorder *rec)
 	if (r->video_end > 0)
 		fprintf(stderr, "framebus-record: %s: %llu frames\n", r->path,
 			(unsigned long long)r->in_file);
-	else if (r->video_fd >= 0) {
-		unlink(r->path);
-		unlink(r->jsonl_path);
+	else {
+		if (r->video_fd >= 0)
+			unlink(r->path);
+		if (r->jsonl_fd >= 0)
+			unlink(r->jsonl_path);
+		/* The name is free again. */
+		memcpy(rec->last_name, rec->prev_name, sizeof(rec->last_name));
+		rec->name_clashes = rec->prev_clashes;
 	}
 	if (r->fmt && r->fmt->pb) {
 		av_freep(&r->fmt->pb->buffer);
@@ -889,7 +904,9 @@ static int finish_recording(struct recorder *rec)
 		return 0;
 	avcodec_send_frame(r->enc, NULL);
 	e = drain(rec);
-	if (e >= 0) {
+	if (e >= 0)
+		e = end_fragment(rec); /* creates the files, for the trailer's seeks */
+	if (e >= 0 && r->video_fd >= 0) {
 		e = av_write_trailer(r->fmt);
 		if (e >= 0) {
 			avio_flush(r->fmt->pb);
@@ -1372,39 +1389,10 @@ static const char *run(struct recorder *rec, int *ret_status)
 			rec->stall_skipped++;
 			continue;
 		}
-		if (!rec->cur.fmt) {
-			char last_name[PATH_MAX];
-			unsigned clashes = rec->name_clashes;
-			memcpy(last_name, rec->last_name, sizeof(last_name));
-			if (open_recording(rec, f) < 0) {
-				bool io = rec->cur.broken;
-				fb_subscriber_release(rec->ring->sub, f);
-				/* The name is free again. */
-				memcpy(rec->last_name, last_name, sizeof(last_name));
-				rec->name_clashes = clashes;
-				/* The first file must be writable: a wrong path is
-				 * said at once, not waited for. */
-				if (io && rec->files) {
-					stall(rec);
-					close_recording(rec);
-					rec->skipped++;
-					rec->stall_skipped++;
-					continue;
-				}
-				if (io)
-					fprintf(stderr, "framebus-record: %s\n", rec->failure);
-				close_recording(rec);
-				*ret_status = 1;
-				return "a file could not be started";
-			}
-			if (rec->stalled)
-				fprintf(
-				    stderr,
-				    "framebus-record: writing again, into %s, after %llu frames "
-				    "not recorded\n",
-				    rec->cur.path, (unsigned long long)rec->stall_skipped);
-			rec->stalled = false;
-			rec->stall_skipped = 0;
+		if (!rec->cur.fmt && open_recording(rec, f) < 0) {
+			fb_subscriber_release(rec->ring->sub, f);
+			*ret_status = 1;
+			return "a file could not be started";
 		}
 		if (record_frame(rec, f) < 0) {
 			if (!rec->cur.broken) {

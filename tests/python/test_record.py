@@ -147,6 +147,40 @@ def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon,
     assert [line["frame"] for line in lines] == list(range(frames))
 
 
+def test_random_kills_leave_files_that_play_and_match_their_sidecars(daemon, tmp_path):
+    """SIGKILL at random points of 20 recordings, 10 MP4 and 10 Matroska, four
+    at a time: each file plays to its end and its sidecar has exactly the
+    frames in it."""
+    import random
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    wait_for_stream(daemon, "cam0")
+    with_frames = 0
+    for batch in range(5):
+        recs = []
+        for i, ext in enumerate(["mp4", "mkv", "mp4", "mkv"]):
+            video = str(tmp_path / f"kill{batch}{i}.{ext}")
+            rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.2", "cam0", video])
+            recs.append((rng.uniform(0.05, 2), rec, video))
+        for _, rec, _ in recs:
+            wait_for_line(rec, "recording cam0")
+        started = time.monotonic()
+        for delay, rec, _ in sorted(recs, key=lambda r: r[0]):
+            time.sleep(max(0, started + delay - time.monotonic()))
+            rec.kill()
+        for delay, rec, video in recs:
+            rec.communicate()
+            where = f"{video} killed after {delay:.2f} s (seed {seed})"
+            if not os.path.exists(video):  # killed before its first fragment
+                assert not os.path.exists(video[:-4] + ".jsonl"), where
+                continue
+            lines = jsonl(video[:-4] + ".jsonl")
+            assert [line["frame"] for line in lines] == list(range(len(lines))), where
+            assert plays(video) == len(lines) > 0, where
+            with_frames += 1
+    assert with_frames >= 5, f"too few kills after a fragment (seed {seed})"
+
+
 def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_path):
     import base64
     import framebus
