@@ -87,6 +87,7 @@ struct recording {
 	int64_t pts_step; /* a tick of the container's time base, in time_base */
 	uint64_t frames;  /* sent to the encoder */
 	uint64_t in_file; /* committed */
+	bool started;     /* the muxer has written its header */
 	bool broken;      /* writing failed: the files end at the last commit */
 };
 
@@ -795,6 +796,7 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		describe_av("cannot write the header of", r->path, e);
 		return -1;
 	}
+	r->started = true;
 	r->pts_step = av_rescale_q_rnd(1, r->st->time_base, time_base, AV_ROUND_UP);
 	if (rec->opt.keep_days > 0 || rec->opt.keep_size)
 		keep(rec);
@@ -902,6 +904,10 @@ static int finish_recording(struct recorder *rec)
 
 	if (!r->fmt)
 		return 0;
+	if (!r->started) { /* open_recording() failed, and said why */
+		close_recording(rec);
+		return 0;
+	}
 	avcodec_send_frame(r->enc, NULL);
 	e = drain(rec);
 	if (e >= 0)
@@ -1250,6 +1256,7 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 		return -1;
 	}
 	r->frames++;
+	rec->frames++;
 	return drain(rec);
 }
 
@@ -1399,12 +1406,11 @@ static const char *run(struct recorder *rec, int *ret_status)
 				*ret_status = 1;
 				return "a frame could not be recorded";
 			}
-			rec->frames++; /* it is in the encoder, lost with the file's end */
 			stall(rec);
 			close_recording(rec);
 			continue;
 		}
-		if (++rec->frames == rec->opt.max_frames)
+		if (rec->frames == rec->opt.max_frames)
 			return "the frame count was reached";
 	}
 }
