@@ -739,10 +739,12 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	    (int)(fps * rec->opt.fragment_s + 0.5) > 0 ? (int)(fps * rec->opt.fragment_s + 0.5) : 1;
 	if (r->fmt->oformat->flags & AVFMT_GLOBALHEADER)
 		r->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-	if (rec->opt.lossless)
-		/* Version 3: CRCs in each slice, so damage in an archive shows. */
+	if (rec->opt.lossless) {
+		/* Version 3: CRCs in each slice, so damage in an archive shows,
+		 * and slices encoded on every core: 1080p takes more than one. */
 		av_opt_set_int(r->enc->priv_data, "level", 3, 0);
-	else if (rec->opt.bitrate)
+		r->enc->thread_count = 0;
+	} else if (rec->opt.bitrate)
 		r->enc->bit_rate = rec->opt.bitrate;
 	else if (av_opt_set_int(r->enc->priv_data, "crf", rec->opt.crf >= 0 ? rec->opt.crf : 23,
 				0) < 0) {
