@@ -424,6 +424,7 @@ def test_bad_options_are_named(daemon, tmp_path):
     for args, message in [
         (["--segment", "5", "cam0", str(tmp_path / "x.mp4")], "must be a strftime pattern"),
         (["--frames", "-3", "cam0", str(tmp_path / "x.mp4")], "bad value '-3' for --frames"),
+        (["--retry", "0.01", "cam0", str(tmp_path / "x.mp4")], "bad value '0.01' for --retry"),
         (["--encoder", "nope", "cam0", str(tmp_path / "x.mp4")], "no video encoder 'nope'"),
         (["nostream", str(tmp_path / "x.mp4")], "cannot subscribe to 'nostream'"),
         (["--frames", "1", "cam0", str(tmp_path / "x.foo")], "end it in .mp4 or .mkv"),
