@@ -646,11 +646,15 @@ static int commit(struct recorder *rec)
 		e = write_failed(rec, r->path, ENOENT);
 		snprintf(rec->failure, sizeof(rec->failure), "%s was deleted",
 			 vst.st_nlink ? r->jsonl_path : r->path);
-	} else if ((e = write_all(r->video_fd, r->pending, r->pending_len)) < 0 ||
-		   (e = -(fsync(r->video_fd) < 0 ? errno : 0)) < 0)
+	} else if ((e = write_all(r->video_fd, r->pending, r->pending_len)) < 0)
 		write_failed(rec, r->path, -e);
-	else if ((e = write_all(r->jsonl_fd, text, len)) < 0 ||
-		 (e = -(fsync(r->jsonl_fd) < 0 ? errno : 0)) < 0)
+	/* Right after: a kill between the two writes is the only way for the
+	 * files to disagree, so nothing slow (an fsync) goes between them. */
+	else if ((e = write_all(r->jsonl_fd, text, len)) < 0)
+		write_failed(rec, r->jsonl_path, -e);
+	else if ((e = -(fsync(r->video_fd) < 0 ? errno : 0)) < 0)
+		write_failed(rec, r->path, -e);
+	else if ((e = -(fsync(r->jsonl_fd) < 0 ? errno : 0)) < 0)
 		write_failed(rec, r->jsonl_path, -e);
 	free(text);
 	if (e < 0) {
