@@ -574,3 +574,24 @@ def test_a_vanished_directory_skips_frames_until_it_is_back(daemon, tmp_path):
         counter.check()
     finally:
         stop_all(rec, counter)
+
+
+def test_a_recorder_started_before_its_directory_waits_for_it(daemon, tmp_path):
+    out = tmp_path / "later"
+    wait_for_stream(daemon, "cam0")
+    rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.25", "--retry", "0.5",
+                 "cam0", str(out / "cam0.mkv")])
+    try:
+        lines = wait_for_line(rec, "skipping frames")
+        assert f"cannot write {out}/cam0.mkv: No such file or directory" in lines[-1], lines
+        out.mkdir()
+        # The name was never used: the first file gets it.
+        lines = wait_for_line(rec, "writing again")
+        assert f"writing again, into {out}/cam0.mkv, after " in lines[-1], lines
+        time.sleep(1)
+        rec.send_signal(signal.SIGTERM)
+        err = rec.communicate(timeout=20)[1]
+        assert rec.returncode == 0, err
+        assert plays(str(out / "cam0.mkv")) == len(jsonl(str(out / "cam0.jsonl"))) >= 20
+    finally:
+        stop_all(rec, None)
