@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * framebus-record: record a stream losslessly (queue mode) into MP4 or
+ * framebus-record: record every frame of a stream (queue mode) into MP4 or
  * Matroska files with libavcodec, with a JSON-lines file of each frame's
  * metadata beside each video.
  *
@@ -43,6 +43,7 @@ struct options {
 	const char *output;
 	double segment_s;
 	double fragment_s;  /* the crash-safe unit: a keyframe and a fragment each */
+	double retry_s;     /* after a failed write, how often to try a new file */
 	double keep_days;   /* retention: older segments are deleted (0: kept) */
 	uint64_t keep_size; /* retention: the oldest go past this many bytes (0: kept) */
 	double duration_s;
@@ -51,22 +52,44 @@ struct options {
 	const char *preset;
 	int crf;
 	int64_t bitrate;
+	bool lossless; /* ffv1: the pixels come back bit-exact */
 };
 
-/* One output file and its JSON-lines companion. */
+/* A sidecar line waiting for its frame to reach the file. */
+struct line {
+	int64_t pts; /* its frame's, in time_base */
+	bool muxed;  /* its frame's packet went to the muxer */
+	char *text;
+	size_t len;
+};
+
+/* One output file and its JSON-lines companion.  Nothing reaches either
+ * file but whole fragments (commit()): the muxer writes into pending, and a
+ * fragment's bytes go to the video with the lines of exactly its frames to
+ * the sidecar, so that however the recorder stops, the sidecar has a line
+ * for each frame in the video and no other. */
 struct recording {
 	AVFormatContext *fmt;
 	AVCodecContext *enc;
 	AVStream *st;
 	AVFrame *converted; /* when the encoder needs another pixel format */
 	AVPacket *pkt;
-	FILE *jsonl;
-	int video_fd; /* the video file again, for fsync(): avio has no such call */
+	int video_fd, jsonl_fd;
+	uint8_t *pending; /* what the muxer wrote since the last commit */
+	size_t pending_len, pending_size;
+	struct line *lines; /* frames in the encoder or the muxer, not committed */
+	size_t n_lines, lines_size;
+	off_t video_end, jsonl_end; /* the files' lengths at the last commit */
+	int64_t fragment_pts;       /* the keyframe that began the fragment */
 	char path[PATH_MAX];
 	char jsonl_path[PATH_MAX];
 	uint64_t first_ns; /* CLOCK_MONOTONIC of its first frame */
 	int64_t last_pts;
-	uint64_t frames;
+	int64_t pts_step; /* a tick of the container's time base, in time_base */
+	uint64_t frames;  /* sent to the encoder */
+	uint64_t in_file; /* committed */
+	bool started;     /* the muxer has written its header */
+	bool broken;      /* writing failed: the files end at the last commit */
 };
 
 struct ring;
@@ -96,10 +119,16 @@ struct recorder {
 	struct SwsContext *sws;
 	AVRational fps;
 	struct recording cur;
-	char last_name[PATH_MAX];
-	unsigned name_clashes;
+	char last_name[PATH_MAX], prev_name[PATH_MAX]; /* prev: to give a name back */
+	unsigned name_clashes, prev_clashes;
 	uint64_t frames, skipped, files, restarts;
-	AVFrame *lending; /* reused for every frame lent to the encoder */
+	AVFrame *lending;            /* reused for every frame lent to the encoder */
+	int64_t frame_ticks;         /* a frame's nominal duration, in time_base */
+	int64_t fragment_ticks;      /* the least a fragment holds, in time_base */
+	char failure[PATH_MAX + 64]; /* why writing stopped, for the log */
+	bool stalled;                /* no file can be written: frames are skipped */
+	uint64_t stall_skipped;      /* frames not recorded since writing stopped */
+	uint64_t retry_ns;           /* when to try a new file */
 };
 
 static volatile sig_atomic_t stop_signal;
@@ -125,6 +154,8 @@ static void usage(FILE *out)
 		"                      fragmented, Matroska in clusters, each starting with a\n"
 		"                      keyframe, and the .jsonl is flushed with each, so a\n"
 		"                      power cut or SIGKILL loses at most the last piece\n"
+		"  --retry SECONDS     when a write fails (a full disk, a vanished directory),\n"
+		"                      skip frames and try a new file this often (default 5)\n"
 		"  --keep-days DAYS    with --segment: delete segments (and their .jsonl)\n"
 		"                      older than DAYS, never the one being written\n"
 		"  --keep-size SIZE    with --segment: delete the oldest segments while all\n"
@@ -136,6 +167,9 @@ static void usage(FILE *out)
 		"  --crf N             constant quality, for encoders that have it (default 23)\n"
 		"  --bitrate BITS      target bit rate instead (e.g. 4M)\n"
 		"  --preset NAME       encoder preset (libx264 default: veryfast)\n"
+		"  --lossless          keep the pixels bit-exact: ffv1 in the stream's own\n"
+		"                      pixel format (or one holding the same values), in\n"
+		"                      Matroska (.mkv) only\n"
 		"SIGINT and SIGTERM, the end of the stream and framebusd going away all\n"
 		"finish the current file properly.\n");
 }
@@ -199,6 +233,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"socket", required_argument, NULL, 's'},
 	    {"segment", required_argument, NULL, 'S'},
 	    {"fragment", required_argument, NULL, 'F'},
+	    {"retry", required_argument, NULL, 'R'},
 	    {"keep-days", required_argument, NULL, 'D'},
 	    {"keep-size", required_argument, NULL, 'K'},
 	    {"duration", required_argument, NULL, 'd'},
@@ -207,12 +242,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 	    {"crf", required_argument, NULL, 'q'},
 	    {"bitrate", required_argument, NULL, 'b'},
 	    {"preset", required_argument, NULL, 'p'},
+	    {"lossless", no_argument, NULL, 'L'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
 	int ch;
 
-	*o = (struct options){.crf = -1, .fragment_s = 1};
+	*o = (struct options){.crf = -1, .fragment_s = 1, .retry_s = 5};
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		bool ok = true;
 		char *end;
@@ -225,6 +261,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'F':
 			ok = parse_seconds(optarg, &o->fragment_s) && o->fragment_s >= 0.1;
+			break;
+		case 'R':
+			ok = parse_seconds(optarg, &o->retry_s) && o->retry_s >= 0.1;
 			break;
 		case 'D':
 			ok = parse_seconds(optarg, &o->keep_days) && o->keep_days > 0;
@@ -250,6 +289,9 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 'p':
 			o->preset = optarg;
+			break;
+		case 'L':
+			o->lossless = true;
 			break;
 		case 'h':
 			usage(stdout);
@@ -286,6 +328,20 @@ static int parse_options(int argc, char **argv, struct options *o)
 				"give --segment too\n");
 		return -1;
 	}
+	if (o->lossless && (o->encoder || o->crf >= 0 || o->bitrate || o->preset)) {
+		fprintf(stderr, "framebus-record: --lossless chooses its encoder (ffv1): drop "
+				"--encoder, --crf, --bitrate and --preset\n");
+		return -1;
+	}
+	/* ffv1 has no MP4 codec tag; Matroska is its home (and the archives'). */
+	const AVOutputFormat *container = av_guess_format(NULL, o->output, NULL);
+	if (o->lossless && (!container || strcmp(container->name, "matroska"))) {
+		fprintf(stderr,
+			"framebus-record: --lossless records ffv1, which only Matroska holds: "
+			"end OUTPUT in .mkv (not %s)\n",
+			o->output);
+		return -1;
+	}
 	if (o->crf >= 0 && o->bitrate) {
 		fprintf(stderr, "framebus-record: --crf and --bitrate exclude each other\n");
 		return -1;
@@ -298,6 +354,10 @@ static int choose_encoder(struct recorder *rec)
 {
 	static const char *preferred[] = {"libx264", "libopenh264", "h264", "mpeg4"};
 
+	if (rec->opt.lossless && !(rec->codec = avcodec_find_encoder_by_name("ffv1"))) {
+		fprintf(stderr, "framebus-record: --lossless needs FFmpeg's ffv1 encoder\n");
+		return -1;
+	}
 	if (rec->opt.encoder) {
 		rec->codec = avcodec_find_encoder_by_name(rec->opt.encoder);
 		if (!rec->codec || rec->codec->type != AVMEDIA_TYPE_VIDEO) {
@@ -321,9 +381,17 @@ static int choose_encoder(struct recorder *rec)
 	for (size_t i = 0; fmts && fmts[i] != AV_PIX_FMT_NONE; i++)
 		direct |= fmts[i] == rec->in_fmt;
 	if (!direct) {
-		/* 4:2:0 when the encoder has it: what every player plays. */
-		rec->enc_fmt = avcodec_find_best_pix_fmt_of_list(fmts, rec->in_fmt, 0, NULL);
-		for (size_t i = 0; fmts[i] != AV_PIX_FMT_NONE; i++)
+		int loss = 0;
+		rec->enc_fmt = avcodec_find_best_pix_fmt_of_list(fmts, rec->in_fmt, 0, &loss);
+		/* Lossless: a format holding the same values (nv12's planes
+		 * apart, bgr24 with a padding byte), converted exactly. */
+		if (rec->opt.lossless && loss) {
+			fprintf(stderr, "framebus-record: %s cannot keep %s frames bit-exact\n",
+				rec->codec->name, av_get_pix_fmt_name(rec->in_fmt));
+			return -1;
+		}
+		/* Else 4:2:0 when the encoder has it: what every player plays. */
+		for (size_t i = 0; !rec->opt.lossless && fmts[i] != AV_PIX_FMT_NONE; i++)
 			if (fmts[i] == AV_PIX_FMT_YUV420P)
 				rec->enc_fmt = AV_PIX_FMT_YUV420P;
 		rec->sws =
@@ -375,6 +443,8 @@ static int name_files(struct recorder *rec, uint64_t realtime_ns, struct recordi
 	const char *dot = strrchr(name, '.');
 	const char *slash = strrchr(name, '/');
 	size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - name) : strlen(name);
+	memcpy(rec->prev_name, rec->last_name, sizeof(rec->prev_name));
+	rec->prev_clashes = rec->name_clashes;
 	/* Segments shorter than the pattern's resolution: number the clashes. */
 	if (strcmp(name, rec->last_name) == 0)
 		snprintf(r->path, sizeof(r->path), "%.*s-%u%s", (int)stem, name,
@@ -464,12 +534,190 @@ static void keep(struct recorder *rec)
 	free(segs);
 }
 
+/* Writing failed: say why, once, in rec->failure; -err. */
+static int write_failed(struct recorder *rec, const char *path, int err)
+{
+	rec->cur.broken = true;
+	snprintf(rec->failure, sizeof(rec->failure), "cannot write %s: %s", path, strerror(err));
+	return -err;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+#if LIBAVFORMAT_VERSION_MAJOR >= 61
+#define MUX_CONST const
+#else
+#define MUX_CONST
+#endif
+
+/* The muxer's output: kept in memory until commit(). */
+static int mux_write(void *opaque, MUX_CONST uint8_t *buf, int size)
+{
+	struct recording *r = opaque;
+	if (r->pending_len + (size_t)size > r->pending_size) {
+		size_t want = r->pending_size ? 2 * r->pending_size : 1 << 16;
+		while (want < r->pending_len + (size_t)size)
+			want *= 2;
+		uint8_t *p = realloc(r->pending, want);
+		if (!p)
+			return AVERROR(ENOMEM);
+		r->pending = p;
+		r->pending_size = want;
+	}
+	memcpy(r->pending + r->pending_len, buf, (size_t)size);
+	r->pending_len += (size_t)size;
+	return size;
+}
+
+/* Only a trailer seeks (Matroska's goes back to its header): what is
+ * pending goes to the file first. */
+static int64_t mux_seek(void *opaque, int64_t offset, int whence)
+{
+	struct recording *r = opaque;
+	struct stat st;
+	int e = write_all(r->video_fd, r->pending, r->pending_len);
+	if (e < 0)
+		return AVERROR(-e);
+	r->pending_len = 0;
+	if (whence & AVSEEK_SIZE)
+		return fstat(r->video_fd, &st) < 0 ? AVERROR(errno) : st.st_size;
+	off_t pos = lseek(r->video_fd, offset, whence & ~AVSEEK_FORCE);
+	return pos < 0 ? AVERROR(errno) : pos;
+}
+
+/* Create the files; -errno with rec->failure set when they cannot be. */
+static int create_files(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	r->video_fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (r->video_fd < 0)
+		return write_failed(rec, r->path, errno);
+	r->jsonl_fd = open(r->jsonl_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+	if (r->jsonl_fd < 0)
+		return write_failed(rec, r->jsonl_path, errno);
+	return 0;
+}
+
+/* What the muxer wrote goes to the video, then the lines of the frames in
+ * it to the sidecar, and both to the disk.  A failure cuts both files back
+ * to the last commit, where they still match and play, and breaks the
+ * recording. */
+static int commit(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	struct stat vst, jst;
+	size_t len = 0, kept = 0;
+	uint8_t *text;
+	int e;
+
+	for (size_t i = 0; i < r->n_lines; i++)
+		len += r->lines[i].muxed ? r->lines[i].len : 0;
+	/* The files appear with their first fragment: a file never holds a
+	 * header alone, which plays nowhere. */
+	if (r->video_fd < 0 && !len)
+		return 0;
+	if (r->video_fd < 0 && (e = create_files(rec)) < 0)
+		return e;
+	text = malloc(len ? len : 1);
+	if (!text)
+		return write_failed(rec, r->jsonl_path, ENOMEM);
+	len = 0;
+	for (size_t i = 0; i < r->n_lines; i++)
+		if (r->lines[i].muxed) {
+			memcpy(text + len, r->lines[i].text, r->lines[i].len);
+			len += r->lines[i].len;
+		}
+	/* A deleted file (its directory removed, say) takes writes without a
+	 * complaint, to be lost when it is closed. */
+	if (fstat(r->video_fd, &vst) < 0 || fstat(r->jsonl_fd, &jst) < 0)
+		e = write_failed(rec, r->path, errno);
+	else if (vst.st_nlink == 0 || jst.st_nlink == 0) {
+		e = write_failed(rec, r->path, ENOENT);
+		snprintf(rec->failure, sizeof(rec->failure), "%s was deleted",
+			 vst.st_nlink ? r->jsonl_path : r->path);
+	} else if ((e = write_all(r->video_fd, r->pending, r->pending_len)) < 0)
+		write_failed(rec, r->path, -e);
+	/* Right after: a kill between the two writes is the only way for the
+	 * files to disagree, so nothing slow (an fsync) goes between them. */
+	else if ((e = write_all(r->jsonl_fd, text, len)) < 0)
+		write_failed(rec, r->jsonl_path, -e);
+	else if ((e = -(fsync(r->video_fd) < 0 ? errno : 0)) < 0)
+		write_failed(rec, r->path, -e);
+	else if ((e = -(fsync(r->jsonl_fd) < 0 ? errno : 0)) < 0)
+		write_failed(rec, r->jsonl_path, -e);
+	free(text);
+	if (e < 0) {
+		/* Gives back the space of what did not fit, too. */
+		if (ftruncate(r->video_fd, r->video_end) < 0 ||
+		    ftruncate(r->jsonl_fd, r->jsonl_end) < 0)
+			fprintf(stderr, "framebus-record: cannot cut %s back: %s\n", r->path,
+				strerror(errno));
+		return e;
+	}
+	if (!r->video_end)
+		rec->files++;
+	if (rec->stalled)
+		fprintf(stderr,
+			"framebus-record: writing again, into %s, after %llu frames not "
+			"recorded\n",
+			r->path, (unsigned long long)rec->stall_skipped);
+	rec->stalled = false;
+	rec->stall_skipped = 0;
+	r->video_end += (off_t)r->pending_len;
+	r->jsonl_end += (off_t)len;
+	r->pending_len = 0;
+	for (size_t i = 0; i < r->n_lines; i++) {
+		if (r->lines[i].muxed) {
+			free(r->lines[i].text);
+			r->in_file++;
+		} else
+			r->lines[kept++] = r->lines[i];
+	}
+	r->n_lines = kept;
+	return 0;
+}
+
+/* The fragment being written ends: the muxer writes it out (an MP4 moof and
+ * mdat, a Matroska cluster) and it is committed. */
+static int end_fragment(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	int e = av_write_frame(r->fmt, NULL);
+	if (e >= 0) {
+		avio_flush(r->fmt->pb);
+		e = r->fmt->pb->error;
+	}
+	if (e < 0) {
+		describe_av("cannot end a fragment of", r->path, e);
+		return -1;
+	}
+	return commit(rec);
+}
+
+/* Start a recording with frame first (its files appear with its first
+ * fragment, commit()). */
 static int open_recording(struct recorder *rec, const struct fb_frame *first)
 {
 	struct recording *r = &rec->cur;
 	int e;
 
-	*r = (struct recording){.first_ns = first->monotonic_ns, .last_pts = -1, .video_fd = -1};
+	*r = (struct recording){.first_ns = first->monotonic_ns,
+				.last_pts = -1,
+				.video_fd = -1,
+				.jsonl_fd = -1,
+				.fragment_pts = AV_NOPTS_VALUE};
 	if (name_files(rec, first->realtime_ns, r) < 0)
 		return -1;
 	e = avformat_alloc_output_context2(&r->fmt, NULL, NULL, r->path);
@@ -496,7 +744,12 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	    (int)(fps * rec->opt.fragment_s + 0.5) > 0 ? (int)(fps * rec->opt.fragment_s + 0.5) : 1;
 	if (r->fmt->oformat->flags & AVFMT_GLOBALHEADER)
 		r->enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-	if (rec->opt.bitrate)
+	if (rec->opt.lossless) {
+		/* Version 3: CRCs in each slice, so damage in an archive shows,
+		 * and slices encoded on every core: 1080p takes more than one. */
+		av_opt_set_int(r->enc->priv_data, "level", 3, 0);
+		r->enc->thread_count = 0;
+	} else if (rec->opt.bitrate)
 		r->enc->bit_rate = rec->opt.bitrate;
 	else if (av_opt_set_int(r->enc->priv_data, "crf", rec->opt.crf >= 0 ? rec->opt.crf : 23,
 				0) < 0) {
@@ -529,95 +782,162 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 		if (av_frame_get_buffer(r->converted, 0) < 0)
 			return -ENOMEM;
 	}
-	e = avio_open(&r->fmt->pb, r->path, AVIO_FLAG_WRITE);
-	if (e < 0) {
-		describe_av("cannot create", r->path, e);
-		return -1;
+	uint8_t *buffer = av_malloc(1 << 16);
+	if (buffer)
+		r->fmt->pb = avio_alloc_context(buffer, 1 << 16, 1, r, NULL, mux_write, mux_seek);
+	if (!r->fmt->pb) {
+		av_free(buffer);
+		return -ENOMEM;
 	}
 	/* Crash-safe: a fragmented MP4 (an empty moov first, then a moof per
-	 * keyframe) or Matroska clusters of a fragment each; what was written
-	 * before a kill plays. */
+	 * fragment) or Matroska clusters, a fragment each (end_fragment()). */
 	AVDictionary *mux = NULL;
-	av_dict_set(&mux, "movflags", "frag_keyframe+empty_moov+default_base_moof", 0);
-	av_dict_set_int(&mux, "cluster_time_limit", (int64_t)(rec->opt.fragment_s * 1000), 0);
+	av_dict_set(&mux, "movflags", "frag_custom+empty_moov+default_base_moof", 0);
 	e = avformat_write_header(r->fmt, &mux);
 	av_dict_free(&mux);
+	if (e >= 0) {
+		avio_flush(r->fmt->pb);
+		e = r->fmt->pb->error;
+	}
 	if (e < 0) {
 		describe_av("cannot write the header of", r->path, e);
 		return -1;
 	}
-	r->video_fd = open(r->path, O_RDONLY | O_CLOEXEC);
-	r->jsonl = fopen(r->jsonl_path, "we");
-	if (!r->jsonl || r->video_fd < 0) {
-		fprintf(stderr, "framebus-record: cannot create %s: %s\n", r->jsonl_path,
-			strerror(errno));
-		return -1;
-	}
-	rec->files++;
+	r->started = true;
+	r->pts_step = av_rescale_q_rnd(1, r->st->time_base, time_base, AV_ROUND_UP);
 	if (rec->opt.keep_days > 0 || rec->opt.keep_size)
 		keep(rec);
 	return 0;
 }
 
-/* Write every packet the encoder has ready. */
-static int drain(struct recording *r)
+/* Write every packet the encoder has ready.  A keyframe a fragment's length
+ * after the last one begins the next fragment. */
+static int drain(struct recorder *rec)
 {
+	struct recording *r = &rec->cur;
 	int e;
 	while ((e = avcodec_receive_packet(r->enc, r->pkt)) >= 0) {
-		av_packet_rescale_ts(r->pkt, r->enc->time_base, r->st->time_base);
-		r->pkt->stream_index = r->st->index;
-		bool piece = r->pkt->flags & AV_PKT_FLAG_KEY; /* a fragment begins */
-		e = av_interleaved_write_frame(r->fmt, r->pkt);
+		AVPacket *pkt = r->pkt;
+		if (pkt->flags & AV_PKT_FLAG_KEY) {
+			if (r->fragment_pts != AV_NOPTS_VALUE &&
+			    pkt->pts - r->fragment_pts >= rec->fragment_ticks &&
+			    (e = end_fragment(rec)) < 0) {
+				av_packet_unref(pkt);
+				return e;
+			}
+			if (r->fragment_pts == AV_NOPTS_VALUE ||
+			    pkt->pts - r->fragment_pts >= rec->fragment_ticks)
+				r->fragment_pts = pkt->pts;
+		}
+		for (size_t i = 0; i < r->n_lines; i++)
+			if (r->lines[i].pts == pkt->pts)
+				r->lines[i].muxed = true;
+		/* Without it, an MP4's edit list can end before the last frame. */
+		if (!pkt->duration)
+			pkt->duration = rec->frame_ticks;
+		av_packet_rescale_ts(pkt, r->enc->time_base, r->st->time_base);
+		pkt->stream_index = r->st->index;
+		e = av_write_frame(r->fmt, pkt);
+		av_packet_unref(pkt);
 		if (e < 0) {
 			describe_av("cannot write to", r->path, e);
 			return -1;
-		}
-		/* The file's previous fragment is complete now: it goes to the
-		 * disk, and the sidecar's lines up to here with it. */
-		if (piece) {
-			avio_flush(r->fmt->pb);
-			fflush(r->jsonl);
-			fsync(r->video_fd);
-			fsync(fileno(r->jsonl));
 		}
 	}
 	return e == AVERROR(EAGAIN) || e == AVERROR_EOF ? 0 : e;
 }
 
-/* Flush the encoder and close the file properly; frees everything. */
-static int finish_recording(struct recorder *rec)
+/* Writing failed: the file ends at its last commit.  Until a new file can
+ * be written, tried every --retry seconds, frames are skipped (counted,
+ * never kept). */
+static void stall(struct recorder *rec)
+{
+	if (!rec->stalled)
+		fprintf(stderr,
+			"framebus-record: %s; skipping frames until a new file can be "
+			"written (trying every %g s)\n",
+			rec->failure, rec->opt.retry_s);
+	rec->stalled = true;
+	rec->retry_ns = fb_now_ns() + (uint64_t)(rec->opt.retry_s * 1e9);
+}
+
+/* Close the files and free everything.  Frames that did not reach the file
+ * count as skipped; files that never got a fragment go. */
+static void close_recording(struct recorder *rec)
 {
 	struct recording *r = &rec->cur;
-	int result = 0;
+	uint64_t lost = r->frames - r->in_file;
 
-	if (!r->fmt)
-		return 0;
-	if (r->enc && avcodec_is_open(r->enc) && r->fmt->pb) {
-		avcodec_send_frame(r->enc, NULL);
-		result = drain(r);
-		int e = av_write_trailer(r->fmt);
-		if (e < 0) {
-			describe_av("cannot finish", r->path, e);
-			result = -1;
-		}
+	rec->frames -= lost;
+	rec->skipped += lost;
+	rec->stall_skipped += lost;
+	if (r->video_end > 0)
 		fprintf(stderr, "framebus-record: %s: %llu frames\n", r->path,
-			(unsigned long long)r->frames);
+			(unsigned long long)r->in_file);
+	else {
+		if (r->video_fd >= 0)
+			unlink(r->path);
+		if (r->jsonl_fd >= 0)
+			unlink(r->jsonl_path);
+		/* The name is free again. */
+		memcpy(rec->last_name, rec->prev_name, sizeof(rec->last_name));
+		rec->name_clashes = rec->prev_clashes;
 	}
-	if (r->fmt->pb)
-		avio_closep(&r->fmt->pb);
-	if (r->jsonl && fclose(r->jsonl) != 0) {
-		fprintf(stderr, "framebus-record: cannot write %s: %s\n", r->jsonl_path,
-			strerror(errno));
-		result = -1;
+	if (r->fmt && r->fmt->pb) {
+		av_freep(&r->fmt->pb->buffer);
+		avio_context_free(&r->fmt->pb);
 	}
 	if (r->video_fd >= 0)
 		close(r->video_fd);
+	if (r->jsonl_fd >= 0)
+		close(r->jsonl_fd);
+	for (size_t i = 0; i < r->n_lines; i++)
+		free(r->lines[i].text);
+	free(r->lines);
+	free(r->pending);
 	avcodec_free_context(&r->enc);
 	avformat_free_context(r->fmt);
 	av_frame_free(&r->converted);
 	av_packet_free(&r->pkt);
-	*r = (struct recording){0};
-	return result;
+	*r = (struct recording){.video_fd = -1, .jsonl_fd = -1};
+}
+
+/* Flush the encoder, finish the file properly and close it: 0, else
+ * -EIO when writing failed (rec is stalled then), -1 after another error. */
+static int finish_recording(struct recorder *rec)
+{
+	struct recording *r = &rec->cur;
+	int e;
+
+	if (!r->fmt)
+		return 0;
+	if (!r->started) { /* open_recording() failed, and said why */
+		close_recording(rec);
+		return 0;
+	}
+	avcodec_send_frame(r->enc, NULL);
+	e = drain(rec);
+	if (e >= 0)
+		e = end_fragment(rec); /* creates the files, for the trailer's seeks */
+	if (e >= 0 && r->video_fd >= 0) {
+		e = av_write_trailer(r->fmt);
+		if (e >= 0) {
+			avio_flush(r->fmt->pb);
+			e = r->fmt->pb->error;
+		}
+		if (e < 0) {
+			e = write_failed(rec, r->path, AVUNERROR(e));
+		} else {
+			e = commit(rec);
+		}
+	}
+	if (e < 0 && r->broken) {
+		stall(rec);
+		e = -EIO;
+	} else if (e < 0)
+		e = -1;
+	close_recording(rec);
+	return e;
 }
 
 static void free_ring(struct ring *ring)
@@ -669,26 +989,52 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 	AVFrame *av;
 	int e;
 
-	if (pts <= r->last_pts)
-		pts = r->last_pts + 1;
+	/* Frames closer than the container can tell apart (Matroska counts
+	 * milliseconds) are moved apart. */
+	if (r->last_pts >= 0 && pts < r->last_pts + r->pts_step)
+		pts = r->last_pts + r->pts_step;
 	r->last_pts = pts;
-	fprintf(r->jsonl,
+	/* Its sidecar line, kept until the frame is committed to the file. */
+	if (r->n_lines == r->lines_size) {
+		size_t size = r->lines_size ? 2 * r->lines_size : 64;
+		struct line *lines = realloc(r->lines, size * sizeof(*lines));
+		if (!lines) {
+			fb_subscriber_release(rec->ring->sub, f);
+			return -ENOMEM;
+		}
+		r->lines = lines;
+		r->lines_size = size;
+	}
+	struct line *line = &r->lines[r->n_lines];
+	*line = (struct line){.pts = pts};
+	FILE *out = open_memstream(&line->text, &line->len);
+	if (!out) {
+		fb_subscriber_release(rec->ring->sub, f);
+		return -ENOMEM;
+	}
+	fprintf(out,
 		"{\"frame\":%llu,\"seq\":%llu,\"source_seq\":%llu,\"pts\":%lld,\"file_pts\":%lld,"
 		"\"monotonic_ns\":%llu,\"realtime_ns\":%llu,\"latency_us\":%.1f,",
 		(unsigned long long)r->frames, (unsigned long long)f->seq,
 		(unsigned long long)f->source_seq, (long long)f->pts, (long long)pts,
 		(unsigned long long)f->monotonic_ns, (unsigned long long)f->realtime_ns,
 		(double)(fb_now_ns() - f->monotonic_ns) / 1e3);
-	json_meta(r->jsonl, f->meta, f->meta_size);
+	json_meta(out, f->meta, f->meta_size);
 	/* Where the picture comes from: the first stream it passed (itself if
 	 * none) and when it was captured (docs/tracing.md). */
 	const struct fb_trace *t = f->trace;
 	const char *origin = t->n_hops ? t->hops[0].stream : rec->opt.stream;
-	fputs(",\"origin\":[", r->jsonl);
-	json_text(r->jsonl, (const uint8_t *)origin, strnlen(origin, FB_NAME_MAX));
-	fprintf(r->jsonl, ",%llu],\"capture_ns\":%llu,\"capture_realtime_ns\":%llu}\n",
+	fputs(",\"origin\":[", out);
+	json_text(out, (const uint8_t *)origin, strnlen(origin, FB_NAME_MAX));
+	fprintf(out, ",%llu],\"capture_ns\":%llu,\"capture_realtime_ns\":%llu}\n",
 		(unsigned long long)(t->n_hops ? t->hops[0].seq : f->seq),
 		(unsigned long long)t->capture_ns, (unsigned long long)t->capture_realtime_ns);
+	if (fclose(out) != 0) {
+		free(line->text);
+		fb_subscriber_release(rec->ring->sub, f);
+		return -ENOMEM;
+	}
+	r->n_lines++;
 
 	if (rec->sws) {
 		e = av_frame_make_writable(r->converted);
@@ -712,7 +1058,8 @@ static int record_frame(struct recorder *rec, const struct fb_frame *f)
 		return -1;
 	}
 	r->frames++;
-	return drain(r);
+	rec->frames++;
+	return drain(rec);
 }
 
 static const char *stopped_by(void)
@@ -761,10 +1108,10 @@ static const char *resume(struct recorder *rec, int *ret_status)
 		if (!waiting) {
 			/* The wait may be long: what was recorded so far goes
 			 * to disk now. */
-			if (rec->cur.jsonl)
-				fflush(rec->cur.jsonl);
-			if (rec->cur.fmt && rec->cur.fmt->pb)
-				avio_flush(rec->cur.fmt->pb);
+			if (rec->cur.fmt && end_fragment(rec) < 0 && rec->cur.broken) {
+				stall(rec);
+				close_recording(rec);
+			}
 			fprintf(stderr, "framebus-record: framebusd went away; waiting for it to "
 					"come back (the recording stays open)\n");
 			waiting = true;
@@ -840,10 +1187,16 @@ static const char *run(struct recorder *rec, int *ret_status)
 		}
 		if (rec->cur.fmt && rec->opt.segment_s > 0 &&
 		    f->monotonic_ns - rec->cur.first_ns >= (uint64_t)(rec->opt.segment_s * 1e9) &&
-		    finish_recording(rec) < 0) {
+		    finish_recording(rec) == -1) {
 			fb_subscriber_release(rec->ring->sub, f);
 			*ret_status = 1;
 			return "a file could not be finished";
+		}
+		if (!rec->cur.fmt && rec->stalled && fb_now_ns() < rec->retry_ns) {
+			fb_subscriber_release(rec->ring->sub, f);
+			rec->skipped++;
+			rec->stall_skipped++;
+			continue;
 		}
 		if (!rec->cur.fmt && open_recording(rec, f) < 0) {
 			fb_subscriber_release(rec->ring->sub, f);
@@ -851,10 +1204,15 @@ static const char *run(struct recorder *rec, int *ret_status)
 			return "a file could not be started";
 		}
 		if (record_frame(rec, f) < 0) {
-			*ret_status = 1;
-			return "a frame could not be recorded";
+			if (!rec->cur.broken) {
+				*ret_status = 1;
+				return "a frame could not be recorded";
+			}
+			stall(rec);
+			close_recording(rec);
+			continue;
 		}
-		if (++rec->frames == rec->opt.max_frames)
+		if (rec->frames == rec->opt.max_frames)
 			return "the frame count was reached";
 	}
 }
@@ -897,6 +1255,12 @@ int main(int argc, char **argv)
 	}
 	rec.in_fmt = fb_av_pixel_format(rec.layout.format);
 	rec.fps = info.fps > 0 ? av_d2q(info.fps, 1000) : (AVRational){25, 1};
+	rec.frame_ticks = av_rescale_q(1, av_inv_q(rec.fps), time_base);
+	/* Capture times jitter: a fragment may fall short by a frame and a half. */
+	rec.fragment_ticks =
+	    (int64_t)(rec.opt.fragment_s * time_base.den) - 3 * rec.frame_ticks / 2;
+	if (rec.fragment_ticks < 1)
+		rec.fragment_ticks = 1;
 	if (choose_encoder(&rec) < 0 || (!rec.sws && !(rec.lending = av_frame_alloc()))) {
 		sws_freeContext(rec.sws);
 		fb_client_unsubscribe(rec.client, rec.ring->sub);
@@ -908,13 +1272,14 @@ int main(int argc, char **argv)
 	struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: wake the wait */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	fprintf(stderr, "framebus-record: recording %s (%ux%u %s) with %s%s\n", rec.opt.stream,
+	fprintf(stderr, "framebus-record: recording %s (%ux%u %s) with %s%s%s\n", rec.opt.stream,
 		rec.layout.width, rec.layout.height, fb_format_name(rec.layout.format),
-		rec.codec->name, rec.sws ? " (converted)" : "");
+		rec.codec->name, rec.sws ? ", converted to " : "",
+		rec.sws ? av_get_pix_fmt_name(rec.enc_fmt) : "");
 
 	const char *why = run(&rec, &status);
-	if (finish_recording(&rec) < 0)
-		status = 1;
+	if (finish_recording(&rec) < 0 || rec.stalled)
+		status = 1; /* it ended with frames it could not write */
 	fprintf(stderr,
 		"framebus-record: stopped (%s): %llu frames in %llu files, %llu skipped, "
 		"%llu daemon restarts\n",

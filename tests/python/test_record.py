@@ -1,12 +1,15 @@
 # SPDX-License-Identifier: MIT
 """The processed-frame path end to end: framebusd, python/examples/gray.py,
 framebus-record and the C collector, all real processes."""
+import errno
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -24,6 +27,12 @@ def daemon():
     d = Daemon()
     yield d
     d.stop()
+
+
+# ffmpeg's output options that pass every decoded frame on once, at its own
+# time (frames published in a burst lie microseconds apart): not at a fixed
+# rate, which would drop or repeat frames, or complain.
+EVERY_FRAME = ["-fps_mode", "passthrough", "-enc_time_base", "-1"]
 
 
 def ffprobe(path):
@@ -122,7 +131,8 @@ def test_gray_pipeline_recording_matches_the_collector(daemon, tmp_path):
 @pytest.mark.parametrize("ext", ["mp4", "mkv"])
 def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon, tmp_path, ext):
     """SIGKILL mid-file (as a power cut would stop it): the video plays up to
-    its last whole fragment, and the sidecar has a line for each frame in it."""
+    its last whole fragment, and the sidecar has a line for each frame in it
+    and no other."""
     wait_for_stream(daemon, "cam0")
     video = str(tmp_path / f"cam0.{ext}")
     rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.5", "cam0", video])
@@ -130,20 +140,48 @@ def test_a_killed_recorder_leaves_a_file_that_plays_to_its_last_fragment(daemon,
     time.sleep(3)
     rec.kill()
     rec.wait()
-    probe = subprocess.run(["ffmpeg", "-v", "error", "-i", video, "-f", "null", "-"],
-                           capture_output=True, text=True)
-    assert probe.returncode == 0 and not probe.stderr, probe.stderr
-    width, height, frames = ffprobe(video)
-    assert (width, height) == (320, 240)
+    frames = plays(video)
+    assert ffprobe(video)[:2] == (320, 240)
     # 3 s at 30 fps, less at most the fragment being written (0.5 s) and
     # what the encoder held back.
     assert frames >= 45, frames
-    with open(tmp_path / "cam0.jsonl") as f:
-        text = f.read()
-    # Whole lines up to the last flush; a line cut short by the kill after it.
-    lines = [json.loads(line) for line in text.split("\n")[:-1]]
-    assert len(lines) >= frames, (len(lines), frames)
-    assert [line["frame"] for line in lines[:frames]] == list(range(frames))
+    # A line for each frame in the video, and no other.
+    lines = jsonl(str(tmp_path / "cam0.jsonl"))
+    assert [line["frame"] for line in lines] == list(range(frames))
+
+
+def test_random_kills_leave_files_that_play_and_match_their_sidecars(daemon, tmp_path):
+    """SIGKILL at random points of 20 recordings, 10 MP4 and 10 Matroska, four
+    at a time: each file plays to its end and its sidecar has exactly the
+    frames in it."""
+    import random
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    wait_for_stream(daemon, "cam0")
+    with_frames = 0
+    for batch in range(5):
+        recs = []
+        for i, ext in enumerate(["mp4", "mkv", "mp4", "mkv"]):
+            video = str(tmp_path / f"kill{batch}{i}.{ext}")
+            rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.2", "cam0", video])
+            recs.append((rng.uniform(0.05, 2), rec, video))
+        for _, rec, _ in recs:
+            wait_for_line(rec, "recording cam0")
+        started = time.monotonic()
+        for delay, rec, _ in sorted(recs, key=lambda r: r[0]):
+            time.sleep(max(0, started + delay - time.monotonic()))
+            rec.kill()
+        for delay, rec, video in recs:
+            rec.communicate()
+            where = f"{video} killed after {delay:.2f} s (seed {seed})"
+            if not os.path.exists(video):  # killed before its first fragment
+                assert not os.path.exists(video[:-4] + ".jsonl"), where
+                continue
+            lines = jsonl(video[:-4] + ".jsonl")
+            assert [line["frame"] for line in lines] == list(range(len(lines))), where
+            assert plays(video) == len(lines) > 0, where
+            with_frames += 1
+    assert with_frames >= 5, f"too few kills after a fragment (seed {seed})"
 
 
 def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_path):
@@ -171,6 +209,49 @@ def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_pat
     assert base64.b64decode(lines[3]["meta_base64"]) == b"\x00\xff\xfebinary"
     assert lines[4]["meta"] is None
     assert lines[5]["meta"] == '{"cut": ', "not JSON: kept as text"
+
+
+@pytest.mark.parametrize("fmt", ["gray8", "bgr24", "nv12"])
+def test_lossless_gives_back_the_very_pixels(daemon, tmp_path, fmt):
+    """--lossless: the file decoded in the stream's pixel format is, frame by
+    frame (by seq, through the sidecar), what a subscriber saw."""
+    import framebus
+    width, height, count = 96, 64, 12
+    rng = np.random.default_rng(20)
+    seen = {}
+    video = str(tmp_path / f"{fmt}.mkv")
+    with framebus.connect(daemon.socket) as bus:
+        pub = bus.publish("py.exact", width, height, format=fmt, policy="block")
+        sub = bus.subscribe("py.exact", mode="queue")
+        rec = start([RECORD, "--socket", daemon.socket, "--lossless", "--fragment", "0.1",
+                     "--frames", str(count), "py.exact", video])
+        wait_for_line(rec, "recording py.exact")
+        for _ in range(count):
+            with pub.frame(timeout=5) as out:
+                out.array[:] = rng.integers(0, 256, out.array.shape, dtype=np.uint8)
+            with sub.acquire(timeout=5) as frame:
+                seen[frame.seq] = np.array(frame.array).tobytes()
+        assert rec.wait(timeout=20) == 0, rec.stderr.read()
+        pub.close()
+    pix_fmt = {"gray8": "gray"}.get(fmt, fmt)
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", video, *EVERY_FRAME, "-f", "rawvideo",
+                          "-pix_fmt", pix_fmt, "-"], capture_output=True, timeout=60)
+    assert raw.returncode == 0 and not raw.stderr, raw.stderr
+    size = len(next(iter(seen.values())))
+    lines = jsonl(str(tmp_path / f"{fmt}.jsonl"))
+    assert len(raw.stdout) == size * count == size * len(lines)
+    for i, line in enumerate(lines):
+        assert raw.stdout[i * size:(i + 1) * size] == seen[line["seq"]], f"frame {i} differs"
+
+
+def test_lossless_is_refused_where_it_cannot_be(daemon, tmp_path):
+    for args, message in [
+        (["--lossless", "cam0", str(tmp_path / "x.mp4")], "end OUTPUT in .mkv"),
+        (["--lossless", "--crf", "0", "cam0", str(tmp_path / "x.mkv")], "drop --encoder, --crf"),
+    ]:
+        r = subprocess.run([RECORD, "--socket", daemon.socket, *args], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 2 and message in r.stderr, (args, r.stderr)
 
 
 def test_retention_deletes_old_segments_and_the_oldest_past_a_size(daemon, tmp_path):
@@ -343,6 +424,7 @@ def test_bad_options_are_named(daemon, tmp_path):
     for args, message in [
         (["--segment", "5", "cam0", str(tmp_path / "x.mp4")], "must be a strftime pattern"),
         (["--frames", "-3", "cam0", str(tmp_path / "x.mp4")], "bad value '-3' for --frames"),
+        (["--retry", "0.01", "cam0", str(tmp_path / "x.mp4")], "bad value '0.01' for --retry"),
         (["--encoder", "nope", "cam0", str(tmp_path / "x.mp4")], "no video encoder 'nope'"),
         (["nostream", str(tmp_path / "x.mp4")], "cannot subscribe to 'nostream'"),
         (["--frames", "1", "cam0", str(tmp_path / "x.foo")], "end it in .mp4 or .mkv"),
@@ -361,3 +443,155 @@ def test_a_results_stream_is_refused_with_a_reason(daemon, tmp_path):
                             str(tmp_path / "x.mp4")], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1
     assert "'cam0.people' is a results stream: it has no pictures" in r.stderr, r.stderr
+
+
+def plays(video):
+    """Frames in video, decoded to the end without a word from FFmpeg."""
+    probe = subprocess.run(["ffmpeg", "-v", "error", "-i", video, *EVERY_FRAME, "-f", "null",
+                            "-"], capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0 and not probe.stderr, (video, probe.stderr)
+    return ffprobe(video)[2]
+
+
+class Counter:
+    """Another queue subscriber of cam0, in a thread, reading as fast as it
+    can: the seqs it got and the frames it missed."""
+
+    def __init__(self, daemon):
+        import framebus
+        self.bus = framebus.connect(daemon.socket, name="counter")
+        self.sub = self.bus.subscribe("cam0", mode="queue")
+        self.seqs, self.missed, self.done = [], 0, threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.done.is_set():
+            try:
+                frame = self.sub.acquire(timeout=0.2)
+            except TimeoutError:
+                continue
+            with frame:
+                self.seqs.append(frame.seq)
+                self.missed += frame.missed
+
+    def stop(self):
+        if self.done.is_set():
+            return
+        self.done.set()
+        self.thread.join(5)
+        self.bus.close()
+
+    def check(self):
+        self.stop()
+        assert self.missed == 0 and len(self.seqs) >= 90, (self.missed, len(self.seqs))
+        assert self.seqs == list(range(self.seqs[0], self.seqs[0] + len(self.seqs)))
+
+
+def resumed_recording(rec, first, second, skipped_line):
+    """Checks of a recording that stopped writing and went on in a new file:
+    both play and match their sidecars, and the frames between them are the
+    ones the recorder said it skipped."""
+    lines = wait_for_line(rec, "writing again")
+    assert f"writing again, into {second}, after " in lines[-1], lines
+    skipped = int(lines[-1].split(" after ")[1].split()[0])
+    time.sleep(1.5)
+    rec.send_signal(signal.SIGTERM)
+    err = rec.communicate(timeout=20)[1]
+    assert rec.returncode == 0 and "stopped (terminated)" in err, err
+    before, after = jsonl(first[:-4] + ".jsonl"), jsonl(second[:-4] + ".jsonl")
+    assert plays(first) == len(before) >= 20
+    assert plays(second) == len(after) >= 20
+    assert skipped > 0
+    assert after[0]["seq"] - before[-1]["seq"] - 1 == skipped, (skipped_line, lines[-1])
+
+
+def test_a_full_disk_skips_frames_and_goes_on_in_a_new_file_when_space_is_back(daemon,
+                                                                              tmp_path):
+    assert os.geteuid() == 0, "this test mounts a small tmpfs: run it as root (CI does)"
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], check=True)
+    rec = counter = None
+    try:
+        wait_for_stream(daemon, "cam0")
+        counter = Counter(daemon)
+        rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.25", "--retry", "0.5",
+                     "cam0", str(disk / "cam0.mkv")])
+        wait_for_line(rec, "recording cam0")
+        time.sleep(1.5)
+        with open(disk / "filler", "wb") as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+        lines = wait_for_line(rec, "skipping frames")
+        assert f"cannot write {disk}/cam0" in lines[-1], lines
+        assert "No space left on device" in lines[-1] and "every 0.5 s" in lines[-1], lines
+        time.sleep(1)
+        assert set(os.listdir(disk)) == {"cam0.mkv", "cam0.jsonl", "filler"}, \
+            "no file while the disk is full"
+        os.unlink(disk / "filler")
+        resumed_recording(rec, str(disk / "cam0.mkv"), str(disk / "cam0-1.mkv"), lines[-1])
+        counter.check()
+    finally:
+        stop_all(rec, counter)
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def stop_all(rec, counter):
+    if rec and rec.poll() is None:
+        rec.kill()
+        rec.communicate()
+    if counter:
+        counter.stop()
+
+
+def test_a_vanished_directory_skips_frames_until_it_is_back(daemon, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    wait_for_stream(daemon, "cam0")
+    rec = counter = None
+    try:
+        counter = Counter(daemon)
+        rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.25", "--retry", "0.5",
+                     "cam0", str(out / "cam0.mp4")])
+        wait_for_line(rec, "recording cam0")
+        time.sleep(1.5)
+        # Open, the deleted files can still be read once the recorder let go.
+        kept = [open(out / name, "rb") for name in ("cam0.mp4", "cam0.jsonl")]
+        shutil.rmtree(out)
+        lines = wait_for_line(rec, "skipping frames")
+        assert f"{out}/cam0.mp4 was deleted" in lines[-1], lines
+        for f in kept:
+            with f, open(tmp_path / os.path.basename(f.name), "wb") as copy:
+                copy.write(f.read())
+        time.sleep(1)
+        out.mkdir()
+        resumed_recording(rec, str(tmp_path / "cam0.mp4"), str(out / "cam0-1.mp4"), lines[-1])
+        counter.check()
+    finally:
+        stop_all(rec, counter)
+
+
+def test_a_recorder_started_before_its_directory_waits_for_it(daemon, tmp_path):
+    out = tmp_path / "later"
+    wait_for_stream(daemon, "cam0")
+    rec = start([RECORD, "--socket", daemon.socket, "--fragment", "0.25", "--retry", "0.5",
+                 "cam0", str(out / "cam0.mkv")])
+    try:
+        lines = wait_for_line(rec, "skipping frames")
+        assert f"cannot write {out}/cam0.mkv: No such file or directory" in lines[-1], lines
+        out.mkdir()
+        # The name was never used: the first file gets it.
+        lines = wait_for_line(rec, "writing again")
+        assert f"writing again, into {out}/cam0.mkv, after " in lines[-1], lines
+        time.sleep(1)
+        rec.send_signal(signal.SIGTERM)
+        err = rec.communicate(timeout=20)[1]
+        assert rec.returncode == 0, err
+        assert plays(str(out / "cam0.mkv")) == len(jsonl(str(out / "cam0.jsonl"))) >= 20
+    finally:
+        stop_all(rec, None)
