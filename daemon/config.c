@@ -2,12 +2,14 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <strings.h>
 #include <syslog.h>
 
@@ -18,7 +20,8 @@
 
 struct parser {
 	struct fbd_config *config;
-	struct fbd_stream_config *stream; /* the section being read, NULL in [daemon] */
+	struct fbd_stream_config *stream; /* the [stream] section being read, or NULL */
+	struct fbd_access_rule *rule;     /* the [access] section being read, or NULL */
 	bool in_daemon;
 	const char *path;
 	FILE *file;
@@ -452,6 +455,90 @@ static bool stream_name_ok(const char *name)
 	return true;
 }
 
+/* A pattern of stream names: a name's characters and fnmatch's. */
+static bool pattern_ok(const char *pattern)
+{
+	size_t len = strlen(pattern);
+	if (len == 0 || len > FB_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((pattern[i] >= 'a' && pattern[i] <= 'z') ||
+		      (pattern[i] >= 'A' && pattern[i] <= 'Z') ||
+		      (pattern[i] >= '0' && pattern[i] <= '9') || strchr("._-*?[]!", pattern[i])))
+			return false;
+	return true;
+}
+
+/* A numeric id, or -1. */
+static int64_t parse_id(const char *v)
+{
+	uint64_t n;
+	return parse_uint(v, 0, UINT32_MAX - 1, &n) ? (int64_t)n : -1;
+}
+
+/* "@video alice 1001 @2000": users and groups (@), by name or number; names
+ * are resolved now, an unknown one is an error. */
+static int access_ids(struct parser *p, const char *section, const char *key, const char *v,
+		      struct fbd_access_ids *ids)
+{
+	char copy[1024], *save = NULL;
+	if (strlen(v) >= sizeof(copy))
+		return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
+	strcpy(copy, v);
+	ids->given = true;
+	for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		bool group = w[0] == '@';
+		const char *name = w + group;
+		int64_t id = parse_id(name);
+		if (id < 0 && group) {
+			struct group *g = getgrnam(name);
+			if (!g)
+				return fail(p, section, key, "no group '%s'", name);
+			id = g->gr_gid;
+		} else if (id < 0) {
+			struct passwd *u = getpwnam(name);
+			if (!u)
+				return fail(p, section, key, "no user '%s'", name);
+			id = u->pw_uid;
+		}
+		uint32_t *n = group ? &ids->n_gids : &ids->n_uids;
+		if (*n == FBD_MAX_ACCESS_IDS)
+			return fail(p, section, key, "more than %d %s", FBD_MAX_ACCESS_IDS,
+				    group ? "groups" : "users");
+		(group ? ids->gids : ids->uids)[(*n)++] = (uint32_t)id;
+	}
+	return 1;
+}
+
+static int access_key(struct parser *p, const char *section, const char *key, const char *v)
+{
+	struct fbd_access_rule *a = p->rule;
+
+	if (!strcmp(key, "streams")) {
+		char copy[(FB_NAME_MAX + 1) * FBD_MAX_ACCESS_PATTERNS], *save = NULL;
+		if (strlen(v) >= sizeof(copy))
+			return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
+		strcpy(copy, v);
+		for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+			if (!pattern_ok(w))
+				return fail(p, section, key,
+					    "'%s' is not a stream name or pattern (letters, "
+					    "digits, '.', '_', '-' and * ? [ ] !)",
+					    w);
+			if (a->n_patterns == FBD_MAX_ACCESS_PATTERNS)
+				return fail(p, section, key, "more than %d patterns",
+					    FBD_MAX_ACCESS_PATTERNS);
+			strcpy(a->patterns[a->n_patterns++], w);
+		}
+		return a->n_patterns ? 1 : fail(p, section, key, "no stream name or pattern");
+	}
+	if (!strcmp(key, "subscribe"))
+		return access_ids(p, section, key, v, &a->subscribe);
+	if (!strcmp(key, "publish"))
+		return access_ids(p, section, key, v, &a->publish);
+	return fail(p, section, key, "unknown key (expected streams, subscribe or publish)");
+}
+
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parser *p = user;
@@ -490,7 +577,28 @@ static int handler(void *user, const char *section, const char *key, const char 
 		}
 		return stream_key(p, section, key, value);
 	}
-	return fail(p, section, key, "unknown section (expected [daemon] or [stream NAME])");
+	if (!strncmp(section, "access ", 7)) {
+		const char *name = section + 7;
+		if (!p->rule || strcmp(p->rule->name, name)) {
+			if (!stream_name_ok(name))
+				return fail(p, section, key,
+					    "rule name '%s' must be 1-%d letters, digits, '.', "
+					    "'_' or '-'",
+					    name, FB_NAME_MAX);
+			for (uint32_t i = 0; i < p->config->n_access; i++)
+				if (!strcmp(p->config->access[i].name, name))
+					return fail(p, section, key, "rule '%s' is defined twice",
+						    name);
+			if (p->config->n_access == FBD_MAX_ACCESS_RULES)
+				return fail(p, section, key, "more than %d [access] rules",
+					    FBD_MAX_ACCESS_RULES);
+			p->rule = &p->config->access[p->config->n_access++];
+			strcpy(p->rule->name, name);
+		}
+		return access_key(p, section, key, value);
+	}
+	return fail(p, section, key,
+		    "unknown section (expected [daemon], [stream NAME] or [access NAME])");
 }
 
 static const char *check_stream(const struct fbd_stream_config *s)
@@ -586,6 +694,12 @@ int fbd_config_load(const char *path, struct fbd_config **ret_config, char *erro
 			p.failed = -EINVAL;
 		}
 	}
+	for (uint32_t i = 0; !p.failed && i < p.config->n_access; i++)
+		if (!p.config->access[i].n_patterns) {
+			snprintf(error, size, "%s: [access %s]: no streams (the names it covers)",
+				 path, p.config->access[i].name);
+			p.failed = -EINVAL;
+		}
 	if (p.failed) {
 		fbd_config_free(p.config);
 		return p.failed;

@@ -12,6 +12,9 @@
 
 #define FBD_MAX_STREAMS 64
 #define FBD_MAX_OPTIONS 16
+#define FBD_MAX_ACCESS_RULES 64
+#define FBD_MAX_ACCESS_PATTERNS 16
+#define FBD_MAX_ACCESS_IDS 32
 
 /* What an input that ends does to its stream. */
 enum fbd_on_end {
@@ -61,6 +64,25 @@ struct fbd_stream_config {
 	char *option_values[FBD_MAX_OPTIONS];
 };
 
+/* Who an [access] rule lets do one thing: users and groups, resolved to ids
+ * at load.  given false: the key is absent. */
+struct fbd_access_ids {
+	bool given;
+	uint32_t n_uids, n_gids;
+	uint32_t uids[FBD_MAX_ACCESS_IDS];
+	uint32_t gids[FBD_MAX_ACCESS_IDS];
+};
+
+/* [access NAME]: the streams it covers (fnmatch patterns), who may subscribe
+ * to them (absent: anyone) and who may publish a name they match (absent:
+ * nobody).  access.c applies them. */
+struct fbd_access_rule {
+	char name[FB_NAME_MAX + 1];
+	uint32_t n_patterns;
+	char patterns[FBD_MAX_ACCESS_PATTERNS][FB_NAME_MAX + 1];
+	struct fbd_access_ids subscribe, publish;
+};
+
 struct fbd_config {
 	char *socket_path;
 	char *socket_group; /* NULL: the daemon's own group */
@@ -79,6 +101,9 @@ struct fbd_config {
 	struct sockaddr_storage metrics_addr;
 	uint32_t n_streams;
 	struct fbd_stream_config streams[FBD_MAX_STREAMS];
+	/* In file order: the first whose patterns match a name decides. */
+	uint32_t n_access;
+	struct fbd_access_rule access[FBD_MAX_ACCESS_RULES];
 };
 
 /* Load path into a new config.  On error returns -errno and writes a message

@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "daemon.h"
 #include "log.h"
 #include "protocol-private.h"
@@ -24,6 +25,16 @@
 
 /* Subscriber places (of FB_MAX_SUBSCRIBERS) one client may take on one stream. */
 #define MAX_SUBSCRIPTIONS_PER_STREAM (FB_MAX_SUBSCRIBERS / 4)
+/* A client's refusals by one rule are logged at most once in this time. */
+#define DENIAL_LOG_INTERVAL_NS 10000000000ull
+#define DENIALS_REMEMBERED 4
+
+/* The last log line about a client's requests a rule refused. */
+struct denial {
+	char rule[FB__NAME_MAX];
+	uint64_t logged_ns;
+	uint32_t suppressed; /* refusals not logged since */
+};
 
 struct subscription {
 	uint32_t id;
@@ -41,6 +52,8 @@ struct fbd_client {
 	int fd;
 	uint32_t id;
 	struct ucred cred;
+	struct fbd_peer peer; /* its uid and groups, for the access rules */
+	struct denial denials[DENIALS_REMEMBERED];
 	bool said_hello;
 	bool paused; /* its replies are unread: its requests wait */
 	char name[FB__NAME_MAX];
@@ -65,6 +78,43 @@ static int send_error(struct fbd_client *c, uint32_t seq, int error, const char 
 	va_end(ap);
 	fbd_log_about(LOG_DEBUG, NULL, c->label, "client %s: error: %s", c->label, e.text);
 	return fb__msg_send(c->fd, FB__OP_ERROR, seq, &e, sizeof(e), NULL, 0);
+}
+
+/* Whether c may do op on the stream name (refused: answered, and logged at
+ * most once per rule every DENIAL_LOG_INTERVAL_NS). */
+static bool allowed(struct fbd_client *c, uint32_t seq, enum fbd_access_op op, const char *name)
+{
+	char why[FB__ERROR_TEXT_MAX];
+	const char *rule;
+	int r = fbd_access_check(c->d->config, &c->peer, op, name, &rule, why, sizeof(why));
+	if (r == 0)
+		return true;
+	send_error(c, seq, r, "%s", why);
+	uint64_t now = fb_now_ns();
+	struct denial *slot = &c->denials[0];
+	for (uint32_t i = 0; i < DENIALS_REMEMBERED; i++) {
+		if (!strcmp(c->denials[i].rule, rule)) {
+			slot = &c->denials[i];
+			break;
+		}
+		if (c->denials[i].logged_ns < slot->logged_ns)
+			slot = &c->denials[i]; /* else the oldest makes room */
+	}
+	if (strcmp(slot->rule, rule)) {
+		*slot = (struct denial){0};
+		snprintf(slot->rule, sizeof(slot->rule), "%s", rule);
+	} else if (now - slot->logged_ns < DENIAL_LOG_INTERVAL_NS) {
+		slot->suppressed++;
+		return false;
+	}
+	char more[48] = "";
+	if (slot->suppressed)
+		snprintf(more, sizeof(more), " (and %u more not logged)", slot->suppressed);
+	fbd_log_about(LOG_WARNING, name, c->label, "client %s (uid %u): %s%s", c->label,
+		      (unsigned)c->peer.uid, why, more);
+	slot->logged_ns = now;
+	slot->suppressed = 0;
+	return false;
 }
 
 static void drop_subscription(struct fbd_client *c, uint32_t i)
@@ -188,7 +238,7 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 {
 	const struct fb__msg_subscribe *req = &m->body.subscribe;
 	struct fbd_stream *st = find_stream(c, m->header.seq, req->stream, sizeof(req->stream));
-	if (st)
+	if (st && allowed(c, m->header.seq, FBD_ACCESS_SUBSCRIBE, st->name))
 		subscribe_to(c, m->header.seq, st, req->mode, req->max_holds);
 }
 
@@ -199,7 +249,8 @@ static void handle_subscribe_derived(struct fbd_client *c, const struct fb__msg 
 	struct fbd_stream *parent = find_stream(c, seq, req->parent, sizeof(req->parent)), *st;
 	char why[FB__ERROR_TEXT_MAX];
 
-	if (!parent)
+	/* A derived stream shows its parent's pictures: the parent's rule. */
+	if (!parent || !allowed(c, seq, FBD_ACCESS_SUBSCRIBE, parent->name))
 		return;
 	int r = fbd_streams_derive(c->d, parent, &req->spec, c, why, sizeof(why), &st);
 	if (r < 0) {
@@ -407,6 +458,8 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	else if (fbd_streams_find(d, req->name))
 		r = -EEXIST,
 		snprintf(why, sizeof(why), "a stream named '%s' exists already", req->name);
+	else if (!allowed(c, seq, FBD_ACCESS_PUBLISH, req->name))
+		r = -EACCES; /* answered */
 	else if (fb__ring_geometry_compute(&params, &geo) < 0)
 		r = -EINVAL, snprintf(why, sizeof(why),
 				      "invalid ring parameters (size, format, slots, "
@@ -424,7 +477,8 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 		close(frame_fd);
 		close(control_fd);
 		close(channel);
-		send_error(c, seq, r, "%s", why);
+		if (r != -EACCES)
+			send_error(c, seq, r, "%s", why);
 		return;
 	}
 	char name[FB__NAME_MAX];
@@ -667,6 +721,14 @@ static void on_listen(uv_poll_t *poll, int status, int events)
 		c->d = d;
 		c->fd = fd;
 		c->id = ++d->next_client_id;
+		c->peer.uid = c->cred.uid;
+		c->peer.gid = c->cred.gid;
+		gid_t groups[FBD_PEER_GROUPS];
+		socklen_t glen = sizeof(groups);
+		/* Past FBD_PEER_GROUPS (ERANGE) only its primary group counts. */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
+			for (size_t i = 0; i < glen / sizeof(gid_t); i++)
+				c->peer.groups[c->peer.n_groups++] = groups[i];
 		c->poll.data = c;
 		snprintf(c->label, sizeof(c->label), "#%u[%d]", c->id, (int)c->cred.pid);
 		if (d->n_clients >= d->config->max_clients) {

@@ -81,6 +81,20 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	    {"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
 	     "[stream a] slots: stream 'a' is defined twice"},
 	    {"[daemon\n", "framebusd.conf:1: syntax error"},
+	    {"[access a]\nstreams = cam0\nsubscribe = @video no-such-user-xyz\n",
+	     "framebusd.conf:3: [access a] subscribe: no user 'no-such-user-xyz'"},
+	    {"[access a]\nstreams = cam0\npublish = root @no-such-group-xyz\n",
+	     "framebusd.conf:3: [access a] publish: no group 'no-such-group-xyz'"},
+	    {"[access a]\nstreams = cam/0\n",
+	     "framebusd.conf:2: [access a] streams: 'cam/0' is not a stream name or pattern"},
+	    {"[access a]\nsubscribe = 1000\n", "framebusd.conf: [access a]: no streams"},
+	    {"[access a]\nstreams = x\nread = 1000\n",
+	     "framebusd.conf:3: [access a] read: unknown key (expected streams, subscribe or "
+	     "publish)"},
+	    {"[access a b]\nstreams = x\n",
+	     "framebusd.conf:2: [access a b] streams: rule name 'a b' must be"},
+	    {"[access a]\nstreams = x\n[access b]\nstreams = y\n[access a]\nstreams = z\n",
+	     "framebusd.conf:6: [access a] streams: rule 'a' is defined twice"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct daemon d;

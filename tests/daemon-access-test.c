@@ -1,0 +1,221 @@
+/* SPDX-License-Identifier: MIT */
+/* Who may do what: [access] rules checked against the peer's credentials on
+ * every request, names reserved to their publishers, per-user limits and the
+ * holds a drop stream's subscribers may take.  The test runs as root; its
+ * clients run as throwaway uids (61234...) in forked children. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon-helpers.h"
+
+#define ALICE 61234
+#define BOB 61235
+#define VIDEO 61000 /* a group */
+#define PUBLISHERS 61001
+
+enum op { SUBSCRIBE, SUBSCRIBE_DERIVED, PUBLISH };
+
+struct request {
+	enum op op;
+	const char *stream;
+};
+
+/* Connect and make one request; its result and the daemon's error text. */
+static int request(const struct daemon *d, void *arg, char *error, size_t size)
+{
+	const struct request *req = arg;
+	struct fb_ring_params params = th_params(16, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP);
+	struct fb_derived spec = {.width = 32, .height = 24};
+	fb_subscriber *sub = NULL;
+	fb_producer *prod = NULL;
+	fb_client *c;
+	int r = fb_client_connect(d->socket, "as-user", &c);
+	if (r < 0)
+		return r;
+	switch (req->op) {
+	case SUBSCRIBE:
+		r = fb_client_subscribe(c, req->stream, FB_MODE_LATEST, 1, &sub);
+		break;
+	case SUBSCRIBE_DERIVED:
+		r = fb_client_subscribe_derived(c, req->stream, &spec, FB_MODE_LATEST, 1, &sub);
+		break;
+	case PUBLISH:
+		r = fb_client_publish(c, req->stream, &params, &prod);
+		break;
+	}
+	snprintf(error, size, "%s", r < 0 ? fb_client_last_error(c) : "");
+	fb_subscriber_free(sub);
+	if (prod)
+		fb_client_unpublish(c, prod);
+	fb_client_free(c);
+	return r;
+}
+
+/* Make one request as uid (primary group gid, and group among its
+ * supplementary groups if not 0); its result, and its error text in error. */
+static int as(const struct daemon *d, uid_t uid, gid_t gid, gid_t group, enum op op,
+	      const char *stream, char *error)
+{
+	struct request req = {op, stream};
+	gid_t groups[1] = {group};
+	return as_user(d, uid, gid, groups, group ? 1 : 0, request, &req, error);
+}
+
+/* A daemon on config whose socket anyone may reach. */
+static void start_open(struct daemon *d, const char *rules)
+{
+	char config[2048];
+	snprintf(config, sizeof(config), "[daemon]\nsocket_mode = 0666\n%s%s", lavfi_config,
+		 rules);
+	start(d, config);
+	cr_assert_eq(chmod(d->dir, 0755), 0);
+}
+
+static int count(const char *text, const char *needle)
+{
+	int n = 0;
+	for (const char *at = text; (at = strstr(at, needle)); at++)
+		n++;
+	return n;
+}
+
+Test(daemon, access_rules_allow_and_deny_as_written)
+{
+	struct daemon d;
+	char error[256];
+	char rules[512];
+	snprintf(rules, sizeof(rules),
+		 "[access cameras]\nstreams = bars\nsubscribe = @%d %d\n"
+		 "[access gray]\nstreams = cam*.gray\npublish = %d @%d\n",
+		 VIDEO, ALICE, ALICE, PUBLISHERS);
+	start_open(&d, rules);
+	fb_client *root = client(&d);
+	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
+
+	/* subscribe = @video alice: alice, a member of video (primary or
+	 * supplementary group), nobody else. */
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, SUBSCRIBE, "bars", error), 0, "%s", error);
+	cr_assert_eq(as(&d, BOB, VIDEO, 0, SUBSCRIBE, "bars", error), 0, "%s", error);
+	cr_assert_eq(as(&d, BOB, BOB, VIDEO, SUBSCRIBE, "bars", error), 0, "%s", error);
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), -EACCES);
+	cr_assert(strstr(error, "[access cameras]"), "%s", error);
+	/* A derived stream is subscribed as its parent. */
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE_DERIVED, "bars", error), -EACCES);
+	cr_assert(strstr(error, "[access cameras]"), "%s", error);
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, SUBSCRIBE_DERIVED, "bars", error), 0, "%s", error);
+
+	/* publish = alice @publishers, for names matching cam*.gray. */
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "cam1.gray", error), 0, "%s", error);
+	cr_assert_eq(as(&d, BOB, PUBLISHERS, 0, PUBLISH, "cam2.gray", error), 0, "%s", error);
+	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "cam3.gray", error), -EACCES);
+	cr_assert(strstr(error, "[access gray]"), "%s", error);
+	/* No rule covers other names, and none limits subscribing to cam*.gray. */
+	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "cam3.rgb", error), 0, "%s", error);
+	struct fb_ring_params params = th_params(16, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP);
+	fb_producer *prod;
+	cr_assert_eq(fb_client_publish(root, "cam4.gray", &params, &prod), 0, "root may");
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "cam4.gray", error), 0, "%s", error);
+
+	/* Root may do everything. */
+	fb_subscriber *sub;
+	cr_assert_eq(fb_client_subscribe(root, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	fb_subscriber_free(sub);
+
+	/* Refusals are logged, naming the client's uid and the rule: once
+	 * per client and rule every 10 s. */
+	wait_log(&d, "(uid 61235): denied by [access gray]", 5);
+	const char *log = read_file(d.log);
+	cr_assert_eq(count(log, "(uid 61235): denied by [access cameras]"), 2, "one line per client:\n%s",
+		     log);
+	cr_assert_eq(fb_client_unpublish(root, prod), 0);
+	fb_client_free(root);
+	stop(&d);
+}
+
+static int refused_many(const struct daemon *d, void *arg, char *error, size_t size)
+{
+	fb_subscriber *sub;
+	fb_client *c;
+	int r = fb_client_connect(d->socket, "persistent", &c);
+	(void)arg;
+	if (r < 0)
+		return r;
+	for (int i = 0; i < 5; i++)
+		r = fb_client_subscribe(c, "bars", FB_MODE_LATEST, 1, &sub);
+	snprintf(error, size, "%s", fb_client_last_error(c));
+	fb_client_free(c);
+	return r;
+}
+
+Test(daemon, access_refusals_are_logged_at_most_once_per_rule_and_client)
+{
+	struct daemon d;
+	char error[256];
+	start_open(&d, "[access cameras]\nstreams = b*\nsubscribe = 61234\n");
+	fb_client *root = client(&d);
+	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(as_user(&d, BOB, BOB, NULL, 0, refused_many, NULL, error), -EACCES);
+	cr_assert(strstr(error, "denied by [access cameras]: uid 61235 may not subscribe to 'bars'"),
+		  "%s", error);
+	wait_log(&d, "client persistent", 5);
+	/* The client's hang-up comes after its five refusals. */
+	wait_log(&d, "disconnected", 5);
+	cr_assert_eq(count(read_file(d.log), "(uid 61235): denied by [access cameras]"), 1, "%s",
+		     read_file(d.log));
+	fb_client_free(root);
+	stop(&d);
+}
+
+/* A name a rule reserves cannot be taken before its publisher comes. */
+Test(daemon, reserved_names_cannot_be_squatted)
+{
+	struct daemon d;
+	char error[256];
+	start_open(&d, "[access analytics]\nstreams = results.* det-[0-9]\npublish = 61234\n"
+		       "[access closed]\nstreams = private\n");
+	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "results.cam0", error), -EACCES);
+	cr_assert(strstr(error, "[access analytics]"), "%s", error);
+	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "det-7", error), -EACCES);
+	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "private", error), -EACCES);
+	cr_assert(strstr(error, "[access closed]"), "%s", error);
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "private", error), -EACCES, "no publish key");
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "results.cam0", error), 0, "%s", error);
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "det-77", error), 0, "not matched: %s",
+		     error);
+	fb_client *root = client(&d);
+	struct fb_stream_info info;
+	cr_assert_eq(fb_client_get_stream(root, "results.cam0", &info), -ENOENT,
+		     "the refused and the withdrawn left nothing");
+	fb_client_free(root);
+	stop(&d);
+}
+
+/* A reload's rules apply to the next requests. */
+Test(daemon, reloaded_rules_apply_to_new_requests)
+{
+	struct daemon d;
+	char error[256];
+	start_open(&d, "");
+	fb_client *root = client(&d);
+	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), 0, "no rules: %s", error);
+	char config[1024];
+	snprintf(config, sizeof(config),
+		 "[daemon]\nsocket_mode = 0666\n%s[access cameras]\nstreams = *\nsubscribe = %d\n",
+		 lavfi_config, ALICE);
+	write_file(d.config, config);
+	kill(d.pid, SIGHUP);
+	wait_log(&d, "reloading", 10);
+	/* It logs that before it applies the file, in the same turn of its
+	 * loop: any request after it meets the new rules. */
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), -EACCES, "%s", error);
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, SUBSCRIBE, "bars", error), 0, "%s", error);
+	fb_client_free(root);
+	stop(&d);
+}
