@@ -63,6 +63,10 @@ static struct fbd_config *config_new(void)
 	c->max_ring_memory_per_client = 1ull << 30;
 	c->max_derived_per_client = 4;
 	c->max_derived_memory = 256ull << 20;
+	c->max_connections_per_user = 64;
+	c->max_subscriptions_per_user = 256;
+	c->max_streams_per_user = 16;
+	c->max_memory_per_user = 2ull << 30;
 	c->socket_path = strdup(FB_DEFAULT_SOCKET);
 	if (!c->socket_path) {
 		free(c);
@@ -291,6 +295,28 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
 				    FBD_MAX_STREAMS);
 		c->max_derived_per_client = (uint32_t)n;
+		return 1;
+	}
+	const struct {
+		const char *key;
+		uint32_t *value;
+		uint32_t min, max;
+	} per_user[] = {
+	    {"max_connections_per_user", &c->max_connections_per_user, 1, 100000},
+	    {"max_subscriptions_per_user", &c->max_subscriptions_per_user, 1, 65536},
+	    {"max_streams_per_user", &c->max_streams_per_user, 0, FBD_MAX_STREAMS},
+	};
+	for (size_t i = 0; i < sizeof(per_user) / sizeof(per_user[0]); i++)
+		if (!strcmp(key, per_user[i].key)) {
+			if (!parse_uint(v, per_user[i].min, per_user[i].max, &n))
+				return fail(p, section, key, "'%s' is not a number from %u to %u",
+					    v, per_user[i].min, per_user[i].max);
+			*per_user[i].value = (uint32_t)n;
+			return 1;
+		}
+	if (!strcmp(key, "max_memory_per_user")) {
+		if (!parse_size(v, &c->max_memory_per_user))
+			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
 	if (!strcmp(key, "max_derived_memory")) {

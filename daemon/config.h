@@ -95,6 +95,12 @@ struct fbd_config {
 	uint64_t max_ring_memory_per_client; /* bytes of rings it may publish */
 	uint32_t max_derived_per_client;     /* streams it may have made on request */
 	uint64_t max_derived_memory;         /* bytes of all rings made on request */
+	/* The same, per user (uid) over all its connections; root and the
+	 * daemon's own user are exempt. */
+	uint32_t max_connections_per_user;
+	uint32_t max_subscriptions_per_user;
+	uint32_t max_streams_per_user;
+	uint64_t max_memory_per_user;
 	/* Where /metrics is served (Prometheus), as written; NULL: nowhere.
 	 * metrics_addr is it parsed. */
 	char *metrics;

@@ -41,6 +41,7 @@ struct subscription {
 	struct fbd_stream *stream;
 	uint32_t ring_id; /* the producer's id for it */
 	uint32_t mode;
+	uint32_t holds; /* the frames it may hold at once */
 	/* What it took, sampled every second (fbd_server_sample). */
 	struct fbd_window rates;
 };
@@ -146,6 +147,44 @@ static struct fbd_stream *find_stream(struct fbd_client *c, uint32_t seq, const 
 	return st;
 }
 
+/* What one user (uid) has, over all its connections. */
+struct usage {
+	uint32_t connections, subscriptions, streams;
+	uint64_t memory; /* of the rings it publishes */
+};
+
+static struct usage user_usage(const struct fbd_daemon *d, uint32_t uid)
+{
+	struct usage u = {0};
+	struct fb__ring_geometry geo;
+	for (const struct fbd_client *o = d->clients; o; o = o->next)
+		if (o->peer.uid == uid) {
+			u.connections++;
+			u.subscriptions += o->n_subs;
+		}
+	for (uint32_t i = 0; i < d->n_streams; i++) {
+		struct fbd_stream *st = d->streams[i];
+		struct fb_ring_params params = fbd_stream_params(st);
+		if (!st->owner || st->owner->peer.uid != uid)
+			continue;
+		u.streams++;
+		if (fb__ring_geometry_compute(&params, &geo) == 0)
+			u.memory += geo.total_size;
+	}
+	return u;
+}
+
+/* The frames st's subscribers may hold at once, all together. */
+static uint32_t holds_promised(const struct fbd_daemon *d, const struct fbd_stream *st)
+{
+	uint32_t n = 0;
+	for (const struct fbd_client *o = d->clients; o; o = o->next)
+		for (uint32_t i = 0; i < o->n_subs; i++)
+			if (o->subs[i].stream == st)
+				n += o->subs[i].holds;
+	return n;
+}
+
 /* What a subscription's record shows now, as a sample of its window. */
 static int sample_subscription(const struct subscription *sub, struct fb__subscriber_sample *ss,
 			       struct fbd_sample *ret_now)
@@ -188,7 +227,16 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 			   c->n_subs);
 		return false;
 	}
-	uint32_t slots = fbd_stream_params(st).slots;
+	bool trusted = fbd_access_trusted(c->peer.uid);
+	uint32_t theirs = user_usage(c->d, c->peer.uid).subscriptions;
+	if (!trusted && theirs >= c->d->config->max_subscriptions_per_user) {
+		send_error(c, seq, -EUSERS,
+			   "uid %u already has %u subscriptions, its max_subscriptions_per_user",
+			   (unsigned)c->peer.uid, theirs);
+		return false;
+	}
+	struct fb_ring_params params = fbd_stream_params(st);
+	uint32_t slots = params.slots;
 	uint32_t holds = max_holds ? max_holds : c->d->config->default_max_holds;
 	if (holds >= slots)
 		holds = max_holds ? holds : slots - 1;
@@ -196,6 +244,21 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 		send_error(c, seq, -EINVAL, "max_holds %u: stream '%s' has %u slots, so 1 to %u",
 			   max_holds, st->name, slots, slots - 1);
 		return false;
+	}
+	/* However many subscribe, and whatever they ask, they may not hold
+	 * every slot of a drop stream between them: one stays its producer's.
+	 * A default is cut to what is left; an explicit ask is refused. */
+	uint32_t promised = holds_promised(c->d, st);
+	if (!trusted && params.policy == FB_POLICY_DROP && promised + holds > slots - 1) {
+		uint32_t left = promised < slots - 1 ? slots - 1 - promised : 0;
+		if (max_holds || !left) {
+			send_error(c, seq, -EDQUOT,
+				   "drop stream '%s' has %u slots and its subscribers may already "
+				   "hold %u frames: %u holds left (one slot stays its producer's)",
+				   st->name, slots, promised, left);
+			return false;
+		}
+		holds = left;
 	}
 	struct subscription *grown = realloc(c->subs, (c->n_subs + 1) * sizeof(*grown));
 	if (!grown) {
@@ -223,8 +286,8 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 		return false;
 	}
 	struct subscription *sub = &c->subs[c->n_subs++];
-	*sub =
-	    (struct subscription){.id = reply.id, .stream = st, .ring_id = ring_id, .mode = mode};
+	*sub = (struct subscription){
+	    .id = reply.id, .stream = st, .ring_id = ring_id, .mode = mode, .holds = holds};
 	struct fb__subscriber_sample ss;
 	struct fbd_sample now;
 	if (sample_subscription(sub, &ss, &now) == 0)
@@ -444,6 +507,8 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	};
 
 	m->fds[0] = m->fds[1] = m->fds[2] = -1; /* ours now */
+	bool trusted = fbd_access_trusted(c->peer.uid);
+	struct usage user = user_usage(d, c->peer.uid);
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (d->streams[i]->owner == c) {
 			struct fb_ring_params theirs = fbd_stream_params(d->streams[i]);
@@ -473,6 +538,16 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 				      "bytes of ring memory",
 				      (unsigned long long)geo.total_size,
 				      (unsigned long long)d->config->max_ring_memory_per_client);
+	else if (!trusted && user.streams >= d->config->max_streams_per_user)
+		r = -EUSERS, snprintf(why, sizeof(why),
+				      "uid %u already publishes %u streams, its max_streams_per_user",
+				      (unsigned)c->peer.uid, user.streams);
+	else if (!trusted && user.memory + geo.total_size > d->config->max_memory_per_user)
+		r = -EDQUOT, snprintf(why, sizeof(why),
+				      "a ring of %llu bytes would take uid %u past its "
+				      "max_memory_per_user, %llu bytes",
+				      (unsigned long long)geo.total_size, (unsigned)c->peer.uid,
+				      (unsigned long long)d->config->max_memory_per_user);
 	if (r < 0) {
 		close(frame_fd);
 		close(control_fd);
@@ -731,11 +806,22 @@ static void on_listen(uv_poll_t *poll, int status, int events)
 				c->peer.groups[c->peer.n_groups++] = groups[i];
 		c->poll.data = c;
 		snprintf(c->label, sizeof(c->label), "#%u[%d]", c->id, (int)c->cred.pid);
+		uint32_t theirs = user_usage(d, c->peer.uid).connections;
 		if (d->n_clients >= d->config->max_clients) {
 			send_error(c, 0, -EUSERS, "the daemon already serves %u clients, its limit",
 				   d->n_clients);
 			fbd_warning("refused client pid %d: %u clients already", (int)c->cred.pid,
 				    d->n_clients);
+			uv_close((uv_handle_t *)&c->poll, free_client);
+			continue;
+		}
+		if (!fbd_access_trusted(c->peer.uid) &&
+		    theirs >= d->config->max_connections_per_user) {
+			send_error(c, 0, -EUSERS,
+				   "uid %u already has %u connections, its max_connections_per_user",
+				   (unsigned)c->peer.uid, theirs);
+			fbd_warning("refused client pid %d: uid %u has %u connections already",
+				    (int)c->cred.pid, (unsigned)c->peer.uid, theirs);
 			uv_close((uv_handle_t *)&c->poll, free_client);
 			continue;
 		}

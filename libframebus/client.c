@@ -160,7 +160,10 @@ static int reply_within(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_
 			continue;
 		if (r < 0)
 			return r;
-		if (msg->header.seq != seq) {
+		/* An ERROR of seq 0 answers no request: the daemon refuses the
+		 * connection (ERROR, then it hangs up), and this is why. */
+		bool refused = msg->header.seq == 0 && msg->header.opcode == FB__OP_ERROR;
+		if (msg->header.seq != seq && !refused) {
 			/* The late reply to a request that timed out: drop it,
 			 * and end a subscription nobody holds. */
 			if (msg->header.opcode == FB__OP_SUBSCRIBED) {

@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,7 +90,7 @@ static int count(const char *text, const char *needle)
 Test(daemon, access_rules_allow_and_deny_as_written)
 {
 	struct daemon d;
-	char error[256];
+	char error[AS_USER_ERROR_MAX];
 	char rules[512];
 	snprintf(rules, sizeof(rules),
 		 "[access cameras]\nstreams = bars\nsubscribe = @%d %d\n"
@@ -156,7 +158,7 @@ static int refused_many(const struct daemon *d, void *arg, char *error, size_t s
 Test(daemon, access_refusals_are_logged_at_most_once_per_rule_and_client)
 {
 	struct daemon d;
-	char error[256];
+	char error[AS_USER_ERROR_MAX];
 	start_open(&d, "[access cameras]\nstreams = b*\nsubscribe = 61234\n");
 	fb_client *root = client(&d);
 	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
@@ -176,7 +178,7 @@ Test(daemon, access_refusals_are_logged_at_most_once_per_rule_and_client)
 Test(daemon, reserved_names_cannot_be_squatted)
 {
 	struct daemon d;
-	char error[256];
+	char error[AS_USER_ERROR_MAX];
 	start_open(&d, "[access analytics]\nstreams = results.* det-[0-9]\npublish = 61234\n"
 		       "[access closed]\nstreams = private\n");
 	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "results.cam0", error), -EACCES);
@@ -200,7 +202,7 @@ Test(daemon, reserved_names_cannot_be_squatted)
 Test(daemon, reloaded_rules_apply_to_new_requests)
 {
 	struct daemon d;
-	char error[256];
+	char error[AS_USER_ERROR_MAX];
 	start_open(&d, "");
 	fb_client *root = client(&d);
 	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
@@ -216,6 +218,182 @@ Test(daemon, reloaded_rules_apply_to_new_requests)
 	 * loop: any request after it meets the new rules. */
 	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), -EACCES, "%s", error);
 	cr_assert_eq(as(&d, ALICE, ALICE, 0, SUBSCRIBE, "bars", error), 0, "%s", error);
+	fb_client_free(root);
+	stop(&d);
+}
+
+/* One user's hog: 50 connections, then subscriptions and streams on them
+ * until refused.  Returns connections x 10000 + subscriptions x 100 +
+ * streams x 10 + 1 if the big ring was refused for memory; error: the four
+ * refusals, separated by '|'. */
+static int hog(const struct daemon *d, void *arg, char *error, size_t size)
+{
+	struct fb_ring_params small = th_params(16, 16, FB_FORMAT_GRAY8, 3, FB_POLICY_DROP);
+	struct fb_ring_params big = th_params(1920, 1080, FB_FORMAT_BGR24, 8, FB_POLICY_DROP);
+	fb_client *c[50];
+	fb_subscriber *subs[50];
+	fb_producer *prods[10], *prod;
+	int conns = 0, n_subs = 0, n_streams = 0, r;
+	char name[32];
+	size_t at = 0;
+	(void)arg;
+	error[0] = '\0';
+	for (int i = 0; i < 50; i++)
+		if ((r = fb_client_connect(d->socket, "hog", &c[conns])) == 0)
+			conns++;
+		else if (r != -EUSERS)
+			return r;
+	fb_client *refused;
+	r = fb_client_connect(d->socket, "hog", &refused);
+	at += (size_t)snprintf(error + at, size - at, "%d %s|", r, fb_strerror(r));
+	for (int i = 0; conns && i < 50; i++) {
+		fb_client *on = c[i % conns];
+		if ((r = fb_client_subscribe(on, "wide", FB_MODE_LATEST, 1, &subs[n_subs])) == 0)
+			n_subs++;
+		else if (at < size)
+			at += (size_t)snprintf(error + at, size - at, "%s|",
+					       fb_client_last_error(on));
+		if (r < 0)
+			break;
+	}
+	for (int i = 0; conns && i < 10; i++) {
+		fb_client *on = c[i % conns];
+		snprintf(name, sizeof(name), "hog%d", i);
+		if ((r = fb_client_publish(on, name, &small, &prods[n_streams])) == 0)
+			n_streams++;
+		else if (at < size)
+			at += (size_t)snprintf(error + at, size - at, "%s|",
+					       fb_client_last_error(on));
+		if (r < 0)
+			break;
+	}
+	if (conns && n_streams)
+		fb_client_unpublish(c[0], prods[0]);
+	bool big_refused = conns && fb_client_publish(c[0], "hog.big", &big, &prod) == -EDQUOT;
+	if (conns && at < size)
+		snprintf(error + at, size - at, "%s", fb_client_last_error(c[0]));
+	return conns * 10000 + n_subs * 100 + n_streams * 10 + big_refused;
+}
+
+Test(daemon, per_user_limits_hold_over_all_connections)
+{
+	struct daemon d;
+	char error[AS_USER_ERROR_MAX];
+	start_open(&d, "[stream wide]\nurl = testsrc2=size=64x48:rate=25\ninput_format = lavfi\n"
+		       "width = 64\nheight = 48\nformat = gray8\nslots = 64\n"
+		       "[daemon]\nmax_connections_per_user = 8\n"
+		       "max_subscriptions_per_user = 10\nmax_streams_per_user = 3\n"
+		       "max_memory_per_user = 16M\n");
+	fb_client *root = client(&d);
+	wait_state(root, "wide", FB_STREAM_RUNNING, 10);
+	int r = as_user(&d, ALICE, ALICE, NULL, 0, hog, NULL, error);
+	cr_assert_eq(r / 10000, 8, "connections: %d (%s)", r, error);
+	cr_assert_eq(r / 100 % 100, 10, "subscriptions: %d (%s)", r, error);
+	cr_assert_eq(r / 10 % 10, 3, "streams: %d (%s)", r, error);
+	cr_assert_eq(r % 10, 1, "the big ring: %d (%s)", r, error);
+	cr_assert(strstr(error, "-87 "), "the 51st connection: %s", error);
+	wait_log(&d, "uid 61234 has 8 connections already", 5);
+	cr_assert(strstr(error, "|uid 61234 already has 10 subscriptions, its "
+				"max_subscriptions_per_user|uid 61234 already publishes 3 "
+				"streams, its max_streams_per_user|"),
+		  "%s", error);
+	cr_assert(strstr(error, "past its max_memory_per_user"), "%s", error);
+	/* Another user is not counted with it. */
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "wide", error), 0, "%s", error);
+	/* The hog gone (once the daemon saw its hang-ups), its user starts
+	 * from nothing. */
+	uint64_t until = fb_now_ns() + 5000000000ull;
+	while ((r = as(&d, ALICE, ALICE, 0, SUBSCRIBE, "wide", error)) == -EUSERS &&
+	       fb_now_ns() < until)
+		th_sleep_us(20000);
+	cr_assert_eq(r, 0, "%s", error);
+	fb_client_free(root);
+	stop(&d);
+}
+
+/* A subscriber run as uid that takes max_holds of drop stream "bars" and
+ * holds as many frames until it is killed.  Returns the subscribe's result
+ * (0: it holds them now) and the daemon's text. */
+static int start_holder(const struct daemon *d, uid_t uid, uint32_t max_holds, char *error,
+			pid_t *ret_pid)
+{
+	struct {
+		int r;
+		char error[256];
+	} out = {0};
+	int result[2];
+	cr_assert_eq(pipe(result), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (setgroups(0, NULL) < 0 || setgid(uid) < 0 || setuid(uid) < 0)
+			_exit(2);
+		fb_client *c;
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		out.r = fb_client_connect(d->socket, "holder", &c);
+		if (out.r == 0)
+			out.r = fb_client_subscribe(c, "bars", FB_MODE_LATEST, max_holds, &sub);
+		snprintf(out.error, sizeof(out.error), "%s",
+			 out.r < 0 && c ? fb_client_last_error(c) : "");
+		/* Each acquire waits for a newer frame: max_holds distinct ones. */
+		for (uint32_t i = 0; out.r == 0 && i < max_holds; i++)
+			out.r = fb_subscriber_acquire(sub, 5000, &f);
+		(void)!write(result[1], &out, sizeof(out));
+		for (;;)
+			pause();
+	}
+	close(result[1]);
+	cr_assert_eq(read(result[0], &out, sizeof(out)), (ssize_t)sizeof(out), "the holder died");
+	close(result[0]);
+	snprintf(error, 256, "%s", out.error);
+	*ret_pid = pid;
+	return out.r;
+}
+
+static void stop_holder(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	th_wait(pid);
+}
+
+Test(daemon, holding_subscribers_leave_a_drop_stream_a_slot)
+{
+	struct daemon d;
+	char error[AS_USER_ERROR_MAX];
+	pid_t alice, bob, refused;
+	start_open(&d, ""); /* bars: 6 slots, drop */
+	fb_client *root = client(&d);
+	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(start_holder(&d, ALICE, 3, error, &alice), 0, "%s", error);
+	/* 3 + 3 would pin all 6 slots: refused, naming what is left. */
+	cr_assert_eq(start_holder(&d, BOB, 3, error, &refused), -EDQUOT);
+	stop_holder(refused);
+	cr_assert(strstr(error, "drop stream 'bars' has 6 slots and its subscribers may already "
+				"hold 3 frames: 2 holds left"),
+		  "%s", error);
+	cr_assert_eq(start_holder(&d, BOB, 2, error, &bob), 0, "%s", error);
+	/* Nothing is left: even the default is refused. */
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), -EDQUOT);
+	cr_assert(strstr(error, "0 holds left"), "%s", error);
+
+	/* Five frames held: the producer goes on in the sixth slot. */
+	fb_subscriber *sub;
+	const struct fb_frame *f;
+	cr_assert_eq(fb_client_subscribe(root, "bars", FB_MODE_LATEST, 1, &sub), 0);
+	uint64_t first = 0, last = 0;
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "frame %d", i);
+		first = first ? first : f->seq;
+		cr_assert_gt(f->seq, last);
+		last = f->seq;
+		fb_subscriber_release(sub, f);
+	}
+	cr_assert_geq(last - first, 19);
+	fb_subscriber_free(sub);
+	stop_holder(alice);
+	stop_holder(bob);
 	fb_client_free(root);
 	stop(&d);
 }

@@ -81,6 +81,11 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	    {"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
 	     "[stream a] slots: stream 'a' is defined twice"},
 	    {"[daemon\n", "framebusd.conf:1: syntax error"},
+	    {"[daemon]\nmax_connections_per_user = 0\n",
+	     "framebusd.conf:2: [daemon] max_connections_per_user: '0' is not a number from 1 to "
+	     "100000"},
+	    {"[daemon]\nmax_memory_per_user = lots\n",
+	     "framebusd.conf:2: [daemon] max_memory_per_user: 'lots' is not a size"},
 	    {"[access a]\nstreams = cam0\nsubscribe = @video no-such-user-xyz\n",
 	     "framebusd.conf:3: [access a] subscribe: no user 'no-such-user-xyz'"},
 	    {"[access a]\nstreams = cam0\npublish = root @no-such-group-xyz\n",

@@ -230,7 +230,7 @@ int as_user(const struct daemon *d, uid_t uid, gid_t gid, const gid_t *groups, i
 {
 	struct {
 		int r;
-		char error[256];
+		char error[AS_USER_ERROR_MAX];
 	} out = {0};
 	int pipefd[2];
 	cr_assert_eq(pipe(pipefd), 0);

@@ -94,7 +94,9 @@ void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds)
 
 /* Run fn(d, arg, error, size) in a child with the given uid, gid and
  * supplementary groups (the test process is root); its result, and the text
- * it wrote to error (at most 255 bytes) copied to ret_error if not NULL. */
+ * it wrote to error copied to ret_error (AS_USER_ERROR_MAX bytes) if not
+ * NULL. */
+#define AS_USER_ERROR_MAX 1024
 int as_user(const struct daemon *d, uid_t uid, gid_t gid, const gid_t *groups, int n_groups,
 	    int (*fn)(const struct daemon *d, void *arg, char *error, size_t size), void *arg,
 	    char *ret_error);
