@@ -46,6 +46,7 @@ void fbd_stream_config_defaults(struct fbd_stream_config *s)
 	    .retry_min_ns = NS_PER_S / 2,
 	    .retry_max_ns = 30 * NS_PER_S,
 	    .stall_timeout_ns = 10 * NS_PER_S,
+	    .block_timeout_ns = FBD_DEFAULT_BLOCK_TIMEOUT_NS,
 	};
 }
 
@@ -340,6 +341,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 					     [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
 					     [FBD_SCALE_AREA] = "area",
 					     [FBD_SCALE_BICUBIC] = "bicubic"};
+	static const char *const on_stalls[] = {[FBD_ON_STALL_LATEST] = "latest",
+						 [FBD_ON_STALL_DROP] = "drop"};
 	static const char *const on_ends[] = {
 	    [FBD_ON_END_AUTO] = "auto", [FBD_ON_END_RETRY] = "retry", [FBD_ON_END_END] = "end"};
 	uint64_t n;
@@ -447,14 +450,20 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		return 1;
 	}
 	if (!strcmp(key, "retry_min") || !strcmp(key, "retry_max") ||
-	    !strcmp(key, "stall_timeout")) {
+	    !strcmp(key, "stall_timeout") || !strcmp(key, "block_timeout")) {
 		uint64_t ns;
 		if (!parse_duration(v, &ns) || ns == 0)
 			return fail(p, section, key,
 				    "'%s' is not a duration such as 500ms, 2s or 1m", v);
-		*(!strcmp(key, "retry_min")   ? &s->retry_min_ns
-		  : !strcmp(key, "retry_max") ? &s->retry_max_ns
-					      : &s->stall_timeout_ns) = ns;
+		*(!strcmp(key, "retry_min")	? &s->retry_min_ns
+		  : !strcmp(key, "retry_max")	? &s->retry_max_ns
+		  : !strcmp(key, "stall_timeout") ? &s->stall_timeout_ns
+						  : &s->block_timeout_ns) = ns;
+		return 1;
+	}
+	if (!strcmp(key, "on_stall")) {
+		if (!parse_enum(v, on_stalls, 2, &s->on_stall))
+			return fail(p, section, key, "'%s' is not latest or drop", v);
 		return 1;
 	}
 	if (!strncmp(key, "option.", 7) && key[7]) {
@@ -792,6 +801,7 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
 	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop ||
 	    a->decoder_threads != b->decoder_threads || a->retry_min_ns != b->retry_min_ns ||
 	    a->retry_max_ns != b->retry_max_ns || a->stall_timeout_ns != b->stall_timeout_ns ||
+	    a->block_timeout_ns != b->block_timeout_ns || a->on_stall != b->on_stall ||
 	    a->n_options != b->n_options)
 		return false;
 	for (uint32_t i = 0; i < a->n_options; i++)

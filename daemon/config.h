@@ -15,12 +15,21 @@
 #define FBD_MAX_ACCESS_RULES 64
 #define FBD_MAX_ACCESS_PATTERNS 16
 #define FBD_MAX_ACCESS_IDS 32
+/* A client's stream has no section: its block_timeout is this. */
+#define FBD_DEFAULT_BLOCK_TIMEOUT_NS 2000000000ull
 
 /* What an input that ends does to its stream. */
 enum fbd_on_end {
 	FBD_ON_END_AUTO = 0, /* retry for cameras and network inputs, end for files and lavfi */
 	FBD_ON_END_RETRY,    /* open it again, as after a failure: a camera that rebooted */
 	FBD_ON_END_END,      /* the stream ends */
+};
+
+/* What a block stream does with a queue subscriber that kept it waiting
+ * longer than block_timeout. */
+enum fbd_on_stall {
+	FBD_ON_STALL_LATEST = 0, /* stop waiting for it: it reads on, missing what it lost */
+	FBD_ON_STALL_DROP,       /* end its subscription (-ECANCELED) */
 };
 
 /* libswscale's method, where a stream's frames change size. */
@@ -59,6 +68,8 @@ struct fbd_stream_config {
 	uint64_t retry_min_ns;
 	uint64_t retry_max_ns;
 	uint64_t stall_timeout_ns;
+	uint64_t block_timeout_ns; /* policy block: how long one queue subscriber may stall it */
+	uint32_t on_stall;         /* enum fbd_on_stall */
 	uint32_t n_options;
 	char *option_keys[FBD_MAX_OPTIONS];
 	char *option_values[FBD_MAX_OPTIONS];

@@ -42,6 +42,12 @@ struct subscription {
 	uint32_t ring_id; /* the producer's id for it */
 	uint32_t mode;
 	uint32_t holds; /* the frames it may hold at once */
+	/* A queue subscription of a block stream: where its cursor stood still
+	 * since when, with the ring full; and whether it stalled the stream
+	 * (check_stall). */
+	uint64_t still_cursor;
+	uint64_t still_since_ns;
+	bool stalled;
 	/* What it took, sampled every second (fbd_server_sample). */
 	struct fbd_window rates;
 };
@@ -64,6 +70,8 @@ struct fbd_client {
 };
 
 static void client_close(struct fbd_client *c, const char *why);
+static void send_event(struct fbd_client *c, struct fbd_stream *st, uint32_t subscription,
+		       uint32_t state, const char *detail);
 static void stream_changed(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state,
 			   const char *detail);
 
@@ -286,8 +294,12 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 		return false;
 	}
 	struct subscription *sub = &c->subs[c->n_subs++];
-	*sub = (struct subscription){
-	    .id = reply.id, .stream = st, .ring_id = ring_id, .mode = mode, .holds = holds};
+	*sub = (struct subscription){.id = reply.id,
+				     .stream = st,
+				     .ring_id = ring_id,
+				     .mode = mode,
+				     .holds = holds,
+				     .still_since_ns = fb_now_ns()};
 	struct fb__subscriber_sample ss;
 	struct fbd_sample now;
 	if (sample_subscription(sub, &ss, &now) == 0)
@@ -333,14 +345,55 @@ bool fbd_server_subscribed(struct fbd_daemon *d, const struct fbd_stream *st)
 	return false;
 }
 
+/* A queue subscriber of a block stream that leaves the ring full of frames
+ * it has not read, its cursor standing still, for block_timeout stalls the
+ * stream and every other subscriber with it: the stream stops waiting for
+ * it (on_stall = latest) or drops it (drop). */
+static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subscriber_sample *ss,
+			uint64_t now)
+{
+	struct subscription *sub = &c->subs[i];
+	struct fbd_stream *st = sub->stream;
+	struct fb_ring_params params = fbd_stream_params(st);
+
+	if (sub->mode != FB_MODE_QUEUE || sub->stalled || params.policy != FB_POLICY_BLOCK)
+		return;
+	if (ss->stats.lag + 1 < params.slots || ss->stats.next_seq != sub->still_cursor) {
+		sub->still_cursor = ss->stats.next_seq;
+		sub->still_since_ns = now;
+		return;
+	}
+	uint64_t timeout = st->config ? st->config->block_timeout_ns : FBD_DEFAULT_BLOCK_TIMEOUT_NS;
+	if (now - sub->still_since_ns < timeout)
+		return;
+	bool drop = st->config && st->config->on_stall == FBD_ON_STALL_DROP;
+	char detail[FB__ERROR_TEXT_MAX];
+	snprintf(detail, sizeof(detail),
+		 "subscription %u read nothing for %.1f s with the ring full (block_timeout): %s",
+		 sub->id, (double)(now - sub->still_since_ns) / 1e9,
+		 drop ? "dropped" : "no longer waited for, frames it does not read in time are missed");
+	st->stalls++;
+	sub->stalled = true;
+	fbd_log_about(LOG_WARNING, st->name, c->label, "stream %s: client %s (uid %u): %s",
+		      st->name, c->label, (unsigned)c->peer.uid, detail);
+	send_event(c, st, sub->id, fbd_stream_state(st), detail);
+	if (drop)
+		drop_subscription(c, i);
+	else if (st->ops->unwait(st, sub->ring_id) < 0)
+		fbd_warning("stream %s: cannot stop waiting for subscription %u", st->name,
+			    sub->id);
+}
+
 void fbd_server_sample(struct fbd_daemon *d)
 {
 	struct fb__subscriber_sample ss;
 	struct fbd_sample now;
 	for (struct fbd_client *c = d->clients; c; c = c->next)
-		for (uint32_t i = 0; i < c->n_subs; i++)
-			if (sample_subscription(&c->subs[i], &ss, &now) == 0)
+		for (uint32_t i = c->n_subs; i-- > 0;)
+			if (sample_subscription(&c->subs[i], &ss, &now) == 0) {
 				fbd_window_push(&c->subs[i].rates, &now);
+				check_stall(c, i, &ss, now.ns);
+			}
 }
 
 /* The labels of a subscription's metrics. */
@@ -475,6 +528,9 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m, bool det
 			    .wait_p99_us = fbd_window_percentile_us(&sub->rates, &now, false, 99),
 			    .busy_p50_us = fbd_window_percentile_us(&sub->rates, &now, true, 50),
 			    .busy_p99_us = fbd_window_percentile_us(&sub->rates, &now, true, 99),
+			    .uid = o->peer.uid,
+			    .flags = FB__SUBSCRIPTION_UID |
+				     (sub->stalled ? FB__SUBSCRIPTION_STALLED : 0),
 			};
 			fb__msg_send(c->fd, FB__OP_SUBSCRIPTION, seq, &out, sizeof(out), NULL, 0);
 		}

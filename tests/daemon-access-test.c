@@ -397,3 +397,115 @@ Test(daemon, holding_subscribers_leave_a_drop_stream_a_slot)
 	fb_client_free(root);
 	stop(&d);
 }
+
+static void on_event(void *data, const char *stream, uint32_t state, const char *detail)
+{
+	(void)stream;
+	(void)state;
+	snprintf(data, 256, "%s", detail);
+}
+
+/* Wait for a queue subscriber that never reads to be found stalling block
+ * stream name (its client c sees the event), then check that the stream's
+ * other queue subscriber, reader, gets every frame from then on. */
+static void expect_stall(struct daemon *d, fb_client *c, const char *name, fb_subscriber *reader,
+			 const char *what)
+{
+	char event[256] = "";
+	const struct fb_frame *f;
+	fb_client_set_event_callback(c, on_event, event);
+	/* block_timeout is 1 s: found within it, plus a second of sampling,
+	 * plus slack for a loaded host. */
+	uint64_t until = fb_now_ns() + 5000000000ull, last = 0;
+	while (!strstr(event, what) && fb_now_ns() < until) {
+		fb_client_process(c);
+		/* The reader reads all there is: it stalls nothing. */
+		while (fb_subscriber_acquire(reader, 0, &f) == 0) {
+			cr_assert(!last || f->seq == last + 1, "%s: %llu after %llu", name,
+				  (unsigned long long)f->seq, (unsigned long long)last);
+			last = f->seq;
+			fb_subscriber_release(reader, f);
+		}
+		th_sleep_us(20000);
+	}
+	cr_assert(strstr(event, "read nothing for"), "%s: no event (%s):\n%s", name, event,
+		  read_file(d->log));
+	cr_assert(strstr(event, what), "%s: %s", name, event);
+	/* From then on the reader gets every frame, none missed. */
+	for (int i = 0; i < 100; i++) {
+		cr_assert_eq(fb_subscriber_acquire(reader, 3000, &f), 0, "%s: frame %d", name, i);
+		cr_assert(!last || f->seq == last + 1, "%s: %llu after %llu", name,
+			  (unsigned long long)f->seq, (unsigned long long)last);
+		cr_assert_eq(f->missed, 0);
+		last = f->seq;
+		fb_subscriber_release(reader, f);
+	}
+}
+
+Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_block_stream)
+{
+	struct daemon d;
+	char config[1024];
+	const struct fb_frame *f;
+	const char *stream = "url = testsrc2=size=64x48:rate=100\ninput_format = lavfi\n"
+			     "width = 64\nheight = 48\nformat = gray8\nslots = 4\n"
+			     "policy = block\nblock_timeout = 1s\n";
+	snprintf(config, sizeof(config), "[stream skip]\n%s[stream strict]\n%son_stall = drop\n",
+		 stream, stream);
+	start(&d, config);
+	fb_client *c = client(&d), *readers = client(&d);
+	fb_subscriber *stalled, *dropped, *reader1, *reader2;
+	wait_state(c, "skip", FB_STREAM_RUNNING, 10);
+	wait_state(c, "strict", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(fb_client_subscribe(c, "skip", FB_MODE_QUEUE, 1, &stalled), 0);
+	cr_assert_eq(fb_client_subscribe(readers, "skip", FB_MODE_QUEUE, 1, &reader1), 0);
+
+	/* on_stall = latest: no longer waited for; it reads on, missing what
+	 * it lost. */
+	expect_stall(&d, c, "skip", reader1, "no longer waited for");
+	wait_log(&d, "stream skip: client test[", 1);
+	cr_assert_eq(fb_subscriber_acquire(stalled, 3000, &f), 0);
+	cr_assert_gt(f->missed, 0, "the frames it let go were overwritten");
+	fb_subscriber_release(stalled, f);
+
+	/* framebusctl status: the count, the flag, each subscription's uid. */
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status --json > %s/status.json",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/status.json", d.dir);
+	const char *json = read_file(cmd);
+	cr_assert(strstr(json, "\"stalls\": 1"), "%s", json);
+	cr_assert(strstr(json, "\"uid\": 0, \"stalled\": true"), "%s", json);
+	cr_assert(strstr(json, "\"uid\": 0, \"stalled\": false"), "%s", json);
+	struct fb_stream_info info;
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_inspect(c, "skip", &info, &subs, &n), 0);
+	cr_assert_eq(n, 2);
+	for (size_t i = 0; i < n; i++) {
+		bool is_stalled = subs[i].flags & FB_SUBSCRIPTION_STALLED;
+		cr_assert(subs[i].flags & FB_SUBSCRIPTION_UID);
+		cr_assert_eq(subs[i].uid, 0);
+		cr_assert_eq(subs[i].mode, is_stalled ? FB_MODE_LATEST : FB_MODE_QUEUE,
+			     "the producer treats it as latest now");
+	}
+	free(subs);
+
+	/* on_stall = drop: its subscription ends. */
+	cr_assert_eq(fb_client_subscribe(c, "strict", FB_MODE_QUEUE, 1, &dropped), 0);
+	cr_assert_eq(fb_client_subscribe(readers, "strict", FB_MODE_QUEUE, 1, &reader2), 0);
+	expect_stall(&d, c, "strict", reader2, "dropped");
+	int r;
+	while ((r = fb_subscriber_acquire(dropped, 3000, &f)) == 0)
+		fb_subscriber_release(dropped, f);
+	cr_assert_eq(r, -ECANCELED, "%s", fb_strerror(r));
+
+	fb_subscriber_free(stalled);
+	fb_subscriber_free(dropped);
+	fb_subscriber_free(reader1);
+	fb_subscriber_free(reader2);
+	fb_client_free(readers);
+	fb_client_free(c);
+	stop(&d);
+}
