@@ -56,10 +56,11 @@ int fbd_access_check(const struct fbd_config *config, const struct fbd_peer *pee
 		for (uint32_t i = 0; i < config->n_streams; i++)
 			if (!strcmp(config->streams[i].name, name)) {
 				*ret_rule = config->streams[i].name;
-				snprintf(why, size,
-					 "'%s' is reserved by [stream %s] of the configuration: only "
-					 "framebusd publishes it",
-					 name, name);
+				snprintf(
+				    why, size,
+				    "'%s' is reserved by [stream %s] of the configuration: only "
+				    "framebusd publishes it",
+				    name, name);
 				return -EACCES;
 			}
 	if (!a)

@@ -341,8 +341,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 					     [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
 					     [FBD_SCALE_AREA] = "area",
 					     [FBD_SCALE_BICUBIC] = "bicubic"};
-	static const char *const on_stalls[] = {[FBD_ON_STALL_LATEST] = "latest",
-						 [FBD_ON_STALL_DROP] = "drop"};
+	static const char *const on_stalls[] = {
+	    [FBD_ON_STALL_LATEST] = "latest", [FBD_ON_STALL_DROP] = "drop"};
 	static const char *const on_ends[] = {
 	    [FBD_ON_END_AUTO] = "auto", [FBD_ON_END_RETRY] = "retry", [FBD_ON_END_END] = "end"};
 	uint64_t n;
@@ -455,8 +455,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		if (!parse_duration(v, &ns) || ns == 0)
 			return fail(p, section, key,
 				    "'%s' is not a duration such as 500ms, 2s or 1m", v);
-		*(!strcmp(key, "retry_min")	? &s->retry_min_ns
-		  : !strcmp(key, "retry_max")	? &s->retry_max_ns
+		*(!strcmp(key, "retry_min")       ? &s->retry_min_ns
+		  : !strcmp(key, "retry_max")     ? &s->retry_max_ns
 		  : !strcmp(key, "stall_timeout") ? &s->stall_timeout_ns
 						  : &s->block_timeout_ns) = ns;
 		return 1;
@@ -554,7 +554,8 @@ static int access_key(struct parser *p, const char *section, const char *key, co
 		if (strlen(v) >= sizeof(copy))
 			return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
 		strcpy(copy, v);
-		for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		for (char *w = strtok_r(copy, " \t,", &save); w;
+		     w = strtok_r(NULL, " \t,", &save)) {
 			if (!pattern_ok(w))
 				return fail(p, section, key,
 					    "'%s' is not a stream name or pattern (letters, "

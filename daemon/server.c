@@ -371,7 +371,8 @@ static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subsc
 	snprintf(detail, sizeof(detail),
 		 "subscription %u read nothing for %.1f s with the ring full (block_timeout): %s",
 		 sub->id, (double)(now - sub->still_since_ns) / 1e9,
-		 drop ? "dropped" : "no longer waited for, frames it does not read in time are missed");
+		 drop ? "dropped"
+		      : "no longer waited for, frames it does not read in time are missed");
 	st->stalls++;
 	sub->stalled = true;
 	fbd_log_about(LOG_WARNING, st->name, c->label, "stream %s: client %s (uid %u): %s",
@@ -595,9 +596,10 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 				      (unsigned long long)geo.total_size,
 				      (unsigned long long)d->config->max_ring_memory_per_client);
 	else if (!trusted && user.streams >= d->config->max_streams_per_user)
-		r = -EUSERS, snprintf(why, sizeof(why),
-				      "uid %u already publishes %u streams, its max_streams_per_user",
-				      (unsigned)c->peer.uid, user.streams);
+		r = -EUSERS,
+		snprintf(why, sizeof(why),
+			 "uid %u already publishes %u streams, its max_streams_per_user",
+			 (unsigned)c->peer.uid, user.streams);
 	else if (!trusted && user.memory + geo.total_size > d->config->max_memory_per_user)
 		r = -EDQUOT, snprintf(why, sizeof(why),
 				      "a ring of %llu bytes would take uid %u past its "
@@ -873,9 +875,10 @@ static void on_listen(uv_poll_t *poll, int status, int events)
 		}
 		if (!fbd_access_trusted(c->peer.uid) &&
 		    theirs >= d->config->max_connections_per_user) {
-			send_error(c, 0, -EUSERS,
-				   "uid %u already has %u connections, its max_connections_per_user",
-				   (unsigned)c->peer.uid, theirs);
+			send_error(
+			    c, 0, -EUSERS,
+			    "uid %u already has %u connections, its max_connections_per_user",
+			    (unsigned)c->peer.uid, theirs);
 			fbd_warning("refused client pid %d: uid %u has %u connections already",
 				    (int)c->cred.pid, (unsigned)c->peer.uid, theirs);
 			uv_close((uv_handle_t *)&c->poll, free_client);

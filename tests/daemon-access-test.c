@@ -73,8 +73,7 @@ static int as(const struct daemon *d, uid_t uid, gid_t gid, gid_t group, enum op
 static void start_open(struct daemon *d, const char *rules)
 {
 	char config[2048];
-	snprintf(config, sizeof(config), "[daemon]\nsocket_mode = 0666\n%s%s", lavfi_config,
-		 rules);
+	snprintf(config, sizeof(config), "[daemon]\nsocket_mode = 0666\n%s%s", lavfi_config, rules);
 	start(d, config);
 	cr_assert_eq(chmod(d->dir, 0755), 0);
 }
@@ -133,8 +132,8 @@ Test(daemon, access_rules_allow_and_deny_as_written)
 	 * per client and rule every 10 s. */
 	wait_log(&d, "(uid 61235): denied by [access gray]", 5);
 	const char *log = read_file(d.log);
-	cr_assert_eq(count(log, "(uid 61235): denied by [access cameras]"), 2, "one line per client:\n%s",
-		     log);
+	cr_assert_eq(count(log, "(uid 61235): denied by [access cameras]"), 2,
+		     "one line per client:\n%s", log);
 	cr_assert_eq(fb_client_unpublish(root, prod), 0);
 	fb_client_free(root);
 	stop(&d);
@@ -163,8 +162,9 @@ Test(daemon, access_refusals_are_logged_at_most_once_per_rule_and_client)
 	fb_client *root = client(&d);
 	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
 	cr_assert_eq(as_user(&d, BOB, BOB, NULL, 0, refused_many, NULL, error), -EACCES);
-	cr_assert(strstr(error, "denied by [access cameras]: uid 61235 may not subscribe to 'bars'"),
-		  "%s", error);
+	cr_assert(
+	    strstr(error, "denied by [access cameras]: uid 61235 may not subscribe to 'bars'"),
+	    "%s", error);
 	wait_log(&d, "client persistent", 5);
 	/* The client's hang-up comes after its five refusals. */
 	wait_log(&d, "disconnected", 5);
