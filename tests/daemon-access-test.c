@@ -180,7 +180,8 @@ Test(daemon, reserved_names_cannot_be_squatted)
 	struct daemon d;
 	char error[AS_USER_ERROR_MAX];
 	start_open(&d, "[access analytics]\nstreams = results.* det-[0-9]\npublish = 61234\n"
-		       "[access closed]\nstreams = private\n");
+		       "[access closed]\nstreams = private\n"
+		       "[access named]\nstreams = nobody.*\npublish = nobody\n");
 	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "results.cam0", error), -EACCES);
 	cr_assert(strstr(error, "[access analytics]"), "%s", error);
 	cr_assert_eq(as(&d, BOB, BOB, 0, PUBLISH, "det-7", error), -EACCES);
@@ -190,6 +191,10 @@ Test(daemon, reserved_names_cannot_be_squatted)
 	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "results.cam0", error), 0, "%s", error);
 	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "det-77", error), 0, "not matched: %s",
 		     error);
+	/* Users by name, resolved at load. */
+	cr_assert_eq(as(&d, 65534, 65534, 0, PUBLISH, "nobody.x", error), 0, "%s", error);
+	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "nobody.x", error), -EACCES);
+	cr_assert(strstr(error, "[access named]"), "%s", error);
 	fb_client *root = client(&d);
 	struct fb_stream_info info;
 	cr_assert_eq(fb_client_get_stream(root, "results.cam0", &info), -ENOENT,
