@@ -345,6 +345,11 @@ bool fbd_server_subscribed(struct fbd_daemon *d, const struct fbd_stream *st)
 	return false;
 }
 
+static uint64_t block_timeout_ns(const struct fbd_stream *st)
+{
+	return st->config ? st->config->block_timeout_ns : FBD_DEFAULT_BLOCK_TIMEOUT_NS;
+}
+
 /* A queue subscriber of a block stream that leaves the ring full of frames
  * it has not read, its cursor standing still, for block_timeout stalls the
  * stream and every other subscriber with it: the stream stops waiting for
@@ -363,8 +368,7 @@ static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subsc
 		sub->still_since_ns = now;
 		return;
 	}
-	uint64_t timeout = st->config ? st->config->block_timeout_ns : FBD_DEFAULT_BLOCK_TIMEOUT_NS;
-	if (now - sub->still_since_ns < timeout)
+	if (now - sub->still_since_ns < block_timeout_ns(st))
 		return;
 	bool drop = st->config && st->config->on_stall == FBD_ON_STALL_DROP;
 	char detail[FB__ERROR_TEXT_MAX];
@@ -541,6 +545,10 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m, bool det
 	}
 	struct fb__msg_stream_detail out;
 	fbd_stream_detail(st, &out);
+	/* The limits in force on it. */
+	if (out.info.policy == FB_POLICY_BLOCK)
+		out.block_timeout_ms = (uint32_t)(block_timeout_ns(st) / 1000000u);
+	out.holds_promised = holds_promised(c->d, st);
 	fb__msg_send(c->fd, FB__OP_STREAM_DETAIL, seq, &out, sizeof(out), NULL, 0);
 }
 

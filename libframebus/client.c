@@ -585,6 +585,8 @@ FB_EXPORT int fb_client_inspect(fb_client *c, const char *stream, struct fb_stre
 		ret_info->capture_latency_us = d->capture_latency_us;
 		ret_info->capture_age_us = d->capture_age_us;
 		ret_info->stalls = d->stalls;
+		ret_info->block_timeout_ms = d->block_timeout_ms;
+		ret_info->holds_promised = d->holds_promised;
 	}
 	*ret_subs = list;
 	*ret_n = n;

@@ -138,7 +138,9 @@ struct fb__msg_stream_detail {
 	uint32_t capture_latency_us; /* its newest frame: from capture to publish; 0: unknown */
 	uint32_t capture_age_us;     /* its newest frame: from capture to now; 0: unknown */
 	uint32_t stalls;             /* queue subscribers that stalled it (block_timeout) */
-	uint32_t reserved_[8];
+	uint32_t block_timeout_ms;   /* a block stream's block_timeout; 0: a drop stream */
+	uint32_t holds_promised;     /* frames its subscriptions may hold, together */
+	uint32_t reserved_[6];
 };
 
 /* A subscription as FB__OP_DETAIL describes it: SUBSCRIBER_STATS

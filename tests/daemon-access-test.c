@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -383,6 +385,17 @@ Test(daemon, holding_subscribers_leave_a_drop_stream_a_slot)
 	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), -EDQUOT);
 	cr_assert(strstr(error, "0 holds left"), "%s", error);
 
+	struct fb_stream_info info;
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_inspect(root, "bars", &info, &subs, &n), 0);
+	cr_assert_eq(info.holds_promised, 5);
+	cr_assert_eq(info.block_timeout_ms, 0, "a drop stream");
+	cr_assert_eq(n, 2);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(subs[i].uid == ALICE || subs[i].uid == BOB, "uid %u", subs[i].uid);
+	free(subs);
+
 	/* Five frames held: the producer goes on in the sixth slot. */
 	fb_subscriber *sub;
 	const struct fb_frame *f;
@@ -414,14 +427,14 @@ static void on_event(void *data, const char *stream, uint32_t state, const char 
  * stream name (its client c sees the event), then check that the stream's
  * other queue subscriber, reader, gets every frame from then on. */
 static void expect_stall(struct daemon *d, fb_client *c, const char *name, fb_subscriber *reader,
-			 const char *what)
+			 double block_timeout, const char *what)
 {
 	char event[256] = "";
 	const struct fb_frame *f;
 	fb_client_set_event_callback(c, on_event, event);
-	/* block_timeout is 1 s: found within it, plus a second of sampling,
-	 * plus slack for a loaded host. */
-	uint64_t until = fb_now_ns() + 5000000000ull, last = 0;
+	/* Found within block_timeout and a second of sampling: 3 s is slack
+	 * for a loaded host. */
+	uint64_t until = fb_now_ns() + (uint64_t)((block_timeout + 3) * 1e9), last = 0;
 	while (!strstr(event, what) && fb_now_ns() < until) {
 		fb_client_process(c);
 		/* The reader reads all there is: it stalls nothing. */
@@ -467,7 +480,7 @@ Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_block_stream)
 
 	/* on_stall = latest: no longer waited for; it reads on, missing what
 	 * it lost. */
-	expect_stall(&d, c, "skip", reader1, "no longer waited for");
+	expect_stall(&d, c, "skip", reader1, 1, "no longer waited for");
 	wait_log(&d, "stream skip: client test[", 1);
 	cr_assert_eq(fb_subscriber_acquire(stalled, 3000, &f), 0);
 	cr_assert_gt(f->missed, 0, "the frames it let go were overwritten");
@@ -487,6 +500,8 @@ Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_block_stream)
 	struct fb_subscription_info *subs;
 	size_t n;
 	cr_assert_eq(fb_client_inspect(c, "skip", &info, &subs, &n), 0);
+	cr_assert_eq(info.stalls, 1);
+	cr_assert_eq(info.block_timeout_ms, 1000);
 	cr_assert_eq(n, 2);
 	for (size_t i = 0; i < n; i++) {
 		bool is_stalled = subs[i].flags & FB_SUBSCRIPTION_STALLED;
@@ -500,7 +515,7 @@ Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_block_stream)
 	/* on_stall = drop: its subscription ends. */
 	cr_assert_eq(fb_client_subscribe(c, "strict", FB_MODE_QUEUE, 1, &dropped), 0);
 	cr_assert_eq(fb_client_subscribe(readers, "strict", FB_MODE_QUEUE, 1, &reader2), 0);
-	expect_stall(&d, c, "strict", reader2, "dropped");
+	expect_stall(&d, c, "strict", reader2, 1, "dropped");
 	int r;
 	while ((r = fb_subscriber_acquire(dropped, 3000, &f)) == 0)
 		fb_subscriber_release(dropped, f);
@@ -512,5 +527,48 @@ Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_block_stream)
 	fb_subscriber_free(reader2);
 	fb_client_free(readers);
 	fb_client_free(c);
+	stop(&d);
+}
+
+struct publisher {
+	fb_producer *producer;
+	atomic_bool stop;
+};
+
+/* Publish as fast as the ring lets it, until told to stop. */
+static void *publish_loop(void *arg)
+{
+	struct publisher *pub = arg;
+	struct fb_frame *f;
+	while (!atomic_load(&pub->stop))
+		if (fb_producer_acquire(pub->producer, 50, &f) == 0)
+			fb_producer_publish(pub->producer, f);
+	return NULL;
+}
+
+/* A client's block stream has no section: the default block_timeout (2 s),
+ * on_stall latest, through the record the daemon keeps mapped. */
+Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_clients_block_stream)
+{
+	struct daemon d;
+	struct fb_ring_params params = th_params(16, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_BLOCK);
+	struct publisher pub = {0};
+	fb_subscriber *stalled, *reader;
+	pthread_t thread;
+	start(&d, "");
+	fb_client *publisher = client(&d), *c = client(&d), *readers = client(&d);
+	cr_assert_eq(fb_client_publish(publisher, "pub.block", &params, &pub.producer), 0);
+	cr_assert_eq(pthread_create(&thread, NULL, publish_loop, &pub), 0);
+	cr_assert_eq(fb_client_subscribe(c, "pub.block", FB_MODE_QUEUE, 1, &stalled), 0);
+	cr_assert_eq(fb_client_subscribe(readers, "pub.block", FB_MODE_QUEUE, 1, &reader), 0);
+	expect_stall(&d, c, "pub.block", reader, 2, "no longer waited for");
+	atomic_store(&pub.stop, true);
+	pthread_join(thread, NULL);
+	fb_subscriber_free(stalled);
+	fb_subscriber_free(reader);
+	cr_assert_eq(fb_client_unpublish(publisher, pub.producer), 0);
+	fb_client_free(readers);
+	fb_client_free(c);
+	fb_client_free(publisher);
 	stop(&d);
 }

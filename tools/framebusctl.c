@@ -163,13 +163,13 @@ static void print_json(const struct snapshot *snap)
 		       "\"fps_10s\": %.2f, "
 		       "\"published\": %llu, \"dropped\": %llu, \"retries\": %u, "
 		       "\"capture_latency_us\": %u, \"capture_age_us\": %u, \"stalls\": %u, "
-		       "\"detail\": ",
+		       "\"block_timeout_ms\": %u, \"holds_promised\": %u, \"detail\": ",
 		       fb_stream_state_name(s->state), s->width, s->height,
 		       s->format ? fb_format_name(s->format) : "", s->slots,
 		       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->meta_max, s->fps,
 		       (double)s->fps_10s, (unsigned long long)s->published,
 		       (unsigned long long)s->dropped, s->retries, s->capture_latency_us,
-		       s->capture_age_us, s->stalls);
+		       s->capture_age_us, s->stalls, s->block_timeout_ms, s->holds_promised);
 		json_string(s->detail);
 		printf(", \"subscribers\": [");
 		for (size_t j = 0; j < snap->n_subs[i]; j++) {
@@ -234,6 +234,13 @@ static int cmd_status(int argc, char **argv)
 			       s->capture_latency_us / 1e3, s->capture_age_us / 1e3);
 		if (s->retries)
 			printf("  retries    %u\n", s->retries);
+		if (s->policy == FB_POLICY_BLOCK)
+			printf("  limits     block_timeout %.1f s, holds %u promised\n",
+			       s->block_timeout_ms / 1e3, s->holds_promised);
+		else if (s->slots)
+			printf("  limits     holds %u promised (users but root and framebusd's "
+			       "get %u in all)\n",
+			       s->holds_promised, s->slots - 1);
 		if (s->stalls)
 			printf("  stalls     %u (queue subscribers that kept it waiting past "
 			       "block_timeout)\n",

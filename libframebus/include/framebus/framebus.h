@@ -433,7 +433,12 @@ struct fb_stream_info {
 	 * block_timeout since it started (framebusd then stopped waiting for
 	 * them, or dropped them). */
 	uint32_t stalls;
-	uint32_t reserved_[12]; /**< room for more, zero */
+	/** A block stream's block_timeout in ms (0: a drop stream). */
+	uint32_t block_timeout_ms;
+	/** Frames its subscriptions may hold, all together (on a drop stream
+	 * framebusd keeps that below slots: one slot stays the producer's). */
+	uint32_t holds_promised;
+	uint32_t reserved_[10]; /**< room for more, zero */
 };
 
 /** One subscription to a stream, for status tools. */
