@@ -126,6 +126,21 @@ static bool allowed(struct fbd_client *c, uint32_t seq, enum fbd_access_op op, c
 	return false;
 }
 
+/* Whether c may subscribe to st: by st's rule and each ancestor's, since a
+ * derived stream (configured, or made on request and named after its
+ * parent) shows its parent's pictures. */
+static bool may_subscribe(struct fbd_client *c, uint32_t seq, struct fbd_stream *st)
+{
+	const char *name = st->name;
+	for (uint32_t hops = 0; name && hops <= FBD_MAX_STREAMS; hops++) {
+		if (!allowed(c, seq, FBD_ACCESS_SUBSCRIBE, name))
+			return false;
+		name = st && st->config ? st->config->from : NULL;
+		st = name ? fbd_streams_find(c->d, name) : NULL;
+	}
+	return true;
+}
+
 static void drop_subscription(struct fbd_client *c, uint32_t i)
 {
 	struct fbd_stream *st = c->subs[i].stream;
@@ -313,7 +328,7 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 {
 	const struct fb__msg_subscribe *req = &m->body.subscribe;
 	struct fbd_stream *st = find_stream(c, m->header.seq, req->stream, sizeof(req->stream));
-	if (st && allowed(c, m->header.seq, FBD_ACCESS_SUBSCRIBE, st->name))
+	if (st && may_subscribe(c, m->header.seq, st))
 		subscribe_to(c, m->header.seq, st, req->mode, req->max_holds);
 }
 
@@ -324,8 +339,7 @@ static void handle_subscribe_derived(struct fbd_client *c, const struct fb__msg 
 	struct fbd_stream *parent = find_stream(c, seq, req->parent, sizeof(req->parent)), *st;
 	char why[FB__ERROR_TEXT_MAX];
 
-	/* A derived stream shows its parent's pictures: the parent's rule. */
-	if (!parent || !allowed(c, seq, FBD_ACCESS_SUBSCRIBE, parent->name))
+	if (!parent || !may_subscribe(c, seq, parent))
 		return;
 	int r = fbd_streams_derive(c->d, parent, &req->spec, c, why, sizeof(why), &st);
 	if (r < 0) {

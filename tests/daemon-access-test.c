@@ -112,6 +112,15 @@ Test(daemon, access_rules_allow_and_deny_as_written)
 	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE_DERIVED, "bars", error), -EACCES);
 	cr_assert(strstr(error, "[access cameras]"), "%s", error);
 	cr_assert_eq(as(&d, ALICE, ALICE, 0, SUBSCRIBE_DERIVED, "bars", error), 0, "%s", error);
+	/* Nor by the name of one made for another client. */
+	struct fb_derived spec = {.width = 32, .height = 24};
+	fb_subscriber *derived;
+	cr_assert_eq(fb_client_subscribe_derived(root, "bars", &spec, FB_MODE_LATEST, 1, &derived),
+		     0);
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars~32x24.bgr24", error), -EACCES);
+	cr_assert(strstr(error, "[access cameras]: uid 61235 may not subscribe to 'bars'"), "%s",
+		  error);
+	fb_subscriber_free(derived);
 
 	/* publish = alice @publishers, for names matching cam*.gray. */
 	cr_assert_eq(as(&d, ALICE, ALICE, 0, PUBLISH, "cam1.gray", error), 0, "%s", error);
@@ -134,7 +143,7 @@ Test(daemon, access_rules_allow_and_deny_as_written)
 	 * per client and rule every 10 s. */
 	wait_log(&d, "(uid 61235): denied by [access gray]", 5);
 	const char *log = read_file(d.log);
-	cr_assert_eq(count(log, "(uid 61235): denied by [access cameras]"), 2,
+	cr_assert_eq(count(log, "(uid 61235): denied by [access cameras]"), 3,
 		     "one line per client:\n%s", log);
 	cr_assert_eq(fb_client_unpublish(root, prod), 0);
 	fb_client_free(root);
