@@ -3,6 +3,7 @@
  * rules of framebusd.conf applied to a client's credentials (SO_PEERCRED,
  * SO_PEERGROUPS).  docs/security.md is the specification. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fnmatch.h>
 #include <stdio.h>
 #include <string.h>

@@ -3,7 +3,6 @@
 #ifndef FBD_ACCESS_H
 #define FBD_ACCESS_H
 
-#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -81,6 +81,10 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	    {"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
 	     "[stream a] slots: stream 'a' is defined twice"},
 	    {"[daemon\n", "framebusd.conf:1: syntax error"},
+	    {"[stream a]\nurl = x\npolicy = block\non_stall = wait\n",
+	     "framebusd.conf:4: [stream a] on_stall: 'wait' is not latest or drop"},
+	    {"[stream a]\nurl = x\npolicy = block\nblock_timeout = 0\n",
+	     "framebusd.conf:4: [stream a] block_timeout: '0' is not a duration"},
 	    {"[daemon]\nmax_connections_per_user = 0\n",
 	     "framebusd.conf:2: [daemon] max_connections_per_user: '0' is not a number from 1 to "
 	     "100000"},
