@@ -269,14 +269,16 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 		return false;
 	}
 	/* However many subscribe, and whatever they ask, they may not hold
-	 * every slot of a drop stream between them: one stays its producer's.
-	 * A default is cut to what is left; an explicit ask is refused. */
+	 * every slot between them: one stays the producer's (a block stream
+	 * pinned by holds would stall as surely as a drop one, and no cursor
+	 * would show it).  A default is cut to what is left; an explicit ask
+	 * is refused. */
 	uint32_t promised = holds_promised(c->d, st);
-	if (!trusted && params.policy == FB_POLICY_DROP && promised + holds > slots - 1) {
+	if (!trusted && promised + holds > slots - 1) {
 		uint32_t left = promised < slots - 1 ? slots - 1 - promised : 0;
 		if (max_holds || !left) {
 			send_error(c, seq, -EDQUOT,
-				   "drop stream '%s' has %u slots and its subscribers may already "
+				   "stream '%s' has %u slots and its subscribers may already "
 				   "hold %u frames: %u holds left (one slot stays its producer's)",
 				   st->name, slots, promised, left);
 			return false;

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Who may do what: [access] rules checked against the peer's credentials on
  * every request, names reserved to their publishers, per-user limits and the
- * holds a drop stream's subscribers may take.  The test runs as root; its
+ * holds a stream's subscribers may take.  The test runs as root; its
  * clients run as throwaway uids (61234...) in forked children. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
@@ -327,11 +327,11 @@ Test(daemon, per_user_limits_hold_over_all_connections)
 	stop(&d);
 }
 
-/* A subscriber run as uid that takes max_holds of drop stream "bars" and
- * holds as many frames until it is killed.  Returns the subscribe's result
- * (0: it holds them now) and the daemon's text. */
-static int start_holder(const struct daemon *d, uid_t uid, uint32_t max_holds, char *error,
-			pid_t *ret_pid)
+/* A subscriber run as uid that takes max_holds of stream (in latest mode)
+ * and holds as many frames until it is killed.  Returns the subscribe's
+ * result (0: it holds them now) and the daemon's text. */
+static int start_holder(const struct daemon *d, const char *stream, uid_t uid, uint32_t max_holds,
+			char *error, pid_t *ret_pid)
 {
 	struct {
 		int r;
@@ -350,7 +350,7 @@ static int start_holder(const struct daemon *d, uid_t uid, uint32_t max_holds, c
 		const struct fb_frame *f;
 		out.r = fb_client_connect(d->socket, "holder", &c);
 		if (out.r == 0)
-			out.r = fb_client_subscribe(c, "bars", FB_MODE_LATEST, max_holds, &sub);
+			out.r = fb_client_subscribe(c, stream, FB_MODE_LATEST, max_holds, &sub);
 		snprintf(out.error, sizeof(out.error), "%s",
 			 out.r < 0 && c ? fb_client_last_error(c) : "");
 		/* Each acquire waits for a newer frame: max_holds distinct ones. */
@@ -374,22 +374,24 @@ static void stop_holder(pid_t pid)
 	th_wait(pid);
 }
 
-Test(daemon, holding_subscribers_leave_a_drop_stream_a_slot)
+Test(daemon, holding_subscribers_leave_the_producer_a_slot)
 {
 	struct daemon d;
 	char error[AS_USER_ERROR_MAX];
 	pid_t alice, bob, refused;
-	start_open(&d, ""); /* bars: 6 slots, drop */
+	/* bars: 6 slots, drop; blocky: 3 slots, block */
+	start_open(&d, "[stream blocky]\nurl = testsrc2=size=64x48:rate=50\ninput_format = lavfi\n"
+		       "width = 64\nheight = 48\nslots = 3\npolicy = block\n");
 	fb_client *root = client(&d);
 	wait_state(root, "bars", FB_STREAM_RUNNING, 10);
-	cr_assert_eq(start_holder(&d, ALICE, 3, error, &alice), 0, "%s", error);
+	cr_assert_eq(start_holder(&d, "bars", ALICE, 3, error, &alice), 0, "%s", error);
 	/* 3 + 3 would pin all 6 slots: refused, naming what is left. */
-	cr_assert_eq(start_holder(&d, BOB, 3, error, &refused), -EDQUOT);
+	cr_assert_eq(start_holder(&d, "bars", BOB, 3, error, &refused), -EDQUOT);
 	stop_holder(refused);
-	cr_assert(strstr(error, "drop stream 'bars' has 6 slots and its subscribers may already "
+	cr_assert(strstr(error, "stream 'bars' has 6 slots and its subscribers may already "
 				"hold 3 frames: 2 holds left"),
 		  "%s", error);
-	cr_assert_eq(start_holder(&d, BOB, 2, error, &bob), 0, "%s", error);
+	cr_assert_eq(start_holder(&d, "bars", BOB, 2, error, &bob), 0, "%s", error);
 	/* Nothing is left: even the default is refused. */
 	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "bars", error), -EDQUOT);
 	cr_assert(strstr(error, "0 holds left"), "%s", error);
@@ -419,6 +421,23 @@ Test(daemon, holding_subscribers_leave_a_drop_stream_a_slot)
 	}
 	cr_assert_geq(last - first, 19);
 	fb_subscriber_free(sub);
+
+	/* A block stream keeps its slot the same way. */
+	pid_t blocker;
+	wait_state(root, "blocky", FB_STREAM_RUNNING, 10);
+	cr_assert_eq(start_holder(&d, "blocky", ALICE, 2, error, &blocker), 0, "%s", error);
+	cr_assert_eq(as(&d, BOB, BOB, 0, SUBSCRIBE, "blocky", error), -EDQUOT);
+	cr_assert(strstr(error, "stream 'blocky' has 3 slots"), "%s", error);
+	cr_assert_eq(fb_client_subscribe(root, "blocky", FB_MODE_QUEUE, 1, &sub), 0);
+	last = 0;
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(fb_subscriber_acquire(sub, 2000, &f), 0, "blocky frame %d", i);
+		cr_assert(!last || f->seq == last + 1);
+		last = f->seq;
+		fb_subscriber_release(sub, f);
+	}
+	fb_subscriber_free(sub);
+	stop_holder(blocker);
 	stop_holder(alice);
 	stop_holder(bob);
 	fb_client_free(root);

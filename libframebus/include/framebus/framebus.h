@@ -435,8 +435,9 @@ struct fb_stream_info {
 	uint32_t stalls;
 	/** A block stream's block_timeout in ms (0: a drop stream). */
 	uint32_t block_timeout_ms;
-	/** Frames its subscriptions may hold, all together (on a drop stream
-	 * framebusd keeps that below slots: one slot stays the producer's). */
+	/** Frames its subscriptions may hold, all together (framebusd keeps
+	 * what it grants to users but root and its own below slots: one slot
+	 * stays the producer's). */
 	uint32_t holds_promised;
 	uint32_t reserved_[10]; /**< room for more, zero */
 };
