@@ -42,9 +42,9 @@ struct subscription {
 	uint32_t ring_id; /* the producer's id for it */
 	uint32_t mode;
 	uint32_t holds; /* the frames it may hold at once */
-	/* A queue subscription of a block stream: where its cursor stood still
-	 * since when, with the ring full; and whether it stalled the stream
-	 * (check_stall). */
+	/* A queue subscription of a block stream: the furthest its cursor
+	 * reached, since when it has not moved past it with the ring full, and
+	 * whether it stalled the stream (check_stall). */
 	uint64_t still_cursor;
 	uint64_t still_since_ns;
 	bool stalled;
@@ -379,8 +379,12 @@ static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subsc
 
 	if (sub->mode != FB_MODE_QUEUE || sub->stalled || params.policy != FB_POLICY_BLOCK)
 		return;
-	if (ss->stats.lag + 1 < params.slots || ss->stats.next_seq != sub->still_cursor) {
+	/* Only a cursor past the furthest it reached counts as reading: one
+	 * that its owner moves back and forth between samples frees nothing. */
+	bool advanced = ss->stats.next_seq > sub->still_cursor;
+	if (advanced)
 		sub->still_cursor = ss->stats.next_seq;
+	if (advanced || ss->stats.lag + 1 < params.slots) {
 		sub->still_since_ns = now;
 		return;
 	}

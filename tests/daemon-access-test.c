@@ -5,6 +5,7 @@
  * clients run as throwaway uids (61234...) in forked children. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,11 +13,13 @@
 #include <grp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "daemon-helpers.h"
+#include "ring-private.h" /* a hostile subscriber writes its own record */
 
 #define ALICE 61234
 #define BOB 61235
@@ -598,5 +601,82 @@ Test(daemon, a_stalled_queue_subscriber_stops_holding_back_a_clients_block_strea
 	fb_client_free(readers);
 	fb_client_free(c);
 	fb_client_free(publisher);
+	stop(&d);
+}
+
+/* The record of the only subscription this process has: the memfd the
+ * library maps, found among our descriptors by its name. */
+static struct fb__record *map_own_record(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	struct dirent *e;
+	char path[300], target[128];
+	struct fb__record *rec = NULL;
+	cr_assert_not_null(dir);
+	while (!rec && (e = readdir(dir))) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%s", e->d_name);
+		ssize_t n = readlink(path, target, sizeof(target) - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (!strstr(target, "memfd:framebus-record"))
+			continue;
+		rec = mmap(NULL, FB__RECORD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, atoi(e->d_name),
+			   0);
+		cr_assert_neq(rec, MAP_FAILED);
+	}
+	closedir(dir);
+	cr_assert_not_null(rec, "no record among our descriptors");
+	return rec;
+}
+
+struct rocker {
+	struct fb__record *rec;
+	uint64_t cursor;
+	atomic_bool stop;
+};
+
+/* Move the cursor, every sample a new value, never past where it was. */
+static void *rock_cursor(void *arg)
+{
+	struct rocker *r = arg;
+	while (!atomic_load(&r->stop) && r->cursor > 1) {
+		atomic_store(&r->rec->cursor, --r->cursor);
+		th_sleep_us(200000);
+	}
+	return NULL;
+}
+
+/* A hostile queue subscriber that moves its cursor (backwards) between the
+ * daemon's samples to look alive is found stalling all the same: only
+ * moving past the furthest it reached counts. */
+Test(daemon, a_subscriber_rocking_its_cursor_is_still_found_stalling)
+{
+	struct daemon d;
+	fb_subscriber *hostile, *reader;
+	pthread_t thread;
+	start(&d, "[stream skip]\nurl = testsrc2=size=64x48:rate=100\ninput_format = lavfi\n"
+		  "width = 64\nheight = 48\nformat = gray8\nslots = 4\npolicy = block\n"
+		  "block_timeout = 1s\n");
+	fb_client *c = client(&d), *readers = client(&d);
+	struct fb_stream_info info = wait_state(c, "skip", FB_STREAM_RUNNING, 10);
+	for (int i = 0; i < 500 && info.published <= 40; i++) {
+		th_sleep_us(10000);
+		cr_assert_eq(fb_client_get_stream(c, "skip", &info), 0);
+	}
+	cr_assert_eq(fb_client_subscribe(c, "skip", FB_MODE_QUEUE, 1, &hostile), 0);
+	struct rocker rocker = {.rec = map_own_record()};
+	rocker.cursor = atomic_load(&rocker.rec->cursor);
+	cr_assert_gt(rocker.cursor, 30, "the stream ran a while: room to move back");
+	cr_assert_eq(fb_client_subscribe(readers, "skip", FB_MODE_QUEUE, 1, &reader), 0);
+	cr_assert_eq(pthread_create(&thread, NULL, rock_cursor, &rocker), 0);
+	expect_stall(&d, c, "skip", reader, 1, "no longer waited for");
+	atomic_store(&rocker.stop, true);
+	pthread_join(thread, NULL);
+	munmap(rocker.rec, FB__RECORD_SIZE);
+	fb_subscriber_free(hostile);
+	fb_subscriber_free(reader);
+	fb_client_free(readers);
+	fb_client_free(c);
 	stop(&d);
 }
