@@ -621,8 +621,8 @@ static struct fb__record *map_own_record(void)
 		target[n] = '\0';
 		if (!strstr(target, "memfd:framebus-record"))
 			continue;
-		rec = mmap(NULL, FB__RECORD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, atoi(e->d_name),
-			   0);
+		rec = mmap(NULL, FB__RECORD_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   atoi(e->d_name), 0);
 		cr_assert_neq(rec, MAP_FAILED);
 	}
 	closedir(dir);
