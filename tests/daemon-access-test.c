@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Who may do what: [access] rules checked against the peer's credentials on
- * every request, names reserved to their publishers, per-user limits and the
- * holds a stream's subscribers may take.  The test runs as root; its
+ * every request, names reserved to their publishers, per-user limits, the
+ * holds a stream's subscribers may take, and queue subscribers that stall a
+ * block stream.  The test runs as root; its
  * clients run as throwaway uids (61234...) in forked children. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>

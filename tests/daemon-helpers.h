@@ -11,7 +11,8 @@
  *   daemon-clients-test.c          subscribers and framebusctl; a client or the
  *                                  daemon going away, signals
  *   daemon-hostile-clients-test.c  malformed messages, hogs, outsiders
- *   daemon-access-test.c           access rules, per-user limits, holds
+ *   daemon-access-test.c           access rules, per-user limits, holds,
+ *                                  stalled subscribers of block streams
  *
  * Every test is in Criterion suite "daemon" (declared once, in
  * daemon-helpers.c, 60 s per test), so that CRITERION_TEST_PATTERN
