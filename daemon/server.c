@@ -857,6 +857,24 @@ static void client_close(struct fbd_client *c, const char *why)
 	uv_close((uv_handle_t *)&c->poll, free_client);
 }
 
+/* A refused connection, logged at most once every DENIAL_LOG_INTERVAL_NS:
+ * a client that connects again and again cannot flood the journal. */
+static void log_refusal(struct fbd_daemon *d, const struct fbd_client *c, const char *why)
+{
+	uint64_t now = fb_now_ns();
+	if (d->refusal_logged_ns && now - d->refusal_logged_ns < DENIAL_LOG_INTERVAL_NS) {
+		d->refusals_unlogged++;
+		return;
+	}
+	char more[48] = "";
+	if (d->refusals_unlogged)
+		snprintf(more, sizeof(more), " (and %u more not logged)", d->refusals_unlogged);
+	fbd_warning("refused client pid %d (uid %u): %s%s", (int)c->cred.pid, (unsigned)c->peer.uid,
+		    why, more);
+	d->refusal_logged_ns = now;
+	d->refusals_unlogged = 0;
+}
+
 static void on_listen(uv_poll_t *poll, int status, int events)
 {
 	struct fbd_daemon *d = poll->data;
@@ -893,22 +911,18 @@ static void on_listen(uv_poll_t *poll, int status, int events)
 		c->poll.data = c;
 		snprintf(c->label, sizeof(c->label), "#%u[%d]", c->id, (int)c->cred.pid);
 		uint32_t theirs = user_usage(d, c->peer.uid).connections;
-		if (d->n_clients >= d->config->max_clients) {
-			send_error(c, 0, -EUSERS, "the daemon already serves %u clients, its limit",
-				   d->n_clients);
-			fbd_warning("refused client pid %d: %u clients already", (int)c->cred.pid,
-				    d->n_clients);
-			uv_close((uv_handle_t *)&c->poll, free_client);
-			continue;
-		}
-		if (!fbd_access_trusted(c->peer.uid) &&
-		    theirs >= d->config->max_connections_per_user) {
-			send_error(
-			    c, 0, -EUSERS,
-			    "uid %u already has %u connections, its max_connections_per_user",
-			    (unsigned)c->peer.uid, theirs);
-			fbd_warning("refused client pid %d: uid %u has %u connections already",
-				    (int)c->cred.pid, (unsigned)c->peer.uid, theirs);
+		char why[FB__ERROR_TEXT_MAX] = "";
+		if (d->n_clients >= d->config->max_clients)
+			snprintf(why, sizeof(why),
+				 "the daemon already serves %u clients, its limit", d->n_clients);
+		else if (!fbd_access_trusted(c->peer.uid) &&
+			 theirs >= d->config->max_connections_per_user)
+			snprintf(why, sizeof(why),
+				 "uid %u already has %u connections, its max_connections_per_user",
+				 (unsigned)c->peer.uid, theirs);
+		if (why[0]) {
+			send_error(c, 0, -EUSERS, "%s", why);
+			log_refusal(d, c, why);
 			uv_close((uv_handle_t *)&c->poll, free_client);
 			continue;
 		}

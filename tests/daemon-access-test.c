@@ -312,7 +312,10 @@ Test(daemon, per_user_limits_hold_over_all_connections)
 	cr_assert_eq(r / 10 % 10, 3, "streams: %d (%s)", r, error);
 	cr_assert_eq(r % 10, 1, "the big ring: %d (%s)", r, error);
 	cr_assert(strstr(error, "-87 "), "the 51st connection: %s", error);
-	wait_log(&d, "uid 61234 has 8 connections already", 5);
+	/* 42 refusals, one log line. */
+	wait_log(&d, "(uid 61234): uid 61234 already has 8 connections", 5);
+	cr_assert_eq(count(read_file(d.log), "(uid 61234): uid 61234 already has 8"), 1, "%s",
+		     read_file(d.log));
 	cr_assert(strstr(error, "|uid 61234 already has 10 subscriptions, its "
 				"max_subscriptions_per_user|uid 61234 already publishes 3 "
 				"streams, its max_streams_per_user|"),
