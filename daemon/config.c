@@ -2,12 +2,14 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <strings.h>
 #include <syslog.h>
 
@@ -18,7 +20,8 @@
 
 struct parser {
 	struct fbd_config *config;
-	struct fbd_stream_config *stream; /* the section being read, NULL in [daemon] */
+	struct fbd_stream_config *stream; /* the [stream] section being read, or NULL */
+	struct fbd_access_rule *rule;     /* the [access] section being read, or NULL */
 	bool in_daemon;
 	const char *path;
 	FILE *file;
@@ -43,6 +46,7 @@ void fbd_stream_config_defaults(struct fbd_stream_config *s)
 	    .retry_min_ns = NS_PER_S / 2,
 	    .retry_max_ns = 30 * NS_PER_S,
 	    .stall_timeout_ns = 10 * NS_PER_S,
+	    .block_timeout_ns = FBD_DEFAULT_BLOCK_TIMEOUT_NS,
 	};
 }
 
@@ -60,6 +64,10 @@ static struct fbd_config *config_new(void)
 	c->max_ring_memory_per_client = 1ull << 30;
 	c->max_derived_per_client = 4;
 	c->max_derived_memory = 256ull << 20;
+	c->max_connections_per_user = 64;
+	c->max_subscriptions_per_user = 256;
+	c->max_streams_per_user = 16;
+	c->max_memory_per_user = 2ull << 30;
 	c->socket_path = strdup(FB_DEFAULT_SOCKET);
 	if (!c->socket_path) {
 		free(c);
@@ -290,6 +298,28 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 		c->max_derived_per_client = (uint32_t)n;
 		return 1;
 	}
+	const struct {
+		const char *key;
+		uint32_t *value;
+		uint32_t min, max;
+	} per_user[] = {
+	    {"max_connections_per_user", &c->max_connections_per_user, 1, 100000},
+	    {"max_subscriptions_per_user", &c->max_subscriptions_per_user, 1, 65536},
+	    {"max_streams_per_user", &c->max_streams_per_user, 0, FBD_MAX_STREAMS},
+	};
+	for (size_t i = 0; i < sizeof(per_user) / sizeof(per_user[0]); i++)
+		if (!strcmp(key, per_user[i].key)) {
+			if (!parse_uint(v, per_user[i].min, per_user[i].max, &n))
+				return fail(p, section, key, "'%s' is not a number from %u to %u",
+					    v, per_user[i].min, per_user[i].max);
+			*per_user[i].value = (uint32_t)n;
+			return 1;
+		}
+	if (!strcmp(key, "max_memory_per_user")) {
+		if (!parse_size(v, &c->max_memory_per_user))
+			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
+		return 1;
+	}
 	if (!strcmp(key, "max_derived_memory")) {
 		if (!parse_size(v, &c->max_derived_memory))
 			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
@@ -311,6 +341,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 					     [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
 					     [FBD_SCALE_AREA] = "area",
 					     [FBD_SCALE_BICUBIC] = "bicubic"};
+	static const char *const on_stalls[] = {
+	    [FBD_ON_STALL_LATEST] = "latest", [FBD_ON_STALL_DROP] = "drop"};
 	static const char *const on_ends[] = {
 	    [FBD_ON_END_AUTO] = "auto", [FBD_ON_END_RETRY] = "retry", [FBD_ON_END_END] = "end"};
 	uint64_t n;
@@ -418,14 +450,20 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		return 1;
 	}
 	if (!strcmp(key, "retry_min") || !strcmp(key, "retry_max") ||
-	    !strcmp(key, "stall_timeout")) {
+	    !strcmp(key, "stall_timeout") || !strcmp(key, "block_timeout")) {
 		uint64_t ns;
 		if (!parse_duration(v, &ns) || ns == 0)
 			return fail(p, section, key,
 				    "'%s' is not a duration such as 500ms, 2s or 1m", v);
-		*(!strcmp(key, "retry_min")   ? &s->retry_min_ns
-		  : !strcmp(key, "retry_max") ? &s->retry_max_ns
-					      : &s->stall_timeout_ns) = ns;
+		*(!strcmp(key, "retry_min")       ? &s->retry_min_ns
+		  : !strcmp(key, "retry_max")     ? &s->retry_max_ns
+		  : !strcmp(key, "stall_timeout") ? &s->stall_timeout_ns
+						  : &s->block_timeout_ns) = ns;
+		return 1;
+	}
+	if (!strcmp(key, "on_stall")) {
+		if (!parse_enum(v, on_stalls, 2, &s->on_stall))
+			return fail(p, section, key, "'%s' is not latest or drop", v);
 		return 1;
 	}
 	if (!strncmp(key, "option.", 7) && key[7]) {
@@ -450,6 +488,91 @@ static bool stream_name_ok(const char *name)
 		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
 			return false;
 	return true;
+}
+
+/* A pattern of stream names: a name's characters and fnmatch's. */
+static bool pattern_ok(const char *pattern)
+{
+	size_t len = strlen(pattern);
+	if (len == 0 || len > FB_NAME_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((pattern[i] >= 'a' && pattern[i] <= 'z') ||
+		      (pattern[i] >= 'A' && pattern[i] <= 'Z') ||
+		      (pattern[i] >= '0' && pattern[i] <= '9') || strchr("._-*?[]!", pattern[i])))
+			return false;
+	return true;
+}
+
+/* A numeric id, or -1. */
+static int64_t parse_id(const char *v)
+{
+	uint64_t n;
+	return parse_uint(v, 0, UINT32_MAX - 1, &n) ? (int64_t)n : -1;
+}
+
+/* "@video alice 1001 @2000": users and groups (@), by name or number; names
+ * are resolved now, an unknown one is an error. */
+static int access_ids(struct parser *p, const char *section, const char *key, const char *v,
+		      struct fbd_access_ids *ids)
+{
+	char copy[1024], *save = NULL;
+	if (strlen(v) >= sizeof(copy))
+		return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
+	strcpy(copy, v);
+	ids->given = true;
+	for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
+		bool group = w[0] == '@';
+		const char *name = w + group;
+		int64_t id = parse_id(name);
+		if (id < 0 && group) {
+			struct group *g = getgrnam(name);
+			if (!g)
+				return fail(p, section, key, "no group '%s'", name);
+			id = g->gr_gid;
+		} else if (id < 0) {
+			struct passwd *u = getpwnam(name);
+			if (!u)
+				return fail(p, section, key, "no user '%s'", name);
+			id = u->pw_uid;
+		}
+		uint32_t *n = group ? &ids->n_gids : &ids->n_uids;
+		if (*n == FBD_MAX_ACCESS_IDS)
+			return fail(p, section, key, "more than %d %s", FBD_MAX_ACCESS_IDS,
+				    group ? "groups" : "users");
+		(group ? ids->gids : ids->uids)[(*n)++] = (uint32_t)id;
+	}
+	return 1;
+}
+
+static int access_key(struct parser *p, const char *section, const char *key, const char *v)
+{
+	struct fbd_access_rule *a = p->rule;
+
+	if (!strcmp(key, "streams")) {
+		char copy[(FB_NAME_MAX + 1) * FBD_MAX_ACCESS_PATTERNS], *save = NULL;
+		if (strlen(v) >= sizeof(copy))
+			return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
+		strcpy(copy, v);
+		for (char *w = strtok_r(copy, " \t,", &save); w;
+		     w = strtok_r(NULL, " \t,", &save)) {
+			if (!pattern_ok(w))
+				return fail(p, section, key,
+					    "'%s' is not a stream name or pattern (letters, "
+					    "digits, '.', '_', '-' and * ? [ ] !)",
+					    w);
+			if (a->n_patterns == FBD_MAX_ACCESS_PATTERNS)
+				return fail(p, section, key, "more than %d patterns",
+					    FBD_MAX_ACCESS_PATTERNS);
+			strcpy(a->patterns[a->n_patterns++], w);
+		}
+		return a->n_patterns ? 1 : fail(p, section, key, "no stream name or pattern");
+	}
+	if (!strcmp(key, "subscribe"))
+		return access_ids(p, section, key, v, &a->subscribe);
+	if (!strcmp(key, "publish"))
+		return access_ids(p, section, key, v, &a->publish);
+	return fail(p, section, key, "unknown key (expected streams, subscribe or publish)");
 }
 
 static int handler(void *user, const char *section, const char *key, const char *value)
@@ -490,7 +613,28 @@ static int handler(void *user, const char *section, const char *key, const char 
 		}
 		return stream_key(p, section, key, value);
 	}
-	return fail(p, section, key, "unknown section (expected [daemon] or [stream NAME])");
+	if (!strncmp(section, "access ", 7)) {
+		const char *name = section + 7;
+		if (!p->rule || strcmp(p->rule->name, name)) {
+			if (!stream_name_ok(name))
+				return fail(p, section, key,
+					    "rule name '%s' must be 1-%d letters, digits, '.', "
+					    "'_' or '-'",
+					    name, FB_NAME_MAX);
+			for (uint32_t i = 0; i < p->config->n_access; i++)
+				if (!strcmp(p->config->access[i].name, name))
+					return fail(p, section, key, "rule '%s' is defined twice",
+						    name);
+			if (p->config->n_access == FBD_MAX_ACCESS_RULES)
+				return fail(p, section, key, "more than %d [access] rules",
+					    FBD_MAX_ACCESS_RULES);
+			p->rule = &p->config->access[p->config->n_access++];
+			strcpy(p->rule->name, name);
+		}
+		return access_key(p, section, key, value);
+	}
+	return fail(p, section, key,
+		    "unknown section (expected [daemon], [stream NAME] or [access NAME])");
 }
 
 static const char *check_stream(const struct fbd_stream_config *s)
@@ -586,6 +730,12 @@ int fbd_config_load(const char *path, struct fbd_config **ret_config, char *erro
 			p.failed = -EINVAL;
 		}
 	}
+	for (uint32_t i = 0; !p.failed && i < p.config->n_access; i++)
+		if (!p.config->access[i].n_patterns) {
+			snprintf(error, size, "%s: [access %s]: no streams (the names it covers)",
+				 path, p.config->access[i].name);
+			p.failed = -EINVAL;
+		}
 	if (p.failed) {
 		fbd_config_free(p.config);
 		return p.failed;
@@ -652,6 +802,7 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
 	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop ||
 	    a->decoder_threads != b->decoder_threads || a->retry_min_ns != b->retry_min_ns ||
 	    a->retry_max_ns != b->retry_max_ns || a->stall_timeout_ns != b->stall_timeout_ns ||
+	    a->block_timeout_ns != b->block_timeout_ns || a->on_stall != b->on_stall ||
 	    a->n_options != b->n_options)
 		return false;
 	for (uint32_t i = 0; i < a->n_options; i++)

@@ -12,12 +12,24 @@
 
 #define FBD_MAX_STREAMS 64
 #define FBD_MAX_OPTIONS 16
+#define FBD_MAX_ACCESS_RULES 64
+#define FBD_MAX_ACCESS_PATTERNS 16
+#define FBD_MAX_ACCESS_IDS 32
+/* A client's stream has no section: its block_timeout is this. */
+#define FBD_DEFAULT_BLOCK_TIMEOUT_NS 2000000000ull
 
 /* What an input that ends does to its stream. */
 enum fbd_on_end {
 	FBD_ON_END_AUTO = 0, /* retry for cameras and network inputs, end for files and lavfi */
 	FBD_ON_END_RETRY,    /* open it again, as after a failure: a camera that rebooted */
 	FBD_ON_END_END,      /* the stream ends */
+};
+
+/* What a block stream does with a queue subscriber that kept it waiting
+ * longer than block_timeout. */
+enum fbd_on_stall {
+	FBD_ON_STALL_LATEST = 0, /* stop waiting for it: it reads on, missing what it lost */
+	FBD_ON_STALL_DROP,       /* end its subscription (-ECANCELED) */
 };
 
 /* libswscale's method, where a stream's frames change size. */
@@ -56,9 +68,30 @@ struct fbd_stream_config {
 	uint64_t retry_min_ns;
 	uint64_t retry_max_ns;
 	uint64_t stall_timeout_ns;
+	uint64_t block_timeout_ns; /* policy block: how long one queue subscriber may stall it */
+	uint32_t on_stall;         /* enum fbd_on_stall */
 	uint32_t n_options;
 	char *option_keys[FBD_MAX_OPTIONS];
 	char *option_values[FBD_MAX_OPTIONS];
+};
+
+/* Who an [access] rule lets do one thing: users and groups, resolved to ids
+ * at load.  given false: the key is absent. */
+struct fbd_access_ids {
+	bool given;
+	uint32_t n_uids, n_gids;
+	uint32_t uids[FBD_MAX_ACCESS_IDS];
+	uint32_t gids[FBD_MAX_ACCESS_IDS];
+};
+
+/* [access NAME]: the streams it covers (fnmatch patterns), who may subscribe
+ * to them (absent: anyone) and who may publish a name they match (absent:
+ * nobody).  access.c applies them. */
+struct fbd_access_rule {
+	char name[FB_NAME_MAX + 1];
+	uint32_t n_patterns;
+	char patterns[FBD_MAX_ACCESS_PATTERNS][FB_NAME_MAX + 1];
+	struct fbd_access_ids subscribe, publish;
 };
 
 struct fbd_config {
@@ -73,12 +106,21 @@ struct fbd_config {
 	uint64_t max_ring_memory_per_client; /* bytes of rings it may publish */
 	uint32_t max_derived_per_client;     /* streams it may have made on request */
 	uint64_t max_derived_memory;         /* bytes of all rings made on request */
+	/* The same, per user (uid) over all its connections; root and the
+	 * daemon's own user are exempt. */
+	uint32_t max_connections_per_user;
+	uint32_t max_subscriptions_per_user;
+	uint32_t max_streams_per_user;
+	uint64_t max_memory_per_user;
 	/* Where /metrics is served (Prometheus), as written; NULL: nowhere.
 	 * metrics_addr is it parsed. */
 	char *metrics;
 	struct sockaddr_storage metrics_addr;
 	uint32_t n_streams;
 	struct fbd_stream_config streams[FBD_MAX_STREAMS];
+	/* In file order: the first whose patterns match a name decides. */
+	uint32_t n_access;
+	struct fbd_access_rule access[FBD_MAX_ACCESS_RULES];
 };
 
 /* Load path into a new config.  On error returns -errno and writes a message

@@ -39,6 +39,8 @@ struct fbd_daemon {
 	uint32_t n_clients;
 	uint32_t next_client_id;
 	uint32_t next_subscription_id;
+	uint64_t refusal_logged_ns; /* connections refused: the last logged, */
+	uint32_t refusals_unlogged; /* and how many since */
 
 	/* streams.c: the table is its alone to change; others read it. */
 	struct fbd_stream *streams[FBD_MAX_STREAMS];

@@ -514,6 +514,12 @@ static void decoded_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
 		fb_producer_remove_subscriber(p, ring_id);
 }
 
+static int decoded_unwait(struct fbd_stream *st, uint32_t ring_id)
+{
+	fb_producer *p = producer(decoded(st));
+	return p ? fb__producer_unwait_subscriber(p, ring_id) : -ENOENT;
+}
+
 static int decoded_subscriber_sample(struct fbd_stream *st, uint32_t ring_id,
 				     struct fb__subscriber_sample *ret_sample)
 {
@@ -621,6 +627,7 @@ static void decoded_free(struct fbd_stream *st, bool end)
 static const struct fbd_stream_ops decoded_ops = {
     .subscribe = decoded_subscribe,
     .unsubscribe = decoded_unsubscribe,
+    .unwait = decoded_unwait,
     .subscriber_sample = decoded_subscriber_sample,
     .counters = decoded_counters,
     .wedged = decoded_wedged,

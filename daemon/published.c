@@ -119,6 +119,18 @@ static void published_unsubscribe(struct fbd_stream *st, uint32_t ring_id)
 	rs->id = 0;
 }
 
+/* Through the record, which the producer reads at every claim: nothing to
+ * send down its channel. */
+static int published_unwait(struct fbd_stream *st, uint32_t ring_id)
+{
+	struct published *pub = published(st);
+	struct remote_sub *rs = find(pub, ring_id);
+	if (!rs)
+		return -ENOENT;
+	fb__subscriber_slot_unwait(&rs->slot, pub->ctl);
+	return 0;
+}
+
 static int published_subscriber_sample(struct fbd_stream *st, uint32_t ring_id,
 				       struct fb__subscriber_sample *ret_sample)
 {
@@ -179,6 +191,7 @@ static void published_free(struct fbd_stream *st, bool end)
 static const struct fbd_stream_ops published_ops = {
     .subscribe = published_subscribe,
     .unsubscribe = published_unsubscribe,
+    .unwait = published_unwait,
     .subscriber_sample = published_subscriber_sample,
     .counters = published_counters,
     .free = published_free,

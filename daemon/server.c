@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "access.h"
 #include "daemon.h"
 #include "log.h"
 #include "protocol-private.h"
@@ -24,12 +25,29 @@
 
 /* Subscriber places (of FB_MAX_SUBSCRIBERS) one client may take on one stream. */
 #define MAX_SUBSCRIPTIONS_PER_STREAM (FB_MAX_SUBSCRIBERS / 4)
+/* A client's refusals by one rule are logged at most once in this time. */
+#define DENIAL_LOG_INTERVAL_NS 10000000000ull
+#define DENIALS_REMEMBERED 4
+
+/* The last log line about a client's requests a rule refused. */
+struct denial {
+	char rule[FB__NAME_MAX];
+	uint64_t logged_ns;
+	uint32_t suppressed; /* refusals not logged since */
+};
 
 struct subscription {
 	uint32_t id;
 	struct fbd_stream *stream;
 	uint32_t ring_id; /* the producer's id for it */
 	uint32_t mode;
+	uint32_t holds; /* the frames it may hold at once */
+	/* A queue subscription of a block stream: the furthest its cursor
+	 * reached, since when it has not moved past it with the ring full, and
+	 * whether it stalled the stream (check_stall). */
+	uint64_t still_cursor;
+	uint64_t still_since_ns;
+	bool stalled;
 	/* What it took, sampled every second (fbd_server_sample). */
 	struct fbd_window rates;
 };
@@ -41,6 +59,8 @@ struct fbd_client {
 	int fd;
 	uint32_t id;
 	struct ucred cred;
+	struct fbd_peer peer; /* its uid and groups, for the access rules */
+	struct denial denials[DENIALS_REMEMBERED];
 	bool said_hello;
 	bool paused; /* its replies are unread: its requests wait */
 	char name[FB__NAME_MAX];
@@ -50,6 +70,8 @@ struct fbd_client {
 };
 
 static void client_close(struct fbd_client *c, const char *why);
+static void send_event(struct fbd_client *c, struct fbd_stream *st, uint32_t subscription,
+		       uint32_t state, const char *detail);
 static void stream_changed(struct fbd_daemon *d, struct fbd_stream *st, uint32_t state,
 			   const char *detail);
 
@@ -65,6 +87,58 @@ static int send_error(struct fbd_client *c, uint32_t seq, int error, const char 
 	va_end(ap);
 	fbd_log_about(LOG_DEBUG, NULL, c->label, "client %s: error: %s", c->label, e.text);
 	return fb__msg_send(c->fd, FB__OP_ERROR, seq, &e, sizeof(e), NULL, 0);
+}
+
+/* Whether c may do op on the stream name (refused: answered, and logged at
+ * most once per rule every DENIAL_LOG_INTERVAL_NS). */
+static bool allowed(struct fbd_client *c, uint32_t seq, enum fbd_access_op op, const char *name)
+{
+	char why[FB__ERROR_TEXT_MAX];
+	const char *rule;
+	int r = fbd_access_check(c->d->config, &c->peer, op, name, &rule, why, sizeof(why));
+	if (r == 0)
+		return true;
+	send_error(c, seq, r, "%s", why);
+	uint64_t now = fb_now_ns();
+	struct denial *slot = &c->denials[0];
+	for (uint32_t i = 0; i < DENIALS_REMEMBERED; i++) {
+		if (!strcmp(c->denials[i].rule, rule)) {
+			slot = &c->denials[i];
+			break;
+		}
+		if (c->denials[i].logged_ns < slot->logged_ns)
+			slot = &c->denials[i]; /* else the oldest makes room */
+	}
+	if (strcmp(slot->rule, rule)) {
+		*slot = (struct denial){0};
+		snprintf(slot->rule, sizeof(slot->rule), "%s", rule);
+	} else if (now - slot->logged_ns < DENIAL_LOG_INTERVAL_NS) {
+		slot->suppressed++;
+		return false;
+	}
+	char more[48] = "";
+	if (slot->suppressed)
+		snprintf(more, sizeof(more), " (and %u more not logged)", slot->suppressed);
+	fbd_log_about(LOG_WARNING, name, c->label, "client %s (uid %u): %s%s", c->label,
+		      (unsigned)c->peer.uid, why, more);
+	slot->logged_ns = now;
+	slot->suppressed = 0;
+	return false;
+}
+
+/* Whether c may subscribe to st: by st's rule and each ancestor's, since a
+ * derived stream (configured, or made on request and named after its
+ * parent) shows its parent's pictures. */
+static bool may_subscribe(struct fbd_client *c, uint32_t seq, struct fbd_stream *st)
+{
+	const char *name = st->name;
+	for (uint32_t hops = 0; name && hops <= FBD_MAX_STREAMS; hops++) {
+		if (!allowed(c, seq, FBD_ACCESS_SUBSCRIBE, name))
+			return false;
+		name = st && st->config ? st->config->from : NULL;
+		st = name ? fbd_streams_find(c->d, name) : NULL;
+	}
+	return true;
 }
 
 static void drop_subscription(struct fbd_client *c, uint32_t i)
@@ -94,6 +168,44 @@ static struct fbd_stream *find_stream(struct fbd_client *c, uint32_t seq, const 
 	if (!st)
 		send_error(c, seq, -ENOENT, "no stream named '%s'", name);
 	return st;
+}
+
+/* What one user (uid) has, over all its connections. */
+struct usage {
+	uint32_t connections, subscriptions, streams;
+	uint64_t memory; /* of the rings it publishes */
+};
+
+static struct usage user_usage(const struct fbd_daemon *d, uint32_t uid)
+{
+	struct usage u = {0};
+	struct fb__ring_geometry geo;
+	for (const struct fbd_client *o = d->clients; o; o = o->next)
+		if (o->peer.uid == uid) {
+			u.connections++;
+			u.subscriptions += o->n_subs;
+		}
+	for (uint32_t i = 0; i < d->n_streams; i++) {
+		struct fbd_stream *st = d->streams[i];
+		struct fb_ring_params params = fbd_stream_params(st);
+		if (!st->owner || st->owner->peer.uid != uid)
+			continue;
+		u.streams++;
+		if (fb__ring_geometry_compute(&params, &geo) == 0)
+			u.memory += geo.total_size;
+	}
+	return u;
+}
+
+/* The frames st's subscribers may hold at once, all together. */
+static uint32_t holds_promised(const struct fbd_daemon *d, const struct fbd_stream *st)
+{
+	uint32_t n = 0;
+	for (const struct fbd_client *o = d->clients; o; o = o->next)
+		for (uint32_t i = 0; i < o->n_subs; i++)
+			if (o->subs[i].stream == st)
+				n += o->subs[i].holds;
+	return n;
 }
 
 /* What a subscription's record shows now, as a sample of its window. */
@@ -138,7 +250,16 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 			   c->n_subs);
 		return false;
 	}
-	uint32_t slots = fbd_stream_params(st).slots;
+	bool trusted = fbd_access_trusted(c->peer.uid);
+	uint32_t theirs = user_usage(c->d, c->peer.uid).subscriptions;
+	if (!trusted && theirs >= c->d->config->max_subscriptions_per_user) {
+		send_error(c, seq, -EUSERS,
+			   "uid %u already has %u subscriptions, its max_subscriptions_per_user",
+			   (unsigned)c->peer.uid, theirs);
+		return false;
+	}
+	struct fb_ring_params params = fbd_stream_params(st);
+	uint32_t slots = params.slots;
 	uint32_t holds = max_holds ? max_holds : c->d->config->default_max_holds;
 	if (holds >= slots)
 		holds = max_holds ? holds : slots - 1;
@@ -146,6 +267,23 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 		send_error(c, seq, -EINVAL, "max_holds %u: stream '%s' has %u slots, so 1 to %u",
 			   max_holds, st->name, slots, slots - 1);
 		return false;
+	}
+	/* However many subscribe, and whatever they ask, they may not hold
+	 * every slot between them: one stays the producer's (a block stream
+	 * pinned by holds would stall as surely as a drop one, and no cursor
+	 * would show it).  A default is cut to what is left; an explicit ask
+	 * is refused. */
+	uint32_t promised = holds_promised(c->d, st);
+	if (!trusted && promised + holds > slots - 1) {
+		uint32_t left = promised < slots - 1 ? slots - 1 - promised : 0;
+		if (max_holds || !left) {
+			send_error(c, seq, -EDQUOT,
+				   "stream '%s' has %u slots and its subscribers may already "
+				   "hold %u frames: %u holds left (one slot stays its producer's)",
+				   st->name, slots, promised, left);
+			return false;
+		}
+		holds = left;
 	}
 	struct subscription *grown = realloc(c->subs, (c->n_subs + 1) * sizeof(*grown));
 	if (!grown) {
@@ -173,8 +311,12 @@ static bool subscribe_to(struct fbd_client *c, uint32_t seq, struct fbd_stream *
 		return false;
 	}
 	struct subscription *sub = &c->subs[c->n_subs++];
-	*sub =
-	    (struct subscription){.id = reply.id, .stream = st, .ring_id = ring_id, .mode = mode};
+	*sub = (struct subscription){.id = reply.id,
+				     .stream = st,
+				     .ring_id = ring_id,
+				     .mode = mode,
+				     .holds = holds,
+				     .still_since_ns = fb_now_ns()};
 	struct fb__subscriber_sample ss;
 	struct fbd_sample now;
 	if (sample_subscription(sub, &ss, &now) == 0)
@@ -188,7 +330,7 @@ static void handle_subscribe(struct fbd_client *c, const struct fb__msg *m)
 {
 	const struct fb__msg_subscribe *req = &m->body.subscribe;
 	struct fbd_stream *st = find_stream(c, m->header.seq, req->stream, sizeof(req->stream));
-	if (st)
+	if (st && may_subscribe(c, m->header.seq, st))
 		subscribe_to(c, m->header.seq, st, req->mode, req->max_holds);
 }
 
@@ -199,7 +341,7 @@ static void handle_subscribe_derived(struct fbd_client *c, const struct fb__msg 
 	struct fbd_stream *parent = find_stream(c, seq, req->parent, sizeof(req->parent)), *st;
 	char why[FB__ERROR_TEXT_MAX];
 
-	if (!parent)
+	if (!parent || !may_subscribe(c, seq, parent))
 		return;
 	int r = fbd_streams_derive(c->d, parent, &req->spec, c, why, sizeof(why), &st);
 	if (r < 0) {
@@ -219,14 +361,64 @@ bool fbd_server_subscribed(struct fbd_daemon *d, const struct fbd_stream *st)
 	return false;
 }
 
+static uint64_t block_timeout_ns(const struct fbd_stream *st)
+{
+	return st->config ? st->config->block_timeout_ns : FBD_DEFAULT_BLOCK_TIMEOUT_NS;
+}
+
+/* A queue subscriber of a block stream that leaves the ring full of frames
+ * it has not read, its cursor standing still, for block_timeout stalls the
+ * stream and every other subscriber with it: the stream stops waiting for
+ * it (on_stall = latest) or drops it (drop). */
+static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subscriber_sample *ss,
+			uint64_t now)
+{
+	struct subscription *sub = &c->subs[i];
+	struct fbd_stream *st = sub->stream;
+	struct fb_ring_params params = fbd_stream_params(st);
+
+	if (sub->mode != FB_MODE_QUEUE || sub->stalled || params.policy != FB_POLICY_BLOCK)
+		return;
+	/* Only a cursor past the furthest it reached counts as reading: one
+	 * that its owner moves back and forth between samples frees nothing. */
+	bool advanced = ss->stats.next_seq > sub->still_cursor;
+	if (advanced)
+		sub->still_cursor = ss->stats.next_seq;
+	if (advanced || ss->stats.lag + 1 < params.slots) {
+		sub->still_since_ns = now;
+		return;
+	}
+	if (now - sub->still_since_ns < block_timeout_ns(st))
+		return;
+	bool drop = st->config && st->config->on_stall == FBD_ON_STALL_DROP;
+	char detail[FB__ERROR_TEXT_MAX];
+	snprintf(detail, sizeof(detail),
+		 "subscription %u read nothing for %.1f s with the ring full (block_timeout): %s",
+		 sub->id, (double)(now - sub->still_since_ns) / 1e9,
+		 drop ? "dropped"
+		      : "no longer waited for, frames it does not read in time are missed");
+	st->stalls++;
+	sub->stalled = true;
+	fbd_log_about(LOG_WARNING, st->name, c->label, "stream %s: client %s (uid %u): %s",
+		      st->name, c->label, (unsigned)c->peer.uid, detail);
+	send_event(c, st, sub->id, fbd_stream_state(st), detail);
+	if (drop)
+		drop_subscription(c, i);
+	else if (st->ops->unwait(st, sub->ring_id) < 0)
+		fbd_warning("stream %s: cannot stop waiting for subscription %u", st->name,
+			    sub->id);
+}
+
 void fbd_server_sample(struct fbd_daemon *d)
 {
 	struct fb__subscriber_sample ss;
 	struct fbd_sample now;
 	for (struct fbd_client *c = d->clients; c; c = c->next)
-		for (uint32_t i = 0; i < c->n_subs; i++)
-			if (sample_subscription(&c->subs[i], &ss, &now) == 0)
+		for (uint32_t i = c->n_subs; i-- > 0;)
+			if (sample_subscription(&c->subs[i], &ss, &now) == 0) {
 				fbd_window_push(&c->subs[i].rates, &now);
+				check_stall(c, i, &ss, now.ns);
+			}
 }
 
 /* The labels of a subscription's metrics. */
@@ -361,6 +553,9 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m, bool det
 			    .wait_p99_us = fbd_window_percentile_us(&sub->rates, &now, false, 99),
 			    .busy_p50_us = fbd_window_percentile_us(&sub->rates, &now, true, 50),
 			    .busy_p99_us = fbd_window_percentile_us(&sub->rates, &now, true, 99),
+			    .uid = o->peer.uid,
+			    .flags = FB__SUBSCRIPTION_UID |
+				     (sub->stalled ? FB__SUBSCRIPTION_STALLED : 0),
 			};
 			fb__msg_send(c->fd, FB__OP_SUBSCRIPTION, seq, &out, sizeof(out), NULL, 0);
 		}
@@ -370,6 +565,10 @@ static void handle_stats(struct fbd_client *c, const struct fb__msg *m, bool det
 	}
 	struct fb__msg_stream_detail out;
 	fbd_stream_detail(st, &out);
+	/* The limits in force on it. */
+	if (out.info.policy == FB_POLICY_BLOCK)
+		out.block_timeout_ms = (uint32_t)(block_timeout_ns(st) / 1000000u);
+	out.holds_promised = holds_promised(c->d, st);
 	fb__msg_send(c->fd, FB__OP_STREAM_DETAIL, seq, &out, sizeof(out), NULL, 0);
 }
 
@@ -393,6 +592,8 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	};
 
 	m->fds[0] = m->fds[1] = m->fds[2] = -1; /* ours now */
+	bool trusted = fbd_access_trusted(c->peer.uid);
+	struct usage user = user_usage(d, c->peer.uid);
 	for (uint32_t i = 0; i < d->n_streams; i++)
 		if (d->streams[i]->owner == c) {
 			struct fb_ring_params theirs = fbd_stream_params(d->streams[i]);
@@ -407,6 +608,8 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 	else if (fbd_streams_find(d, req->name))
 		r = -EEXIST,
 		snprintf(why, sizeof(why), "a stream named '%s' exists already", req->name);
+	else if (!allowed(c, seq, FBD_ACCESS_PUBLISH, req->name))
+		r = -EACCES; /* answered */
 	else if (fb__ring_geometry_compute(&params, &geo) < 0)
 		r = -EINVAL, snprintf(why, sizeof(why),
 				      "invalid ring parameters (size, format, slots, "
@@ -420,11 +623,23 @@ static void handle_create(struct fbd_client *c, struct fb__msg *m)
 				      "bytes of ring memory",
 				      (unsigned long long)geo.total_size,
 				      (unsigned long long)d->config->max_ring_memory_per_client);
+	else if (!trusted && user.streams >= d->config->max_streams_per_user)
+		r = -EUSERS,
+		snprintf(why, sizeof(why),
+			 "uid %u already publishes %u streams, its max_streams_per_user",
+			 (unsigned)c->peer.uid, user.streams);
+	else if (!trusted && user.memory + geo.total_size > d->config->max_memory_per_user)
+		r = -EDQUOT, snprintf(why, sizeof(why),
+				      "a ring of %llu bytes would take uid %u past its "
+				      "max_memory_per_user, %llu bytes",
+				      (unsigned long long)geo.total_size, (unsigned)c->peer.uid,
+				      (unsigned long long)d->config->max_memory_per_user);
 	if (r < 0) {
 		close(frame_fd);
 		close(control_fd);
 		close(channel);
-		send_error(c, seq, r, "%s", why);
+		if (r != -EACCES)
+			send_error(c, seq, r, "%s", why);
 		return;
 	}
 	char name[FB__NAME_MAX];
@@ -642,6 +857,24 @@ static void client_close(struct fbd_client *c, const char *why)
 	uv_close((uv_handle_t *)&c->poll, free_client);
 }
 
+/* A refused connection, logged at most once every DENIAL_LOG_INTERVAL_NS:
+ * a client that connects again and again cannot flood the journal. */
+static void log_refusal(struct fbd_daemon *d, const struct fbd_client *c, const char *why)
+{
+	uint64_t now = fb_now_ns();
+	if (d->refusal_logged_ns && now - d->refusal_logged_ns < DENIAL_LOG_INTERVAL_NS) {
+		d->refusals_unlogged++;
+		return;
+	}
+	char more[48] = "";
+	if (d->refusals_unlogged)
+		snprintf(more, sizeof(more), " (and %u more not logged)", d->refusals_unlogged);
+	fbd_warning("refused client pid %d (uid %u): %s%s", (int)c->cred.pid, (unsigned)c->peer.uid,
+		    why, more);
+	d->refusal_logged_ns = now;
+	d->refusals_unlogged = 0;
+}
+
 static void on_listen(uv_poll_t *poll, int status, int events)
 {
 	struct fbd_daemon *d = poll->data;
@@ -667,13 +900,29 @@ static void on_listen(uv_poll_t *poll, int status, int events)
 		c->d = d;
 		c->fd = fd;
 		c->id = ++d->next_client_id;
+		c->peer.uid = c->cred.uid;
+		c->peer.gid = c->cred.gid;
+		gid_t groups[FBD_PEER_GROUPS];
+		socklen_t glen = sizeof(groups);
+		/* Past FBD_PEER_GROUPS (ERANGE) only its primary group counts. */
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0)
+			for (size_t i = 0; i < glen / sizeof(gid_t); i++)
+				c->peer.groups[c->peer.n_groups++] = groups[i];
 		c->poll.data = c;
 		snprintf(c->label, sizeof(c->label), "#%u[%d]", c->id, (int)c->cred.pid);
-		if (d->n_clients >= d->config->max_clients) {
-			send_error(c, 0, -EUSERS, "the daemon already serves %u clients, its limit",
-				   d->n_clients);
-			fbd_warning("refused client pid %d: %u clients already", (int)c->cred.pid,
-				    d->n_clients);
+		uint32_t theirs = user_usage(d, c->peer.uid).connections;
+		char why[FB__ERROR_TEXT_MAX] = "";
+		if (d->n_clients >= d->config->max_clients)
+			snprintf(why, sizeof(why),
+				 "the daemon already serves %u clients, its limit", d->n_clients);
+		else if (!fbd_access_trusted(c->peer.uid) &&
+			 theirs >= d->config->max_connections_per_user)
+			snprintf(why, sizeof(why),
+				 "uid %u already has %u connections, its max_connections_per_user",
+				 (unsigned)c->peer.uid, theirs);
+		if (why[0]) {
+			send_error(c, 0, -EUSERS, "%s", why);
+			log_refusal(d, c, why);
 			uv_close((uv_handle_t *)&c->poll, free_client);
 			continue;
 		}

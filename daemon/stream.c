@@ -130,4 +130,5 @@ void fbd_stream_detail(struct fbd_stream *st, struct fb__msg_stream_detail *deta
 	detail->fps_10s_milli = (uint32_t)(fbd_window_rate(&st->rates, &now, 10000000000u) * 1000);
 	detail->capture_latency_us = us_between(c.latest_capture_ns, c.latest_publish_ns);
 	detail->capture_age_us = us_between(c.latest_capture_ns, now.ns);
+	detail->stalls = st->stalls;
 }

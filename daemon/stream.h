@@ -32,6 +32,9 @@ struct fbd_stream_ops {
 	int (*subscribe)(struct fbd_stream *stream, uint32_t mode, uint32_t max_holds,
 			 struct fb_subscriber_fds *ret_fds, uint32_t *ret_ring_id);
 	void (*unsubscribe)(struct fbd_stream *stream, uint32_t ring_id);
+	/* Stop waiting for a queue subscriber that stalls a block ring: its
+	 * producer treats it as a latest one from now on. */
+	int (*unwait)(struct fbd_stream *stream, uint32_t ring_id);
 	/* A subscriber's counters and timing, as its record shows them. */
 	int (*subscriber_sample)(struct fbd_stream *stream, uint32_t ring_id,
 				 struct fb__subscriber_sample *ret_sample);
@@ -83,6 +86,9 @@ struct fbd_stream {
 
 	/* Main thread only: frames published, sampled every second. */
 	struct fbd_window rates;
+	/* Main thread only: queue subscribers server.c found stalling it
+	 * (block_timeout) since it started. */
+	uint32_t stalls;
 };
 
 /* What every back-end does first: the common part, state starting. */

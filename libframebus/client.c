@@ -113,10 +113,19 @@ static int receive(fb_client *c, struct fb__msg *msg, int timeout_ms)
 {
 	uint64_t deadline = fb__now_ns(CLOCK_MONOTONIC) + (uint64_t)timeout_ms * 1000000u;
 
+	bool reset_seen = false;
+
 	if (c->sock < 0)
 		return -ECONNRESET;
 	for (;;) {
 		int r = fb__msg_recv(c->sock, msg);
+		if (r == -ECONNRESET && !c->up && !reset_seen) {
+			/* A daemon that refused the connection hung up with
+			 * our hello unread: the kernel reports that reset once,
+			 * before the ERROR saying why, still queued for us. */
+			reset_seen = true;
+			continue;
+		}
 		if (r == -EAGAIN) {
 			if (timeout_ms == 0)
 				return -EAGAIN;
@@ -160,7 +169,10 @@ static int reply_within(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_
 			continue;
 		if (r < 0)
 			return r;
-		if (msg->header.seq != seq) {
+		/* An ERROR of seq 0 answers no request: the daemon refuses the
+		 * connection (ERROR, then it hangs up), and this is why. */
+		bool refused = msg->header.seq == 0 && msg->header.opcode == FB__OP_ERROR;
+		if (msg->header.seq != seq && !refused) {
 			/* The late reply to a request that timed out: drop it,
 			 * and end a subscription nobody holds. */
 			if (msg->header.opcode == FB__OP_SUBSCRIBED) {
@@ -206,6 +218,13 @@ static int request_fds(fb_client *c, uint32_t opcode, const void *payload, size_
 	c->last_error[0] = '\0';
 	uint32_t seq = ++c->seq ? c->seq : ++c->seq;
 	int r = fb__msg_send(c->sock, opcode, seq, payload, size, fds, n_fds);
+	if ((r == -EPIPE || r == -ECONNRESET) && !c->up) {
+		/* Our hello: a daemon that refused the connection sent why (an
+		 * ERROR of seq 0) before it hung up, and it is still ours to
+		 * read.  The reply, or the hang-up, comes next. */
+		*ret_seq = seq;
+		return 0;
+	}
 	if (r == -EPIPE || r == -ECONNRESET) {
 		lose(c);
 		return -ECONNRESET;
@@ -547,6 +566,8 @@ FB_EXPORT int fb_client_inspect(fb_client *c, const char *stream, struct fb_stre
 		    .wait_p99_us = m->wait_p99_us,
 		    .busy_p50_us = m->busy_p50_us,
 		    .busy_p99_us = m->busy_p99_us,
+		    .uid = m->uid,
+		    .flags = m->flags & (FB__SUBSCRIPTION_UID | FB__SUBSCRIPTION_STALLED),
 		};
 		snprintf(list[n - 1].client, sizeof(list[n - 1].client), "%.*s",
 			 (int)sizeof(m->stats.client), m->stats.client);
@@ -563,6 +584,9 @@ FB_EXPORT int fb_client_inspect(fb_client *c, const char *stream, struct fb_stre
 		ret_info->fps_10s = (float)(d->fps_10s_milli / 1000.0);
 		ret_info->capture_latency_us = d->capture_latency_us;
 		ret_info->capture_age_us = d->capture_age_us;
+		ret_info->stalls = d->stalls;
+		ret_info->block_timeout_ms = d->block_timeout_ms;
+		ret_info->holds_promised = d->holds_promised;
 	}
 	*ret_subs = list;
 	*ret_n = n;

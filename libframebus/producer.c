@@ -86,7 +86,8 @@ static uint64_t min_queue_cursor(const struct fb_producer *p)
 	uint64_t min = UINT64_MAX;
 	for (uint32_t i = 0; i < FB_MAX_SUBSCRIBERS; i++) {
 		const struct sub_entry *s = &p->subs[i];
-		if (!s->slot.record || s->mode != FB_MODE_QUEUE)
+		if (!s->slot.record || s->mode != FB_MODE_QUEUE ||
+		    atomic_load_explicit(&s->slot.record->unwaited, memory_order_relaxed))
 			continue;
 		uint64_t c = atomic_load(&s->slot.record->cursor);
 		if (c < min)
@@ -541,6 +542,17 @@ FB_EXPORT int fb_producer_remove_subscriber(fb_producer *p, uint32_t id)
 		drop_sub(p, s, true);
 	pthread_mutex_unlock(&p->lock);
 	return s ? 0 : -ENOENT;
+}
+
+int fb__producer_unwait_subscriber(fb_producer *p, uint32_t id)
+{
+	pthread_mutex_lock(&p->lock);
+	struct sub_entry *s = find_sub(p, id);
+	int r = !s ? -ENOENT : s->mode != FB_MODE_QUEUE ? -EINVAL : 0;
+	if (r == 0)
+		fb__subscriber_slot_unwait(&s->slot, p->ctl);
+	pthread_mutex_unlock(&p->lock);
+	return r;
 }
 
 FB_EXPORT void fb_producer_get_stats(const fb_producer *p, struct fb_ring_stats *ret_stats)

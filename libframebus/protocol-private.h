@@ -137,7 +137,10 @@ struct fb__msg_stream_detail {
 	uint32_t fps_10s_milli;      /* published per second over the last 10 s, x1000 */
 	uint32_t capture_latency_us; /* its newest frame: from capture to publish; 0: unknown */
 	uint32_t capture_age_us;     /* its newest frame: from capture to now; 0: unknown */
-	uint32_t reserved_[9];
+	uint32_t stalls;             /* queue subscribers that stalled it (block_timeout) */
+	uint32_t block_timeout_ms;   /* a block stream's block_timeout; 0: a drop stream */
+	uint32_t holds_promised;     /* frames its subscriptions may hold, together */
+	uint32_t reserved_[6];
 };
 
 /* A subscription as FB__OP_DETAIL describes it: SUBSCRIBER_STATS
@@ -150,8 +153,13 @@ struct fb__msg_subscription {
 	 * it (wait), and until it released it (busy), microseconds. */
 	uint32_t wait_p50_us, wait_p99_us;
 	uint32_t busy_p50_us, busy_p99_us;
-	uint32_t reserved_[9];
+	uint32_t uid;   /* the client's (SO_PEERCRED), if flags has FB__SUBSCRIPTION_UID */
+	uint32_t flags; /* FB__SUBSCRIPTION_*; 0 from a daemon older than them */
+	uint32_t reserved_[7];
 };
+
+#define FB__SUBSCRIPTION_UID 1u     /* uid is set */
+#define FB__SUBSCRIPTION_STALLED 2u /* it stalled its block stream: no longer waited for */
 
 struct fb__msg_create_stream {
 	char name[FB__NAME_MAX];

@@ -142,6 +142,13 @@ struct fb__record {
 	_Atomic uint64_t busy_ns;
 	_Atomic uint32_t wait[FB__TIMING_BUCKETS];
 	_Atomic uint32_t busy[FB__TIMING_BUCKETS];
+	/* Set by the producer's side (framebusd) when a queue subscriber kept a
+	 * block producer waiting too long: from then on the producer never
+	 * waits for its cursor, as for a latest subscriber.  The subscriber
+	 * reads on in order and finds what was overwritten missed.  Written
+	 * here by the subscriber, it would fool nobody but itself.  At the
+	 * end: a record without it (an older library's) reads it as 0. */
+	_Atomic uint32_t unwaited FB__ALIGNED;
 };
 
 #define FB__RECORD_SIZE 4096u
@@ -209,6 +216,9 @@ void fb__subscriber_slot_wake_all(const struct fb__subscriber_slot *slot);
  * from now on what it held and where its cursor stands pin nothing (a
  * producer waiting for space is posted). */
 void fb__subscriber_slot_revoke(const struct fb__subscriber_slot *slot, struct fb__control *ctl);
+/* Stop waiting for a queue subscriber that stalls a block producer (its
+ * record's unwaited); a producer waiting for space is posted. */
+void fb__subscriber_slot_unwait(const struct fb__subscriber_slot *slot, struct fb__control *ctl);
 /* The producer died without ending the stream (only it can set closed): the
  * subscriber reads what is left, then gets -EPIPE. */
 void fb__subscriber_slot_end(const struct fb__subscriber_slot *slot);
@@ -299,6 +309,9 @@ void fb__producer_abandon(fb_producer *producer);
 int fb__producer_continue(fb_producer *producer, uint64_t last_seq);
 /* The newest frame's seq, 0: none yet. */
 uint64_t fb__producer_get_last_seq(fb_producer *producer);
+/* fb__subscriber_slot_unwait() for subscriber id: -ENOENT, or -EINVAL for a
+ * latest subscriber. */
+int fb__producer_unwait_subscriber(fb_producer *producer, uint32_t id);
 /* fb_producer_get_subscriber_stats() with the subscriber's timing. */
 int fb__producer_get_subscriber_sample(fb_producer *producer, uint32_t id,
 				       struct fb__subscriber_sample *ret_sample);

@@ -289,16 +289,28 @@ void fb__subscriber_slot_wake_all(const struct fb__subscriber_slot *s)
 	(void)!write(s->wake_fd, "", 1);
 }
 
+/* Wake a producer waiting for space, if one is. */
+static void post_space(struct fb__control *ctl)
+{
+	if (atomic_load(&ctl->producer_waiting)) {
+		atomic_fetch_add(&ctl->space, 1);
+		fb__futex_wake(&ctl->space);
+	}
+}
+
 void fb__subscriber_slot_revoke(const struct fb__subscriber_slot *s, struct fb__control *ctl)
 {
 	atomic_store(&s->record->held, 0);
 	atomic_store(&s->record->cursor, UINT64_MAX);
 	atomic_store(&s->record->revoked, 1);
 	fb__subscriber_slot_wake_all(s);
-	if (atomic_load(&ctl->producer_waiting)) {
-		atomic_fetch_add(&ctl->space, 1);
-		fb__futex_wake(&ctl->space);
-	}
+	post_space(ctl);
+}
+
+void fb__subscriber_slot_unwait(const struct fb__subscriber_slot *s, struct fb__control *ctl)
+{
+	atomic_store(&s->record->unwaited, 1);
+	post_space(ctl);
 }
 
 void fb__subscriber_slot_end(const struct fb__subscriber_slot *s)
@@ -314,7 +326,8 @@ void fb__subscriber_slot_sample(const struct fb__subscriber_slot *s, uint32_t mo
 	const struct fb__record *r = s->record;
 	uint64_t cursor = atomic_load(&r->cursor);
 	ret->stats = (struct fb_subscriber_stats){
-	    .mode = mode,
+	    /* A queue subscriber nobody waits for any more reads as latest. */
+	    .mode = atomic_load(&r->unwaited) ? FB_MODE_LATEST : mode,
 	    .held = (uint32_t)__builtin_popcountll(atomic_load(&r->held) & slot_mask),
 	    .next_seq = cursor,
 	    .lag = last_seq >= cursor ? last_seq - cursor + 1 : 0,

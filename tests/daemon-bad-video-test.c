@@ -168,12 +168,15 @@ Test(daemon, waiting_for_a_slow_subscriber_is_not_a_stall)
 
 	/* The file appears only once the subscriber is there (the stream
 	 * retries meanwhile; its ring exists from the configured size), so
-	 * the block policy holds the source back from the first frame. */
+	 * the block policy holds the source back from the first frame.  Its
+	 * pause is longer than stall_timeout, not block_timeout: the stream
+	 * waits for it (a longer pause would stall it: daemon-access-test). */
 	cr_assert_not_null(mkdtemp(files));
 	snprintf(
 	    config, sizeof(config),
 	    "[stream f]\nurl = %s/f.nut\nwidth = 64\nheight = 48\npolicy = block\n"
-	    "pacing = fast\nstall_timeout = 1s\nslots = 3\nretry_min = 100ms\nretry_max = 200ms\n",
+	    "pacing = fast\nstall_timeout = 1s\nblock_timeout = 10s\nslots = 3\nretry_min = 100ms\n"
+	    "retry_max = 200ms\n",
 	    files);
 	start(&d, config);
 	fb_client *c = client(&d);

@@ -81,6 +81,29 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	    {"[stream a]\nurl = x\n[stream b]\nurl = y\n[stream a]\nslots = 4\n",
 	     "[stream a] slots: stream 'a' is defined twice"},
 	    {"[daemon\n", "framebusd.conf:1: syntax error"},
+	    {"[stream a]\nurl = x\npolicy = block\non_stall = wait\n",
+	     "framebusd.conf:4: [stream a] on_stall: 'wait' is not latest or drop"},
+	    {"[stream a]\nurl = x\npolicy = block\nblock_timeout = 0\n",
+	     "framebusd.conf:4: [stream a] block_timeout: '0' is not a duration"},
+	    {"[daemon]\nmax_connections_per_user = 0\n",
+	     "framebusd.conf:2: [daemon] max_connections_per_user: '0' is not a number from 1 to "
+	     "100000"},
+	    {"[daemon]\nmax_memory_per_user = lots\n",
+	     "framebusd.conf:2: [daemon] max_memory_per_user: 'lots' is not a size"},
+	    {"[access a]\nstreams = cam0\nsubscribe = @video no-such-user-xyz\n",
+	     "framebusd.conf:3: [access a] subscribe: no user 'no-such-user-xyz'"},
+	    {"[access a]\nstreams = cam0\npublish = root @no-such-group-xyz\n",
+	     "framebusd.conf:3: [access a] publish: no group 'no-such-group-xyz'"},
+	    {"[access a]\nstreams = cam/0\n",
+	     "framebusd.conf:2: [access a] streams: 'cam/0' is not a stream name or pattern"},
+	    {"[access a]\nsubscribe = 1000\n", "framebusd.conf: [access a]: no streams"},
+	    {"[access a]\nstreams = x\nread = 1000\n",
+	     "framebusd.conf:3: [access a] read: unknown key (expected streams, subscribe or "
+	     "publish)"},
+	    {"[access a b]\nstreams = x\n",
+	     "framebusd.conf:2: [access a b] streams: rule name 'a b' must be"},
+	    {"[access a]\nstreams = x\n[access b]\nstreams = y\n[access a]\nstreams = z\n",
+	     "framebusd.conf:6: [access a] streams: rule 'a' is defined twice"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct daemon d;

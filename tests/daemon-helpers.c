@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,4 +222,34 @@ void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds)
 	snprintf(hello.name, sizeof(hello.name), "%s", name);
 	cr_assert_eq(th_sendmsg_fds(fd, &hello, sizeof(hello), fds, n_fds_claimed),
 		     (ssize_t)sizeof(hello));
+}
+
+int as_user(const struct daemon *d, uid_t uid, gid_t gid, const gid_t *groups, int n_groups,
+	    int (*fn)(const struct daemon *d, void *arg, char *error, size_t size), void *arg,
+	    char *ret_error)
+{
+	struct {
+		int r;
+		char error[AS_USER_ERROR_MAX];
+	} out = {0};
+	int pipefd[2];
+	cr_assert_eq(pipe(pipefd), 0);
+	pid_t pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (setgroups((size_t)n_groups, groups) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+			_exit(2);
+		out.r = fn(d, arg, out.error, sizeof(out.error));
+		(void)!write(pipefd[1], &out, sizeof(out));
+		_exit(0);
+	}
+	close(pipefd[1]);
+	cr_assert_eq(read(pipefd[0], &out, sizeof(out)), (ssize_t)sizeof(out),
+		     "the child (uid %u) could not drop privileges or died", (unsigned)uid);
+	th_wait(pid);
+	close(pipefd[0]);
+	if (ret_error)
+		memcpy(ret_error, out.error, sizeof(out.error));
+	return out.r;
 }

@@ -11,6 +11,8 @@
  *   daemon-clients-test.c          subscribers and framebusctl; a client or the
  *                                  daemon going away, signals
  *   daemon-hostile-clients-test.c  malformed messages, hogs, outsiders
+ *   daemon-access-test.c           access rules, per-user limits, holds,
+ *                                  stalled subscribers of block streams
  *
  * Every test is in Criterion suite "daemon" (declared once, in
  * daemon-helpers.c, 60 s per test), so that CRITERION_TEST_PATTERN
@@ -90,6 +92,15 @@ int raw_connect(const struct daemon *d);
 /* Say hello on it as the library would (protocol version 2), claiming
  * n_fds_claimed descriptors in the header and passing fds. */
 void raw_hello(int fd, const char *name, uint32_t n_fds_claimed, const int *fds);
+
+/* Run fn(d, arg, error, size) in a child with the given uid, gid and
+ * supplementary groups (the test process is root); its result, and the text
+ * it wrote to error copied to ret_error (AS_USER_ERROR_MAX bytes) if not
+ * NULL. */
+#define AS_USER_ERROR_MAX 1024
+int as_user(const struct daemon *d, uid_t uid, gid_t gid, const gid_t *groups, int n_groups,
+	    int (*fn)(const struct daemon *d, void *arg, char *error, size_t size), void *arg,
+	    char *ret_error);
 
 /* A port number for a test's own servers on 127.0.0.1 (a test may use the
  * next few too), from the test's pid: 20000 to 39999. */

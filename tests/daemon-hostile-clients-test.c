@@ -183,31 +183,21 @@ Test(daemon, one_client_cannot_take_every_place)
 	stop(&d);
 }
 
+static int try_connect(const struct daemon *d, void *arg, char *error, size_t size)
+{
+	fb_client *c;
+	(void)arg;
+	(void)error;
+	(void)size;
+	return fb_client_connect(d->socket, "nobody", &c);
+}
+
 /* Try to connect to d as uid 65534 (nobody), with or without group gid among
  * its groups; the connect's result (0 or -errno). */
 static int connect_as_nobody(const struct daemon *d, gid_t gid, bool in_group)
 {
-	int pipefd[2];
-	cr_assert_eq(pipe(pipefd), 0);
-	pid_t pid = fork();
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		gid_t groups[1] = {gid};
-		if (setgroups(in_group ? 1 : 0, groups) < 0 || setgid(65534) < 0 ||
-		    setuid(65534) < 0)
-			_exit(2);
-		fb_client *c;
-		int r = fb_client_connect(d->socket, "nobody", &c);
-		(void)!write(pipefd[1], &r, sizeof(r));
-		_exit(0);
-	}
-	int r = 1;
-	cr_assert_eq(read(pipefd[0], &r, sizeof(r)), (ssize_t)sizeof(r),
-		     "the child could not drop privileges");
-	th_wait(pid);
-	close(pipefd[0]);
-	close(pipefd[1]);
-	return r;
+	gid_t groups[1] = {gid};
+	return as_user(d, 65534, 65534, groups, in_group ? 1 : 0, try_connect, NULL, NULL);
 }
 
 /* Only members of the socket's group (and root) may attach. */

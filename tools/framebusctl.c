@@ -162,19 +162,24 @@ static void print_json(const struct snapshot *snap)
 		       "\"slots\": %u, \"policy\": \"%s\", \"meta_max\": %u, \"fps\": %.2f, "
 		       "\"fps_10s\": %.2f, "
 		       "\"published\": %llu, \"dropped\": %llu, \"retries\": %u, "
-		       "\"capture_latency_us\": %u, \"capture_age_us\": %u, \"detail\": ",
+		       "\"capture_latency_us\": %u, \"capture_age_us\": %u, \"stalls\": %u, "
+		       "\"block_timeout_ms\": %u, \"holds_promised\": %u, \"detail\": ",
 		       fb_stream_state_name(s->state), s->width, s->height,
 		       s->format ? fb_format_name(s->format) : "", s->slots,
 		       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->meta_max, s->fps,
 		       (double)s->fps_10s, (unsigned long long)s->published,
 		       (unsigned long long)s->dropped, s->retries, s->capture_latency_us,
-		       s->capture_age_us);
+		       s->capture_age_us, s->stalls, s->block_timeout_ms, s->holds_promised);
 		json_string(s->detail);
 		printf(", \"subscribers\": [");
 		for (size_t j = 0; j < snap->n_subs[i]; j++) {
 			const struct fb_subscription_info *u = &snap->subs[i][j];
 			printf("%s{\"id\": %u, \"client\": ", j ? ", " : "", u->id);
 			json_string(u->client);
+			if (u->flags & FB_SUBSCRIPTION_UID)
+				printf(", \"uid\": %u", u->uid);
+			printf(", \"stalled\": %s",
+			       u->flags & FB_SUBSCRIPTION_STALLED ? "true" : "false");
 			printf(
 			    ", \"mode\": \"%s\", \"fps\": %.2f, \"fps_10s\": %.2f, \"frames\": "
 			    "%llu, "
@@ -229,14 +234,29 @@ static int cmd_status(int argc, char **argv)
 			       s->capture_latency_us / 1e3, s->capture_age_us / 1e3);
 		if (s->retries)
 			printf("  retries    %u\n", s->retries);
+		if (s->policy == FB_POLICY_BLOCK)
+			printf("  limits     block_timeout %.1f s, holds %u promised\n",
+			       s->block_timeout_ms / 1e3, s->holds_promised);
+		else if (s->slots)
+			printf("  limits     holds %u promised (users but root and framebusd's "
+			       "get %u in all)\n",
+			       s->holds_promised, s->slots - 1);
+		if (s->stalls)
+			printf("  stalls     %u (queue subscribers that kept it waiting past "
+			       "block_timeout)\n",
+			       s->stalls);
 		printf("  subscribers %zu\n", snap.n_subs[i]);
 		for (size_t j = 0; j < snap.n_subs[i]; j++) {
 			const struct fb_subscription_info *u = &snap.subs[i][j];
-			printf("    #%u %-24s %-6s %5.1f fps, held %u, lag %llu, missed %llu, wait "
-			       "p50 %.2f ms, busy p50 %.2f ms\n",
-			       u->id, u->client, mode_name(u->mode), u->fps, u->held,
+			char uid[24] = "";
+			if (u->flags & FB_SUBSCRIPTION_UID)
+				snprintf(uid, sizeof(uid), "uid %u", u->uid);
+			printf("    #%u %-24s %-9s %-6s %5.1f fps, held %u, lag %llu, missed %llu, "
+			       "wait p50 %.2f ms, busy p50 %.2f ms%s\n",
+			       u->id, u->client, uid, mode_name(u->mode), u->fps, u->held,
 			       (unsigned long long)u->lag, (unsigned long long)u->missed,
-			       u->wait_p50_us / 1e3, u->busy_p50_us / 1e3);
+			       u->wait_p50_us / 1e3, u->busy_p50_us / 1e3,
+			       u->flags & FB_SUBSCRIPTION_STALLED ? ", stalled" : "");
 		}
 	}
 	if (!json && snap.n == 0)

@@ -71,6 +71,8 @@ static const struct error_row {
     {BUS_REQUESTS, 0, true, &PyExc_ValueError, NULL},
     {FBPY_SUBSCRIBE | FBPY_PUBLISH, -EINVAL, true, &PyExc_ValueError, NULL},
     {FBPY_SUBSCRIBE, -EUSERS, true, &PyExc_ValueError, NULL},
+    /* An [access] rule (the text names it). */
+    {FBPY_SUBSCRIBE | FBPY_PUBLISH, -EACCES, true, &PyExc_PermissionError, NULL},
     {FBPY_SUBSCRIBE | FBPY_PUBLISH, 0, true, &fbpy_error, NULL},
     /* Limits of a client's own, not bad arguments. */
     {FBPY_PUBLISH, -EDQUOT, false, &fbpy_error, NULL},

@@ -545,3 +545,39 @@ def test_an_interrupt_while_numpy_is_first_imported_is_not_swallowed(daemon):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=30, env=dict(os.environ))
     assert out.stdout.strip() == "interrupted", out.stdout + out.stderr
+
+
+def test_access_rules_refuse_with_permission_error():
+    """[access] rules, seen from Python run as another user (uid 61234, not
+    listed): PermissionError naming the rule, for subscribe and publish."""
+    d = Daemon("socket_mode = 0666\n" + """
+[stream cam0]
+url = testsrc2=size=64x48:rate=30
+input_format = lavfi
+[access cameras]
+streams = cam0 cam0.*
+subscribe = 61000
+""")
+    try:
+        os.chmod(d.dir.name, 0o755)
+        script = textwrap.dedent(f"""
+            import framebus
+            bus = framebus.connect({d.socket!r})
+            for call in (lambda: bus.subscribe("cam0"),
+                         lambda: bus.publish("cam0.gray", 16, 16, "gray8")):
+                try:
+                    call()
+                    print("allowed")
+                except PermissionError as e:
+                    print("refused:", e)
+        """)
+        out = subprocess.run(["setpriv", "--reuid=61234", "--regid=61234", "--clear-groups",
+                              sys.executable, "-c", script],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert len(lines) == 2, out.stdout
+        assert "denied by [access cameras]: uid 61234 may not subscribe to 'cam0'" in lines[0]
+        assert "denied by [access cameras]: uid 61234 may not publish 'cam0.gray'" in lines[1]
+    finally:
+        d.stop()

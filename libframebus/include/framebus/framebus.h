@@ -433,7 +433,17 @@ struct fb_stream_info {
 	float fps_10s;               /**< frames published per second over the last 10 s */
 	uint32_t capture_latency_us; /**< its newest frame, capture to publish; 0: unknown */
 	uint32_t capture_age_us;     /**< its newest frame, capture to now; 0: unknown */
-	uint32_t reserved_[13];      /**< room for more, zero */
+	/** Queue subscribers that kept this block stream waiting past its
+	 * block_timeout since it started (framebusd then stopped waiting for
+	 * them, or dropped them). */
+	uint32_t stalls;
+	/** A block stream's block_timeout in ms (0: a drop stream). */
+	uint32_t block_timeout_ms;
+	/** Frames its subscriptions may hold, all together (framebusd keeps
+	 * what it grants to users but root and its own below slots: one slot
+	 * stays the producer's). */
+	uint32_t holds_promised;
+	uint32_t reserved_[10]; /**< room for more, zero */
 };
 
 /** One subscription to a stream, for status tools. */
@@ -453,8 +463,18 @@ struct fb_subscription_info {
 	 * until it released it (busy); 0: no frame. */
 	uint32_t wait_p50_us, wait_p99_us;
 	uint32_t busy_p50_us, busy_p99_us;
-	uint32_t reserved_[8];
+	uint32_t uid;   /**< the client's user id, if flags has FB_SUBSCRIPTION_UID */
+	uint32_t flags; /**< FB_SUBSCRIPTION_UID, FB_SUBSCRIPTION_STALLED */
+	uint32_t reserved_[6];
 };
+
+/** fb_subscription_info.flags: uid is the client's (a daemon older than
+ * this field leaves it 0). */
+#define FB_SUBSCRIPTION_UID 1u
+/** fb_subscription_info.flags: this queue subscription kept its block stream
+ * waiting past block_timeout; the stream no longer waits for it (it reads
+ * on, missing what was overwritten). */
+#define FB_SUBSCRIPTION_STALLED 2u
 
 typedef struct fb_client fb_client;
 
