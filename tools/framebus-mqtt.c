@@ -80,7 +80,13 @@ struct stream {
 	/* Shared, under bridge.lock: */
 	char *state_sent; /* the last state posted, published again on connecting */
 	char *state;      /* to publish (retained), NULL: nothing new */
+	/* sent: acknowledged by the broker (QoS 1, 2) or written to the
+	 * connection (QoS 0); dropped: lost from a full queue, with a broken
+	 * connection (QoS 0) or refused by the broker. */
 	uint64_t dropped, sent;
+	/* Counted once both threads ended: still in the queue, or handed to
+	 * libmosquitto and not confirmed, when we stopped. */
+	uint64_t unsent;
 };
 
 /* One result waiting for the broker. */
@@ -89,6 +95,13 @@ struct message {
 	uint64_t seq, source_seq;
 	char *payload;
 	size_t len;
+};
+
+/* A message handed to libmosquitto and not yet confirmed (on_publish). */
+struct inflight {
+	int mid;
+	int qos;
+	struct stream *stream; /* NULL: a state */
 };
 
 struct bridge {
@@ -112,7 +125,12 @@ struct bridge {
 	bool refused;         /* the broker refused the connection, and we said so */
 	bool disconnected;    /* on_disconnect() said why */
 	char last_error[256]; /* libmosquitto's first error log since connecting */
-	int inflight;
+	/* At most WINDOW, kept across connections: libmosquitto sends its
+	 * QoS 1 and 2 messages again on the next one. */
+	struct inflight inflight[WINDOW];
+	size_t n_inflight;
+	bool publishing;    /* in mosquitto_publish_v5(), from pump() */
+	bool published_now; /* ... and that message was written already */
 	int backoff_ms;
 	bool taken_over;
 };
@@ -585,9 +603,8 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
 	fprintf(stderr, "framebus-mqtt: connected to %s as %s\n", b->cfg.broker, b->cfg.client_id);
 	b->connected = true;
 	b->backoff_ms = BACKOFF_MIN_MS;
-	b->inflight = 1;
-	if (mosquitto_publish_v5(mosq, NULL, b->availability_topic, 6, "online", 1, true, NULL))
-		b->inflight = 0;
+	/* Not in the window: one message per connection. */
+	mosquitto_publish_v5(mosq, NULL, b->availability_topic, 6, "online", 1, true, NULL);
 	/* Each state again: a broker that restarted may have lost them. */
 	pthread_mutex_lock(&b->lock);
 	for (size_t i = 0; i < b->n_streams; i++) {
@@ -606,7 +623,19 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 	bool was = b->connected;
 	b->disconnected = true;
 	b->connected = false;
-	b->inflight = 0; /* QoS 0 messages not written are gone; QoS 1, 2 go again */
+	/* QoS 0 messages not written are gone; QoS 1, 2 go again. */
+	pthread_mutex_lock(&b->lock);
+	for (size_t i = 0; i < b->n_inflight;) {
+		struct inflight *f = &b->inflight[i];
+		if (f->qos > 0) {
+			i++;
+			continue;
+		}
+		if (f->stream)
+			f->stream->dropped++;
+		*f = b->inflight[--b->n_inflight];
+	}
+	pthread_mutex_unlock(&b->lock);
 	if (b->leaving || b->refused) {
 		b->refused = false;
 		return;
@@ -632,15 +661,33 @@ static void on_log(struct mosquitto *mosq, void *userdata, int level, const char
 		snprintf(b->last_error, sizeof(b->last_error), "%s", text);
 }
 
+/* A message written (QoS 0) or acknowledged (QoS 1, 2); rc, a reason
+ * code, 128 or more when the broker refused it. */
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int rc,
 		       const mosquitto_property *props)
 {
 	struct bridge *b = userdata;
-	if (b->inflight > 0)
-		b->inflight--;
+	size_t i = 0;
+	while (i < b->n_inflight && b->inflight[i].mid != mid)
+		i++;
+	if (i == b->n_inflight) {
+		/* Not ours (availability), or the one pump() is handing over,
+		 * written before mosquitto_publish_v5() returned its mid. */
+		if (b->publishing)
+			b->published_now = true;
+		return;
+	}
+	pthread_mutex_lock(&b->lock);
+	struct stream *s = b->inflight[i].stream;
+	if (s && rc >= 128)
+		s->dropped++;
+	else if (s)
+		s->sent++;
+	b->inflight[i] = b->inflight[--b->n_inflight];
+	pthread_mutex_unlock(&b->lock);
 }
 
-static int publish_result(struct bridge *b, const struct message *m)
+static int publish_result(struct bridge *b, const struct message *m, int *mid)
 {
 	mosquitto_property *props = NULL;
 	char seq[24], source_seq[24];
@@ -651,7 +698,7 @@ static int publish_result(struct bridge *b, const struct message *m)
 		rc = mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
 							"source_seq", source_seq);
 	if (!rc)
-		rc = mosquitto_publish_v5(b->mosq, NULL, m->stream->result_topic, (int)m->len,
+		rc = mosquitto_publish_v5(b->mosq, mid, m->stream->result_topic, (int)m->len,
 					  m->payload, m->stream->qos, false, props);
 	mosquitto_property_free_all(&props);
 	return rc;
@@ -660,7 +707,7 @@ static int publish_result(struct bridge *b, const struct message *m)
 /* Hand the broker what waits, states first, while the window has room. */
 static void pump(struct bridge *b)
 {
-	while (b->connected && b->inflight < WINDOW) {
+	while (b->connected && b->n_inflight < WINDOW) {
 		struct stream *state_of = NULL;
 		char *state = NULL;
 		struct message m = {0};
@@ -679,26 +726,35 @@ static void pump(struct bridge *b)
 		pthread_mutex_unlock(&b->lock);
 		if (!state && !m.stream)
 			return;
-		b->inflight++; /* before: a QoS 0 message may be written at once */
-		int rc = state ? mosquitto_publish_v5(b->mosq, NULL, state_of->state_topic,
+		int qos = state ? 1 : m.stream->qos, mid = 0;
+		b->publishing = true;
+		b->published_now = false;
+		int rc = state ? mosquitto_publish_v5(b->mosq, &mid, state_of->state_topic,
 						      (int)strlen(state), state, 1, true, NULL)
-			       : publish_result(b, &m);
+			       : publish_result(b, &m, &mid);
+		int err = errno;
+		b->publishing = false;
+		/* A QoS 1 or 2 message that got its mid is libmosquitto's even
+		 * when sending it failed: it goes again on the next connection. */
+		bool kept = rc == MOSQ_ERR_SUCCESS || (qos > 0 && mid && rc != MOSQ_ERR_NOMEM);
 		pthread_mutex_lock(&b->lock);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			b->inflight--;
-			if (state && !state_of->state)
-				state_of->state = state, state = NULL; /* again, later */
-			else if (m.stream)
-				m.stream->dropped++;
+		if (kept && b->published_now) {
+			if (m.stream)
+				m.stream->sent++;
+		} else if (kept) {
+			b->inflight[b->n_inflight++] = (struct inflight){mid, qos, m.stream};
+		} else if (state && !state_of->state) {
+			state_of->state = state, state = NULL; /* again, later */
 		} else if (m.stream) {
-			m.stream->sent++;
+			m.stream->dropped++;
 		}
 		pthread_mutex_unlock(&b->lock);
 		free(state);
 		free(m.payload);
 		if (rc != MOSQ_ERR_SUCCESS) {
-			fprintf(stderr, "framebus-mqtt: cannot publish to %s: %s\n", b->cfg.broker,
-				describe(rc, errno));
+			fprintf(stderr, "framebus-mqtt: cannot publish to %s: %s%s\n",
+				b->cfg.broker, describe(rc, err),
+				kept ? " (libmosquitto sends it again on connecting)" : "");
 			return;
 		}
 	}
@@ -1173,12 +1229,19 @@ int main(int argc, char **argv)
 	pthread_join(thread, NULL);
 	close(signal_fd);
 	pthread_mutex_destroy(&b.lock);
+	for (size_t i = 0; i < b.n_inflight; i++)
+		if (b.inflight[i].stream)
+			b.inflight[i].stream->unsent++;
+	for (size_t i = 0; i < b.count; i++)
+		b.queue[(b.head + i) % b.cfg.queue].stream->unsent++;
 	for (size_t i = 0; i < b.n_streams; i++) {
 		struct stream *s = &b.streams[i];
 		fprintf(stderr,
-			"framebus-mqtt: %s: %llu frames, %llu sent, %llu dropped, %llu missed\n",
+			"framebus-mqtt: %s: %llu frames, %llu sent, %llu dropped, %llu unsent at "
+			"stop, %llu missed\n",
 			s->name, (unsigned long long)s->frames, (unsigned long long)s->sent,
-			(unsigned long long)s->dropped, (unsigned long long)s->missed);
+			(unsigned long long)s->dropped, (unsigned long long)s->unsent,
+			(unsigned long long)s->missed);
 		if (s->sub)
 			fb_client_unsubscribe(client, s->sub);
 		fb_subscriber_free(s->lost);
