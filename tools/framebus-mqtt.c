@@ -47,6 +47,8 @@
 #define KEEPALIVE_S 30
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
+/* On stopping, how long what was handed over may take to be confirmed. */
+#define FLUSH_MS 3000
 /* The main thread's tick: subscribing again, and every TICKS_PER_STATE
  * ticks each stream's state. */
 #define TICK_MS 250
@@ -760,21 +762,58 @@ static void pump(struct bridge *b)
 	}
 }
 
-/* Say offline (the will says it for us when we cannot) and leave. */
+/* Read, write and keep alive the connection for at most timeout ms.
+ * Returns libmosquitto's result. */
+static int serve(struct bridge *b, struct pollfd *p, int timeout)
+{
+	int sock = mosquitto_socket(b->mosq), rc = MOSQ_ERR_SUCCESS;
+	p->fd = sock;
+	p->events = POLLIN | (mosquitto_want_write(b->mosq) ? POLLOUT : 0);
+	p->revents = 0;
+	if (poll(p, 1, timeout) < 0)
+		return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
+	if (p->revents & (POLLIN | POLLERR | POLLHUP))
+		rc = mosquitto_loop_read(b->mosq, 1);
+	if (!rc && mosquitto_socket(b->mosq) >= 0 && (p->revents & POLLOUT))
+		rc = mosquitto_loop_write(b->mosq, 1);
+	if (!rc && mosquitto_socket(b->mosq) >= 0)
+		rc = mosquitto_loop_misc(b->mosq);
+	return rc;
+}
+
+static bool all_confirmed(struct bridge *b)
+{
+	pthread_mutex_lock(&b->lock);
+	bool none = b->count == 0;
+	pthread_mutex_unlock(&b->lock);
+	return none && b->n_inflight == 0;
+}
+
+/* Hand over what waits and wait for it to be confirmed, for FLUSH_MS at
+ * most; then say offline twice over.  At QoS 0, so that it is not held
+ * behind QoS 1 messages libmosquitto keeps back for want of
+ * acknowledgements (it sends at most 20 unacknowledged); and by
+ * disconnecting with reason 4, which has the broker publish our will
+ * (offline) where a plain DISCONNECT would discard it. */
 static void say_goodbye(struct bridge *b)
 {
-	if (!b->connected)
-		return;
-	b->leaving = true;
-	mosquitto_publish_v5(b->mosq, NULL, b->availability_topic, 7, "offline", 1, true, NULL);
-	mosquitto_disconnect(b->mosq);
-	uint64_t deadline = now_ms() + 2000;
-	while (mosquitto_socket(b->mosq) >= 0 && mosquitto_want_write(b->mosq) &&
-	       now_ms() < deadline) {
-		struct pollfd p = {mosquitto_socket(b->mosq), POLLOUT, 0};
-		if (poll(&p, 1, 100) > 0 && mosquitto_loop_write(b->mosq, 1) != MOSQ_ERR_SUCCESS)
+	uint64_t deadline = now_ms() + FLUSH_MS;
+	struct pollfd p;
+	while (b->connected && !all_confirmed(b) && now_ms() < deadline) {
+		if (serve(b, &p, 100) != MOSQ_ERR_SUCCESS)
 			break;
+		pump(b);
 	}
+	if (!b->connected)
+		return; /* the will says offline */
+	b->leaving = true;
+	mosquitto_publish_v5(b->mosq, NULL, b->availability_topic, 7, "offline", 0, true, NULL);
+	mosquitto_disconnect_v5(b->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
+	deadline = now_ms() + 1000;
+	while (mosquitto_socket(b->mosq) >= 0 && mosquitto_want_write(b->mosq) &&
+	       now_ms() < deadline)
+		if (serve(b, &p, 100) != MOSQ_ERR_SUCCESS)
+			break;
 }
 
 /* Why a connection could not be made: OpenSSL's reason, if any, is in

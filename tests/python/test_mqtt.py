@@ -132,6 +132,55 @@ class Sub:
         self.out.close()
 
 
+class Proxy:
+    """A TCP proxy in front of a broker that can hold back what the broker
+    says (hold.set(): its acknowledgements stop arriving)."""
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.hold = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.sockets = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.broker.port))
+            self.sockets += [client, server]
+            threading.Thread(target=self.pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, True), daemon=True).start()
+
+    def pipe(self, src, dst, from_broker):
+        try:
+            while data := src.recv(65536):
+                if not (from_broker and self.hold.is_set()):
+                    dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self):
+        self.listener.close()
+        for s in self.sockets:
+            s.close()
+
+
+def retained(broker, topic):
+    """The message retained on topic."""
+    sub = broker.subscribe(topic, count=1)
+    sub.proc.wait(5)
+    (_, retain, _, payload), = sub.messages()
+    sub.close()
+    assert retain
+    return payload
+
+
 class Mqtt:
     """framebus-mqtt with a config written here."""
 
@@ -278,6 +327,41 @@ def test_gray_py_results_arrive_per_frame_with_the_right_seq(daemon, bus, broker
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a frame went missing"
     mqtt.stop()
     sub.close()
+
+
+def test_a_clean_stop_at_qos_1_says_offline_with_results_unacknowledged(daemon, bus, broker,
+                                                                       tmp):
+    """QoS 1 and a broker whose acknowledgements stop arriving (held back by
+    a proxy): libmosquitto keeps all but 20 unacknowledged messages back, and
+    an "offline" at QoS 1 would wait behind them.  A clean stop still leaves
+    availability offline, and counts what was not acknowledged as unsent."""
+    records = bus.publish_results("res.qos1", slots=8, policy="block", meta_max=64)
+    proxy = Proxy(broker)
+    try:
+        sub = broker.subscribe("fbtest/#")
+        mqtt = Mqtt(tmp, daemon, config(proxy.url, "res.qos1", extra="qos = 1\n"))
+        mqtt.wait_for_log("publishing res.qos1")
+        sub.wait("online", lambda m: ("fbtest/availability", "online") in
+                 [(t, p) for t, _, _, p in m])
+        for i in range(5):
+            records.send(json.dumps({"i": i}))
+        sub.wait("5 acknowledged", lambda m: any(
+            t == "fbtest/res.qos1/state" and json.loads(p)["sent"] == 5 for t, _, _, p in m))
+        proxy.hold.set()
+        for i in range(100):
+            records.send(json.dumps({"i": 5 + i}))
+        # The broker gets what libmosquitto sends unacknowledged (20, some
+        # of them states), then nothing.
+        sub.wait("results unacknowledged", lambda m: len(
+            results_of(m, "fbtest/res.qos1/result")) >= 5 + 15)
+        mqtt.stop()
+        assert retained(broker, "fbtest/availability") == "offline"
+        assert "res.qos1: 105 frames, 5 sent, 0 dropped, 100 unsent at stop, 0 missed" \
+            in mqtt.read_log()
+        sub.close()
+    finally:
+        proxy.close()
+    records.close()
 
 
 def test_the_last_will_says_offline_when_killed(daemon, bus, broker, tmp):
