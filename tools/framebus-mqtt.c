@@ -383,14 +383,28 @@ static int handler(void *user, const char *section, const char *key, const char 
 
 /* Reads one line for inih and counts lines, so errors can name them.  A
  * [stream NAME] header adds the stream here: inih says nothing of a section
- * without keys, and "[stream cam0.people]" alone is a complete one. */
+ * without keys, and "[stream cam0.people]" alone is a complete one.  A
+ * line longer than inih's buffer is refused here: inih would read its rest
+ * as another line. */
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = fgets(str, num, p->file);
+	char *r = p->failed ? NULL : fgets(str, num, p->file);
 	if (!r)
 		return NULL;
 	p->line++;
+	size_t n = strlen(r);
+	if (n && r[n - 1] != '\n') {
+		int c = getc(p->file);
+		if (c != EOF && c != '\n') {
+			snprintf(p->error, p->error_size,
+				 "%s:%u: line longer than %d characters (use [stream NAME] "
+				 "sections)",
+				 p->path, p->line, num - 1);
+			p->failed = true;
+			return NULL;
+		}
+	}
 	const char *l = r + strspn(r, " \t");
 	if (!p->credentials && !p->failed && !strncmp(l, "[stream ", 8)) {
 		char name[128];

@@ -586,6 +586,12 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
      "/nonexistent/creds: No such file or directory"),
     ("[mqtt]\nbroker = mqtt://h\nstreams = a\n[output x]\nurl = y\n",
      ":5: [output x] url: unknown section (expected [mqtt] or [stream NAME])"),
+    # inih reads 199 characters a line: a longer one is refused where it is
+    # (not read as two lines), one of 199 is whole and the next counted right.
+    ("[mqtt]\nbroker = mqtt://h\nstreams = " + " ".join(f"camera{i:02d}.people" for i in range(12))
+     + "\nqos = 1\n", ":3: line longer than 199 characters (use [stream NAME] sections)"),
+    ("[mqtt]\nbroker = mqtt://h\n" + ("streams = a" + " " * 200)[:199] + "\ncolour = blue\n",
+     ":4: [mqtt] colour: unknown key"),
 ])
 def test_a_bad_configuration_is_named(daemon, tmp, text, error):
     path = os.path.join(tmp, "bad.conf")
