@@ -149,7 +149,6 @@ struct parser {
 	char *error;
 	size_t error_size;
 	bool failed;
-	bool credentials; /* reading the credentials file */
 };
 
 static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
@@ -353,25 +352,11 @@ static int stream_key(struct parser *p, struct stream *s, const char *section, c
 	return fail(p, section, key, "unknown key");
 }
 
-static int credentials_key(struct parser *p, const char *section, const char *key, const char *v)
-{
-	struct config *c = &p->b->cfg;
-	if (section[0])
-		return fail(p, section, key, "the credentials file has no sections");
-	if (!strcmp(key, "username"))
-		return set_string(&c->username, v);
-	if (!strcmp(key, "password"))
-		return set_string(&c->password, v);
-	return fail(p, section, key, "unknown key (expected username or password)");
-}
-
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parser *p = user;
 	if (p->failed)
 		return 0;
-	if (p->credentials)
-		return credentials_key(p, section, key, value);
 	if (!strcmp(section, "mqtt"))
 		return mqtt_key(p, section, key, value);
 	if (!strncmp(section, "stream ", 7)) {
@@ -406,7 +391,7 @@ static char *read_line(char *str, int num, void *stream)
 		}
 	}
 	const char *l = r + strspn(r, " \t");
-	if (!p->credentials && !p->failed && !strncmp(l, "[stream ", 8)) {
+	if (!p->failed && !strncmp(l, "[stream ", 8)) {
 		char name[128];
 		size_t len = strcspn(l + 8, "]");
 		if (l[8 + len] == ']' && len < sizeof(name)) {
@@ -438,6 +423,57 @@ static int parse_file(struct parser *p)
 		return -1;
 	}
 	return 0;
+}
+
+/* The credentials file, not read by inih: it would end a password at a
+ * ';' after white space (a comment) and at 199 characters.  Lines are
+ * "username = VALUE" and "password = VALUE", blank, or comments starting
+ * with '#' or ';'.  VALUE is the rest of the line, everything kept but the
+ * spaces and tabs at either end (and the line's CR LF or LF). */
+static int read_credentials(struct parser *p)
+{
+	struct config *c = &p->b->cfg;
+	char *line = NULL;
+	size_t size = 0;
+	ssize_t n;
+
+	p->file = fopen(p->path, "r");
+	if (!p->file) {
+		snprintf(p->error, p->error_size, "%s: %s", p->path, strerror(errno));
+		return -1;
+	}
+	while (!p->failed && (n = getline(&line, &size, p->file)) >= 0) {
+		p->line++;
+		while (n > 0 && strchr("\r\n \t", line[n - 1]))
+			line[--n] = 0;
+		char *key = line + strspn(line, " \t");
+		if (!key[0] || key[0] == '#' || key[0] == ';')
+			continue;
+		char *eq = strchr(key, '=');
+		if (key[0] == '[' || !eq) {
+			snprintf(p->error, p->error_size,
+				 "%s:%u: expected username = or password = (or a comment)", p->path,
+				 p->line);
+			p->failed = true;
+			break;
+		}
+		char *value = eq + 1 + strspn(eq + 1, " \t");
+		while (eq > key && (eq[-1] == ' ' || eq[-1] == '\t'))
+			eq--;
+		*eq = 0;
+		char **field = !strcmp(key, "username")   ? &c->username
+			       : !strcmp(key, "password") ? &c->password
+							  : NULL;
+		if (!field)
+			fail(p, "", key, "unknown key (expected username or password)");
+		else if (*field)
+			fail(p, "", key, "given twice");
+		else if (!set_string(field, value))
+			fail(p, "", key, "%s", strerror(ENOMEM));
+	}
+	free(line);
+	fclose(p->file);
+	return p->failed ? -1 : 0;
 }
 
 static int load_config(struct bridge *b, char *error, size_t size)
@@ -474,13 +510,10 @@ static int load_config(struct bridge *b, char *error, size_t size)
 		return -1;
 	}
 	if (c->credentials_file) {
-		struct parser cp = {.b = b,
-				    .path = c->credentials_file,
-				    .error = error,
-				    .error_size = size,
-				    .credentials = true};
+		struct parser cp = {
+		    .b = b, .path = c->credentials_file, .error = error, .error_size = size};
 		struct stat st;
-		if (parse_file(&cp) < 0)
+		if (read_credentials(&cp) < 0)
 			return -1;
 		if (!c->username) {
 			snprintf(error, size, "%s: no username", c->credentials_file);

@@ -516,13 +516,16 @@ def test_an_unreachable_broker_is_named_and_tried_again(daemon, bus, tmp):
 
 
 def test_credentials_come_from_their_file(daemon, bus, tmp):
+    """The password is the rest of its line but the white space at either
+    end: ';' and '#' in it are not comments, and it may be long."""
+    password = "s3cret ;not a comment # = nor this " + "x" * 300
     passwd = os.path.join(tmp, "passwd")
-    subprocess.run(["mosquitto_passwd", "-b", "-c", passwd, "cam", "s3cret"], check=True,
+    subprocess.run(["mosquitto_passwd", "-b", "-c", passwd, "cam", password], check=True,
                    capture_output=True)
     broker = Broker(tmp, extra=f"allow_anonymous false\npassword_file {passwd}")
     good, bad = os.path.join(tmp, "good"), os.path.join(tmp, "bad")
     with open(good, "w") as f:
-        f.write("username = cam\npassword = s3cret\n")
+        f.write(f"# for the broker\n\n  username=cam\n; the password\npassword =\t {password} \t\r\n")
     with open(bad, "w") as f:
         f.write("username = cam\npassword = wrong\n")
     os.chmod(good, 0o600)
@@ -537,7 +540,7 @@ def test_credentials_come_from_their_file(daemon, bus, tmp):
         mqtt = Mqtt(tmp, daemon, config(broker.url, "cam0", extra=f"credentials_file = {good}\n"))
         mqtt.wait_for_log("connected to")
         authed = subprocess.run(["mosquitto_sub", "-V", "mqttv5", "-p", str(broker.port),
-                                 "-u", "cam", "-P", "s3cret", "-t", "fbtest/cam0/result",
+                                 "-u", "cam", "-P", password, "-t", "fbtest/cam0/result",
                                  "-C", "3", "-W", "10"], capture_output=True, text=True)
         assert authed.returncode == 0, authed.stdout + authed.stderr
         assert all(json.loads(line)["stream"] == "cam0" for line in authed.stdout.splitlines())
@@ -615,3 +618,9 @@ def test_a_bad_credentials_file_is_named(daemon, tmp):
                        text=True, timeout=10)
     assert r.returncode == 2
     assert f"{creds}:1: user: unknown key (expected username or password)" in r.stderr
+    with open(creds, "w") as f:
+        f.write("username = cam\n[mqtt]\n")
+    r = subprocess.run([MQTT, "--config", path, "--socket", daemon.socket], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2
+    assert f"{creds}:2: expected username = or password = (or a comment)" in r.stderr
