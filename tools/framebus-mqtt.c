@@ -13,6 +13,7 @@
  * messages at a time, so the queue, not libmosquitto, holds what waits.
  */
 #define _GNU_SOURCE
+#include <endian.h>
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -37,6 +38,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-id128.h>
+
 #include "framebus/framebus.h"
 #include "meta.h"
 
@@ -47,6 +50,11 @@
 #define KEEPALIVE_S 30
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
+/* A connection that lasted this long sets the backoff back to its least:
+ * one that a broker ends at once (another client with our id) does not. */
+#define STABLE_MS 30000
+/* Exit status when the client id is another's (systemd does not restart). */
+#define EXIT_ID_TAKEN 3
 /* On stopping, how long what was handed over may take to be confirmed. */
 #define FLUSH_MS 3000
 /* The main thread's tick: subscribing again, and every TICKS_PER_STATE
@@ -134,6 +142,7 @@ struct bridge {
 	bool publishing;    /* in mosquitto_publish_v5(), from pump() */
 	bool published_now; /* ... and that message was written already */
 	int backoff_ms;
+	uint64_t connected_at;
 	bool taken_over;
 };
 
@@ -525,12 +534,28 @@ static int load_config(struct bridge *b, char *error, size_t size)
 				"it\n",
 				c->credentials_file);
 	}
-	/* One id per host by default: the same after a restart, so the broker
-	 * ends the previous session (and its will says offline) instead of
-	 * keeping two. */
-	gethostname(host, sizeof(host) - 1);
-	if (!c->client_id && asprintf(&c->client_id, "framebus-mqtt-%s", host) < 0)
-		return -1;
+	/* One id per machine by default: the same after a restart, so the
+	 * broker ends the previous session (and its will says offline) instead
+	 * of keeping two.  From the machine id, as systemd would have an
+	 * application's (a hash: the machine id itself stays private), since
+	 * hosts cloned from one image often share a host name; the host name
+	 * where there is no machine id. */
+	if (!c->client_id) {
+		/* systemd-id128 new: framebus-mqtt's application id */
+		const sd_id128_t app =
+		    SD_ID128_MAKE(ed, aa, df, 7c, b5, 62, 4f, 15, b6, d7, 31, 34, ae, 63, 52, c1);
+		sd_id128_t id;
+		int r;
+		if (sd_id128_get_machine_app_specific(app, &id) == 0) {
+			r = asprintf(&c->client_id, "framebus-mqtt-%016llx",
+				     (unsigned long long)be64toh(id.qwords[0]));
+		} else {
+			gethostname(host, sizeof(host) - 1);
+			r = asprintf(&c->client_id, "framebus-mqtt-%.50s", host);
+		}
+		if (r < 0)
+			return -1;
+	}
 	if (!c->prefix && !(c->prefix = strdup("framebus")))
 		return -1;
 	if (asprintf(&b->availability_topic, "%s/availability", c->prefix) < 0)
@@ -651,7 +676,7 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
 	}
 	fprintf(stderr, "framebus-mqtt: connected to %s as %s\n", b->cfg.broker, b->cfg.client_id);
 	b->connected = true;
-	b->backoff_ms = BACKOFF_MIN_MS;
+	b->connected_at = now_ms();
 	/* Not in the window: one message per connection. */
 	mosquitto_publish_v5(mosq, NULL, b->availability_topic, 6, "online", 1, true, NULL);
 	/* Each state again: a broker that restarted may have lost them. */
@@ -698,9 +723,18 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 		wake(b->main_wake);
 		return;
 	}
-	fprintf(stderr, "framebus-mqtt: %s %s: %s (next try in %.1f s)\n",
+	uint64_t lasted = was ? now_ms() - b->connected_at : 0;
+	if (was && lasted >= STABLE_MS)
+		b->backoff_ms = BACKOFF_MIN_MS;
+	fprintf(stderr, "framebus-mqtt: %s %s: %s (next try in %.1f s)",
 		was ? "lost the broker" : "cannot connect to broker", b->cfg.broker,
 		describe(rc, err), b->backoff_ms / 1e3);
+	if (was && lasted < STABLE_MS)
+		fprintf(stderr,
+			"; connected for %.1f s only: if this repeats, another client may have "
+			"client id '%s'",
+			lasted / 1e3, b->cfg.client_id);
+	fputc('\n', stderr);
 }
 
 static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *text)
@@ -899,7 +933,7 @@ static void *network(void *userdata)
 			retry_at = now_ms() + (uint64_t)b->backoff_ms;
 			if (rc != MOSQ_ERR_SUCCESS)
 				connect_failed(b, rc, err);
-			/* Grows until a connection is accepted (on_connect). */
+			/* Grows until a connection lasts (on_disconnect). */
 			b->backoff_ms =
 			    b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2;
 			sock = mosquitto_socket(b->mosq);
@@ -1132,7 +1166,7 @@ static int run(struct bridge *b, fb_client *client, int signal_fd)
 			break;
 		}
 		if (fds[1].revents) { /* the network thread stopped: the id is taken */
-			status = 1;
+			status = EXIT_ID_TAKEN;
 			break;
 		}
 		if (fds[3].revents)
@@ -1170,7 +1204,7 @@ static void usage(FILE *out)
 /* Hold the client id on this host (an abstract socket named after it, gone
  * with the process): a second framebus-mqtt with the same id would take the
  * broker's session from the first, and the first take it back, for ever.
- * Returns the socket, or -1 once said why not.  Across hosts a broker
+ * Returns the socket, or -errno once said why not.  Across hosts a broker
  * that says so (MQTT v5 "session taken over") stops the one it replaced. */
 static int claim_client_id(const char *id)
 {
@@ -1190,9 +1224,10 @@ static int claim_client_id(const char *id)
 	else
 		fprintf(stderr, "framebus-mqtt: cannot hold client id '%s': %s\n", id,
 			strerror(errno));
+	int r = -errno;
 	if (fd >= 0)
 		close(fd);
-	return -1;
+	return r;
 }
 
 static int setup_mqtt(struct bridge *b)
@@ -1272,8 +1307,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	id_fd = claim_client_id(b.cfg.client_id);
-	if (id_fd < 0)
+	if (id_fd < 0) {
+		status = id_fd == -EADDRINUSE ? EXIT_ID_TAKEN : 1;
 		goto out;
+	}
 	b.queue = calloc(b.cfg.queue, sizeof(*b.queue));
 	b.net_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	b.main_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

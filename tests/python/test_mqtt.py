@@ -7,6 +7,7 @@ import base64
 import getpass
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -169,6 +170,35 @@ class Proxy:
         self.listener.close()
         for s in self.sockets:
             s.close()
+
+
+class FakeBroker:
+    """Accepts each MQTT v5 connection (CONNACK), then ends it at once: with
+    a DISCONNECT whose reason is given (0x8E, session taken over, as
+    Mosquitto 2.0.15 and later say to the client another replaced), or by
+    closing it (as Mosquitto 2.0.11 does)."""
+
+    def __init__(self, reason=None):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"mqtt://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.reason = reason
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)  # CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties
+                if self.reason is not None:
+                    conn.sendall(bytes([0xE0, 2, self.reason, 0]))  # DISCONNECT
+                    conn.recv(65536)  # until it closes
+
+    def close(self):
+        self.listener.close()
 
 
 def retained(broker, topic):
@@ -556,7 +586,7 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     first = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="first")
     first.wait_for_log("connected to")
     second = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="second")
-    assert second.proc.wait(10) == 1
+    assert second.proc.wait(10) == 3  # systemd does not restart it
     assert "another framebus-mqtt on this host has client id 'fbtest-client'" \
         in second.read_log()
     third = Mqtt(tmp, daemon, config(broker.url, "cam0", prefix="other"), name="third")
@@ -565,6 +595,57 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     third.stop()
     first.stop()
     second.log.close()
+
+
+def test_a_session_taken_over_stops_it_for_good(daemon, tmp):
+    """The broker says another client took the session over (0x8E): another
+    host has our client id, and starting again would take it back: exit 3,
+    which the unit's RestartPreventExitStatus= names."""
+    fake = FakeBroker(reason=0x8E)
+    try:
+        mqtt = Mqtt(tmp, daemon, config(fake.url, "cam0"))
+        assert mqtt.proc.wait(10) == 3, mqtt.read_log()
+        assert f"another client connected to {fake.url} with client id 'fbtest-client'" \
+            in mqtt.read_log()
+        mqtt.log.close()
+    finally:
+        fake.close()
+
+
+def test_a_connection_ended_at_once_does_not_reset_the_backoff(daemon, tmp):
+    """Mosquitto 2.0.11 just closes the connection of a client another with
+    the same id replaced: each connection is accepted, then ended.  The
+    backoff goes on growing (it used to start again at 0.5 s on every
+    accepted connection: the two clients took turns twice a second), and
+    the log says what may be going on."""
+    fake = FakeBroker()
+    try:
+        mqtt = Mqtt(tmp, daemon, config(fake.url, "cam0"))
+        wait_for("three connections lost",
+                 lambda: mqtt.read_log().count("lost the broker") >= 3, timeout=20)
+        lost = [line for line in mqtt.read_log().splitlines() if "lost the broker" in line]
+        assert [line.split("(next try in ")[1].split(")")[0] for line in lost[:3]] == \
+            ["1.0 s", "2.0 s", "4.0 s"], lost
+        assert "if this repeats, another client may have client id 'fbtest-client'" in lost[0]
+        mqtt.stop()
+    finally:
+        fake.close()
+
+
+def test_the_default_client_id_comes_from_the_machine_id(daemon, bus, broker, tmp):
+    """Not the host name, which hosts cloned from one image share; the same
+    at every start, so the broker ends the previous session."""
+    ids = []
+    for name in ("one", "two"):
+        mqtt = Mqtt(tmp, daemon, f"[mqtt]\nbroker = {broker.url}\nstreams = cam0\n", name=name)
+        log = mqtt.wait_for_log("connected to")
+        ids.append(log.split(f"connected to {broker.url} as ")[1].split("\n")[0])
+        mqtt.stop()
+    assert ids[0] == ids[1] and ids[0] != f"framebus-mqtt-{socket.gethostname()}"
+    if os.path.exists("/etc/machine-id"):
+        assert re.fullmatch(r"framebus-mqtt-[0-9a-f]{16}", ids[0]), ids
+        with open("/etc/machine-id") as f:
+            assert f.read().strip()[:16] not in ids[0]  # a hash of it, not it
 
 
 @pytest.mark.parametrize("text, error", [
