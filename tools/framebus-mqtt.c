@@ -122,12 +122,13 @@ struct bridge {
 	char *availability_topic;
 	struct mosquitto *mosq;
 	int net_wake;  /* eventfd: the queue has work, or stop */
-	int main_wake; /* eventfd: the network thread gave up (client id taken) */
+	int main_wake; /* eventfd: the network thread ended */
 
 	pthread_mutex_t lock;
 	struct message *queue; /* a ring of cfg.queue */
 	size_t head, count;
 	bool stopping;
+	int net_status; /* the exit status the network thread ended with */
 
 	/* The network thread's: */
 	bool connected;
@@ -720,7 +721,6 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 			"each framebus-mqtt needs its own (client_id in [mqtt]); stopping\n",
 			b->cfg.broker, b->cfg.client_id);
 		b->taken_over = true;
-		wake(b->main_wake);
 		return;
 	}
 	uint64_t lasted = was ? now_ms() - b->connected_at : 0;
@@ -914,6 +914,9 @@ static void *network(void *userdata)
 	uint64_t retry_at = 0;
 	bool started = false;
 
+	const char *failed = NULL; /* what failed, with failed_errno */
+	int failed_errno = 0;
+
 	b->backoff_ms = BACKOFF_MIN_MS;
 	for (;;) {
 		pthread_mutex_lock(&b->lock);
@@ -943,12 +946,16 @@ static void *network(void *userdata)
 			fds[1].events |= POLLOUT;
 		uint64_t now = now_ms();
 		int timeout = sock >= 0 ? 1000 : (int)(retry_at > now ? retry_at - now : 0);
-		if (poll(fds, sock >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
+		if (poll(fds, sock >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR) {
+			failed = "poll", failed_errno = errno;
 			break;
+		}
 		if (fds[0].revents & POLLIN) {
 			uint64_t n;
-			if (read(b->net_wake, &n, sizeof(n)) < 0 && errno != EAGAIN)
+			if (read(b->net_wake, &n, sizeof(n)) < 0 && errno != EAGAIN) {
+				failed = "eventfd", failed_errno = errno;
 				break;
+			}
 		}
 		if (sock >= 0) {
 			int rc = MOSQ_ERR_SUCCESS;
@@ -969,6 +976,15 @@ static void *network(void *userdata)
 		pump(b);
 	}
 	say_goodbye(b);
+	if (failed)
+		fprintf(stderr, "framebus-mqtt: the network thread's %s failed: %s; stopping\n",
+			failed, strerror(failed_errno));
+	/* The main thread, unless it stopped us, must not go on filling a
+	 * queue that nobody empties. */
+	pthread_mutex_lock(&b->lock);
+	b->net_status = b->taken_over ? EXIT_ID_TAKEN : 1;
+	pthread_mutex_unlock(&b->lock);
+	wake(b->main_wake);
 	return NULL;
 }
 
@@ -1165,8 +1181,10 @@ static int run(struct bridge *b, fb_client *client, int signal_fd)
 					si.ssi_signo == SIGINT ? "interrupted" : "terminated");
 			break;
 		}
-		if (fds[1].revents) { /* the network thread stopped: the id is taken */
-			status = EXIT_ID_TAKEN;
+		if (fds[1].revents) { /* the network thread ended, and said why */
+			pthread_mutex_lock(&b->lock);
+			status = b->net_status;
+			pthread_mutex_unlock(&b->lock);
 			break;
 		}
 		if (fds[3].revents)
