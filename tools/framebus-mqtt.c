@@ -57,6 +57,10 @@
 #define EXIT_ID_TAKEN 3
 /* On stopping, how long what was handed over may take to be confirmed. */
 #define FLUSH_MS 3000
+/* ... and how long the network thread may take to end, in all: it may be
+ * stuck resolving the broker's name (libmosquitto's getaddrinfo() blocks).
+ * Less than the unit's TimeoutStopSec=. */
+#define STOP_S 6
 /* The main thread's tick: subscribing again, and every TICKS_PER_STATE
  * ticks each stream's state. */
 #define TICK_MS 250
@@ -1367,7 +1371,17 @@ int main(int argc, char **argv)
 	b.stopping = true;
 	pthread_mutex_unlock(&b.lock);
 	wake(b.net_wake);
-	pthread_join(thread, NULL);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STOP_S;
+	if (pthread_timedjoin_np(thread, NULL, &until) != 0) {
+		/* It holds libmosquitto's handle: nothing can be freed. */
+		fprintf(stderr,
+			"framebus-mqtt: the network thread did not end within %d s (resolving "
+			"the broker's name?): exiting without it\n",
+			STOP_S);
+		_exit(1);
+	}
 	close(signal_fd);
 	pthread_mutex_destroy(&b.lock);
 	for (size_t i = 0; i < b.n_inflight; i++)
