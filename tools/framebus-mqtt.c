@@ -77,6 +77,7 @@ struct config {
 	char *prefix;
 	int qos;
 	size_t queue;
+	size_t queue_bytes;
 	char *username, *password;
 };
 
@@ -131,6 +132,7 @@ struct bridge {
 	pthread_mutex_t lock;
 	struct message *queue; /* a ring of cfg.queue */
 	size_t head, count;
+	size_t bytes; /* the payloads in the queue, at most cfg.queue_bytes */
 	bool stopping;
 	int net_status; /* the exit status the network thread ended with */
 
@@ -336,6 +338,21 @@ static int mqtt_key(struct parser *p, const char *section, const char *key, cons
 		c->queue = (size_t)n;
 		return 1;
 	}
+	if (!strcmp(key, "queue_bytes")) {
+		char number[32];
+		size_t len = strlen(v), unit = 1;
+		const char *units = "KMG", *u = len ? strchr(units, v[len - 1]) : NULL;
+		if (u && *u)
+			unit = (size_t)1 << (10 * (u - units + 1)), len--;
+		snprintf(number, sizeof(number), "%.*s", (int)len, v);
+		if (len >= sizeof(number) || !parse_int(number, 1, 1L << 30, &n) ||
+		    (size_t)n * unit < 65536 || (size_t)n * unit > (size_t)1 << 30)
+			return fail(p, section, key,
+				    "'%s' is not a size from 64K to 1G (bytes, or with K, M or G)",
+				    v);
+		c->queue_bytes = (size_t)n * unit;
+		return 1;
+	}
 	if (!strcmp(key, "streams")) {
 		char *list = strdup(v), *save = NULL;
 		for (char *t = strtok_r(list, ", \t", &save); t && !p->failed;
@@ -498,6 +515,7 @@ static int load_config(struct bridge *b, char *error, size_t size)
 
 	c->qos = 0;
 	c->queue = 1000;
+	c->queue_bytes = 16 << 20;
 	if (parse_file(&p) < 0)
 		return -1;
 	if (!c->broker) {
@@ -610,19 +628,22 @@ static void wake(int fd)
 		abort(); /* an eventfd that cannot be written is a bug */
 }
 
-/* Add a result; a full queue loses its oldest one. */
+/* Add a result; a full queue (cfg.queue messages, or cfg.queue_bytes)
+ * loses its oldest ones. */
 static void enqueue(struct bridge *b, struct message *m)
 {
 	pthread_mutex_lock(&b->lock);
 	size_t n = b->cfg.queue;
-	if (b->count == n) {
+	while (b->count == n || (b->count && b->bytes + m->len > b->cfg.queue_bytes)) {
 		struct message *old = &b->queue[b->head];
 		old->stream->dropped++;
+		b->bytes -= old->len;
 		free(old->payload);
 		b->head = (b->head + 1) % n;
 		b->count--;
 	}
 	b->queue[(b->head + b->count++) % n] = *m;
+	b->bytes += m->len;
 	pthread_mutex_unlock(&b->lock);
 	wake(b->net_wake);
 }
@@ -809,6 +830,7 @@ static void pump(struct bridge *b)
 			m = b->queue[b->head];
 			b->head = (b->head + 1) % b->cfg.queue;
 			b->count--;
+			b->bytes -= m.len;
 		}
 		pthread_mutex_unlock(&b->lock);
 		if (!state && !m.stream)
@@ -1363,8 +1385,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "framebus-mqtt: cannot start: %s\n", strerror(errno));
 		goto out;
 	}
-	fprintf(stderr, "framebus-mqtt: %zu streams to %s, prefix %s, qos %d, queue %zu\n",
-		b.n_streams, b.cfg.broker, b.cfg.prefix, b.cfg.qos, b.cfg.queue);
+	fprintf(stderr,
+		"framebus-mqtt: %zu streams to %s, prefix %s, qos %d, queue %zu (%zu KiB)\n",
+		b.n_streams, b.cfg.broker, b.cfg.prefix, b.cfg.qos, b.cfg.queue,
+		b.cfg.queue_bytes >> 10);
 	status = run(&b, client, signal_fd);
 
 	pthread_mutex_lock(&b.lock);

@@ -465,6 +465,34 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
     records.close()
 
 
+def test_the_queue_holds_queue_bytes_at_most(daemon, bus, tmp):
+    """Large results are bounded by bytes too, not only by count: 64 KiB
+    hold 65 results of 1000 bytes, the rest are dropped oldest first (the
+    broker is never reached; the exit line counts them)."""
+    records = bus.publish_results("res.big", slots=8, policy="block", meta_max=1024)
+    mqtt = Mqtt(tmp, daemon, config(f"mqtt://127.0.0.1:{free_port()}", "res.big",
+                                     extra="queue_bytes = 64K\n"))
+    mqtt.wait_for_log("publishing res.big")
+    record = json.dumps({"p": ""})
+    record = json.dumps({"p": "x" * (1000 - len(record))})
+    assert len(record) == 1000
+    for _ in range(200):
+        records.send(record)
+
+    def lag():
+        status = json.loads(subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "status",
+                                            "--json"], capture_output=True, text=True,
+                                           check=True).stdout)
+        stream, = [s for s in status["streams"] if s["name"] == "res.big"]
+        theirs, = [s for s in stream["subscribers"] if s["client"].startswith("framebus-mqtt")]
+        return theirs["lag"]
+    wait_for("every record read", lambda: lag() == 0)
+    mqtt.stop()
+    assert "res.big: 200 frames, 0 sent, 135 dropped, 65 unsent at stop, 0 missed" \
+        in mqtt.read_log()
+    records.close()
+
+
 def test_it_follows_framebusd_through_a_restart(broker, tmp):
     """framebusd killed and started again: the state says daemon-gone, then
     framebus-mqtt subscribes again by itself and results flow again."""
@@ -656,6 +684,9 @@ def test_the_default_client_id_comes_from_the_machine_id(daemon, bus, broker, tm
     ("[mqtt]\nbroker = mqtt://h\ncolour = blue\n", ":3: [mqtt] colour: unknown key"),
     ("[mqtt]\nbroker = mqtt://h\nqos = 3\n", ":3: [mqtt] qos: '3' is not 0, 1 or 2"),
     ("[mqtt]\nbroker = mqtt://h\nprefix = a/#\n", ":3: [mqtt] prefix: 'a/#' is not a topic"),
+    ("[mqtt]\nbroker = mqtt://h\nqueue_bytes = 1K\n",
+     ":3: [mqtt] queue_bytes: '1K' is not a size from 64K to 1G (bytes, or with K, M or G)"),
+    ("[mqtt]\nbroker = mqtt://h\nqueue_bytes = 2T\n", ":3: [mqtt] queue_bytes: '2T' is not a size"),
     ("[mqtt]\nbroker = mqtt://h\n[stream cam0]\nqos = 1\nfps = 2\n",
      ":5: [stream cam0] fps: unknown key"),
     ("[mqtt]\nbroker = mqtt://h\nstreams = a b a\n", ":3: [mqtt] streams: stream 'a' is named twice"),
