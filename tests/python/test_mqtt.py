@@ -228,9 +228,10 @@ class Mqtt:
         with open(self.log_path) as f:
             return f.read()
 
-    def wait_for_log(self, text, timeout=10):
-        wait_for(f"framebus-mqtt to log {text!r}", lambda: text in self.read_log() or (
-            self.proc.poll() is not None and pytest.fail(self.read_log())), timeout)
+    def wait_for_log(self, text, timeout=10, count=1):
+        """The log once it says text (count times)."""
+        wait_for(f"framebus-mqtt to log {text!r}", lambda: self.read_log().count(text) >= count
+                 or (self.proc.poll() is not None and pytest.fail(self.read_log())), timeout)
         return self.read_log()
 
     def stop(self):
@@ -253,9 +254,15 @@ def broker(tmp):
     b.stop()
 
 
+def client_id(prefix="fbtest"):
+    """config()'s: held on the host while framebus-mqtt runs, so one of
+    this test run's own (another may run beside it)."""
+    return f"{prefix}-client-{os.getpid()}"
+
+
 def config(url, streams, prefix="fbtest", extra=""):
     """[mqtt] naming streams in streams = (None: extra has [stream NAME])."""
-    return (f"[mqtt]\nbroker = {url}\nprefix = {prefix}\nclient_id = {prefix}-client\n"
+    return (f"[mqtt]\nbroker = {url}\nprefix = {prefix}\nclient_id = {client_id(prefix)}\n"
             + (f"streams = {streams}\n" if streams else "") + extra)
 
 
@@ -394,22 +401,41 @@ def test_a_clean_stop_at_qos_1_says_offline_with_results_unacknowledged(daemon, 
     records.close()
 
 
+def test_a_stream_that_comes_later_and_one_that_returns(daemon, bus, broker, tmp):
+    """A stream not there at start is published once it appears; one that
+    ends, once it comes back (subscribed anew); the state says each."""
+    sub = broker.subscribe("fbtest/#")
+    mqtt = Mqtt(tmp, daemon, config(broker.url, "res.late"))
+    mqtt.wait_for_log("connected to")
+
+    def states(m):
+        return [json.loads(p)["state"] for t, _, _, p in m if t == "fbtest/res.late/state"]
+    sub.wait("absent", lambda m: "absent" in states(m))
+    for n in (1, 2):
+        records = bus.publish_results("res.late", slots=4, policy="block", meta_max=64)
+        mqtt.wait_for_log("publishing res.late to fbtest/res.late/result", count=n)
+        seq = records.send(json.dumps({"round": n}))
+        sub.wait(f"round {n}", lambda m: (seq, json.dumps({"round": n})) in
+                 results_of(m, "fbtest/res.late/result"))
+        records.close()
+        mqtt.wait_for_log("res.late ended", count=n)
+        sub.wait("ended", lambda m: states(m)[-1] == "ended")
+    got = [json.loads(p)["round"] for _, p in results_of(sub.messages(), "fbtest/res.late/result")]
+    assert got == [1, 2]
+    mqtt.stop()
+    sub.close()
+
+
 def test_the_last_will_says_offline_when_killed(daemon, bus, broker, tmp):
     records = bus.publish_results("res.will", slots=4, meta_max=64)
     mqtt = Mqtt(tmp, daemon, config(broker.url, None, extra="[stream res.will]\n"))  # empty
     mqtt.wait_for_log("connected to")
 
-    def availability():
-        sub = broker.subscribe("fbtest/availability", count=1)
-        sub.proc.wait(5)
-        (_, retained, _, payload), = sub.messages()
-        sub.close()
-        assert retained
-        return payload
-    assert wait_for("online", lambda: availability() == "online")
+    assert wait_for("online", lambda: retained(broker, "fbtest/availability") == "online")
     mqtt.proc.kill()
     mqtt.proc.wait()
-    assert availability() == "offline"
+    # The broker publishes the will once it sees the connection closed.
+    assert wait_for("offline", lambda: retained(broker, "fbtest/availability") == "offline")
     records.close()
 
 
@@ -438,7 +464,7 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
         before = len(seqs)
         wait_for("records while the broker is away", lambda: len(seqs) > before + 100)
         broker.start()
-        mqtt.wait_for_log(f"connected to {broker.url}", timeout=20)
+        mqtt.wait_for_log(f"connected to {broker.url}", timeout=20, count=2)
         after = len(seqs)
         sub = broker.subscribe("fbtest/#")
         msgs = sub.wait("results after the restart", lambda m: any(
@@ -615,7 +641,7 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     first.wait_for_log("connected to")
     second = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="second")
     assert second.proc.wait(10) == 3  # systemd does not restart it
-    assert "another framebus-mqtt on this host has client id 'fbtest-client'" \
+    assert f"another framebus-mqtt on this host has client id '{client_id()}'" \
         in second.read_log()
     third = Mqtt(tmp, daemon, config(broker.url, "cam0", prefix="other"), name="third")
     third.wait_for_log("connected to")
@@ -633,7 +659,7 @@ def test_a_session_taken_over_stops_it_for_good(daemon, tmp):
     try:
         mqtt = Mqtt(tmp, daemon, config(fake.url, "cam0"))
         assert mqtt.proc.wait(10) == 3, mqtt.read_log()
-        assert f"another client connected to {fake.url} with client id 'fbtest-client'" \
+        assert f"another client connected to {fake.url} with client id '{client_id()}'" \
             in mqtt.read_log()
         mqtt.log.close()
     finally:
@@ -654,7 +680,7 @@ def test_a_connection_ended_at_once_does_not_reset_the_backoff(daemon, tmp):
         lost = [line for line in mqtt.read_log().splitlines() if "lost the broker" in line]
         assert [line.split("(next try in ")[1].split(")")[0] for line in lost[:3]] == \
             ["1.0 s", "2.0 s", "4.0 s"], lost
-        assert "if this repeats, another client may have client id 'fbtest-client'" in lost[0]
+        assert f"if this repeats, another client may have client id '{client_id()}'" in lost[0]
         mqtt.stop()
     finally:
         fake.close()
