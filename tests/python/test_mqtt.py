@@ -101,12 +101,16 @@ class Sub:
     and payload, one message a line."""
 
     def __init__(self, broker, topic, count=None):
+        # Its own file description, appending: sharing one, reading
+        # (seek, read) moved the offset mosquitto_sub wrote at.
         self.out = tempfile.TemporaryFile(mode="w+")
+        self.appending = open(f"/proc/self/fd/{self.out.fileno()}", "a")
         args = ["mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", str(broker.port),
                 "-t", topic, "-F", "%t\t%r\t%P\t%p"]
         if count:
             args += ["-C", str(count)]
-        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(args, stdout=self.appending, stderr=subprocess.STDOUT,
+                                     text=True)
         started.append(self.proc)
 
     def messages(self):
@@ -130,12 +134,14 @@ class Sub:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(5)
+        self.appending.close()
         self.out.close()
 
 
 class Proxy:
-    """A TCP proxy in front of a broker that can hold back what the broker
-    says (hold.set(): its acknowledgements stop arriving)."""
+    """A TCP proxy in front of a broker that can hold back the broker's
+    acknowledgements (hold.set(): PUBACKs stop arriving, the rest goes on)
+    and break the connections (cut())."""
 
     def __init__(self, broker):
         self.broker = broker
@@ -158,18 +164,40 @@ class Proxy:
             threading.Thread(target=self.pipe, args=(server, client, True), daemon=True).start()
 
     def pipe(self, src, dst, from_broker):
+        buf = b""
         try:
             while data := src.recv(65536):
-                if not (from_broker and self.hold.is_set()):
+                if not from_broker:
                     dst.sendall(data)
+                    continue
+                buf += data
+                while packet := self.packet(buf):  # whole MQTT packets
+                    buf = buf[len(packet):]
+                    if not (packet[0] >> 4 == 4 and self.hold.is_set()):  # 4: PUBACK
+                        dst.sendall(packet)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
-    def close(self):
-        self.listener.close()
+    @staticmethod
+    def packet(buf):
+        """The MQTT packet buf starts with, if it holds all of it."""
+        length, shift = 0, 0
+        for i in range(1, min(len(buf), 5)):
+            length |= (buf[i] & 0x7F) << shift
+            shift += 7
+            if not buf[i] & 0x80:
+                return buf[:i + 1 + length] if len(buf) >= i + 1 + length else None
+        return None
+
+    def cut(self):
         for s in self.sockets:
             s.close()
+        self.sockets = []
+
+    def close(self):
+        self.listener.close()
+        self.cut()
 
 
 class FakeBroker:
@@ -199,6 +227,16 @@ class FakeBroker:
 
     def close(self):
         self.listener.close()
+
+
+def lag(daemon, name):
+    """How many frames of stream name framebus-mqtt has not read yet."""
+    status = json.loads(subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "status",
+                                        "--json"], capture_output=True, text=True,
+                                       check=True).stdout)
+    stream, = [s for s in status["streams"] if s["name"] == name]
+    theirs, = [s for s in stream["subscribers"] if s["client"].startswith("framebus-mqtt")]
+    return theirs["lag"]
 
 
 def retained(broker, topic):
@@ -426,6 +464,38 @@ def test_a_stream_that_comes_later_and_one_that_returns(daemon, bus, broker, tmp
     sub.close()
 
 
+def test_a_flapping_connection_does_not_grow_a_backlog_in_libmosquitto(daemon, bus, broker,
+                                                                      tmp):
+    """QoS 1, no acknowledgements, the connection broken twice: libmosquitto
+    sends its unacknowledged messages again on each connection, and they
+    stay in the window of 64 (which used to start again from 0 on each
+    connection, handing libmosquitto 64 more each time): results beyond it
+    wait in the queue (10 here) or are dropped."""
+    records = bus.publish_results("res.flap", slots=8, policy="block", meta_max=64)
+    proxy = Proxy(broker)
+    try:
+        mqtt = Mqtt(tmp, daemon, config(proxy.url, "res.flap", extra="qos = 1\nqueue = 10\n"))
+        mqtt.wait_for_log("publishing res.flap")
+        mqtt.wait_for_log("connected to")
+        proxy.hold.set()
+        for n in (1, 2, 3):
+            for i in range(100):
+                records.send(json.dumps({"i": i}))
+            if n < 3:
+                proxy.cut()
+                mqtt.wait_for_log("connected to", count=n + 1, timeout=20)
+        wait_for("every record read", lambda: lag(daemon, "res.flap") == 0)
+        mqtt.stop()
+        line, = [line for line in mqtt.read_log().splitlines() if "res.flap: " in line]
+        counts = dict((what, int(n)) for n, what in re.findall(r"(\d+) (\w+)", line))
+        assert counts["frames"] == 300 and counts["sent"] == 0, line
+        assert counts["dropped"] + counts["unsent"] == 300, line
+        assert counts["unsent"] <= 64 + 10, line
+    finally:
+        proxy.close()
+    records.close()
+
+
 def test_the_last_will_says_offline_when_killed(daemon, bus, broker, tmp):
     records = bus.publish_results("res.will", slots=4, meta_max=64)
     mqtt = Mqtt(tmp, daemon, config(broker.url, None, extra="[stream res.will]\n"))  # empty
@@ -504,15 +574,7 @@ def test_the_queue_holds_queue_bytes_at_most(daemon, bus, tmp):
     assert len(record) == 1000
     for _ in range(200):
         records.send(record)
-
-    def lag():
-        status = json.loads(subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "status",
-                                            "--json"], capture_output=True, text=True,
-                                           check=True).stdout)
-        stream, = [s for s in status["streams"] if s["name"] == "res.big"]
-        theirs, = [s for s in stream["subscribers"] if s["client"].startswith("framebus-mqtt")]
-        return theirs["lag"]
-    wait_for("every record read", lambda: lag() == 0)
+    wait_for("every record read", lambda: lag(daemon, "res.big") == 0)
     mqtt.stop()
     assert "res.big: 200 frames, 0 sent, 135 dropped, 65 unsent at stop, 0 missed" \
         in mqtt.read_log()
