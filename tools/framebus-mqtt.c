@@ -9,8 +9,9 @@
  * streams (queue mode: every record) and the daemon; it never waits on the
  * network: a full queue loses its oldest message, counted.  The network
  * thread owns the mosquitto handle, drives it from its own poll loop,
- * connects again with a backoff and hands the broker at most WINDOW
- * messages at a time, so the queue, not libmosquitto, holds what waits.
+ * connects again with a backoff and hands libmosquitto at most WINDOW
+ * messages not yet confirmed, across connections, so the queue, not
+ * libmosquitto, holds what waits.
  */
 #define _GNU_SOURCE
 #include <endian.h>
