@@ -9,10 +9,12 @@
  * streams (queue mode: every record) and the daemon; it never waits on the
  * network: a full queue loses its oldest message, counted.  The network
  * thread owns the mosquitto handle, drives it from its own poll loop,
- * connects again with a backoff and hands the broker at most WINDOW
- * messages at a time, so the queue, not libmosquitto, holds what waits.
+ * connects again with a backoff and hands libmosquitto at most WINDOW
+ * messages not yet confirmed, across connections, so the queue, not
+ * libmosquitto, holds what waits.
  */
 #define _GNU_SOURCE
+#include <endian.h>
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
@@ -37,6 +39,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <systemd/sd-id128.h>
+
 #include "framebus/framebus.h"
 #include "meta.h"
 
@@ -47,6 +51,17 @@
 #define KEEPALIVE_S 30
 #define BACKOFF_MIN_MS 500
 #define BACKOFF_MAX_MS 30000
+/* A connection that lasted this long sets the backoff back to its least:
+ * one that a broker ends at once (another client with our id) does not. */
+#define STABLE_MS 30000
+/* Exit status when the client id is another's (systemd does not restart). */
+#define EXIT_ID_TAKEN 3
+/* On stopping, how long what was handed over may take to be confirmed. */
+#define FLUSH_MS 3000
+/* ... and how long the network thread may take to end, in all: it may be
+ * stuck resolving the broker's name (libmosquitto's getaddrinfo() blocks).
+ * Less than the unit's TimeoutStopSec=. */
+#define STOP_S 6
 /* The main thread's tick: subscribing again, and every TICKS_PER_STATE
  * ticks each stream's state. */
 #define TICK_MS 250
@@ -63,6 +78,7 @@ struct config {
 	char *prefix;
 	int qos;
 	size_t queue;
+	size_t queue_bytes;
 	char *username, *password;
 };
 
@@ -80,7 +96,13 @@ struct stream {
 	/* Shared, under bridge.lock: */
 	char *state_sent; /* the last state posted, published again on connecting */
 	char *state;      /* to publish (retained), NULL: nothing new */
+	/* sent: acknowledged by the broker (QoS 1, 2) or written to the
+	 * connection (QoS 0); dropped: lost from a full queue, with a broken
+	 * connection (QoS 0) or refused by the broker. */
 	uint64_t dropped, sent;
+	/* Counted once both threads ended: still in the queue, or handed to
+	 * libmosquitto and not confirmed, when we stopped. */
+	uint64_t unsent;
 };
 
 /* One result waiting for the broker. */
@@ -91,6 +113,13 @@ struct message {
 	size_t len;
 };
 
+/* A message handed to libmosquitto and not yet confirmed (on_publish). */
+struct inflight {
+	int mid;
+	int qos;
+	struct stream *stream; /* NULL: a state */
+};
+
 struct bridge {
 	struct config cfg;
 	const char *config_path;
@@ -99,12 +128,14 @@ struct bridge {
 	char *availability_topic;
 	struct mosquitto *mosq;
 	int net_wake;  /* eventfd: the queue has work, or stop */
-	int main_wake; /* eventfd: the network thread gave up (client id taken) */
+	int main_wake; /* eventfd: the network thread ended */
 
 	pthread_mutex_t lock;
 	struct message *queue; /* a ring of cfg.queue */
 	size_t head, count;
+	size_t bytes; /* the payloads in the queue, at most cfg.queue_bytes */
 	bool stopping;
+	int net_status; /* the exit status the network thread ended with */
 
 	/* The network thread's: */
 	bool connected;
@@ -112,8 +143,14 @@ struct bridge {
 	bool refused;         /* the broker refused the connection, and we said so */
 	bool disconnected;    /* on_disconnect() said why */
 	char last_error[256]; /* libmosquitto's first error log since connecting */
-	int inflight;
+	/* At most WINDOW, kept across connections: libmosquitto sends its
+	 * QoS 1 and 2 messages again on the next one. */
+	struct inflight inflight[WINDOW];
+	size_t n_inflight;
+	bool publishing;    /* in mosquitto_publish_v5(), from pump() */
+	bool published_now; /* ... and that message was written already */
 	int backoff_ms;
+	uint64_t connected_at;
 	bool taken_over;
 };
 
@@ -129,7 +166,6 @@ struct parser {
 	char *error;
 	size_t error_size;
 	bool failed;
-	bool credentials; /* reading the credentials file */
 };
 
 static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
@@ -303,6 +339,21 @@ static int mqtt_key(struct parser *p, const char *section, const char *key, cons
 		c->queue = (size_t)n;
 		return 1;
 	}
+	if (!strcmp(key, "queue_bytes")) {
+		char number[32];
+		size_t len = strlen(v), unit = 1;
+		const char *units = "KMG", *u = len ? strchr(units, v[len - 1]) : NULL;
+		if (u && *u)
+			unit = (size_t)1 << (10 * (u - units + 1)), len--;
+		snprintf(number, sizeof(number), "%.*s", (int)len, v);
+		if (len >= sizeof(number) || !parse_int(number, 1, 1L << 30, &n) ||
+		    (size_t)n * unit < 65536 || (size_t)n * unit > (size_t)1 << 30)
+			return fail(p, section, key,
+				    "'%s' is not a size from 64K to 1G (bytes, or with K, M or G)",
+				    v);
+		c->queue_bytes = (size_t)n * unit;
+		return 1;
+	}
 	if (!strcmp(key, "streams")) {
 		char *list = strdup(v), *save = NULL;
 		for (char *t = strtok_r(list, ", \t", &save); t && !p->failed;
@@ -333,25 +384,11 @@ static int stream_key(struct parser *p, struct stream *s, const char *section, c
 	return fail(p, section, key, "unknown key");
 }
 
-static int credentials_key(struct parser *p, const char *section, const char *key, const char *v)
-{
-	struct config *c = &p->b->cfg;
-	if (section[0])
-		return fail(p, section, key, "the credentials file has no sections");
-	if (!strcmp(key, "username"))
-		return set_string(&c->username, v);
-	if (!strcmp(key, "password"))
-		return set_string(&c->password, v);
-	return fail(p, section, key, "unknown key (expected username or password)");
-}
-
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parser *p = user;
 	if (p->failed)
 		return 0;
-	if (p->credentials)
-		return credentials_key(p, section, key, value);
 	if (!strcmp(section, "mqtt"))
 		return mqtt_key(p, section, key, value);
 	if (!strncmp(section, "stream ", 7)) {
@@ -363,16 +400,30 @@ static int handler(void *user, const char *section, const char *key, const char 
 
 /* Reads one line for inih and counts lines, so errors can name them.  A
  * [stream NAME] header adds the stream here: inih says nothing of a section
- * without keys, and "[stream cam0.people]" alone is a complete one. */
+ * without keys, and "[stream cam0.people]" alone is a complete one.  A
+ * line longer than inih's buffer is refused here: inih would read its rest
+ * as another line. */
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = fgets(str, num, p->file);
+	char *r = p->failed ? NULL : fgets(str, num, p->file);
 	if (!r)
 		return NULL;
 	p->line++;
+	size_t n = strlen(r);
+	if (n && r[n - 1] != '\n') {
+		int c = getc(p->file);
+		if (c != EOF && c != '\n') {
+			snprintf(p->error, p->error_size,
+				 "%s:%u: line longer than %d characters (use [stream NAME] "
+				 "sections)",
+				 p->path, p->line, num - 1);
+			p->failed = true;
+			return NULL;
+		}
+	}
 	const char *l = r + strspn(r, " \t");
-	if (!p->credentials && !p->failed && !strncmp(l, "[stream ", 8)) {
+	if (!p->failed && !strncmp(l, "[stream ", 8)) {
 		char name[128];
 		size_t len = strcspn(l + 8, "]");
 		if (l[8 + len] == ']' && len < sizeof(name)) {
@@ -406,6 +457,57 @@ static int parse_file(struct parser *p)
 	return 0;
 }
 
+/* The credentials file, not read by inih: it would end a password at a
+ * ';' after white space (a comment) and at 199 characters.  Lines are
+ * "username = VALUE" and "password = VALUE", blank, or comments starting
+ * with '#' or ';'.  VALUE is the rest of the line, everything kept but the
+ * spaces and tabs at either end (and the line's CR LF or LF). */
+static int read_credentials(struct parser *p)
+{
+	struct config *c = &p->b->cfg;
+	char *line = NULL;
+	size_t size = 0;
+	ssize_t n;
+
+	p->file = fopen(p->path, "r");
+	if (!p->file) {
+		snprintf(p->error, p->error_size, "%s: %s", p->path, strerror(errno));
+		return -1;
+	}
+	while (!p->failed && (n = getline(&line, &size, p->file)) >= 0) {
+		p->line++;
+		while (n > 0 && strchr("\r\n \t", line[n - 1]))
+			line[--n] = 0;
+		char *key = line + strspn(line, " \t");
+		if (!key[0] || key[0] == '#' || key[0] == ';')
+			continue;
+		char *eq = strchr(key, '=');
+		if (key[0] == '[' || !eq) {
+			snprintf(p->error, p->error_size,
+				 "%s:%u: expected username = or password = (or a comment)", p->path,
+				 p->line);
+			p->failed = true;
+			break;
+		}
+		char *value = eq + 1 + strspn(eq + 1, " \t");
+		while (eq > key && (eq[-1] == ' ' || eq[-1] == '\t'))
+			eq--;
+		*eq = 0;
+		char **field = !strcmp(key, "username")   ? &c->username
+			       : !strcmp(key, "password") ? &c->password
+							  : NULL;
+		if (!field)
+			fail(p, "", key, "unknown key (expected username or password)");
+		else if (*field)
+			fail(p, "", key, "given twice");
+		else if (!set_string(field, value))
+			fail(p, "", key, "%s", strerror(ENOMEM));
+	}
+	free(line);
+	fclose(p->file);
+	return p->failed ? -1 : 0;
+}
+
 static int load_config(struct bridge *b, char *error, size_t size)
 {
 	struct config *c = &b->cfg;
@@ -414,6 +516,7 @@ static int load_config(struct bridge *b, char *error, size_t size)
 
 	c->qos = 0;
 	c->queue = 1000;
+	c->queue_bytes = 16 << 20;
 	if (parse_file(&p) < 0)
 		return -1;
 	if (!c->broker) {
@@ -440,13 +543,10 @@ static int load_config(struct bridge *b, char *error, size_t size)
 		return -1;
 	}
 	if (c->credentials_file) {
-		struct parser cp = {.b = b,
-				    .path = c->credentials_file,
-				    .error = error,
-				    .error_size = size,
-				    .credentials = true};
+		struct parser cp = {
+		    .b = b, .path = c->credentials_file, .error = error, .error_size = size};
 		struct stat st;
-		if (parse_file(&cp) < 0)
+		if (read_credentials(&cp) < 0)
 			return -1;
 		if (!c->username) {
 			snprintf(error, size, "%s: no username", c->credentials_file);
@@ -458,12 +558,28 @@ static int load_config(struct bridge *b, char *error, size_t size)
 				"it\n",
 				c->credentials_file);
 	}
-	/* One id per host by default: the same after a restart, so the broker
-	 * ends the previous session (and its will says offline) instead of
-	 * keeping two. */
-	gethostname(host, sizeof(host) - 1);
-	if (!c->client_id && asprintf(&c->client_id, "framebus-mqtt-%s", host) < 0)
-		return -1;
+	/* One id per machine by default: the same after a restart, so the
+	 * broker ends the previous session (and its will says offline) instead
+	 * of keeping two.  From the machine id, as systemd would have an
+	 * application's (a hash: the machine id itself stays private), since
+	 * hosts cloned from one image often share a host name; the host name
+	 * where there is no machine id. */
+	if (!c->client_id) {
+		/* systemd-id128 new: framebus-mqtt's application id */
+		const sd_id128_t app =
+		    SD_ID128_MAKE(ed, aa, df, 7c, b5, 62, 4f, 15, b6, d7, 31, 34, ae, 63, 52, c1);
+		sd_id128_t id;
+		int r;
+		if (sd_id128_get_machine_app_specific(app, &id) == 0) {
+			r = asprintf(&c->client_id, "framebus-mqtt-%016llx",
+				     (unsigned long long)be64toh(id.qwords[0]));
+		} else {
+			gethostname(host, sizeof(host) - 1);
+			r = asprintf(&c->client_id, "framebus-mqtt-%.50s", host);
+		}
+		if (r < 0)
+			return -1;
+	}
 	if (!c->prefix && !(c->prefix = strdup("framebus")))
 		return -1;
 	if (asprintf(&b->availability_topic, "%s/availability", c->prefix) < 0)
@@ -513,19 +629,22 @@ static void wake(int fd)
 		abort(); /* an eventfd that cannot be written is a bug */
 }
 
-/* Add a result; a full queue loses its oldest one. */
+/* Add a result; a full queue (cfg.queue messages, or cfg.queue_bytes)
+ * loses its oldest ones. */
 static void enqueue(struct bridge *b, struct message *m)
 {
 	pthread_mutex_lock(&b->lock);
 	size_t n = b->cfg.queue;
-	if (b->count == n) {
+	while (b->count == n || (b->count && b->bytes + m->len > b->cfg.queue_bytes)) {
 		struct message *old = &b->queue[b->head];
 		old->stream->dropped++;
+		b->bytes -= old->len;
 		free(old->payload);
 		b->head = (b->head + 1) % n;
 		b->count--;
 	}
 	b->queue[(b->head + b->count++) % n] = *m;
+	b->bytes += m->len;
 	pthread_mutex_unlock(&b->lock);
 	wake(b->net_wake);
 }
@@ -584,10 +703,9 @@ static void on_connect(struct mosquitto *mosq, void *userdata, int rc, int flags
 	}
 	fprintf(stderr, "framebus-mqtt: connected to %s as %s\n", b->cfg.broker, b->cfg.client_id);
 	b->connected = true;
-	b->backoff_ms = BACKOFF_MIN_MS;
-	b->inflight = 1;
-	if (mosquitto_publish_v5(mosq, NULL, b->availability_topic, 6, "online", 1, true, NULL))
-		b->inflight = 0;
+	b->connected_at = now_ms();
+	/* Not in the window: one message per connection. */
+	mosquitto_publish_v5(mosq, NULL, b->availability_topic, 6, "online", 1, true, NULL);
 	/* Each state again: a broker that restarted may have lost them. */
 	pthread_mutex_lock(&b->lock);
 	for (size_t i = 0; i < b->n_streams; i++) {
@@ -606,7 +724,19 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 	bool was = b->connected;
 	b->disconnected = true;
 	b->connected = false;
-	b->inflight = 0; /* QoS 0 messages not written are gone; QoS 1, 2 go again */
+	/* QoS 0 messages not written are gone; QoS 1, 2 go again. */
+	pthread_mutex_lock(&b->lock);
+	for (size_t i = 0; i < b->n_inflight;) {
+		struct inflight *f = &b->inflight[i];
+		if (f->qos > 0) {
+			i++;
+			continue;
+		}
+		if (f->stream)
+			f->stream->dropped++;
+		*f = b->inflight[--b->n_inflight];
+	}
+	pthread_mutex_unlock(&b->lock);
 	if (b->leaving || b->refused) {
 		b->refused = false;
 		return;
@@ -617,12 +747,20 @@ static void on_disconnect(struct mosquitto *mosq, void *userdata, int rc,
 			"each framebus-mqtt needs its own (client_id in [mqtt]); stopping\n",
 			b->cfg.broker, b->cfg.client_id);
 		b->taken_over = true;
-		wake(b->main_wake);
 		return;
 	}
-	fprintf(stderr, "framebus-mqtt: %s %s: %s (next try in %.1f s)\n",
+	uint64_t lasted = was ? now_ms() - b->connected_at : 0;
+	if (was && lasted >= STABLE_MS)
+		b->backoff_ms = BACKOFF_MIN_MS;
+	fprintf(stderr, "framebus-mqtt: %s %s: %s (next try in %.1f s)",
 		was ? "lost the broker" : "cannot connect to broker", b->cfg.broker,
 		describe(rc, err), b->backoff_ms / 1e3);
+	if (was && lasted < STABLE_MS)
+		fprintf(stderr,
+			"; connected for %.1f s only: if this repeats, another client may have "
+			"client id '%s'",
+			lasted / 1e3, b->cfg.client_id);
+	fputc('\n', stderr);
 }
 
 static void on_log(struct mosquitto *mosq, void *userdata, int level, const char *text)
@@ -632,15 +770,33 @@ static void on_log(struct mosquitto *mosq, void *userdata, int level, const char
 		snprintf(b->last_error, sizeof(b->last_error), "%s", text);
 }
 
+/* A message written (QoS 0) or acknowledged (QoS 1, 2); rc, a reason
+ * code, 128 or more when the broker refused it. */
 static void on_publish(struct mosquitto *mosq, void *userdata, int mid, int rc,
 		       const mosquitto_property *props)
 {
 	struct bridge *b = userdata;
-	if (b->inflight > 0)
-		b->inflight--;
+	size_t i = 0;
+	while (i < b->n_inflight && b->inflight[i].mid != mid)
+		i++;
+	if (i == b->n_inflight) {
+		/* Not ours (availability), or the one pump() is handing over,
+		 * written before mosquitto_publish_v5() returned its mid. */
+		if (b->publishing)
+			b->published_now = true;
+		return;
+	}
+	pthread_mutex_lock(&b->lock);
+	struct stream *s = b->inflight[i].stream;
+	if (s && rc >= 128)
+		s->dropped++;
+	else if (s)
+		s->sent++;
+	b->inflight[i] = b->inflight[--b->n_inflight];
+	pthread_mutex_unlock(&b->lock);
 }
 
-static int publish_result(struct bridge *b, const struct message *m)
+static int publish_result(struct bridge *b, const struct message *m, int *mid)
 {
 	mosquitto_property *props = NULL;
 	char seq[24], source_seq[24];
@@ -651,7 +807,7 @@ static int publish_result(struct bridge *b, const struct message *m)
 		rc = mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY,
 							"source_seq", source_seq);
 	if (!rc)
-		rc = mosquitto_publish_v5(b->mosq, NULL, m->stream->result_topic, (int)m->len,
+		rc = mosquitto_publish_v5(b->mosq, mid, m->stream->result_topic, (int)m->len,
 					  m->payload, m->stream->qos, false, props);
 	mosquitto_property_free_all(&props);
 	return rc;
@@ -660,7 +816,7 @@ static int publish_result(struct bridge *b, const struct message *m)
 /* Hand the broker what waits, states first, while the window has room. */
 static void pump(struct bridge *b)
 {
-	while (b->connected && b->inflight < WINDOW) {
+	while (b->connected && b->n_inflight < WINDOW) {
 		struct stream *state_of = NULL;
 		char *state = NULL;
 		struct message m = {0};
@@ -675,50 +831,97 @@ static void pump(struct bridge *b)
 			m = b->queue[b->head];
 			b->head = (b->head + 1) % b->cfg.queue;
 			b->count--;
+			b->bytes -= m.len;
 		}
 		pthread_mutex_unlock(&b->lock);
 		if (!state && !m.stream)
 			return;
-		b->inflight++; /* before: a QoS 0 message may be written at once */
-		int rc = state ? mosquitto_publish_v5(b->mosq, NULL, state_of->state_topic,
+		int qos = state ? 1 : m.stream->qos, mid = 0;
+		b->publishing = true;
+		b->published_now = false;
+		int rc = state ? mosquitto_publish_v5(b->mosq, &mid, state_of->state_topic,
 						      (int)strlen(state), state, 1, true, NULL)
-			       : publish_result(b, &m);
+			       : publish_result(b, &m, &mid);
+		int err = errno;
+		b->publishing = false;
+		/* A QoS 1 or 2 message that got its mid is libmosquitto's even
+		 * when sending it failed: it goes again on the next connection. */
+		bool kept = rc == MOSQ_ERR_SUCCESS || (qos > 0 && mid && rc != MOSQ_ERR_NOMEM);
 		pthread_mutex_lock(&b->lock);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			b->inflight--;
-			if (state && !state_of->state)
-				state_of->state = state, state = NULL; /* again, later */
-			else if (m.stream)
-				m.stream->dropped++;
+		if (kept && b->published_now) {
+			if (m.stream)
+				m.stream->sent++;
+		} else if (kept) {
+			b->inflight[b->n_inflight++] = (struct inflight){mid, qos, m.stream};
+		} else if (state && !state_of->state) {
+			state_of->state = state, state = NULL; /* again, later */
 		} else if (m.stream) {
-			m.stream->sent++;
+			m.stream->dropped++;
 		}
 		pthread_mutex_unlock(&b->lock);
 		free(state);
 		free(m.payload);
 		if (rc != MOSQ_ERR_SUCCESS) {
-			fprintf(stderr, "framebus-mqtt: cannot publish to %s: %s\n", b->cfg.broker,
-				describe(rc, errno));
+			fprintf(stderr, "framebus-mqtt: cannot publish to %s: %s%s\n",
+				b->cfg.broker, describe(rc, err),
+				kept ? " (libmosquitto sends it again on connecting)" : "");
 			return;
 		}
 	}
 }
 
-/* Say offline (the will says it for us when we cannot) and leave. */
+/* Read, write and keep alive the connection for at most timeout ms.
+ * Returns libmosquitto's result. */
+static int serve(struct bridge *b, struct pollfd *p, int timeout)
+{
+	int sock = mosquitto_socket(b->mosq), rc = MOSQ_ERR_SUCCESS;
+	p->fd = sock;
+	p->events = POLLIN | (mosquitto_want_write(b->mosq) ? POLLOUT : 0);
+	p->revents = 0;
+	if (poll(p, 1, timeout) < 0)
+		return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
+	if (p->revents & (POLLIN | POLLERR | POLLHUP))
+		rc = mosquitto_loop_read(b->mosq, 1);
+	if (!rc && mosquitto_socket(b->mosq) >= 0 && (p->revents & POLLOUT))
+		rc = mosquitto_loop_write(b->mosq, 1);
+	if (!rc && mosquitto_socket(b->mosq) >= 0)
+		rc = mosquitto_loop_misc(b->mosq);
+	return rc;
+}
+
+static bool all_confirmed(struct bridge *b)
+{
+	pthread_mutex_lock(&b->lock);
+	bool none = b->count == 0;
+	pthread_mutex_unlock(&b->lock);
+	return none && b->n_inflight == 0;
+}
+
+/* Hand over what waits and wait for it to be confirmed, for FLUSH_MS at
+ * most; then say offline twice over.  At QoS 0, so that it is not held
+ * behind QoS 1 messages libmosquitto keeps back for want of
+ * acknowledgements (it sends at most 20 unacknowledged); and by
+ * disconnecting with reason 4, which has the broker publish our will
+ * (offline) where a plain DISCONNECT would discard it. */
 static void say_goodbye(struct bridge *b)
 {
-	if (!b->connected)
-		return;
-	b->leaving = true;
-	mosquitto_publish_v5(b->mosq, NULL, b->availability_topic, 7, "offline", 1, true, NULL);
-	mosquitto_disconnect(b->mosq);
-	uint64_t deadline = now_ms() + 2000;
-	while (mosquitto_socket(b->mosq) >= 0 && mosquitto_want_write(b->mosq) &&
-	       now_ms() < deadline) {
-		struct pollfd p = {mosquitto_socket(b->mosq), POLLOUT, 0};
-		if (poll(&p, 1, 100) > 0 && mosquitto_loop_write(b->mosq, 1) != MOSQ_ERR_SUCCESS)
+	uint64_t deadline = now_ms() + FLUSH_MS;
+	struct pollfd p;
+	while (b->connected && !all_confirmed(b) && now_ms() < deadline) {
+		if (serve(b, &p, 100) != MOSQ_ERR_SUCCESS)
 			break;
+		pump(b);
 	}
+	if (!b->connected)
+		return; /* the will says offline */
+	b->leaving = true;
+	mosquitto_publish_v5(b->mosq, NULL, b->availability_topic, 7, "offline", 0, true, NULL);
+	mosquitto_disconnect_v5(b->mosq, MQTT_RC_DISCONNECT_WITH_WILL_MSG, NULL);
+	deadline = now_ms() + 1000;
+	while (mosquitto_socket(b->mosq) >= 0 && mosquitto_want_write(b->mosq) &&
+	       now_ms() < deadline)
+		if (serve(b, &p, 100) != MOSQ_ERR_SUCCESS)
+			break;
 }
 
 /* Why a connection could not be made: OpenSSL's reason, if any, is in
@@ -737,6 +940,9 @@ static void *network(void *userdata)
 	struct bridge *b = userdata;
 	uint64_t retry_at = 0;
 	bool started = false;
+
+	const char *failed = NULL; /* what failed, with failed_errno */
+	int failed_errno = 0;
 
 	b->backoff_ms = BACKOFF_MIN_MS;
 	for (;;) {
@@ -757,7 +963,7 @@ static void *network(void *userdata)
 			retry_at = now_ms() + (uint64_t)b->backoff_ms;
 			if (rc != MOSQ_ERR_SUCCESS)
 				connect_failed(b, rc, err);
-			/* Grows until a connection is accepted (on_connect). */
+			/* Grows until a connection lasts (on_disconnect). */
 			b->backoff_ms =
 			    b->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : b->backoff_ms * 2;
 			sock = mosquitto_socket(b->mosq);
@@ -767,12 +973,16 @@ static void *network(void *userdata)
 			fds[1].events |= POLLOUT;
 		uint64_t now = now_ms();
 		int timeout = sock >= 0 ? 1000 : (int)(retry_at > now ? retry_at - now : 0);
-		if (poll(fds, sock >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
+		if (poll(fds, sock >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR) {
+			failed = "poll", failed_errno = errno;
 			break;
+		}
 		if (fds[0].revents & POLLIN) {
 			uint64_t n;
-			if (read(b->net_wake, &n, sizeof(n)) < 0 && errno != EAGAIN)
+			if (read(b->net_wake, &n, sizeof(n)) < 0 && errno != EAGAIN) {
+				failed = "eventfd", failed_errno = errno;
 				break;
+			}
 		}
 		if (sock >= 0) {
 			int rc = MOSQ_ERR_SUCCESS;
@@ -793,6 +1003,15 @@ static void *network(void *userdata)
 		pump(b);
 	}
 	say_goodbye(b);
+	if (failed)
+		fprintf(stderr, "framebus-mqtt: the network thread's %s failed: %s; stopping\n",
+			failed, strerror(failed_errno));
+	/* The main thread, unless it stopped us, must not go on filling a
+	 * queue that nobody empties. */
+	pthread_mutex_lock(&b->lock);
+	b->net_status = b->taken_over ? EXIT_ID_TAKEN : 1;
+	pthread_mutex_unlock(&b->lock);
+	wake(b->main_wake);
 	return NULL;
 }
 
@@ -989,8 +1208,10 @@ static int run(struct bridge *b, fb_client *client, int signal_fd)
 					si.ssi_signo == SIGINT ? "interrupted" : "terminated");
 			break;
 		}
-		if (fds[1].revents) { /* the network thread stopped: the id is taken */
-			status = 1;
+		if (fds[1].revents) { /* the network thread ended, and said why */
+			pthread_mutex_lock(&b->lock);
+			status = b->net_status;
+			pthread_mutex_unlock(&b->lock);
 			break;
 		}
 		if (fds[3].revents)
@@ -1028,7 +1249,7 @@ static void usage(FILE *out)
 /* Hold the client id on this host (an abstract socket named after it, gone
  * with the process): a second framebus-mqtt with the same id would take the
  * broker's session from the first, and the first take it back, for ever.
- * Returns the socket, or -1 once said why not.  Across hosts a broker
+ * Returns the socket, or -errno once said why not.  Across hosts a broker
  * that says so (MQTT v5 "session taken over") stops the one it replaced. */
 static int claim_client_id(const char *id)
 {
@@ -1048,9 +1269,10 @@ static int claim_client_id(const char *id)
 	else
 		fprintf(stderr, "framebus-mqtt: cannot hold client id '%s': %s\n", id,
 			strerror(errno));
+	int r = -errno;
 	if (fd >= 0)
 		close(fd);
-	return -1;
+	return r;
 }
 
 static int setup_mqtt(struct bridge *b)
@@ -1130,8 +1352,10 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	id_fd = claim_client_id(b.cfg.client_id);
-	if (id_fd < 0)
+	if (id_fd < 0) {
+		status = id_fd == -EADDRINUSE ? EXIT_ID_TAKEN : 1;
 		goto out;
+	}
 	b.queue = calloc(b.cfg.queue, sizeof(*b.queue));
 	b.net_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	b.main_wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1162,23 +1386,42 @@ int main(int argc, char **argv)
 		fprintf(stderr, "framebus-mqtt: cannot start: %s\n", strerror(errno));
 		goto out;
 	}
-	fprintf(stderr, "framebus-mqtt: %zu streams to %s, prefix %s, qos %d, queue %zu\n",
-		b.n_streams, b.cfg.broker, b.cfg.prefix, b.cfg.qos, b.cfg.queue);
+	fprintf(stderr,
+		"framebus-mqtt: %zu streams to %s, prefix %s, qos %d, queue %zu (%zu KiB)\n",
+		b.n_streams, b.cfg.broker, b.cfg.prefix, b.cfg.qos, b.cfg.queue,
+		b.cfg.queue_bytes >> 10);
 	status = run(&b, client, signal_fd);
 
 	pthread_mutex_lock(&b.lock);
 	b.stopping = true;
 	pthread_mutex_unlock(&b.lock);
 	wake(b.net_wake);
-	pthread_join(thread, NULL);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += STOP_S;
+	if (pthread_timedjoin_np(thread, NULL, &until) != 0) {
+		/* It holds libmosquitto's handle: nothing can be freed. */
+		fprintf(stderr,
+			"framebus-mqtt: the network thread did not end within %d s (resolving "
+			"the broker's name?): exiting without it\n",
+			STOP_S);
+		_exit(1);
+	}
 	close(signal_fd);
 	pthread_mutex_destroy(&b.lock);
+	for (size_t i = 0; i < b.n_inflight; i++)
+		if (b.inflight[i].stream)
+			b.inflight[i].stream->unsent++;
+	for (size_t i = 0; i < b.count; i++)
+		b.queue[(b.head + i) % b.cfg.queue].stream->unsent++;
 	for (size_t i = 0; i < b.n_streams; i++) {
 		struct stream *s = &b.streams[i];
 		fprintf(stderr,
-			"framebus-mqtt: %s: %llu frames, %llu sent, %llu dropped, %llu missed\n",
+			"framebus-mqtt: %s: %llu frames, %llu sent, %llu dropped, %llu unsent at "
+			"stop, %llu missed\n",
 			s->name, (unsigned long long)s->frames, (unsigned long long)s->sent,
-			(unsigned long long)s->dropped, (unsigned long long)s->missed);
+			(unsigned long long)s->dropped, (unsigned long long)s->unsent,
+			(unsigned long long)s->missed);
 		if (s->sub)
 			fb_client_unsubscribe(client, s->sub);
 		fb_subscriber_free(s->lost);

@@ -7,6 +7,7 @@ import base64
 import getpass
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -100,12 +101,16 @@ class Sub:
     and payload, one message a line."""
 
     def __init__(self, broker, topic, count=None):
+        # Its own file description, appending: sharing one, reading
+        # (seek, read) moved the offset mosquitto_sub wrote at.
         self.out = tempfile.TemporaryFile(mode="w+")
+        self.appending = open(f"/proc/self/fd/{self.out.fileno()}", "a")
         args = ["mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", str(broker.port),
                 "-t", topic, "-F", "%t\t%r\t%P\t%p"]
         if count:
             args += ["-C", str(count)]
-        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(args, stdout=self.appending, stderr=subprocess.STDOUT,
+                                     text=True)
         started.append(self.proc)
 
     def messages(self):
@@ -129,7 +134,119 @@ class Sub:
         if self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(5)
+        self.appending.close()
         self.out.close()
+
+
+class Proxy:
+    """A TCP proxy in front of a broker that can hold back the broker's
+    acknowledgements (hold.set(): PUBACKs stop arriving, the rest goes on)
+    and break the connections (cut())."""
+
+    def __init__(self, broker):
+        self.broker = broker
+        self.hold = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.sockets = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.broker.port))
+            self.sockets += [client, server]
+            threading.Thread(target=self.pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(server, client, True), daemon=True).start()
+
+    def pipe(self, src, dst, from_broker):
+        buf = b""
+        try:
+            while data := src.recv(65536):
+                if not from_broker:
+                    dst.sendall(data)
+                    continue
+                buf += data
+                while packet := self.packet(buf):  # whole MQTT packets
+                    buf = buf[len(packet):]
+                    if not (packet[0] >> 4 == 4 and self.hold.is_set()):  # 4: PUBACK
+                        dst.sendall(packet)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    @staticmethod
+    def packet(buf):
+        """The MQTT packet buf starts with, if it holds all of it."""
+        length, shift = 0, 0
+        for i in range(1, min(len(buf), 5)):
+            length |= (buf[i] & 0x7F) << shift
+            shift += 7
+            if not buf[i] & 0x80:
+                return buf[:i + 1 + length] if len(buf) >= i + 1 + length else None
+        return None
+
+    def cut(self):
+        for s in self.sockets:
+            s.close()
+        self.sockets = []
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+class FakeBroker:
+    """Accepts each MQTT v5 connection (CONNACK), then ends it at once: with
+    a DISCONNECT whose reason is given (0x8E, session taken over, as
+    Mosquitto 2.0.15 and later say to the client another replaced), or by
+    closing it (as Mosquitto 2.0.11 does)."""
+
+    def __init__(self, reason=None):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"mqtt://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.reason = reason
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)  # CONNECT
+                conn.sendall(b"\x20\x03\x00\x00\x00")  # CONNACK: success, no properties
+                if self.reason is not None:
+                    conn.sendall(bytes([0xE0, 2, self.reason, 0]))  # DISCONNECT
+                    conn.recv(65536)  # until it closes
+
+    def close(self):
+        self.listener.close()
+
+
+def lag(daemon, name):
+    """How many frames of stream name framebus-mqtt has not read yet."""
+    status = json.loads(subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "status",
+                                        "--json"], capture_output=True, text=True,
+                                       check=True).stdout)
+    stream, = [s for s in status["streams"] if s["name"] == name]
+    theirs, = [s for s in stream["subscribers"] if s["client"].startswith("framebus-mqtt")]
+    return theirs["lag"]
+
+
+def retained(broker, topic):
+    """The message retained on topic."""
+    sub = broker.subscribe(topic, count=1)
+    sub.proc.wait(5)
+    (_, retain, _, payload), = sub.messages()
+    sub.close()
+    assert retain
+    return payload
 
 
 class Mqtt:
@@ -149,9 +266,10 @@ class Mqtt:
         with open(self.log_path) as f:
             return f.read()
 
-    def wait_for_log(self, text, timeout=10):
-        wait_for(f"framebus-mqtt to log {text!r}", lambda: text in self.read_log() or (
-            self.proc.poll() is not None and pytest.fail(self.read_log())), timeout)
+    def wait_for_log(self, text, timeout=10, count=1):
+        """The log once it says text (count times)."""
+        wait_for(f"framebus-mqtt to log {text!r}", lambda: self.read_log().count(text) >= count
+                 or (self.proc.poll() is not None and pytest.fail(self.read_log())), timeout)
         return self.read_log()
 
     def stop(self):
@@ -174,9 +292,15 @@ def broker(tmp):
     b.stop()
 
 
+def client_id(prefix="fbtest"):
+    """config()'s: held on the host while framebus-mqtt runs, so one of
+    this test run's own (another may run beside it)."""
+    return f"{prefix}-client-{os.getpid()}"
+
+
 def config(url, streams, prefix="fbtest", extra=""):
     """[mqtt] naming streams in streams = (None: extra has [stream NAME])."""
-    return (f"[mqtt]\nbroker = {url}\nprefix = {prefix}\nclient_id = {prefix}-client\n"
+    return (f"[mqtt]\nbroker = {url}\nprefix = {prefix}\nclient_id = {client_id(prefix)}\n"
             + (f"streams = {streams}\n" if streams else "") + extra)
 
 
@@ -280,22 +404,108 @@ def test_gray_py_results_arrive_per_frame_with_the_right_seq(daemon, bus, broker
     sub.close()
 
 
+def test_a_clean_stop_at_qos_1_says_offline_with_results_unacknowledged(daemon, bus, broker,
+                                                                       tmp):
+    """QoS 1 and a broker whose acknowledgements stop arriving (held back by
+    a proxy): libmosquitto keeps all but 20 unacknowledged messages back, and
+    an "offline" at QoS 1 would wait behind them.  A clean stop still leaves
+    availability offline, and counts what was not acknowledged as unsent."""
+    records = bus.publish_results("res.qos1", slots=8, policy="block", meta_max=64)
+    proxy = Proxy(broker)
+    try:
+        sub = broker.subscribe("fbtest/#")
+        mqtt = Mqtt(tmp, daemon, config(proxy.url, "res.qos1", extra="qos = 1\n"))
+        mqtt.wait_for_log("publishing res.qos1")
+        sub.wait("online", lambda m: ("fbtest/availability", "online") in
+                 [(t, p) for t, _, _, p in m])
+        for i in range(5):
+            records.send(json.dumps({"i": i}))
+        sub.wait("5 acknowledged", lambda m: any(
+            t == "fbtest/res.qos1/state" and json.loads(p)["sent"] == 5 for t, _, _, p in m))
+        proxy.hold.set()
+        for i in range(100):
+            records.send(json.dumps({"i": 5 + i}))
+        # The broker gets what libmosquitto sends unacknowledged (20, some
+        # of them states), then nothing.
+        sub.wait("results unacknowledged", lambda m: len(
+            results_of(m, "fbtest/res.qos1/result")) >= 5 + 15)
+        mqtt.stop()
+        assert retained(broker, "fbtest/availability") == "offline"
+        assert "res.qos1: 105 frames, 5 sent, 0 dropped, 100 unsent at stop, 0 missed" \
+            in mqtt.read_log()
+        sub.close()
+    finally:
+        proxy.close()
+    records.close()
+
+
+def test_a_stream_that_comes_later_and_one_that_returns(daemon, bus, broker, tmp):
+    """A stream not there at start is published once it appears; one that
+    ends, once it comes back (subscribed anew); the state says each."""
+    sub = broker.subscribe("fbtest/#")
+    mqtt = Mqtt(tmp, daemon, config(broker.url, "res.late"))
+    mqtt.wait_for_log("connected to")
+
+    def states(m):
+        return [json.loads(p)["state"] for t, _, _, p in m if t == "fbtest/res.late/state"]
+    sub.wait("absent", lambda m: "absent" in states(m))
+    for n in (1, 2):
+        records = bus.publish_results("res.late", slots=4, policy="block", meta_max=64)
+        mqtt.wait_for_log("publishing res.late to fbtest/res.late/result", count=n)
+        seq = records.send(json.dumps({"round": n}))
+        sub.wait(f"round {n}", lambda m: (seq, json.dumps({"round": n})) in
+                 results_of(m, "fbtest/res.late/result"))
+        records.close()
+        mqtt.wait_for_log("res.late ended", count=n)
+        sub.wait("ended", lambda m: states(m)[-1] == "ended")
+    got = [json.loads(p)["round"] for _, p in results_of(sub.messages(), "fbtest/res.late/result")]
+    assert got == [1, 2]
+    mqtt.stop()
+    sub.close()
+
+
+def test_a_flapping_connection_does_not_grow_a_backlog_in_libmosquitto(daemon, bus, broker,
+                                                                      tmp):
+    """QoS 1, no acknowledgements, the connection broken twice: libmosquitto
+    sends its unacknowledged messages again on each connection, and they
+    stay in the window of 64 (which used to start again from 0 on each
+    connection, handing libmosquitto 64 more each time): results beyond it
+    wait in the queue (10 here) or are dropped."""
+    records = bus.publish_results("res.flap", slots=8, policy="block", meta_max=64)
+    proxy = Proxy(broker)
+    try:
+        mqtt = Mqtt(tmp, daemon, config(proxy.url, "res.flap", extra="qos = 1\nqueue = 10\n"))
+        mqtt.wait_for_log("publishing res.flap")
+        mqtt.wait_for_log("connected to")
+        proxy.hold.set()
+        for n in (1, 2, 3):
+            for i in range(100):
+                records.send(json.dumps({"i": i}))
+            if n < 3:
+                proxy.cut()
+                mqtt.wait_for_log("connected to", count=n + 1, timeout=20)
+        wait_for("every record read", lambda: lag(daemon, "res.flap") == 0)
+        mqtt.stop()
+        line, = [line for line in mqtt.read_log().splitlines() if "res.flap: " in line]
+        counts = dict((what, int(n)) for n, what in re.findall(r"(\d+) (\w+)", line))
+        assert counts["frames"] == 300 and counts["sent"] == 0, line
+        assert counts["dropped"] + counts["unsent"] == 300, line
+        assert counts["unsent"] <= 64 + 10, line
+    finally:
+        proxy.close()
+    records.close()
+
+
 def test_the_last_will_says_offline_when_killed(daemon, bus, broker, tmp):
     records = bus.publish_results("res.will", slots=4, meta_max=64)
     mqtt = Mqtt(tmp, daemon, config(broker.url, None, extra="[stream res.will]\n"))  # empty
     mqtt.wait_for_log("connected to")
 
-    def availability():
-        sub = broker.subscribe("fbtest/availability", count=1)
-        sub.proc.wait(5)
-        (_, retained, _, payload), = sub.messages()
-        sub.close()
-        assert retained
-        return payload
-    assert wait_for("online", lambda: availability() == "online")
+    assert wait_for("online", lambda: retained(broker, "fbtest/availability") == "online")
     mqtt.proc.kill()
     mqtt.proc.wait()
-    assert availability() == "offline"
+    # The broker publishes the will once it sees the connection closed.
+    assert wait_for("offline", lambda: retained(broker, "fbtest/availability") == "offline")
     records.close()
 
 
@@ -324,7 +534,7 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
         before = len(seqs)
         wait_for("records while the broker is away", lambda: len(seqs) > before + 100)
         broker.start()
-        mqtt.wait_for_log(f"connected to {broker.url}", timeout=20)
+        mqtt.wait_for_log(f"connected to {broker.url}", timeout=20, count=2)
         after = len(seqs)
         sub = broker.subscribe("fbtest/#")
         msgs = sub.wait("results after the restart", lambda m: any(
@@ -348,6 +558,26 @@ def test_a_broker_restart_costs_queued_messages_not_frames(daemon, bus, broker, 
     sub.close()
     mqtt.stop()
     assert f"dropped" in mqtt.read_log()
+    records.close()
+
+
+def test_the_queue_holds_queue_bytes_at_most(daemon, bus, tmp):
+    """Large results are bounded by bytes too, not only by count: 64 KiB
+    hold 65 results of 1000 bytes, the rest are dropped oldest first (the
+    broker is never reached; the exit line counts them)."""
+    records = bus.publish_results("res.big", slots=8, policy="block", meta_max=1024)
+    mqtt = Mqtt(tmp, daemon, config(f"mqtt://127.0.0.1:{free_port()}", "res.big",
+                                     extra="queue_bytes = 64K\n"))
+    mqtt.wait_for_log("publishing res.big")
+    record = json.dumps({"p": ""})
+    record = json.dumps({"p": "x" * (1000 - len(record))})
+    assert len(record) == 1000
+    for _ in range(200):
+        records.send(record)
+    wait_for("every record read", lambda: lag(daemon, "res.big") == 0)
+    mqtt.stop()
+    assert "res.big: 200 frames, 0 sent, 135 dropped, 65 unsent at stop, 0 missed" \
+        in mqtt.read_log()
     records.close()
 
 
@@ -432,13 +662,16 @@ def test_an_unreachable_broker_is_named_and_tried_again(daemon, bus, tmp):
 
 
 def test_credentials_come_from_their_file(daemon, bus, tmp):
+    """The password is the rest of its line but the white space at either
+    end: ';' and '#' in it are not comments, and it may be long."""
+    password = "s3cret ;not a comment # = nor this " + "x" * 300
     passwd = os.path.join(tmp, "passwd")
-    subprocess.run(["mosquitto_passwd", "-b", "-c", passwd, "cam", "s3cret"], check=True,
+    subprocess.run(["mosquitto_passwd", "-b", "-c", passwd, "cam", password], check=True,
                    capture_output=True)
     broker = Broker(tmp, extra=f"allow_anonymous false\npassword_file {passwd}")
     good, bad = os.path.join(tmp, "good"), os.path.join(tmp, "bad")
     with open(good, "w") as f:
-        f.write("username = cam\npassword = s3cret\n")
+        f.write(f"# for the broker\n\n  username=cam\n; the password\npassword =\t {password} \t\r\n")
     with open(bad, "w") as f:
         f.write("username = cam\npassword = wrong\n")
     os.chmod(good, 0o600)
@@ -453,7 +686,7 @@ def test_credentials_come_from_their_file(daemon, bus, tmp):
         mqtt = Mqtt(tmp, daemon, config(broker.url, "cam0", extra=f"credentials_file = {good}\n"))
         mqtt.wait_for_log("connected to")
         authed = subprocess.run(["mosquitto_sub", "-V", "mqttv5", "-p", str(broker.port),
-                                 "-u", "cam", "-P", "s3cret", "-t", "fbtest/cam0/result",
+                                 "-u", "cam", "-P", password, "-t", "fbtest/cam0/result",
                                  "-C", "3", "-W", "10"], capture_output=True, text=True)
         assert authed.returncode == 0, authed.stdout + authed.stderr
         assert all(json.loads(line)["stream"] == "cam0" for line in authed.stdout.splitlines())
@@ -469,8 +702,8 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     first = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="first")
     first.wait_for_log("connected to")
     second = Mqtt(tmp, daemon, config(broker.url, "cam0"), name="second")
-    assert second.proc.wait(10) == 1
-    assert "another framebus-mqtt on this host has client id 'fbtest-client'" \
+    assert second.proc.wait(10) == 3  # systemd does not restart it
+    assert f"another framebus-mqtt on this host has client id '{client_id()}'" \
         in second.read_log()
     third = Mqtt(tmp, daemon, config(broker.url, "cam0", prefix="other"), name="third")
     third.wait_for_log("connected to")
@@ -478,6 +711,57 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     third.stop()
     first.stop()
     second.log.close()
+
+
+def test_a_session_taken_over_stops_it_for_good(daemon, tmp):
+    """The broker says another client took the session over (0x8E): another
+    host has our client id, and starting again would take it back: exit 3,
+    which the unit's RestartPreventExitStatus= names."""
+    fake = FakeBroker(reason=0x8E)
+    try:
+        mqtt = Mqtt(tmp, daemon, config(fake.url, "cam0"))
+        assert mqtt.proc.wait(10) == 3, mqtt.read_log()
+        assert f"another client connected to {fake.url} with client id '{client_id()}'" \
+            in mqtt.read_log()
+        mqtt.log.close()
+    finally:
+        fake.close()
+
+
+def test_a_connection_ended_at_once_does_not_reset_the_backoff(daemon, tmp):
+    """Mosquitto 2.0.11 just closes the connection of a client another with
+    the same id replaced: each connection is accepted, then ended.  The
+    backoff goes on growing (it used to start again at 0.5 s on every
+    accepted connection: the two clients took turns twice a second), and
+    the log says what may be going on."""
+    fake = FakeBroker()
+    try:
+        mqtt = Mqtt(tmp, daemon, config(fake.url, "cam0"))
+        wait_for("three connections lost",
+                 lambda: mqtt.read_log().count("lost the broker") >= 3, timeout=20)
+        lost = [line for line in mqtt.read_log().splitlines() if "lost the broker" in line]
+        assert [line.split("(next try in ")[1].split(")")[0] for line in lost[:3]] == \
+            ["1.0 s", "2.0 s", "4.0 s"], lost
+        assert f"if this repeats, another client may have client id '{client_id()}'" in lost[0]
+        mqtt.stop()
+    finally:
+        fake.close()
+
+
+def test_the_default_client_id_comes_from_the_machine_id(daemon, bus, broker, tmp):
+    """Not the host name, which hosts cloned from one image share; the same
+    at every start, so the broker ends the previous session."""
+    ids = []
+    for name in ("one", "two"):
+        mqtt = Mqtt(tmp, daemon, f"[mqtt]\nbroker = {broker.url}\nstreams = cam0\n", name=name)
+        log = mqtt.wait_for_log("connected to")
+        ids.append(log.split(f"connected to {broker.url} as ")[1].split("\n")[0])
+        mqtt.stop()
+    assert ids[0] == ids[1] and ids[0] != f"framebus-mqtt-{socket.gethostname()}"
+    if os.path.exists("/etc/machine-id"):
+        assert re.fullmatch(r"framebus-mqtt-[0-9a-f]{16}", ids[0]), ids
+        with open("/etc/machine-id") as f:
+            assert f.read().strip()[:16] not in ids[0]  # a hash of it, not it
 
 
 @pytest.mark.parametrize("text, error", [
@@ -488,6 +772,9 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
     ("[mqtt]\nbroker = mqtt://h\ncolour = blue\n", ":3: [mqtt] colour: unknown key"),
     ("[mqtt]\nbroker = mqtt://h\nqos = 3\n", ":3: [mqtt] qos: '3' is not 0, 1 or 2"),
     ("[mqtt]\nbroker = mqtt://h\nprefix = a/#\n", ":3: [mqtt] prefix: 'a/#' is not a topic"),
+    ("[mqtt]\nbroker = mqtt://h\nqueue_bytes = 1K\n",
+     ":3: [mqtt] queue_bytes: '1K' is not a size from 64K to 1G (bytes, or with K, M or G)"),
+    ("[mqtt]\nbroker = mqtt://h\nqueue_bytes = 2T\n", ":3: [mqtt] queue_bytes: '2T' is not a size"),
     ("[mqtt]\nbroker = mqtt://h\n[stream cam0]\nqos = 1\nfps = 2\n",
      ":5: [stream cam0] fps: unknown key"),
     ("[mqtt]\nbroker = mqtt://h\nstreams = a b a\n", ":3: [mqtt] streams: stream 'a' is named twice"),
@@ -502,6 +789,12 @@ def test_one_client_id_is_held_by_one_framebus_mqtt(daemon, bus, broker, tmp):
      "/nonexistent/creds: No such file or directory"),
     ("[mqtt]\nbroker = mqtt://h\nstreams = a\n[output x]\nurl = y\n",
      ":5: [output x] url: unknown section (expected [mqtt] or [stream NAME])"),
+    # inih reads 199 characters a line: a longer one is refused where it is
+    # (not read as two lines), one of 199 is whole and the next counted right.
+    ("[mqtt]\nbroker = mqtt://h\nstreams = " + " ".join(f"camera{i:02d}.people" for i in range(12))
+     + "\nqos = 1\n", ":3: line longer than 199 characters (use [stream NAME] sections)"),
+    ("[mqtt]\nbroker = mqtt://h\n" + ("streams = a" + " " * 200)[:199] + "\ncolour = blue\n",
+     ":4: [mqtt] colour: unknown key"),
 ])
 def test_a_bad_configuration_is_named(daemon, tmp, text, error):
     path = os.path.join(tmp, "bad.conf")
@@ -525,3 +818,9 @@ def test_a_bad_credentials_file_is_named(daemon, tmp):
                        text=True, timeout=10)
     assert r.returncode == 2
     assert f"{creds}:1: user: unknown key (expected username or password)" in r.stderr
+    with open(creds, "w") as f:
+        f.write("username = cam\n[mqtt]\n")
+    r = subprocess.run([MQTT, "--config", path, "--socket", daemon.socket], capture_output=True,
+                       text=True, timeout=10)
+    assert r.returncode == 2
+    assert f"{creds}:2: expected username = or password = (or a comment)" in r.stderr
