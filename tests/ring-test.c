@@ -872,8 +872,15 @@ Test(ring, paced_stream_is_waited_for_in_two_sleeps)
 {
 	static const uint32_t steady[] = {20}, irregular[] = {12, 28};
 
-	double paced = sleeps_per_frame(steady, 1);
-	cr_assert_geq(paced, 1.3, "a 50 fps stream: %.2f sleeps per frame, not ~2", paced);
+	/* A wake-up that comes late (a loaded host: another test suite running
+	 * beside this one) finds its frame there and sleeps once: the best of
+	 * three tries, where without the wake-ahead every try would give ~1. */
+	double paced = 0;
+	for (int i = 0; i < 3 && paced < 1.3; i++) {
+		double once = sleeps_per_frame(steady, 1);
+		paced = once > paced ? once : paced;
+	}
+	cr_assert_geq(paced, 1.3, "a 50 fps stream: %.2f sleeps per frame at best, not ~2", paced);
 	double uneven = sleeps_per_frame(irregular, 2);
 	cr_log_info("sleeps per frame: steady %.2f, irregular %.2f", paced, uneven);
 	cr_assert_leq(uneven, 1.15, "a stream alternating 12 and 28 ms: %.2f sleeps per frame",
