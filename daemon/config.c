@@ -461,6 +461,15 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 						  : &s->block_timeout_ns) = ns;
 		return 1;
 	}
+	if (!strcmp(key, "hold_timeout")) {
+		uint64_t ns = 0;
+		if (strcmp(v, "off") && (!parse_duration(v, &ns) || ns == 0))
+			return fail(p, section, key,
+				    "'%s' is neither off nor a duration such as 500ms, 2s or 1m",
+				    v);
+		s->hold_timeout_ns = ns;
+		return 1;
+	}
 	if (!strcmp(key, "on_stall")) {
 		if (!parse_enum(v, on_stalls, 2, &s->on_stall))
 			return fail(p, section, key, "'%s' is not latest or drop", v);
@@ -803,7 +812,7 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
 	    a->decoder_threads != b->decoder_threads || a->retry_min_ns != b->retry_min_ns ||
 	    a->retry_max_ns != b->retry_max_ns || a->stall_timeout_ns != b->stall_timeout_ns ||
 	    a->block_timeout_ns != b->block_timeout_ns || a->on_stall != b->on_stall ||
-	    a->n_options != b->n_options)
+	    a->hold_timeout_ns != b->hold_timeout_ns || a->n_options != b->n_options)
 		return false;
 	for (uint32_t i = 0; i < a->n_options; i++)
 		if (!str_eq(a->option_keys[i], b->option_keys[i]) ||

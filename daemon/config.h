@@ -70,6 +70,7 @@ struct fbd_stream_config {
 	uint64_t stall_timeout_ns;
 	uint64_t block_timeout_ns; /* policy block: how long one queue subscriber may stall it */
 	uint32_t on_stall;         /* enum fbd_on_stall */
+	uint64_t hold_timeout_ns;  /* a subscriber holding one frame longer is dropped; 0: never */
 	uint32_t n_options;
 	char *option_keys[FBD_MAX_OPTIONS];
 	char *option_values[FBD_MAX_OPTIONS];

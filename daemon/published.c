@@ -138,7 +138,7 @@ static int published_subscriber_sample(struct fbd_stream *st, uint32_t ring_id,
 	struct remote_sub *rs = find(pub, ring_id);
 	if (!rs)
 		return -ENOENT;
-	fb__subscriber_slot_sample(&rs->slot, rs->slot.record->mode, pub->slot_mask,
+	fb__subscriber_slot_sample(&rs->slot, pub->hdr, rs->slot.record->mode, pub->slot_mask,
 				   FB__PACKED_SEQ(atomic_load(&pub->hdr->latest)), ret_sample);
 	return 0;
 }

@@ -3,6 +3,7 @@
  * request.  Whatever a client sends, only that client can suffer for it. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <stdarg.h>
@@ -48,6 +49,10 @@ struct subscription {
 	uint64_t still_cursor;
 	uint64_t still_since_ns;
 	bool stalled;
+	/* The frame it held in each slot at the last sample (0: none) and since
+	 * when (check_holds). */
+	uint64_t hold_seq[FB_MAX_SLOTS];
+	uint64_t hold_since_ns[FB_MAX_SLOTS];
 	/* What it took, sampled every second (fbd_server_sample). */
 	struct fbd_window rates;
 };
@@ -370,7 +375,7 @@ static uint64_t block_timeout_ns(const struct fbd_stream *st)
  * it has not read, its cursor standing still, for block_timeout stalls the
  * stream and every other subscriber with it: the stream stops waiting for
  * it (on_stall = latest) or drops it (drop). */
-static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subscriber_sample *ss,
+static bool check_stall(struct fbd_client *c, uint32_t i, const struct fb__subscriber_sample *ss,
 			uint64_t now)
 {
 	struct subscription *sub = &c->subs[i];
@@ -378,7 +383,7 @@ static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subsc
 	struct fb_ring_params params = fbd_stream_params(st);
 
 	if (sub->mode != FB_MODE_QUEUE || sub->stalled || params.policy != FB_POLICY_BLOCK)
-		return;
+		return false;
 	/* Only a cursor past the furthest it reached counts as reading: one
 	 * that its owner moves back and forth between samples frees nothing. */
 	bool advanced = ss->stats.next_seq > sub->still_cursor;
@@ -386,10 +391,10 @@ static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subsc
 		sub->still_cursor = ss->stats.next_seq;
 	if (advanced || ss->stats.lag + 1 < params.slots) {
 		sub->still_since_ns = now;
-		return;
+		return false;
 	}
 	if (now - sub->still_since_ns < block_timeout_ns(st))
-		return;
+		return false;
 	bool drop = st->config && st->config->on_stall == FBD_ON_STALL_DROP;
 	char detail[FB__ERROR_TEXT_MAX];
 	snprintf(detail, sizeof(detail),
@@ -402,11 +407,49 @@ static void check_stall(struct fbd_client *c, uint32_t i, const struct fb__subsc
 	fbd_log_about(LOG_WARNING, st->name, c->label, "stream %s: client %s (uid %u): %s",
 		      st->name, c->label, (unsigned)c->peer.uid, detail);
 	send_event(c, st, sub->id, fbd_stream_state(st), detail);
-	if (drop)
+	if (drop) {
 		drop_subscription(c, i);
-	else if (st->ops->unwait(st, sub->ring_id) < 0)
+		return true;
+	}
+	if (st->ops->unwait(st, sub->ring_id) < 0)
 		fbd_warning("stream %s: cannot stop waiting for subscription %u", st->name,
 			    sub->id);
+	return false;
+}
+
+/* A subscriber that holds one frame for the stream's hold_timeout pins its
+ * slot for good as far as anyone can tell: its subscription is dropped.
+ * The frame in each held slot is the ring header's word: the same seq in
+ * the same slot at every sample is the same frame, never a new one taken
+ * again between two samples. */
+static void check_holds(struct fbd_client *c, uint32_t i, const struct fb__subscriber_sample *ss,
+			uint64_t now)
+{
+	struct subscription *sub = &c->subs[i];
+	struct fbd_stream *st = sub->stream;
+	uint64_t timeout = st->config ? st->config->hold_timeout_ns : 0;
+
+	if (!timeout)
+		return;
+	for (uint32_t slot = 0; slot < FB_MAX_SLOTS; slot++) {
+		uint64_t seq = ss->held_mask >> slot & 1u ? ss->held_seq[slot] : 0;
+		if (seq != sub->hold_seq[slot]) {
+			sub->hold_seq[slot] = seq;
+			sub->hold_since_ns[slot] = now;
+		}
+		if (!seq || now - sub->hold_since_ns[slot] < timeout)
+			continue;
+		char detail[FB__ERROR_TEXT_MAX];
+		snprintf(detail, sizeof(detail),
+			 "subscription %u held frame %" PRIu64
+			 " for %.1f s (hold_timeout): dropped",
+			 sub->id, seq, (double)(now - sub->hold_since_ns[slot]) / 1e9);
+		fbd_log_about(LOG_WARNING, st->name, c->label, "stream %s: client %s (uid %u): %s",
+			      st->name, c->label, (unsigned)c->peer.uid, detail);
+		send_event(c, st, sub->id, fbd_stream_state(st), detail);
+		drop_subscription(c, i);
+		return;
+	}
 }
 
 void fbd_server_sample(struct fbd_daemon *d)
@@ -417,7 +460,8 @@ void fbd_server_sample(struct fbd_daemon *d)
 		for (uint32_t i = c->n_subs; i-- > 0;)
 			if (sample_subscription(&c->subs[i], &ss, &now) == 0) {
 				fbd_window_push(&c->subs[i].rates, &now);
-				check_stall(c, i, &ss, now.ns);
+				if (!check_stall(c, i, &ss, now.ns))
+					check_holds(c, i, &ss, now.ns);
 			}
 }
 

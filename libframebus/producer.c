@@ -575,7 +575,7 @@ int fb__producer_get_subscriber_sample(fb_producer *p, uint32_t id,
 	pthread_mutex_lock(&p->lock);
 	const struct sub_entry *s = find_sub(p, id);
 	if (s)
-		fb__subscriber_slot_sample(&s->slot, s->mode, p->slot_mask, p->last_seq,
+		fb__subscriber_slot_sample(&s->slot, p->hdr, s->mode, p->slot_mask, p->last_seq,
 					   ret_sample);
 	pthread_mutex_unlock(&p->lock);
 	return s ? 0 : -ENOENT;

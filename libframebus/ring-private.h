@@ -239,13 +239,19 @@ uint64_t fb__timing_bucket_floor_ns(uint32_t bucket);
  * differences). */
 struct fb__subscriber_sample {
 	struct fb_subscriber_stats stats;
+	/* The slots it holds, and the frame in each as the ring's header says
+	 * (the producer's word, not the subscriber's): seq, 0 for none. */
+	uint64_t held_mask;
+	uint64_t held_seq[FB_MAX_SLOTS];
 	uint64_t frames;
 	uint64_t wait_ns, busy_ns;
 	uint32_t wait[FB__TIMING_BUCKETS];
 	uint32_t busy[FB__TIMING_BUCKETS];
 };
-/* Read it; last_seq: the newest frame published. */
-void fb__subscriber_slot_sample(const struct fb__subscriber_slot *slot, uint32_t mode,
+/* Read it, and the frames in the slots it holds from the ring's header h;
+ * last_seq: the newest frame published. */
+void fb__subscriber_slot_sample(const struct fb__subscriber_slot *slot,
+				const struct fb__ring_header *h, uint32_t mode,
 				uint64_t slot_mask, uint64_t last_seq,
 				struct fb__subscriber_sample *ret_sample);
 

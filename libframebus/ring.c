@@ -319,16 +319,23 @@ void fb__subscriber_slot_end(const struct fb__subscriber_slot *s)
 	fb__subscriber_slot_wake_all(s);
 }
 
-void fb__subscriber_slot_sample(const struct fb__subscriber_slot *s, uint32_t mode,
-				uint64_t slot_mask, uint64_t last_seq,
-				struct fb__subscriber_sample *ret)
+void fb__subscriber_slot_sample(const struct fb__subscriber_slot *s,
+				const struct fb__ring_header *h, uint32_t mode, uint64_t slot_mask,
+				uint64_t last_seq, struct fb__subscriber_sample *ret)
 {
 	const struct fb__record *r = s->record;
 	uint64_t cursor = atomic_load(&r->cursor);
+	uint64_t held = atomic_load(&r->held) & slot_mask;
+	ret->held_mask = held;
+	for (uint64_t m = held; m; m &= m - 1) {
+		uint32_t i = (uint32_t)__builtin_ctzll(m);
+		uint64_t state = atomic_load(&h->slot[i].state);
+		ret->held_seq[i] = state & 1u ? 0 : state >> 1; /* written or empty: none */
+	}
 	ret->stats = (struct fb_subscriber_stats){
 	    /* A queue subscriber nobody waits for any more reads as latest. */
 	    .mode = atomic_load(&r->unwaited) ? FB_MODE_LATEST : mode,
-	    .held = (uint32_t)__builtin_popcountll(atomic_load(&r->held) & slot_mask),
+	    .held = (uint32_t)__builtin_popcountll(held),
 	    .next_seq = cursor,
 	    .lag = last_seq >= cursor ? last_seq - cursor + 1 : 0,
 	    .missed = atomic_load(&r->missed),

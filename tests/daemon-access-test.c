@@ -684,3 +684,53 @@ Test(daemon, a_subscriber_rocking_its_cursor_is_still_found_stalling)
 	fb_client_free(c);
 	stop(&d);
 }
+
+/* A subscriber that holds one frame past hold_timeout loses its
+ * subscription; one that reads on, and one of a stream without the limit,
+ * keep theirs. */
+Test(daemon, a_subscriber_holding_a_frame_past_hold_timeout_is_dropped)
+{
+	struct daemon d;
+	char config[1024];
+
+	snprintf(config, sizeof(config),
+		 "%shold_timeout = 1s\n"
+		 "[stream free]\nurl = testsrc2=size=64x48:rate=25\ninput_format = lavfi\n"
+		 "width = 64\nheight = 48\nformat = gray8\n",
+		 lavfi_config);
+	start(&d, config);
+	fb_client *c = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 5);
+	wait_state(c, "free", FB_STREAM_RUNNING, 5);
+	fb_subscriber *holder, *reader, *free_holder;
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 0, &holder), 0);
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 0, &reader), 0);
+	cr_assert_eq(fb_client_subscribe(c, "free", FB_MODE_LATEST, 0, &free_holder), 0);
+	const struct fb_frame *held, *free_held, *f;
+	cr_assert_eq(fb_subscriber_acquire(holder, 2000, &held), 0);
+	cr_assert_eq(fb_subscriber_acquire(free_holder, 2000, &free_held), 0);
+
+	/* Four seconds of reading on, each frame released. */
+	uint64_t until = fb_now_ns() + 4000000000u, frames = 0;
+	while (fb_now_ns() < until) {
+		cr_assert_eq(fb_subscriber_acquire(reader, 2000, &f), 0,
+			     "the reader lost its frames");
+		fb_subscriber_release(reader, f);
+		frames++;
+	}
+	cr_assert_geq(frames, 100, "the reader got %lu frames in 4 s at 50 fps",
+		      (unsigned long)frames);
+	int r = fb_subscriber_acquire(holder, 0, &f);
+	cr_assert_eq(r, -ECANCELED, "the holder was not dropped: %s", fb_strerror(r));
+	wait_log(&d, "(hold_timeout): dropped", 2);
+	/* The stream without hold_timeout keeps its holder. */
+	r = fb_subscriber_acquire(free_holder, 2000, &f);
+	cr_assert_eq(r, 0, "the holder of a stream without hold_timeout: %s", fb_strerror(r));
+	fb_subscriber_release(free_holder, f);
+	fb_subscriber_release(free_holder, free_held);
+	fb_client_unsubscribe(c, holder);
+	fb_client_unsubscribe(c, reader);
+	fb_client_unsubscribe(c, free_holder);
+	fb_client_free(c);
+	stop(&d);
+}
