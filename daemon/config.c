@@ -1,19 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <ini.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pwd.h>
-#include <strings.h>
 #include <syslog.h>
 
 #include "config.h"
+#include "inifile.h"
 
 #define DEFAULT_SOCKET_MODE 0660
 #define NS_PER_S 1000000000ull
@@ -23,12 +20,7 @@ struct parser {
 	struct fbd_stream_config *stream; /* the [stream] section being read, or NULL */
 	struct fbd_access_rule *rule;     /* the [access] section being read, or NULL */
 	bool in_daemon;
-	const char *path;
-	FILE *file;
-	unsigned line;
-	char *error;
-	size_t error_size;
-	int failed;
+	struct fbd_ini_file ini;
 	/* Keys of the current section so far: a key given twice is an error
 	 * (and the only sign of a section repeated right after itself). */
 	char section[80];
@@ -81,137 +73,10 @@ static struct fbd_config *config_new(void)
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = fgets(str, num, p->file);
+	char *r = fgets(str, num, p->ini.file);
 	if (r)
-		p->line++;
+		p->ini.line++;
 	return r;
-}
-
-static bool parse_uint(const char *v, uint64_t min, uint64_t max, uint64_t *ret)
-{
-	char *end;
-	errno = 0;
-	if (*v == '-' || *v == '\0')
-		return false;
-	unsigned long long n = strtoull(v, &end, 0);
-	if (errno || *end || n < min || n > max)
-		return false;
-	*ret = n;
-	return true;
-}
-
-static bool parse_bool(const char *v, bool *ret)
-{
-	if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") ||
-	    !strcasecmp(v, "on"))
-		*ret = true;
-	else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") ||
-		 !strcasecmp(v, "off"))
-		*ret = false;
-	else
-		return false;
-	return true;
-}
-
-/* "500ms", "2s", "1.5", "1m": seconds unless a unit says otherwise. */
-static bool parse_duration(const char *v, uint64_t *ret_ns)
-{
-	char *end;
-	double n = strtod(v, &end);
-	double scale = 1.0;
-	if (end == v || !isfinite(n) || n < 0)
-		return false;
-	if (!strcmp(end, "ms"))
-		scale = 1e-3;
-	else if (!strcmp(end, "m") || !strcmp(end, "min"))
-		scale = 60;
-	else if (*end && strcmp(end, "s"))
-		return false;
-	if (n * scale > 86400)
-		return false;
-	*ret_ns = (uint64_t)(n * scale * 1e9);
-	return true;
-}
-
-/* "1048576", "512K", "512M", "2G". */
-static bool parse_size(const char *v, uint64_t *ret)
-{
-	char *end;
-	errno = 0;
-	if (*v == '-' || !*v)
-		return false;
-	unsigned long long n = strtoull(v, &end, 10);
-	unsigned shift = !strcmp(end, "K")   ? 10
-			 : !strcmp(end, "M") ? 20
-			 : !strcmp(end, "G") ? 30
-					     : 0;
-	if (errno || (*end && !shift) || n > (UINT64_MAX >> shift))
-		return false;
-	*ret = (uint64_t)n << shift;
-	return true;
-}
-
-static bool parse_enum(const char *v, const char *const *names, size_t n, uint32_t *ret)
-{
-	for (size_t i = 0; i < n; i++)
-		if (names[i] && !strcmp(v, names[i])) {
-			*ret = (uint32_t)i;
-			return true;
-		}
-	return false;
-}
-
-/* An IP address and port, "127.0.0.1:9464" or "[::1]:9464". */
-static bool parse_address(const char *v, struct sockaddr_storage *ret)
-{
-	char host[INET6_ADDRSTRLEN + 2];
-	const char *colon = strrchr(v, ':');
-	uint64_t port;
-	if (!colon || (size_t)(colon - v) >= sizeof(host) ||
-	    !parse_uint(colon + 1, 1, 65535, &port))
-		return false;
-	memcpy(host, v, (size_t)(colon - v));
-	host[colon - v] = '\0';
-	memset(ret, 0, sizeof(*ret));
-	struct sockaddr_in *in = (struct sockaddr_in *)ret;
-	struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ret;
-	size_t len = strlen(host);
-	if (len > 2 && host[0] == '[' && host[len - 1] == ']') {
-		host[len - 1] = '\0';
-		in6->sin6_family = AF_INET6;
-		in6->sin6_port = htons((uint16_t)port);
-		return inet_pton(AF_INET6, host + 1, &in6->sin6_addr) == 1;
-	}
-	in->sin_family = AF_INET;
-	in->sin_port = htons((uint16_t)port);
-	return inet_pton(AF_INET, host, &in->sin_addr) == 1;
-}
-
-static bool set_string(char **dst, const char *v)
-{
-	char *copy = strdup(v);
-	if (!copy)
-		return false;
-	free(*dst);
-	*dst = copy;
-	return true;
-}
-
-static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
-{
-	char why[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	if (!p->failed)
-		snprintf(p->error, p->error_size, "%s:%u: [%s] %s: %s", p->path, p->line, section,
-			 key, why);
-	p->failed = -EINVAL;
-	return 0;
 }
 
 static int daemon_key(struct parser *p, const char *section, const char *key, const char *v)
@@ -227,9 +92,11 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 
 	if (!strcmp(key, "socket")) {
 		if (v[0] != '/' || strlen(v) >= 108)
-			return fail(p, section, key,
-				    "'%s' is not an absolute path of at most 107 bytes", v);
-		return set_string(&c->socket_path, v) ? 1 : fail(p, section, key, "out of memory");
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not an absolute path of at most 107 bytes", v);
+		return fbd_ini_set_string(&c->socket_path, v)
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "out of memory");
 	}
 	if (!strcmp(key, "metrics")) {
 		if (!strcmp(v, "off")) {
@@ -237,64 +104,76 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 			c->metrics = NULL;
 			return 1;
 		}
-		if (!parse_address(v, &c->metrics_addr))
-			return fail(p, section, key,
-				    "'%s' is not ADDRESS:PORT (127.0.0.1:9464, [::1]:9464) or off",
-				    v);
-		return set_string(&c->metrics, v) ? 1 : fail(p, section, key, "out of memory");
+		if (!fbd_ini_address(v, &c->metrics_addr))
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is not ADDRESS:PORT (127.0.0.1:9464, [::1]:9464) or off", v);
+		return fbd_ini_set_string(&c->metrics, v)
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "out of memory");
 	}
 	if (!strcmp(key, "socket_group"))
-		return set_string(&c->socket_group, v) ? 1 : fail(p, section, key, "out of memory");
+		return fbd_ini_set_string(&c->socket_group, v)
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "out of memory");
 	if (!strcmp(key, "socket_mode")) {
 		char *end;
 		unsigned long mode = strtoul(v, &end, 8);
 		if (*v == '\0' || *end || mode > 0777)
-			return fail(p, section, key, "'%s' is not an octal mode such as 0660", v);
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not an octal mode such as 0660", v);
 		c->socket_mode = (uint32_t)mode;
 		return 1;
 	}
 	if (!strcmp(key, "log_level")) {
-		if (!parse_enum(v, levels, sizeof(levels) / sizeof(levels[0]), &e))
-			return fail(p, section, key,
-				    "'%s' is not one of error, warning, notice, info, debug", v);
+		if (!fbd_ini_enum(v, levels, sizeof(levels) / sizeof(levels[0]), &e))
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is not one of error, warning, notice, info, debug", v);
 		c->log_level = (int)e;
 		return 1;
 	}
 	if (!strcmp(key, "max_clients")) {
-		if (!parse_uint(v, 1, 100000, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to 100000", v);
+		if (!fbd_ini_uint(v, 1, 100000, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 1 to 100000", v);
 		c->max_clients = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "max_subscriptions_per_client")) {
-		if (!parse_uint(v, 1, 4096, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to 4096", v);
+		if (!fbd_ini_uint(v, 1, 4096, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 1 to 4096", v);
 		c->max_subscriptions_per_client = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "default_max_holds")) {
-		if (!parse_uint(v, 1, FB_MAX_SLOTS - 1, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to %d", v,
-				    FB_MAX_SLOTS - 1);
+		if (!fbd_ini_uint(v, 1, FB_MAX_SLOTS - 1, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 1 to %d", v,
+					    FB_MAX_SLOTS - 1);
 		c->default_max_holds = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "max_streams_per_client")) {
-		if (!parse_uint(v, 0, FBD_MAX_STREAMS, &n))
-			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
-				    FBD_MAX_STREAMS);
+		if (!fbd_ini_uint(v, 0, FBD_MAX_STREAMS, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 0 to %d", v,
+					    FBD_MAX_STREAMS);
 		c->max_streams_per_client = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "max_ring_memory_per_client")) {
-		if (!parse_size(v, &c->max_ring_memory_per_client))
-			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
+		if (!fbd_ini_size(v, &c->max_ring_memory_per_client))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
 	if (!strcmp(key, "max_derived_per_client")) {
-		if (!parse_uint(v, 0, FBD_MAX_STREAMS, &n))
-			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
-				    FBD_MAX_STREAMS);
+		if (!fbd_ini_uint(v, 0, FBD_MAX_STREAMS, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 0 to %d", v,
+					    FBD_MAX_STREAMS);
 		c->max_derived_per_client = (uint32_t)n;
 		return 1;
 	}
@@ -309,26 +188,27 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 	};
 	for (size_t i = 0; i < sizeof(per_user) / sizeof(per_user[0]); i++)
 		if (!strcmp(key, per_user[i].key)) {
-			if (!parse_uint(v, per_user[i].min, per_user[i].max, &n))
-				return fail(p, section, key, "'%s' is not a number from %u to %u",
-					    v, per_user[i].min, per_user[i].max);
+			if (!fbd_ini_uint(v, per_user[i].min, per_user[i].max, &n))
+				return fbd_ini_fail(&p->ini, section, key,
+						    "'%s' is not a number from %u to %u", v,
+						    per_user[i].min, per_user[i].max);
 			*per_user[i].value = (uint32_t)n;
 			return 1;
 		}
 	if (!strcmp(key, "max_memory_per_user")) {
-		if (!parse_size(v, &c->max_memory_per_user))
-			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
+		if (!fbd_ini_size(v, &c->max_memory_per_user))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
 	if (!strcmp(key, "max_derived_memory")) {
-		if (!parse_size(v, &c->max_derived_memory))
-			return fail(p, section, key, "'%s' is not a size such as 512M or 2G", v);
+		if (!fbd_ini_size(v, &c->max_derived_memory))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
-	return fail(p, section, key, "unknown key");
+	return fbd_ini_fail(&p->ini, section, key, "unknown key");
 }
-
-static bool stream_name_ok(const char *name);
 
 static int stream_key(struct parser *p, const char *section, const char *key, const char *v)
 {
@@ -351,13 +231,17 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 
 	if (!strcmp(key, "url")) {
 		if (!*v)
-			return fail(p, section, key, "empty url");
-		return set_string(&s->url, v) ? 1 : fail(p, section, key, "out of memory");
+			return fbd_ini_fail(&p->ini, section, key, "empty url");
+		return fbd_ini_set_string(&s->url, v)
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "out of memory");
 	}
 	if (!strcmp(key, "from")) {
-		if (!stream_name_ok(v))
-			return fail(p, section, key, "'%s' is not a stream name", v);
-		return set_string(&s->from, v) ? 1 : fail(p, section, key, "out of memory");
+		if (!fbd_ini_stream_name(v))
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not a stream name", v);
+		return fbd_ini_set_string(&s->from, v)
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "out of memory");
 	}
 	if (!strcmp(key, "crop")) {
 		uint32_t c[4];
@@ -366,10 +250,11 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		    v[used] || v[0] == '-' || !c[2] || !c[3] || c[0] >= FB_MAX_DIMENSION ||
 		    c[1] >= FB_MAX_DIMENSION || c[2] > FB_MAX_DIMENSION - c[0] ||
 		    c[3] > FB_MAX_DIMENSION - c[1])
-			return fail(p, section, key,
-				    "'%s' is not X,Y,WIDTH,HEIGHT (a rectangle of at least 1x1 "
-				    "within %d pixels)",
-				    v, FB_MAX_DIMENSION);
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is not X,Y,WIDTH,HEIGHT (a rectangle of at least 1x1 "
+			    "within %d pixels)",
+			    v, FB_MAX_DIMENSION);
 		memcpy(s->crop, c, sizeof(c));
 		return 1;
 	}
@@ -377,84 +262,95 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 		char *end;
 		double fps = strtod(v, &end);
 		if (end == v || *end || !(fps >= 0.1 && fps <= 1000))
-			return fail(p, section, key, "'%s' is not a rate from 0.1 to 1000", v);
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a rate from 0.1 to 1000", v);
 		s->fps_milli = (uint32_t)(fps * 1000 + 0.5);
 		return 1;
 	}
 	if (!strcmp(key, "input_format"))
-		return set_string(&s->input_format, v) ? 1 : fail(p, section, key, "out of memory");
+		return fbd_ini_set_string(&s->input_format, v)
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "out of memory");
 	if (!strcmp(key, "width") || !strcmp(key, "height")) {
-		if (!parse_uint(v, 1, FB_MAX_DIMENSION, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to %d", v,
-				    FB_MAX_DIMENSION);
+		if (!fbd_ini_uint(v, 1, FB_MAX_DIMENSION, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 1 to %d", v,
+					    FB_MAX_DIMENSION);
 		*(key[0] == 'w' ? &s->width : &s->height) = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "format")) {
 		if ((f = fb_format_from_name(v)) < 0)
-			return fail(p, section, key,
-				    "'%s' is not one of gray8, gray16, bgr24, rgb24, bgra, rgba, "
-				    "nv12, yuv420p, yuyv422",
-				    v);
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is not one of gray8, gray16, bgr24, rgb24, bgra, rgba, "
+			    "nv12, yuv420p, yuyv422",
+			    v);
 		if (f == FB_FORMAT_RESULTS)
-			return fail(p, section, key,
-				    "'results' streams carry no pixels: clients publish them "
-				    "(fb_client_publish_results)");
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'results' streams carry no pixels: clients publish them "
+			    "(fb_client_publish_results)");
 		s->format = (uint32_t)f;
 		return 1;
 	}
 	if (!strcmp(key, "slots")) {
-		if (!parse_uint(v, FB_MIN_SLOTS, FB_MAX_SLOTS, &n))
-			return fail(p, section, key, "'%s' is not a number from %d to %d", v,
-				    FB_MIN_SLOTS, FB_MAX_SLOTS);
+		if (!fbd_ini_uint(v, FB_MIN_SLOTS, FB_MAX_SLOTS, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from %d to %d", v, FB_MIN_SLOTS,
+					    FB_MAX_SLOTS);
 		s->slots = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "policy")) {
-		if (!parse_enum(v, policies, 2, &s->policy))
-			return fail(p, section, key, "'%s' is not drop or block", v);
+		if (!fbd_ini_enum(v, policies, 2, &s->policy))
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not drop or block", v);
 		return 1;
 	}
 	if (!strcmp(key, "pacing")) {
-		if (!parse_enum(v, pacings, 3, &e))
-			return fail(p, section, key, "'%s' is not auto, native or fast", v);
+		if (!fbd_ini_enum(v, pacings, 3, &e))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not auto, native or fast", v);
 		s->pacing = e;
 		return 1;
 	}
 	if (!strcmp(key, "scale")) {
-		if (!parse_enum(v, scales, 4, &s->scale))
-			return fail(p, section, key,
-				    "'%s' is not bilinear, fast_bilinear, area or bicubic", v);
+		if (!fbd_ini_enum(v, scales, 4, &s->scale))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not bilinear, fast_bilinear, area or bicubic",
+					    v);
 		return 1;
 	}
 	if (!strcmp(key, "on_end")) {
-		if (!parse_enum(v, on_ends, 3, &s->on_end))
-			return fail(p, section, key, "'%s' is not auto, retry or end", v);
+		if (!fbd_ini_enum(v, on_ends, 3, &s->on_end))
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not auto, retry or end",
+					    v);
 		return 1;
 	}
 	if (!strcmp(key, "loop"))
-		return parse_bool(v, &s->loop)
+		return fbd_ini_bool(v, &s->loop)
 			   ? 1
-			   : fail(p, section, key, "'%s' is not true or false", v);
+			   : fbd_ini_fail(&p->ini, section, key, "'%s' is not true or false", v);
 	if (!strcmp(key, "decoder_threads")) {
-		if (!parse_uint(v, 0, 64, &n))
-			return fail(p, section, key, "'%s' is not a number from 0 to 64", v);
+		if (!fbd_ini_uint(v, 0, 64, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 0 to 64", v);
 		s->decoder_threads = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "meta_max")) {
-		if (!parse_uint(v, 0, FB_MAX_META, &n))
-			return fail(p, section, key, "'%s' is not a number from 0 to %d", v,
-				    FB_MAX_META);
+		if (!fbd_ini_uint(v, 0, FB_MAX_META, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 0 to %d", v, FB_MAX_META);
 		s->meta_max = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "retry_min") || !strcmp(key, "retry_max") ||
 	    !strcmp(key, "stall_timeout") || !strcmp(key, "block_timeout")) {
 		uint64_t ns;
-		if (!parse_duration(v, &ns) || ns == 0)
-			return fail(p, section, key,
-				    "'%s' is not a duration such as 500ms, 2s or 1m", v);
+		if (!fbd_ini_duration(v, &ns) || ns == 0)
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a duration such as 500ms, 2s or 1m", v);
 		*(!strcmp(key, "retry_min")       ? &s->retry_min_ns
 		  : !strcmp(key, "retry_max")     ? &s->retry_max_ns
 		  : !strcmp(key, "stall_timeout") ? &s->stall_timeout_ns
@@ -463,40 +359,28 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	}
 	if (!strcmp(key, "hold_timeout")) {
 		uint64_t ns = 0;
-		if (strcmp(v, "off") && (!parse_duration(v, &ns) || ns == 0))
-			return fail(p, section, key,
-				    "'%s' is neither off nor a duration such as 500ms, 2s or 1m",
-				    v);
+		if (strcmp(v, "off") && (!fbd_ini_duration(v, &ns) || ns == 0))
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is neither off nor a duration such as 500ms, 2s or 1m", v);
 		s->hold_timeout_ns = ns;
 		return 1;
 	}
 	if (!strcmp(key, "on_stall")) {
-		if (!parse_enum(v, on_stalls, 2, &s->on_stall))
-			return fail(p, section, key, "'%s' is not latest or drop", v);
+		if (!fbd_ini_enum(v, on_stalls, 2, &s->on_stall))
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not latest or drop", v);
 		return 1;
 	}
 	if (!strncmp(key, "option.", 7) && key[7]) {
 		if (s->n_options == FBD_MAX_OPTIONS)
-			return fail(p, section, key, "more than %d FFmpeg options",
-				    FBD_MAX_OPTIONS);
+			return fbd_ini_fail(&p->ini, section, key, "more than %d FFmpeg options",
+					    FBD_MAX_OPTIONS);
 		s->option_keys[s->n_options] = strdup(key + 7);
 		s->option_values[s->n_options] = strdup(v);
 		s->n_options++;
 		return 1;
 	}
-	return fail(p, section, key, "unknown key");
-}
-
-static bool stream_name_ok(const char *name)
-{
-	size_t len = strlen(name);
-	if (len == 0 || len > FB_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
-		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
-			return false;
-	return true;
+	return fbd_ini_fail(&p->ini, section, key, "unknown key");
 }
 
 /* A pattern of stream names: a name's characters and fnmatch's. */
@@ -517,7 +401,7 @@ static bool pattern_ok(const char *pattern)
 static int64_t parse_id(const char *v)
 {
 	uint64_t n;
-	return parse_uint(v, 0, UINT32_MAX - 1, &n) ? (int64_t)n : -1;
+	return fbd_ini_uint(v, 0, UINT32_MAX - 1, &n) ? (int64_t)n : -1;
 }
 
 /* "@video alice 1001 @2000": users and groups (@), by name or number; names
@@ -527,7 +411,8 @@ static int access_ids(struct parser *p, const char *section, const char *key, co
 {
 	char copy[1024], *save = NULL;
 	if (strlen(v) >= sizeof(copy))
-		return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
+		return fbd_ini_fail(&p->ini, section, key, "longer than %zu bytes",
+				    sizeof(copy) - 1);
 	strcpy(copy, v);
 	ids->given = true;
 	for (char *w = strtok_r(copy, " \t,", &save); w; w = strtok_r(NULL, " \t,", &save)) {
@@ -537,18 +422,18 @@ static int access_ids(struct parser *p, const char *section, const char *key, co
 		if (id < 0 && group) {
 			struct group *g = getgrnam(name);
 			if (!g)
-				return fail(p, section, key, "no group '%s'", name);
+				return fbd_ini_fail(&p->ini, section, key, "no group '%s'", name);
 			id = g->gr_gid;
 		} else if (id < 0) {
 			struct passwd *u = getpwnam(name);
 			if (!u)
-				return fail(p, section, key, "no user '%s'", name);
+				return fbd_ini_fail(&p->ini, section, key, "no user '%s'", name);
 			id = u->pw_uid;
 		}
 		uint32_t *n = group ? &ids->n_gids : &ids->n_uids;
 		if (*n == FBD_MAX_ACCESS_IDS)
-			return fail(p, section, key, "more than %d %s", FBD_MAX_ACCESS_IDS,
-				    group ? "groups" : "users");
+			return fbd_ini_fail(&p->ini, section, key, "more than %d %s",
+					    FBD_MAX_ACCESS_IDS, group ? "groups" : "users");
 		(group ? ids->gids : ids->uids)[(*n)++] = (uint32_t)id;
 	}
 	return 1;
@@ -561,34 +446,39 @@ static int access_key(struct parser *p, const char *section, const char *key, co
 	if (!strcmp(key, "streams")) {
 		char copy[(FB_NAME_MAX + 1) * FBD_MAX_ACCESS_PATTERNS], *save = NULL;
 		if (strlen(v) >= sizeof(copy))
-			return fail(p, section, key, "longer than %zu bytes", sizeof(copy) - 1);
+			return fbd_ini_fail(&p->ini, section, key, "longer than %zu bytes",
+					    sizeof(copy) - 1);
 		strcpy(copy, v);
 		for (char *w = strtok_r(copy, " \t,", &save); w;
 		     w = strtok_r(NULL, " \t,", &save)) {
 			if (!pattern_ok(w))
-				return fail(p, section, key,
-					    "'%s' is not a stream name or pattern (letters, "
-					    "digits, '.', '_', '-' and * ? [ ] !)",
-					    w);
+				return fbd_ini_fail(
+				    &p->ini, section, key,
+				    "'%s' is not a stream name or pattern (letters, "
+				    "digits, '.', '_', '-' and * ? [ ] !)",
+				    w);
 			if (a->n_patterns == FBD_MAX_ACCESS_PATTERNS)
-				return fail(p, section, key, "more than %d patterns",
-					    FBD_MAX_ACCESS_PATTERNS);
+				return fbd_ini_fail(&p->ini, section, key, "more than %d patterns",
+						    FBD_MAX_ACCESS_PATTERNS);
 			strcpy(a->patterns[a->n_patterns++], w);
 		}
-		return a->n_patterns ? 1 : fail(p, section, key, "no stream name or pattern");
+		return a->n_patterns
+			   ? 1
+			   : fbd_ini_fail(&p->ini, section, key, "no stream name or pattern");
 	}
 	if (!strcmp(key, "subscribe"))
 		return access_ids(p, section, key, v, &a->subscribe);
 	if (!strcmp(key, "publish"))
 		return access_ids(p, section, key, v, &a->publish);
-	return fail(p, section, key, "unknown key (expected streams, subscribe or publish)");
+	return fbd_ini_fail(&p->ini, section, key,
+			    "unknown key (expected streams, subscribe or publish)");
 }
 
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parser *p = user;
 
-	if (p->failed)
+	if (p->ini.failed)
 		return 0;
 	if (strcmp(p->section, section)) {
 		snprintf(p->section, sizeof(p->section), "%s", section);
@@ -596,7 +486,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 	}
 	for (unsigned i = 0; i < p->n_seen; i++)
 		if (!strcmp(p->seen[i], key))
-			return fail(p, section, key, "given twice (or the section appears twice)");
+			return fbd_ini_fail(&p->ini, section, key,
+					    "given twice (or the section appears twice)");
 	if (p->n_seen < sizeof(p->seen) / sizeof(p->seen[0]))
 		snprintf(p->seen[p->n_seen++], sizeof(p->seen[0]), "%s", key);
 	if (!strcmp(section, "daemon"))
@@ -604,18 +495,19 @@ static int handler(void *user, const char *section, const char *key, const char 
 	if (!strncmp(section, "stream ", 7)) {
 		const char *name = section + 7;
 		if (!p->stream || strcmp(p->stream->name, name)) {
-			if (!stream_name_ok(name))
-				return fail(p, section, key,
-					    "stream name '%s' must be 1-%d letters, digits, '.', "
-					    "'_' or '-'",
-					    name, FB_NAME_MAX);
+			if (!fbd_ini_stream_name(name))
+				return fbd_ini_fail(
+				    &p->ini, section, key,
+				    "stream name '%s' must be 1-%d letters, digits, '.', "
+				    "'_' or '-'",
+				    name, FB_NAME_MAX);
 			for (uint32_t i = 0; i < p->config->n_streams; i++)
 				if (!strcmp(p->config->streams[i].name, name))
-					return fail(p, section, key, "stream '%s' is defined twice",
-						    name);
+					return fbd_ini_fail(&p->ini, section, key,
+							    "stream '%s' is defined twice", name);
 			if (p->config->n_streams == FBD_MAX_STREAMS)
-				return fail(p, section, key, "more than %d streams",
-					    FBD_MAX_STREAMS);
+				return fbd_ini_fail(&p->ini, section, key, "more than %d streams",
+						    FBD_MAX_STREAMS);
 			p->stream = &p->config->streams[p->config->n_streams++];
 			fbd_stream_config_defaults(p->stream);
 			strcpy(p->stream->name, name);
@@ -625,25 +517,27 @@ static int handler(void *user, const char *section, const char *key, const char 
 	if (!strncmp(section, "access ", 7)) {
 		const char *name = section + 7;
 		if (!p->rule || strcmp(p->rule->name, name)) {
-			if (!stream_name_ok(name))
-				return fail(p, section, key,
-					    "rule name '%s' must be 1-%d letters, digits, '.', "
-					    "'_' or '-'",
-					    name, FB_NAME_MAX);
+			if (!fbd_ini_stream_name(name))
+				return fbd_ini_fail(
+				    &p->ini, section, key,
+				    "rule name '%s' must be 1-%d letters, digits, '.', "
+				    "'_' or '-'",
+				    name, FB_NAME_MAX);
 			for (uint32_t i = 0; i < p->config->n_access; i++)
 				if (!strcmp(p->config->access[i].name, name))
-					return fail(p, section, key, "rule '%s' is defined twice",
-						    name);
+					return fbd_ini_fail(&p->ini, section, key,
+							    "rule '%s' is defined twice", name);
 			if (p->config->n_access == FBD_MAX_ACCESS_RULES)
-				return fail(p, section, key, "more than %d [access] rules",
-					    FBD_MAX_ACCESS_RULES);
+				return fbd_ini_fail(&p->ini, section, key,
+						    "more than %d [access] rules",
+						    FBD_MAX_ACCESS_RULES);
 			p->rule = &p->config->access[p->config->n_access++];
 			strcpy(p->rule->name, name);
 		}
 		return access_key(p, section, key, value);
 	}
-	return fail(p, section, key,
-		    "unknown section (expected [daemon], [stream NAME] or [access NAME])");
+	return fbd_ini_fail(&p->ini, section, key,
+			    "unknown section (expected [daemon], [stream NAME] or [access NAME])");
 }
 
 static const char *check_stream(const struct fbd_stream_config *s)
@@ -707,47 +601,47 @@ static const char *check_parent(const struct fbd_config *c, const struct fbd_str
 
 int fbd_config_load(const char *path, struct fbd_config **ret_config, char *error, size_t size)
 {
-	struct parser p = {.path = path, .error = error, .error_size = size};
+	struct parser p = {.ini = {.path = path, .error = error, .error_size = size}};
 	int r;
 
-	p.file = fopen(path, "re");
-	if (!p.file) {
+	p.ini.file = fopen(path, "re");
+	if (!p.ini.file) {
 		r = -errno;
 		snprintf(error, size, "%s: %s", path, strerror(-r));
 		return r;
 	}
 	p.config = config_new();
 	if (!p.config) {
-		fclose(p.file);
+		fclose(p.ini.file);
 		return -ENOMEM;
 	}
 	r = ini_parse_stream(read_line, &p, handler, &p);
-	fclose(p.file);
-	if (r > 0 && !p.failed) {
+	fclose(p.ini.file);
+	if (r > 0 && !p.ini.failed) {
 		snprintf(error, size,
 			 "%s:%d: syntax error (expected [section], key = value or a comment)", path,
 			 r);
-		p.failed = -EINVAL;
+		p.ini.failed = true;
 	}
-	for (uint32_t i = 0; !p.failed && i < p.config->n_streams; i++) {
+	for (uint32_t i = 0; !p.ini.failed && i < p.config->n_streams; i++) {
 		const char *why = check_stream(&p.config->streams[i]);
 		if (!why)
 			why = check_parent(p.config, &p.config->streams[i]);
 		if (why) {
 			snprintf(error, size, "%s: [stream %s]: %s", path,
 				 p.config->streams[i].name, why);
-			p.failed = -EINVAL;
+			p.ini.failed = true;
 		}
 	}
-	for (uint32_t i = 0; !p.failed && i < p.config->n_access; i++)
+	for (uint32_t i = 0; !p.ini.failed && i < p.config->n_access; i++)
 		if (!p.config->access[i].n_patterns) {
 			snprintf(error, size, "%s: [access %s]: no streams (the names it covers)",
 				 path, p.config->access[i].name);
-			p.failed = -EINVAL;
+			p.ini.failed = true;
 		}
-	if (p.failed) {
+	if (p.ini.failed) {
 		fbd_config_free(p.config);
-		return p.failed;
+		return -EINVAL;
 	}
 	*ret_config = p.config;
 	return 0;
