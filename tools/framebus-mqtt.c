@@ -24,7 +24,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +41,7 @@
 #include <systemd/sd-id128.h>
 
 #include "framebus/framebus.h"
+#include "inifile.h"
 #include "meta.h"
 
 #define MAX_STREAMS 64
@@ -160,47 +160,8 @@ struct bridge {
 
 struct parser {
 	struct bridge *b;
-	const char *path;
-	FILE *file;
-	unsigned line;
-	char *error;
-	size_t error_size;
-	bool failed;
+	struct fbd_ini_file ini;
 };
-
-static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(struct parser *p, const char *section, const char *key, const char *fmt, ...)
-{
-	char why[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
-	va_end(ap);
-	if (!p->failed) {
-		if (section[0])
-			snprintf(p->error, p->error_size, "%s:%u: [%s] %s: %s", p->path, p->line,
-				 section, key, why);
-		else
-			snprintf(p->error, p->error_size, "%s:%u: %s: %s", p->path, p->line, key,
-				 why);
-	}
-	p->failed = true;
-	return 0;
-}
-
-static bool stream_name_ok(const char *name)
-{
-	size_t len = strlen(name);
-	if (len == 0 || len > FB_NAME_MAX)
-		return false;
-	for (size_t i = 0; i < len; i++)
-		if (!((name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
-		      (name[i] >= '0' && name[i] <= '9') || strchr("._-", name[i])))
-			return false;
-	return true;
-}
 
 static struct stream *find_stream(struct bridge *b, const char *name)
 {
@@ -216,18 +177,18 @@ static struct stream *add_stream(struct parser *p, const char *section, const ch
 				 const char *name)
 {
 	struct bridge *b = p->b;
-	if (!stream_name_ok(name)) {
-		fail(p, section, key,
-		     "stream name '%s' must be 1-%d letters, digits, '.', '_' or '-'", name,
-		     FB_NAME_MAX);
+	if (!fbd_ini_stream_name(name)) {
+		fbd_ini_fail(&p->ini, section, key,
+			     "stream name '%s' must be 1-%d letters, digits, '.', '_' or '-'", name,
+			     FB_NAME_MAX);
 		return NULL;
 	}
 	if (find_stream(b, name)) {
-		fail(p, section, key, "stream '%s' is named twice", name);
+		fbd_ini_fail(&p->ini, section, key, "stream '%s' is named twice", name);
 		return NULL;
 	}
 	if (b->n_streams == MAX_STREAMS) {
-		fail(p, section, key, "more than %d streams", MAX_STREAMS);
+		fbd_ini_fail(&p->ini, section, key, "more than %d streams", MAX_STREAMS);
 		return NULL;
 	}
 	struct stream *s = &b->streams[b->n_streams++];
@@ -291,13 +252,6 @@ static const char *parse_broker(struct config *c, const char *url)
 	return NULL;
 }
 
-static int set_string(char **field, const char *v)
-{
-	free(*field);
-	*field = strdup(v);
-	return *field ? 1 : 0;
-}
-
 static int mqtt_key(struct parser *p, const char *section, const char *key, const char *v)
 {
 	struct config *c = &p->b->cfg;
@@ -305,64 +259,59 @@ static int mqtt_key(struct parser *p, const char *section, const char *key, cons
 	if (!strcmp(key, "broker")) {
 		const char *why = parse_broker(c, v);
 		if (why)
-			return fail(p, section, key, "'%s' %s", v, why);
-		return set_string(&c->broker, v);
+			return fbd_ini_fail(&p->ini, section, key, "'%s' %s", v, why);
+		return fbd_ini_set_string(&c->broker, v);
 	}
 	if (!strcmp(key, "credentials_file") || !strcmp(key, "ca_file")) {
 		if (v[0] != '/')
-			return fail(p, section, key, "'%s' is not an absolute path", v);
-		return set_string(
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not an absolute path",
+					    v);
+		return fbd_ini_set_string(
 		    key[0] == 'c' && key[1] == 'r' ? &c->credentials_file : &c->ca_file, v);
 	}
 	if (!strcmp(key, "client_id")) {
 		if (!v[0] || strlen(v) > 64)
-			return fail(p, section, key, "must be 1 to 64 characters");
-		return set_string(&c->client_id, v);
+			return fbd_ini_fail(&p->ini, section, key, "must be 1 to 64 characters");
+		return fbd_ini_set_string(&c->client_id, v);
 	}
 	if (!strcmp(key, "prefix")) {
 		if (!topic_ok(v, true))
-			return fail(p, section, key,
-				    "'%s' is not a topic prefix (no '+' or '#', no '/' at either "
-				    "end)",
-				    v);
-		return set_string(&c->prefix, v);
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is not a topic prefix (no '+' or '#', no '/' at either end)", v);
+		return fbd_ini_set_string(&c->prefix, v);
 	}
 	if (!strcmp(key, "qos")) {
 		if (!parse_int(v, 0, 2, &n))
-			return fail(p, section, key, "'%s' is not 0, 1 or 2", v);
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not 0, 1 or 2", v);
 		c->qos = (int)n;
 		return 1;
 	}
 	if (!strcmp(key, "queue")) {
 		if (!parse_int(v, 1, 1000000, &n))
-			return fail(p, section, key, "'%s' is not a number from 1 to 1000000", v);
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 1 to 1000000", v);
 		c->queue = (size_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "queue_bytes")) {
-		char number[32];
-		size_t len = strlen(v), unit = 1;
-		const char *units = "KMG", *u = len ? strchr(units, v[len - 1]) : NULL;
-		if (u && *u)
-			unit = (size_t)1 << (10 * (u - units + 1)), len--;
-		snprintf(number, sizeof(number), "%.*s", (int)len, v);
-		if (len >= sizeof(number) || !parse_int(number, 1, 1L << 30, &n) ||
-		    (size_t)n * unit < 65536 || (size_t)n * unit > (size_t)1 << 30)
-			return fail(p, section, key,
-				    "'%s' is not a size from 64K to 1G (bytes, or with K, M or G)",
-				    v);
-		c->queue_bytes = (size_t)n * unit;
+		uint64_t bytes;
+		if (!fbd_ini_size(v, &bytes) || bytes < 65536 || bytes > (uint64_t)1 << 30)
+			return fbd_ini_fail(
+			    &p->ini, section, key,
+			    "'%s' is not a size from 64K to 1G (bytes, or with K, M or G)", v);
+		c->queue_bytes = (size_t)bytes;
 		return 1;
 	}
 	if (!strcmp(key, "streams")) {
 		char *list = strdup(v), *save = NULL;
-		for (char *t = strtok_r(list, ", \t", &save); t && !p->failed;
+		for (char *t = strtok_r(list, ", \t", &save); t && !p->ini.failed;
 		     t = strtok_r(NULL, ", \t", &save))
 			add_stream(p, section, key, t);
 		free(list);
-		return p->failed ? 0 : 1;
+		return p->ini.failed ? 0 : 1;
 	}
-	return fail(p, section, key, "unknown key");
+	return fbd_ini_fail(&p->ini, section, key, "unknown key");
 }
 
 static int stream_key(struct parser *p, struct stream *s, const char *section, const char *key,
@@ -371,23 +320,23 @@ static int stream_key(struct parser *p, struct stream *s, const char *section, c
 	long n;
 	if (!strcmp(key, "qos")) {
 		if (!parse_int(v, 0, 2, &n))
-			return fail(p, section, key, "'%s' is not 0, 1 or 2", v);
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not 0, 1 or 2", v);
 		s->qos = (int)n;
 		return 1;
 	}
 	if (!strcmp(key, "topic")) {
 		if (!topic_ok(v, false))
-			return fail(p, section, key,
-				    "'%s' is not one topic level (no '/', '+' or '#')", v);
-		return set_string(&s->topic, v);
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not one topic level (no '/', '+' or '#')", v);
+		return fbd_ini_set_string(&s->topic, v);
 	}
-	return fail(p, section, key, "unknown key");
+	return fbd_ini_fail(&p->ini, section, key, "unknown key");
 }
 
 static int handler(void *user, const char *section, const char *key, const char *value)
 {
 	struct parser *p = user;
-	if (p->failed)
+	if (p->ini.failed)
 		return 0;
 	if (!strcmp(section, "mqtt"))
 		return mqtt_key(p, section, key, value);
@@ -395,7 +344,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 		struct stream *s = find_stream(p->b, section + 7);
 		return s ? stream_key(p, s, section, key, value) : 0; /* read_line failed */
 	}
-	return fail(p, section, key, "unknown section (expected [mqtt] or [stream NAME])");
+	return fbd_ini_fail(&p->ini, section[0] ? section : NULL, key,
+			    "unknown section (expected [mqtt] or [stream NAME])");
 }
 
 /* Reads one line for inih and counts lines, so errors can name them.  A
@@ -406,30 +356,31 @@ static int handler(void *user, const char *section, const char *key, const char 
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = p->failed ? NULL : fgets(str, num, p->file);
+	char *r = p->ini.failed ? NULL : fgets(str, num, p->ini.file);
 	if (!r)
 		return NULL;
-	p->line++;
+	p->ini.line++;
 	size_t n = strlen(r);
 	if (n && r[n - 1] != '\n') {
-		int c = getc(p->file);
+		int c = getc(p->ini.file);
 		if (c != EOF && c != '\n') {
-			snprintf(p->error, p->error_size,
+			snprintf(p->ini.error, p->ini.error_size,
 				 "%s:%u: line longer than %d characters (use [stream NAME] "
 				 "sections)",
-				 p->path, p->line, num - 1);
-			p->failed = true;
+				 p->ini.path, p->ini.line, num - 1);
+			p->ini.failed = true;
 			return NULL;
 		}
 	}
 	const char *l = r + strspn(r, " \t");
-	if (!p->failed && !strncmp(l, "[stream ", 8)) {
+	if (!p->ini.failed && !strncmp(l, "[stream ", 8)) {
 		char name[128];
 		size_t len = strcspn(l + 8, "]");
 		if (l[8 + len] == ']' && len < sizeof(name)) {
 			snprintf(name, sizeof(name), "%.*s", (int)len, l + 8);
 			if (find_stream(p->b, name))
-				fail(p, "stream", name, "defined twice (or also in streams =)");
+				fbd_ini_fail(&p->ini, "stream", name,
+					     "defined twice (or also in streams =)");
 			else
 				add_stream(p, "stream", name, name);
 		}
@@ -439,19 +390,19 @@ static char *read_line(char *str, int num, void *stream)
 
 static int parse_file(struct parser *p)
 {
-	p->file = fopen(p->path, "r");
-	if (!p->file) {
-		snprintf(p->error, p->error_size, "%s: %s", p->path, strerror(errno));
+	p->ini.file = fopen(p->ini.path, "r");
+	if (!p->ini.file) {
+		snprintf(p->ini.error, p->ini.error_size, "%s: %s", p->ini.path, strerror(errno));
 		return -1;
 	}
 	int r = ini_parse_stream(read_line, p, handler, p);
-	fclose(p->file);
-	if (p->failed)
+	fclose(p->ini.file);
+	if (p->ini.failed)
 		return -1;
 	if (r != 0) {
-		snprintf(p->error, p->error_size,
+		snprintf(p->ini.error, p->ini.error_size,
 			 "%s:%d: syntax error (expected [section], key = value or a comment)",
-			 p->path, r);
+			 p->ini.path, r);
 		return -1;
 	}
 	return 0;
@@ -469,13 +420,13 @@ static int read_credentials(struct parser *p)
 	size_t size = 0;
 	ssize_t n;
 
-	p->file = fopen(p->path, "r");
-	if (!p->file) {
-		snprintf(p->error, p->error_size, "%s: %s", p->path, strerror(errno));
+	p->ini.file = fopen(p->ini.path, "r");
+	if (!p->ini.file) {
+		snprintf(p->ini.error, p->ini.error_size, "%s: %s", p->ini.path, strerror(errno));
 		return -1;
 	}
-	while (!p->failed && (n = getline(&line, &size, p->file)) >= 0) {
-		p->line++;
+	while (!p->ini.failed && (n = getline(&line, &size, p->ini.file)) >= 0) {
+		p->ini.line++;
 		while (n > 0 && strchr("\r\n \t", line[n - 1]))
 			line[--n] = 0;
 		char *key = line + strspn(line, " \t");
@@ -483,10 +434,10 @@ static int read_credentials(struct parser *p)
 			continue;
 		char *eq = strchr(key, '=');
 		if (key[0] == '[' || !eq) {
-			snprintf(p->error, p->error_size,
-				 "%s:%u: expected username = or password = (or a comment)", p->path,
-				 p->line);
-			p->failed = true;
+			snprintf(p->ini.error, p->ini.error_size,
+				 "%s:%u: expected username = or password = (or a comment)",
+				 p->ini.path, p->ini.line);
+			p->ini.failed = true;
 			break;
 		}
 		char *value = eq + 1 + strspn(eq + 1, " \t");
@@ -497,21 +448,23 @@ static int read_credentials(struct parser *p)
 			       : !strcmp(key, "password") ? &c->password
 							  : NULL;
 		if (!field)
-			fail(p, "", key, "unknown key (expected username or password)");
+			fbd_ini_fail(&p->ini, NULL, key,
+				     "unknown key (expected username or password)");
 		else if (*field)
-			fail(p, "", key, "given twice");
-		else if (!set_string(field, value))
-			fail(p, "", key, "%s", strerror(ENOMEM));
+			fbd_ini_fail(&p->ini, NULL, key, "given twice");
+		else if (!fbd_ini_set_string(field, value))
+			fbd_ini_fail(&p->ini, NULL, key, "%s", strerror(ENOMEM));
 	}
 	free(line);
-	fclose(p->file);
-	return p->failed ? -1 : 0;
+	fclose(p->ini.file);
+	return p->ini.failed ? -1 : 0;
 }
 
 static int load_config(struct bridge *b, char *error, size_t size)
 {
 	struct config *c = &b->cfg;
-	struct parser p = {.b = b, .path = b->config_path, .error = error, .error_size = size};
+	struct parser p = {.b = b,
+			   .ini = {.path = b->config_path, .error = error, .error_size = size}};
 	char host[HOST_NAME_MAX + 1] = "localhost";
 
 	c->qos = 0;
@@ -544,7 +497,8 @@ static int load_config(struct bridge *b, char *error, size_t size)
 	}
 	if (c->credentials_file) {
 		struct parser cp = {
-		    .b = b, .path = c->credentials_file, .error = error, .error_size = size};
+		    .b = b,
+		    .ini = {.path = c->credentials_file, .error = error, .error_size = size}};
 		struct stat st;
 		if (read_credentials(&cp) < 0)
 			return -1;
