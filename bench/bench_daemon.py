@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: MIT
-"""A framebusd of a benchmark's own, for the Python benchmarks."""
+"""What the Python benchmarks share: a framebusd of a benchmark's own, a free
+port, a process's CPU time."""
 import contextlib
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -31,3 +33,17 @@ def framebusd(name, streams=""):
         finally:
             daemon.terminate()
             daemon.wait()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    """The CPU time (user + system) process pid has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -15,7 +15,6 @@ metrics-bench streams=N subscriptions=M scrape_p50_ms=X scrape_max_ms=Y bytes=B
 """
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,18 +24,7 @@ import time
 import urllib.request
 
 import framebus
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench_daemon import cpu_seconds, free_port
 
 
 def one_round(args, metrics):

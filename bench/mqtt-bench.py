@@ -26,19 +26,7 @@ import threading
 import time
 
 import framebus
-from bench_daemon import framebusd
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+from bench_daemon import cpu_seconds, framebusd, free_port
 
 
 def main():
