@@ -386,19 +386,9 @@ static gboolean fbgst_sink_start(GstBaseSink *base)
 {
 	GstFramebusSink *s = (GstFramebusSink *)base;
 
-	if (!s->stream || !*s->stream) {
-		GST_ELEMENT_ERROR(s, RESOURCE, SETTINGS,
-				  ("No stream given: set the 'stream' property"), (NULL));
+	if (!fbgst_connect(GST_ELEMENT(s), s->socket, s->stream, "framebussink", TRUE,
+			   &s->connected))
 		return FALSE;
-	}
-	int r = fb_client_connect(s->socket, "framebussink", &s->connected);
-	if (r < 0) {
-		GST_ELEMENT_ERROR(s, RESOURCE, OPEN_WRITE,
-				  ("Cannot connect to framebusd at %s: %s",
-				   s->socket ? s->socket : "the default socket", fb_strerror(r)),
-				  (NULL));
-		return FALSE;
-	}
 	s->dropped = 0;
 	s->copied = 0;
 	s->said_too_big = FALSE;

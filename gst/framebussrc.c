@@ -250,19 +250,8 @@ static gboolean fbgst_src_start(GstBaseSrc *base)
 	fb_subscriber *sub;
 	int r;
 
-	if (!s->stream || !*s->stream) {
-		GST_ELEMENT_ERROR(s, RESOURCE, SETTINGS,
-				  ("No stream given: set the 'stream' property"), (NULL));
+	if (!fbgst_connect(GST_ELEMENT(s), s->socket, s->stream, "framebussrc", FALSE, &client))
 		return FALSE;
-	}
-	r = fb_client_connect(s->socket, "framebussrc", &client);
-	if (r < 0) {
-		GST_ELEMENT_ERROR(s, RESOURCE, OPEN_READ,
-				  ("Cannot connect to framebusd at %s: %s",
-				   s->socket ? s->socket : "the default socket", fb_strerror(r)),
-				  (NULL));
-		return FALSE;
-	}
 	r = fb_client_subscribe(client, s->stream, s->mode, s->max_holds, &sub);
 	if (r < 0) {
 		GST_ELEMENT_ERROR(

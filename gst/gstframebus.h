@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* The GStreamer plugin's shared parts (plugin.c): pixel formats both ways
- * and the custom meta that carries a frame's identity through a pipeline.
+/* The GStreamer plugin's shared parts (plugin.c): pixel formats both ways,
+ * the custom meta that carries a frame's identity through a pipeline, and
+ * connecting to framebusd.
  * docs/gstreamer.md says what the elements do. */
 #ifndef FBGST_H
 #define FBGST_H
@@ -39,6 +40,13 @@ uint32_t fbgst_ring_format(GstVideoFormat format);
 void fbgst_meta_add(GstBuffer *buf, const char *stream, const struct fb_frame *frame);
 /* buf's meta structure, or NULL. */
 const GstStructure *fbgst_meta_get(GstBuffer *buf);
+
+/* Connect element, whose stream property is stream, to framebusd at socket
+ * (NULL: the default) as a client called name.  FALSE, with an element
+ * error posted, when no stream is set or framebusd cannot be reached (an
+ * OPEN_WRITE error for a sink, write, OPEN_READ for a source). */
+gboolean fbgst_connect(GstElement *element, const char *socket, const char *stream,
+		       const char *name, gboolean write, fb_client **ret_client);
 
 GType fbgst_src_get_type(void);
 GType fbgst_sink_get_type(void);

@@ -61,6 +61,28 @@ const GstStructure *fbgst_meta_get(GstBuffer *buf)
 	return meta ? gst_custom_meta_get_structure(meta) : NULL;
 }
 
+gboolean fbgst_connect(GstElement *element, const char *socket, const char *stream,
+		       const char *name, gboolean write, fb_client **ret_client)
+{
+	if (!stream || !*stream) {
+		GST_ELEMENT_ERROR(element, RESOURCE, SETTINGS,
+				  ("No stream given: set the 'stream' property"), (NULL));
+		return FALSE;
+	}
+	int r = fb_client_connect(socket, name, ret_client);
+	if (r >= 0)
+		return TRUE;
+	/* (GST_ELEMENT_ERROR takes its error code as a name.) */
+	gchar *why = g_strdup_printf("Cannot connect to framebusd at %s: %s",
+				     socket ? socket : "the default socket", fb_strerror(r));
+	if (write)
+		GST_ELEMENT_ERROR(element, RESOURCE, OPEN_WRITE, ("%s", why), (NULL));
+	else
+		GST_ELEMENT_ERROR(element, RESOURCE, OPEN_READ, ("%s", why), (NULL));
+	g_free(why);
+	return FALSE;
+}
+
 static gboolean plugin_init(GstPlugin *plugin)
 {
 	static const gchar *tags[] = {NULL};
