@@ -32,6 +32,7 @@ import time
 import numpy as np
 
 stop = False
+children = []
 BITS = 1 << np.arange(16)
 
 
@@ -49,16 +50,26 @@ def frame_index(a):
 
 
 class Log:
-    def __init__(self):
+    """The records, written out every quarter of a second, so a consumer that
+    must be killed at the end still leaves them."""
+
+    def __init__(self, path):
+        self.file = open(path, "wb")
         self.rows = []
         self.sink = 0.0
+        self.flushed = time.monotonic()
 
     def frame(self, a, t, capture=0):
         self.sink += float(a[::4, ::4].mean())  # the analytics' touch of every frame
         self.rows.append((frame_index(a), t, capture))
+        if time.monotonic() - self.flushed > 0.25:
+            self.flush()
 
-    def write(self, path):
-        np.array(self.rows, dtype="<i8").reshape(-1, 3).tofile(path)
+    def flush(self):
+        self.file.write(np.array(self.rows, dtype="<i8").reshape(-1, 3).tobytes())
+        self.file.flush()
+        self.rows.clear()
+        self.flushed = time.monotonic()
 
 
 def run_cv2(args, log):
@@ -73,7 +84,6 @@ def run_cv2(args, log):
         if not ok:
             sys.exit("e2e consumer cv2: read() failed")
         log.frame(a, t)
-    cap.release()
 
 
 def run_ffmpeg(args, log):
@@ -84,21 +94,15 @@ def run_ffmpeg(args, log):
     a = np.empty((h, w, 3), np.uint8)
     view = memoryview(a).cast("B")
     size = len(view)
-    try:
-        while not stop:
-            got = 0
-            while got < size:
-                n = ff.stdout.readinto(view[got:])
-                if not n:
-                    sys.exit(f"e2e consumer ffmpeg: ffmpeg ended (status {ff.poll()})")
-                got += n
-            log.frame(a, time.monotonic_ns())
-    finally:
-        # ffmpeg blocked writing the pipe does not act on SIGTERM: close our
-        # end and kill it.
-        ff.stdout.close()
-        ff.kill()
-        ff.wait()
+    children.append(ff)
+    while not stop:
+        got = 0
+        while got < size:
+            n = ff.stdout.readinto(view[got:])
+            if not n:
+                sys.exit(f"e2e consumer ffmpeg: ffmpeg ended (status {ff.poll()})")
+            got += n
+        log.frame(a, time.monotonic_ns())
 
 
 def run_gstreamer(args, log):
@@ -114,30 +118,27 @@ def run_gstreamer(args, log):
     if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
         sys.exit(f"e2e consumer gstreamer: cannot play {args.url}")
     bus = pipeline.get_bus()
-    try:
-        while not stop:
-            sample = sink.try_pull_sample(100 * Gst.MSECOND)
-            if sample is None:
-                msg = bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.EOS)
-                if msg is not None:
-                    sys.exit(f"e2e consumer gstreamer: {msg.type.first_value_nick}"
-                             f"{': ' + msg.parse_error()[0].message if msg.type == Gst.MessageType.ERROR else ''}")
-                continue
-            s = sample.get_caps().get_structure(0)
-            w, h = s.get_value("width"), s.get_value("height")
-            buf = sample.get_buffer()
-            ok, info = buf.map(Gst.MapFlags.READ)
-            if not ok:
-                sys.exit("e2e consumer gstreamer: cannot map a buffer")
-            try:
-                stride = len(info.data) // h
-                a = np.ndarray((h, w, 3), np.uint8, info.data, strides=(stride, 3, 1))
-                log.frame(a, time.monotonic_ns())
-                del a
-            finally:
-                buf.unmap(info)
-    finally:
-        pipeline.set_state(Gst.State.NULL)
+    while not stop:
+        sample = sink.try_pull_sample(100 * Gst.MSECOND)
+        if sample is None:
+            msg = bus.pop_filtered(Gst.MessageType.ERROR | Gst.MessageType.EOS)
+            if msg is not None:
+                sys.exit(f"e2e consumer gstreamer: {msg.type.first_value_nick}"
+                         f"{': ' + msg.parse_error()[0].message if msg.type == Gst.MessageType.ERROR else ''}")
+            continue
+        s = sample.get_caps().get_structure(0)
+        w, h = s.get_value("width"), s.get_value("height")
+        buf = sample.get_buffer()
+        ok, info = buf.map(Gst.MapFlags.READ)
+        if not ok:
+            sys.exit("e2e consumer gstreamer: cannot map a buffer")
+        try:
+            stride = len(info.data) // h
+            a = np.ndarray((h, w, 3), np.uint8, info.data, strides=(stride, 3, 1))
+            log.frame(a, time.monotonic_ns())
+            del a
+        finally:
+            buf.unmap(info)
 
 
 def run_framebus(args, log):
@@ -173,12 +174,23 @@ def main():
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, on_term)
-    log = Log()
+    # Restart the system calls it interrupts: FFmpeg inside OpenCV does not
+    # always recover from an EINTR in the middle of a read.
+    signal.siginterrupt(signal.SIGTERM, False)
+    log = Log(args.out)
     try:
         {"cv2": run_cv2, "ffmpeg": run_ffmpeg, "gstreamer": run_gstreamer,
          "framebus": run_framebus}[args.transport](args, log)
     finally:
-        log.write(args.out)
+        log.flush()
+        # ffmpeg blocked writing the pipe does not act on SIGTERM
+        for child in children:
+            child.kill()
+            child.wait()
+    # No orderly teardown (RTSP TEARDOWN, pipeline to NULL): one that waits on
+    # the camera could hang the run; the records are written.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

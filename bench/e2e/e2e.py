@@ -149,6 +149,7 @@ class Run:
                 for c in range(self.n):
                     f.write(f"[stream cam{c}]\nurl = {self.url(c)}\noption.rtsp_transport = tcp\n"
                             f"width = {self.w}\nheight = {self.h}\nformat = bgr24\n")
+                    f.writelines(f"{o}\n" for o in args.framebus_option)
             daemon = self.spawn([os.path.join(self.b.build, "daemon", "framebusd"),
                                  "--config", conf], "framebusd")
             deadline = time.monotonic() + 10
@@ -195,11 +196,18 @@ class Run:
         self.check_alive(watched)
         for p in consumers:
             p.send_signal(signal.SIGTERM)
+        self.killed = 0
         for p in consumers:
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                raise Failed(f"{self.name()}: {p.what} did not stop on SIGTERM")
+                # Its records up to a quarter of a second ago are on file.
+                print(f"e2e: {self.name()}: {p.what} did not stop on SIGTERM, killed",
+                      file=sys.stderr)
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                self.killed += 1
+                continue
             if p.returncode != 0:
                 raise Failed(f"{self.name()}: {p.what} failed (status {p.returncode}): "
                              f"{self.stderr(p)}")
@@ -264,7 +272,8 @@ class Run:
                     except ProcessLookupError:
                         pass
                 p.wait()
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if not os.environ.get("E2E_KEEP"):
+                shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Bench:
@@ -325,10 +334,12 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=10, help="measured window of each run")
-    ap.add_argument("--warmup", type=float, default=5, help="seconds before the window")
+    ap.add_argument("--warmup", type=float, default=8, help="seconds before the window")
     ap.add_argument("--cases", default=",".join(CASES),
                     help="RES:NxK,... (RES 720p or 1080p, N cameras, K consumers each)")
     ap.add_argument("--transports", default=",".join(TRANSPORTS))
+    ap.add_argument("--framebus-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more key of framebusd's camera sections (e.g. decoder_threads=1)")
     ap.add_argument("--port", type=int, default=18600, help="first RTSP port to use")
     ap.add_argument("--results", help="write every figure as JSON here")
     ap.add_argument("--plots", help="draw PNG plots (CPU and latency against K) here")
@@ -365,7 +376,8 @@ def main():
     except Failed as e:
         sys.exit(f"e2e-bench: {e}")
     finally:
-        shutil.rmtree(bench.tmp, ignore_errors=True)
+        if not os.environ.get("E2E_KEEP"):
+            shutil.rmtree(bench.tmp, ignore_errors=True)
     with open("/proc/loadavg") as f:
         load_end = f.read().split()[:3]
     res = {c: {t: summarize(runs[(c, t)]) for t in args.transports} for c in args.cases}
