@@ -115,6 +115,7 @@ def run_gstreamer(args, log):
         f"uridecodebin uri={args.url} ! videoconvert ! video/x-raw,format=BGR ! "
         "appsink name=sink sync=false max-buffers=4 drop=false enable-last-sample=false")
     sink = pipeline.get_by_name("sink")
+    children.append(pipeline)  # never disposed while playing: the process just ends
     if pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
         sys.exit(f"e2e consumer gstreamer: cannot play {args.url}")
     bus = pipeline.get_bus()
@@ -185,8 +186,9 @@ def main():
         log.flush()
         # ffmpeg blocked writing the pipe does not act on SIGTERM
         for child in children:
-            child.kill()
-            child.wait()
+            if isinstance(child, subprocess.Popen):
+                child.kill()
+                child.wait()
     # No orderly teardown (RTSP TEARDOWN, pipeline to NULL): one that waits on
     # the camera could hang the run; the records are written.
     sys.stdout.flush()

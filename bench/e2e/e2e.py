@@ -225,6 +225,9 @@ class Run:
 
     def analyze(self, consumers, sent, t0, t1, cpu_consumers, cpu_daemon, cpu_camera, rss, pss):
         lat, trace_lat, delivered, lost, unreadable = [], [], 0, 0, 0
+        gap_consumer = max(float(np.diff(s[(s[:, 1] >= t0) & (s[:, 1] <= t1), 1]).max())
+                           for s in sent) / 1e6
+        gap_camera, gap_consumer = gap_consumer, 0.0
         for p in consumers:
             rec = np.fromfile(os.path.join(self.dir, f"cam{p.cam}-{p.what.rsplit('-', 1)[1]}.bin"),
                               "<i8").reshape(-1, 3)
@@ -233,6 +236,8 @@ class Run:
             send = dict(zip(s[:, 0].tolist(), s[:, 1].tolist()))
             good = rec[rec[:, 0] >= 0]
             got = (good[:, 1] >= t0) & (good[:, 1] <= t1)
+            if got.sum() > 1:
+                gap_consumer = max(gap_consumer, float(np.diff(good[got, 1]).max()) / 1e6)
             delivered += int(got.sum())
             unreadable += int(((rec[:, 0] < 0) & (rec[:, 1] >= t0) & (rec[:, 1] <= t1)).sum())
             if not got.any():
@@ -258,7 +263,8 @@ class Run:
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
             "trace_p50_ms": float(np.percentile(trace_lat, 50)) / 1e6 if trace_lat else None,
             "trace_p99_ms": float(np.percentile(trace_lat, 99)) / 1e6 if trace_lat else None,
-            "lost": lost, "unreadable": unreadable,
+            "lost": lost, "unreadable": unreadable, "killed": self.killed,
+            "camera_gap_ms": gap_camera, "consumer_gap_ms": gap_consumer,
         }
 
     def run(self):
@@ -372,7 +378,10 @@ def main():
                     print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
                           f"CPU {r['cpu_ms_per_frame']:6.2f} ms/frame ({r['cpu_cores']:.2f} "
                           f"cores)  p50 {r['p50_ms']:7.1f} p99 {r['p99_ms']:7.1f} ms  "
-                          f"{r['fps_per_consumer']:5.1f} fps  lost {r['lost']}", flush=True)
+                          f"{r['fps_per_consumer']:5.1f} fps  lost {r['lost']}  longest gap "
+                          f"camera {r['camera_gap_ms']:.0f} consumer {r['consumer_gap_ms']:.0f} ms"
+                          + (f"  ({r['killed']} consumers killed at the end)" if r["killed"]
+                             else ""), flush=True)
     except Failed as e:
         sys.exit(f"e2e-bench: {e}")
     finally:
