@@ -320,17 +320,19 @@ def summarize(runs):
 
 
 def print_case(case, res, transports):
-    print(f"\n{case}  (N cameras x K consumers; medians of {len(res[transports[0]]['runs'])} "
-          "runs)")
+    print(f"\n{case}  (N cameras x K consumers; medians of the runs that did not fail)")
     print(f"  {'transport':10s} {'CPU ms/frame':>12s} {'cores':>6s} {'fbd':>5s} {'camera':>6s} "
           f"{'fps/cons':>8s} {'RSS MiB':>8s} {'PSS MiB':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
           f"{'lost':>5s}")
     for t in transports:
+        if t not in res:
+            print(f"  {t:10s} every run failed")
+            continue
         r = res[t]
         print(f"  {t:10s} {r['cpu_ms_per_frame']:12.2f} {r['cpu_cores']:6.2f} "
               f"{r['daemon_cores']:5.2f} {r['camera_cores']:6.2f} {r['fps_per_consumer']:8.1f} "
               f"{r['rss_mib']:8.0f} {r['pss_mib']:8.0f} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} "
-              f"{r['lost']:5d}" + (f"   (trace capture->array p50 {r['trace_p50_ms']:.1f} "
+              f"{r['lost']:5d} {len(r['runs'])} runs" + (f"   (trace capture->array p50 {r['trace_p50_ms']:.1f} "
                                    f"p99 {r['trace_p99_ms']:.1f} ms)"
                                    if r["trace_p50_ms"] is not None else ""))
 
@@ -365,15 +367,22 @@ def main():
         load = f.read().split()[:3]
     print(f"e2e: {os.cpu_count()} CPUs, load average {' '.join(load)} at the start")
     bench = Bench(args)
-    runs, port = {}, args.port
+    runs, port, failures = {}, args.port, []
     try:
         for rep in range(args.runs):
             for ci, (res, n, k) in enumerate(cases):
                 order = args.transports[(rep + ci) % len(args.transports):] + \
                     args.transports[:(rep + ci) % len(args.transports)]
                 for t in order:
-                    r = Run(bench, t, res, n, k, port).run()
                     port = args.port + (port + 1 - args.port) % 200
+                    try:
+                        r = Run(bench, t, res, n, k, port).run()
+                    except Failed as e:
+                        # The other cases go on; the run fails at the end.
+                        print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
+                              f"FAILED: {e}", flush=True)
+                        failures.append(str(e))
+                        continue
                     runs.setdefault((args.cases[ci], t), []).append(r)
                     print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
                           f"CPU {r['cpu_ms_per_frame']:6.2f} ms/frame ({r['cpu_cores']:.2f} "
@@ -382,14 +391,13 @@ def main():
                           f"camera {r['camera_gap_ms']:.0f} consumer {r['consumer_gap_ms']:.0f} ms"
                           + (f"  ({r['killed']} consumers killed at the end)" if r["killed"]
                              else ""), flush=True)
-    except Failed as e:
-        sys.exit(f"e2e-bench: {e}")
     finally:
         if not os.environ.get("E2E_KEEP"):
             shutil.rmtree(bench.tmp, ignore_errors=True)
     with open("/proc/loadavg") as f:
         load_end = f.read().split()[:3]
-    res = {c: {t: summarize(runs[(c, t)]) for t in args.transports} for c in args.cases}
+    res = {c: {t: summarize(runs[(c, t)]) for t in args.transports if (c, t) in runs}
+           for c in args.cases}
     for c in args.cases:
         print_case(c, res[c], args.transports)
     print(f"\n(CPU: consumers with their children and framebusd, per frame delivered to a "
@@ -405,6 +413,9 @@ def main():
     if args.plots:
         plot(args, res)
     summary(args, res)
+    if failures:
+        sys.exit(f"e2e-bench: {len(failures)} runs failed (medians above are of the runs that "
+                 "did not):\n  " + "\n  ".join(failures))
 
 
 def summary(args, res):
@@ -413,17 +424,17 @@ def summary(args, res):
         return
     fields, lost = [], 0
     for c in args.cases:
-        lost += res[c]["framebus"]["lost"]
+        lost += res[c]["framebus"]["lost"] if "framebus" in res[c] else 0
 
     def ratios(k, what, peer_pick):
         out = {}
         for r in ("720p", "1080p"):
             c = f"{r}:1x{k}"
-            if c in res:
+            if c in res and "framebus" in res[c]:
                 out[r] = res[c]["framebus"][what] / peer_pick(res[c], what)
         return out
 
-    best = lambda rc, what: min(rc[p][what] for p in peers)  # noqa: E731
+    best = lambda rc, what: min(rc[p][what] for p in peers if p in rc)  # noqa: E731
     for label, k, what, pick in (("cpu_ratio_k4", 4, "cpu_ms_per_frame", best),
                                  ("cpu_ratio_k1_cv2", 1, "cpu_ms_per_frame",
                                   lambda rc, what: rc["cv2"][what] if "cv2" in rc else None),
@@ -431,14 +442,16 @@ def summary(args, res):
                                  ("latency_p99_ratio_k1", 1, "p99_ms", best)):
         try:
             r = ratios(k, what, pick)
-        except TypeError:
+        except (TypeError, ValueError, KeyError):
             continue
         if r:
             fields.append(f"{label}={max(r.values()):.3f}")
             fields += [f"{label}_{res_}={v:.3f}" for res_, v in r.items()]
     # latency against the best peer at every case
-    worst = max(res[c]["framebus"]["p99_ms"] / best(res[c], "p99_ms") for c in args.cases)
-    fields.append(f"latency_p99_ratio_worst={worst:.3f}")
+    worst = [res[c]["framebus"]["p99_ms"] / best(res[c], "p99_ms") for c in args.cases
+             if "framebus" in res[c] and any(p in res[c] for p in peers)]
+    if worst:
+        fields.append(f"latency_p99_ratio_worst={max(worst):.3f}")
     print("e2e-bench " + " ".join(fields) + f" lost={lost}")
 
 
@@ -456,6 +469,8 @@ def plot(args, res):
             if not ks:
                 continue
             for t in args.transports:
+                if not all(t in res[f"{r}:1x{k}"] for k in ks):
+                    continue  # a transport with a case whose every run failed
                 ys = [res[f"{r}:1x{k}"][t][what] for k in ks]
                 ax.plot(ks, ys, marker="o", label=t)
                 if what == "p99_ms":
@@ -465,8 +480,7 @@ def plot(args, res):
             ax.set_xticks(ks)
             ax.set_xlabel("K consumers of one camera")
             ax.set_ylabel(ylabel + (" (dotted: p50)" if what == "p99_ms" else ""))
-            ax.set_title(f"one {r}30 RTSP camera, {len(res[f'{r}:1x{ks[0]}'][t]['runs'])} "
-                         "runs, medians", fontsize=9)
+            ax.set_title(f"one {r}30 RTSP camera, {args.runs} runs, medians", fontsize=9)
             if what == "p99_ms":
                 ax.set_yscale("log")
             ax.legend(fontsize=8)
