@@ -42,6 +42,7 @@ class Camera:
         self.lock = threading.Lock()
         self.appsrc = None
         self.caps = None
+        self.started = threading.Event()  # the first frame, and so the caps, came
         self.feeder = Gst.parse_launch(
             f"filesrc location={clip} ! qtdemux ! h264parse ! "
             "appsink name=out sync=true emit-signals=true max-buffers=2 drop=false")
@@ -52,7 +53,9 @@ class Camera:
         buf = sample.get_buffer()
         index = round(buf.pts * FPS / Gst.SECOND)
         with self.lock:
-            self.caps = sample.get_caps()
+            if self.caps is None:
+                self.caps = sample.get_caps()
+                self.started.set()
             appsrc = self.appsrc
             if appsrc is not None:
                 out = buf.copy()  # shares the memory; new timestamps for the media
@@ -105,6 +108,11 @@ def main():
     for cam in cameras:
         if cam.feeder.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             sys.exit(f"e2e camera: cannot play {args.clip}")
+    for cam in cameras:
+        # A media configured before the caps are known could never negotiate:
+        # no client is let in before.
+        if not cam.started.wait(10):
+            sys.exit(f"e2e camera: no frame from {args.clip}")
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, loop.quit)

@@ -27,6 +27,8 @@ interleaved with the transport order rotated; medians reported.
 Last line:
 e2e-bench cpu_ratio_k4=FB/BEST_PEER cpu_ratio_k1_cv2=FB/CV2 latency_p99_ratio_k4=FB/BEST
 ... lost=FRAMES_LOST_BY_FRAMEBUS (the worse of 720p and 1080p for each ratio)
+A run that fails is printed and left out; the benchmark then exits 1.
+E2E_KEEP=1 keeps every run's directory (logs, records) under /tmp.
 """
 import argparse
 import json
