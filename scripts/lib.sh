@@ -36,12 +36,15 @@ FRAMEBUS_PACKAGES=(
     libmosquitto-dev mosquitto mosquitto-clients openssl
 )
 
-# What scripts/bench compare runs framebus against (bench/compare/).
+# What scripts/bench compare and e2e run framebus against (bench/compare/, bench/e2e/).
 FRAMEBUS_BENCH_PACKAGES=(
     libzmq3-dev python3-zmq
     gstreamer1.0-plugins-bad python3-gst-1.0
     gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
     iceoryx libiceoryx-binding-c-dev cmake python3-matplotlib
+    # scripts/bench e2e: GStreamer's FFmpeg decoders (avdec_h264) for its
+    # uridecodebin consumers
+    gstreamer1.0-libav
 )
 
 # Install whatever of FRAMEBUS_PACKAGES (and of the lists named as arguments)
