@@ -695,6 +695,15 @@ static bool str_eq(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
+bool fbd_stream_config_live(const struct fbd_stream_config *cfg)
+{
+	if (!cfg->url)
+		return false; /* derived */
+	if (cfg->input_format)
+		return strcmp(cfg->input_format, "lavfi") != 0;
+	return strstr(cfg->url, "://") && strncmp(cfg->url, "file://", 7) != 0;
+}
+
 bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b)
 {
 	if (strcmp(a->name, b->name) || !str_eq(a->url, b->url) || !str_eq(a->from, b->from) ||

@@ -139,6 +139,11 @@ void fbd_config_free(struct fbd_config *config);
 void fbd_stream_config_defaults(struct fbd_stream_config *s);
 bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd_stream_config *b);
 
+/* Whether the stream's input is live (a camera, a network stream, a
+ * device), not a file or a test pattern: it is not paced, it is opened again
+ * when it ends, and it is decoded without frame threads (source.c). */
+bool fbd_stream_config_live(const struct fbd_stream_config *cfg);
+
 /* Deep copy of one stream section (NULL on allocation failure). */
 struct fbd_stream_config *fbd_stream_config_dup(const struct fbd_stream_config *c);
 void fbd_stream_config_free(struct fbd_stream_config *c);

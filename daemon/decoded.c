@@ -270,19 +270,11 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	return 0;
 }
 
-static bool is_live(const struct fbd_stream_config *cfg)
-{
-	if (!cfg->url)
-		return false; /* derived */
-	if (cfg->input_format)
-		return strcmp(cfg->input_format, "lavfi") != 0;
-	return strstr(cfg->url, "://") && strncmp(cfg->url, "file://", 7) != 0;
-}
-
 /* Whether an input that ends is opened again (on_end). */
 static bool retries_at_end(const struct fbd_stream_config *cfg)
 {
-	return cfg->on_end == FBD_ON_END_RETRY || (cfg->on_end == FBD_ON_END_AUTO && is_live(cfg));
+	return cfg->on_end == FBD_ON_END_RETRY ||
+	       (cfg->on_end == FBD_ON_END_AUTO && fbd_stream_config_live(cfg));
 }
 
 /* Open the source and deliver its pictures until it ends (0) or fails
@@ -295,7 +287,7 @@ static int run_source(struct decoded *s, char *why, size_t size)
 	int r;
 
 	s->paced = s->config->pacing == FBD_PACING_NATIVE ||
-		   (s->config->pacing == FBD_PACING_AUTO && !is_live(s->config));
+		   (s->config->pacing == FBD_PACING_AUTO && !fbd_stream_config_live(s->config));
 	s->frames = 0;
 	s->discontinuity = true;
 	r = fbd_source_open(s->config, &s->stop, &s->alive_ns, &src, why, size);

@@ -164,13 +164,20 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 		return r;
 	}
 	s->dec->thread_count = (int)s->cfg->decoder_threads;
+	/* Frame threads hold each picture back a frame per thread: for a
+	 * camera that is latency (about 68 ms at 30 fps on this 2-core host,
+	 * scripts/bench e2e), so FFmpeg's choice there is slice threads. */
+	bool slices = !s->cfg->decoder_threads && fbd_stream_config_live(s->cfg);
+	if (slices)
+		s->dec->thread_type = FF_THREAD_SLICE;
 	r = avcodec_open2(s->dec, codec, NULL);
 	if (r < 0) {
 		describe(why, size, "cannot open the decoder", r);
 		return r;
 	}
-	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d)", s->cfg->name,
-		      s->cfg->url, codec->name, s->dec->width, s->dec->height);
+	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d%s)",
+		      s->cfg->name, s->cfg->url, codec->name, s->dec->width, s->dec->height,
+		      slices ? ", slice threads" : "");
 	return 0;
 }
 

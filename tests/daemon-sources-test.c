@@ -112,6 +112,8 @@ Test(daemon, h264_file_decodes_then_ends)
 	struct fb_stream_info info = wait_state(c, "file", FB_STREAM_ENDED, 5);
 	cr_assert_eq(info.published, 50, "published %llu of 50",
 		     (unsigned long long)info.published);
+	/* A file is decoded with FFmpeg's own threading, frame threads too. */
+	cr_assert(strstr(read_file(d.log), "(h264 192x108)"), "%s", read_file(d.log));
 	fb_subscriber_free(sub);
 	fb_client_free(c);
 	stop(&d);
@@ -163,6 +165,12 @@ Test(daemon, http_udp_and_rtsp_sources)
 	fb_subscriber_release(sub, f);
 	fb_subscriber_free(sub);
 	fb_client_free(c);
+	/* A camera is decoded without frame threads, which would hold each
+	 * picture back a frame per thread. */
+	char opened[128];
+	snprintf(opened, sizeof(opened),
+		 "opened http://127.0.0.1:%d/live.ts (mpeg2video 96x64, slice threads)", port);
+	cr_assert(strstr(read_file(d.log), opened), "no '%s' in:\n%s", opened, read_file(d.log));
 	stop(&d);
 	snprintf(cmd, sizeof(cmd),
 		 "pkill -f '127.0.0.1:%d' ; pkill -f '127.0.0.1:%d'; "
@@ -223,7 +231,8 @@ Test(daemon, a_camera_that_closes_the_connection_comes_back)
 	/* It comes back: the same ring, the same subscription. */
 	snprintf(serve, sizeof(serve), server, port);
 	cr_assert_eq(run(serve), 0);
-	cr_assert_eq(fb_subscriber_acquire(sub, 10000, &f), 0, "no frame after the camera came back");
+	cr_assert_eq(fb_subscriber_acquire(sub, 10000, &f), 0,
+		     "no frame after the camera came back");
 	cr_assert_gt(f->seq, last);
 	cr_assert(f->flags & FB_FRAME_DISCONTINUITY, "the first frame after it is a discontinuity");
 	fb_subscriber_release(sub, f);
