@@ -465,6 +465,33 @@ void fbd_server_sample(struct fbd_daemon *d)
 			}
 }
 
+/* The limits in force, and what c's user uses of the per-user ones. */
+static bool send_limits(struct fbd_client *c, uint32_t seq)
+{
+	const struct fbd_config *cfg = c->d->config;
+	struct usage u = user_usage(c->d, c->peer.uid);
+	struct fb__msg_limits l = {
+	    .max_clients = cfg->max_clients,
+	    .max_subscriptions_per_client = cfg->max_subscriptions_per_client,
+	    .max_streams_per_client = cfg->max_streams_per_client,
+	    .default_max_holds = cfg->default_max_holds,
+	    .max_derived_per_client = cfg->max_derived_per_client,
+	    .max_connections_per_user = cfg->max_connections_per_user,
+	    .max_subscriptions_per_user = cfg->max_subscriptions_per_user,
+	    .max_streams_per_user = cfg->max_streams_per_user,
+	    .max_ring_memory_per_client = cfg->max_ring_memory_per_client,
+	    .max_derived_memory = cfg->max_derived_memory,
+	    .max_memory_per_user = cfg->max_memory_per_user,
+	    .uid = c->peer.uid,
+	    .exempt = fbd_access_trusted(c->peer.uid),
+	    .connections = u.connections,
+	    .subscriptions = u.subscriptions,
+	    .streams = u.streams,
+	    .memory = u.memory,
+	};
+	return fb__msg_send(c->fd, FB__OP_LIMITS_REPLY, seq, &l, sizeof(l), NULL, 0) >= 0;
+}
+
 /* The labels of a subscription's metrics. */
 static void subscription_labels(FILE *out, const struct fbd_client *c, const struct subscription *s)
 {
@@ -796,6 +823,8 @@ static bool handle(struct fbd_client *c, const struct fb__msg *m)
 	case FB__OP_DETAIL:
 		handle_stats(c, m, m->header.opcode == FB__OP_DETAIL);
 		return true;
+	case FB__OP_LIMITS:
+		return send_limits(c, seq);
 	case FB__OP_CREATE_STREAM:
 		handle_create(c, (struct fb__msg *)m);
 		return true;

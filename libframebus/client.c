@@ -191,7 +191,7 @@ static int reply_within(fb_client *c, uint32_t seq, struct fb__msg *msg, uint32_
 			return msg->body.error.error < 0 ? msg->body.error.error : -EPROTO;
 		}
 		uint32_t op = msg->header.opcode;
-		if (op < FB__OP_HELLO_REPLY || op > FB__OP_SUBSCRIPTION || !(want & WANT(op))) {
+		if (op < FB__OP_HELLO_REPLY || op > FB__OP_LIMITS_REPLY || !(want & WANT(op))) {
 			fb__msg_close_fds(msg);
 			return -EPROTO;
 		}
@@ -525,6 +525,43 @@ FB_EXPORT int fb_client_get_stream(fb_client *c, const char *name, struct fb_str
 	if (r < 0)
 		return r;
 	info_from_msg(ret_info, &msg.body.stream_info);
+	return 0;
+}
+
+FB_EXPORT int fb_client_get_limits(fb_client *c, struct fb_limits *ret_limits)
+{
+	struct fb__msg msg;
+	uint32_t seq;
+
+	if (!c || !ret_limits)
+		return -EINVAL;
+	int r = request(c, FB__OP_LIMITS, NULL, 0, &seq);
+	if (r >= 0)
+		r = reply(c, seq, &msg, WANT(FB__OP_LIMITS_REPLY));
+	if (r >= 0 && msg.header.opcode != FB__OP_LIMITS_REPLY)
+		r = -EPROTO;
+	if (r < 0)
+		return r;
+	const struct fb__msg_limits *l = &msg.body.limits;
+	*ret_limits = (struct fb_limits){
+	    .max_clients = l->max_clients,
+	    .max_subscriptions_per_client = l->max_subscriptions_per_client,
+	    .max_streams_per_client = l->max_streams_per_client,
+	    .default_max_holds = l->default_max_holds,
+	    .max_derived_per_client = l->max_derived_per_client,
+	    .max_connections_per_user = l->max_connections_per_user,
+	    .max_subscriptions_per_user = l->max_subscriptions_per_user,
+	    .max_streams_per_user = l->max_streams_per_user,
+	    .max_ring_memory_per_client = l->max_ring_memory_per_client,
+	    .max_derived_memory = l->max_derived_memory,
+	    .max_memory_per_user = l->max_memory_per_user,
+	    .uid = l->uid,
+	    .exempt = l->exempt,
+	    .connections = l->connections,
+	    .subscriptions = l->subscriptions,
+	    .streams = l->streams,
+	    .memory = l->memory,
+	};
 	return 0;
 }
 

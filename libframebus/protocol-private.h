@@ -38,6 +38,9 @@ enum fb__opcode {
 	/* fb__msg_subscribe_derived -> FB__OP_SUBSCRIBED + 4 fds: a stream made
 	 * from another on request, shared by every client asking the same. */
 	FB__OP_SUBSCRIBE_DERIVED = 10,
+	/* no payload -> FB__OP_LIMITS_REPLY: the limits in force and the
+	 * caller's user's use of them */
+	FB__OP_LIMITS = 11,
 
 	/* replies: daemon -> client */
 	FB__OP_HELLO_REPLY = 64,      /* fb__msg_hello */
@@ -49,6 +52,7 @@ enum fb__opcode {
 	FB__OP_CREATED = 70,          /* fb__msg_id: the new stream's id */
 	FB__OP_STREAM_DETAIL = 71,    /* fb__msg_stream_detail */
 	FB__OP_SUBSCRIPTION = 72,     /* fb__msg_subscription */
+	FB__OP_LIMITS_REPLY = 73,     /* fb__msg_limits */
 
 	/* events: daemon -> client, seq 0 */
 	FB__OP_STREAM_EVENT = 128, /* fb__msg_stream_event */
@@ -181,6 +185,28 @@ struct fb__msg_stream_event {
 };
 
 /* A received message: header, payload and descriptors. */
+/* The limits in force (framebusd.conf's [daemon] keys) and what the
+ * asking client's user (uid) uses of the per-user ones. */
+struct fb__msg_limits {
+	uint32_t max_clients;
+	uint32_t max_subscriptions_per_client;
+	uint32_t max_streams_per_client;
+	uint32_t default_max_holds;
+	uint32_t max_derived_per_client;
+	uint32_t max_connections_per_user;
+	uint32_t max_subscriptions_per_user;
+	uint32_t max_streams_per_user;
+	uint64_t max_ring_memory_per_client;
+	uint64_t max_derived_memory;
+	uint64_t max_memory_per_user;
+	uint32_t uid;
+	uint32_t exempt; /* 1: root or the daemon's user, bound by no per-user limit */
+	uint32_t connections, subscriptions, streams;
+	uint32_t reserved0_;
+	uint64_t memory;
+	uint32_t reserved_[8];
+};
+
 struct fb__msg {
 	struct fb__msg_header header;
 	union {
@@ -198,6 +224,7 @@ struct fb__msg {
 		struct fb__msg_registration registration;
 		struct fb__msg_stream_detail stream_detail;
 		struct fb__msg_subscription subscription;
+		struct fb__msg_limits limits;
 		uint8_t raw[FB__MSG_MAX - sizeof(struct fb__msg_header)];
 	} body;
 	int fds[FB__MSG_MAX_FDS];

@@ -39,6 +39,10 @@ int fb__msg_payload_size(uint32_t opcode)
 		return sizeof(struct fb__msg_stream_detail);
 	case FB__OP_SUBSCRIPTION:
 		return sizeof(struct fb__msg_subscription);
+	case FB__OP_LIMITS:
+		return 0;
+	case FB__OP_LIMITS_REPLY:
+		return sizeof(struct fb__msg_limits);
 	case FB__OP_STREAM_EVENT:
 		return sizeof(struct fb__msg_stream_event);
 	case FB__OP_CREATE_STREAM:

@@ -734,3 +734,48 @@ Test(daemon, a_subscriber_holding_a_frame_past_hold_timeout_is_dropped)
 	fb_client_free(c);
 	stop(&d);
 }
+
+/* The limits in force, and a user's use of them, through the library and
+ * in framebusctl status, for root (exempt) and for another user. */
+Test(daemon, status_shows_the_limits_in_force)
+{
+	struct daemon d;
+	char config[1024], cmd[512], out[160];
+
+	snprintf(config, sizeof(config),
+		 "[daemon]\nsocket_mode = 0666\nmax_connections_per_user = 7\n"
+		 "max_memory_per_user = 64M\n%s",
+		 lavfi_config);
+	start(&d, config);
+	cr_assert_eq(chmod(d.dir, 0755), 0);
+	fb_client *c = client(&d);
+	struct fb_limits l;
+	cr_assert_eq(fb_client_get_limits(c, &l), 0);
+	cr_assert_eq(l.uid, 0);
+	cr_assert_eq(l.exempt, 1);
+	cr_assert_eq(l.max_connections_per_user, 7);
+	cr_assert_eq(l.max_memory_per_user, 64u << 20);
+	cr_assert_eq(l.max_clients, 256);
+	cr_assert_geq(l.connections, 1);
+
+	snprintf(out, sizeof(out), "%s/status.txt", d.dir);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "setpriv --reuid 61234 --regid 61234 --clear-groups %s --socket %s status >%s 2>&1",
+	    FRAMEBUSCTL_PATH, d.socket, out);
+	cr_assert_eq(run(cmd), 0, "%s", read_file(out));
+	cr_assert(strstr(read_file(out),
+			 "limits: per user (uid 61234) 1 of 7 connections, 0 of "
+			 "256 subscriptions, 0 of 16 streams, 0 bytes of 64M of rings"),
+		  "%s", read_file(out));
+	snprintf(cmd, sizeof(cmd),
+		 "setpriv --reuid 61234 --regid 61234 --clear-groups %s --socket %s status --json "
+		 ">%s 2>&1",
+		 FRAMEBUSCTL_PATH, d.socket, out);
+	cr_assert_eq(run(cmd), 0, "%s", read_file(out));
+	cr_assert(strstr(read_file(out), "\"uid\": 61234, \"exempt\": false") &&
+		      strstr(read_file(out), "\"max_connections_per_user\": 7"),
+		  "%s", read_file(out));
+	fb_client_free(c);
+	stop(&d);
+}

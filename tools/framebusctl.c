@@ -149,9 +149,29 @@ static const char *mode_name(uint32_t mode)
 	return mode == FB_MODE_QUEUE ? "queue" : "latest";
 }
 
-static void print_json(const struct snapshot *snap)
+/* snap as JSON; with the limits in force, if limits is not NULL. */
+static void print_json(const struct snapshot *snap, const struct fb_limits *limits)
 {
-	printf("{\"streams\": [");
+	printf("{");
+	if (limits)
+		printf("\"limits\": {\"uid\": %u, \"exempt\": %s, \"max_clients\": %u, "
+		       "\"max_subscriptions_per_client\": %u, \"max_streams_per_client\": %u, "
+		       "\"max_ring_memory_per_client\": %llu, \"default_max_holds\": %u, "
+		       "\"max_derived_per_client\": %u, \"max_derived_memory\": %llu, "
+		       "\"max_connections_per_user\": %u, \"max_subscriptions_per_user\": %u, "
+		       "\"max_streams_per_user\": %u, \"max_memory_per_user\": %llu, "
+		       "\"connections\": %u, \"subscriptions\": %u, \"streams\": %u, "
+		       "\"memory\": %llu},\n ",
+		       limits->uid, limits->exempt ? "true" : "false", limits->max_clients,
+		       limits->max_subscriptions_per_client, limits->max_streams_per_client,
+		       (unsigned long long)limits->max_ring_memory_per_client,
+		       limits->default_max_holds, limits->max_derived_per_client,
+		       (unsigned long long)limits->max_derived_memory,
+		       limits->max_connections_per_user, limits->max_subscriptions_per_user,
+		       limits->max_streams_per_user,
+		       (unsigned long long)limits->max_memory_per_user, limits->connections,
+		       limits->subscriptions, limits->streams, (unsigned long long)limits->memory);
+	printf("\"streams\": [");
 	for (size_t i = 0; i < snap->n; i++) {
 		const struct fb_stream_info *s = &snap->streams[i];
 		printf("%s\n  {\"name\": ", i ? "," : "");
@@ -194,6 +214,36 @@ static void print_json(const struct snapshot *snap)
 	printf("%s]}\n", snap->n ? "\n" : "");
 }
 
+/* Bytes as the configuration writes them: 2G, 256M, 64K, or bytes. */
+static void print_size(uint64_t bytes)
+{
+	static const char units[] = "KMG";
+	int u = -1;
+	while (u < 2 && bytes >= 1024 && bytes % 1024 == 0) {
+		bytes /= 1024;
+		u++;
+	}
+	printf("%llu%s", (unsigned long long)bytes, u < 0 ? " bytes" : (char[]){units[u], 0});
+}
+
+/* The limits in force, and this user's use of the per-user ones. */
+static void print_limits(const struct fb_limits *l)
+{
+	printf("limits: per user (uid %u%s) %u of %u connections, %u of %u subscriptions, "
+	       "%u of %u streams, ",
+	       l->uid, l->exempt ? ", exempt: root or framebusd's user" : "", l->connections,
+	       l->max_connections_per_user, l->subscriptions, l->max_subscriptions_per_user,
+	       l->streams, l->max_streams_per_user);
+	print_size(l->memory);
+	printf(" of ");
+	print_size(l->max_memory_per_user);
+	printf(" of rings\n        per client %u subscriptions, %u streams, ",
+	       l->max_subscriptions_per_client, l->max_streams_per_client);
+	print_size(l->max_ring_memory_per_client);
+	printf(" of rings, %u derived streams; %u clients; %u holds by default\n",
+	       l->max_derived_per_client, l->max_clients, l->default_max_holds);
+}
+
 static int cmd_status(int argc, char **argv)
 {
 	bool json = argc > 1 && !strcmp(argv[1], "--json");
@@ -204,14 +254,19 @@ static int cmd_status(int argc, char **argv)
 		return 2;
 	}
 	fb_client *c = connect_or_die();
-	int r = snapshot_take(c, &snap);
+	struct fb_limits limits;
+	int r = fb_client_get_limits(c, &limits);
+	if (r == 0)
+		r = snapshot_take(c, &snap);
 	if (r < 0) {
 		fprintf(stderr, "framebusctl: status: %s\n", fb_strerror(r));
 		fb_client_free(c);
 		return 1;
 	}
 	if (json)
-		print_json(&snap);
+		print_json(&snap, &limits);
+	else
+		print_limits(&limits);
 	for (size_t i = 0; !json && i < snap.n; i++) {
 		const struct fb_stream_info *s = &snap.streams[i];
 		printf("%s: %s", s->name, fb_stream_state_name(s->state));
@@ -603,7 +658,7 @@ static int cmd_top(int argc, char **argv)
 		if (r < 0)
 			break;
 		if (json)
-			print_json(&snap);
+			print_json(&snap, NULL);
 		else {
 			if (screen)
 				fputs("\033[H\033[2J", stdout);

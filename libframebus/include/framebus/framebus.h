@@ -654,6 +654,32 @@ int fb_client_publish_results(fb_client *client, const char *name, uint32_t slot
  * producer: its subscribers read what is left, then get -EPIPE. */
 int fb_client_unpublish(fb_client *client, fb_producer *producer);
 
+/** The limits framebusd enforces (its configuration's [daemon] keys) and
+ * what this client's user uses of the per-user ones (docs/security.md). */
+struct fb_limits {
+	uint32_t max_clients;
+	uint32_t max_subscriptions_per_client;
+	uint32_t max_streams_per_client;
+	uint32_t default_max_holds;
+	uint32_t max_derived_per_client;
+	uint32_t max_connections_per_user;
+	uint32_t max_subscriptions_per_user;
+	uint32_t max_streams_per_user;
+	uint64_t max_ring_memory_per_client; /**< bytes */
+	uint64_t max_derived_memory;         /**< bytes, all derived rings */
+	uint64_t max_memory_per_user;        /**< bytes of rings a user publishes */
+	uint32_t uid;    /**< this client's user, as framebusd sees it */
+	uint32_t exempt; /**< 1: root or framebusd's own user: no per-user limit binds it */
+	/** What that user has now, over all its connections. */
+	uint32_t connections, subscriptions, streams;
+	uint64_t memory;
+	uint32_t reserved_[8];
+};
+
+/** The limits in force and this user's use of them.  A framebusd older
+ * than this call hangs up on it (-ECONNRESET). */
+int fb_client_get_limits(fb_client *client, struct fb_limits *ret_limits);
+
 /** The daemon's explanation of the last error it returned to this client. */
 const char *fb_client_last_error(const fb_client *client);
 
