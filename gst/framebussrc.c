@@ -451,12 +451,12 @@ static GstFlowReturn next_frame(GstFramebusSrc *s, const struct fb_frame **ret_f
 }
 
 /* frame's capture time (else its publish time) as running time, and its age
- * now; GST_CLOCK_TIME_NONE without a clock. */
-static GstClockTime running_time(GstFramebusSrc *s, const struct fb_frame *frame, uint64_t *ret_age)
+ * at now (fb_now_ns()); GST_CLOCK_TIME_NONE without a clock. */
+static GstClockTime running_time(GstFramebusSrc *s, const struct fb_frame *frame, uint64_t now,
+				 uint64_t *ret_age)
 {
 	uint64_t captured =
 	    frame->trace->capture_ns ? frame->trace->capture_ns : frame->monotonic_ns;
-	uint64_t now = fb_now_ns();
 	*ret_age = now > captured ? now - captured : 0;
 
 	GstClock *clock = gst_element_get_clock(GST_ELEMENT(s));
@@ -531,11 +531,11 @@ static GstBuffer *wrap(GstFramebusSrc *s, const struct fb_frame *frame, gboolean
 	return buf;
 }
 
-/* Say a latency that covers frame, pushed now, age after its capture. */
-static void account_latency(GstFramebusSrc *s, const struct fb_frame *frame, uint64_t age)
+/* Say a latency that covers frame, pushed at now, age after its capture. */
+static void account_latency(GstFramebusSrc *s, const struct fb_frame *frame, uint64_t now,
+			    uint64_t age)
 {
-	if (gst_base_src_get_do_timestamp(GST_BASE_SRC(s)) ||
-	    fb_now_ns() - frame->monotonic_ns > FRESH_NS)
+	if (gst_base_src_get_do_timestamp(GST_BASE_SRC(s)) || now - frame->monotonic_ns > FRESH_NS)
 		return;
 	s->window_max = MAX(s->window_max, age);
 	GstClockTime want = MIN(s->window_max + LATENCY_MARGIN_NS, LATENCY_MAX_NS);
@@ -564,7 +564,8 @@ static GstFlowReturn fbgst_src_create(GstPushSrc *push, GstBuffer **ret_buf)
 	if (ret != GST_FLOW_OK)
 		return ret;
 
-	GstClockTime pts = running_time(s, frame, &age);
+	uint64_t now = fb_now_ns();
+	GstClockTime pts = running_time(s, frame, now, &age);
 	gboolean lent;
 	GstBuffer *buf = wrap(s, frame, &lent);
 	if (!gst_base_src_get_do_timestamp(GST_BASE_SRC(s)))
@@ -581,7 +582,7 @@ static GstFlowReturn fbgst_src_create(GstPushSrc *push, GstBuffer **ret_buf)
 							      : frame->realtime_ns;
 	gst_buffer_add_reference_timestamp_meta(buf, unix_time, realtime, GST_CLOCK_TIME_NONE);
 	fbgst_meta_add(buf, s->stream, frame);
-	account_latency(s, frame, age);
+	account_latency(s, frame, now, age);
 	/* A copy's frame goes back once everything was read from its slot. */
 	if (!lent)
 		fb_subscriber_release(s->ring->sub, frame);
