@@ -7,7 +7,7 @@ import struct
 import sys
 
 (HELLO, LIST, INFO, SUBSCRIBE, UNSUBSCRIBE, STATS, CREATE, DESTROY, DETAIL,
- DERIVE) = range(1, 11)
+ DERIVE, LIMITS) = range(1, 12)
 A, B = 0, 1
 SEND, FDS, RING, HANGUP = 0, 1, 2, 3
 NOREAD = 0x40
@@ -152,6 +152,13 @@ SEEDS = {
         record(A, SEND, derive("live", reserved=1, seq=9)),
         record(A, SEND, derive("live", 32, 24, mode=5, seq=10)),
         record(A, SEND, derive("live", 32, 24, holds=60, seq=11)),
+    ],
+    "limits": [
+        record(A, SEND, hello()),
+        record(A, SEND, msg(LIMITS, seq=2)),
+        record(A, SEND, subscribe("live", QUEUE, 0, 3)),
+        record(A, SEND, msg(LIMITS, seq=4)),
+        record(A, SEND, msg(LIMITS, b"\x01" * 8, seq=5)),
     ],
     "unread-replies": [record(A, SEND, hello())]
     + [record(A, SEND, msg(LIST, seq=2 + i), flags=NOREAD) for i in range(40)]
