@@ -491,7 +491,8 @@ FB_EXPORT const char *fb_strerror(int error)
 	case EPROTO:
 		return "protocol error: the peer sent something malformed";
 	case EUSERS:
-		return "too many subscribers";
+		return "over a limit: too many clients, subscribers or streams (framebusd's log "
+		       "names which)";
 	case ECANCELED:
 		return "the producer cancelled this subscription";
 	case ECONNRESET:
