@@ -706,6 +706,14 @@ static int end_fragment(struct recorder *rec)
 	return commit(rec);
 }
 
+/* A frame's instant in the recording: when its picture was captured, so the
+ * file keeps the camera's pace through decoding and processing, or when it
+ * was published where that is unknown. */
+static uint64_t frame_time_ns(const struct fb_frame *f)
+{
+	return f->trace->capture_ns ? f->trace->capture_ns : f->monotonic_ns;
+}
+
 /* Start a recording with frame first (its files appear with its first
  * fragment, commit()). */
 static int open_recording(struct recorder *rec, const struct fb_frame *first)
@@ -713,7 +721,7 @@ static int open_recording(struct recorder *rec, const struct fb_frame *first)
 	struct recording *r = &rec->cur;
 	int e;
 
-	*r = (struct recording){.first_ns = first->monotonic_ns,
+	*r = (struct recording){.first_ns = frame_time_ns(first),
 				.last_pts = -1,
 				.video_fd = -1,
 				.jsonl_fd = -1,
@@ -984,7 +992,7 @@ static AVFrame *lend_slot(struct recorder *rec, const struct fb_frame *f)
 static int record_frame(struct recorder *rec, const struct fb_frame *f)
 {
 	struct recording *r = &rec->cur;
-	int64_t pts = av_rescale_q((int64_t)(f->monotonic_ns - r->first_ns),
+	int64_t pts = av_rescale_q((int64_t)(frame_time_ns(f) - r->first_ns),
 				   (AVRational){1, 1000000000}, time_base);
 	AVFrame *av;
 	int e;
@@ -1179,14 +1187,15 @@ static const char *run(struct recorder *rec, int *ret_status)
 				(unsigned long long)f->missed, (unsigned long long)f->seq);
 		}
 		if (!start_ns)
-			start_ns = f->monotonic_ns;
-		if (rec->opt.duration_s > 0 &&
-		    f->monotonic_ns - start_ns >= (uint64_t)(rec->opt.duration_s * 1e9)) {
+			start_ns = frame_time_ns(f);
+		if (rec->opt.duration_s > 0 && (int64_t)(frame_time_ns(f) - start_ns) >=
+						   (int64_t)(rec->opt.duration_s * 1e9)) {
 			fb_subscriber_release(rec->ring->sub, f);
 			return "the duration was reached";
 		}
 		if (rec->cur.fmt && rec->opt.segment_s > 0 &&
-		    f->monotonic_ns - rec->cur.first_ns >= (uint64_t)(rec->opt.segment_s * 1e9) &&
+		    (int64_t)(frame_time_ns(f) - rec->cur.first_ns) >=
+			(int64_t)(rec->opt.segment_s * 1e9) &&
 		    finish_recording(rec) == -1) {
 			fb_subscriber_release(rec->ring->sub, f);
 			*ret_status = 1;

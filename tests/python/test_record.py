@@ -211,6 +211,34 @@ def test_the_sidecar_keeps_json_as_json_and_other_meta_as_it_can(daemon, tmp_pat
     assert lines[5]["meta"] == '{"cut": ', "not JSON: kept as text"
 
 
+def test_frames_keep_their_capture_pace_when_published_in_a_burst(daemon, tmp_path):
+    import framebus
+    step_ns = 40_000_000
+    with framebus.connect(daemon.socket) as bus:
+        pub = bus.publish("py.burst", 64, 48, format="gray8", policy="block")
+        video = str(tmp_path / "burst.mkv")
+        rec = start([RECORD, "--socket", daemon.socket, "--frames", "10", "py.burst", video])
+        wait_for_line(rec, "recording py.burst")
+        captured = time.monotonic_ns() - 10 * step_ns
+        for i in range(10):  # all at once, captured 40 ms apart
+            with pub.frame(timeout=5) as out:
+                out.array[:] = 16 * i
+                out.capture_ns = captured + i * step_ns
+        assert rec.wait(timeout=20) == 0, rec.stderr.read()
+        pub.close()
+    lines = jsonl(str(tmp_path / "burst.jsonl"))
+    assert len(lines) == 10
+    published = [line["monotonic_ns"] for line in lines]
+    assert published[-1] - published[0] < 9 * step_ns, "the frames were published in a burst"
+    steps = {b["file_pts"] - a["file_pts"] for a, b in zip(lines, lines[1:])}
+    assert steps == {90000 * step_ns // 1_000_000_000}, steps
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                          "packet=pts_time", "-of", "csv=p=0", video], check=True,
+                         capture_output=True, text=True, timeout=60).stdout.split()
+    times = sorted(float(t) for t in out)
+    assert [round(b - a, 3) for a, b in zip(times, times[1:])] == [0.04] * 9, times
+
+
 @pytest.mark.parametrize("fmt", ["gray8", "bgr24", "nv12"])
 def test_lossless_gives_back_the_very_pixels(daemon, tmp_path, fmt):
     """--lossless: the file decoded in the stream's pixel format is, frame by
