@@ -629,6 +629,8 @@ static void lost_connection(struct output *o, const char *why)
 {
 	uint64_t now = fb_now_ns();
 	close_output(o);
+	if (atomic_load(&stopping))
+		return; /* our own interruption */
 	if (o->connected_ns && now - o->connected_ns >= STABLE_NS)
 		o->backoff_ns = BACKOFF_MIN_NS;
 	if (o->connected_ns)
