@@ -48,6 +48,11 @@ size_t fbd_identity_write(const struct fbd_identity *id, uint8_t *buf)
 bool fbd_identity_read(const uint8_t *buf, size_t size, struct fbd_identity *ret_id)
 {
 	struct fbd_identity id = {0};
+	/* libx265 writes the UUID of its own in front of every payload it is
+	 * given: ours then follows it. */
+	if (size >= 32 && memcmp(buf, FBD_IDENTITY_UUID, 16) &&
+	    !memcmp(buf + 16, FBD_IDENTITY_UUID, 16))
+		buf += 16, size -= 16;
 	const uint8_t *p = buf, *end = buf + size;
 
 	if (size < 18 || memcmp(p, FBD_IDENTITY_UUID, 16) || p[16] != FBD_IDENTITY_VERSION)

@@ -36,8 +36,9 @@ struct fbd_identity {
  * returns its size.  Meta longer than FBD_IDENTITY_META_MAX is left out. */
 size_t fbd_identity_write(const struct fbd_identity *id, uint8_t *buf);
 
-/* Reads a SEI payload (UUID first): true and *ret_id for one of ours of a
- * version we know, false for anything else (another UUID, short, bad). */
+/* Reads a SEI payload (UUID first; or behind libx265's UUID, which it puts
+ * in front of every payload): true and *ret_id for one of ours of a version
+ * we know, false for anything else (another UUID, short, bad). */
 bool fbd_identity_read(const uint8_t *buf, size_t size, struct fbd_identity *ret_id);
 
 /* The identity of frame f of stream name: its origin (the first hop, or f

@@ -663,6 +663,36 @@ static void subscribe(struct output *o)
 							     : fb_strerror(r));
 }
 
+/* Connect when it is time to (try again), holding no frame meanwhile. */
+static void connect_output(struct output *o)
+{
+	char why[512];
+	if (o->mux || fb_now_ns() < o->next_try_ns)
+		return;
+	set_state(o, STATE_CONNECTING, NULL);
+	post_state(o);
+	int r = open_output(o, fb_subscriber_get_layout(o->sub), why, sizeof(why));
+	if (r == -2) {
+		close_output(o);
+		set_state(o, STATE_FAILED, "%s", why);
+	} else if (r < 0) {
+		lost_connection(o, why);
+	} else {
+		o->connected_ns = fb_now_ns();
+		o->first_ns = 0;
+		set_state(o, STATE_STREAMING, NULL);
+	}
+}
+
+/* The subscription ended: the stream may come back with another size, for
+ * which the encoder starts again. */
+static void unsubscribed(struct output *o)
+{
+	close_output(o);
+	o->connected_ns = 0;
+	o->next_try_ns = 0;
+}
+
 static void take_frame(struct output *o)
 {
 	const struct fb_frame *f;
@@ -673,6 +703,8 @@ static void take_frame(struct output *o)
 	if (r == -EOWNERDEAD || r == -ECANCELED) {
 		o->lost = o->sub;
 		o->sub = NULL;
+		unsubscribed(o);
+		set_state(o, STATE_WAITING, "framebusd went away");
 		return;
 	}
 	if (r < 0) {
@@ -680,26 +712,12 @@ static void take_frame(struct output *o)
 			  r == -EPIPE ? "ended" : fb_strerror(r));
 		fb_client_unsubscribe(o->client, o->sub);
 		o->sub = NULL;
+		unsubscribed(o);
 		return;
 	}
 	o->frames++;
 	o->seq = f->seq;
 	o->dropped += f->missed;
-	if (!o->mux && fb_now_ns() >= o->next_try_ns) {
-		set_state(o, STATE_CONNECTING, NULL);
-		post_state(o);
-		r = open_output(o, fb_subscriber_get_layout(o->sub), why, sizeof(why));
-		if (r == -2) {
-			close_output(o);
-			set_state(o, STATE_FAILED, "%s", why);
-		} else if (r < 0) {
-			lost_connection(o, why);
-		} else {
-			o->connected_ns = fb_now_ns();
-			o->first_ns = 0;
-			set_state(o, STATE_STREAMING, NULL);
-		}
-	}
 	if (o->mux && encode(o, f, why, sizeof(why)) < 0)
 		lost_connection(o, why);
 	else if (o->mux)
@@ -732,6 +750,8 @@ static void *run_output(void *arg)
 		fb_client_process(o->client);
 		if (!o->sub && o->state != STATE_FAILED)
 			subscribe(o);
+		if (o->sub && o->state != STATE_FAILED)
+			connect_output(o);
 		if (o->sub && o->state != STATE_FAILED)
 			take_frame(o);
 		else

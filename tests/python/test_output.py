@@ -343,6 +343,31 @@ url = udp://{hosts.addr['b']}:{port}?pkt_size=1316
         host_b.stop()
 
 
+def test_hevc_carries_the_identity_too(hosts, host_a):
+    """libx265 puts a UUID of its own before the payload: read behind it."""
+    port = free_port()
+    host_b = Daemon(f"""
+[stream hevc]
+url = udp://{hosts.addr['b']}:{port}
+""", prefix=hosts.prefix("b"))
+    captures = Captures(host_a.socket)
+    out = Output(hosts, host_a, f"""
+[output hevc]
+stream = cam0
+url = udp://{hosts.addr['b']}:{port}?pkt_size=1316
+encoder = libx265
+option.preset = ultrafast
+""")
+    bus = framebus.connect(host_b.socket)
+    try:
+        check_identity(frames_of(bus, "hevc", 15), captures)
+    finally:
+        bus.close()
+        captures.close()
+        out.stop()
+        host_b.stop()
+
+
 def test_bad_outputs_fail_alone_saying_why(hosts, host_a):
     port = free_port()
     host_b = Daemon(f"""
