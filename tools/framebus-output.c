@@ -38,6 +38,7 @@
 #include "framebus/framebus.h"
 #include "identity.h"
 #include "inifile.h"
+#include "meta.h"
 #include "pixfmt.h"
 
 #define MAX_OUTPUTS 32
@@ -365,13 +366,12 @@ static void post_state(struct output *o)
 		fb_producer_discard(o->state_ring, f);
 		return;
 	}
-	fprintf(out, "{\"output\":\"%s\",\"stream\":\"%s\",\"url\":\"%s\",\"state\":\"%s\",",
-		o->name, o->stream, o->shown_url, state_names[o->state]);
-	fputs("\"reason\":\"", out);
-	for (const char *c = o->reason; *c; c++) /* our own text: quotes and controls */
-		fprintf(out, *c == '"' || *c == '\\' ? "\\%c" : (*c < 0x20 ? " " : "%c"), *c);
+	fprintf(out, "{\"output\":\"%s\",\"stream\":\"%s\",\"url\":", o->name, o->stream);
+	json_text(out, (const uint8_t *)o->shown_url, strlen(o->shown_url));
+	fprintf(out, ",\"state\":\"%s\",\"reason\":", state_names[o->state]);
+	json_text(out, (const uint8_t *)o->reason, strlen(o->reason));
 	fprintf(out,
-		"\",\"encoder\":\"%s\",\"frames\":%llu,\"sent\":%llu,\"dropped\":%llu,"
+		",\"encoder\":\"%s\",\"frames\":%llu,\"sent\":%llu,\"dropped\":%llu,"
 		"\"reconnects\":%llu,\"seq\":%llu}",
 		o->codec ? o->codec->name : "", (unsigned long long)o->frames,
 		(unsigned long long)o->sent, (unsigned long long)o->dropped,
@@ -507,6 +507,11 @@ static int open_output(struct output *o, const struct fb_layout *l, char *why, s
 	o->udu_sei = av_opt_find(o->enc, "udu_sei", NULL, 0, AV_OPT_SEARCH_CHILDREN) != NULL;
 	if (o->udu_sei)
 		av_dict_set(&opts, "udu_sei", "1", 0);
+	else if (!o->reconnects)
+		fprintf(stderr,
+			"framebus-output: %s: encoder %s cannot carry each frame's identity (it "
+			"has no udu_sei option): pictures only\n",
+			o->name, o->codec->name);
 	e = avcodec_open2(o->enc, o->codec, &opts);
 	if (e >= 0 && av_dict_count(opts)) {
 		const AVDictionaryEntry *bad = av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX);
