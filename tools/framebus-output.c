@@ -63,7 +63,7 @@ struct output {
 	char *url;
 	char *shown_url; /* without user info or query (a passphrase may be there) */
 	char *format;    /* the muxer; NULL: from the URL's scheme */
-	char *encoder;   /* NULL: libx264, else the best H.264 encoder */
+	char *encoder;   /* NULL: libx264, else libopenh264 */
 	int64_t bitrate;
 	int gop;
 	uint64_t stall_timeout_ns;
@@ -404,10 +404,10 @@ static int interrupted(void *opaque)
 	return atomic_load(&stopping) || (since && fb_now_ns() - since > o->stall_timeout_ns);
 }
 
-/* The encoder: the one configured, else libx264, else the best H.264 one. */
+/* The encoder: the one configured, else libx264, else libopenh264. */
 static int choose_encoder(struct output *o)
 {
-	static const char *preferred[] = {"libx264", "libopenh264", "h264_vaapi", "mpeg4"};
+	static const char *preferred[] = {"libx264", "libopenh264"};
 	if (o->encoder) {
 		o->codec = avcodec_find_encoder_by_name(o->encoder);
 		if (!o->codec || o->codec->type != AVMEDIA_TYPE_VIDEO) {
@@ -421,8 +421,9 @@ static int choose_encoder(struct output *o)
 	for (size_t i = 0; !o->codec && i < sizeof(preferred) / sizeof(preferred[0]); i++)
 		o->codec = avcodec_find_encoder_by_name(preferred[i]);
 	if (!o->codec) {
-		set_state(o, STATE_FAILED,
-			  "this FFmpeg has no H.264 encoder: name one (encoder =)");
+		set_state(
+		    o, STATE_FAILED,
+		    "this FFmpeg has neither libx264 nor libopenh264: name an encoder (encoder =)");
 		return -1;
 	}
 	const char *format = o->format ? o->format : default_format(o->url);
