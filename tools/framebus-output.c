@@ -559,6 +559,13 @@ static int open_output(struct output *o, const struct fb_layout *l, char *why, s
 	atomic_store(&o->io_since_ns, fb_now_ns());
 	e = avformat_write_header(o->mux, &opts);
 	atomic_store(&o->io_since_ns, 0);
+	if (e >= 0 && av_dict_count(opts) && !o->reconnects) {
+		const AVDictionaryEntry *bad = av_dict_get(opts, "", NULL, AV_DICT_IGNORE_SUFFIX);
+		fprintf(stderr,
+			"framebus-output: %s: neither the %s muxer nor the protocol took "
+			"output_option.%s\n",
+			o->name, format, bad->key);
+	}
 	av_dict_free(&opts);
 	if (e < 0) {
 		describe(why, size, "cannot start the stream", e);

@@ -405,6 +405,7 @@ url = tcp://{hosts.addr['b']}:{port + 2}
 [output good]
 stream = cam0
 url = udp://{hosts.addr['b']}:{port}
+output_option.nosuchmuxoption = 1
 """)
     watched = {n: States(host_a.socket, n)
                for n in ("scheme", "encoder", "option", "nostream", "refused", "good")}
@@ -425,6 +426,8 @@ url = udp://{hosts.addr['b']}:{port}
         assert watched["good"].last()["state"] == "streaming"
         log = out.read_log()
         assert "encoder: failed" in log and "nosuchenc" in log
+        # A muxer option nothing took is said, and the output goes on.
+        assert "took output_option.nosuchmuxoption" in log
     finally:
         bus.close()
         for w in watched.values():
