@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <glob.h>
 #include <ini.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -73,6 +75,9 @@ struct output {
 	char *out_keys[MAX_OPTIONS], *out_values[MAX_OPTIONS];
 	size_t n_out;
 
+	char *text;       /* its section's lines, to tell a changed output on reloading */
+	atomic_bool stop; /* removed or changed by a reload */
+
 	/* The output's thread's: */
 	pthread_t thread;
 	bool started;
@@ -95,8 +100,11 @@ struct output {
 	bool state_changed;
 };
 
-static struct output outputs[MAX_OUTPUTS];
-static size_t n_outputs;
+struct outputs {
+	struct output *o[MAX_OUTPUTS];
+	size_t n;
+};
+
 static const char *socket_path;
 static atomic_bool stopping;
 
@@ -106,14 +114,38 @@ static atomic_bool stopping;
 
 struct parser {
 	struct fbd_ini_file ini;
+	struct outputs *set;
 };
 
-static struct output *find_output(const char *name)
+static struct output *find_output(const struct outputs *set, const char *name)
 {
-	for (size_t i = 0; i < n_outputs; i++)
-		if (!strcmp(outputs[i].name, name))
-			return &outputs[i];
+	for (size_t i = 0; i < set->n; i++)
+		if (!strcmp(set->o[i]->name, name))
+			return set->o[i];
 	return NULL;
+}
+
+static void free_output(struct output *o)
+{
+	if (!o)
+		return;
+	free(o->url);
+	free(o->shown_url);
+	free(o->format);
+	free(o->encoder);
+	free(o->text);
+	for (size_t k = 0; k < o->n_enc; k++)
+		free(o->enc_keys[k]), free(o->enc_values[k]);
+	for (size_t k = 0; k < o->n_out; k++)
+		free(o->out_keys[k]), free(o->out_values[k]);
+	free(o);
+}
+
+static void free_outputs(struct outputs *set)
+{
+	for (size_t i = 0; i < set->n; i++)
+		free_output(set->o[i]);
+	set->n = 0;
 }
 
 /* "4M", "800k", "2500000": bits per second. */
@@ -239,8 +271,15 @@ static int handler(void *user, const char *section, const char *key, const char 
 	if (p->ini.failed)
 		return 0;
 	if (!strncmp(section, "output ", 7)) {
-		struct output *o = find_output(section + 7);
-		return o ? output_key(p, o, section, key, value) : 0; /* read_line failed */
+		struct output *o = find_output(p->set, section + 7);
+		if (!o)
+			return 0; /* read_line failed */
+		char *text;
+		if (asprintf(&text, "%s%s=%s\n", o->text ? o->text : "", key, value) < 0)
+			return fbd_ini_fail(&p->ini, section, key, "%s", strerror(ENOMEM));
+		free(o->text);
+		o->text = text;
+		return output_key(p, o, section, key, value);
 	}
 	return fbd_ini_fail(&p->ini, section[0] ? section : NULL, key,
 			    "unknown section (expected [output NAME])");
@@ -268,12 +307,14 @@ static char *read_line(char *str, int num, void *stream)
 		fbd_ini_fail(&p->ini, "output", name,
 			     "an output's name must be 1-%d letters, digits, '.', '_' or '-'",
 			     FB_NAME_MAX - 7);
-	else if (find_output(name))
+	else if (find_output(p->set, name))
 		fbd_ini_fail(&p->ini, "output", name, "defined twice");
-	else if (n_outputs == MAX_OUTPUTS)
+	else if (p->set->n == MAX_OUTPUTS)
 		fbd_ini_fail(&p->ini, "output", name, "more than %d outputs", MAX_OUTPUTS);
+	else if (!(p->set->o[p->set->n] = calloc(1, sizeof(struct output))))
+		fbd_ini_fail(&p->ini, "output", name, "%s", strerror(ENOMEM));
 	else {
-		struct output *o = &outputs[n_outputs++];
+		struct output *o = p->set->o[p->set->n++];
 		snprintf(o->name, sizeof(o->name), "%.*s", FB_NAME_MAX, name);
 		o->bitrate = 4000000;
 		o->gop = 60;
@@ -283,14 +324,15 @@ static char *read_line(char *str, int num, void *stream)
 	return r;
 }
 
-static int load_config(const char *path, char *error, size_t size)
+static int parse_file(struct outputs *set, const char *path, char *error, size_t size)
 {
-	struct parser p = {.ini = {.path = path, .error = error, .error_size = size}};
+	struct parser p = {.ini = {.path = path, .error = error, .error_size = size}, .set = set};
 	p.ini.file = fopen(path, "r");
 	if (!p.ini.file) {
 		snprintf(error, size, "%s: %s", path, strerror(errno));
 		return -1;
 	}
+	size_t before = set->n;
 	int r = ini_parse_stream(read_line, &p, handler, &p);
 	fclose(p.ini.file);
 	if (p.ini.failed)
@@ -301,12 +343,8 @@ static int load_config(const char *path, char *error, size_t size)
 			 path, r);
 		return -1;
 	}
-	if (n_outputs == 0) {
-		snprintf(error, size, "%s: no [output NAME] section", path);
-		return -1;
-	}
-	for (size_t i = 0; i < n_outputs; i++) {
-		struct output *o = &outputs[i];
+	for (size_t i = before; i < set->n; i++) {
+		struct output *o = set->o[i];
 		if (!o->stream[0] || !o->url) {
 			snprintf(error, size, "%s: [output %s] %s: missing", path, o->name,
 				 o->stream[0] ? "url" : "stream");
@@ -314,6 +352,32 @@ static int load_config(const char *path, char *error, size_t size)
 		}
 	}
 	return 0;
+}
+
+/* The configuration file, then each DIR/ *.conf in name order (those that
+ * framebusctl output add writes).  Without outputs it is an error unless
+ * there is a directory for outputs to come. */
+static int load_config(struct outputs *set, const char *path, const char *dir, char *error,
+		       size_t size)
+{
+	glob_t files = {0};
+	char *pattern = NULL;
+	int r = parse_file(set, path, error, size);
+	bool has_dir = access(dir, R_OK | X_OK) == 0;
+	if (r == 0 && has_dir && asprintf(&pattern, "%s/*.conf", dir) >= 0 &&
+	    glob(pattern, 0, NULL, &files) == 0)
+		for (size_t i = 0; r == 0 && i < files.gl_pathc; i++)
+			r = parse_file(set, files.gl_pathv[i], error, size);
+	globfree(&files);
+	free(pattern);
+	if (r == 0 && set->n == 0 && !has_dir) {
+		snprintf(error, size, "%s: no [output NAME] section (and no directory %s)", path,
+			 dir);
+		r = -1;
+	}
+	if (r < 0)
+		free_outputs(set);
+	return r;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -395,13 +459,19 @@ static void describe(char *why, size_t size, const char *what, int averror)
 	snprintf(why, size, "%s: %s", what, text);
 }
 
+/* Whether the output is to end: we stop, or a reload removed or changed it. */
+static bool ending(struct output *o)
+{
+	return atomic_load(&stopping) || atomic_load(&o->stop);
+}
+
 /* FFmpeg's blocking calls give up when we stop, and a write that waits on
  * the network longer than stall_timeout counts as a lost connection. */
 static int interrupted(void *opaque)
 {
 	struct output *o = opaque;
 	uint64_t since = atomic_load(&o->io_since_ns);
-	return atomic_load(&stopping) || (since && fb_now_ns() - since > o->stall_timeout_ns);
+	return ending(o) || (since && fb_now_ns() - since > o->stall_timeout_ns);
 }
 
 /* The encoder: the one configured, else libx264, else libopenh264. */
@@ -586,7 +656,7 @@ static int send_packets(struct output *o, char *why, size_t size)
 		atomic_store(&o->io_since_ns, 0);
 		if (e < 0) {
 			describe(why, size,
-				 e == AVERROR_EXIT && !atomic_load(&stopping)
+				 e == AVERROR_EXIT && !ending(o)
 				     ? "the network took no data for stall_timeout"
 				     : "sending failed",
 				 e);
@@ -642,7 +712,7 @@ static void lost_connection(struct output *o, const char *why)
 {
 	uint64_t now = fb_now_ns();
 	close_output(o);
-	if (atomic_load(&stopping))
+	if (ending(o))
 		return; /* our own interruption */
 	if (o->connected_ns && now - o->connected_ns >= STABLE_NS)
 		o->backoff_ns = BACKOFF_MIN_NS;
@@ -748,7 +818,7 @@ static void *run_output(void *arg)
 	o->state = STATE_WAITING;
 	choose_encoder(o);
 	/* A failed output stays, saying why, until we stop. */
-	while (!atomic_load(&stopping)) {
+	while (!ending(o)) {
 		if (!o->client) {
 			int r = fb_client_connect(socket_path, "framebus-output", &o->client);
 			if (r < 0) {
@@ -785,31 +855,106 @@ static void *run_output(void *arg)
 
 static void usage(FILE *out)
 {
-	fprintf(out, "usage: framebus-output [--config FILE] [--socket PATH]\n"
-		     "Encode the streams FILE names and send them to SRT, RTSP, RTMP or MPEG-TS\n"
-		     "over UDP/TCP, each frame's origin, seq, capture time and meta in-band.\n"
-		     "Each output's state is a record of the results stream output.NAME.\n"
-		     "  --config FILE  the configuration (default " FBO_DEFAULT_CONFIG ")\n"
-		     "  --socket PATH  framebusd's socket (default $FRAMEBUS_SOCKET, else\n"
-		     "                 " FB_DEFAULT_SOCKET ")\n");
+	fprintf(out,
+		"usage: framebus-output [--config FILE] [--config-dir DIR] [--socket PATH]\n"
+		"Encode the streams FILE and DIR/*.conf name and send them to SRT, RTSP, RTMP\n"
+		"or MPEG-TS over UDP/TCP, each frame's origin, seq, capture time and meta\n"
+		"in-band.  Each output's state is a record of the results stream output.NAME.\n"
+		"DIR changing (framebusctl output add, remove) or SIGHUP reloads them.\n"
+		"  --config FILE    the configuration (default " FBO_DEFAULT_CONFIG ")\n"
+		"  --config-dir DIR outputs added on demand (default " FBO_DEFAULT_DIR ")\n"
+		"  --socket PATH    framebusd's socket (default $FRAMEBUS_SOCKET, else\n"
+		"                   " FB_DEFAULT_SOCKET ")\n");
+}
+
+static void start_output(struct output *o)
+{
+	fprintf(stderr, "framebus-output: %s: %s to %s\n", o->name, o->stream, o->shown_url);
+	o->started = pthread_create(&o->thread, NULL, run_output, o) == 0;
+	if (!o->started)
+		fprintf(stderr, "framebus-output: %s: cannot start its thread\n", o->name);
+}
+
+/* End the output's thread (stopping, or the output was removed or changed),
+ * say what it did and free it. */
+static void end_output(struct output *o)
+{
+	atomic_store(&o->stop, true);
+	if (o->started) {
+		pthread_join(o->thread, NULL);
+		fprintf(stderr,
+			"framebus-output: %s: %llu frames, %llu sent, %llu dropped, %llu "
+			"reconnects\n",
+			o->name, (unsigned long long)o->frames, (unsigned long long)o->sent,
+			(unsigned long long)o->dropped, (unsigned long long)o->reconnects);
+	}
+	if (o->sub)
+		fb_client_unsubscribe(o->client, o->sub);
+	fb_subscriber_free(o->lost);
+	if (o->state_ring)
+		fb_client_unpublish(o->client, o->state_ring);
+	fb_client_free(o->client);
+	av_packet_free(&o->pkt);
+	free_output(o);
+}
+
+/* Read the configuration again: outputs gone or changed end, new or
+ * changed ones start, the others go on untouched.  A configuration with an
+ * error changes nothing. */
+static void reload(struct outputs *cur, const char *path, const char *dir)
+{
+	struct outputs next = {0}, now = {0};
+	char error[512];
+	if (load_config(&next, path, dir, error, sizeof(error)) < 0) {
+		fprintf(stderr, "framebus-output: not reloaded, outputs unchanged: %s\n", error);
+		return;
+	}
+	for (size_t i = 0; i < cur->n; i++) {
+		struct output *o = cur->o[i], *n = find_output(&next, o->name);
+		if (n && !strcmp(n->text, o->text))
+			continue;
+		fprintf(stderr, "framebus-output: %s: %s\n", o->name, n ? "changed" : "removed");
+		end_output(o);
+		cur->o[i] = NULL;
+	}
+	/* In the new order: those unchanged as they run, the others anew. */
+	for (size_t i = 0; i < next.n; i++) {
+		struct output *n = next.o[i], *o = NULL;
+		for (size_t k = 0; k < cur->n && !o; k++)
+			if (cur->o[k] && !strcmp(cur->o[k]->name, n->name))
+				o = cur->o[k];
+		if (o) {
+			free_output(n);
+		} else {
+			start_output(n);
+			o = n;
+		}
+		now.o[now.n++] = o;
+	}
+	*cur = now;
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
+	    {"config-dir", required_argument, NULL, 'd'},
 	    {"socket", required_argument, NULL, 's'},
 	    {"help", no_argument, NULL, 'h'},
 	    {0},
 	};
-	const char *config_path = FBO_DEFAULT_CONFIG;
+	const char *config_path = FBO_DEFAULT_CONFIG, *config_dir = FBO_DEFAULT_DIR;
+	struct outputs outputs = {0};
 	char error[512];
-	int ch, status = 0;
+	int ch;
 
 	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			config_path = optarg;
+			break;
+		case 'd':
+			config_dir = optarg;
 			break;
 		case 's':
 			socket_path = optarg;
@@ -826,7 +971,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (load_config(config_path, error, sizeof(error)) < 0) {
+	if (load_config(&outputs, config_path, config_dir, error, sizeof(error)) < 0) {
 		fprintf(stderr, "framebus-output: %s\n", error);
 		return 2;
 	}
@@ -838,55 +983,59 @@ int main(int argc, char **argv)
 	sigemptyset(&signals);
 	sigaddset(&signals, SIGINT);
 	sigaddset(&signals, SIGTERM);
+	sigaddset(&signals, SIGHUP);
 	sigprocmask(SIG_BLOCK, &signals, NULL); /* the threads inherit it */
 	int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
 	if (signal_fd < 0) {
 		fprintf(stderr, "framebus-output: signalfd: %s\n", strerror(errno));
 		return 1;
 	}
-	for (size_t i = 0; i < n_outputs; i++) {
-		struct output *o = &outputs[i];
-		fprintf(stderr, "framebus-output: %s: %s to %s\n", o->name, o->stream,
-			o->shown_url);
-		o->started = pthread_create(&o->thread, NULL, run_output, o) == 0;
-		if (!o->started) {
-			fprintf(stderr, "framebus-output: %s: cannot start its thread\n", o->name);
-			status = 1;
+	/* Outputs added or removed on demand: files appearing in or leaving
+	 * the directory (written whole, then renamed into it). */
+	int watch_fd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+	if (watch_fd >= 0 &&
+	    inotify_add_watch(watch_fd, config_dir,
+			      IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE) < 0) {
+		close(watch_fd);
+		watch_fd = -1;
+	}
+	if (watch_fd >= 0)
+		fprintf(stderr, "framebus-output: outputs on demand in %s\n", config_dir);
+	for (size_t i = 0; i < outputs.n; i++)
+		start_output(outputs.o[i]);
+	for (;;) {
+		struct pollfd fds[2] = {{signal_fd, POLLIN, 0}, {watch_fd, POLLIN, 0}};
+		if (poll(fds, watch_fd >= 0 ? 2 : 1, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			fprintf(stderr, "framebus-output: poll: %s\n", strerror(errno));
+			break;
 		}
-	}
-	struct signalfd_siginfo si;
-	while (read(signal_fd, &si, sizeof(si)) < 0 && errno == EINTR)
-		;
-	fprintf(stderr, "framebus-output: %s\n",
-		si.ssi_signo == SIGINT ? "interrupted" : "terminated");
-	atomic_store(&stopping, true);
-	for (size_t i = 0; i < n_outputs; i++) {
-		struct output *o = &outputs[i];
-		if (!o->started)
+		if (fds[1].revents) {
+			char events[4096];
+			while (read(watch_fd, events, sizeof(events)) > 0)
+				;
+			reload(&outputs, config_path, config_dir);
+		}
+		if (!fds[0].revents)
 			continue;
-		pthread_join(o->thread, NULL);
-		fprintf(stderr,
-			"framebus-output: %s: %llu frames, %llu sent, %llu dropped, %llu "
-			"reconnects\n",
-			o->name, (unsigned long long)o->frames, (unsigned long long)o->sent,
-			(unsigned long long)o->dropped, (unsigned long long)o->reconnects);
-		if (o->sub)
-			fb_client_unsubscribe(o->client, o->sub);
-		fb_subscriber_free(o->lost);
-		if (o->state_ring)
-			fb_client_unpublish(o->client, o->state_ring);
-		fb_client_free(o->client);
-		av_packet_free(&o->pkt);
-		free(o->url);
-		free(o->shown_url);
-		free(o->format);
-		free(o->encoder);
-		for (size_t k = 0; k < o->n_enc; k++)
-			free(o->enc_keys[k]), free(o->enc_values[k]);
-		for (size_t k = 0; k < o->n_out; k++)
-			free(o->out_keys[k]), free(o->out_values[k]);
+		struct signalfd_siginfo si;
+		if (read(signal_fd, &si, sizeof(si)) != sizeof(si))
+			continue;
+		if (si.ssi_signo == SIGHUP) {
+			reload(&outputs, config_path, config_dir);
+			continue;
+		}
+		fprintf(stderr, "framebus-output: %s\n",
+			si.ssi_signo == SIGINT ? "interrupted" : "terminated");
+		break;
 	}
+	atomic_store(&stopping, true);
+	for (size_t i = 0; i < outputs.n; i++)
+		end_output(outputs.o[i]);
+	if (watch_fd >= 0)
+		close(watch_fd);
 	close(signal_fd);
 	avformat_network_deinit();
-	return status;
+	return 0;
 }

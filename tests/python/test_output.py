@@ -17,7 +17,7 @@ import time
 import pytest
 
 import framebus
-from conftest import Daemon, wait_running
+from conftest import FRAMEBUSCTL, Daemon, wait_running
 from netns import Hosts
 
 OUTPUT = os.environ.get("FRAMEBUS_OUTPUT", "framebus-output")
@@ -69,8 +69,12 @@ class Output:
             f.write(config)
         self.log_path = self.config + ".log"
         self.log = open(self.log_path, "w")
+        # Outputs added on demand (framebusctl output add) go here.
+        self.dir = self.config + ".d"
+        os.mkdir(self.dir)
         self.proc = subprocess.Popen(
-            hosts.prefix("a") + [OUTPUT, "--config", self.config, "--socket", daemon.socket],
+            hosts.prefix("a") + [OUTPUT, "--config", self.config, "--config-dir", self.dir,
+                                 "--socket", daemon.socket],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def read_log(self):
@@ -436,6 +440,66 @@ output_option.nosuchmuxoption = 1
         host_b.stop()
 
 
+def test_outputs_added_and_removed_on_demand_leave_the_others_alone(hosts, host_a):
+    first, second = free_port(), free_port()
+    host_b = Daemon(f"""
+[stream first]
+url = udp://{hosts.addr['b']}:{first}
+[stream second]
+url = udp://{hosts.addr['b']}:{second}
+""", prefix=hosts.prefix("b"))
+    out = Output(hosts, host_a, f"""
+[output first]
+stream = cam0
+url = udp://{hosts.addr['b']}:{first}
+""")
+    states = States(host_a.socket, "first")
+    bus = framebus.connect(host_b.socket)
+
+    def ctl(*args):
+        return subprocess.run([FRAMEBUSCTL, "--socket", host_a.socket, "output", *args,
+                               "--dir", out.dir], capture_output=True, text=True, timeout=30)
+
+    try:
+        frames_of(bus, "first", 5)
+        r = ctl("add", "second", "cam0", f"udp://{hosts.addr['b']}:{second}", "bitrate=1M",
+                "option.preset=ultrafast")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["output"] == "second"
+        assert all(f[2][0] == "cam0" for f in frames_of(bus, "second", 10))
+        # Refused before anything is written, or failing alone, saying why.
+        r = ctl("add", "odd", "cam0", "udp://127.0.0.1:9", "colour=red")
+        assert r.returncode == 2 and "colour=red" in r.stderr
+        assert not os.path.exists(os.path.join(out.dir, "odd.conf"))
+        r = ctl("add", "broken", "cam0", "udp://127.0.0.1:9", "encoder=nosuchenc")
+        assert r.returncode == 1 and json.loads(r.stdout)["state"] == "failed"
+        assert "nosuchenc" in json.loads(r.stdout)["reason"]
+        r = ctl("add", "second", "cam0", "udp://127.0.0.1:9")
+        assert r.returncode == 1 and "exists" in r.stderr
+        for name in ("second", "broken"):
+            r = ctl("remove", name)
+            assert r.returncode == 0, r.stderr
+        with pytest.raises(framebus.NoSuchStream):
+            bus_a = framebus.connect(host_a.socket)
+            try:
+                bus_a.stream("output.second")
+            finally:
+                bus_a.close()
+        # The output from the file ran on through it all: one thread, one
+        # connection, its counters never started again.
+        frames_of(bus, "first", 5)
+        counts = [r["frames"] for r in states.records]
+        assert counts == sorted(counts) and states.last()["reconnects"] == 0
+        assert states.states() == ["streaming"] or states.states()[-1] == "streaming"
+        log = out.read_log()
+        assert "second: removed" in log and "first: removed" not in log
+    finally:
+        bus.close()
+        states.close()
+        out.stop()
+        host_b.stop()
+
+
 @pytest.mark.parametrize("config,error", [
     ("[output x]\nurl = srt://127.0.0.1:9\n", "[output x] stream: missing"),
     ("[output x]\nstream = cam0\n", "[output x] url: missing"),
@@ -448,6 +512,7 @@ output_option.nosuchmuxoption = 1
 def test_bad_configurations_are_refused_naming_the_line(tmp_path, config, error):
     path = tmp_path / "output.conf"
     path.write_text(config)
-    r = subprocess.run([OUTPUT, "--config", str(path), "--socket", str(tmp_path / "none")],
+    r = subprocess.run([OUTPUT, "--config", str(path), "--config-dir", str(tmp_path / "none"),
+                        "--socket", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and error in r.stderr, r.stderr
