@@ -440,6 +440,38 @@ output_option.nosuchmuxoption = 1
         host_b.stop()
 
 
+def test_an_output_follows_framebusd_restarting(hosts):
+    port = free_port()
+    a = Daemon(A_STREAMS, prefix=hosts.prefix("a"))
+    host_b = Daemon(f"""
+[stream remote]
+url = udp://{hosts.addr['b']}:{port}
+""", prefix=hosts.prefix("b"))
+    out = Output(hosts, a, f"""
+[output ts]
+stream = cam0
+url = udp://{hosts.addr['b']}:{port}
+""")
+    bus = framebus.connect(host_b.socket)
+    try:
+        before = frames_of(bus, "remote", 5)[-1]
+        a.terminate()
+        a.start()
+        # cam0 starts again from seq 1 in the new framebusd; its frames
+        # reach B again, and the output's state stream is back.
+        wait_for("frames of the new framebusd",
+                 lambda: frames_of(bus, "remote", 1)[0][1] < before[1], timeout=60)
+        states = States(a.socket, "ts")
+        wait_for("streaming", lambda: states.last().get("state") == "streaming")
+        states.close()
+        assert "ts: waiting" in out.read_log() and "framebusd went away" in out.read_log()
+    finally:
+        bus.close()
+        out.stop()
+        a.stop()
+        host_b.stop()
+
+
 def test_outputs_added_and_removed_on_demand_leave_the_others_alone(hosts, host_a):
     first, second = free_port(), free_port()
     host_b = Daemon(f"""
