@@ -525,7 +525,7 @@ static void close_output(struct output *o)
 	o->sws = NULL;
 }
 
-/* The encoder, for frames like f, and the connection: 0, or -1 with the
+/* The encoder, for frames of layout l, and the connection: 0, or -1 with the
  * reason in why; -2 when trying again cannot help (an option the encoder
  * refuses, a format it cannot take). */
 static int open_output(struct output *o, const struct fb_layout *l, char *why, size_t size)
