@@ -23,6 +23,7 @@
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -68,6 +69,7 @@ struct output {
 	char *encoder;   /* NULL: libx264, else libopenh264 */
 	int64_t bitrate;
 	int gop;
+	double fps; /* 0: the stream's */
 	uint64_t stall_timeout_ns;
 	uint64_t retry_max_ns;
 	char *enc_keys[MAX_OPTIONS], *enc_values[MAX_OPTIONS];
@@ -248,6 +250,15 @@ static int output_key(struct parser *p, struct output *o, const char *section, c
 			return fbd_ini_fail(&p->ini, section, key,
 					    "'%s' is not a number of frames from 1 to 10000", v);
 		o->gop = (int)n;
+		return 1;
+	}
+	if (!strcmp(key, "fps")) {
+		char *end;
+		errno = 0;
+		o->fps = strtod(v, &end);
+		if (errno || end == v || *end || !(o->fps >= 1 && o->fps <= 1000))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a frame rate from 1 to 1000", v);
 		return 1;
 	}
 	if (!strcmp(key, "stall_timeout") || !strcmp(key, "retry_max")) {
@@ -511,6 +522,23 @@ static int choose_encoder(struct output *o)
 	return 0;
 }
 
+/* The rate the encoder's rate control counts frames at (libx264's
+ * zerolatency tune spreads the bitrate over frames, not timestamps): the
+ * configured one, else the stream's over the last second (or 10 s), a whole
+ * number when it is near one, else 30. */
+static AVRational frame_rate(struct output *o)
+{
+	struct fb_stream_info info;
+	double fps = o->fps;
+	if (!fps && fb_client_get_stream(o->client, o->stream, &info) == 0)
+		fps = info.fps > 0 ? info.fps : info.fps_10s;
+	if (fps < 1)
+		return (AVRational){30, 1};
+	if (fabs(fps - round(fps)) < 0.03 * fps)
+		return (AVRational){(int)round(fps), 1};
+	return av_d2q(fps, 100000);
+}
+
 static void close_output(struct output *o)
 {
 	if (o->mux) {
@@ -564,6 +592,7 @@ static int open_output(struct output *o, const struct fb_layout *l, char *why, s
 	o->enc->height = (int)l->height;
 	o->enc->pix_fmt = enc_fmt;
 	o->enc->time_base = time_base;
+	o->enc->framerate = frame_rate(o);
 	o->enc->bit_rate = o->bitrate;
 	o->enc->gop_size = o->gop;
 	o->enc->max_b_frames = 0; /* latency: no picture waits for a later one */
