@@ -41,7 +41,8 @@ static void usage(FILE *out)
 		"                                  results stream: each record as it comes\n"
 		"  output add NAME STREAM URL [KEY=VALUE...] [--dir DIR]\n"
 		"                                  send STREAM to URL through framebus-output\n"
-		"                                  (KEY: encoder, bitrate, gop, format, option.X,\n"
+		"                                  (KEY: encoder, bitrate, gop, fps, format, "
+		"option.X,\n"
 		"                                  output_option.X, stall_timeout, retry_max)\n"
 		"                                  and print its first state\n"
 		"  output remove NAME [--dir DIR]  end an output added so\n"
@@ -988,7 +989,7 @@ static bool output_name_ok(const char *name)
 
 static bool output_key_ok(const char *key)
 {
-	static const char *const keys[] = {"encoder", "bitrate",       "gop",
+	static const char *const keys[] = {"encoder", "bitrate",       "gop",      "fps",
 					   "format",  "stall_timeout", "retry_max"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		if (!strcmp(key, keys[i]))
@@ -1087,9 +1088,8 @@ static int cmd_output(int argc, char **argv)
 		if (!ok) {
 			fprintf(stderr,
 				"framebusctl: output add: '%s' is not KEY=VALUE with KEY one of "
-				"encoder, "
-				"bitrate, gop, format, stall_timeout, retry_max, option.X, "
-				"output_option.X\n",
+				"encoder, bitrate, gop, fps, format, stall_timeout, retry_max, "
+				"option.X, output_option.X\n",
 				args[i]);
 			return 2;
 		}

@@ -377,6 +377,30 @@ option.preset = ultrafast
         host_b.stop()
 
 
+def test_the_bitrate_asked_for_is_what_is_sent(hosts, host_a, tmp_path):
+    """The encoder counts frames at the stream's rate (libx264's zerolatency
+    spreads the bitrate over frames): not at the 90 kHz time base, which
+    made 4M into some 80 kb/s."""
+    path = tmp_path / "out.ts"
+    out = Output(hosts, host_a, f"""
+[output file]
+stream = cam0
+url = file://{path}
+format = mpegts
+bitrate = 400k
+""")
+    states = States(host_a.socket, "file")
+    try:
+        wait_for("150 frames sent", lambda: states.last().get("sent", 0) >= 150, timeout=60)
+    finally:
+        states.close()
+        out.stop()
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=bit_rate", "-of", "json",
+         str(path)], check=True, capture_output=True, text=True).stdout)
+    assert 200_000 < int(probe["format"]["bit_rate"]) < 800_000, probe
+
+
 def test_bad_outputs_fail_alone_saying_why(hosts, host_a):
     port = free_port()
     host_b = Daemon(f"""
