@@ -181,6 +181,27 @@ static const int sws_method[] = {
     [FBD_SCALE_BICUBIC] = SWS_BICUBIC,
 };
 
+/* A picture from another host's framebus-output: its frame there becomes
+ * the first hop (its publish time mapped onto this host's monotonic clock
+ * as source.c mapped the capture), source_seq its seq, and its meta this
+ * frame's (cut to meta_max). */
+static void restore_origin(struct fb_frame *out, const struct fbd_picture *pic, uint32_t meta_max)
+{
+	const struct fbd_identity *o = &pic->origin;
+	struct fb_hop *hop = &out->trace->hops[0];
+	snprintf(hop->stream, sizeof(hop->stream), "%s", o->stream);
+	hop->seq = o->seq;
+	hop->publish_ns = 0;
+	if (o->publish_realtime_ns && pic->capture_realtime_ns && o->capture_realtime_ns) {
+		int64_t after = (int64_t)(o->publish_realtime_ns - o->capture_realtime_ns);
+		hop->publish_ns = (uint64_t)((int64_t)pic->capture_ns + after);
+	}
+	out->trace->n_hops = 1;
+	out->source_seq = o->seq;
+	out->meta_size = o->meta_size < meta_max ? o->meta_size : meta_max;
+	memcpy(out->meta, o->meta, out->meta_size);
+}
+
 /* Convert one picture into a slot and publish it. */
 static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, size_t size)
 {
@@ -256,6 +277,8 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 		t->decode_ns = pic->decode_ns;
 		t->time_base_num = pic->time_base_num;
 		t->time_base_den = pic->time_base_den;
+		if (pic->has_origin)
+			restore_origin(out, pic, cfg->meta_max);
 	}
 	out->flags = (in->key_frame ? FB_FRAME_KEYFRAME : 0) |
 		     (s->discontinuity ? FB_FRAME_DISCONTINUITY : 0);

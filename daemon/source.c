@@ -239,6 +239,33 @@ static const struct arrival *arrival_of(const struct fbd_source *s, int64_t pts)
 	return newest;
 }
 
+/* A picture framebus-output sent from another host carries its frame's
+ * identity in a SEI (the h264 and hevc decoders export those as side data):
+ * its origin, and its capture time, mapped onto this host's monotonic clock
+ * through the realtime clocks (NTP or PTP keeps them together; one ahead of
+ * the other cannot make a capture later than now). */
+static void restore_origin(const AVFrame *frame, struct fbd_picture *pic)
+{
+	for (int i = 0; i < frame->nb_side_data; i++) {
+		const AVFrameSideData *sd = frame->side_data[i];
+		if (sd->type != AV_FRAME_DATA_SEI_UNREGISTERED ||
+		    !fbd_identity_read(sd->data, sd->size, &pic->origin))
+			continue;
+		pic->has_origin = true;
+		uint64_t capture = pic->origin.capture_realtime_ns;
+		if (!capture)
+			return;
+		struct timespec now;
+		clock_gettime(CLOCK_REALTIME, &now);
+		uint64_t now_realtime = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+		uint64_t now_ns = fb_now_ns();
+		uint64_t age = now_realtime > capture ? now_realtime - capture : 0;
+		pic->capture_realtime_ns = capture;
+		pic->capture_ns = age < now_ns ? now_ns - age : 0;
+		return;
+	}
+}
+
 /* One picture from the decoder: 0 and the picture, 1 if it needs a packet
  * (or, flushing, has nothing left), or an error. */
 static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, size_t size)
@@ -265,6 +292,7 @@ static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, siz
 	    .time_base_num = tb.num,
 	    .time_base_den = tb.den,
 	};
+	restore_origin(s->frame, ret);
 	return 0;
 }
 

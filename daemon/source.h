@@ -7,10 +7,12 @@
 
 #include <libavutil/frame.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
+#include "identity.h"
 #include "framebus/framebus.h"
 
 struct fbd_source;
@@ -30,6 +32,11 @@ struct fbd_picture {
 	/* A derived stream's picture: the parent's frame it is made from
 	 * (its trace goes on), or NULL. */
 	const struct fb_frame *parent;
+	/* A picture from another host's framebus-output: the frame it was
+	 * there (its SEI, docs/tracing.md); its capture times above are then
+	 * that frame's, on this host's clocks. */
+	bool has_origin;
+	struct fbd_identity origin;
 };
 
 /* Open config's input and its video decoder.  Every blocking call gives up

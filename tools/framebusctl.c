@@ -39,6 +39,13 @@ static void usage(FILE *out)
 		"                                  subscribe and print fps, latency and losses\n"
 		"                                  every second (N = 0: until interrupted); a\n"
 		"                                  results stream: each record as it comes\n"
+		"  output add NAME STREAM URL [KEY=VALUE...] [--dir DIR]\n"
+		"                                  send STREAM to URL through framebus-output\n"
+		"                                  (KEY: encoder, bitrate, gop, fps, format, "
+		"option.X,\n"
+		"                                  output_option.X, stall_timeout, retry_max)\n"
+		"                                  and print its first state\n"
+		"  output remove NAME [--dir DIR]  end an output added so\n"
 		"The socket is PATH, else $FRAMEBUS_SOCKET, else " FB_DEFAULT_SOCKET ".\n");
 }
 
@@ -960,6 +967,176 @@ static int cmd_trace(int argc, char **argv)
 	return r < 0 ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Outputs on demand: files in framebus-output's directory, which it watches */
+/* ------------------------------------------------------------------------ */
+
+#define OUTPUT_WAIT_MS 10000
+
+/* An output's name: what framebus-output takes (its state stream is
+ * output.NAME). */
+static bool output_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	if (n == 0 || n > FB_NAME_MAX - 7)
+		return false;
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+		      (*c >= '0' && *c <= '9') || *c == '.' || *c == '_' || *c == '-'))
+			return false;
+	return true;
+}
+
+static bool output_key_ok(const char *key)
+{
+	static const char *const keys[] = {"encoder", "bitrate",       "gop",      "fps",
+					   "format",  "stall_timeout", "retry_max"};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (!strcmp(key, keys[i]))
+			return true;
+	return (!strncmp(key, "option.", 7) && key[7]) ||
+	       (!strncmp(key, "output_option.", 14) && key[14]);
+}
+
+/* Wait for output.NAME to be on the bus (present) or gone (!present); with
+ * present, print its newest state record.  0, -ETIMEDOUT, or -EINVAL when
+ * the output failed (the record says why). */
+static int wait_output(const char *name, bool present)
+{
+	char stream[FB_NAME_MAX + 8];
+	snprintf(stream, sizeof(stream), "output.%s", name);
+	fb_client *c = connect_or_die();
+	int r = -ETIMEDOUT;
+	for (int waited = 0; waited < OUTPUT_WAIT_MS; waited += 100) {
+		struct fb_stream_info info;
+		bool there =
+		    fb_client_get_stream(c, stream, &info) == 0 && info.state != FB_STREAM_ENDED;
+		if (there != present) {
+			usleep(100000);
+			continue;
+		}
+		static const char failed[] = "\"state\":\"failed\"";
+		fb_subscriber *sub;
+		const struct fb_frame *f;
+		if (present && fb_client_subscribe(c, stream, FB_MODE_LATEST, 1, &sub) == 0) {
+			if (fb_subscriber_acquire(sub, 2000, &f) == 0) {
+				printf("%.*s\n", (int)f->meta_size, (const char *)f->meta);
+				if (memmem(f->meta, f->meta_size, failed, strlen(failed)))
+					r = -EINVAL;
+				fb_subscriber_release(sub, f);
+			}
+			fb_client_unsubscribe(c, sub);
+		}
+		if (r == -ETIMEDOUT)
+			r = 0;
+		break;
+	}
+	fb_client_free(c);
+	return r;
+}
+
+static int cmd_output(int argc, char **argv)
+{
+	const char *dir = FBO_DEFAULT_DIR;
+	char *args[64];
+	int n = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--dir") && i + 1 < argc)
+			dir = argv[++i];
+		else if (n < 64)
+			args[n++] = argv[i];
+	}
+	bool add = n >= 4 && !strcmp(args[0], "add"), remove = n == 2 && !strcmp(args[0], "remove");
+	if (!add && !remove) {
+		usage(stderr);
+		return 2;
+	}
+	const char *name = args[1];
+	if (!output_name_ok(name)) {
+		fprintf(
+		    stderr,
+		    "framebusctl: output: '%s' is not an output name (1-%d letters, digits, '.', "
+		    "'_' or '-')\n",
+		    name, FB_NAME_MAX - 7);
+		return 2;
+	}
+	char path[4096], tmp[4096];
+	snprintf(path, sizeof(path), "%s/%s.conf", dir, name);
+	if (remove) {
+		if (unlink(path) < 0) {
+			fprintf(stderr, "framebusctl: output remove: %s: %s\n", path,
+				strerror(errno));
+			return 1;
+		}
+		if (wait_output(name, false) < 0) {
+			fprintf(stderr,
+				"framebusctl: output remove: %s removed, but output.%s is still "
+				"on the bus (is framebus-output watching %s?)\n",
+				path, name, dir);
+			return 1;
+		}
+		printf("output %s removed\n", name);
+		return 0;
+	}
+	for (int i = 4; i < n; i++) {
+		char *eq = strchr(args[i], '=');
+		if (eq)
+			*eq = 0;
+		bool ok = eq && output_key_ok(args[i]) && eq[1] && !strpbrk(eq + 1, "\n\r");
+		if (eq)
+			*eq = '=';
+		if (!ok) {
+			fprintf(stderr,
+				"framebusctl: output add: '%s' is not KEY=VALUE with KEY one of "
+				"encoder, bitrate, gop, fps, format, stall_timeout, retry_max, "
+				"option.X, output_option.X\n",
+				args[i]);
+			return 2;
+		}
+	}
+	if (strpbrk(args[2], "\n\r") || strpbrk(args[3], "\n\r")) {
+		fprintf(stderr, "framebusctl: output add: a line break in the stream or URL\n");
+		return 2;
+	}
+	if (access(path, F_OK) == 0) {
+		fprintf(stderr, "framebusctl: output add: %s exists: output remove %s first\n",
+			path, name);
+		return 1;
+	}
+	/* Written whole under a name framebus-output skips, then renamed: it
+	 * never reads half a file. */
+	snprintf(tmp, sizeof(tmp), "%s/.%s.conf.tmp", dir, name);
+	FILE *f = fopen(tmp, "w");
+	if (!f) {
+		fprintf(stderr, "framebusctl: output add: %s: %s\n", tmp, strerror(errno));
+		return 1;
+	}
+	fprintf(f, "# framebusctl output add\n[output %s]\nstream = %s\nurl = %s\n", name, args[2],
+		args[3]);
+	for (int i = 4; i < n; i++) {
+		char *eq = strchr(args[i], '=');
+		fprintf(f, "%.*s = %s\n", (int)(eq - args[i]), args[i], eq + 1);
+	}
+	if (fclose(f) != 0 || rename(tmp, path) < 0) {
+		fprintf(stderr, "framebusctl: output add: %s: %s\n", path, strerror(errno));
+		unlink(tmp);
+		return 1;
+	}
+	int r = wait_output(name, true);
+	if (r == -EINVAL)
+		return 1; /* the record printed says why */
+	if (r < 0) {
+		fprintf(
+		    stderr,
+		    "framebusctl: output add: %s written, but no output.%s on the bus after %d s: "
+		    "is framebus-output running and watching %s? Its log says why (journalctl -u "
+		    "framebus-output)\n",
+		    path, name, OUTPUT_WAIT_MS / 1000, dir);
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -996,6 +1173,8 @@ int main(int argc, char **argv)
 		return cmd_top(argc, argv);
 	if (!strcmp(argv[0], "trace"))
 		return cmd_trace(argc, argv);
+	if (!strcmp(argv[0], "output"))
+		return cmd_output(argc, argv);
 	fprintf(stderr, "framebusctl: unknown command '%s'\n", argv[0]);
 	usage(stderr);
 	return 2;

@@ -28,7 +28,8 @@ slots = 8
 class Daemon:
     """A framebusd on a private socket, stopped (and checked) at the end."""
 
-    def __init__(self, streams=DEFAULT_STREAMS, notify_socket=None):
+    def __init__(self, streams=DEFAULT_STREAMS, notify_socket=None, prefix=()):
+        self.prefix = list(prefix)  # e.g. ip netns exec NAME: framebusd in a namespace
         self.dir = tempfile.TemporaryDirectory(prefix="framebus-py-")
         self.socket = os.path.join(self.dir.name, "framebus.sock")
         self.config = os.path.join(self.dir.name, "framebusd.conf")
@@ -43,7 +44,7 @@ class Daemon:
         (systemd_peer.start_service); returns once it listens."""
         listening = f"listening on {self.socket}"
         before = self.read_log().count(listening)
-        self.proc = start_service([FRAMEBUSD, "--config", self.config], notify_socket,
+        self.proc = start_service(self.prefix + [FRAMEBUSD, "--config", self.config], notify_socket,
                                   passed, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
         while self.read_log().count(listening) == before:
