@@ -151,10 +151,14 @@ def frames_of(bus, stream, n, timeout=30):
 
 
 class Captures:
-    """cam0's frames on host A, seq -> capture_realtime_ns, read in a thread."""
+    """cam0's frames on host A, seq -> capture_realtime_ns, read in a thread;
+    the seqs it missed (a loaded host can leave this reader a ring behind)
+    and those before its first are in unseen()."""
 
     def __init__(self, socket, stream="cam0"):
         self.seen = {}
+        self.missed = set()
+        self.first = None
         self.bus = framebus.connect(socket, name="pytest-captures")
         wait_running(self.bus, stream)
         self.sub = self.bus.subscribe(stream, mode="queue")
@@ -167,8 +171,13 @@ class Captures:
             try:
                 with self.sub.acquire(timeout=0.2) as f:
                     self.seen[f.seq] = f.capture_realtime_ns
+                    self.missed.update(range(f.seq - f.missed, f.seq))
+                    self.first = self.first or f.seq
             except TimeoutError:
                 pass
+
+    def unseen(self, seq):
+        return seq in self.missed or self.first is None or seq < self.first
 
     def close(self):
         self.done.set()
@@ -178,15 +187,21 @@ class Captures:
 
 def check_identity(frames, captures, origin="cam0"):
     """B's frames are A's: the origin, source_seq A's seq, the capture time
-    A's capture time of that very frame."""
+    A's capture time of that very frame (for at least half of them: the
+    others are frames the reader on A missed)."""
     now = time.time_ns()
+    matched = 0
     for seq, source_seq, (name, origin_seq), capture_realtime, capture_ns, _ in frames:
         assert name == origin and origin_seq == source_seq > 0
-        assert source_seq in captures.seen, (source_seq, sorted(captures.seen)[:3])
-        assert capture_realtime == captures.seen[source_seq]
         # Captured on A before B had it, and not long before.
         assert 0 < now - capture_realtime < 30e9
         assert 0 < capture_ns <= time.monotonic_ns()
+        if captures.unseen(source_seq):
+            continue
+        assert source_seq in captures.seen, (source_seq, captures.first)
+        assert capture_realtime == captures.seen[source_seq]
+        matched += 1
+    assert matched >= len(frames) / 2, (matched, len(frames))
 
 
 def test_srt_carries_each_frames_origin_seq_and_capture_time(hosts, host_a):
