@@ -225,6 +225,59 @@ def test_asyncio_iteration_never_stalls_the_loop(bus):
     assert len(lateness) > 300, len(lateness)
 
 
+def test_asyncio_catches_a_steady_streams_frames_on_the_futex(bus, monkeypatch):
+    # A stream at 30 fps that pauses 0.3 s after 24 frames, then goes on.
+    # Once the iterator knows the pace it waits for each frame on the
+    # ring's futex (docs/python.md, "Event loops"); a frame far later than
+    # due is waited for on the pipe: the loop is not held for it.
+    paces = []
+
+    class Recorded(framebus._Pace):
+        def __init__(self):
+            super().__init__()
+            paces.append(self)
+
+    monkeypatch.setattr(framebus, "_Pace", Recorded)
+    pub = bus.publish("py.paced", 64, 48, format="gray8", slots=8)
+    sub = bus.subscribe("py.paced", mode="queue")
+
+    def publish():
+        start = time.monotonic()
+        for i in range(34):
+            due = start + i / 30 + (0.3 if i >= 24 else 0)
+            time.sleep(max(0.0, due - time.monotonic()))
+            with pub.frame() as out:
+                out.source_seq = i
+
+    async def main():
+        lateness, stop = [], asyncio.Event()
+        tick = asyncio.create_task(ticker(lateness, stop))
+        thread = threading.Thread(target=publish)
+        thread.start()
+        seen, caught = [], []
+        async for frame in sub.frames_async():
+            seen.append(frame.source_seq)
+            caught.append(paces[0].caught)  # frames caught so far
+            if len(seen) == 34:
+                break
+        stop.set()
+        await tick
+        await asyncio.to_thread(thread.join)
+        return seen, caught, lateness
+
+    seen, caught, lateness = asyncio.run(asyncio.wait_for(main(), 20))
+    sub.close()
+    pub.close()
+    assert seen == list(range(34))
+    # 18 frames came after the pace was learnt (6 frames) and before the
+    # pause: most of them caught on the futex.
+    assert caught[23] >= 9, caught
+    # The first frame after the pause came through the pipe.
+    assert caught[24] == caught[23], caught
+    # The loop ticked on through the pause: 0.3 s of a 1 ms timer.
+    assert len(lateness) > 200, len(lateness)
+
+
 def test_an_async_publisher_waits_without_blocking_the_loop(bus):
     async def main():
         pub = bus.publish("py.async", 64, 48, format="gray8", slots=3, policy="block")
