@@ -278,6 +278,47 @@ def test_asyncio_catches_a_steady_streams_frames_on_the_futex(bus, monkeypatch):
     assert len(lateness) > 200, len(lateness)
 
 
+def sched_slice_ns():
+    """The calling thread's fair-scheduler slice, as the kernel reports it."""
+    with open("/proc/thread-self/sched") as f:
+        return next(int(line.split(":")[1]) for line in f if line.startswith("se.slice"))
+
+
+def test_asyncio_iteration_shortens_the_loop_threads_slice_while_it_lasts(bus):
+    # frames_async() asks for a 0.1 ms slice for the loop's thread (its
+    # wake-ups then preempt other work, docs/python.md), kept while any
+    # iterator on the thread runs, the previous one given back after;
+    # sched_slice=None leaves the thread alone.
+    pub = bus.publish("py.slice", 64, 48, format="gray8", slots=8)
+    subs = [bus.subscribe("py.slice", mode="queue") for _ in range(3)]
+    before = sched_slice_ns()
+
+    async def main():
+        seen = []
+        first, second = subs[0].frames_async(), subs[1].frames_async()
+        alone = subs[2].frames_async(sched_slice=None)
+        with pub.frame() as out:
+            out.array[:] = 1
+        await first.__anext__()
+        seen.append(sched_slice_ns())
+        await second.__anext__()
+        await first.aclose()
+        seen.append(sched_slice_ns())  # the second still iterates
+        await second.aclose()
+        seen.append(sched_slice_ns())
+        await alone.__anext__()
+        seen.append(sched_slice_ns())
+        await alone.aclose()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(main(), 10))
+    for sub in subs:
+        sub.close()
+    pub.close()
+    assert seen == [100_000, 100_000, before, before], (seen, before)
+    assert sched_slice_ns() == before
+
+
 def test_an_async_publisher_waits_without_blocking_the_loop(bus):
     async def main():
         pub = bus.publish("py.async", 64, 48, format="gray8", slots=3, policy="block")
