@@ -10,7 +10,8 @@ publish: Publisher.frame() + setting source_seq + publishing (the with block),
 
 latency: from framebusd's publish of a frame of a 30 fps stream (lavfi) to
          the frame in a queue subscriber's hands, blocking (for frame in sub)
-         against asyncio (async for frame in sub.frames_async()): LATENCY
+         against asyncio (async for frame in sub.frames_async(), or with
+         --no-slice sched_slice=None): LATENCY
          frames each way in each of LATENCY_ROUNDS rounds, the ways in turn
          (which goes first alternates), each on a subscription of its own
          whose first WARM_UP frames are not counted.  While the asyncio
@@ -59,6 +60,9 @@ def main():
                     help="frames per way and round for the latency")
     ap.add_argument("--latency-rounds", type=int, default=10,
                     help="rounds of the latency, each way in turn")
+    ap.add_argument("--no-slice", action="store_true",
+                    help="frames_async(sched_slice=None): the loop thread keeps its "
+                         "scheduler slice (docs/python.md, 'Event loops')")
     args = ap.parse_args()
     live = ("[stream live]\nurl = testsrc2=size=320x240:rate=30\ninput_format = lavfi\n"
             "format = gray8\nslots = 8\n")
@@ -158,7 +162,8 @@ def latency(sock, args):
         stop = asyncio.Event()
         tick = None
         i = 0
-        async for frame in sub.frames_async():
+        options = {"sched_slice": None} if args.no_slice else {}
+        async for frame in sub.frames_async(**options):
             if i >= WARM_UP:
                 waits["async"].append(time.monotonic_ns() - frame.monotonic_ns)
             elif i + 1 == WARM_UP:  # from here on frames flow at the stream's pace
