@@ -65,7 +65,7 @@ static PyObject *sched_slice(PyObject *module, PyObject *arg)
 		Py_RETURN_NONE;
 	double previous = (double)attr.sched_runtime / 1e9;
 	attr.size = sizeof(attr);
-	attr.sched_flags = 0;
+	attr.sched_flags &= 0x01; /* SCHED_FLAG_RESET_ON_FORK stays; no other flag set */
 	attr.sched_runtime = (uint64_t)(seconds * 1e9);
 	if (syscall(SYS_sched_setattr, 0, &attr, 0) < 0)
 		Py_RETURN_NONE;
