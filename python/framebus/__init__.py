@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from typing import AsyncIterator, Optional, Union
 
@@ -45,6 +46,7 @@ from ._framebus import (
     formats,
     library_version,
 )
+from ._framebus import _sched_slice
 from ._framebus import connect as _connect
 
 __version__ = library_version
@@ -132,20 +134,38 @@ class _Readable:
 
 
 class _Pace:
-    """A stream's pace from its frames' publish times, for a wait that wakes
-    the loop shortly before the next frame is due, as the library's blocking
-    acquire does (docs/ring.md, "Wake-ahead"): a loop that slept a whole frame
-    interval wakes slowly; one that slept 300 us does not."""
+    """A stream's pace from its frames' publish times, so that the loop can
+    wait for the next frame the way a blocking acquire does: on the ring's
+    futex, from shortly before the frame is due.  A frame that wakes the loop
+    through the pipe costs 100-200 us more on this kind of host than one
+    caught on the futex (docs/python.md, "Event loops").
 
-    AHEAD_NS = 1_300_000
-    CATCH_S = 0.002     # then the loop waits that long for the frame, at most
-    MIN_NS = 2_000_000  # only for streams slower than this a frame
-    RUN = 4             # regular intervals before it counts as paced
+    The schedule (due) keeps the phase of the stream's earliest frames: a
+    late frame moves it by an eighth of its lateness, an early one all the
+    way, so one late frame does not make the next, on-time one early.  The
+    loop's timer wakes lead before due (asyncio's epoll timers round up to
+    whole milliseconds, hence at least 1.3 ms); a frame that beats it moves
+    the lead earlier by LEAD_STEP_NS, each catch that waited over a
+    millisecond moves it back by LEAD_STEP_NS / 25, within [LEAD_MIN_NS,
+    LEAD_MAX_NS].  Counts: caught (on the futex) and missed (a frame that
+    beat the timer of a paced stream)."""
+
+    LEAD_MIN_NS = 1_300_000
+    LEAD_MAX_NS = 3_300_000
+    LEAD_STEP_NS = 500_000
+    CATCH_S = 0.002      # the longest the loop is held at a time
+    LATE_MAX_NS = 4_000_000  # a frame later than this past due: wait on the pipe
+    MIN_NS = 2_000_000   # only for streams slower than this a frame
+    RUN = 4              # regular intervals before it counts as paced
 
     def __init__(self) -> None:
         self.last = 0
         self.interval = 0
         self.on_time = 0
+        self.due = 0
+        self.lead = self.LEAD_MIN_NS
+        self.caught = 0
+        self.missed = 0
 
     def learn(self, publish_ns: int) -> None:
         d = publish_ns - self.last if self.last else 0
@@ -159,29 +179,102 @@ class _Pace:
             self.on_time //= 2
             if not self.on_time:
                 self.interval = d
+        late = publish_ns - self.due
+        if self.due and abs(late) < self.interval // 2:
+            self.due += late // 8 if late > 0 else late
+        else:
+            self.due = publish_ns
+        self.due += self.interval
 
-    def wake_at(self, loop: asyncio.AbstractEventLoop) -> Optional[float]:
-        """The loop's time to wake ahead of the next frame, or None."""
-        if self.on_time < self.RUN or self.interval < self.MIN_NS:
+    def paced(self) -> bool:
+        return self.on_time >= self.RUN and self.interval >= self.MIN_NS
+
+    def catch_from(self, loop: asyncio.AbstractEventLoop) -> Optional[float]:
+        """The loop's time to begin catching the next frame on the futex (in
+        the past: at once), or None: wait on the pipe."""
+        if not self.paced():
             return None
-        ahead = self.last + self.interval - self.AHEAD_NS - time.monotonic_ns()
-        return loop.time() + ahead / 1e9 if ahead > 0 else None
+        now = time.monotonic_ns()
+        if now > self.due + self.LATE_MAX_NS:
+            return None
+        return loop.time() + (self.due - self.lead - now) / 1e9
+
+    def catching(self) -> bool:
+        """Whether a catch that timed out should go on (after a pass of the
+        loop) rather than wait on the pipe."""
+        return time.monotonic_ns() <= self.due + self.LATE_MAX_NS
+
+    def beaten(self) -> None:
+        """A frame came through the pipe before the catch began."""
+        self.missed += 1
+        self.lead = min(self.lead + self.LEAD_STEP_NS, self.LEAD_MAX_NS)
+
+    def caught_at(self, began_ns: int, publish_ns: int) -> None:
+        """A frame published at publish_ns was caught on the futex by a
+        catch that began at began_ns (before learn() of that frame)."""
+        self.caught += 1
+        if min(publish_ns, self.due) - began_ns > 1_000_000:
+            self.lead = max(self.lead - self.LEAD_STEP_NS // 25, self.LEAD_MIN_NS)
 
 
-async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
+class _ShortSlice:
+    """The loop thread's fair-scheduler slice, shortened while frames are
+    iterated (by any number of iterators on it) and given back after.  Under
+    load, a thread that runs a few tens of microseconds per wake-up (an event
+    loop: timers, callbacks, task steps) wakes with no credit left and waits
+    for the running task's slice, ~150 us at p50 on this host, while a
+    blocking acquire that runs almost nothing does not; a short slice gives
+    the loop an early deadline, so its wake-ups preempt again
+    (docs/python.md, "Event loops")."""
+
+    local = threading.local()
+
+    def __init__(self, seconds: Optional[float]) -> None:
+        self.seconds = seconds
+
+    def __enter__(self) -> None:
+        if self.seconds is None:
+            return
+        t = self.local
+        if getattr(t, "users", 0) == 0:
+            t.previous = _sched_slice(self.seconds)
+            t.users = 0
+        t.users += 1
+
+    def __exit__(self, *exc: object) -> None:
+        t = self.local
+        if self.seconds is None or getattr(t, "users", 0) == 0:
+            return  # (or finalised in another thread than the loop's)
+        t.users -= 1
+        if t.users == 0 and t.previous is not None:
+            _sched_slice(t.previous)
+
+
+async def _frames_async(self: Subscriber,
+                        sched_slice: Optional[float] = 0.0001) -> AsyncIterator[Frame]:
     """Frames as an asyncio async iterator, driven by the event loop.
 
     One reader on the subscriber's descriptor for the iterator's life; the
     frames ready when it wakes are taken one after the other without waiting
-    again.  While framebusd is away it looks every 0.1 s whether it is back
+    again.  A steady stream's frames are caught on the ring's futex instead,
+    from shortly before each is due, holding the loop 2 ms at most at a time
+    (_Pace).  While framebusd is away it looks every 0.1 s whether it is back
     (then subscribes again and goes on; the first frame is a discontinuity).
     Each frame is released when the next is taken; the iteration ends with
     the stream.
+
+    sched_slice: the loop thread's slice under Linux's fair scheduler while
+    it iterates, in seconds (0.0001, the shortest there is, from Linux 6.12;
+    older kernels ignore it), so that its wake-ups for frames preempt other
+    work (_ShortSlice); None leaves the thread as it is.
     """
+    shortened = _ShortSlice(sched_slice)
+    shortened.__enter__()
     loop = asyncio.get_running_loop()
     readable = _Readable(loop, self.fileno(), drain=True)
     pace = _Pace()
     previous: Optional[Frame] = None
+    beaten = False  # the pipe woke the loop before a planned catch
     try:
         while True:
             if previous is not None:
@@ -191,6 +284,9 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
                 frame = self.try_acquire()
             except StreamEnded:
                 return
+            if frame is not None and beaten:
+                pace.beaten()
+            beaten = False
             if frame is None:
                 if self.reconnecting:
                     readable.close()
@@ -199,22 +295,32 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
                 if readable.fd != self.fileno():  # subscribed again: another pipe
                     readable.close()
                     readable = _Readable(loop, self.fileno(), drain=True)
-                ahead = pace.wake_at(loop)
-                if ahead is None:
+                start = pace.catch_from(loop)
+                if start is None:
                     await readable.wait()
                     continue
-                if await readable.wait(ahead):  # it came before the wake-up
+                if start > loop.time() and await readable.wait(start):
+                    beaten = True
                     continue
-                # Woken ahead of the frame: wait for it on the ring's futex,
-                # as a blocking acquire does, for at most _Pace.CATCH_S (the
-                # loop's longest stall); if it is later, look again (which
-                # arms the pipe) and wait for the pipe.
+                # Catch it on the ring's futex, as a blocking acquire
+                # waits, holding the loop _Pace.CATCH_S at most at a time,
+                # with a pass of the loop in between; a frame later than
+                # that is waited for on the pipe.
+                began = time.monotonic_ns()
                 try:
-                    frame = self.acquire(timeout=_Pace.CATCH_S)
-                except TimeoutError:
-                    continue
+                    while True:
+                        try:
+                            frame = self.acquire(timeout=_Pace.CATCH_S)
+                            break
+                        except TimeoutError:
+                            if not pace.catching():
+                                break
+                        await asyncio.sleep(0)
                 except StreamEnded:
                     return
+                if frame is None:
+                    continue
+                pace.caught_at(began, frame.monotonic_ns)
             pace.learn(frame.monotonic_ns)
             previous = frame
             yield frame
@@ -222,6 +328,7 @@ async def _frames_async(self: Subscriber) -> AsyncIterator[Frame]:
         readable.close()
         if previous is not None:
             previous.release()
+        shortened.__exit__()
 
 
 async def _events_async(self: Bus) -> AsyncIterator[Union[StreamEvent, ConnectionEvent]]:

@@ -5,7 +5,8 @@
  *
  * Layers.  Each file uses only the ones below it:
  *
- *     module.c                  the module: its exceptions, its types, init
+ *     module.c                  the module: its exceptions, its types, init;
+ *                               the loop thread's slice (frames_async)
  *        |
  *     subscriber.c  publisher.c Subscriber and Frame; Publisher and OutFrame
  *        |             |        (each gives Bus its method: subscribe, publish)

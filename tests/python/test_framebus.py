@@ -225,6 +225,141 @@ def test_asyncio_iteration_never_stalls_the_loop(bus):
     assert len(lateness) > 300, len(lateness)
 
 
+def test_asyncio_catches_a_steady_streams_frames_on_the_futex(bus, monkeypatch):
+    # A stream at 30 fps that pauses 0.3 s after 24 frames, then goes on.
+    # Once the iterator knows the pace it waits for each frame on the
+    # ring's futex (docs/python.md, "Event loops"); a frame far later than
+    # due is waited for on the pipe: the loop is not held for it.
+    paces = []
+
+    class Recorded(framebus._Pace):
+        def __init__(self):
+            super().__init__()
+            paces.append(self)
+
+    monkeypatch.setattr(framebus, "_Pace", Recorded)
+    pub = bus.publish("py.paced", 64, 48, format="gray8", slots=8)
+    sub = bus.subscribe("py.paced", mode="queue")
+
+    def publish():
+        # A steady source even under load: its wake-ups preempt other work.
+        framebus._framebus._sched_slice(0.0001)
+        start = time.monotonic()
+        for i in range(34):
+            due = start + i / 30 + (0.3 if i >= 24 else 0)
+            time.sleep(max(0.0, due - time.monotonic()))
+            with pub.frame() as out:
+                out.source_seq = i
+
+    async def main():
+        lateness, stop = [], asyncio.Event()
+        tick = asyncio.create_task(ticker(lateness, stop))
+        thread = threading.Thread(target=publish)
+        thread.start()
+        seen, caught = [], []
+        async for frame in sub.frames_async():
+            seen.append(frame.source_seq)
+            caught.append(paces[0].caught)  # frames caught so far
+            if len(seen) == 34:
+                break
+        stop.set()
+        await tick
+        await asyncio.to_thread(thread.join)
+        return seen, caught, lateness
+
+    seen, caught, lateness = asyncio.run(asyncio.wait_for(main(), 20))
+    sub.close()
+    pub.close()
+    assert seen == list(range(34))
+    # Frames after the pace was learnt (6 frames) were caught on the futex:
+    # most of them on a quiet host (18 of 18 before the pause), fewer when
+    # the host is so loaded that the loop finds them waiting, but some.
+    assert caught[-1] > 0, caught
+    # The first frame after the pause came through the pipe.
+    assert caught[24] == caught[23], caught
+    # The loop ticked on through the pause (0.3 s of a 1 ms timer).
+    assert len(lateness) > 100, len(lateness)
+
+
+def test_asyncio_pace_keeps_the_schedule_and_adapts_its_lead():
+    # The schedule frames_async() catches frames by (framebus._Pace), fed
+    # publish times of a 30 fps stream in the past: nothing here waits.
+    class Loop:
+        def time(self):
+            return 100.0
+
+    T = 33_333_333
+    pace = framebus._Pace()
+    start = time.monotonic_ns() - 20 * T
+    for i in range(6):
+        pace.learn(start + i * T)
+    assert pace.paced() and pace.interval == T
+    pace.learn(start + 6 * T + 3_000_000)  # 3 ms late: the schedule keeps
+    assert pace.due == start + 6 * T + 3_000_000 // 8 + pace.interval  # its phase
+    pace.learn(start + 7 * T)  # on time after the late one: on schedule
+    assert pace.due == start + 7 * T + pace.interval
+    assert pace.paced()
+    pace.learn(start + 8 * T - 2_000_000)  # 2 ms early: the schedule moves
+    assert pace.due == start + 8 * T - 2_000_000 + pace.interval
+    # Due ~11 intervals ago: more than 4 ms late, so wait on the pipe.
+    assert pace.catch_from(Loop()) is None and not pace.catching()
+    now = time.monotonic_ns()
+    pace.due = now + 100_000_000  # due in 100 ms: catch from lead before it
+    at = pace.catch_from(Loop())
+    assert 100.0 + 0.1 - 0.0013 - 0.01 < at <= 100.0 + 0.1 - 0.0013
+    assert pace.catching()
+    for _ in range(6):  # frames beat the catch: the lead grows to its bound
+        pace.beaten()
+    assert (pace.missed, pace.lead) == (6, framebus._Pace.LEAD_MAX_NS)
+    began = pace.due - 3_000_000
+    pace.caught_at(began, pace.due)  # waited 3 ms: the lead shrinks a little
+    assert pace.caught == 1
+    assert pace.lead == framebus._Pace.LEAD_MAX_NS - framebus._Pace.LEAD_STEP_NS // 25
+    pace.caught_at(pace.due - 500_000, pace.due)  # waited 0.5 ms: it stays
+    assert pace.lead == framebus._Pace.LEAD_MAX_NS - framebus._Pace.LEAD_STEP_NS // 25
+
+
+def sched_slice_ns():
+    """The calling thread's fair-scheduler slice, as the kernel reports it."""
+    with open("/proc/thread-self/sched") as f:
+        return next(int(line.split(":")[1]) for line in f if line.startswith("se.slice"))
+
+
+def test_asyncio_iteration_shortens_the_loop_threads_slice_while_it_lasts(bus):
+    # frames_async() asks for a 0.1 ms slice for the loop's thread (its
+    # wake-ups then preempt other work, docs/python.md), kept while any
+    # iterator on the thread runs, the previous one given back after;
+    # sched_slice=None leaves the thread alone.
+    pub = bus.publish("py.slice", 64, 48, format="gray8", slots=8)
+    subs = [bus.subscribe("py.slice", mode="queue") for _ in range(3)]
+    before = sched_slice_ns()
+
+    async def main():
+        seen = []
+        first, second = subs[0].frames_async(), subs[1].frames_async()
+        alone = subs[2].frames_async(sched_slice=None)
+        with pub.frame() as out:
+            out.array[:] = 1
+        await first.__anext__()
+        seen.append(sched_slice_ns())
+        await second.__anext__()
+        await first.aclose()
+        seen.append(sched_slice_ns())  # the second still iterates
+        await second.aclose()
+        seen.append(sched_slice_ns())
+        await alone.__anext__()
+        seen.append(sched_slice_ns())
+        await alone.aclose()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(main(), 10))
+    for sub in subs:
+        sub.close()
+    pub.close()
+    assert seen == [100_000, 100_000, before, before], (seen, before)
+    assert sched_slice_ns() == before
+
+
 def test_an_async_publisher_waits_without_blocking_the_loop(bus):
     async def main():
         pub = bus.publish("py.async", 64, 48, format="gray8", slots=3, policy="block")
