@@ -320,9 +320,11 @@ def test_asyncio_pace_keeps_the_schedule_and_adapts_its_lead():
 
 
 def sched_slice_ns():
-    """The calling thread's fair-scheduler slice, as the kernel reports it."""
+    """The calling thread's fair-scheduler slice, as the kernel reports it
+    (None before Linux 6.6, which has no slice per task)."""
     with open("/proc/thread-self/sched") as f:
-        return next(int(line.split(":")[1]) for line in f if line.startswith("se.slice"))
+        return next((int(line.split(":")[1]) for line in f if line.startswith("se.slice")),
+                    None)
 
 
 def test_asyncio_iteration_shortens_the_loop_threads_slice_while_it_lasts(bus):
@@ -356,7 +358,10 @@ def test_asyncio_iteration_shortens_the_loop_threads_slice_while_it_lasts(bus):
     for sub in subs:
         sub.close()
     pub.close()
-    assert seen == [100_000, 100_000, before, before], (seen, before)
+    # A kernel without slices per task ignores the request: the iterators
+    # work the same.
+    shortened = 100_000 if before is not None else None
+    assert seen == [shortened, shortened, before, before], (seen, before)
     assert sched_slice_ns() == before
 
 
