@@ -49,6 +49,11 @@ crop = 300,200,100,100
 [stream bars.rgba]
 from = bars
 format = rgba
+[stream bars.rgba.half]
+from = bars.rgba
+width = 160
+height = 120
+format = bgr24
 [stream bars.gray16]
 from = bars
 format = gray16
@@ -210,6 +215,34 @@ def test_the_other_formats_are_the_parent_converted(daemon):
         want = cv2.resize(rgb, (160, 120), interpolation=cv2.INTER_AREA)
         diff = np.abs(a.astype(int) - want.astype(int))
         assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 1, (diff.mean(), diff.max())
+    bus.close()
+
+
+def test_a_derived_stream_of_a_derived_stream_shrinks_its_frames(daemon):
+    """bars.rgba.half reads bars.rgba's ring (a derived parent leaves no
+    pictures): a whole factor of packed RGB, each 2x2 block's mean of the
+    parent frame it names, channels reordered (shrink.c)."""
+    bus = framebus.connect(daemon.socket)
+    for name in ("bars.rgba", "bars.rgba.half"):
+        wait_running(bus, name)
+    parent = bus.subscribe("bars.rgba", mode="queue", max_holds=4)
+    half = bus.subscribe("bars.rgba.half", mode="queue")
+    kept, checked = {}, 0
+    deadline = time.monotonic() + 10
+    while checked < 5 and time.monotonic() < deadline:
+        with parent.acquire(timeout=2) as f:
+            kept[f.seq] = (f.array.copy(), f.pts)
+        while (g := half.try_acquire()) is not None:
+            with g:
+                if g.source_seq not in kept:
+                    continue
+                rgba, pts = kept[g.source_seq]
+                assert g.pts == pts and g.array.shape == (120, 160, 3)
+                want = cv2.resize(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR), (160, 120),
+                                  interpolation=cv2.INTER_AREA)
+                assert np.abs(g.array.astype(int) - want.astype(int)).max() <= 1
+                checked += 1
+    assert checked >= 5
     bus.close()
 
 
