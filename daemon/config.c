@@ -14,6 +14,9 @@
 
 #define DEFAULT_SOCKET_MODE 0660
 #define NS_PER_S 1000000000ull
+/* A stream section without scale_threads takes [daemon]'s, which may come
+ * after it. */
+#define SCALE_THREADS_UNSET UINT32_MAX
 
 struct parser {
 	struct fbd_config *config;
@@ -39,6 +42,7 @@ void fbd_stream_config_defaults(struct fbd_stream_config *s)
 	    .retry_max_ns = 30 * NS_PER_S,
 	    .stall_timeout_ns = 10 * NS_PER_S,
 	    .block_timeout_ns = FBD_DEFAULT_BLOCK_TIMEOUT_NS,
+	    .scale_threads = 1,
 	};
 }
 
@@ -56,6 +60,7 @@ static struct fbd_config *config_new(void)
 	c->max_ring_memory_per_client = 1ull << 30;
 	c->max_derived_per_client = 4;
 	c->max_derived_memory = 256ull << 20;
+	c->scale_threads = 1;
 	c->max_connections_per_user = 64;
 	c->max_subscriptions_per_user = 256;
 	c->max_streams_per_user = 16;
@@ -201,6 +206,13 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 					    "'%s' is not a size such as 512M or 2G", v);
 		return 1;
 	}
+	if (!strcmp(key, "scale_threads")) {
+		if (!fbd_ini_uint(v, 0, 64, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 0 to 64", v);
+		c->scale_threads = (uint32_t)n;
+		return 1;
+	}
 	if (!strcmp(key, "max_derived_memory")) {
 		if (!fbd_ini_size(v, &c->max_derived_memory))
 			return fbd_ini_fail(&p->ini, section, key,
@@ -336,6 +348,13 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 			return fbd_ini_fail(&p->ini, section, key,
 					    "'%s' is not a number from 0 to 64", v);
 		s->decoder_threads = (uint32_t)n;
+		return 1;
+	}
+	if (!strcmp(key, "scale_threads")) {
+		if (!fbd_ini_uint(v, 0, 64, &n))
+			return fbd_ini_fail(&p->ini, section, key,
+					    "'%s' is not a number from 0 to 64", v);
+		s->scale_threads = (uint32_t)n;
 		return 1;
 	}
 	if (!strcmp(key, "meta_max")) {
@@ -510,6 +529,7 @@ static int handler(void *user, const char *section, const char *key, const char 
 						    FBD_MAX_STREAMS);
 			p->stream = &p->config->streams[p->config->n_streams++];
 			fbd_stream_config_defaults(p->stream);
+			p->stream->scale_threads = SCALE_THREADS_UNSET; /* [daemon]'s, below */
 			strcpy(p->stream->name, name);
 		}
 		return stream_key(p, section, key, value);
@@ -623,6 +643,9 @@ int fbd_config_load(const char *path, struct fbd_config **ret_config, char *erro
 			 r);
 		p.ini.failed = true;
 	}
+	for (uint32_t i = 0; i < p.config->n_streams; i++)
+		if (p.config->streams[i].scale_threads == SCALE_THREADS_UNSET)
+			p.config->streams[i].scale_threads = p.config->scale_threads;
 	for (uint32_t i = 0; !p.ini.failed && i < p.config->n_streams; i++) {
 		const char *why = check_stream(&p.config->streams[i]);
 		if (!why)
@@ -712,8 +735,9 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
 	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
 	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
 	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop ||
-	    a->decoder_threads != b->decoder_threads || a->retry_min_ns != b->retry_min_ns ||
-	    a->retry_max_ns != b->retry_max_ns || a->stall_timeout_ns != b->stall_timeout_ns ||
+	    a->decoder_threads != b->decoder_threads || a->scale_threads != b->scale_threads ||
+	    a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
+	    a->stall_timeout_ns != b->stall_timeout_ns ||
 	    a->block_timeout_ns != b->block_timeout_ns || a->on_stall != b->on_stall ||
 	    a->hold_timeout_ns != b->hold_timeout_ns || a->n_options != b->n_options)
 		return false;

@@ -65,6 +65,9 @@ struct fbd_stream_config {
 	uint32_t scale;  /* enum fbd_scale */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */
+	/* libswscale's threads where its frames are scaled or converted: 1,
+	 * the stream's own thread; 0: libswscale's choice (one a core). */
+	uint32_t scale_threads;
 	uint64_t retry_min_ns;
 	uint64_t retry_max_ns;
 	uint64_t stall_timeout_ns;
@@ -107,6 +110,7 @@ struct fbd_config {
 	uint64_t max_ring_memory_per_client; /* bytes of rings it may publish */
 	uint32_t max_derived_per_client;     /* streams it may have made on request */
 	uint64_t max_derived_memory;         /* bytes of all rings made on request */
+	uint32_t scale_threads;              /* the streams' default scale_threads */
 	/* The same, per user (uid) over all its connections; root and the
 	 * daemon's own user are exempt. */
 	uint32_t max_connections_per_user;

@@ -5,10 +5,15 @@
  * (no intermediate frame), publishes it, and keeps the stream's state,
  * opening the source again with backoff when it fails.  A derived stream
  * (from = PARENT) pulls its pictures from its parent's ring instead: one
- * decode, many sizes, formats and rates. */
+ * decode, many sizes, formats and rates.  When that parent decodes a source
+ * itself, the derived stream scales from the decoder's picture (a reference
+ * its parent's thread leaves it, struct pictures) rather than from the
+ * parent's converted frame: half the bytes to read for a yuv420p camera
+ * and a bgr24 ring. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <libavutil/imgutils.h>
+#include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <signal.h>
 #include <libswscale/swscale.h>
@@ -38,6 +43,22 @@
 /* How long freeing a stream waits for its thread to stop. */
 #define STOP_TIMEOUT_NS 5000000000u
 
+/* The newest pictures a stream decoded, for the streams derived from it:
+ * its thread leaves a reference to each (no copy) just before publishing
+ * the frame made from it; theirs take the one their parent frame names.
+ * Two deep: a derived stream that takes the newest frame of the ring while
+ * its parent is between leaving the next picture and publishing it still
+ * finds its own.  Shared by the stream and each derived stream reading it
+ * (refs), and freed with the last. */
+struct pictures {
+	pthread_mutex_t lock;
+	atomic_uint refs;
+	atomic_uint readers; /* derived streams taking from it: pictures are left only then */
+	uint64_t seq[2];     /* the parent frame each was converted into; 0: none */
+	AVFrame *frame[2];
+	uint32_t newest;
+};
+
 struct decoded {
 	struct fbd_stream base;
 	struct fbd_stream_config *config;
@@ -45,14 +66,23 @@ struct decoded {
 	atomic_bool stop;
 	/* Wakes the thread's sleeps (backoff, pacing) on stop. */
 	pthread_cond_t wake;
-	fb_producer *producer;     /* under base.lock; set once */
-	_Atomic uint64_t alive_ns; /* the thread's last sign of life */
-	uint64_t interrupted_ns;   /* main thread: when it interrupted it, 0: not stuck */
-	fb_subscriber *feed;       /* a derived stream's next parent ring; under base.lock */
-	uint64_t resume_seq;       /* its ring numbers frames on from this one */
+	fb_producer *producer;          /* under base.lock; set once */
+	_Atomic uint64_t alive_ns;      /* the thread's last sign of life */
+	uint64_t interrupted_ns;        /* main thread: when it interrupted it, 0: not stuck */
+	fb_subscriber *feed;            /* a derived stream's next parent ring; under base.lock */
+	struct pictures *feed_pictures; /* and its parent's pictures, if it decodes; the same */
+	uint64_t resume_seq;            /* its ring numbers frames on from this one */
+	/* A stream that decodes: what it leaves for its derived streams. */
+	struct pictures *pictures;
+	/* A derived stream: parent frames it passed over, because it was
+	 * still busy with an earlier one (the gaps in their seq) or by its fps
+	 * limit. */
+	_Atomic uint64_t skipped_busy, skipped_rate;
 
 	/* The thread's own, for one opening of the source. */
 	struct SwsContext *sws;
+	int sws_width, sws_height, sws_format; /* the pictures it was made for */
+	AVFrame *sws_in, *sws_out;             /* sws_scale_frame()'s, with scale_threads */
 	bool paced;
 	uint64_t pace_origin_ns;
 	int64_t pace_origin_pts_ns;
@@ -60,7 +90,10 @@ struct decoded {
 	bool discontinuity;
 	int in_width, in_height; /* the size the input's pictures last had */
 	uint64_t next_due_ns;    /* a derived stream's rate limit: the next frame to take */
+	uint64_t parent_seq;     /* the last parent frame it saw; 0: none yet */
 };
+
+static const struct fbd_stream_ops decoded_ops;
 
 static struct decoded *decoded(struct fbd_stream *st)
 {
@@ -79,6 +112,76 @@ static fb_producer *producer(struct decoded *s)
 static void alive(struct decoded *s)
 {
 	atomic_store_explicit(&s->alive_ns, fb_now_ns(), memory_order_relaxed);
+}
+
+static struct pictures *pictures_new(void)
+{
+	struct pictures *p = calloc(1, sizeof(*p));
+	if (!p)
+		return NULL;
+	p->frame[0] = av_frame_alloc();
+	p->frame[1] = av_frame_alloc();
+	if (!p->frame[0] || !p->frame[1]) {
+		av_frame_free(&p->frame[0]);
+		av_frame_free(&p->frame[1]);
+		free(p);
+		return NULL;
+	}
+	pthread_mutex_init(&p->lock, NULL);
+	atomic_init(&p->refs, 1);
+	return p;
+}
+
+static void pictures_unref(struct pictures *p)
+{
+	if (!p || atomic_fetch_sub(&p->refs, 1) != 1)
+		return;
+	av_frame_free(&p->frame[0]);
+	av_frame_free(&p->frame[1]);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+/* A derived stream stops reading p: the last one to go lets the decoder
+ * have its pictures back. */
+static void pictures_leave(struct pictures *p)
+{
+	if (!p)
+		return;
+	if (atomic_fetch_sub(&p->readers, 1) == 1) {
+		pthread_mutex_lock(&p->lock);
+		for (int i = 0; i < 2; i++) {
+			av_frame_unref(p->frame[i]);
+			p->seq[i] = 0;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+	pictures_unref(p);
+}
+
+/* The stream's thread: picture in is the one its next frame, seq, is made
+ * from. */
+static void pictures_put(struct pictures *p, uint64_t seq, const AVFrame *in)
+{
+	pthread_mutex_lock(&p->lock);
+	uint32_t i = p->newest ^ 1;
+	av_frame_unref(p->frame[i]);
+	p->seq[i] = av_frame_ref(p->frame[i], in) == 0 ? seq : 0;
+	p->newest = i;
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* A derived stream's thread: a reference of its own to the picture parent
+ * frame seq was made from, or NULL (gone already, or never left). */
+static AVFrame *pictures_take(struct pictures *p, uint64_t seq)
+{
+	AVFrame *f = NULL;
+	pthread_mutex_lock(&p->lock);
+	for (int i = 0; i < 2 && !f; i++)
+		if (p->seq[i] == seq)
+			f = av_frame_clone(p->frame[i]);
+	pthread_mutex_unlock(&p->lock);
+	return f;
 }
 
 /* With base.lock held: wait on wake until end (fb_now_ns()), a stop, or a
@@ -202,6 +305,84 @@ static void restore_origin(struct fb_frame *out, const struct fbd_picture *pic, 
 	memcpy(out->meta, o->meta, out->meta_size);
 }
 
+static void borrowed(void *opaque, uint8_t *data)
+{
+	(void)opaque;
+	(void)data;
+}
+
+/* f, emptied, as a picture over planes it does not own (for
+ * sws_scale_frame(), which takes references). */
+static int borrow(AVFrame *f, int width, int height, int format, uint8_t *const data[4],
+		  const int linesize[4])
+{
+	av_frame_unref(f);
+	f->width = width;
+	f->height = height;
+	f->format = format;
+	for (int i = 0; i < 4; i++) {
+		f->data[i] = data[i];
+		f->linesize[i] = linesize[i];
+	}
+	f->buf[0] = av_buffer_create(data[0], 1, borrowed, NULL, 0);
+	return f->buf[0] ? 0 : -ENOMEM;
+}
+
+/* libswscale's context for pictures like in to the ring, with the stream's
+ * method and threads; made again only when their size or format changes (a
+ * source that changes size, a derived stream between its parent's
+ * picture and its frame). */
+static struct SwsContext *scaler(struct decoded *s, const AVFrame *in, const struct fb_layout *l)
+{
+	struct SwsContext *c = s->sws;
+	if (c && s->sws_width == in->width && s->sws_height == in->height &&
+	    s->sws_format == in->format)
+		return c;
+	sws_freeContext(c);
+	s->sws = c = sws_alloc_context();
+	if (!c)
+		return NULL;
+	av_opt_set_int(c, "srcw", in->width, 0);
+	av_opt_set_int(c, "srch", in->height, 0);
+	av_opt_set_int(c, "src_format", in->format, 0);
+	av_opt_set_int(c, "dstw", l->width, 0);
+	av_opt_set_int(c, "dsth", l->height, 0);
+	av_opt_set_int(c, "dst_format", fb_av_pixel_format(l->format), 0);
+	av_opt_set_int(c, "sws_flags", sws_method[s->config->scale], 0);
+	av_opt_set_int(c, "threads", s->config->scale_threads, 0);
+	if (sws_init_context(c, NULL, NULL) < 0) {
+		sws_freeContext(c);
+		s->sws = NULL;
+		return NULL;
+	}
+	s->sws_width = in->width;
+	s->sws_height = in->height;
+	s->sws_format = in->format;
+	return c;
+}
+
+/* libswscale converts in into slot out: in this thread, or with
+ * scale_threads in sws_scale_frame()'s. */
+static void scale(struct decoded *s, const AVFrame *in, struct fb_frame *out,
+		  const struct fb_layout *l)
+{
+	int stride[4] = {0};
+	for (int i = 0; i < 4; i++)
+		stride[i] = (int)out->stride[i];
+	if (s->config->scale_threads != 1 && (s->sws_in || (s->sws_in = av_frame_alloc())) &&
+	    (s->sws_out || (s->sws_out = av_frame_alloc())) &&
+	    borrow(s->sws_in, in->width, in->height, in->format, in->data, in->linesize) == 0 &&
+	    borrow(s->sws_out, (int)l->width, (int)l->height, fb_av_pixel_format(l->format),
+		   out->data, stride) == 0 &&
+	    sws_scale_frame(s->sws, s->sws_out, s->sws_in) >= 0) {
+		av_frame_unref(s->sws_in);
+		av_frame_unref(s->sws_out);
+		return;
+	}
+	sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height, out->data,
+		  stride);
+}
+
 /* Convert one picture into a slot and publish it. */
 static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, size_t size)
 {
@@ -233,10 +414,7 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	}
 	s->in_width = in->width;
 	s->in_height = in->height;
-	s->sws = sws_getCachedContext(s->sws, in->width, in->height, in->format, (int)l->width,
-				      (int)l->height, fb_av_pixel_format(l->format),
-				      sws_method[cfg->scale], NULL, NULL, NULL);
-	if (!s->sws) {
+	if (!scaler(s, in, l)) {
 		snprintf(why, size, "libswscale cannot convert %s %dx%d to %s",
 			 av_get_pix_fmt_name(in->format), in->width, in->height,
 			 fb_format_name(l->format));
@@ -260,13 +438,8 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	}
 	/* Whole-factor shrinks of packed RGB (a derived stream's usual case)
 	 * average blocks here; bicubic, as asked, stays libswscale's. */
-	if (cfg->scale == FBD_SCALE_BICUBIC || !fbd_shrink(in, out, l)) {
-		int dst_stride[4] = {0};
-		for (int i = 0; i < 4; i++)
-			dst_stride[i] = (int)out->stride[i];
-		sws_scale(s->sws, (const uint8_t *const *)in->data, in->linesize, 0, in->height,
-			  out->data, dst_stride);
-	}
+	if (cfg->scale == FBD_SCALE_BICUBIC || !fbd_shrink(in, out, l))
+		scale(s, in, out, l);
 	out->pts = pic->pts;
 	if (pic->parent) {
 		fb_frame_made_from(out, pic->parent);
@@ -282,6 +455,13 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	}
 	out->flags = (in->key_frame ? FB_FRAME_KEYFRAME : 0) |
 		     (s->discontinuity ? FB_FRAME_DISCONTINUITY : 0);
+	/* Its derived streams scale from the decoder's picture itself when
+	 * the frame has all of it (the same size, colour kept). */
+	if (!pic->parent && s->pictures &&
+	    atomic_load_explicit(&s->pictures->readers, memory_order_relaxed) &&
+	    in->width == (int)l->width && in->height == (int)l->height &&
+	    l->format != FB_FORMAT_GRAY8 && l->format != FB_FORMAT_GRAY16)
+		pictures_put(s->pictures, fb__producer_get_last_seq(p) + 1, in);
 	r = fb_producer_publish(p, out);
 	if (r < 0) {
 		snprintf(why, size, "cannot publish: %s", fb_strerror(r));
@@ -324,15 +504,18 @@ static int run_source(struct decoded *s, char *why, size_t size)
 	return r < 0 ? r : 0;
 }
 
-/* A derived stream's next parent ring, once the main thread hands it one;
- * NULL if the stream stops first. */
-static fb_subscriber *take_feed(struct decoded *s)
+/* A derived stream's next parent ring (and its parent's pictures, if it
+ * decodes), once the main thread hands it one; NULL if the stream stops
+ * first. */
+static fb_subscriber *take_feed(struct decoded *s, struct pictures **ret_pictures)
 {
 	pthread_mutex_lock(&s->base.lock);
 	while (!s->feed && !atomic_load(&s->stop))
 		wait_slice(s, UINT64_MAX);
 	fb_subscriber *sub = s->feed;
+	*ret_pictures = s->feed_pictures;
 	s->feed = NULL;
+	s->feed_pictures = NULL;
 	pthread_mutex_unlock(&s->base.lock);
 	return sub;
 }
@@ -352,6 +535,32 @@ static bool due(struct decoded *s, uint64_t t)
 	return true;
 }
 
+/* Point in, a whole picture of its parent's size, at the part c crops (x,
+ * y, width, height; width 0: all of it).  False if the crop does not fit in
+ * it or its format cannot start there (odd x or y of a subsampled
+ * picture). */
+static bool crop_picture(const uint32_t *c, AVFrame *in)
+{
+	const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(in->format);
+	const uint32_t width = (uint32_t)in->width, height = (uint32_t)in->height;
+	int offset[4] = {0}; /* bytes of each plane's row left of the crop */
+
+	if (!c[2])
+		return true;
+	if (c[0] >= width || c[1] >= height || c[2] > width - c[0] || c[3] > height - c[1] ||
+	    (desc->log2_chroma_w && c[0] % 2) || (desc->log2_chroma_h && c[1] % 2) ||
+	    (c[0] && av_image_fill_linesizes(offset, in->format, (int)c[0]) < 0))
+		return false;
+	for (int i = 0; i < 4 && in->data[i]; i++) {
+		bool chroma = (i == 1 || i == 2) && !(desc->flags & AV_PIX_FMT_FLAG_RGB);
+		uint32_t y = chroma ? c[1] >> desc->log2_chroma_h : c[1];
+		in->data[i] += (size_t)y * (size_t)in->linesize[i] + (size_t)offset[i];
+	}
+	in->width = (int)c[2];
+	in->height = (int)c[3];
+	return true;
+}
+
 /* Point in at the part of parent frame f that cfg crops (all of it if
  * none).  False, with why, if the crop does not fit the parent's layout. */
 static bool crop_parent(const struct fbd_stream_config *cfg, const struct fb_layout *l,
@@ -359,27 +568,17 @@ static bool crop_parent(const struct fbd_stream_config *cfg, const struct fb_lay
 {
 	const uint32_t *c = cfg->crop;
 	const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(in->format);
-	int step[4];
 
-	if (!c[2])
-		return true;
-	if (c[0] >= l->width || c[1] >= l->height || c[2] > l->width - c[0] ||
-	    c[3] > l->height - c[1] ||
-	    ((desc->log2_chroma_w || desc->log2_chroma_h) && (c[0] % 2 || c[1] % 2))) {
+	for (uint32_t i = 0; i < l->n_planes; i++) {
+		in->data[i] = f->data[i];
+		in->linesize[i] = (int)f->stride[i];
+	}
+	if (!crop_picture(c, in)) {
 		snprintf(why, size, "crop %u,%u,%u,%u does not fit its parent's %ux%u %s%s", c[0],
 			 c[1], c[2], c[3], l->width, l->height, fb_format_name(l->format),
 			 desc->log2_chroma_w ? " (x and y must be even)" : "");
 		return false;
 	}
-	av_image_fill_max_pixsteps(step, NULL, desc);
-	for (uint32_t i = 0; i < l->n_planes; i++) {
-		bool chroma = i == 1 || i == 2;
-		uint32_t x = chroma ? c[0] >> desc->log2_chroma_w : c[0];
-		uint32_t y = chroma ? c[1] >> desc->log2_chroma_h : c[1];
-		in->data[i] = f->data[i] + (size_t)y * f->stride[i] + (size_t)x * (size_t)step[i];
-	}
-	in->width = (int)c[2];
-	in->height = (int)c[3];
 	return true;
 }
 
@@ -392,6 +591,49 @@ static void end_stream(struct decoded *s, const char *why)
 		fb_producer_end(p);
 }
 
+/* Count the parent frames published since the last one it saw: while it
+ * was busy with that one, it saw none of them. */
+static void saw(struct decoded *s, uint64_t seq)
+{
+	if (s->parent_seq && seq > s->parent_seq + 1)
+		atomic_fetch_add_explicit(&s->skipped_busy, seq - s->parent_seq - 1,
+					  memory_order_relaxed);
+	s->parent_seq = seq;
+}
+
+/* Scale parent frame f (ring layout l) into the stream's ring: from the
+ * decoder's picture it was made from, when its parent left it and the crop
+ * can start there, else from f itself. */
+static int derive(struct decoded *s, const struct fb_layout *l, const struct fb_frame *f,
+		  struct pictures *pictures, char *why, size_t size)
+{
+	AVFrame *picture = pictures ? pictures_take(pictures, f->seq) : NULL;
+	AVFrame in = {.key_frame = !!(f->flags & FB_FRAME_KEYFRAME)};
+	struct fbd_picture pic = {.frame = &in, .pts = f->pts, .pts_ns = INT64_MIN, .parent = f};
+	int r;
+
+	if (picture) {
+		in.width = picture->width;
+		in.height = picture->height;
+		in.format = picture->format;
+		memcpy(in.data, picture->data, sizeof(in.data));
+		memcpy(in.linesize, picture->linesize, sizeof(in.linesize));
+	}
+	if (!picture || !crop_picture(s->config->crop, &in)) {
+		in.width = (int)l->width;
+		in.height = (int)l->height;
+		in.format = fb_av_pixel_format(l->format);
+		memset(in.data, 0, sizeof(in.data));
+		r = crop_parent(s->config, l, f, &in, why, size) ? 0 : -EINVAL;
+	} else {
+		r = 0;
+	}
+	if (r == 0)
+		r = deliver(s, &pic, why, size);
+	av_frame_free(&picture);
+	return r;
+}
+
 /* A derived stream: scale its parent's frames into its own ring until that
  * ring goes (a reload replaced it, the daemon is stopping: then wait for the
  * next) or ends (its input ended: then so does this stream).  Returns
@@ -399,7 +641,8 @@ static void end_stream(struct decoded *s, const char *why)
 static bool follow_parent(struct decoded *s)
 {
 	char why[FB__ERROR_TEXT_MAX] = "";
-	fb_subscriber *sub = take_feed(s);
+	struct pictures *pictures;
+	fb_subscriber *sub = take_feed(s, &pictures);
 	int r = 0;
 
 	if (!sub)
@@ -407,6 +650,7 @@ static bool follow_parent(struct decoded *s)
 	s->frames = 0;
 	s->discontinuity = true;
 	s->paced = false;
+	s->parent_seq = 0;
 	const struct fb_layout *l = fb_subscriber_get_layout(sub);
 	while (!atomic_load(&s->stop) && r >= 0) {
 		const struct fb_frame *f;
@@ -416,29 +660,18 @@ static bool follow_parent(struct decoded *s)
 			r = 0;
 			continue;
 		}
-		if (r < 0 || !due(s, f->monotonic_ns)) {
-			if (r == 0)
-				fb_subscriber_release(sub, f);
+		if (r < 0)
 			continue;
-		}
-		AVFrame in = {.width = (int)l->width,
-			      .height = (int)l->height,
-			      .format = fb_av_pixel_format(l->format),
-			      .key_frame = !!(f->flags & FB_FRAME_KEYFRAME)};
-		for (uint32_t i = 0; i < l->n_planes; i++) {
-			in.data[i] = f->data[i];
-			in.linesize[i] = (int)f->stride[i];
-		}
+		saw(s, f->seq);
 		s->discontinuity |= !!(f->flags & FB_FRAME_DISCONTINUITY);
-		struct fbd_picture pic = {
-		    .frame = &in, .pts = f->pts, .pts_ns = INT64_MIN, .parent = f};
-		if (crop_parent(s->config, l, f, &in, why, sizeof(why)))
-			r = deliver(s, &pic, why, sizeof(why));
+		if (due(s, f->monotonic_ns))
+			r = derive(s, l, f, pictures, why, sizeof(why));
 		else
-			r = -EINVAL;
+			atomic_fetch_add_explicit(&s->skipped_rate, 1, memory_order_relaxed);
 		fb_subscriber_release(sub, f);
 	}
 	fb_subscriber_free(sub);
+	pictures_leave(pictures);
 	sws_freeContext(s->sws);
 	s->sws = NULL;
 	if (atomic_load(&s->stop))
@@ -458,12 +691,19 @@ static bool follow_parent(struct decoded *s)
 	return false;
 }
 
-void fbd_decoded_feed(struct fbd_stream *st, fb_subscriber *parent)
+void fbd_decoded_feed(struct fbd_stream *st, fb_subscriber *parent, struct fbd_stream *from)
 {
 	struct decoded *s = decoded(st);
+	struct pictures *pictures = from->ops == &decoded_ops ? decoded(from)->pictures : NULL;
+	if (pictures) {
+		atomic_fetch_add(&pictures->refs, 1);
+		atomic_fetch_add(&pictures->readers, 1);
+	}
 	pthread_mutex_lock(&st->lock);
 	fb_subscriber_free(s->feed); /* one it never took: its ring is gone by now */
+	pictures_leave(s->feed_pictures);
 	s->feed = parent;
+	s->feed_pictures = pictures;
 	pthread_cond_broadcast(&s->wake);
 	pthread_mutex_unlock(&st->lock);
 }
@@ -551,6 +791,11 @@ static void decoded_counters(struct fbd_stream *st, struct fbd_counters *ret_cou
 	fb_producer_get_stats(p, &ret_counters->ring);
 	fb__producer_get_latest_times(p, &ret_counters->latest_capture_ns,
 				      &ret_counters->latest_publish_ns);
+	ret_counters->derived = decoded(st)->config->from != NULL;
+	ret_counters->skipped_busy =
+	    atomic_load_explicit(&decoded(st)->skipped_busy, memory_order_relaxed);
+	ret_counters->skipped_rate =
+	    atomic_load_explicit(&decoded(st)->skipped_rate, memory_order_relaxed);
 }
 
 static uint64_t decoded_last_seq(struct fbd_stream *st)
@@ -629,6 +874,10 @@ static void decoded_free(struct fbd_stream *st, bool end)
 		return;
 	}
 	fb_subscriber_free(s->feed);
+	pictures_leave(s->feed_pictures);
+	pictures_unref(s->pictures);
+	av_frame_free(&s->sws_in);
+	av_frame_free(&s->sws_out);
 	if (end)
 		fb_producer_free(s->producer);
 	else
@@ -697,9 +946,12 @@ int fbd_decoded_start(const struct fbd_stream_config *config, uint64_t last_seq,
 	 * before the source delivers its first frame. */
 	alive(s);
 	r = config->width ? make_ring(s, config->width, config->height) : 0;
+	if (r == 0 && !config->from && !(s->pictures = pictures_new()))
+		r = -ENOMEM;
 	if (r == 0)
 		r = -pthread_create(&s->thread, NULL, stream_thread, s);
 	if (r < 0) {
+		pictures_unref(s->pictures);
 		fb_producer_free(s->producer);
 		pthread_cond_destroy(&s->wake);
 		fbd_stream_config_free(s->config);

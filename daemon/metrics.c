@@ -237,7 +237,7 @@ void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const
  * stream. */
 static void stream_metrics(struct fbd_daemon *d, FILE *out)
 {
-	enum field { PUBLISHED, DROPPED, SUBSCRIBERS, RETRIES, STATE, CAPTURE };
+	enum field { PUBLISHED, DROPPED, SKIPPED, SUBSCRIBERS, RETRIES, STATE, CAPTURE };
 	static const struct {
 		enum field field;
 		const char *name, *type, *help;
@@ -246,6 +246,9 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 	     "Frames published into the stream's ring."},
 	    {DROPPED, "framebus_stream_frames_dropped_total", "counter",
 	     "Frames dropped because subscribers held every slot."},
+	    {SKIPPED, "framebus_stream_parent_frames_skipped_total", "counter",
+	     "A derived stream's parent frames it passed over: busy with an earlier one, or "
+	     "by its fps limit."},
 	    {SUBSCRIBERS, "framebus_stream_subscribers", "gauge", "Subscribers of the stream."},
 	    {RETRIES, "framebus_stream_retries", "gauge",
 	     "Consecutive failures to open or read its source."},
@@ -264,7 +267,8 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 		fbd_metric_family(out, families[f].name, families[f].type, families[f].help);
 		for (uint32_t i = 0; i < d->n_streams; i++) {
 			const struct fb__msg_stream_detail *s = &all[i];
-			if (field == CAPTURE && !s->capture_latency_us)
+			if ((field == CAPTURE && !s->capture_latency_us) ||
+			    (field == SKIPPED && !(s->flags & FB__STREAM_DERIVED)))
 				continue;
 			fprintf(out, "%s{", families[f].name);
 			fbd_metric_label(out, "stream", d->streams[i]->name);
@@ -276,6 +280,14 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 				break;
 			case DROPPED:
 				fprintf(out, "} %llu\n", (unsigned long long)s->info.dropped);
+				break;
+			case SKIPPED:
+				fprintf(out, ",reason=\"busy\"} %llu\n%s{",
+					(unsigned long long)s->parent_skipped_busy,
+					families[f].name);
+				fbd_metric_label(out, "stream", d->streams[i]->name);
+				fprintf(out, ",reason=\"rate\"} %llu\n",
+					(unsigned long long)s->parent_skipped_rate);
 				break;
 			case SUBSCRIBERS:
 				fprintf(out, "} %u\n", s->info.subscribers);

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: MIT */
-/* Shrinking packed 8-bit pictures by whole factors: each output pixel the
- * mean of its fx x fy block, channels reordered on the way (area filtering,
- * what libswscale's SWS_AREA does at such factors).  A derived stream's
- * usual case (1920x1080 bgr24 -> 640x360 rgb24) costs libswscale a
- * conversion of every input row to its internal planar format before it
- * scales; this reads each input byte once. */
+/* Shrinking 8-bit pictures to packed RGB by whole factors: each output
+ * pixel the mean of its fx x fy block (area filtering, what libswscale's
+ * SWS_AREA does at such factors).  A derived stream's usual case (a 1080p
+ * camera to 640x360 rgb24) costs libswscale a conversion of every input row
+ * to its internal planar format before it scales; this reads each input
+ * byte once.  Two inputs: packed RGB (a parent's ring), channels reordered
+ * on the way, and planar Y'CbCr (its decoder's picture), averaged as such
+ * and converted once per output pixel as libswscale converts the parent's
+ * picture (BT.601, limited range but for the yuvj formats, chroma
+ * repeated over the pixels it covers): averaging is linear, so the result
+ * is the mean of the parent's RGB pixels but where they clip. */
 #include <string.h>
 
 #include "pixfmt.h"
@@ -42,20 +47,31 @@ static bool channels_of(uint32_t format, struct channels *ret)
 typedef uint8_t u8x16 __attribute__((vector_size(16)));
 typedef uint16_t u16x16 __attribute__((vector_size(32)));
 
-/* dst[i] += src[i] for i < n. */
-static void add_bytes(uint16_t *dst, const uint8_t *src, uint32_t n)
+/* dst[i] = src[i] (first) or dst[i] += src[i], for i < n; inlined with
+ * first constant. */
+static inline __attribute__((always_inline)) void sum_bytes(uint16_t *dst, const uint8_t *src,
+							    uint32_t n, const bool first)
 {
 	uint32_t i = 0;
 	for (; i + 16 <= n; i += 16) {
 		u8x16 b;
-		u16x16 d;
+		u16x16 d = {0};
 		memcpy(&b, src + i, sizeof(b));
-		memcpy(&d, dst + i, sizeof(d));
+		if (!first)
+			memcpy(&d, dst + i, sizeof(d));
 		d += __builtin_convertvector(b, u16x16);
 		memcpy(dst + i, &d, sizeof(d));
 	}
 	for (; i < n; i++)
-		dst[i] += src[i];
+		dst[i] = (uint16_t)((first ? 0 : dst[i]) + src[i]);
+}
+
+/* The column sums of rows rows, stride bytes apart, of n bytes each. */
+static void sum_rows(uint16_t *dst, const uint8_t *row, size_t stride, uint32_t rows, uint32_t n)
+{
+	sum_bytes(dst, row, n, true);
+	for (uint32_t j = 1; j < rows; j++)
+		sum_bytes(dst, row + j * stride, n, false);
 }
 
 /* One output row from a row of column sums: each pixel the mean of fx of
@@ -81,19 +97,188 @@ across(uint8_t *o, const uint16_t *column, uint32_t width, uint32_t fx, const st
 	}
 }
 
+/* Planar 8-bit Y'CbCr: its chroma subsampling (log2, across and down) and
+ * whether it is full range (the yuvj formats: libswscale's rule). */
+static bool planar_yuv(int format, uint32_t *ret_sw, uint32_t *ret_sh, bool *ret_full)
+{
+	switch (format) {
+	case AV_PIX_FMT_YUV420P:
+	case AV_PIX_FMT_YUVJ420P:
+		*ret_sw = *ret_sh = 1;
+		break;
+	case AV_PIX_FMT_YUV422P:
+	case AV_PIX_FMT_YUVJ422P:
+		*ret_sw = 1;
+		*ret_sh = 0;
+		break;
+	case AV_PIX_FMT_YUV444P:
+	case AV_PIX_FMT_YUVJ444P:
+		*ret_sw = *ret_sh = 0;
+		break;
+	default:
+		return false;
+	}
+	*ret_full = format == AV_PIX_FMT_YUVJ420P || format == AV_PIX_FMT_YUVJ422P ||
+		    format == AV_PIX_FMT_YUVJ444P;
+	return true;
+}
+
+/* BT.601 Y'CbCr to RGB, x 65536 (libswscale's SWS_CS_ITU601 for limited
+ * range), divided by the pixels a block sums: applied to sums. */
+struct yuv_to_rgb {
+	int32_t y, crv, cbu, cgu, cgv;
+	int32_t y_off, c_off; /* 16 and 128 per summed pixel */
+};
+
+/* Each output pixel's sums of Y, Cb and Cr from rows of column sums (chroma
+ * at its own width, 1 << sw input pixels a sample); inlined with fx and sw
+ * constant. */
+static inline __attribute__((always_inline)) void sum_across(int32_t *hy, int32_t *hu, int32_t *hv,
+							     const uint16_t *sy, const uint16_t *su,
+							     const uint16_t *sv, uint32_t width,
+							     const uint32_t fx, const uint32_t sw)
+{
+	for (uint32_t x = 0; x < width; x++) {
+		int32_t y = 0, u = 0, v = 0;
+		for (uint32_t i = 0, c = x * fx; i < fx; i++, c++) {
+			y += sy[c];
+			u += su[c >> sw];
+			v += sv[c >> sw];
+		}
+		hy[x] = y;
+		hu[x] = u;
+		hv[x] = v;
+	}
+	for (uint32_t x = width; x % 4; x++) /* to_rgb()'s last four */
+		hy[x] = hu[x] = hv[x] = 0;
+}
+
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+
+/* Each clamped to 0..255 without a branch: a camera's noise around
+ * saturated colours would mispredict one at every other pixel. */
+static inline __attribute__((always_inline)) i32x4 clip8x4(i32x4 v)
+{
+	v &= ~(v >> 31);
+	return (v | ((255 - v) >> 31)) & 255;
+}
+
+/* Output pixels from their sums (width rounded up to 4 of them), four at a
+ * time into planar scratch rows, then interleaved; inlined with the
+ * output's channels constant. */
+static inline __attribute__((always_inline)) void
+to_rgb(uint8_t *o, const int32_t *hy, const int32_t *hu, const int32_t *hv, int32_t *pr,
+       int32_t *pg, int32_t *pb, uint32_t width, const struct yuv_to_rgb *k, const int r,
+       const int g, const int b, const int a, const int size)
+{
+	for (uint32_t x = 0; x < width; x += 4) {
+		i32x4 y, u, v;
+		memcpy(&y, hy + x, sizeof(y));
+		memcpy(&u, hu + x, sizeof(u));
+		memcpy(&v, hv + x, sizeof(v));
+		y = k->y * (y - k->y_off) + (1 << 15);
+		u -= k->c_off;
+		v -= k->c_off;
+		i32x4 vr = clip8x4((y + k->crv * v) >> 16);
+		i32x4 vg = clip8x4((y - k->cgu * u - k->cgv * v) >> 16);
+		i32x4 vb = clip8x4((y + k->cbu * u) >> 16);
+		memcpy(pr + x, &vr, sizeof(vr));
+		memcpy(pg + x, &vg, sizeof(vg));
+		memcpy(pb + x, &vb, sizeof(vb));
+	}
+	for (uint32_t x = 0; x < width; x++, o += size) {
+		o[r] = (uint8_t)pr[x];
+		o[g] = (uint8_t)pg[x];
+		o[b] = (uint8_t)pb[x];
+		if (a >= 0)
+			o[a] = 255;
+	}
+}
+
+static bool shrink_yuv(const AVFrame *in, struct fb_frame *out, const struct fb_layout *l,
+		       uint32_t fx, uint32_t fy)
+{
+	uint32_t sw, sh;
+	bool full;
+	if (!planar_yuv(in->format, &sw, &sh, &full))
+		return false;
+	const int32_t n = (int32_t)(fx * fy);
+	const struct yuv_to_rgb k =
+	    full ? (struct yuv_to_rgb){65536 / n, 91881 / n, 116130 / n, 22554 / n,
+				       46802 / n, 0,         128 * n}
+		 : (struct yuv_to_rgb){76309 / n, 104597 / n, 132201 / n, 25675 / n,
+				       53279 / n, 16 * n,     128 * n};
+	const uint32_t width = (uint32_t)in->width, cwidth = (width + (1u << sw) - 1) >> sw;
+	uint16_t sy[FB_MAX_DIMENSION], su[FB_MAX_DIMENSION], sv[FB_MAX_DIMENSION];
+	/* Each output pixel's sums, then its channels, a row at a time. */
+	int32_t hy[FB_MAX_DIMENSION / 2 + 4], hu[FB_MAX_DIMENSION / 2 + 4],
+	    hv[FB_MAX_DIMENSION / 2 + 4];
+	int32_t pr[FB_MAX_DIMENSION / 2 + 4], pg[FB_MAX_DIMENSION / 2 + 4],
+	    pb[FB_MAX_DIMENSION / 2 + 4];
+
+	for (uint32_t y = 0; y < l->height; y++) {
+		const uint32_t r = y * fy;
+		sum_rows(sy, in->data[0] + (size_t)r * (size_t)in->linesize[0],
+			 (size_t)in->linesize[0], fy, width);
+		/* Chroma rows over the luma rows each covers (a 4:2:0 row
+		 * under two). */
+		for (uint32_t j = 0; j < fy; j++) {
+			size_t cr = (size_t)((r + j) >> sh);
+			sum_bytes(su, in->data[1] + cr * (size_t)in->linesize[1], cwidth, j == 0);
+			sum_bytes(sv, in->data[2] + cr * (size_t)in->linesize[2], cwidth, j == 0);
+		}
+		switch (fx * 2 + sw) {
+#define ACROSS(f)                                                                                  \
+	case f * 2:                                                                                \
+		sum_across(hy, hu, hv, sy, su, sv, l->width, f, 0);                                \
+		break;                                                                             \
+	case f * 2 + 1:                                                                            \
+		sum_across(hy, hu, hv, sy, su, sv, l->width, f, 1);                                \
+		break
+			ACROSS(2);
+			ACROSS(3);
+			ACROSS(4);
+			ACROSS(5);
+			ACROSS(6);
+			ACROSS(7);
+			ACROSS(8);
+#undef ACROSS
+		}
+		uint8_t *o = out->data[0] + (size_t)y * out->stride[0];
+		switch (l->format) {
+		case FB_FORMAT_BGR24:
+			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 2, 1, 0, -1, 3);
+			break;
+		case FB_FORMAT_RGB24:
+			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 0, 1, 2, -1, 3);
+			break;
+		case FB_FORMAT_BGRA:
+			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 2, 1, 0, 3, 4);
+			break;
+		default: /* rgba */
+			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 0, 1, 2, 3, 4);
+			break;
+		}
+	}
+	return true;
+}
+
 bool fbd_shrink(const AVFrame *in, struct fb_frame *out, const struct fb_layout *l)
 {
 	struct channels from = {0}, to;
 
-	for (uint32_t f = FB_FORMAT_BGR24; f <= FB_FORMAT_RGBA; f++)
-		if (fb_av_pixel_format(f) == in->format)
-			channels_of(f, &from);
-	if (!from.size || !channels_of(l->format, &to) || in->width <= 0 || in->height <= 0 ||
-	    (uint32_t)in->width % l->width || (uint32_t)in->height % l->height)
+	if (!channels_of(l->format, &to) || in->width <= 0 || in->height <= 0 ||
+	    in->width > FB_MAX_DIMENSION || (uint32_t)in->width % l->width ||
+	    (uint32_t)in->height % l->height)
 		return false;
 	uint32_t fx = (uint32_t)in->width / l->width, fy = (uint32_t)in->height / l->height;
 	if (fx < 2 || fy < 2 || fx > MAX_FACTOR || fy > MAX_FACTOR)
 		return false;
+	for (uint32_t f = FB_FORMAT_BGR24; f <= FB_FORMAT_RGBA; f++)
+		if (fb_av_pixel_format(f) == in->format)
+			channels_of(f, &from);
+	if (!from.size)
+		return shrink_yuv(in, out, l, fx, fy);
 	const uint32_t row_bytes = (uint32_t)in->width * (uint32_t)from.size;
 	/* Each output channel from which input byte of a pixel (alpha: 255
 	 * when the input has none). */
@@ -102,10 +287,8 @@ bool fbd_shrink(const AVFrame *in, struct fb_frame *out, const struct fb_layout 
 	uint16_t column[4 * FB_MAX_DIMENSION];
 
 	for (uint32_t y = 0; y < l->height; y++) {
-		const uint8_t *row = in->data[0] + (size_t)y * fy * (size_t)in->linesize[0];
-		memset(column, 0, row_bytes * sizeof(column[0]));
-		for (uint32_t j = 0; j < fy; j++, row += in->linesize[0])
-			add_bytes(column, row, row_bytes);
+		sum_rows(column, in->data[0] + (size_t)y * fy * (size_t)in->linesize[0],
+			 (size_t)in->linesize[0], fy, row_bytes);
 		uint8_t *o = out->data[0] + (size_t)y * out->stride[0];
 		if (from.size == 3)
 			across(o, column, l->width, fx, &to, src, fx * fy, 3);

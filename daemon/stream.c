@@ -131,4 +131,7 @@ void fbd_stream_detail(struct fbd_stream *st, struct fb__msg_stream_detail *deta
 	detail->capture_latency_us = us_between(c.latest_capture_ns, c.latest_publish_ns);
 	detail->capture_age_us = us_between(c.latest_capture_ns, now.ns);
 	detail->stalls = st->stalls;
+	detail->flags = c.derived ? FB__STREAM_DERIVED : 0;
+	detail->parent_skipped_busy = c.skipped_busy;
+	detail->parent_skipped_rate = c.skipped_rate;
 }

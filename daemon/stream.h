@@ -25,6 +25,10 @@ struct fbd_counters {
 	struct fb_ring_stats ring;
 	uint64_t latest_capture_ns;
 	uint64_t latest_publish_ns;
+	/* A derived stream's parent frames it passed over: it was busy with an
+	 * earlier one, or its fps limit. */
+	bool derived;
+	uint64_t skipped_busy, skipped_rate;
 };
 
 struct fbd_stream_ops {
@@ -105,8 +109,9 @@ int fbd_decoded_start(const struct fbd_stream_config *config, uint64_t last_seq,
 		      struct fbd_stream **ret_stream);
 /* Main thread: give a derived stream a subscriber of its parent's ring (it
  * takes it); it reads that until the ring ends or goes, then waits for the
- * next one. */
-void fbd_decoded_feed(struct fbd_stream *stream, fb_subscriber *parent);
+ * next one.  from: the parent stream; if it decodes a source, the derived
+ * stream scales from its decoder's pictures. */
+void fbd_decoded_feed(struct fbd_stream *stream, fb_subscriber *parent, struct fbd_stream *from);
 
 /* A stream for a ring a client made (published.c): checks the ring's memory
  * against params and that channel (the producer's, for its subscribers) is

@@ -624,6 +624,9 @@ FB_EXPORT int fb_client_inspect(fb_client *c, const char *stream, struct fb_stre
 		ret_info->stalls = d->stalls;
 		ret_info->block_timeout_ms = d->block_timeout_ms;
 		ret_info->holds_promised = d->holds_promised;
+		ret_info->flags = d->flags & FB__STREAM_DERIVED;
+		ret_info->parent_skipped_busy = d->parent_skipped_busy;
+		ret_info->parent_skipped_rate = d->parent_skipped_rate;
 	}
 	*ret_subs = list;
 	*ret_n = n;

@@ -144,8 +144,14 @@ struct fb__msg_stream_detail {
 	uint32_t stalls;             /* queue subscribers that stalled it (block_timeout) */
 	uint32_t block_timeout_ms;   /* a block stream's block_timeout; 0: a drop stream */
 	uint32_t holds_promised;     /* frames its subscriptions may hold, together */
-	uint32_t reserved_[6];
+	uint32_t flags;              /* FB__STREAM_DERIVED */
+	uint32_t reserved_;
+	/* A derived stream's parent frames it passed over: busy with an
+	 * earlier one, or by its fps limit. */
+	uint64_t parent_skipped_busy, parent_skipped_rate;
 };
+
+#define FB__STREAM_DERIVED 1u /* made from a parent's frames (from = PARENT) */
 
 /* A subscription as FB__OP_DETAIL describes it: SUBSCRIBER_STATS
  * (fps_out_milli over the last second) and more. */

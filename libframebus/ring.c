@@ -425,6 +425,9 @@ void fb__frame_set_planes(struct fb_frame *frame, const struct fb_layout *layout
 	}
 }
 
+_Static_assert(sizeof(struct fb_stream_info) == 512 &&
+		   offsetof(struct fb_stream_info, parent_skipped_busy) == 472,
+	       "fb_stream_info keeps its size and layout: new fields take its reserved room");
 _Static_assert(sizeof(struct fb_frame) == 144, "fb_frame keeps its size: new fields take "
 					       "its reserved room");
 

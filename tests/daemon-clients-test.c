@@ -397,6 +397,29 @@ Test(daemon, an_older_clients_stats_request_is_still_answered)
 /* /metrics is served from libmicrohttpd's thread while the loop rewrites it
  * every second and a subscriber reads: under TSan (scripts/test) this is the
  * test that the two threads share nothing unguarded. */
+/* framebusd's metrics page, from its HTTP endpoint on port; the reply
+ * (200) stays valid until the next call. */
+static const char *scrape(int port)
+{
+	struct sockaddr_in addr = {.sin_family = AF_INET,
+				   .sin_port = htons((uint16_t)port),
+				   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+	cr_assert_eq(send(fd, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+	static char reply[65536];
+	size_t n = 0;
+	ssize_t r;
+	while (n < sizeof(reply) - 1 && (r = recv(fd, reply + n, sizeof(reply) - 1 - n, 0)) > 0)
+		n += (size_t)r;
+	reply[n] = '\0';
+	close(fd);
+	cr_assert(!strncmp(reply, "HTTP/1.0 200", 12) || !strncmp(reply, "HTTP/1.1 200", 12),
+		  "%.200s", reply);
+	return reply;
+}
+
 Test(daemon, metrics_are_served_while_the_bus_runs)
 {
 	struct daemon d;
@@ -414,24 +437,7 @@ Test(daemon, metrics_are_served_while_the_bus_runs)
 	for (uint64_t end = fb_now_ns() + 3000000000u; fb_now_ns() < end;) {
 		if (fb_subscriber_acquire(sub, 100, &f) == 0)
 			fb_subscriber_release(sub, f);
-		struct sockaddr_in addr = {.sin_family = AF_INET,
-					   .sin_port = htons((uint16_t)port),
-					   .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		cr_assert_eq(connect(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-		const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
-		cr_assert_eq(send(fd, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
-		static char reply[65536];
-		size_t n = 0;
-		ssize_t r;
-		while (n < sizeof(reply) - 1 &&
-		       (r = recv(fd, reply + n, sizeof(reply) - 1 - n, 0)) > 0)
-			n += (size_t)r;
-		reply[n] = '\0';
-		close(fd);
-		cr_assert(!strncmp(reply, "HTTP/1.0 200", 12) ||
-			      !strncmp(reply, "HTTP/1.1 200", 12),
-			  "%.200s", reply);
+		const char *reply = scrape(port);
 		served += strstr(reply, "framebus_subscriber_frames_total{stream=\"bars\"") != NULL;
 	}
 	cr_assert_gt(served, 0, "no scrape named the subscription");
@@ -539,5 +545,89 @@ Test(daemon, derived_streams_are_made_on_request_shared_and_removed)
 	cr_assert_eq(all[0].state, FB_STREAM_RUNNING);
 	free(all);
 	fb_client_free(ca);
+	stop(&d);
+}
+
+/* A derived stream counts the parent frames it passes over: busy with an
+ * earlier one (a costly scale under a fast parent: its parent never waits)
+ * or by its fps limit, apart; one that keeps up at its parent's rate skips
+ * none.  framebusctl status and the metrics show the counts. */
+/* fb_client_inspect() for the stream's counters alone. */
+static struct fb_stream_info inspect(fb_client *c, const char *stream)
+{
+	struct fb_stream_info info;
+	struct fb_subscription_info *subs;
+	size_t n;
+	cr_assert_eq(fb_client_inspect(c, stream, &info, &subs, &n), 0, "%s", stream);
+	free(subs);
+	return info;
+}
+
+Test(daemon, derived_streams_count_the_parent_frames_they_skip)
+{
+	struct daemon d;
+	char config[2048], cmd[512], line[160];
+	struct fb_stream_info info;
+	int port = free_port();
+	snprintf(config, sizeof(config),
+		 "[daemon]\nmetrics = 127.0.0.1:%d\n"
+		 "[stream quick]\nurl = testsrc2=size=320x240:rate=100\ninput_format = lavfi\n"
+		 "width = 320\nheight = 240\n"
+		 /* bicubic up to 4K: many times a parent frame's 10 ms */
+		 "[stream quick.huge]\nfrom = quick\nwidth = 3840\nheight = 2160\n"
+		 "scale = bicubic\nslots = 2\n"
+		 "[stream quick.rare]\nfrom = quick\nwidth = 32\nheight = 24\nformat = gray8\n"
+		 "fps = 2\n"
+		 "[stream calm]\nurl = testsrc2=size=320x240:rate=10\ninput_format = lavfi\n"
+		 "width = 320\nheight = 240\n"
+		 "[stream calm.small]\nfrom = calm\nwidth = 32\nheight = 24\nformat = gray8\n",
+		 port);
+	start(&d, config);
+	fb_client *c = client(&d);
+	wait_state(c, "calm.small", FB_STREAM_RUNNING, 10);
+	struct fb_stream_info huge = {0}, rare = {0};
+	for (int i = 0; i < 200 && !(huge.parent_skipped_busy && rare.parent_skipped_rate &&
+				     rare.published >= 3);
+	     i++, th_sleep_us(50000)) {
+		huge = inspect(c, "quick.huge");
+		rare = inspect(c, "quick.rare");
+	}
+	cr_assert(huge.flags & FB_STREAM_DERIVED);
+	cr_assert_gt(huge.parent_skipped_busy, 0, "a costly scale under a 100 fps parent");
+	cr_assert_eq(huge.parent_skipped_rate, 0, "it has no fps limit");
+	cr_assert_gt(rare.parent_skipped_rate, rare.published, "2 fps of 100");
+	/* Keeping up: 10 frames, none skipped. */
+	while ((info = inspect(c, "calm.small")).published < 10)
+		th_sleep_us(50000);
+	cr_assert(info.flags & FB_STREAM_DERIVED);
+	cr_assert_eq(info.parent_skipped_busy, 0);
+	cr_assert_eq(info.parent_skipped_rate, 0);
+	cr_assert_eq(inspect(c, "quick").flags, 0, "quick decodes: not derived");
+
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status > %s/status.txt", FRAMEBUSCTL_PATH,
+		 d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/status.txt", d.dir);
+	char *text = read_file(cmd);
+	cr_assert(strstr(text, "parent frames while busy, 0 by its fps limit"), "%s", text);
+	snprintf(cmd, sizeof(cmd), "%s --socket %s status --json > %s/status.json",
+		 FRAMEBUSCTL_PATH, d.socket, d.dir);
+	cr_assert_eq(run(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "%s/status.json", d.dir);
+	char *json = read_file(cmd);
+	cr_assert(strstr(json, "\"parent_skipped_busy\": 0, \"parent_skipped_rate\": 0, "),
+		  "calm.small: %s", json);
+	const char *reply = scrape(port);
+	snprintf(line, sizeof(line),
+		 "framebus_stream_parent_frames_skipped_total{stream=\"calm.small\",reason="
+		 "\"busy\"} 0\n");
+	cr_assert(strstr(reply, line), "%s", reply);
+	cr_assert(strstr(reply, "framebus_stream_parent_frames_skipped_total{stream=\"quick.rare\","
+				"reason=\"rate\"} "),
+		  "%s", reply);
+	cr_assert_null(
+	    strstr(reply, "framebus_stream_parent_frames_skipped_total{stream=\"quick\""),
+	    "only derived streams have it");
+	fb_client_free(c);
 	stop(&d);
 }

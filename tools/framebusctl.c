@@ -190,13 +190,18 @@ static void print_json(const struct snapshot *snap, const struct fb_limits *limi
 		       "\"fps_10s\": %.2f, "
 		       "\"published\": %llu, \"dropped\": %llu, \"retries\": %u, "
 		       "\"capture_latency_us\": %u, \"capture_age_us\": %u, \"stalls\": %u, "
-		       "\"block_timeout_ms\": %u, \"holds_promised\": %u, \"detail\": ",
+		       "\"block_timeout_ms\": %u, \"holds_promised\": %u, ",
 		       fb_stream_state_name(s->state), s->width, s->height,
 		       s->format ? fb_format_name(s->format) : "", s->slots,
 		       s->policy == FB_POLICY_BLOCK ? "block" : "drop", s->meta_max, s->fps,
 		       (double)s->fps_10s, (unsigned long long)s->published,
 		       (unsigned long long)s->dropped, s->retries, s->capture_latency_us,
 		       s->capture_age_us, s->stalls, s->block_timeout_ms, s->holds_promised);
+		if (s->flags & FB_STREAM_DERIVED)
+			printf("\"parent_skipped_busy\": %llu, \"parent_skipped_rate\": %llu, ",
+			       (unsigned long long)s->parent_skipped_busy,
+			       (unsigned long long)s->parent_skipped_rate);
+		printf("\"detail\": ");
 		json_string(s->detail);
 		printf(", \"subscribers\": [");
 		for (size_t j = 0; j < snap->n_subs[i]; j++) {
@@ -291,6 +296,11 @@ static int cmd_status(int argc, char **argv)
 		printf("  rate       %.1f fps in (%.1f over 10 s), %llu published, %llu dropped\n",
 		       s->fps, (double)s->fps_10s, (unsigned long long)s->published,
 		       (unsigned long long)s->dropped);
+		if (s->flags & FB_STREAM_DERIVED)
+			printf(
+			    "  skipped    %llu parent frames while busy, %llu by its fps limit\n",
+			    (unsigned long long)s->parent_skipped_busy,
+			    (unsigned long long)s->parent_skipped_rate);
 		if (s->capture_latency_us)
 			printf("  newest     captured %.1f ms before its publish, %.1f ms ago\n",
 			       s->capture_latency_us / 1e3, s->capture_age_us / 1e3);

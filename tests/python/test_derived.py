@@ -26,25 +26,34 @@ from = bars
 width = 160
 height = 120
 format = gray8
+scale_threads = 2
 [stream bars.slow]
 from = bars.gray
 fps = 5
 format = rgb24
 [stream bars.crop]
 from = bars
-crop = 40,30,200,100
+crop = 0,30,200,100
 [stream bars.crop.small]
 from = bars
 crop = 40, 30, 200, 100
 width = 100
 height = 50
 format = gray8
+[stream bars.odd]
+from = bars
+crop = 41,31,100,50
 [stream bars.outside]
 from = bars
 crop = 300,200,100,100
 [stream bars.rgba]
 from = bars
 format = rgba
+[stream bars.rgba.half]
+from = bars.rgba
+width = 160
+height = 120
+format = bgr24
 [stream bars.gray16]
 from = bars
 format = gray16
@@ -66,63 +75,81 @@ def daemon():
     d.stop()
 
 
+def source_picture(pts, vf="null", pix_fmt="yuv420p"):
+    """bars' picture pts as framebusd's decoder had it (lavfi gives testsrc2's
+    frames in yuv420p, numbered by pts), through FFmpeg filter vf: its own
+    libswscale with scale=..."""
+    raw = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=50",
+         "-vf", f"select=eq(n\\,{pts}),{vf}", "-frames:v", "1", "-f", "rawvideo",
+         "-pix_fmt", pix_fmt, "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8)
+
+
 def test_a_derived_frame_is_its_parent_scaled(daemon):
+    """bars.gray scales bars' decoded picture (yuv420p), the one the parent
+    frame it names was made from, with libswscale's threads
+    (scale_threads = 2): its pixels are libswscale's scaling of that
+    picture (FFmpeg's scale filter, the same method); and OpenCV's
+    scaling of the parent frame within rounding and the two methods'
+    differences at edges."""
     bus = framebus.connect(daemon.socket)
     for name in ("bars", "bars.gray"):
         wait_running(bus, name)
     parent = bus.subscribe("bars", mode="queue", max_holds=8)
     gray = bus.subscribe("bars.gray", mode="queue")
     kept = {}  # parent frames by seq, copied
-    checked = 0
+    pairs = []  # (derived pixels, the parent frame's pixels and pts)
     deadline = time.monotonic() + 10
-    while checked < 20 and time.monotonic() < deadline:
+    while len(pairs) < 20 and time.monotonic() < deadline:
         with parent.acquire(timeout=2) as f:
             kept[f.seq] = (f.array.copy(), f.pts)
-        while True:
-            try:
-                g = gray.acquire(timeout=0)
-            except TimeoutError:
-                break
+        while (g := gray.try_acquire()) is not None:
             with g:
-                if g.source_seq not in kept:
-                    continue
-                pixels, pts = kept[g.source_seq]
-                assert g.array.shape == (120, 160)
-                assert g.pts == pts, "a derived frame keeps its parent's pts"
-                want = cv2.resize(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), (160, 120),
-                                  interpolation=cv2.INTER_AREA)
-                diff = np.abs(g.array.astype(int) - want.astype(int))
-                assert diff.mean() < 3 and np.percentile(diff, 99) < 40, (diff.mean(),
-                                                                          diff.max())
-                checked += 1
-    assert checked >= 20, f"only {checked} derived frames matched a parent frame"
+                if g.source_seq in kept:
+                    assert g.array.shape == (120, 160)
+                    assert g.pts == kept[g.source_seq][1], "a derived frame keeps its pts"
+                    pairs.append((g.array.copy(),) + kept[g.source_seq])
+    assert len(pairs) >= 20, f"only {len(pairs)} derived frames matched a parent frame"
+    for pixels, bgr, pts in pairs[:5]:
+        want = source_picture(pts, "scale=160:120:flags=bilinear", "gray").reshape(120, 160)
+        assert np.abs(pixels.astype(int) - want).max() <= 1
+        want = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (160, 120),
+                          interpolation=cv2.INTER_AREA)
+        diff = np.abs(pixels.astype(int) - want.astype(int))
+        assert diff.mean() < 3 and np.percentile(diff, 99) < 40, (diff.mean(), diff.max())
     bus.close()
 
 
 def test_a_crop_is_that_part_of_its_parent(daemon):
     bus = framebus.connect(daemon.socket)
-    for name in ("bars", "bars.crop", "bars.crop.small"):
+    for name in ("bars", "bars.crop", "bars.crop.small", "bars.odd"):
         wait_running(bus, name)
     parent = bus.subscribe("bars", mode="queue", max_holds=8)
     crop = bus.subscribe("bars.crop", mode="queue")
     small = bus.subscribe("bars.crop.small", mode="queue")
+    # An odd x and y cannot start in the decoder's yuv420p picture: that
+    # crop is taken from the parent's frame, the very pixels too.
+    odd = bus.subscribe("bars.odd", mode="queue")
     assert (crop.width, crop.height, crop.format) == (200, 100, "bgr24"), "its own size"
     assert (small.width, small.height, small.format) == (100, 50, "gray8")
     kept = {}
-    checked = {"bars.crop": 0, "bars.crop.small": 0}
+    checked = {"bars.crop": 0, "bars.crop.small": 0, "bars.odd": 0}
     deadline = time.monotonic() + 10
     while min(checked.values()) < 10 and time.monotonic() < deadline:
         with parent.acquire(timeout=2) as f:
-            kept[f.seq] = f.array[30:130, 40:240].copy()
-        for sub in (crop, small):
+            kept[f.seq] = f.array.copy()
+        for sub in (crop, small, odd):
             while (g := sub.try_acquire()) is not None:
                 with g:
                     if g.source_seq not in kept:
                         continue
-                    part = kept[g.source_seq]
-                    if sub is crop:  # the same size: the very pixels
-                        assert np.array_equal(g.array, part)
+                    if sub is crop:  # the same size: the very pixels, from x = 0
+                        assert np.array_equal(g.array, kept[g.source_seq][30:130, 0:200])
+                    elif sub is odd:
+                        assert np.array_equal(g.array, kept[g.source_seq][31:81, 41:141])
                     else:
+                        part = kept[g.source_seq][30:130, 40:240]
                         want = cv2.resize(cv2.cvtColor(part, cv2.COLOR_BGR2GRAY), (100, 50),
                                           interpolation=cv2.INTER_AREA)
                         diff = np.abs(g.array.astype(int) - want.astype(int))
@@ -150,12 +177,13 @@ def test_the_other_formats_are_the_parent_converted(daemon):
     subs = {name: bus.subscribe(name, mode="queue") for name in names}
     assert subs["bars.gray16"].shape == (240, 320)
     assert subs["bars.yuyv"].shape == (240, 320, 2)
-    kept = {}
+    kept, f_pts, halves = {}, {}, []
     checked = dict.fromkeys(names, 0)
     deadline = time.monotonic() + 10
     while min(checked.values()) < 5 and time.monotonic() < deadline:
         with parent.acquire(timeout=2) as f:
             kept[f.seq] = f.array.copy()
+            f_pts[f.seq] = f.pts
         for name, sub in subs.items():
             while (g := sub.try_acquire()) is not None:
                 with g:
@@ -167,9 +195,7 @@ def test_the_other_formats_are_the_parent_converted(daemon):
                         assert a.dtype == np.uint8
                         assert np.array_equal(a, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGBA))
                     elif name == "bars.half":  # a whole factor: each 2x2 block's mean
-                        want = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (160, 120),
-                                          interpolation=cv2.INTER_AREA)
-                        assert np.abs(a.astype(int) - want.astype(int)).max() <= 1
+                        halves.append((a.copy(), f_pts[g.source_seq]))
                     elif name == "bars.gray16":
                         assert a.dtype == np.uint16 and a.max() > 255, "16 bits used"
                         want = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(int)
@@ -179,6 +205,44 @@ def test_the_other_formats_are_the_parent_converted(daemon):
                         assert np.abs(back.astype(int) - bgr.astype(int)).mean() < 8
                     checked[name] += 1
     assert min(checked.values()) >= 5, checked
+    # bars.half averages each 2x2 block of the decoder's yuv420p picture and
+    # converts the mean (shrink.c): OpenCV's conversion of the same picture
+    # (each chroma sample over its 2x2 pixels, as libswscale gave bars) then
+    # its area scaling, within rounding, but where a block's pixels clip
+    # apart (colours outside RGB at testsrc2's edges: a few pixels).
+    for a, pts in halves[:3]:
+        rgb = cv2.cvtColor(source_picture(pts).reshape(360, 320), cv2.COLOR_YUV2RGB_I420)
+        want = cv2.resize(rgb, (160, 120), interpolation=cv2.INTER_AREA)
+        diff = np.abs(a.astype(int) - want.astype(int))
+        assert diff.mean() < 0.5 and np.percentile(diff, 99) <= 1, (diff.mean(), diff.max())
+    bus.close()
+
+
+def test_a_derived_stream_of_a_derived_stream_shrinks_its_frames(daemon):
+    """bars.rgba.half reads bars.rgba's ring (a derived parent leaves no
+    pictures): a whole factor of packed RGB, each 2x2 block's mean of the
+    parent frame it names, channels reordered (shrink.c)."""
+    bus = framebus.connect(daemon.socket)
+    for name in ("bars.rgba", "bars.rgba.half"):
+        wait_running(bus, name)
+    parent = bus.subscribe("bars.rgba", mode="queue", max_holds=4)
+    half = bus.subscribe("bars.rgba.half", mode="queue")
+    kept, checked = {}, 0
+    deadline = time.monotonic() + 10
+    while checked < 5 and time.monotonic() < deadline:
+        with parent.acquire(timeout=2) as f:
+            kept[f.seq] = (f.array.copy(), f.pts)
+        while (g := half.try_acquire()) is not None:
+            with g:
+                if g.source_seq not in kept:
+                    continue
+                rgba, pts = kept[g.source_seq]
+                assert g.pts == pts and g.array.shape == (120, 160, 3)
+                want = cv2.resize(cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGR), (160, 120),
+                                  interpolation=cv2.INTER_AREA)
+                assert np.abs(g.array.astype(int) - want.astype(int)).max() <= 1
+                checked += 1
+    assert checked >= 5
     bus.close()
 
 

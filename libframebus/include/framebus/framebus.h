@@ -443,8 +443,17 @@ struct fb_stream_info {
 	 * what it grants to users but root and its own below slots: one slot
 	 * stays the producer's). */
 	uint32_t holds_promised;
-	uint32_t reserved_[10]; /**< room for more, zero */
+	uint32_t flags; /**< FB_STREAM_DERIVED */
+	/** A derived stream's parent frames it passed over since it started:
+	 * it was still busy with an earlier one (it never slows its parent),
+	 * or its fps limit left them out. */
+	uint64_t parent_skipped_busy;
+	uint64_t parent_skipped_rate;
+	uint32_t reserved_[6]; /**< room for more, zero */
 };
+
+/** fb_stream_info.flags: a derived stream, made from its parent's frames. */
+#define FB_STREAM_DERIVED 1u
 
 /** One subscription to a stream, for status tools. */
 struct fb_subscription_info {
@@ -668,7 +677,7 @@ struct fb_limits {
 	uint64_t max_ring_memory_per_client; /**< bytes */
 	uint64_t max_derived_memory;         /**< bytes, all derived rings */
 	uint64_t max_memory_per_user;        /**< bytes of rings a user publishes */
-	uint32_t uid;    /**< this client's user, as framebusd sees it */
+	uint32_t uid;                        /**< this client's user, as framebusd sees it */
 	uint32_t exempt; /**< 1: root or framebusd's own user: no per-user limit binds it */
 	/** What that user has now, over all its connections. */
 	uint32_t connections, subscriptions, streams;
