@@ -87,7 +87,7 @@ class Camera:
         # from media-configure on allowed, got the clock's absolute time
         # (the host's uptime, hours) as its running time, and the media's
         # TCP sink, which syncs to the clock, then waited hours for it: the
-        # first client got nothing at all (1 media in ~13 here, when the
+        # first client got nothing at all (~1 media in 12 here, when the
         # push fell in that window).  A live appsrc asks for data only once
         # it is PLAYING, its base time set.
         with self.lock:
