@@ -175,7 +175,10 @@ def main():
     ap.add_argument("--flat-frames", type=int, default=600,
                     help="frames of the 1080p file decoded flat out (0: skip that part)")
     args = ap.parse_args()
-    streams = [int(n) for n in args.streams.split(",")]
+    try:
+        streams = [int(n) for n in args.streams.split(",")]
+    except ValueError:
+        streams = []
     if not streams or min(streams) < 1:
         ap.error("--streams: numbers of streams, 1 or more")
     with open("/proc/loadavg") as f:
