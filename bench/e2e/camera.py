@@ -12,7 +12,9 @@ reads the clip at real time, as an encoder would hand out its frames, and
 each frame is pushed into the live appsrc of the camera's one shared RTSP
 media (every client of a camera gets the same stream; one joining later
 starts at the next keyframe and does not rewind the others, which a shared
-media of a seekable file would).  For every frame it writes
+media of a seekable file would).  A media is fed from its appsrc's first
+"need-data" on, not from its creation (see Camera.on_need_data).  For every
+frame it writes
 "INDEX MONOTONIC_NS" to DIR/camI.log: the frame's index in the clip (from its
 pts) and CLOCK_MONOTONIC when it was handed to the RTSP media: the "send"
 time that capture-to-array latency counts from.  The clip is not looped: a
@@ -40,7 +42,8 @@ class Camera:
     def __init__(self, clip, log_path):
         self.log = open(log_path, "w")
         self.lock = threading.Lock()
-        self.appsrc = None
+        self.appsrc = None  # the media being fed
+        self.configured = None  # the newest media's, until it wants data
         self.caps = None
         self.started = threading.Event()  # the first frame, and so the caps, came
         self.feeder = Gst.parse_launch(
@@ -71,12 +74,33 @@ class Camera:
         with self.lock:
             if self.caps is not None:
                 appsrc.set_property("caps", self.caps)
-            self.appsrc = appsrc
+            self.configured = appsrc
+        appsrc.connect("need-data", self.on_need_data)
         media.connect("unprepared", self.on_unprepared)
 
-    def on_unprepared(self, media):
+    def on_need_data(self, appsrc, length):
+        # The appsrc stamps a buffer with its running time when it is
+        # pushed (do-timestamp): the clock's time less the element's base
+        # time.  While the media goes to PLAYING the pipeline hands the
+        # clock to every element before it sets their base time (a bin sets
+        # its sources' last), so a frame pushed in between, which feeding
+        # from media-configure on allowed, got the clock's absolute time
+        # (the host's uptime, hours) as its running time, and the media's
+        # TCP sink, which syncs to the clock, then waited hours for it: the
+        # first client got nothing at all (~1 media in 12 here, when the
+        # push fell in that window).  A live appsrc asks for data only once
+        # it is PLAYING, its base time set.
         with self.lock:
-            self.appsrc = None
+            if appsrc is self.configured:
+                self.appsrc = appsrc
+
+    def on_unprepared(self, media):
+        appsrc = media.get_element().get_by_name("src")
+        with self.lock:
+            if self.appsrc is appsrc:
+                self.appsrc = None
+            if self.configured is appsrc:
+                self.configured = None
 
 
 def main():
