@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@
  * of a regular stream first sleeps until WAKE_AHEAD_NS before the frame is
  * due, then sleeps again: no spinning, one more wake-up per frame.  Only for
  * streams slower than PACED_MIN_NS a frame whose intervals keep within 1/8
- * of their average (learn_pace). */
+ * of their average (learn_pace), and only while each of the ring's
+ * subscribers can have a CPU to itself (cpu_to_itself). */
 #define WAKE_AHEAD_NS 300000u
 #define PACED_MIN_NS 2000000u
 #define PACED_RUN 4u
@@ -215,11 +217,30 @@ static void learn_pace(struct fb_subscriber *s, const struct fb_frame *f)
 	s->last_publish_ns = t;
 }
 
+/* Whether each subscriber of the ring can have one of the CPUs this thread
+ * may run on.  With more subscribers than that, every one woken ahead takes
+ * a CPU just before the frame from the producer and from the others, and
+ * the frame's wake-up finds them queued for a CPU: it then costs more than
+ * a wake-up from a deep sleep does (docs/ring.md, "Wake-ahead").  A ring
+ * whose producer does not say how many it serves (0: an older library)
+ * counts as one. */
+static bool cpu_to_itself(const struct fb_subscriber *s)
+{
+	uint32_t n = atomic_load_explicit(&s->hdr->subscribers, memory_order_relaxed);
+	cpu_set_t cpus;
+
+	if (n <= 1)
+		return true;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) < 0)
+		return true; /* more CPUs than a cpu_set_t holds */
+	return n <= (uint32_t)CPU_COUNT(&cpus);
+}
+
 /* When a wait that starts at now should wake ahead of the next frame, or 0
  * (also once it woke ahead: it is then less than WAKE_AHEAD_NS before due). */
 static uint64_t wake_ahead_at(const struct fb_subscriber *s, uint64_t now)
 {
-	if (s->on_time < PACED_RUN || s->interval_ns < PACED_MIN_NS)
+	if (s->on_time < PACED_RUN || s->interval_ns < PACED_MIN_NS || !cpu_to_itself(s))
 		return 0;
 	uint64_t due = s->last_publish_ns + s->interval_ns;
 	if (now + WAKE_AHEAD_NS >= due)
