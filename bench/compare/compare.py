@@ -234,7 +234,7 @@ class Bench:
 
 
 def summarize(runs):
-    """Medians over the runs of one (transport, phase)."""
+    """Medians over the (successful) runs of one (transport, phase)."""
     med = lambda key: statistics.median(key(r) for r in runs)  # noqa: E731
     return {
         "p50_us": med(lambda r: float(np.percentile(r["latency_us"], 50))),
@@ -270,21 +270,30 @@ def main():
                  f" (known: {', '.join(sorted(known))})")
     phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
               ("T", 1, args.throughput_frames, 0)]
-    runs = {}
+    runs, failed = {}, {}
     with Bench(args) as bench:
         for rep in range(args.runs):
             for phase, k, frames, fps in phases:
                 for t in args.transports:
                     if phase == "T" and t in FLOORS:
                         continue  # no frames to move
-                    r = Run(bench, t, k, frames, fps).run()
-                    runs.setdefault((t, phase, k), []).append(r)
+                    runs.setdefault((t, phase, k), [])
+                    try:
+                        r = Run(bench, t, k, frames, fps).run()
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        # Out of the medians, and counted in the table.
+                        failed[(t, phase, k)] = failed.get((t, phase, k), 0) + 1
+                        print(f"run {rep + 1}/{args.runs} {phase} K={k} {t:11s} failed: "
+                              f"{str(e).splitlines()[0][:300]}", flush=True)
+                        continue
+                    runs[(t, phase, k)].append(r)
                     print(f"run {rep + 1}/{args.runs} {phase} K={k} {t:11s} "
                           f"p50 {np.percentile(r['latency_us'], 50):9.1f} us  "
                           f"p99 {np.percentile(r['latency_us'], 99):9.1f} us  "
                           f"lost {r['lost']:4d}  {r['fps']:7.1f} fps", flush=True)
-    res = {f"{t} {phase} K={k}": summarize(v) for (t, phase, k), v in runs.items()}
-    report(args, res)
+    res = {f"{t} {phase} K={k}": dict(summarize(v), failed=failed.get((t, phase, k), 0))
+           for (t, phase, k), v in runs.items() if v}
+    report(args, res, failed)
 
 
 def floor_of(t):
@@ -293,7 +302,7 @@ def floor_of(t):
     return "floor/C" if t.endswith("/C") else "floor"
 
 
-def report(args, res):
+def report(args, res, failed):
     print()
     print(f"{'transport':12s} {'consumer':8s} | {'K=1 p50':>8s} {'p99':>8s} {'max':>8s} "
           f"{'lost':>4s} {'-floor':>7s} {'/floor':>6s} | {'K=4 p50':>8s} {'p99':>8s} "
@@ -303,7 +312,10 @@ def report(args, res):
         who = "C" if t.endswith("/C") else "Python"
         row = f"{t:12s} {who:8s} |"
         for k in (1, 4):
-            lat, fl = res[f"{t} L K={k}"], res.get(f"{floor_of(t)} L K={k}")
+            lat, fl = res.get(f"{t} L K={k}"), res.get(f"{floor_of(t)} L K={k}")
+            if not lat:
+                row += f" {'every run failed':>52s} |"
+                continue
             row += (f" {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {lat['max_us']:8.1f} "
                     f"{lat['lost']:4d}")
             if fl and t not in FLOORS:
@@ -315,6 +327,8 @@ def report(args, res):
         row += (f" {tp['fps']:7.1f} {tp['cpu_s']:6.2f} {tp['lost']:4d}" if tp else
                 f" {'-':>7s} {'-':>6s} {'-':>4s}")
         print(row)
+    for (t, phase, k), n in sorted(failed.items()):
+        print(f"({t} {phase} K={k}: {n} of {args.runs} runs failed, out of the medians)")
     print(f"(latency in us from publish to the array in the consumer's hands; {args.runs} runs, "
           "medians; lost: the most any run lost; -floor: p50 minus the floor's p50, /floor: "
           "p99 over the floor's p99, against the floor of the same consumer language)")
@@ -357,13 +371,14 @@ def summary_line(args, res):
         add("floor_gap_us", fb["p50_us"] - fl["p50_us"])
         add("floor_p99_ratio", fb["p99_us"] / fl["p99_us"], "{:.2f}")
     peers = [p for p in PYTHON_PEERS if p in args.transports]
-    if fb and peers:
+    peers = [p for p in peers if f"{p} L K=1" in res and f"{p} T K=1" in res]
+    if fb and peers and "framebus T K=1" in res:
         best = min(peers, key=lambda p: res[f"{p} L K=1"]["p99_us"])
         b = res[f"{best} L K=1"]["p99_us"]
         kv.append(f"best_peer={best}")
         add("best_peer_p99_us", b)
         add("latency_ratio", b / fb["p99_us"], "{:.2f}")
-        copies = [p for p in COPY_PEERS if p in args.transports]
+        copies = [p for p in COPY_PEERS if f"{p} L K=1" in res]
         if copies:
             c = min(res[f"{p} L K=1"]["p99_us"] for p in copies)
             add("copy_peer_p99_us", c)
@@ -382,8 +397,9 @@ def plot(args, res):
     os.makedirs(args.plots, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, k in zip(axes, (1, 4)):
-        data = [res[f"{t} L K={k}"]["latency_us"] for t in args.transports]
-        ax.boxplot(data, labels=args.transports, whis=(1, 99), showfliers=False)
+        ran = [t for t in args.transports if f"{t} L K={k}" in res]
+        data = [res[f"{t} L K={k}"]["latency_us"] for t in ran]
+        ax.boxplot(data, labels=ran, whis=(1, 99), showfliers=False)
         ax.set_yscale("log")
         ax.set_ylabel("publish to array in hand (µs, log)")
         ax.set_title(f"1920x1080 bgr24 at {args.fps:g} fps, K={k} consumers "
@@ -392,7 +408,7 @@ def plot(args, res):
     fig.tight_layout()
     fig.savefig(os.path.join(args.plots, "compare-latency.png"), dpi=110)
     fig, ax = plt.subplots(figsize=(7, 4))
-    movers = [t for t in args.transports if t not in FLOORS]
+    movers = [t for t in args.transports if f"{t} T K=1" in res]
     ax.bar(movers, [res[f"{t} T K=1"]["fps"] for t in movers])
     ax.set_ylabel("frames per second, one consumer")
     ax.set_title("1920x1080 bgr24 as fast as possible", fontsize=9)
