@@ -454,6 +454,7 @@ static int insert_sub(struct fb_producer *p, const struct fb__subscriber_slot *s
 	};
 	p->subs[i].slot.record_fd = -1; /* the mapping is all we keep */
 	p->n_subs++;
+	atomic_store_explicit(&p->hdr->subscribers, p->n_subs, memory_order_relaxed);
 	*ret_id = p->subs[i].generation << 8 | i;
 	return 0;
 }
@@ -530,6 +531,7 @@ static void drop_sub(struct fb_producer *p, struct sub_entry *s, bool revoke)
 		fb__subscriber_slot_revoke(&s->slot, p->ctl);
 	fb__subscriber_slot_close(&s->slot);
 	p->n_subs--;
+	atomic_store_explicit(&p->hdr->subscribers, p->n_subs, memory_order_relaxed);
 }
 
 FB_EXPORT int fb_producer_remove_subscriber(fb_producer *p, uint32_t id)

@@ -86,6 +86,10 @@ struct fb__ring_header {
 	_Atomic uint32_t closed FB__ALIGNED; /* 1 once the producer ended the stream */
 	_Atomic uint64_t published;
 	_Atomic uint64_t dropped;
+	/* How many subscribers the producer serves, for their wake-ahead
+	 * (ring.md, "Wake-ahead"); 0 from a producer older than it (unknown).
+	 * In this line's padding: no offset moved, version 2 unchanged. */
+	_Atomic uint32_t subscribers;
 
 	/* log[seq % slots] = FB__PACK(seq, slot) of recent frames: where a
 	 * queue subscriber finds frame seq without scanning the slots. */
@@ -93,6 +97,11 @@ struct fb__ring_header {
 
 	struct fb__slot slot[FB_MAX_SLOTS];
 };
+
+/* Version 2's layout, which the words added in padding must not move. */
+_Static_assert(__builtin_offsetof(struct fb__ring_header, log) == 320 &&
+		   __builtin_offsetof(struct fb__ring_header, slot) == 832,
+	       "ring header layout (version 2)");
 
 /* The control memfd, shared read-write by the producer and every subscriber:
  * what a subscriber must write to wake a producer waiting for space.  A

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +33,12 @@
  * of a regular stream first sleeps until WAKE_AHEAD_NS before the frame is
  * due, then sleeps again: no spinning, one more wake-up per frame.  Only for
  * streams slower than PACED_MIN_NS a frame whose intervals keep within 1/8
- * of their average (learn_pace). */
+ * of their average (learn_pace), and not when its frames keep it busy
+ * (BUSY_NS) and the ring has more subscribers than it has CPUs (crowded). */
 #define WAKE_AHEAD_NS 300000u
 #define PACED_MIN_NS 2000000u
 #define PACED_RUN 4u
+#define BUSY_NS 100000u
 
 struct fb_subscriber {
 	struct fb_subscriber_fds fds;
@@ -63,6 +66,9 @@ struct fb_subscriber {
 	 * was taken (0: not timed), and the publish time of the last timed. */
 	uint64_t acquired_ns[FB_MAX_SLOTS];
 	uint64_t last_timed_ns;
+	/* How long it held the last timed frame (set by release, which may
+	 * run in another thread than acquire). */
+	_Atomic uint64_t held_for_ns;
 	struct fb_frame frames[FB_MAX_SLOTS];
 };
 
@@ -215,11 +221,32 @@ static void learn_pace(struct fb_subscriber *s, const struct fb_frame *f)
 	s->last_publish_ns = t;
 }
 
+/* Whether the frame's wake-up will find the CPUs taken anyway: the ring has
+ * more subscribers than this thread has CPUs to run on, and each frame
+ * keeps this subscriber busy for a while (it held the last one BUSY_NS or
+ * more: the others are likely alike).  Then every subscriber woken ahead
+ * crowds the CPUs just before the frame, and the frame's wake-ups queue
+ * behind the others' work whatever state the CPUs were in (docs/ring.md,
+ * "Wake-ahead").  Subscribers that are quick with their frames gain from it
+ * however many they are.  A producer that does not say how many it serves
+ * (0: an older library) counts as one. */
+static bool crowded(const struct fb_subscriber *s)
+{
+	uint32_t n = atomic_load_explicit(&s->hdr->subscribers, memory_order_relaxed);
+	cpu_set_t cpus;
+
+	if (n <= 1 || atomic_load_explicit(&s->held_for_ns, memory_order_relaxed) < BUSY_NS)
+		return false;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) < 0)
+		return false; /* more CPUs than a cpu_set_t holds */
+	return n > (uint32_t)CPU_COUNT(&cpus);
+}
+
 /* When a wait that starts at now should wake ahead of the next frame, or 0
  * (also once it woke ahead: it is then less than WAKE_AHEAD_NS before due). */
 static uint64_t wake_ahead_at(const struct fb_subscriber *s, uint64_t now)
 {
-	if (s->on_time < PACED_RUN || s->interval_ns < PACED_MIN_NS)
+	if (s->on_time < PACED_RUN || s->interval_ns < PACED_MIN_NS || crowded(s))
 		return 0;
 	uint64_t due = s->last_publish_ns + s->interval_ns;
 	if (now + WAKE_AHEAD_NS >= due)
@@ -462,6 +489,8 @@ FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *fra
 	if (taken) { /* a timed frame */
 		uint64_t now = fb__now_ns(CLOCK_MONOTONIC);
 		fb__timing_add(s->rec->busy, &s->rec->busy_ns, now > taken ? now - taken : 0);
+		atomic_store_explicit(&s->held_for_ns, now > taken ? now - taken : 0,
+				      memory_order_relaxed);
 	}
 	return 0;
 }

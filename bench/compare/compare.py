@@ -12,14 +12,16 @@ Transports (bench/compare/PROTOCOL.md has the workload):
   gstreamer   appsrc ! shmsink, Python shmsrc ! appsink
   framebus/C  framebus with a C consumer, the row to compare with iceoryx
   iceoryx/C   iceoryx 2 (RouDi) C publisher and subscriber: no Python binding
+  floor       the wake-up floor: no frame, only a futex wake-up of each sleeping
+              consumer process at the same moments, Python consumers (ctypes)
+  floor/C     the same with C consumers
 
+Every producer writes every pixel of every frame, then stamps it.
 Phases: latency (L): --frames frames at --fps to K=1 and K=4 consumers,
 publish-to-array latency p50/p99/max and lost frames; throughput (T): frames
-as fast as possible to one consumer, frames per second and CPU seconds.
-Every (transport, phase) runs --runs times, interleaved; medians reported.
-Last line:
-compare-bench framebus_p99_us=A best_peer=NAME best_peer_p99_us=B latency_ratio=B/A
-copy_peer_p99_us=C copy_ratio=C/A framebus_fps=D best_peer_fps=E fps_ratio=D/E
+as fast as possible to one consumer, frames per second and CPU seconds (not
+for the floor).  Every (transport, phase) runs --runs times, interleaved;
+medians reported.  Last line: compare-bench KEY=VALUE ... (see summary_line).
 """
 import argparse
 import json
@@ -39,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 PYTHON = os.environ.get("FRAMEBUS_PYTHON", "/usr/bin/python3")
 PYTHON_PEERS = ["pipe", "zeromq", "shm+sem", "gstreamer"]
 COPY_PEERS = ["pipe", "zeromq"]
+FLOORS = ["floor", "floor/C"]
 
 
 class Run:
@@ -65,8 +68,7 @@ class Run:
 
     def common(self):
         return ["--frames", str(self.frames), "--fps", str(self.fps),
-                "--consumers", str(self.k)] + (["--write-pixels"] if self.b.args.write_pixels
-                                               else [])
+                "--consumers", str(self.k)]
 
     def consumer_cmd(self, i):
         out = ["--frames", str(self.frames), "--out", os.path.join(self.dir, f"c{i}.bin")]
@@ -80,6 +82,10 @@ class Run:
             return py + ["zmq", "--endpoint", self.endpoint()] + out
         if self.transport == "shm+sem":
             return py + ["shm", "--name", self.shm_name(), "--index", str(i)] + out
+        if self.transport == "floor":
+            return py + ["floor", "--name", self.shm_name()] + out
+        if self.transport == "floor/C":
+            return [b.program("floor-consumer"), "--name", self.shm_name()] + out
         if self.transport == "gstreamer":
             return [PYTHON, os.path.join(HERE, "gst-consumer.py"),
                     "--socket", self.gst_socket()] + out
@@ -131,6 +137,8 @@ class Run:
                     prod_cmd = [producer, "zmq", "--endpoint", self.endpoint()]
                 elif t == "shm+sem":
                     prod_cmd = [producer, "shm", "--name", self.shm_name()]
+                elif t in FLOORS:
+                    prod_cmd = [producer, "floor", "--name", self.shm_name()]
                 else:
                     prod_cmd = [self.b.program("gst-producer"), "--socket", self.gst_socket()]
                 prod_cmd += self.common()
@@ -226,7 +234,7 @@ class Bench:
 
 
 def summarize(runs):
-    """Medians over the runs of one (transport, phase)."""
+    """Medians over the (successful) runs of one (transport, phase)."""
     med = lambda key: statistics.median(key(r) for r in runs)  # noqa: E731
     return {
         "p50_us": med(lambda r: float(np.percentile(r["latency_us"], 50))),
@@ -250,69 +258,136 @@ def main():
                     help="framebus ring depth: 2 (double buffering); a flat-out lossless "
                     "stream cycles through every slot, and each one more is 6.2 MB more "
                     "for the CPU caches to hold (docs/performance.md has the sweep)")
-    ap.add_argument("--write-pixels", action="store_true",
-                    help="the producer writes every pixel of every frame, as a camera or "
-                    "decoder makes new pictures (default: only the 16-byte header; "
-                    "not implemented by the gstreamer and iceoryx producers)")
-    ap.add_argument("--transports", default="framebus,pipe,zeromq,shm+sem,gstreamer,"
-                    "framebus/C,iceoryx/C")
+    ap.add_argument("--transports", default="floor,framebus,pipe,zeromq,shm+sem,gstreamer,"
+                    "floor/C,framebus/C,iceoryx/C")
     ap.add_argument("--results", help="write every figure and latency sample as JSON here")
     ap.add_argument("--plots", help="draw PNG plots into this directory (matplotlib)")
     args = ap.parse_args()
     args.transports = args.transports.split(",")
-    if args.write_pixels and {"gstreamer", "iceoryx/C"} & set(args.transports):
-        ap.error("--write-pixels: the gstreamer and iceoryx producers do not implement it; "
-                 "leave them out with --transports")
+    known = set(PYTHON_PEERS + FLOORS + ["framebus", "framebus/C", "iceoryx/C"])
+    if set(args.transports) - known:
+        ap.error(f"--transports: no transport {', '.join(sorted(set(args.transports) - known))}"
+                 f" (known: {', '.join(sorted(known))})")
     phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
               ("T", 1, args.throughput_frames, 0)]
-    runs = {}
+    runs, failed = {}, {}
     with Bench(args) as bench:
         for rep in range(args.runs):
             for phase, k, frames, fps in phases:
                 for t in args.transports:
-                    r = Run(bench, t, k, frames, fps).run()
-                    runs.setdefault((t, phase, k), []).append(r)
+                    if phase == "T" and t in FLOORS:
+                        continue  # no frames to move
+                    runs.setdefault((t, phase, k), [])
+                    try:
+                        r = Run(bench, t, k, frames, fps).run()
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        # Out of the medians, and counted in the table.
+                        failed[(t, phase, k)] = failed.get((t, phase, k), 0) + 1
+                        print(f"run {rep + 1}/{args.runs} {phase} K={k} {t:11s} failed: "
+                              f"{str(e).splitlines()[0][:300]}", flush=True)
+                        continue
+                    runs[(t, phase, k)].append(r)
                     print(f"run {rep + 1}/{args.runs} {phase} K={k} {t:11s} "
                           f"p50 {np.percentile(r['latency_us'], 50):9.1f} us  "
                           f"p99 {np.percentile(r['latency_us'], 99):9.1f} us  "
                           f"lost {r['lost']:4d}  {r['fps']:7.1f} fps", flush=True)
-    res = {f"{t} {phase} K={k}": summarize(v) for (t, phase, k), v in runs.items()}
-    report(args, res)
+    res = {f"{t} {phase} K={k}": dict(summarize(v), failed=failed.get((t, phase, k), 0))
+           for (t, phase, k), v in runs.items() if v}
+    report(args, res, failed)
 
 
-def report(args, res):
+def floor_of(t):
+    """The floor a transport's latency is judged against: the same consumer
+    language's."""
+    return "floor/C" if t.endswith("/C") else "floor"
+
+
+def report(args, res, failed):
     print()
-    print(f"{'transport':12s} {'consumer':8s} | {'K=1 p50':>9s} {'p99':>9s} {'max':>9s} "
-          f"{'lost':>5s} | {'K=4 p50':>9s} {'p99':>9s} {'max':>9s} {'lost':>5s} | "
-          f"{'T fps':>7s} {'cpu s':>6s} {'lost':>5s}")
+    print(f"{'transport':12s} {'consumer':8s} | {'K=1 p50':>8s} {'p99':>8s} {'max':>8s} "
+          f"{'lost':>4s} {'-floor':>7s} {'/floor':>6s} | {'K=4 p50':>8s} {'p99':>8s} "
+          f"{'max':>8s} {'lost':>4s} {'-floor':>7s} {'/floor':>6s} | "
+          f"{'T fps':>7s} {'cpu s':>6s} {'lost':>4s}")
     for t in args.transports:
-        l1, l4, tp = res[f"{t} L K=1"], res[f"{t} L K=4"], res[f"{t} T K=1"]
         who = "C" if t.endswith("/C") else "Python"
-        print(f"{t:12s} {who:8s} | {l1['p50_us']:9.1f} {l1['p99_us']:9.1f} {l1['max_us']:9.1f} "
-              f"{l1['lost']:5d} | {l4['p50_us']:9.1f} {l4['p99_us']:9.1f} {l4['max_us']:9.1f} "
-              f"{l4['lost']:5d} | {tp['fps']:7.1f} {tp['cpu_s']:6.2f} {tp['lost']:5d}")
+        row = f"{t:12s} {who:8s} |"
+        for k in (1, 4):
+            lat, fl = res.get(f"{t} L K={k}"), res.get(f"{floor_of(t)} L K={k}")
+            if not lat:
+                row += f" {'every run failed':>52s} |"
+                continue
+            row += (f" {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {lat['max_us']:8.1f} "
+                    f"{lat['lost']:4d}")
+            if fl and t not in FLOORS:
+                row += (f" {lat['p50_us'] - fl['p50_us']:+7.1f} "
+                        f"{lat['p99_us'] / fl['p99_us']:5.2f}x |")
+            else:
+                row += f" {'':7s} {'':6s} |"
+        tp = res.get(f"{t} T K=1")
+        row += (f" {tp['fps']:7.1f} {tp['cpu_s']:6.2f} {tp['lost']:4d}" if tp else
+                f" {'-':>7s} {'-':>6s} {'-':>4s}")
+        print(row)
+    for (t, phase, k), n in sorted(failed.items()):
+        print(f"({t} {phase} K={k}: {n} of {args.runs} runs failed, out of the medians)")
     print(f"(latency in us from publish to the array in the consumer's hands; {args.runs} runs, "
-          "medians; lost: the most any run lost)")
-    print("(producers wrote every pixel of every frame)" if args.write_pixels else
-          "(producers wrote each frame's 16-byte header; the pixels were written once)")
+          "medians; lost: the most any run lost; -floor: p50 minus the floor's p50, /floor: "
+          "p99 over the floor's p99, against the floor of the same consumer language)")
+    print("(every producer wrote every pixel of every frame; the floor's consumers get a "
+          "futex wake-up and no frame)")
     if args.results:
         with open(args.results, "w") as f:
             json.dump(res, f)
     if args.plots:
         plot(args, res)
+    line = summary_line(args, res)
+    if line:
+        print("compare-bench " + line)
+
+
+def summary_line(args, res):
+    """KEY=VALUE pairs of the last line, for what ran:
+    framebus_p50_us, framebus_p99_us (Python, K=1) and framebus_k4_p50_us,
+    framebus_k4_p99_us; the same with framebus_c_ for framebus/C; floor_p50_us,
+    floor_p99_us (Python floor, K=1), floor_c_... (C floor), floor_k4_...;
+    floor_gap_us = framebus p50 - floor p50 and floor_p99_ratio = framebus p99 /
+    floor p99 (Python, K=1; target <= 15 us and <= 1.5); best_peer (the Python
+    zero-copy or copying peer with the lowest K=1 p99), best_peer_p99_us,
+    latency_ratio = its p99 / framebus's, copy_peer_p99_us, copy_ratio,
+    framebus_fps, best_peer_fps, fps_ratio."""
+    kv = []
+
+    def add(key, value, fmt="{:.1f}"):
+        kv.append(f"{key}={fmt.format(value)}")
+
+    for t, prefix in (("framebus", "framebus"), ("framebus/C", "framebus_c"),
+                      ("floor", "floor"), ("floor/C", "floor_c")):
+        for k, infix in ((1, ""), (4, "_k4")):
+            r = res.get(f"{t} L K={k}")
+            if r:
+                add(f"{prefix}{infix}_p50_us", r["p50_us"])
+                add(f"{prefix}{infix}_p99_us", r["p99_us"])
+    fb, fl = res.get("framebus L K=1"), res.get("floor L K=1")
+    if fb and fl:
+        add("floor_gap_us", fb["p50_us"] - fl["p50_us"])
+        add("floor_p99_ratio", fb["p99_us"] / fl["p99_us"], "{:.2f}")
     peers = [p for p in PYTHON_PEERS if p in args.transports]
-    if "framebus" not in args.transports or not peers or not any(
-            p in args.transports for p in COPY_PEERS):
-        return  # the summary line needs framebus, a zero-copy peer and a copying one
-    fb = res["framebus L K=1"]
-    best = min(peers, key=lambda p: res[f"{p} L K=1"]["p99_us"])
-    copy = min((p for p in COPY_PEERS if p in args.transports),
-               key=lambda p: res[f"{p} L K=1"]["p99_us"])
-    a, b, c = fb["p99_us"], res[f"{best} L K=1"]["p99_us"], res[f"{copy} L K=1"]["p99_us"]
-    d, e = res["framebus T K=1"]["fps"], res[f"{best} T K=1"]["fps"]
-    print(f"compare-bench framebus_p99_us={a:.1f} best_peer={best} best_peer_p99_us={b:.1f} "
-          f"latency_ratio={b / a:.2f} copy_peer_p99_us={c:.1f} copy_ratio={c / a:.2f} "
-          f"framebus_fps={d:.1f} best_peer_fps={e:.1f} fps_ratio={d / e:.2f}")
+    peers = [p for p in peers if f"{p} L K=1" in res and f"{p} T K=1" in res]
+    if fb and peers and "framebus T K=1" in res:
+        best = min(peers, key=lambda p: res[f"{p} L K=1"]["p99_us"])
+        b = res[f"{best} L K=1"]["p99_us"]
+        kv.append(f"best_peer={best}")
+        add("best_peer_p99_us", b)
+        add("latency_ratio", b / fb["p99_us"], "{:.2f}")
+        copies = [p for p in COPY_PEERS if f"{p} L K=1" in res]
+        if copies:
+            c = min(res[f"{p} L K=1"]["p99_us"] for p in copies)
+            add("copy_peer_p99_us", c)
+            add("copy_ratio", c / fb["p99_us"], "{:.2f}")
+        d, e = res["framebus T K=1"]["fps"], res[f"{best} T K=1"]["fps"]
+        add("framebus_fps", d)
+        add("best_peer_fps", e)
+        add("fps_ratio", d / e, "{:.2f}")
+    return " ".join(kv)
 
 
 def plot(args, res):
@@ -322,8 +397,9 @@ def plot(args, res):
     os.makedirs(args.plots, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, k in zip(axes, (1, 4)):
-        data = [res[f"{t} L K={k}"]["latency_us"] for t in args.transports]
-        ax.boxplot(data, labels=args.transports, whis=(1, 99), showfliers=False)
+        ran = [t for t in args.transports if f"{t} L K={k}" in res]
+        data = [res[f"{t} L K={k}"]["latency_us"] for t in ran]
+        ax.boxplot(data, labels=ran, whis=(1, 99), showfliers=False)
         ax.set_yscale("log")
         ax.set_ylabel("publish to array in hand (µs, log)")
         ax.set_title(f"1920x1080 bgr24 at {args.fps:g} fps, K={k} consumers "
@@ -332,8 +408,8 @@ def plot(args, res):
     fig.tight_layout()
     fig.savefig(os.path.join(args.plots, "compare-latency.png"), dpi=110)
     fig, ax = plt.subplots(figsize=(7, 4))
-    fps = [res[f"{t} T K=1"]["fps"] for t in args.transports]
-    ax.bar(args.transports, fps)
+    movers = [t for t in args.transports if f"{t} T K=1" in res]
+    ax.bar(movers, [res[f"{t} T K=1"]["fps"] for t in movers])
     ax.set_ylabel("frames per second, one consumer")
     ax.set_title("1920x1080 bgr24 as fast as possible", fontsize=9)
     ax.tick_params(axis="x", labelrotation=30, labelsize=8)

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""The Python consumer side of bench/compare for four transports (PROTOCOL.md).
+"""The Python consumer side of bench/compare for five transports (PROTOCOL.md).
 
     consumer.py framebus --socket PATH          zero-copy numpy view of a ring slot
     consumer.py pipe                            frames read from stdin into one
@@ -8,11 +8,14 @@
     consumer.py zmq --endpoint ipc://...        SUB, recv(copy=False) + numpy.frombuffer
     consumer.py shm --name /NAME --index K      the named block (mmap + numpy.frombuffer)
                                                 and this consumer's named semaphores
+    consumer.py floor --name /NAME              no frame: the bare futex wake-up of this
+                                                process (floor.h), through ctypes
 
 common options: --frames N --out PATH
 """
 import argparse
 import ctypes
+import errno
 import mmap
 import os
 import resource
@@ -38,9 +41,12 @@ class Recorder:
     def frame(self, flat, t_recv):
         """flat: the frame as a flat uint8 array, in hand at t_recv."""
         seq, t_pub = flat[:16].view("<u8")
+        self.touched += int(flat[::64].sum())  # every cache line, once
+        return self.stamp(seq, t_pub, t_recv)
+
+    def stamp(self, seq, t_pub, t_recv):
         self.records[self.n] = (seq, t_pub, t_recv)
         self.n += 1
-        self.touched += int(flat[::64].sum())  # every cache line, once
         return self.n == len(self.records)
 
     def save(self, path):
@@ -145,9 +151,47 @@ def run_shm(args, rec):
         timeout = IDLE_S
 
 
+FUTEX_WAIT = 0
+SYS_FUTEX = {"x86_64": 202, "aarch64": 98}
+FLOOR_PAGE_SIZE, FLOOR_STAMPS = 4096, 64  # floor.h
+
+
+def run_floor(args, rec):
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    libc.sem_open.restype = ctypes.c_void_p
+    libc.sem_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    libc.sem_post.argtypes = [ctypes.c_void_p]
+    futex = SYS_FUTEX[os.uname().machine]
+    fd = os.open(f"/dev/shm{args.name}", os.O_RDWR)
+    page = mmap.mmap(fd, FLOOR_PAGE_SIZE)
+    os.close(fd)
+    word = ctypes.c_uint32.from_buffer(page, 0)
+    addr = ctypes.c_void_p(ctypes.addressof(word))
+    t_pub = np.frombuffer(page, "<u8", FLOOR_STAMPS, 8)
+    attached = libc.sem_open(f"{args.name}-attached0".encode(), 0)
+    if not attached:
+        sys.exit(f"consumer.py: sem_open attached0: {os.strerror(ctypes.get_errno())}")
+    last = word.value
+    libc.sem_post(attached)
+    ready()
+    timeout = FIRST_S
+    while True:
+        ts = Timespec(int(timeout), 0)
+        while word.value == last:
+            if libc.syscall(futex, addr, FUTEX_WAIT, ctypes.c_uint32(last), ctypes.byref(ts),
+                            None, 0) < 0 and ctypes.get_errno() == errno.ETIMEDOUT:
+                return
+        t = clock()
+        last = word.value
+        if rec.stamp(last, t_pub[last % FLOOR_STAMPS], t):
+            return
+        timeout = IDLE_S
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("transport", choices=["framebus", "pipe", "zmq", "shm"])
+    ap.add_argument("transport", choices=["framebus", "pipe", "zmq", "shm", "floor"])
     ap.add_argument("--frames", type=int, required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--socket")
@@ -156,8 +200,8 @@ def main():
     ap.add_argument("--index", type=int, default=0)
     args = ap.parse_args()
     rec = Recorder(args.frames)
-    {"framebus": run_framebus, "pipe": run_pipe, "zmq": run_zmq, "shm": run_shm}[
-        args.transport](args, rec)
+    {"framebus": run_framebus, "pipe": run_pipe, "zmq": run_zmq, "shm": run_shm,
+     "floor": run_floor}[args.transport](args, rec)
     rec.save(args.out)
 
 

@@ -8,12 +8,13 @@
  * waits for K consumers to connect before the first frame.
  *
  * Pipeline: appsrc ! shmsink socket-path=PATH.  The frames live in shmsink's own shared memory:
- * SLOTS blocks are taken from the allocator shmsink proposes, filled once, and sent again and
- * again.  shmsink hands memory of its own allocator to its readers without a copy, so per frame
- * the producer writes the 16-byte header and nothing else.  Each frame's buffer holds a shared
- * view of its slot's block (gst_memory_share), which is freed once no buffer holds it any more,
- * that is once shmsink got the last reader's release; only then is the slot reused.  So the
- * producer waits for its slowest consumer and never overwrites a frame in use: no frame is lost.
+ * SLOTS blocks are taken from the allocator shmsink proposes and sent in turn.  shmsink hands
+ * memory of its own allocator to its readers without a copy, so the producer writes each frame's
+ * pixels and stamp where its readers will find them, as the other producers do.  Each frame's
+ * buffer holds a shared view of its slot's block (gst_memory_share), which is freed once no buffer
+ * holds it any more, that is once shmsink got the last reader's release; only then is the slot
+ * reused.  So the producer waits for its slowest consumer and never overwrites a frame in use: no
+ * frame is lost.
  *
  * shmsink has no end-of-stream message for its readers: they see the socket close.  So after the
  * last frame the producer sends EOS and waits until the readers have released every frame before
@@ -217,7 +218,7 @@ static bool drained(const struct producer *p, int unused G_GNUC_UNUSED)
 	return p->eos || p->all_gone;
 }
 
-/* Takes SLOTS blocks from shmsink's allocator (its pads must be active) and fills them. */
+/* Takes SLOTS blocks from shmsink's allocator (its pads must be active). */
 static bool alloc_slots(struct producer *p, GstElement *shmsink)
 {
 	GstPad *pad = gst_element_get_static_pad(shmsink, "sink");
@@ -253,9 +254,6 @@ static bool alloc_slots(struct producer *p, GstElement *shmsink)
 		 * it per frame could fail: the previous frame's view still locks the memory
 		 * for a moment after its release is signalled. */
 		s->data = map.data;
-		for (gsize j = 16; j < FRAME_BYTES; j++)
-			s->data[j] = (guint8)(j * 7 + j / 5760);
-		memset(s->data, 0, 16);
 		gst_memory_unmap(s->mem, &map);
 	}
 	ok = true;
@@ -430,6 +428,8 @@ int main(int argc, char **argv)
 		gst_mini_object_weak_ref(GST_MINI_OBJECT(view), slot_released, s);
 		GstBuffer *buf = gst_buffer_new();
 		gst_buffer_append_memory(buf, view);
+		/* A new picture, then its stamp (PROTOCOL.md). */
+		memset(s->data + 16, (int)(seq & 0xff), FRAME_BYTES - 16);
 		put_u64le(s->data, seq);
 		put_u64le(s->data + 8, bench_now_ns());
 		GstFlowReturn fr = gst_app_src_push_buffer(GST_APP_SRC(appsrc), buf);

@@ -44,8 +44,6 @@
 #define HEIGHT 1080
 #define FRAME_SIZE ((uint32_t)WIDTH * HEIGHT * 3)
 #define FRAME_ALIGN 64
-/* More than the chunks of the frame mempool in roudi.toml. */
-#define MAX_CHUNKS 64
 #define HEADER_SIZE 16
 #define START_TIMEOUT_S 15
 
@@ -55,33 +53,11 @@ static void die(const char *what, const char *why)
 	exit(1);
 }
 
-/* The same test pattern as compare-producer. */
-static void fill_pixels(uint8_t *p)
-{
-	for (size_t i = 0; i < FRAME_SIZE; i++)
-		p[i] = (uint8_t)(i * 7 + i / 5760);
-}
-
-/* Chunks come back from the mempool with the pixels the previous frame left:
- * copy the pattern in the first time a chunk is seen, as the other producers
- * write theirs once per buffer.  About 10 chunks circulate, some 3 ms each
- * (mostly first-touch page faults), all within the first frames.  If the pool
- * ever had more chunks than we track, the others are written every time. */
-static void fill_once(uint8_t *p, const uint8_t *pattern)
-{
-	static uint8_t *seen[MAX_CHUNKS];
-	static int n_seen;
-
-	for (int i = 0; i < n_seen; i++)
-		if (seen[i] == p)
-			return;
-	memcpy(p, pattern, FRAME_SIZE);
-	if (n_seen < MAX_CHUNKS)
-		seen[n_seen++] = p;
-}
-
+/* Each frame gets new pixels in the chunk it was loaned, then its stamp
+ * (PROTOCOL.md). */
 static void stamp(uint8_t *p, uint64_t seq)
 {
+	memset(p + HEADER_SIZE, (int)(seq & 0xff), FRAME_SIZE - HEADER_SIZE);
 	uint64_t t = bench_now_ns();
 	memcpy(p, &seq, 8);
 	memcpy(p + 8, &t, 8);
@@ -176,11 +152,6 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
-	uint8_t *pattern = malloc(FRAME_SIZE);
-	if (!pattern)
-		die("malloc", strerror(ENOMEM));
-	fill_pixels(pattern);
-
 	iox_set_loglevel(Iceoryx_LogLevel_Warn);
 	snprintf(name, sizeof(name), "iox-producer-%d", (int)getpid());
 	iox_runtime_init(name);
@@ -200,16 +171,15 @@ int main(int argc, char **argv)
 	for (uint64_t seq = 1; seq <= frames; seq++) {
 		pace(fps, start, seq);
 		uint8_t *p = loan(pub, FRAME_SIZE, FRAME_ALIGN);
-		fill_once(p, pattern);
 		stamp(p, seq);
 		iox_pub_publish_chunk(pub, p);
 	}
-	uint8_t *end = loan(pub, HEADER_SIZE, 8); /* from the small mempool */
-	stamp(end, 0);                            /* seq 0: the end of the stream */
+	uint64_t *end = loan(pub, HEADER_SIZE, 8); /* from the small mempool */
+	end[0] = 0;                                /* seq 0: the end of the stream */
+	end[1] = bench_now_ns();
 	iox_pub_publish_chunk(pub, end);
 
 	iox_pub_deinit(pub);
 	iox_runtime_shutdown();
-	free(pattern);
 	return 0;
 }

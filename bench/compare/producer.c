@@ -7,14 +7,15 @@
  *   compare-producer zmq --endpoint ipc://..  a ZeroMQ PUB (XPUB, to see subscribers)
  *   compare-producer shm --name /NAME         the seeds' named shared-memory block
  *                                             with a POSIX named semaphore per consumer
+ *   compare-producer floor --name /NAME       no frame at all: the bare futex wake-up
+ *                                             of each consumer (floor.h)
  *
  * common options: --frames N --fps F (0: flat out) --consumers K
- *                 --write-pixels: write every pixel of every frame (a camera
- *                 or decoder making new pictures) instead of only the header
  *
  * Each prints "ready" once the consumers can attach, waits for all K of them,
- * then sends N frames of 1920x1080 bgr24, each stamped with its seq and the
- * CLOCK_MONOTONIC time right before it is published.
+ * then sends N frames of 1920x1080 bgr24: it writes every pixel of each
+ * frame, as a camera or decoder makes a new picture each time, then stamps
+ * it with its seq and the CLOCK_MONOTONIC time right before it is published.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,12 +27,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include <framebus/framebus.h>
+
+#include "floor.h"
 
 #define WIDTH 1920
 #define HEIGHT 1080
@@ -63,20 +68,22 @@ static void ready(void)
 	fflush(stdout);
 }
 
-/* A test pattern, written once per buffer. */
-static void fill_pixels(uint8_t *p)
+/* A frame buffer of the producer's own, its pages touched before the first
+ * frame: faulting 6.2 MB in while the first frames are due (200 ms once on
+ * a loaded host) would send them late and in a burst. */
+static uint8_t *new_frame(void)
 {
-	for (size_t i = 0; i < FRAME_SIZE; i++)
-		p[i] = (uint8_t)(i * 7 + i / 5760);
+	uint8_t *frame = malloc(FRAME_SIZE);
+	if (!frame)
+		die("malloc", strerror(ENOMEM));
+	memset(frame, 0xff, FRAME_SIZE); /* not 0: malloc + memset 0 may become calloc */
+	return frame;
 }
 
-/* --write-pixels: each frame gets new pixels before it is stamped. */
-static bool write_pixels;
-
+/* Each frame gets new pixels (PROTOCOL.md), then its stamp. */
 static void stamp(uint8_t *p, uint64_t seq)
 {
-	if (write_pixels)
-		memset(p + 16, (int)(seq & 0xff), FRAME_SIZE - 16);
+	memset(p + 16, (int)(seq & 0xff), FRAME_SIZE - 16);
 	uint64_t t = fb_now_ns();
 	memcpy(p, &seq, 8);
 	memcpy(p + 8, &t, 8);
@@ -105,7 +112,6 @@ static void run_framebus(const struct options *o)
 	struct fb_stream_info info;
 	fb_client *c;
 	fb_producer *p;
-	uint64_t filled = 0; /* slots whose pixels were written */
 	int r;
 
 	if ((r = fb_client_connect(o->socket, "compare-producer", &c)) < 0)
@@ -126,10 +132,6 @@ static void run_framebus(const struct options *o)
 		pace(o, start, seq);
 		if ((r = fb_producer_acquire(p, 10000, &f)) < 0)
 			die("cannot take a slot", fb_strerror(r));
-		if (!(filled & (UINT64_C(1) << f->slot))) {
-			fill_pixels(f->data[0]);
-			filled |= UINT64_C(1) << f->slot;
-		}
 		stamp(f->data[0], seq);
 		if ((r = fb_producer_publish(p, f)) < 0)
 			die("cannot publish a frame", fb_strerror(r));
@@ -153,10 +155,7 @@ static void write_all(int fd, const uint8_t *p, size_t n)
 
 static void run_pipe(const struct options *o)
 {
-	uint8_t *frame = malloc(FRAME_SIZE);
-	if (!frame)
-		die("malloc", strerror(ENOMEM));
-	fill_pixels(frame);
+	uint8_t *frame = new_frame();
 	/* The biggest pipe buffer an unprivileged process may ask for: the
 	 * best case for this transport. */
 	for (int i = 0; i < o->n_fds; i++)
@@ -179,16 +178,15 @@ static void run_zmq(const struct options *o)
 	void *ctx = zmq_ctx_new();
 	void *pub = zmq_socket(ctx, ZMQ_XPUB);
 	int hwm = 8;
-	uint8_t *frame = malloc(FRAME_SIZE);
+	uint8_t *frame = new_frame();
 
-	if (!frame || !pub)
+	if (!pub)
 		die("zmq", zmq_strerror(zmq_errno()));
 	int verbose = 1; /* hand us every subscription, not only the first of a topic */
 	zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
 	zmq_setsockopt(pub, ZMQ_XPUB_VERBOSE, &verbose, sizeof(verbose));
 	if (zmq_bind(pub, o->endpoint) < 0)
 		die(o->endpoint, zmq_strerror(zmq_errno()));
-	fill_pixels(frame);
 	ready();
 	/* XPUB hands us each subscription: start when all K subscribed, so
 	 * that no consumer misses the first frames (the slow-joiner problem). */
@@ -240,10 +238,10 @@ static void run_shm(const struct options *o)
 	fd = shm_open(o->name, O_CREAT | O_EXCL | O_RDWR, 0600);
 	if (fd < 0 || ftruncate(fd, (off_t)FRAME_SIZE) < 0)
 		die(o->name, strerror(errno));
-	uint8_t *frame = mmap(NULL, FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	uint8_t *frame =
+	    mmap(NULL, FRAME_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (frame == MAP_FAILED)
 		die("mmap", strerror(errno));
-	fill_pixels(frame);
 	sem_t *done = open_sem(o->name, "done", 0);
 	sem_t *attached = open_sem(o->name, "attached", 0);
 	for (int k = 0; k < o->consumers; k++)
@@ -274,14 +272,56 @@ static void run_shm(const struct options *o)
 	shm_unlink(o->name);
 }
 
+/* The floor (floor.h): the same frames written at the same moments, but
+ * nothing handed over except a futex wake-up with the stamp. */
+static void run_floor(const struct options *o)
+{
+	uint8_t *frame = new_frame();
+	int fd;
+
+	shm_unlink(o->name);
+	fd = shm_open(o->name, O_CREAT | O_EXCL | O_RDWR, 0600);
+	if (fd < 0 || ftruncate(fd, FLOOR_PAGE_SIZE) < 0)
+		die(o->name, strerror(errno));
+	struct floor_page *page =
+	    mmap(NULL, FLOOR_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (page == MAP_FAILED)
+		die("mmap", strerror(errno));
+	close(fd);
+	sem_t *attached = open_sem(o->name, "attached", 0);
+	ready();
+	for (int k = 0; k < o->consumers; k++)
+		while (sem_wait(attached) < 0 && errno == EINTR)
+			;
+	/* A consumer that posted may not sleep yet, and the floor keeps no
+	 * frame for it: the first one comes a moment later. */
+	uint64_t start = fb_now_ns() + 100000000u;
+	for (uint64_t seq = 1; seq <= o->frames; seq++) {
+		pace(o, start, seq);
+		stamp(frame, seq);
+		memcpy(&page->t_pub[seq % FLOOR_STAMPS], frame + 8, 8);
+		atomic_store_explicit(&page->seq, (uint32_t)seq, memory_order_release);
+		syscall(SYS_futex, &page->seq, FUTEX_WAKE, INT32_MAX, NULL, NULL, 0);
+	}
+	char name[128];
+	snprintf(name, sizeof(name), "%s-attached0", o->name);
+	sem_unlink(name);
+	shm_unlink(o->name);
+	free(frame);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"frames", required_argument, NULL, 'n'},    {"fps", required_argument, NULL, 'f'},
-	    {"consumers", required_argument, NULL, 'k'}, {"socket", required_argument, NULL, 's'},
-	    {"endpoint", required_argument, NULL, 'e'},  {"name", required_argument, NULL, 'N'},
-	    {"fds", required_argument, NULL, 'd'},       {"slots", required_argument, NULL, 'S'},
-	    {"write-pixels", no_argument, NULL, 'w'},    {0},
+	    {"frames", required_argument, NULL, 'n'},
+	    {"fps", required_argument, NULL, 'f'},
+	    {"consumers", required_argument, NULL, 'k'},
+	    {"socket", required_argument, NULL, 's'},
+	    {"endpoint", required_argument, NULL, 'e'},
+	    {"name", required_argument, NULL, 'N'},
+	    {"fds", required_argument, NULL, 'd'},
+	    {"slots", required_argument, NULL, 'S'},
+	    {0},
 	};
 	struct options o = {.frames = 300, .fps = 30, .consumers = 1, .slots = 8};
 	int ch;
@@ -309,9 +349,6 @@ int main(int argc, char **argv)
 		case 'S':
 			o.slots = (uint32_t)strtoul(optarg, NULL, 10);
 			break;
-		case 'w':
-			write_pixels = true;
-			break;
 		case 'd':
 			for (char *tok = strtok(optarg, ","); tok && o.n_fds < MAX_CONSUMERS;
 			     tok = strtok(NULL, ","))
@@ -323,9 +360,8 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc - 1 || o.consumers < 1 || o.consumers > MAX_CONSUMERS || !o.frames) {
 		fprintf(stderr,
-			"usage: compare-producer framebus|pipe|zmq|shm --frames N --fps F "
-			"--consumers K [--write-pixels] [--socket PATH | --fds A,B | --endpoint E "
-			"| --name /N]\n");
+			"usage: compare-producer framebus|pipe|zmq|shm|floor --frames N --fps F "
+			"--consumers K [--socket PATH | --fds A,B | --endpoint E | --name /N]\n");
 		return 2;
 	}
 	o.transport = argv[optind];
@@ -337,6 +373,8 @@ int main(int argc, char **argv)
 		run_zmq(&o);
 	else if (!strcmp(o.transport, "shm") && o.name)
 		run_shm(&o);
+	else if (!strcmp(o.transport, "floor") && o.name)
+		run_floor(&o);
 	else
 		die(o.transport, "unknown transport, or its option missing");
 	return 0;
