@@ -700,6 +700,17 @@ retry_max = 1s
         [up] = prom.query('up{job="framebus"}')
         assert up["value"][1] == "1"
 
+        # An output added on demand is on the page, and off it once removed;
+        # the first goes on meanwhile.
+        extra = 'framebus_output_state{output="extra",stream="nosuch",state="waiting"}'
+        with open(os.path.join(out.dir, "extra.tmp"), "w") as f:
+            f.write("[output extra]\nstream = nosuch\nurl = udp://127.0.0.1:9\n")
+        os.rename(os.path.join(out.dir, "extra.tmp"), os.path.join(out.dir, "extra.conf"))
+        wait_for("the added output", lambda: page().get(extra) == 1)
+        os.unlink(os.path.join(out.dir, "extra.conf"))
+        wait_for("the removed output gone", lambda: 'output="extra"' not in page()["text"])
+        assert in_state("streaming")[f'framebus_output_reconnects_total{{{labels}}}'] == 0
+
         receiver.stop()
         m = wait_for("retrying", lambda: in_state("retrying"), timeout=30)
         assert m[f'framebus_output_state{{{labels},state="streaming"}}'] == 0
