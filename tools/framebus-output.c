@@ -949,7 +949,7 @@ static char *metrics_page(void *data, size_t *ret_size)
 				(unsigned long long)atomic_load(&running.o[i]->dropped));
 		}
 	fbd_metric_family(out, "framebus_output_reconnects_total", "counter",
-			  "Connections that broke after streaming (and were opened again).");
+			  "Connections that broke after streaming.");
 	for (size_t i = 0; i < running.n; i++)
 		if (running.o[i]) {
 			fputs("framebus_output_reconnects_total{", out);

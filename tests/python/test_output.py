@@ -686,6 +686,9 @@ retry_max = 1s
         assert "secret" not in m["text"]
         assert m[f'framebus_output_reconnects_total{{{labels}}}'] == 0
         assert "# TYPE framebus_output_frames_total counter" in m["text"]
+        lint = subprocess.run(["promtool", "check", "metrics"], input=m["text"],
+                              capture_output=True, text=True, timeout=30)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
         first = m[sent]
         m = wait_for("frames sent", lambda: (m := page())[sent] >= first + 30 and m)
         assert m[f'framebus_output_streaming_seconds{{{labels}}}'] > 0
