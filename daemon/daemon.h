@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "config.h"
+#include "prometheus.h"
 #include "stream.h"
 
 struct fbd_client;
@@ -83,11 +84,8 @@ void fbd_server_metrics(struct fbd_daemon *d, FILE *out);
  * writes a page when a scrape asks. */
 void fbd_metrics_apply(struct fbd_daemon *d);
 void fbd_metrics_stop(struct fbd_daemon *d);
-/* The text format (Prometheus exposition format 0.0.4): a family's HELP and
- * TYPE lines; a label name="value", escaped; a histogram of a subscriber's
- * times (ring-private.h's buckets, by whole octaves). */
-void fbd_metric_family(FILE *out, const char *name, const char *type, const char *help);
-void fbd_metric_label(FILE *out, const char *name, const char *value);
+/* The text format's histogram of a subscriber's times (ring-private.h's
+ * buckets, by whole octaves); prometheus.h has the rest of the format. */
 void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const uint32_t *buckets,
 			  uint64_t sum_ns);
 

@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /* Prometheus metrics over HTTP ([daemon] metrics = ADDRESS:PORT), served by
- * libmicrohttpd from a thread of its own.  A scrape asks the main loop for a
- * fresh page (a uv_async_t) and waits for it, at most WRITE_TIMEOUT_S (then
- * it gets the last one): the loop writes the page only when somebody asks,
- * and no scraper, however slow or broken, holds the loop up.
+ * libmicrohttpd from a thread of its own (prometheus.c).  A scrape asks the
+ * main loop for a fresh page (a uv_async_t) and waits for it, at most
+ * WRITE_TIMEOUT_S (then it gets the last one): the loop writes the page only
+ * when somebody asks, and no scraper, however slow or broken, holds the loop
+ * up.
  * docs/tracing.md lists the metrics. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <microhttpd.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,16 +16,14 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "prometheus.h"
 
-/* Scrapers served at once, and how long one may take to send its request. */
-#define MAX_CONNECTIONS 16
-#define CONNECTION_TIMEOUT_S 10
 /* How long a scrape waits for the loop to write the page. */
 #define WRITE_TIMEOUT_S 2
 
 struct fbd_metrics {
 	struct fbd_daemon *d;
-	struct MHD_Daemon *mhd;
+	struct fbd_prom_server *server;
 	char *address;     /* as configured, to see a reload change it */
 	uv_async_t wanted; /* a scrape asks the loop for a page */
 	pthread_mutex_t lock;
@@ -37,49 +34,11 @@ struct fbd_metrics {
 	bool stopping;
 };
 
-static const char CONTENT_TYPE[] = "text/plain; version=0.0.4; charset=utf-8";
-
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
-			     const char *body, size_t size)
+/* The server's thread, for a scrape: ask the loop for a page and take a copy
+ * of it (of the last one if the loop is late). */
+static char *page(void *data, size_t *ret_size)
 {
-	struct MHD_Response *r =
-	    MHD_create_response_from_buffer(size, (void *)body, MHD_RESPMEM_MUST_COPY);
-	if (!r)
-		return MHD_NO;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-	if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
-		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
-	enum MHD_Result ret = MHD_queue_response(conn, status, r);
-	MHD_destroy_response(r);
-	return ret;
-}
-
-static enum MHD_Result text_reply(struct MHD_Connection *conn, unsigned status, const char *text)
-{
-	return reply(conn, status, "text/plain; charset=utf-8", text, strlen(text));
-}
-
-/* libmicrohttpd's thread: one call per request (a request with a body is
- * answered before it is read). */
-static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-				  const char *method, const char *version, const char *upload,
-				  size_t *upload_size, void **state)
-{
-	struct fbd_metrics *m = cls;
-	(void)version;
-	(void)upload;
-	(void)upload_size;
-	(void)state;
-
-	if (strcmp(method, MHD_HTTP_METHOD_GET) && strcmp(method, MHD_HTTP_METHOD_HEAD))
-		return text_reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED,
-				  "framebusd metrics: only GET and HEAD\n");
-	if (!strcmp(url, "/"))
-		return text_reply(conn, MHD_HTTP_OK, "framebusd: Prometheus metrics at /metrics\n");
-	if (strcmp(url, "/metrics"))
-		return text_reply(
-		    conn, MHD_HTTP_NOT_FOUND,
-		    "framebusd metrics: no such page (the metrics are at /metrics)\n");
+	struct fbd_metrics *m = data;
 	struct timespec until;
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += WRITE_TIMEOUT_S;
@@ -89,18 +48,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	while (m->pages == seen && !m->stopping &&
 	       pthread_cond_timedwait(&m->written, &m->lock, &until) == 0)
 		;
-	enum MHD_Result r =
-	    reply(conn, MHD_HTTP_OK, CONTENT_TYPE, m->text ? m->text : "", m->text ? m->size : 0);
+	size_t size = m->text ? m->size : 0;
+	char *text = malloc(size ? size : 1);
+	if (text) {
+		memcpy(text, m->text ? m->text : "", size);
+		*ret_size = size;
+	}
 	pthread_mutex_unlock(&m->lock);
-	return r;
+	return text;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+static void mhd_log(const char *line)
 {
-	char line[256];
-	(void)cls;
-	vsnprintf(line, sizeof(line), fmt, ap);
-	line[strcspn(line, "\n")] = '\0';
 	fbd_log_about(LOG_DEBUG, NULL, NULL, "metrics: %s", line);
 }
 
@@ -121,8 +80,7 @@ static void metrics_close(struct fbd_metrics *m)
 	m->stopping = true;
 	pthread_cond_broadcast(&m->written);
 	pthread_mutex_unlock(&m->lock);
-	if (m->mhd)
-		MHD_stop_daemon(m->mhd); /* joins its thread */
+	fbd_prom_stop(m->server); /* joins its thread */
 	uv_close((uv_handle_t *)&m->wanted, metrics_free);
 }
 
@@ -148,21 +106,14 @@ static struct fbd_metrics *metrics_start(struct fbd_daemon *d)
 		free(m);
 		return NULL;
 	}
-	const struct sockaddr *addr = (const struct sockaddr *)&cfg->metrics_addr;
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ERROR_LOG |
-			 (addr->sa_family == AF_INET6 ? MHD_USE_IPv6 : 0);
 	m->address = strdup(cfg->metrics);
-	m->mhd =
-	    !m->address
-		? NULL
-		: MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_SOCK_ADDR, addr,
-				   MHD_OPTION_CONNECTION_LIMIT, (unsigned)MAX_CONNECTIONS,
-				   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
-				   MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
-	if (!m->mhd) {
+	int r = !m->address
+		    ? -ENOMEM
+		    : fbd_prom_serve("framebusd", &cfg->metrics_addr, page, m, mhd_log, &m->server);
+	if (r < 0) {
 		fbd_error("metrics: cannot serve http://%s/metrics: %s (is the address this "
 			  "host's, and the port free?); the bus goes on without them",
-			  cfg->metrics, strerror(errno ? errno : EADDRINUSE));
+			  cfg->metrics, strerror(-r));
 		metrics_close(m);
 		return NULL;
 	}
@@ -188,26 +139,6 @@ void fbd_metrics_stop(struct fbd_daemon *d)
 	fbd_info("metrics: no longer serving http://%s/metrics", d->metrics->address);
 	metrics_close(d->metrics);
 	d->metrics = NULL;
-}
-
-void fbd_metric_family(FILE *out, const char *name, const char *type, const char *help)
-{
-	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-void fbd_metric_label(FILE *out, const char *name, const char *value)
-{
-	fprintf(out, "%s=\"", name);
-	for (const char *c = value; *c;) {
-		size_t plain = strcspn(c, "\\\"\n");
-		fwrite(c, 1, plain, out);
-		c += plain;
-		if (*c) {
-			fputs(*c == '\n' ? "\\n" : *c == '"' ? "\\\"" : "\\\\", out);
-			c++;
-		}
-	}
-	fputc('"', out);
 }
 
 void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const uint32_t *buckets,

@@ -11,7 +11,9 @@
  * frames (counted as dropped), never the bus or another output.  A lost
  * connection is opened again with a backoff; each output's state is a JSON
  * record on a results stream "output.NAME" (framebusctl status shows it,
- * framebus-mqtt can forward it) and a line on stderr when it changes.
+ * framebus-mqtt can forward it) and a line on stderr when it changes;
+ * with --metrics, Prometheus metrics of them all too (daemon/prometheus.c's
+ * thread, which takes only the list's lock, never an output's).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +45,7 @@
 #include "inifile.h"
 #include "meta.h"
 #include "pixfmt.h"
+#include "prometheus.h"
 
 #define MAX_OUTPUTS 32
 #define MAX_OPTIONS 32
@@ -93,11 +96,14 @@ struct output {
 	AVPacket *pkt;
 	struct SwsContext *sws;
 	bool udu_sei; /* the encoder writes SEI from frame side data */
-	uint64_t first_ns, connected_ns, next_try_ns, backoff_ns;
+	uint64_t first_ns, next_try_ns, backoff_ns;
 	_Atomic uint64_t io_since_ns; /* a write under way since, or 0 */
-	enum state state;
+	/* Atomic: the metrics' thread reads them (the output's writes them). */
+	_Atomic uint64_t connected_ns; /* streaming since, or 0 */
+	_Atomic enum state state;
+	_Atomic uint64_t frames, sent, dropped, reconnects;
 	char reason[256];
-	uint64_t frames, sent, dropped, reconnects, seq;
+	uint64_t seq;
 	uint64_t state_at_ns;
 	bool state_changed;
 };
@@ -109,6 +115,10 @@ struct outputs {
 
 static const char *socket_path;
 static atomic_bool stopping;
+/* The outputs running (main's), and the lock main changes the list under
+ * and the metrics' thread reads it under. */
+static struct outputs running;
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* ------------------------------------------------------------------------ */
 /* Configuration                                                             */
@@ -881,11 +891,99 @@ static void *run_output(void *arg)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Metrics                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The labels every family has. */
+static void labels(FILE *out, const struct output *o)
+{
+	fbd_metric_label(out, "output", o->name);
+	fputc(',', out);
+	fbd_metric_label(out, "stream", o->stream);
+}
+
+/* The metrics' thread, for a scrape: each family, a line per output (and
+ * per state or result).  docs/tracing.md lists them. */
+static char *metrics_page(void *data, size_t *ret_size)
+{
+	(void)data;
+	char *text = NULL;
+	size_t size = 0;
+	FILE *out = open_memstream(&text, &size);
+	if (!out)
+		return NULL;
+	uint64_t now = fb_now_ns();
+	pthread_mutex_lock(&running_lock);
+	fbd_metric_family(
+	    out, "framebus_output_info", "gauge",
+	    "An output, 1, with where it sends (its URL without user info or query).");
+	for (size_t i = 0; i < running.n; i++)
+		if (running.o[i]) {
+			fputs("framebus_output_info{", out);
+			labels(out, running.o[i]);
+			fputc(',', out);
+			fbd_metric_label(out, "url", running.o[i]->shown_url);
+			fputs("} 1\n", out);
+		}
+	fbd_metric_family(out, "framebus_output_state", "gauge",
+			  "1 for the output's state (waiting, connecting, streaming, retrying, "
+			  "failed), 0 for the others.");
+	for (size_t i = 0; i < running.n; i++)
+		for (enum state st = 0; running.o[i] && st <= STATE_FAILED; st++) {
+			fputs("framebus_output_state{", out);
+			labels(out, running.o[i]);
+			fprintf(out, ",state=\"%s\"} %d\n", state_names[st],
+				atomic_load(&running.o[i]->state) == st);
+		}
+	fbd_metric_family(out, "framebus_output_frames_total", "counter",
+			  "Frames of its stream the output sent, or dropped (skipped while it "
+			  "was busy, or taken while not connected).");
+	for (size_t i = 0; i < running.n; i++)
+		if (running.o[i]) {
+			fputs("framebus_output_frames_total{", out);
+			labels(out, running.o[i]);
+			fprintf(out, ",result=\"sent\"} %llu\nframebus_output_frames_total{",
+				(unsigned long long)atomic_load(&running.o[i]->sent));
+			labels(out, running.o[i]);
+			fprintf(out, ",result=\"dropped\"} %llu\n",
+				(unsigned long long)atomic_load(&running.o[i]->dropped));
+		}
+	fbd_metric_family(out, "framebus_output_reconnects_total", "counter",
+			  "Connections that broke after streaming.");
+	for (size_t i = 0; i < running.n; i++)
+		if (running.o[i]) {
+			fputs("framebus_output_reconnects_total{", out);
+			labels(out, running.o[i]);
+			fprintf(out, "} %llu\n",
+				(unsigned long long)atomic_load(&running.o[i]->reconnects));
+		}
+	fbd_metric_family(out, "framebus_output_streaming_seconds", "gauge",
+			  "How long the output's connection has been streaming; 0 when it is "
+			  "not.");
+	for (size_t i = 0; i < running.n; i++)
+		if (running.o[i]) {
+			uint64_t since = atomic_load(&running.o[i]->connected_ns);
+			fputs("framebus_output_streaming_seconds{", out);
+			labels(out, running.o[i]);
+			fprintf(out, "} %.3f\n",
+				since && now > since ? (double)(now - since) / 1e9 : 0.0);
+		}
+	pthread_mutex_unlock(&running_lock);
+	if (fclose(out) != 0) {
+		free(text);
+		return NULL;
+	}
+	*ret_size = size;
+	return text;
+}
+
+/* ------------------------------------------------------------------------ */
 
 static void usage(FILE *out)
 {
 	fprintf(out,
 		"usage: framebus-output [--config FILE] [--config-dir DIR] [--socket PATH]\n"
+		"                       [--metrics ADDRESS:PORT]\n"
 		"Encode the streams FILE and DIR/*.conf name and send them to SRT, RTSP, RTMP\n"
 		"or MPEG-TS over UDP/TCP, each frame's origin, seq, capture time and meta\n"
 		"in-band.  Each output's state is a record of the results stream output.NAME.\n"
@@ -893,7 +991,9 @@ static void usage(FILE *out)
 		"  --config FILE    the configuration (default " FBO_DEFAULT_CONFIG ")\n"
 		"  --config-dir DIR outputs added on demand (default " FBO_DEFAULT_DIR ")\n"
 		"  --socket PATH    framebusd's socket (default $FRAMEBUS_SOCKET, else\n"
-		"                   " FB_DEFAULT_SOCKET ")\n");
+		"                   " FB_DEFAULT_SOCKET ")\n"
+		"  --metrics ADDRESS:PORT  serve the outputs' Prometheus metrics at\n"
+		"                   http://ADDRESS:PORT/metrics (e.g. 127.0.0.1:9465)\n");
 }
 
 static void start_output(struct output *o)
@@ -932,20 +1032,26 @@ static void end_output(struct output *o)
  * error changes nothing. */
 static void reload(struct outputs *cur, const char *path, const char *dir)
 {
-	struct outputs next = {0}, now = {0};
+	struct outputs next = {0}, now = {0}, ended = {0};
 	char error[512];
 	if (load_config(&next, path, dir, error, sizeof(error)) < 0) {
 		fprintf(stderr, "framebus-output: not reloaded, outputs unchanged: %s\n", error);
 		return;
 	}
+	/* Out of the list (the metrics' thread no longer sees them), then
+	 * ended, without the lock: ending may wait for the network. */
+	pthread_mutex_lock(&running_lock);
 	for (size_t i = 0; i < cur->n; i++) {
 		struct output *o = cur->o[i], *n = find_output(&next, o->name);
 		if (n && !strcmp(n->text, o->text))
 			continue;
 		fprintf(stderr, "framebus-output: %s: %s\n", o->name, n ? "changed" : "removed");
-		end_output(o);
+		ended.o[ended.n++] = o;
 		cur->o[i] = NULL;
 	}
+	pthread_mutex_unlock(&running_lock);
+	for (size_t i = 0; i < ended.n; i++)
+		end_output(ended.o[i]);
 	/* In the new order: those unchanged as they run, the others anew. */
 	for (size_t i = 0; i < next.n; i++) {
 		struct output *n = next.o[i], *o = NULL;
@@ -960,20 +1066,22 @@ static void reload(struct outputs *cur, const char *path, const char *dir)
 		}
 		now.o[now.n++] = o;
 	}
+	pthread_mutex_lock(&running_lock);
 	*cur = now;
+	pthread_mutex_unlock(&running_lock);
 }
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-	    {"config", required_argument, NULL, 'c'},
-	    {"config-dir", required_argument, NULL, 'd'},
-	    {"socket", required_argument, NULL, 's'},
-	    {"help", no_argument, NULL, 'h'},
-	    {0},
+	    {"config", required_argument, NULL, 'c'}, {"config-dir", required_argument, NULL, 'd'},
+	    {"socket", required_argument, NULL, 's'}, {"metrics", required_argument, NULL, 'm'},
+	    {"help", no_argument, NULL, 'h'},         {0},
 	};
 	const char *config_path = FBO_DEFAULT_CONFIG, *config_dir = FBO_DEFAULT_DIR;
-	struct outputs outputs = {0};
+	const char *metrics = NULL;
+	struct sockaddr_storage metrics_addr;
+	struct fbd_prom_server *server = NULL;
 	char error[512];
 	int ch;
 
@@ -988,6 +1096,16 @@ int main(int argc, char **argv)
 		case 's':
 			socket_path = optarg;
 			break;
+		case 'm':
+			metrics = optarg;
+			if (!fbd_ini_address(metrics, &metrics_addr)) {
+				fprintf(stderr,
+					"framebus-output: --metrics '%s' is not ADDRESS:PORT "
+					"(127.0.0.1:9465, [::1]:9465)\n",
+					metrics);
+				return 2;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1000,7 +1118,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (load_config(&outputs, config_path, config_dir, error, sizeof(error)) < 0) {
+	if (load_config(&running, config_path, config_dir, error, sizeof(error)) < 0) {
 		fprintf(stderr, "framebus-output: %s\n", error);
 		return 2;
 	}
@@ -1030,8 +1148,21 @@ int main(int argc, char **argv)
 	}
 	if (watch_fd >= 0)
 		fprintf(stderr, "framebus-output: outputs on demand in %s\n", config_dir);
-	for (size_t i = 0; i < outputs.n; i++)
-		start_output(outputs.o[i]);
+	if (metrics) {
+		int r = fbd_prom_serve("framebus-output", &metrics_addr, metrics_page, NULL, NULL,
+				       &server);
+		if (r < 0) {
+			fprintf(stderr,
+				"framebus-output: --metrics %s: cannot serve "
+				"http://%s/metrics: %s (is the address this host's, and the "
+				"port free?)\n",
+				metrics, metrics, strerror(-r));
+			return 1;
+		}
+		fprintf(stderr, "framebus-output: metrics at http://%s/metrics\n", metrics);
+	}
+	for (size_t i = 0; i < running.n; i++)
+		start_output(running.o[i]);
 	for (;;) {
 		struct pollfd fds[2] = {{signal_fd, POLLIN, 0}, {watch_fd, POLLIN, 0}};
 		if (poll(fds, watch_fd >= 0 ? 2 : 1, -1) < 0) {
@@ -1044,7 +1175,7 @@ int main(int argc, char **argv)
 			char events[4096];
 			while (read(watch_fd, events, sizeof(events)) > 0)
 				;
-			reload(&outputs, config_path, config_dir);
+			reload(&running, config_path, config_dir);
 		}
 		if (!fds[0].revents)
 			continue;
@@ -1052,7 +1183,7 @@ int main(int argc, char **argv)
 		if (read(signal_fd, &si, sizeof(si)) != sizeof(si))
 			continue;
 		if (si.ssi_signo == SIGHUP) {
-			reload(&outputs, config_path, config_dir);
+			reload(&running, config_path, config_dir);
 			continue;
 		}
 		fprintf(stderr, "framebus-output: %s\n",
@@ -1060,8 +1191,9 @@ int main(int argc, char **argv)
 		break;
 	}
 	atomic_store(&stopping, true);
-	for (size_t i = 0; i < outputs.n; i++)
-		end_output(outputs.o[i]);
+	fbd_prom_stop(server); /* no scrape reads the outputs now */
+	for (size_t i = 0; i < running.n; i++)
+		end_output(running.o[i]);
 	if (watch_fd >= 0)
 		close(watch_fd);
 	close(signal_fd);

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Fixtures for the Python tests: a real framebusd per test module, and TAP
 output (one line per test) for meson and scripts/test."""
+import json
 import os
 import signal
 import subprocess
@@ -8,6 +9,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -151,6 +155,44 @@ def wait_running(bus, name, timeout=10):
             return info
         time.sleep(0.05)
     raise AssertionError(f"stream {name} not running: {bus.stream(name)}")
+
+
+class Prometheus:
+    """A real Prometheus server (Debian's) scraping target (HOST:PORT) once a
+    second as job "framebus", its API on 127.0.0.1:port (test_metrics.py,
+    test_output.py)."""
+
+    def __init__(self, tmp_path, target, port):
+        config = tmp_path / "prometheus.yml"
+        config.write_text(f"""global:
+  scrape_interval: 1s
+  scrape_timeout: 900ms
+scrape_configs:
+  - job_name: framebus
+    static_configs:
+      - targets: ['{target}']
+""")
+        self.port = port
+        self.proc = subprocess.Popen(["prometheus", f"--config.file={config}",
+                                      f"--storage.tsdb.path={tmp_path / 'data'}",
+                                      f"--web.listen-address=127.0.0.1:{port}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+
+    def query(self, q):
+        """An instant query's result; None while Prometheus is not listening yet."""
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?query={urllib.parse.quote(q)}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return json.loads(r.read())["data"]["result"]
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{q}: {e.code} {e.read().decode()}")
+        except (urllib.error.URLError, ConnectionError):
+            return None
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.communicate(timeout=20)
 
 
 # --- TAP -----------------------------------------------------------------

@@ -2,7 +2,6 @@
 """framebusd's Prometheus metrics ([daemon] metrics = ADDRESS:PORT): scraped
 by a real Prometheus server (Debian's), read directly, and hit with bad and
 slow requests, which hurt nothing."""
-import json
 import os
 import signal
 import socket
@@ -10,13 +9,12 @@ import subprocess
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 
 import pytest
 
 import framebus
-from conftest import DEFAULT_STREAMS, FRAMEBUSD, Daemon, wait_running
+from conftest import DEFAULT_STREAMS, FRAMEBUSD, Daemon, Prometheus, wait_running
 
 PORT = 20000 + os.getpid() % 20000  # the metrics'; Prometheus listens on PORT + 1
 
@@ -72,46 +70,24 @@ def test_metrics_name_every_stream_and_subscriber(daemon, slow_subscriber):
 
 
 def test_prometheus_scrapes_the_frame_rate(daemon, slow_subscriber, tmp_path):
-    config = tmp_path / "prometheus.yml"
-    config.write_text(f"""global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
-scrape_configs:
-  - job_name: framebus
-    static_configs:
-      - targets: ['127.0.0.1:{PORT}']
-""")
-    prom = subprocess.Popen(["prometheus", f"--config.file={config}",
-                             f"--storage.tsdb.path={tmp_path / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{PORT + 1}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    prom = Prometheus(tmp_path, f"127.0.0.1:{PORT}", PORT + 1)
     try:
-        def query(q):
-            url = f"/api/v1/query?query={urllib.parse.quote(q)}"
-            status, _, body = get(url, port=PORT + 1)
-            assert status == 200, body
-            return json.loads(body)["data"]["result"]
-
         deadline = time.monotonic() + 30
         rate = None
         while time.monotonic() < deadline:
             time.sleep(1)
-            try:
-                result = query('rate(framebus_stream_frames_published_total{stream="cam0"}[5s])')
-            except (urllib.error.URLError, ConnectionError):
-                continue  # not listening yet
+            result = prom.query('rate(framebus_stream_frames_published_total{stream="cam0"}[5s])')
             if result:
                 rate = float(result[0]["value"][1])
                 if 25 <= rate <= 35:
                     break
         assert rate is not None and 25 <= rate <= 35, rate
-        [up] = query('up{job="framebus"}')
+        [up] = prom.query('up{job="framebus"}')
         assert up["value"][1] == "1"
-        busy = query("histogram_quantile(0.5, framebus_subscriber_busy_seconds_bucket)")
+        busy = prom.query("histogram_quantile(0.5, framebus_subscriber_busy_seconds_bucket)")
         assert busy and 0.016 <= float(busy[0]["value"][1]) <= 0.033, busy
     finally:
-        prom.send_signal(signal.SIGTERM)
-        prom.communicate(timeout=20)
+        prom.stop()
 
 
 def test_bad_and_slow_requests_hurt_nothing(daemon, slow_subscriber):

@@ -10,14 +10,18 @@ made (not root), both hosts are on loopback, and the tests say so."""
 import json
 import os
 import random
+import socket
+import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
 import framebus
-from conftest import FRAMEBUSCTL, Daemon, wait_running
+from conftest import FRAMEBUSCTL, Daemon, Prometheus, wait_running
 from netns import Hosts
 
 OUTPUT = os.environ.get("FRAMEBUS_OUTPUT", "framebus-output")
@@ -61,9 +65,10 @@ def free_port():
 
 
 class Output:
-    """framebus-output on host A, with a configuration of sections."""
+    """framebus-output on host A (hosts None: on loopback), with a
+    configuration of sections."""
 
-    def __init__(self, hosts, daemon, config):
+    def __init__(self, hosts, daemon, config, args=()):
         self.config = os.path.join(daemon.dir.name, f"output-{free_port()}.conf")
         with open(self.config, "w") as f:
             f.write(config)
@@ -73,8 +78,9 @@ class Output:
         self.dir = self.config + ".d"
         os.mkdir(self.dir)
         self.proc = subprocess.Popen(
-            hosts.prefix("a") + [OUTPUT, "--config", self.config, "--config-dir", self.dir,
-                                 "--socket", daemon.socket],
+            (hosts.prefix("a") if hosts else [])
+            + [OUTPUT, "--config", self.config, "--config-dir", self.dir, "--socket",
+               daemon.socket, *args],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def read_log(self):
@@ -587,3 +593,166 @@ def test_bad_configurations_are_refused_naming_the_line(tmp_path, config, error)
                         "--socket", str(tmp_path / "none")],
                        capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and error in r.stderr, r.stderr
+
+
+class TcpReceiver:
+    """A receiver of MPEG-TS over TCP on loopback, read in a thread: takes a
+    connection, counts its bytes; stop() resets it and listens no more."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self):
+        conn = None
+        while not self.done.is_set():
+            try:
+                if conn is None:
+                    conn, _ = self.sock.accept()
+                    conn.settimeout(0.2)
+                data = conn.recv(65536)
+                if not data:
+                    conn.close()
+                    conn = None
+                self.received += len(data)
+            except socket.timeout:
+                pass
+        if conn:
+            # A reset, not an orderly end: the sender's next write fails.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        self.sock.close()
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(5)
+
+
+def http(port, path="/metrics", method="GET"):
+    """(status, headers, body) of a request to framebus-output's metrics."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def samples(text):
+    """{'name{labels}': value} of a metrics page."""
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                     if line and not line.startswith("#"))}
+
+
+def test_metrics_show_each_outputs_state_and_counts(tmp_path):
+    """--metrics: an output to a TCP receiver on loopback streams, its sent
+    frames grow, and when the receiver goes it is retrying, a reconnect
+    counted; a real Prometheus scrapes the page."""
+    daemon = Daemon(A_STREAMS)
+    receiver = TcpReceiver()
+    port, prom_port = free_port(), free_port()
+    out = Output(None, daemon, f"""
+[output tcp]
+stream = cam0
+url = tcp://user:secret@127.0.0.1:{receiver.port}?send_buffer_size=65536
+retry_max = 1s
+""", args=["--metrics", f"127.0.0.1:{port}"])
+    prom = Prometheus(tmp_path, f"127.0.0.1:{port}", prom_port)
+    labels = 'output="tcp",stream="cam0"'
+    sent = f'framebus_output_frames_total{{{labels},result="sent"}}'
+
+    def page():
+        try:
+            status, headers, text = http(port)
+        except (urllib.error.URLError, ConnectionError):
+            return None  # not listening yet
+        assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        return samples(text) | {"text": text}
+
+    def in_state(state):
+        m = page()
+        return m and m.get(f'framebus_output_state{{{labels},state="{state}"}}') == 1 and m
+
+    try:
+        m = wait_for("streaming", lambda: in_state("streaming"))
+        for other in ("waiting", "connecting", "retrying", "failed"):
+            assert m[f'framebus_output_state{{{labels},state="{other}"}}'] == 0
+        assert m[f'framebus_output_info{{{labels},url="tcp://127.0.0.1:{receiver.port}"}}'] == 1
+        assert "secret" not in m["text"]
+        assert m[f'framebus_output_reconnects_total{{{labels}}}'] == 0
+        assert "# TYPE framebus_output_frames_total counter" in m["text"]
+        lint = subprocess.run(["promtool", "check", "metrics"], input=m["text"],
+                              capture_output=True, text=True, timeout=30)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        first = m[sent]
+        m = wait_for("frames sent", lambda: (m := page())[sent] >= first + 30 and m)
+        assert m[f'framebus_output_streaming_seconds{{{labels}}}'] > 0
+        assert receiver.received > 0
+
+        # Prometheus sees the same: the state, and frames sent per second.
+        def scraped():
+            r = prom.query(f'framebus_output_state{{{labels},state="streaming"}}')
+            rate = prom.query(f"rate({sent}[5s])")
+            return r and r[0]["value"][1] == "1" and rate and float(rate[0]["value"][1]) > 0
+        wait_for("Prometheus scraping", scraped, timeout=60)
+        [up] = prom.query('up{job="framebus"}')
+        assert up["value"][1] == "1"
+
+        # An output added on demand is on the page, and off it once removed;
+        # the first goes on meanwhile.
+        extra = 'framebus_output_state{output="extra",stream="nosuch",state="waiting"}'
+        with open(os.path.join(out.dir, "extra.tmp"), "w") as f:
+            f.write("[output extra]\nstream = nosuch\nurl = udp://127.0.0.1:9\n")
+        os.rename(os.path.join(out.dir, "extra.tmp"), os.path.join(out.dir, "extra.conf"))
+        wait_for("the added output", lambda: page().get(extra) == 1)
+        os.unlink(os.path.join(out.dir, "extra.conf"))
+        wait_for("the removed output gone", lambda: 'output="extra"' not in page()["text"])
+        assert in_state("streaming")[f'framebus_output_reconnects_total{{{labels}}}'] == 0
+
+        receiver.stop()
+        m = wait_for("retrying", lambda: in_state("retrying"), timeout=30)
+        assert m[f'framebus_output_state{{{labels},state="streaming"}}'] == 0
+        assert m[f'framebus_output_reconnects_total{{{labels}}}'] == 1
+        assert m[f'framebus_output_streaming_seconds{{{labels}}}'] == 0
+
+        # Bad requests get what framebusd's metrics give.
+        status, headers, text = http(port, method="POST")
+        assert status == 405 and headers["Allow"] == "GET, HEAD"
+        assert text == "framebus-output metrics: only GET and HEAD\n"
+        assert http(port, "/nope")[0] == 404
+        assert http(port, "/")[:3:2] == (200, "framebus-output: Prometheus metrics at /metrics\n")
+        assert f"metrics at http://127.0.0.1:{port}/metrics" in out.read_log()
+    finally:
+        prom.stop()
+        receiver.stop()
+        out.stop()
+        daemon.stop()
+
+
+def test_bad_metrics_addresses_are_refused(tmp_path):
+    path = tmp_path / "output.conf"
+    path.write_text("[output x]\nstream = cam0\nurl = udp://127.0.0.1:9\n")
+
+    def run(address):
+        return subprocess.run([OUTPUT, "--config", str(path), "--config-dir",
+                               str(tmp_path / "none"), "--socket", str(tmp_path / "none"),
+                               "--metrics", address],
+                              capture_output=True, text=True, timeout=10)
+
+    for bad in ("nowhere", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "localhost:9465"):
+        r = run(bad)
+        assert r.returncode == 2 and f"--metrics '{bad}' is not ADDRESS:PORT" in r.stderr, \
+            r.stderr
+    # A port in use: said at start, exit 1 (systemd tries again; exit 2 is
+    # a configuration starting again cannot mend).
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        r = run(address)
+        assert r.returncode == 1, r.stderr
+        assert f"--metrics {address}: cannot serve http://{address}/metrics" in r.stderr
+        assert "Address already in use" in r.stderr
