@@ -78,10 +78,7 @@ static struct fbd_config *config_new(void)
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = fgets(str, num, p->ini.file);
-	if (r)
-		p->ini.line++;
-	return r;
+	return fbd_ini_read_line(&p->ini, str, num);
 }
 
 static int daemon_key(struct parser *p, const char *section, const char *key, const char *v)

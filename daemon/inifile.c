@@ -127,6 +127,25 @@ bool fbd_ini_address(const char *v, struct sockaddr_storage *ret)
 	return inet_pton(AF_INET, host, &in->sin_addr) == 1;
 }
 
+char *fbd_ini_read_line(struct fbd_ini_file *f, char *str, int num)
+{
+	char *r = f->failed ? NULL : fgets(str, num, f->file);
+	if (!r)
+		return NULL;
+	f->line++;
+	size_t n = strlen(r);
+	if (n && r[n - 1] != '\n') {
+		int c = getc(f->file);
+		if (c != EOF && c != '\n') {
+			snprintf(f->error, f->error_size, "%s:%u: line longer than %d characters",
+				 f->path, f->line, num - 1);
+			f->failed = true;
+			return NULL;
+		}
+	}
+	return r;
+}
+
 bool fbd_ini_set_string(char **dst, const char *v)
 {
 	char *copy = strdup(v);

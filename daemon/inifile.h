@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* What reading an INI file with libinih takes besides inih, for
- * framebusd.conf (config.c) and framebus-mqtt.conf (tools/framebus-mqtt.c):
- * where the reader is, its first error, and the values both files use. */
+ * framebusd.conf (config.c), framebus-mqtt.conf and framebus-output.conf
+ * (tools/): where the reader is, its lines, its first error, and the values
+ * the files share. */
 #ifndef FBD_INIFILE_H
 #define FBD_INIFILE_H
 
@@ -21,6 +22,12 @@ struct fbd_ini_file {
 	size_t error_size;
 	bool failed;
 };
+
+/* The next line of f into str (num bytes, inih's buffer), counted, for a
+ * program's inih line reader: NULL at the end, once the file failed, or for
+ * a line longer than the buffer, which fails the file naming its line (inih
+ * would read its rest as another line). */
+char *fbd_ini_read_line(struct fbd_ini_file *f, char *str, int num);
 
 /* Says what is wrong with key, unless an error was said already, and marks
  * the file failed.  Without a section (NULL) the message is "PATH:LINE:

@@ -110,6 +110,10 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	     "framebusd.conf:2: [access a b] streams: rule name 'a b' must be"},
 	    {"[access a]\nstreams = x\n[access b]\nstreams = y\n[access a]\nstreams = z\n",
 	     "framebusd.conf:6: [access a] streams: rule 'a' is defined twice"},
+	    {"[stream a]\nurl = lavfi:testsrc2=size=64x48:rate=5:duration=1000:decimals=0:"
+	     "alpha=0,format=yuv420p,drawbox=x=1:y=1:w=8:h=8:color=red,drawbox=x=2:y=2:w=8:h=8:"
+	     "color=blue,drawbox=x=3:y=3:w=8:h=8:color=green,drawbox=x=4:y=4:w=8:h=8\n",
+	     "framebusd.conf:2: line longer than 199 characters"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct daemon d;

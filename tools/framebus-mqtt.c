@@ -356,24 +356,11 @@ static int handler(void *user, const char *section, const char *key, const char 
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = p->ini.failed ? NULL : fgets(str, num, p->ini.file);
+	char *r = fbd_ini_read_line(&p->ini, str, num);
 	if (!r)
 		return NULL;
-	p->ini.line++;
-	size_t n = strlen(r);
-	if (n && r[n - 1] != '\n') {
-		int c = getc(p->ini.file);
-		if (c != EOF && c != '\n') {
-			snprintf(p->ini.error, p->ini.error_size,
-				 "%s:%u: line longer than %d characters (use [stream NAME] "
-				 "sections)",
-				 p->ini.path, p->ini.line, num - 1);
-			p->ini.failed = true;
-			return NULL;
-		}
-	}
 	const char *l = r + strspn(r, " \t");
-	if (!p->ini.failed && !strncmp(l, "[stream ", 8)) {
+	if (!strncmp(l, "[stream ", 8)) {
 		char name[128];
 		size_t len = strcspn(l + 8, "]");
 		if (l[8 + len] == ']' && len < sizeof(name)) {

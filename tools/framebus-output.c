@@ -311,10 +311,9 @@ static int handler(void *user, const char *section, const char *key, const char 
 static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
-	char *r = p->ini.failed ? NULL : fgets(str, num, p->ini.file);
+	char *r = fbd_ini_read_line(&p->ini, str, num);
 	if (!r)
 		return NULL;
-	p->ini.line++;
 	const char *l = r + strspn(r, " \t");
 	if (strncmp(l, "[output ", 8))
 		return r;

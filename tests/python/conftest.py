@@ -157,6 +157,34 @@ def wait_running(bus, name, timeout=10):
     raise AssertionError(f"stream {name} not running: {bus.stream(name)}")
 
 
+def wait_for(what, check, timeout=20):
+    """check()'s first true value, polled until timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def http(port, path="/metrics", method="GET"):
+    """(status, headers, body) of a request to 127.0.0.1:port."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def samples(text):
+    """{'name{labels}': value} of a Prometheus metrics page."""
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
+                                     if line and not line.startswith("#"))}
+
+
 class Prometheus:
     """A real Prometheus server (Debian's) scraping target (HOST:PORT) once a
     second as job "framebus", its API on 127.0.0.1:port (test_metrics.py,

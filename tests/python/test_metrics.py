@@ -6,15 +6,12 @@ import os
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 import framebus
-from conftest import DEFAULT_STREAMS, FRAMEBUSD, Daemon, Prometheus, wait_running
+from conftest import DEFAULT_STREAMS, FRAMEBUSD, Daemon, Prometheus, http, samples, wait_running
 
 PORT = 20000 + os.getpid() % 20000  # the metrics'; Prometheus listens on PORT + 1
 
@@ -26,28 +23,9 @@ def daemon():
     d.stop()
 
 
-def get(path, method="GET", port=PORT):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.headers, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read().decode()
-
-
-def samples(text):
-    """{'name{labels}': value} of a metrics page."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            out[key] = float(value)
-    return out
-
-
 def test_metrics_name_every_stream_and_subscriber(daemon, slow_subscriber):
     time.sleep(2.5)
-    status, headers, text = get("/metrics")
+    status, headers, text = http(PORT, "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
     m = samples(text)
@@ -91,11 +69,11 @@ def test_prometheus_scrapes_the_frame_rate(daemon, slow_subscriber, tmp_path):
 
 
 def test_bad_and_slow_requests_hurt_nothing(daemon, slow_subscriber):
-    assert get("/metrics", method="POST")[0] == 405
-    assert get("/metrics", method="DELETE")[0] == 405
-    assert get("/nope")[0] == 404
-    assert get("/../../etc/passwd")[0] in (400, 404)
-    assert get("/")[0] == 200
+    assert http(PORT, "/metrics", "POST")[0] == 405
+    assert http(PORT, "/metrics", "DELETE")[0] == 405
+    assert http(PORT, "/nope")[0] == 404
+    assert http(PORT, "/../../etc/passwd")[0] in (400, 404)
+    assert http(PORT, "/")[0] == 200
     # Garbage for a request line, a header without end, nothing at all: the
     # connections are answered 400 or closed, each on its own.
     slow = []
@@ -106,7 +84,7 @@ def test_bad_and_slow_requests_hurt_nothing(daemon, slow_subscriber):
         slow.append(s)
     # Meanwhile (the half requests still open) the metrics and the bus serve.
     for _ in range(3):
-        assert get("/metrics")[0] == 200
+        assert http(PORT, "/metrics")[0] == 200
     frames = slow_subscriber.subscribe("cam0")
     assert frames.acquire(timeout=5) is not None
     frames.close()
@@ -139,7 +117,7 @@ def test_a_bad_address_is_named_and_a_taken_port_is_no_failure(tmp_path):
         d.proc.send_signal(signal.SIGHUP)
         d.wait_for_log(f"metrics: serving http://127.0.0.1:{PORT + 3}/metrics")
         deadline = time.monotonic() + 5
-        while "framebus_stream_frames_published_total" not in get("/metrics", port=PORT + 3)[2]:
+        while "framebus_stream_frames_published_total" not in http(PORT + 3, "/metrics")[2]:
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:

@@ -16,12 +16,11 @@ import subprocess
 import threading
 import time
 import urllib.error
-import urllib.request
 
 import pytest
 
 import framebus
-from conftest import FRAMEBUSCTL, Daemon, Prometheus, wait_running
+from conftest import FRAMEBUSCTL, Daemon, Prometheus, http, samples, wait_for, wait_running
 from netns import Hosts
 
 OUTPUT = os.environ.get("FRAMEBUS_OUTPUT", "framebus-output")
@@ -33,17 +32,6 @@ input_format = lavfi
 format = bgr24
 slots = 8
 """
-
-
-def wait_for(what, check, timeout=20):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -585,6 +573,8 @@ url = udp://{hosts.addr['b']}:{first}
     ("[output x]\nstream = cam0\nurl = udp://h:1\ncolour = red\n", "colour: unknown key"),
     ("[outputs]\nstream = cam0\n", "unknown section"),
     ("", "no [output NAME] section"),
+    ("[output x]\nstream = cam0\nurl = srt://127.0.0.1:9?" + "a" * 200 + "\n",
+     "output.conf:3: line longer than 199 characters"),
 ])
 def test_bad_configurations_are_refused_naming_the_line(tmp_path, config, error):
     path = tmp_path / "output.conf"
@@ -631,22 +621,6 @@ class TcpReceiver:
     def stop(self):
         self.done.set()
         self.thread.join(5)
-
-
-def http(port, path="/metrics", method="GET"):
-    """(status, headers, body) of a request to framebus-output's metrics."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.headers, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read().decode()
-
-
-def samples(text):
-    """{'name{labels}': value} of a metrics page."""
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines()
-                                     if line and not line.startswith("#"))}
 
 
 def test_metrics_show_each_outputs_state_and_counts(tmp_path):
