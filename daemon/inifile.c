@@ -146,6 +146,20 @@ char *fbd_ini_read_line(struct fbd_ini_file *f, char *str, int num)
 	return r;
 }
 
+bool fbd_ini_header(const char *line, const char *kind, char *name, size_t size)
+{
+	size_t k = strlen(kind);
+	line += strspn(line, " \t");
+	if (line[0] != '[' || strncmp(line + 1, kind, k) || line[1 + k] != ' ')
+		return false;
+	const char *n = line + 2 + k;
+	size_t len = strcspn(n, "]");
+	if (n[len] != ']' || len >= size)
+		return false;
+	snprintf(name, size, "%.*s", (int)len, n);
+	return true;
+}
+
 bool fbd_ini_set_string(char **dst, const char *v)
 {
 	char *copy = strdup(v);

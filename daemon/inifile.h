@@ -29,6 +29,12 @@ struct fbd_ini_file {
  * would read its rest as another line). */
 char *fbd_ini_read_line(struct fbd_ini_file *f, char *str, int num);
 
+/* Whether line is a "[KIND NAME]" section header (blanks before it
+ * allowed), with NAME put in name (size bytes); false for other lines and
+ * for a NAME that does not fit.  A program's line reader takes note of
+ * such sections there: inih says nothing of a section without keys. */
+bool fbd_ini_header(const char *line, const char *kind, char *name, size_t size);
+
 /* Says what is wrong with key, unless an error was said already, and marks
  * the file failed.  Without a section (NULL) the message is "PATH:LINE:
  * KEY: WHY".  Returns 0, what an inih handler returns to stop. */

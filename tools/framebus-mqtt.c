@@ -359,19 +359,13 @@ static char *read_line(char *str, int num, void *stream)
 	char *r = fbd_ini_read_line(&p->ini, str, num);
 	if (!r)
 		return NULL;
-	const char *l = r + strspn(r, " \t");
-	if (!strncmp(l, "[stream ", 8)) {
-		char name[128];
-		size_t len = strcspn(l + 8, "]");
-		if (l[8 + len] == ']' && len < sizeof(name)) {
-			snprintf(name, sizeof(name), "%.*s", (int)len, l + 8);
-			if (find_stream(p->b, name))
-				fbd_ini_fail(&p->ini, "stream", name,
-					     "defined twice (or also in streams =)");
-			else
-				add_stream(p, "stream", name, name);
-		}
-	}
+	char name[128];
+	if (!fbd_ini_header(r, "stream", name, sizeof(name)))
+		return r;
+	if (find_stream(p->b, name))
+		fbd_ini_fail(&p->ini, "stream", name, "defined twice (or also in streams =)");
+	else
+		add_stream(p, "stream", name, name);
 	return r;
 }
 

@@ -314,16 +314,11 @@ static char *read_line(char *str, int num, void *stream)
 	char *r = fbd_ini_read_line(&p->ini, str, num);
 	if (!r)
 		return NULL;
-	const char *l = r + strspn(r, " \t");
-	if (strncmp(l, "[output ", 8))
-		return r;
 	char name[128];
-	size_t len = strcspn(l + 8, "]");
-	if (l[8 + len] != ']' || len >= sizeof(name))
+	if (!fbd_ini_header(r, "output", name, sizeof(name)))
 		return r;
-	snprintf(name, sizeof(name), "%.*s", (int)len, l + 8);
 	/* Its state stream is output.NAME. */
-	if (!fbd_ini_stream_name(name) || len + 7 > FB_NAME_MAX)
+	if (!fbd_ini_stream_name(name) || strlen(name) + 7 > FB_NAME_MAX)
 		fbd_ini_fail(&p->ini, "output", name,
 			     "an output's name must be 1-%d letters, digits, '.', '_' or '-'",
 			     FB_NAME_MAX - 7);
