@@ -4,31 +4,41 @@
 ffmpeg CLI, latency and CPU.
 
 Two network namespaces joined by a veth pair (tests/python/netns.py; root
-needed, else loopback, said so).  Both pipelines encode the same lavfi
-testsrc2 1280x720 at 30 fps with the same libx264 settings (veryfast,
-zerolatency, 4 Mbit/s, GOP 60, no B-frames, yuv420p) into MPEG-TS (packets
-flushed at once) to the same SRT URL, A calling B's listener:
+needed, else loopback, said so).  The source on host A is, by default
+(--source rtsp), a live RTSP camera: bench/e2e/camera.py serving a
+pre-encoded 720p30 H.264 clip (bench/e2e/clip.sh) in real time over TCP, a
+fresh camera each run, its CPU not counted; both sides read it and decode
+it alike (slice threads), so its decoding costs both the same.  --source
+lavfi is a testsrc2 test pattern instead, paced to real time by each side.
+Both pipelines encode with the same libx264 settings (veryfast, zerolatency,
+4 Mbit/s, GOP 60, no B-frames, yuv420p) into MPEG-TS (packets flushed at
+once) to the same SRT URL, A calling B's listener:
 
-  framebus  framebusd A (the lavfi source) -> framebus-output (SRT caller)
+  framebus  framebusd A (the source) -> framebus-output (SRT caller)
             -> framebusd B (srt://...?mode=listener, a source like any) ->
             a Python subscriber on B.  Latency per frame: when the
             subscriber has it, less when the frame was published on A's bus
             (the origin hop framebusd B restored from the frame's SEI,
             mapped onto this host's monotonic clock: one machine, one clock).
-  ffmpeg    ffmpeg -re on A (lavfi, setpts to the wall clock as it reads
-            each frame, libx264, SRT caller) -> ffmpeg on B (SRT listener,
-            -copyts, slice threads as framebusd decodes, showinfo without
-            checksums, null sink).  Latency per
+  ffmpeg    ffmpeg on A (the source, setpts to the wall clock as each
+            decoded picture enters its filters, libx264, SRT caller) ->
+            ffmpeg on B (SRT listener, -copyts, slice threads as framebusd
+            decodes, showinfo without checksums, null sink).  Latency per
             frame: when B's showinfo line for it reaches us, less its pts
-            (A's wall clock when the frame was read, at 90 kHz in MPEG-TS).
+            (A's wall clock then, at 90 kHz in MPEG-TS).
 
-Both start from the moment the frame is there on A, paced to 30 fps (framebusd
-paces a test pattern to its pts and stamps its capture when it reads it, a
-frame ahead: capture_ms, the capture->frame latency, is also shown for
-framebus, and is about a frame longer).  CPU: each process's CPU time over
-the measured seconds, in percent of one core; per output stream is
+So both count from the moment host A has the decoded picture: the one point
+both programs stamp alike.  framebusd also stamps the packet's arrival
+(capture_ns, carried to B in the SEI): capture->frame on B is shown too, with
+its part on A (capture->publish).  ffmpeg's arrival stamp
+(-use_wallclock_as_timestamps) is taken before the demuxer's H.264 parser has
+a whole picture, framebusd's after, so those two would not count from the
+same moment.  With --source lavfi framebusd stamps a picture's capture when
+it reads it, a frame ahead of its due time: its capture->frame then holds up
+to a frame of pacing that a camera does not have.  CPU: each process's CPU
+time over the measured seconds, in percent of one core; per output stream is
 framebus-output's.  Runs alternate, RUNS each; figures are medians.
-Last line: offhost-bench fb_ms=X ffmpeg_ms=Y ratio=R fb_cpu_pct=... ...
+Last line: offhost-bench source=S fb_ms=X ffmpeg_ms=Y ratio=R cpu_ratio=C ...
 """
 import argparse
 import os
@@ -48,7 +58,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "python"))
 from netns import Hosts  # noqa: E402
 
-SOURCE = "testsrc2=size=1280x720:rate=30"
+HERE = os.path.dirname(os.path.abspath(__file__))
+LAVFI = "testsrc2=size=1280x720:rate=30"
+CLIP_SECONDS = 60  # the camera's clip, not looped
 X264 = {"preset": "veryfast", "tune": "zerolatency"}
 BITRATE, GOP = "4M", 60
 # MPEG-TS timestamps wrap at 2^33 ticks of 90 kHz.
@@ -71,6 +83,50 @@ def start_daemon(hosts, host, tmp, streams):
     return proc, sock
 
 
+class Source:
+    """Host A's source for one run: the live camera, started in A for the
+    run (the clip is not looped), or the test pattern."""
+
+    def __init__(self, kind, hosts, clip):
+        self.kind, self.hosts, self.clip = kind, hosts, clip
+        self.camera = None
+
+    def __enter__(self):
+        if self.kind == "lavfi":
+            return self
+        self.tmp = tempfile.TemporaryDirectory(prefix="offhost-camera-")
+        port = random.randrange(20000, 40000)
+        self.url = f"rtsp://127.0.0.1:{port}/cam0"
+        self.camera = subprocess.Popen(
+            self.hosts.prefix("a") + [sys.executable, os.path.join(HERE, "e2e", "camera.py"),
+                                      str(port), self.clip, "--log-dir", self.tmp.name],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+        if self.camera.stdout.readline().strip() != "ready":
+            self.__exit__()
+            sys.exit("offhost-bench: the RTSP camera did not start")
+        return self
+
+    def __exit__(self, *exc):
+        if self.camera:
+            stop(self.camera)
+            self.camera.stdout.close()
+            self.tmp.cleanup()
+
+    def stream(self):
+        """framebusd A's [stream cam0] section."""
+        if self.kind == "lavfi":
+            return f"[stream cam0]\nurl = {LAVFI}\ninput_format = lavfi\nformat = yuv420p\n"
+        return (f"[stream cam0]\nurl = {self.url}\noption.rtsp_transport = tcp\n"
+                "format = yuv420p\n")
+
+    def ffmpeg_input(self):
+        """The ffmpeg CLI sender's input: the camera decoded with slice threads
+        as framebusd decodes a live source, or the test pattern paced by -re."""
+        if self.kind == "lavfi":
+            return ["-re", "-f", "lavfi", "-i", LAVFI]
+        return ["-rtsp_transport", "tcp", "-thread_type", "slice", "-i", self.url]
+
+
 def stop(*procs):
     for p in procs:
         if p.poll() is None:
@@ -82,16 +138,11 @@ def stop(*procs):
                 p.wait()
 
 
-def run_framebus(hosts, warmup, seconds):
+def run_framebus(hosts, source, warmup, seconds):
     port = random.randrange(20000, 40000)
     url = f"srt://{hosts.addr['b']}:{port}"
     with tempfile.TemporaryDirectory(prefix="offhost-bench-") as tmp:
-        a, sock_a = start_daemon(hosts, "a", tmp, f"""
-[stream cam0]
-url = {SOURCE}
-input_format = lavfi
-format = yuv420p
-""")
+        a, sock_a = start_daemon(hosts, "a", tmp, source.stream())
         b, sock_b = start_daemon(hosts, "b", tmp, f"""
 [stream remote]
 url = {url}?mode=listener
@@ -118,7 +169,7 @@ format = yuv420p
                     sys.exit("offhost-bench: host B never received the stream")
                 time.sleep(0.1)
             sub = bus.subscribe("remote")
-            lat, cap = [], []
+            lat, cap, on_a = [], [], []
             start = time.monotonic()
             cpu0 = None
             while time.monotonic() - start < warmup + seconds:
@@ -132,16 +183,18 @@ format = yuv420p
                     assert f.origin[0] == "cam0", f.origin
                     lat.append((now - f.hops[0][2]) / 1e6)
                     cap.append((now - f.capture_ns) / 1e6)
+                    on_a.append((f.hops[0][2] - f.capture_ns) / 1e6)
             elapsed = time.monotonic() - t0
             cpu = {k: 100 * (cpu_seconds(p.pid) - cpu0[p]) / elapsed
                    for k, p in (("a", a), ("b", b), ("out", out))}
             bus.close()
         finally:
             stop(out, a, b)
-    return statistics.median(lat), statistics.median(cap), len(lat), cpu
+    med = statistics.median
+    return med(lat), med(cap), med(on_a), len(lat), cpu
 
 
-def run_ffmpeg(hosts, warmup, seconds):
+def run_ffmpeg(hosts, source, warmup, seconds):
     port = random.randrange(20000, 40000)
     url = f"srt://{hosts.addr['b']}:{port}"
     recv = subprocess.Popen(
@@ -152,8 +205,8 @@ def run_ffmpeg(hosts, warmup, seconds):
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # listening
     send = subprocess.Popen(
-        hosts.prefix("a") + ["ffmpeg", "-hide_banner", "-nostats", "-re", "-f", "lavfi", "-i",
-                             SOURCE, "-vf", "settb=1/90000,setpts=RTCTIME*9/100",
+        hosts.prefix("a") + ["ffmpeg", "-hide_banner", "-nostats"] + source.ffmpeg_input() + [
+                             "-vf", "settb=1/90000,setpts=RTCTIME*9/100",
                              "-fps_mode", "passthrough", "-c:v", "libx264",
                              "-pix_fmt", "yuv420p", "-b:v", BITRATE, "-g", str(GOP),
                              "-bf", "0"] + sum((["-" + k, v] for k, v in X264.items()), []) +
@@ -197,43 +250,58 @@ def run_ffmpeg(hosts, warmup, seconds):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", choices=("rtsp", "lavfi"), default="rtsp",
+                    help="host A's source: a live RTSP camera (default) or a paced test pattern")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--warmup", type=float, default=5)
     args = ap.parse_args()
+    if args.source == "rtsp" and args.warmup + args.seconds + 15 > CLIP_SECONDS:
+        ap.error(f"--warmup + --seconds must leave 15 s of the camera's {CLIP_SECONDS} s clip")
+    clip = None
+    if args.source == "rtsp":
+        clip = subprocess.run(["bash", os.path.join(HERE, "e2e", "clip.sh"),
+                               os.path.join("build", "bench-data"), "1280", "720",
+                               str(CLIP_SECONDS)], stdout=subprocess.PIPE, text=True,
+                              check=True).stdout.strip()
     hosts = Hosts()
     try:
         where = "veth between two network namespaces" if hosts.isolated else "loopback"
-        print(f"offhost-bench: 720p30 over SRT, {where}; {args.runs} runs of "
+        what = "a live RTSP camera" if args.source == "rtsp" else "a paced lavfi test pattern"
+        print(f"offhost-bench: 720p30 from {what} over SRT, {where}; {args.runs} runs of "
               f"{args.seconds:g} s each, alternating; load: {os.getloadavg()[0]:.2f}")
         fb, ff = [], []
         for run in range(args.runs):
-            fb.append(run_framebus(hosts, args.warmup, args.seconds))
-            ms, cap, n, cpu = fb[-1]
+            with Source(args.source, hosts, clip) as source:
+                fb.append(run_framebus(hosts, source, args.warmup, args.seconds))
+            ms, cap, on_a, n, cpu = fb[-1]
             print(f"  framebus run {run + 1}: {ms:.1f} ms publish(A)->frame(B), "
-                  f"{cap:.1f} ms capture->frame, {n} frames; CPU % framebusd A "
-                  f"{cpu['a']:.1f}, framebus-output {cpu['out']:.1f}, framebusd B "
-                  f"{cpu['b']:.1f}")
-            ff.append(run_ffmpeg(hosts, args.warmup, args.seconds))
+                  f"{cap:.1f} ms capture->frame (capture->publish on A {on_a:.1f}), {n} frames; "
+                  f"CPU % framebusd A {cpu['a']:.1f}, framebus-output {cpu['out']:.1f}, "
+                  f"framebusd B {cpu['b']:.1f}")
+            with Source(args.source, hosts, clip) as source:
+                ff.append(run_ffmpeg(hosts, source, args.warmup, args.seconds))
             ms, n, cpu = ff[-1]
-            print(f"  ffmpeg   run {run + 1}: {ms:.1f} ms read(A)->decoded(B), {n} frames; "
+            print(f"  ffmpeg   run {run + 1}: {ms:.1f} ms decoded(A)->decoded(B), {n} frames; "
                   f"CPU % sender {cpu['send']:.1f}, receiver {cpu['recv']:.1f}")
     finally:
         hosts.close()
     med = statistics.median
     fb_ms = med(r[0] for r in fb)
     fb_cap = med(r[1] for r in fb)
+    fb_on_a = med(r[2] for r in fb)
     ff_ms = med(r[0] for r in ff)
-    fb_send = med(r[3]["a"] + r[3]["out"] for r in fb)
-    fb_out = med(r[3]["out"] for r in fb)
-    fb_recv = med(r[3]["b"] for r in fb)
+    fb_send = med(r[4]["a"] + r[4]["out"] for r in fb)
+    fb_out = med(r[4]["out"] for r in fb)
+    fb_recv = med(r[4]["b"] for r in fb)
     ff_send = med(r[2]["send"] for r in ff)
     ff_recv = med(r[2]["recv"] for r in ff)
-    print(f"medians: framebus {fb_ms:.1f} ms (capture->frame {fb_cap:.1f} ms), ffmpeg "
-          f"{ff_ms:.1f} ms: {fb_ms / ff_ms:.2f}x; CPU % sender {fb_send:.1f} "
-          f"(framebus-output {fb_out:.1f}) against {ff_send:.1f}, receiver {fb_recv:.1f} "
-          f"against {ff_recv:.1f}; load {os.getloadavg()[0]:.2f}")
-    print(f"offhost-bench fb_ms={fb_ms:.1f} fb_capture_ms={fb_cap:.1f} ffmpeg_ms={ff_ms:.1f} "
+    print(f"medians: framebus {fb_ms:.1f} ms (capture->frame {fb_cap:.1f} ms, of which "
+          f"capture->publish on A {fb_on_a:.1f}), ffmpeg {ff_ms:.1f} ms: {fb_ms / ff_ms:.2f}x; "
+          f"CPU % sender {fb_send:.1f} (framebus-output {fb_out:.1f}) against {ff_send:.1f}, "
+          f"receiver {fb_recv:.1f} against {ff_recv:.1f}; load {os.getloadavg()[0]:.2f}")
+    print(f"offhost-bench source={args.source} fb_ms={fb_ms:.1f} fb_capture_ms={fb_cap:.1f} "
+          f"fb_capture_publish_ms={fb_on_a:.1f} ffmpeg_ms={ff_ms:.1f} "
           f"ratio={fb_ms / ff_ms:.2f} fb_send_cpu_pct={fb_send:.1f} "
           f"fb_output_cpu_pct={fb_out:.1f} ffmpeg_send_cpu_pct={ff_send:.1f} "
           f"fb_recv_cpu_pct={fb_recv:.1f} ffmpeg_recv_cpu_pct={ff_recv:.1f} "
