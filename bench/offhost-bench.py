@@ -16,40 +16,45 @@ once) to the same SRT URL, A calling B's listener:
 
   framebus  framebusd A (the source) -> framebus-output (SRT caller)
             -> framebusd B (srt://...?mode=listener, a source like any) ->
-            a Python subscriber on B.  Latency per frame: when the
-            subscriber has it, less when the frame was published on A's bus
-            (the origin hop framebusd B restored from the frame's SEI,
-            mapped onto this host's monotonic clock: one machine, one clock).
-  ffmpeg    ffmpeg on A (the source, setpts to the wall clock as each
-            decoded picture enters its filters, libx264, SRT caller) ->
-            ffmpeg on B (SRT listener, -copyts, slice threads as framebusd
-            decodes, showinfo without checksums, null sink).  Latency per
-            frame: when B's showinfo line for it reaches us, less its pts
-            (A's wall clock then, at 90 kHz in MPEG-TS).
+            a Python subscriber on B.
+  ffmpeg    ffmpeg on A (the source, libx264, SRT caller) -> ffmpeg on B
+            (SRT listener, -copyts, slice threads as framebusd decodes,
+            showinfo without checksums, then the top rows of each picture
+            as raw gray to us).
 
-So both count from the moment host A has the decoded picture: the one point
-both programs stamp alike.  framebusd also stamps the packet's arrival
-(capture_ns, carried to B in the SEI): capture->frame on B is shown too, with
-its part on A (capture->publish).  ffmpeg's arrival stamp
-(-use_wallclock_as_timestamps) is taken before the demuxer's H.264 parser has
-a whole picture, framebusd's after, so those two would not count from the
-same moment.  With --source lavfi framebusd stamps a picture's capture when
-it reads it, a frame ahead of its due time: its capture->frame then holds up
-to a frame of pacing that a camera does not have.  CPU: each process's CPU
-time over the measured seconds, in percent of one core; per output stream is
-framebus-output's.  Runs alternate, RUNS each; figures are medians.
-Last line: offhost-bench source=S fb_ms=X ffmpeg_ms=Y ratio=R cpu_ratio=C ...
+Latency, from the camera (the real case, the figure compared): every frame's
+index is burned into its picture; the camera logs when it sent each index,
+and B reads each picture's index when it has it (the subscriber, from the
+frame; ffmpeg's rows, when they reach us): camera->frame on B, the same
+moment for both, all of host A's work (RTSP, demuxing, decoding) in it.
+Also shown, from the decoded picture on A: framebus from the frame's publish
+on A's bus (the origin hop framebusd B restored from the frame's SEI, mapped
+onto this host's monotonic clock: one machine, one clock), ffmpeg from its
+wall clock as each decoded picture enters its filters (setpts, carried as
+the pts: B's showinfo line less its pts).  And framebusd's own capture stamp
+(a packet's arrival, carried to B in the SEI): capture->frame on B, with its
+part on A (capture->publish).  With --source lavfi (no camera, so only the
+figures from A, compared from the decoded picture) framebusd stamps a
+picture's capture when it reads it, a frame ahead of its due time, so its
+capture->frame holds up to a frame of pacing that a camera has not.  CPU:
+each process's CPU time over the measured seconds, in percent of one core;
+per output stream is framebus-output's.  Runs alternate, RUNS each; figures
+are medians.
+Last line: offhost-bench source=S ratio=R cpu_ratio=C fb_output_cpu_pct=P ...
 """
 import argparse
 import os
 import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+import numpy
 
 import framebus
 from bench_daemon import cpu_seconds
@@ -58,9 +63,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
                                 "python"))
 from netns import Hosts  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e"))
+from consumer import frame_index  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 LAVFI = "testsrc2=size=1280x720:rate=30"
 CLIP_SECONDS = 60  # the camera's clip, not looped
+# What ffmpeg on B hands us of each picture: the rows with its burned-in index.
+INDEX_W, INDEX_H = 512, 16
 X264 = {"preset": "veryfast", "tune": "zerolatency"}
 BITRATE, GOP = "4M", 60
 # MPEG-TS timestamps wrap at 2^33 ticks of 90 kHz.
@@ -90,6 +100,7 @@ class Source:
     def __init__(self, kind, hosts, clip):
         self.kind, self.hosts, self.clip = kind, hosts, clip
         self.camera = None
+        self.sent = {}  # the camera's: frame index -> CLOCK_MONOTONIC when sent
 
     def __enter__(self):
         if self.kind == "lavfi":
@@ -110,7 +121,20 @@ class Source:
         if self.camera:
             stop(self.camera)
             self.camera.stdout.close()
+            with open(os.path.join(self.tmp.name, "cam0.log")) as f:
+                self.sent = dict(map(int, line.split()) for line in f)
             self.tmp.cleanup()
+
+    def latency_ms(self, seen):
+        """The median of camera->frame on B over SEEN, (frame index, when B
+        had it) pairs; None without a camera."""
+        if not self.sent:
+            return None
+        ages = [(t - self.sent[i]) / 1e6 for i, t in seen if i in self.sent]
+        if len(ages) < len(seen) * 0.9:
+            sys.exit(f"offhost-bench: only {len(ages)} of {len(seen)} frames on B read as "
+                     "frames the camera sent")
+        return statistics.median(ages)
 
     def stream(self):
         """framebusd A's [stream cam0] section."""
@@ -169,7 +193,7 @@ format = yuv420p
                     sys.exit("offhost-bench: host B never received the stream")
                 time.sleep(0.1)
             sub = bus.subscribe("remote")
-            lat, cap, on_a = [], [], []
+            lat, cap, on_a, seen = [], [], [], []
             start = time.monotonic()
             cpu0 = None
             while time.monotonic() - start < warmup + seconds:
@@ -184,6 +208,7 @@ format = yuv420p
                     lat.append((now - f.hops[0][2]) / 1e6)
                     cap.append((now - f.capture_ns) / 1e6)
                     on_a.append((f.hops[0][2] - f.capture_ns) / 1e6)
+                    seen.append((frame_index(f.array), now))
             elapsed = time.monotonic() - t0
             cpu = {k: 100 * (cpu_seconds(p.pid) - cpu0[p]) / elapsed
                    for k, p in (("a", a), ("b", b), ("out", out))}
@@ -191,7 +216,7 @@ format = yuv420p
         finally:
             stop(out, a, b)
     med = statistics.median
-    return med(lat), med(cap), med(on_a), len(lat), cpu
+    return med(lat), med(cap), med(on_a), len(lat), cpu, seen
 
 
 def run_ffmpeg(hosts, source, warmup, seconds):
@@ -200,9 +225,11 @@ def run_ffmpeg(hosts, source, warmup, seconds):
     recv = subprocess.Popen(
         hosts.prefix("b") + ["ffmpeg", "-hide_banner", "-nostats", "-copyts",
                              "-thread_type", "slice", "-i",
-                             f"{url}?mode=listener", "-vf", "showinfo=checksum=0", "-f",
-                             "null", "-"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             f"{url}?mode=listener", "-vf",
+                             f"showinfo=checksum=0,crop={INDEX_W}:{INDEX_H}:0:0,format=gray",
+                             "-f", "rawvideo", "-pix_fmt", "gray", "-flush_packets", "1",
+                             "pipe:1"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.5)  # listening
     send = subprocess.Popen(
         hosts.prefix("a") + ["ffmpeg", "-hide_banner", "-nostats"] + source.ffmpeg_input() + [
@@ -212,7 +239,7 @@ def run_ffmpeg(hosts, source, warmup, seconds):
                              "-bf", "0"] + sum((["-" + k, v] for k, v in X264.items()), []) +
         ["-flush_packets", "1", "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", url],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lat = []
+    lat, seen = [], []
     pts_re = re.compile(rb"\] n:\s*\d+ pts:\s*\d+\s+pts_time:([0-9.]+)")
     state = {"start": None, "cpu0": None, "t0": None}
 
@@ -232,20 +259,32 @@ def run_ffmpeg(hosts, source, warmup, seconds):
             age = (now - float(m.group(1))) % WRAP_S
             lat.append(age * 1000)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 30
-    while state["t0"] is None or time.monotonic() - state["t0"] < seconds:
-        if state["start"] is None and time.monotonic() > deadline:
-            stop(send, recv)
-            sys.exit("offhost-bench: the ffmpeg pipeline never delivered a frame")
-        time.sleep(0.1)
-    elapsed = time.monotonic() - state["t0"]
-    cpu = {"send": 100 * (cpu_seconds(send.pid) - state["cpu0"][0]) / elapsed,
-           "recv": 100 * (cpu_seconds(recv.pid) - state["cpu0"][1]) / elapsed}
-    n = len(lat)
-    stop(send, recv)
-    return statistics.median(lat[:n]), n, cpu
+    def read_index():
+        size = INDEX_W * INDEX_H
+        while True:
+            rows = recv.stdout.read(size)
+            now = time.monotonic_ns()
+            if len(rows) < size:
+                return
+            if state["t0"] is not None:
+                seen.append((frame_index(numpy.frombuffer(rows, numpy.uint8).reshape(
+                    INDEX_H, INDEX_W)), now))
+
+    for target in (read, read_index):
+        threading.Thread(target=target, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while state["t0"] is None or time.monotonic() - state["t0"] < seconds:
+            if state["start"] is None and time.monotonic() > deadline:
+                sys.exit("offhost-bench: the ffmpeg pipeline never delivered a frame")
+            time.sleep(0.1)
+        elapsed = time.monotonic() - state["t0"]
+        cpu = {"send": 100 * (cpu_seconds(send.pid) - state["cpu0"][0]) / elapsed,
+               "recv": 100 * (cpu_seconds(recv.pid) - state["cpu0"][1]) / elapsed}
+        n = len(lat)
+    finally:
+        stop(send, recv)
+    return statistics.median(lat[:n]), n, cpu, seen
 
 
 def main():
@@ -264,49 +303,67 @@ def main():
                                os.path.join("build", "bench-data"), "1280", "720",
                                str(CLIP_SECONDS)], stdout=subprocess.PIPE, text=True,
                               check=True).stdout.strip()
+    # SIGTERM ends it as Ctrl-C does: every process stopped, the namespaces gone.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("offhost-bench: terminated"))
     hosts = Hosts()
     try:
         where = "veth between two network namespaces" if hosts.isolated else "loopback"
         what = "a live RTSP camera" if args.source == "rtsp" else "a paced lavfi test pattern"
         print(f"offhost-bench: 720p30 from {what} over SRT, {where}; {args.runs} runs of "
               f"{args.seconds:g} s each, alternating; load: {os.getloadavg()[0]:.2f}")
-        fb, ff = [], []
+        fb, ff = [], []  # per run: camera->B, decoded(A)->B, ...
         for run in range(args.runs):
             with Source(args.source, hosts, clip) as source:
-                fb.append(run_framebus(hosts, source, args.warmup, args.seconds))
-            ms, cap, on_a, n, cpu = fb[-1]
-            print(f"  framebus run {run + 1}: {ms:.1f} ms publish(A)->frame(B), "
-                  f"{cap:.1f} ms capture->frame (capture->publish on A {on_a:.1f}), {n} frames; "
-                  f"CPU % framebusd A {cpu['a']:.1f}, framebus-output {cpu['out']:.1f}, "
-                  f"framebusd B {cpu['b']:.1f}")
+                ms, cap, on_a, n, cpu, seen = run_framebus(hosts, source, args.warmup,
+                                                           args.seconds)
+            cam = source.latency_ms(seen)
+            fb.append((cam, ms, cap, on_a, cpu))
+            print(f"  framebus run {run + 1}: {show(cam)} camera->frame(B), "
+                  f"{ms:.1f} ms publish(A)->frame(B), {cap:.1f} ms capture->frame (capture->"
+                  f"publish on A {on_a:.1f}), {n} frames; CPU % framebusd A {cpu['a']:.1f}, "
+                  f"framebus-output {cpu['out']:.1f}, framebusd B {cpu['b']:.1f}")
             with Source(args.source, hosts, clip) as source:
-                ff.append(run_ffmpeg(hosts, source, args.warmup, args.seconds))
-            ms, n, cpu = ff[-1]
-            print(f"  ffmpeg   run {run + 1}: {ms:.1f} ms decoded(A)->decoded(B), {n} frames; "
+                ms, n, cpu, seen = run_ffmpeg(hosts, source, args.warmup, args.seconds)
+            cam = source.latency_ms(seen)
+            ff.append((cam, ms, cpu))
+            print(f"  ffmpeg   run {run + 1}: {show(cam)} camera->decoded(B), "
+                  f"{ms:.1f} ms decoded(A)->decoded(B), {n} frames; "
                   f"CPU % sender {cpu['send']:.1f}, receiver {cpu['recv']:.1f}")
     finally:
         hosts.close()
     med = statistics.median
-    fb_ms = med(r[0] for r in fb)
-    fb_cap = med(r[1] for r in fb)
-    fb_on_a = med(r[2] for r in fb)
-    ff_ms = med(r[0] for r in ff)
+    camera = args.source == "rtsp"
+    fb_cam = med(r[0] for r in fb) if camera else None
+    ff_cam = med(r[0] for r in ff) if camera else None
+    fb_ms = med(r[1] for r in fb)
+    fb_cap = med(r[2] for r in fb)
+    fb_on_a = med(r[3] for r in fb)
+    ff_ms = med(r[1] for r in ff)
     fb_send = med(r[4]["a"] + r[4]["out"] for r in fb)
     fb_out = med(r[4]["out"] for r in fb)
     fb_recv = med(r[4]["b"] for r in fb)
     ff_send = med(r[2]["send"] for r in ff)
     ff_recv = med(r[2]["recv"] for r in ff)
-    print(f"medians: framebus {fb_ms:.1f} ms (capture->frame {fb_cap:.1f} ms, of which "
-          f"capture->publish on A {fb_on_a:.1f}), ffmpeg {ff_ms:.1f} ms: {fb_ms / ff_ms:.2f}x; "
-          f"CPU % sender {fb_send:.1f} (framebus-output {fb_out:.1f}) against {ff_send:.1f}, "
-          f"receiver {fb_recv:.1f} against {ff_recv:.1f}; load {os.getloadavg()[0]:.2f}")
-    print(f"offhost-bench source={args.source} fb_ms={fb_ms:.1f} fb_capture_ms={fb_cap:.1f} "
-          f"fb_capture_publish_ms={fb_on_a:.1f} ffmpeg_ms={ff_ms:.1f} "
-          f"ratio={fb_ms / ff_ms:.2f} fb_send_cpu_pct={fb_send:.1f} "
-          f"fb_output_cpu_pct={fb_out:.1f} ffmpeg_send_cpu_pct={ff_send:.1f} "
-          f"fb_recv_cpu_pct={fb_recv:.1f} ffmpeg_recv_cpu_pct={ff_recv:.1f} "
+    ratio = fb_cam / ff_cam if camera else fb_ms / ff_ms
+    print(f"medians: camera->frame(B) framebus {show(fb_cam)} against ffmpeg {show(ff_cam)}; "
+          f"decoded(A)->frame(B) framebus {fb_ms:.1f} ms (capture->frame {fb_cap:.1f} ms, of "
+          f"which capture->publish on A {fb_on_a:.1f}) against ffmpeg {ff_ms:.1f} ms "
+          f"({fb_ms / ff_ms:.2f}x); latency {ratio:.2f}x; CPU % sender {fb_send:.1f} "
+          f"(framebus-output {fb_out:.1f}) against {ff_send:.1f}, receiver {fb_recv:.1f} "
+          f"against {ff_recv:.1f}; load {os.getloadavg()[0]:.2f}")
+    cam_keys = f"fb_camera_ms={fb_cam:.1f} ffmpeg_camera_ms={ff_cam:.1f} " if camera else ""
+    print(f"offhost-bench source={args.source} ratio={ratio:.2f} "
           f"cpu_ratio={(fb_send + fb_recv) / (ff_send + ff_recv):.2f} "
+          f"fb_output_cpu_pct={fb_out:.1f} {cam_keys}fb_decoded_ms={fb_ms:.1f} "
+          f"ffmpeg_decoded_ms={ff_ms:.1f} decoded_ratio={fb_ms / ff_ms:.2f} "
+          f"fb_capture_ms={fb_cap:.1f} fb_capture_publish_ms={fb_on_a:.1f} "
+          f"fb_send_cpu_pct={fb_send:.1f} ffmpeg_send_cpu_pct={ff_send:.1f} "
+          f"fb_recv_cpu_pct={fb_recv:.1f} ffmpeg_recv_cpu_pct={ff_recv:.1f} "
           f"isolated={int(hosts.isolated)}")
+
+
+def show(ms):
+    return "-" if ms is None else f"{ms:.1f} ms"
 
 
 if __name__ == "__main__":
