@@ -227,8 +227,8 @@ def run_ffmpeg(hosts, source, warmup, seconds):
                              "-thread_type", "slice", "-i",
                              f"{url}?mode=listener", "-vf",
                              f"showinfo=checksum=0,crop={INDEX_W}:{INDEX_H}:0:0,format=gray",
-                             "-f", "rawvideo", "-pix_fmt", "gray", "-flush_packets", "1",
-                             "pipe:1"],
+                             "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray",
+                             "-flush_packets", "1", "pipe:1"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(0.5)  # listening
     send = subprocess.Popen(
@@ -239,9 +239,11 @@ def run_ffmpeg(hosts, source, warmup, seconds):
                              "-bf", "0"] + sum((["-" + k, v] for k, v in X264.items()), []) +
         ["-flush_packets", "1", "-muxdelay", "0", "-muxpreload", "0", "-f", "mpegts", url],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    lat, seen = [], []
+    # Every picture B's filters had (showinfo's line) and B handed out (its
+    # rows), in order: the Nth line and the Nth rows are one picture.
+    lat, shown, rows = [], [], []
     pts_re = re.compile(rb"\] n:\s*\d+ pts:\s*\d+\s+pts_time:([0-9.]+)")
-    state = {"start": None, "cpu0": None, "t0": None}
+    state = {"start": None, "cpu0": None, "t0": None, "first": None}
 
     def read():
         for line in recv.stderr:
@@ -249,12 +251,14 @@ def run_ffmpeg(hosts, source, warmup, seconds):
             m = pts_re.search(line)
             if not m:
                 continue
+            shown.append(time.monotonic_ns())
             if state["start"] is None:
                 state["start"] = time.monotonic()
             if time.monotonic() - state["start"] < warmup:
                 continue
             if state["cpu0"] is None:
                 state["cpu0"] = (cpu_seconds(send.pid), cpu_seconds(recv.pid))
+                state["first"] = len(shown) - 1
                 state["t0"] = time.monotonic()
             age = (now - float(m.group(1))) % WRAP_S
             lat.append(age * 1000)
@@ -262,13 +266,12 @@ def run_ffmpeg(hosts, source, warmup, seconds):
     def read_index():
         size = INDEX_W * INDEX_H
         while True:
-            rows = recv.stdout.read(size)
+            picture = recv.stdout.read(size)
             now = time.monotonic_ns()
-            if len(rows) < size:
+            if len(picture) < size:
                 return
-            if state["t0"] is not None:
-                seen.append((frame_index(numpy.frombuffer(rows, numpy.uint8).reshape(
-                    INDEX_H, INDEX_W)), now))
+            rows.append((frame_index(numpy.frombuffer(picture, numpy.uint8).reshape(
+                INDEX_H, INDEX_W)), now))
 
     for target in (read, read_index):
         threading.Thread(target=target, daemon=True).start()
@@ -284,7 +287,10 @@ def run_ffmpeg(hosts, source, warmup, seconds):
         n = len(lat)
     finally:
         stop(send, recv)
-    return statistics.median(lat[:n]), n, cpu, seen
+    measured = range(state["first"], min(state["first"] + n, len(rows)))
+    out = [rows[k] for k in measured]
+    filtered = [(rows[k][0], shown[k]) for k in measured]
+    return statistics.median(lat[:n]), n, cpu, filtered, out
 
 
 def main():
@@ -323,10 +329,12 @@ def main():
                   f"publish on A {on_a:.1f}), {n} frames; CPU % framebusd A {cpu['a']:.1f}, "
                   f"framebus-output {cpu['out']:.1f}, framebusd B {cpu['b']:.1f}")
             with Source(args.source, hosts, clip) as source:
-                ms, n, cpu, seen = run_ffmpeg(hosts, source, args.warmup, args.seconds)
-            cam = source.latency_ms(seen)
-            ff.append((cam, ms, cpu))
-            print(f"  ffmpeg   run {run + 1}: {show(cam)} camera->decoded(B), "
+                ms, n, cpu, filtered, out = run_ffmpeg(hosts, source, args.warmup,
+                                                       args.seconds)
+            cam, cam_out = source.latency_ms(filtered), source.latency_ms(out)
+            ff.append((cam, ms, cpu, cam_out))
+            print(f"  ffmpeg   run {run + 1}: {show(cam)} camera->decoded(B) (handed out "
+                  f"{show(cam_out)}), "
                   f"{ms:.1f} ms decoded(A)->decoded(B), {n} frames; "
                   f"CPU % sender {cpu['send']:.1f}, receiver {cpu['recv']:.1f}")
     finally:
@@ -335,6 +343,7 @@ def main():
     camera = args.source == "rtsp"
     fb_cam = med(r[0] for r in fb) if camera else None
     ff_cam = med(r[0] for r in ff) if camera else None
+    ff_cam_out = med(r[3] for r in ff) if camera else None
     fb_ms = med(r[1] for r in fb)
     fb_cap = med(r[2] for r in fb)
     fb_on_a = med(r[3] for r in fb)
@@ -345,13 +354,15 @@ def main():
     ff_send = med(r[2]["send"] for r in ff)
     ff_recv = med(r[2]["recv"] for r in ff)
     ratio = fb_cam / ff_cam if camera else fb_ms / ff_ms
-    print(f"medians: camera->frame(B) framebus {show(fb_cam)} against ffmpeg {show(ff_cam)}; "
+    print(f"medians: camera->frame(B) framebus {show(fb_cam)} against ffmpeg {show(ff_cam)} "
+          f"(handed out {show(ff_cam_out)}); "
           f"decoded(A)->frame(B) framebus {fb_ms:.1f} ms (capture->frame {fb_cap:.1f} ms, of "
           f"which capture->publish on A {fb_on_a:.1f}) against ffmpeg {ff_ms:.1f} ms "
           f"({fb_ms / ff_ms:.2f}x); latency {ratio:.2f}x; CPU % sender {fb_send:.1f} "
           f"(framebus-output {fb_out:.1f}) against {ff_send:.1f}, receiver {fb_recv:.1f} "
           f"against {ff_recv:.1f}; load {os.getloadavg()[0]:.2f}")
-    cam_keys = f"fb_camera_ms={fb_cam:.1f} ffmpeg_camera_ms={ff_cam:.1f} " if camera else ""
+    cam_keys = (f"fb_camera_ms={fb_cam:.1f} ffmpeg_camera_ms={ff_cam:.1f} "
+                f"ffmpeg_camera_out_ms={ff_cam_out:.1f} " if camera else "")
     print(f"offhost-bench source={args.source} ratio={ratio:.2f} "
           f"cpu_ratio={(fb_send + fb_recv) / (ff_send + ff_recv):.2f} "
           f"fb_output_cpu_pct={fb_out:.1f} {cam_keys}fb_decoded_ms={fb_ms:.1f} "
