@@ -24,16 +24,23 @@ once) to the same SRT URL, A calling B's listener:
 
 Latency, from the camera (the real case, the figure compared): every frame's
 index is burned into its picture; the camera logs when it sent each index,
-and B reads each picture's index when it has it (the subscriber, from the
-frame; ffmpeg's rows, when they reach us): camera->frame on B, the same
-moment for both, all of host A's work (RTSP, demuxing, decoding) in it.
+and B reads each picture's index: camera->frame on B, from the same moment
+for both, all of host A's work (RTSP, demuxing, decoding) in it.  framebus:
+when the subscriber has the frame.  ffmpeg: when its filters have the
+picture (showinfo's line reaching us; the Nth line is the picture of the
+Nth rows, which carry the index).  The ffmpeg CLI hands a picture to its
+output a frame later than its filters see it (32 ms with -re lavfi ->
+showinfo -> rawvideo pipe), so its rows, "handed out", are shown apart:
+that is when a consumer piped from it would have the frame.
 Also shown, from the decoded picture on A: framebus from the frame's publish
 on A's bus (the origin hop framebusd B restored from the frame's SEI, mapped
 onto this host's monotonic clock: one machine, one clock), ffmpeg from its
 wall clock as each decoded picture enters its filters (setpts, carried as
 the pts: B's showinfo line less its pts).  And framebusd's own capture stamp
 (a packet's arrival, carried to B in the SEI): capture->frame on B, with its
-part on A (capture->publish).  With --source lavfi (no camera, so only the
+part on A (capture->publish); that stamp comes about a frame after the
+camera sent the picture, as libavformat parses RTP H.264 into whole pictures
+and one ends only when the next begins (the ffmpeg CLI waits the same).  With --source lavfi (no camera, so only the
 figures from A, compared from the decoded picture) framebusd stamps a
 picture's capture when it reads it, a frame ahead of its due time, so its
 capture->frame holds up to a frame of pacing that a camera has not.  CPU:
