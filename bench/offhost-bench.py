@@ -40,13 +40,14 @@ the pts: B's showinfo line less its pts).  And framebusd's own capture stamp
 (a packet's arrival, carried to B in the SEI): capture->frame on B, with its
 part on A (capture->publish); that stamp comes about a frame after the
 camera sent the picture, as libavformat parses RTP H.264 into whole pictures
-and one ends only when the next begins (the ffmpeg CLI waits the same).  With --source lavfi (no camera, so only the
-figures from A, compared from the decoded picture) framebusd stamps a
-picture's capture when it reads it, a frame ahead of its due time, so its
-capture->frame holds up to a frame of pacing that a camera has not.  CPU:
-each process's CPU time over the measured seconds, in percent of one core;
-per output stream is framebus-output's.  Runs alternate, RUNS each; figures
-are medians.
+and one ends only when the next begins (the ffmpeg CLI waits the same).
+
+With --source lavfi (no camera, so only the figures from A, compared from
+the decoded picture) framebusd stamps a picture's capture when it reads it,
+a frame ahead of its due time, so its capture->frame holds up to a frame of
+pacing that a camera has not.  CPU: each process's CPU time over the
+measured seconds, in percent of one core; per output stream is
+framebus-output's.  Runs alternate, RUNS each; figures are medians.
 Last line: offhost-bench source=S ratio=R cpu_ratio=C fb_output_cpu_pct=P ...
 """
 import argparse
@@ -66,14 +67,13 @@ import numpy
 import framebus
 from bench_daemon import cpu_seconds
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
-                                "python"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "python"))
 from netns import Hosts  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e"))
+sys.path.insert(0, os.path.join(HERE, "e2e"))
 from consumer import frame_index  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 LAVFI = "testsrc2=size=1280x720:rate=30"
 CLIP_SECONDS = 60  # the camera's clip, not looped
 # What ffmpeg on B hands us of each picture: the rows with its burned-in index.
