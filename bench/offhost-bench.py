@@ -158,6 +158,14 @@ class Source:
         return ["-rtsp_transport", "tcp", "-thread_type", "slice", "-i", self.url]
 
 
+def wire_mbps(hosts, tx0, elapsed):
+    """Mbit/s host A sent on the veth since it had sent TX0 bytes: the
+    encoder's bitrate as it reaches the network (SRT's own overhead in it);
+    None on loopback."""
+    tx = hosts.tx_bytes("a")
+    return None if tx is None else (tx - tx0) * 8 / elapsed / 1e6
+
+
 def stop(*procs):
     for p in procs:
         if p.poll() is None:
@@ -210,6 +218,7 @@ format = yuv420p
                         continue
                     if cpu0 is None:
                         cpu0 = {p: cpu_seconds(p.pid) for p in (a, b, out)}
+                        tx0 = hosts.tx_bytes("a")
                         t0 = time.monotonic()
                     assert f.origin[0] == "cam0", f.origin
                     lat.append((now - f.hops[0][2]) / 1e6)
@@ -219,6 +228,7 @@ format = yuv420p
             elapsed = time.monotonic() - t0
             cpu = {k: 100 * (cpu_seconds(p.pid) - cpu0[p]) / elapsed
                    for k, p in (("a", a), ("b", b), ("out", out))}
+            cpu["mbps"] = wire_mbps(hosts, tx0, elapsed)
             bus.close()
         finally:
             stop(out, a, b)
@@ -250,7 +260,7 @@ def run_ffmpeg(hosts, source, warmup, seconds):
     # rows), in order: the Nth line and the Nth rows are one picture.
     lat, shown, rows = [], [], []
     pts_re = re.compile(rb"\] n:\s*\d+ pts:\s*\d+\s+pts_time:([0-9.]+)")
-    state = {"start": None, "cpu0": None, "t0": None, "first": None}
+    state = {"start": None, "cpu0": None, "t0": None, "first": None, "tx0": None}
 
     def read():
         for line in recv.stderr:
@@ -265,6 +275,7 @@ def run_ffmpeg(hosts, source, warmup, seconds):
                 continue
             if state["cpu0"] is None:
                 state["cpu0"] = (cpu_seconds(send.pid), cpu_seconds(recv.pid))
+                state["tx0"] = hosts.tx_bytes("a")
                 state["first"] = len(shown) - 1
                 state["t0"] = time.monotonic()
             age = (now - float(m.group(1))) % WRAP_S
@@ -290,7 +301,8 @@ def run_ffmpeg(hosts, source, warmup, seconds):
             time.sleep(0.1)
         elapsed = time.monotonic() - state["t0"]
         cpu = {"send": 100 * (cpu_seconds(send.pid) - state["cpu0"][0]) / elapsed,
-               "recv": 100 * (cpu_seconds(recv.pid) - state["cpu0"][1]) / elapsed}
+               "recv": 100 * (cpu_seconds(recv.pid) - state["cpu0"][1]) / elapsed,
+               "mbps": wire_mbps(hosts, state["tx0"], elapsed)}
         n = len(lat)
     finally:
         stop(send, recv)
@@ -334,7 +346,8 @@ def main():
             print(f"  framebus run {run + 1}: {show(cam)} camera->frame(B), "
                   f"{ms:.1f} ms publish(A)->frame(B), {cap:.1f} ms capture->frame (capture->"
                   f"publish on A {on_a:.1f}), {n} frames; CPU % framebusd A {cpu['a']:.1f}, "
-                  f"framebus-output {cpu['out']:.1f}, framebusd B {cpu['b']:.1f}")
+                  f"framebus-output {cpu['out']:.1f}, framebusd B {cpu['b']:.1f}; "
+                  f"{show(cpu['mbps'], 'Mbit/s')} on the wire")
             with Source(args.source, hosts, clip) as source:
                 ms, n, cpu, filtered, out = run_ffmpeg(hosts, source, args.warmup,
                                                        args.seconds)
@@ -343,7 +356,8 @@ def main():
             print(f"  ffmpeg   run {run + 1}: {show(cam)} camera->decoded(B) (handed out "
                   f"{show(cam_out)}), "
                   f"{ms:.1f} ms decoded(A)->decoded(B), {n} frames; "
-                  f"CPU % sender {cpu['send']:.1f}, receiver {cpu['recv']:.1f}")
+                  f"CPU % sender {cpu['send']:.1f}, receiver {cpu['recv']:.1f}; "
+                  f"{show(cpu['mbps'], 'Mbit/s')} on the wire")
     finally:
         hosts.close()
     med = statistics.median
@@ -360,6 +374,9 @@ def main():
     fb_recv = med(r[4]["b"] for r in fb)
     ff_send = med(r[2]["send"] for r in ff)
     ff_recv = med(r[2]["recv"] for r in ff)
+    wire = {}
+    if hosts.isolated:
+        wire = {"fb": med(r[4]["mbps"] for r in fb), "ffmpeg": med(r[2]["mbps"] for r in ff)}
     ratio = fb_cam / ff_cam if camera else fb_ms / ff_ms
     print(f"medians: camera->frame(B) framebus {show(fb_cam)} against ffmpeg {show(ff_cam)} "
           f"(handed out {show(ff_cam_out)}); "
@@ -367,7 +384,8 @@ def main():
           f"which capture->publish on A {fb_on_a:.1f}) against ffmpeg {ff_ms:.1f} ms "
           f"({fb_ms / ff_ms:.2f}x); latency {ratio:.2f}x; CPU % sender {fb_send:.1f} "
           f"(framebus-output {fb_out:.1f}) against {ff_send:.1f}, receiver {fb_recv:.1f} "
-          f"against {ff_recv:.1f}; load {os.getloadavg()[0]:.2f}")
+          f"against {ff_recv:.1f}; on the wire {show(wire.get('fb'), 'Mbit/s')} against "
+          f"{show(wire.get('ffmpeg'), 'Mbit/s')}; load {os.getloadavg()[0]:.2f}")
     cam_keys = (f"fb_camera_ms={fb_cam:.1f} ffmpeg_camera_ms={ff_cam:.1f} "
                 f"ffmpeg_camera_out_ms={ff_cam_out:.1f} " if camera else "")
     print(f"offhost-bench source={args.source} ratio={ratio:.2f} "
@@ -377,11 +395,12 @@ def main():
           f"fb_capture_ms={fb_cap:.1f} fb_capture_publish_ms={fb_on_a:.1f} "
           f"fb_send_cpu_pct={fb_send:.1f} ffmpeg_send_cpu_pct={ff_send:.1f} "
           f"fb_recv_cpu_pct={fb_recv:.1f} ffmpeg_recv_cpu_pct={ff_recv:.1f} "
+          + "".join(f"{k}_wire_mbps={v:.1f} " for k, v in wire.items()) +
           f"isolated={int(hosts.isolated)}")
 
 
-def show(ms):
-    return "-" if ms is None else f"{ms:.1f} ms"
+def show(value, unit="ms"):
+    return "-" if value is None else f"{value:.1f} {unit}"
 
 
 if __name__ == "__main__":
