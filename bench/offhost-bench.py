@@ -47,7 +47,9 @@ the decoded picture) framebusd stamps a picture's capture when it reads it,
 a frame ahead of its due time, so its capture->frame holds up to a frame of
 pacing that a camera has not.  CPU: each process's CPU time over the
 measured seconds, in percent of one core; per output stream is
-framebus-output's.  Runs alternate, RUNS each; figures are medians.
+framebus-output's.  Mbit/s on the wire: what host A sent on its veth over
+those seconds, the encoder's real bitrate (4 Mbit/s asked).  Runs alternate,
+RUNS each; figures are medians.
 Last line: offhost-bench source=S ratio=R cpu_ratio=C fb_output_cpu_pct=P ...
 """
 import argparse
