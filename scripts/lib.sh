@@ -36,7 +36,8 @@ FRAMEBUS_PACKAGES=(
     libmosquitto-dev mosquitto mosquitto-clients openssl
 )
 
-# What scripts/bench compare and e2e run framebus against (bench/compare/, bench/e2e/).
+# What scripts/bench compare and e2e run framebus against (bench/compare/, bench/e2e/),
+# and the RTSP camera of e2e and offhost (bench/e2e/camera.py: h264parse, GstApp).
 FRAMEBUS_BENCH_PACKAGES=(
     libzmq3-dev python3-zmq
     gstreamer1.0-plugins-bad python3-gst-1.0

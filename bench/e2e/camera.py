@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""The cameras of scripts/bench e2e: gst-rtsp-server on 127.0.0.1 serving a
-pre-encoded H.264 clip (bench/e2e/clip.sh) at rtsp://127.0.0.1:PORT/camI,
-I = 0 .. N-1, over TCP (interleaved RTP), as live IP cameras.
+"""The cameras of scripts/bench e2e and offhost: gst-rtsp-server on
+127.0.0.1 serving a pre-encoded H.264 clip (bench/e2e/clip.sh) at
+rtsp://127.0.0.1:PORT/camI, I = 0 .. N-1, over TCP (interleaved RTP), as live
+IP cameras.
 
     camera.py PORT CLIP --cameras N --log-dir DIR
 

@@ -2,6 +2,7 @@
 """Two hosts on one machine: a network namespace each, joined by a veth pair,
 for the tests and benchmarks of what crosses hosts (test_output.py,
 bench/offhost-bench.py).  Needs root; without it both hosts are loopback."""
+import json
 import os
 import random
 import subprocess
@@ -46,6 +47,13 @@ class Hosts:
         """Cut the link (host A's end down: B's carrier goes too) or bring it
         back.  On loopback, the same is done to B's framebusd by the caller."""
         ip("-n", self.ns["a"], "link", "set", self.veth["a"], "up" if up else "down")
+
+    def tx_bytes(self, host):
+        """Bytes HOST has sent on its veth end so far; None on loopback."""
+        if not self.isolated:
+            return None
+        out = ip("-j", "-s", "-n", self.ns[host], "link", "show", self.veth[host]).stdout
+        return json.loads(out)[0]["stats64"]["tx"]["bytes"]
 
     def close(self):
         for h in "ab":
