@@ -55,6 +55,8 @@
 /* How long a frame is waited for, and so how often the state is looked at. */
 #define TICK_MS 250
 #define STATE_EVERY_NS 1000000000ull
+/* How long a stream's frames are watched to learn its rate (no fps =). */
+#define RATE_SPAN_NS 1000000000ull
 #define STATE_META_MAX 1024
 /* The timestamps sent: 90 kHz, as MPEG does. */
 static const AVRational time_base = {1, 90000};
@@ -97,6 +99,11 @@ struct output {
 	struct SwsContext *sws;
 	bool udu_sei; /* the encoder writes SEI from frame side data */
 	uint64_t first_ns, next_try_ns, backoff_ns;
+	/* The stream's frame rate as this output measures it, from the first
+	 * frame it took (rate_seq, rate_ns) over at least RATE_SPAN_NS; 0
+	 * until then. */
+	uint64_t rate_seq, rate_ns;
+	double measured_fps;
 	_Atomic uint64_t io_since_ns; /* a write under way since, or 0 */
 	/* Atomic: the metrics' thread reads them (the output's writes them). */
 	_Atomic uint64_t connected_ns; /* streaming since, or 0 */
@@ -526,18 +533,33 @@ static int choose_encoder(struct output *o)
 	return 0;
 }
 
+/* Measure the stream's rate from frame f's seq and publish time against the
+ * first frame taken: frames the latest mode skipped count too.  Measured
+ * here, not asked of framebusd: a stream that has just started shows a few
+ * frames in its last second, and a camera's 6 fps given to the encoder made
+ * it spend five times the bitrate. */
+static void measure_rate(struct output *o, const struct fb_frame *f)
+{
+	if (o->measured_fps)
+		return;
+	if (!o->rate_ns || f->seq <= o->rate_seq || f->monotonic_ns < o->rate_ns) {
+		o->rate_seq = f->seq;
+		o->rate_ns = f->monotonic_ns;
+	} else if (f->monotonic_ns - o->rate_ns >= RATE_SPAN_NS) {
+		o->measured_fps =
+		    (double)(f->seq - o->rate_seq) * 1e9 / (double)(f->monotonic_ns - o->rate_ns);
+	}
+}
+
 /* The rate the encoder's rate control counts frames at (libx264's
  * zerolatency tune spreads the bitrate over frames, not timestamps): the
- * configured one, else the stream's over the last second (or 10 s), a whole
- * number when it is near one, else 30. */
+ * configured one, else the measured one, a whole number when it is near
+ * one; at least 1. */
 static AVRational frame_rate(struct output *o)
 {
-	struct fb_stream_info info;
-	double fps = o->fps;
-	if (!fps && fb_client_get_stream(o->client, o->stream, &info) == 0)
-		fps = info.fps > 0 ? info.fps : info.fps_10s;
+	double fps = o->fps ? o->fps : o->measured_fps;
 	if (fps < 1)
-		return (AVRational){30, 1};
+		return (AVRational){1, 1};
 	if (fabs(fps - round(fps)) < 0.03 * fps)
 		return (AVRational){(int)round(fps), 1};
 	return av_d2q(fps, 100000);
@@ -785,6 +807,10 @@ static void connect_output(struct output *o)
 	char why[512];
 	if (o->mux || fb_now_ns() < o->next_try_ns)
 		return;
+	if (!o->fps && !o->measured_fps) {
+		set_state(o, STATE_WAITING, "learning the frame rate of %s", o->stream);
+		return;
+	}
 	set_state(o, STATE_CONNECTING, NULL);
 	post_state(o);
 	int r = open_output(o, fb_subscriber_get_layout(o->sub), why, sizeof(why));
@@ -805,6 +831,8 @@ static void connect_output(struct output *o)
 static void unsubscribed(struct output *o)
 {
 	close_output(o);
+	o->rate_ns = 0; /* it may come back at another rate */
+	o->measured_fps = 0;
 	o->connected_ns = 0;
 	o->next_try_ns = 0;
 }
@@ -834,6 +862,7 @@ static void take_frame(struct output *o)
 	o->frames++;
 	o->seq = f->seq;
 	o->dropped += f->missed;
+	measure_rate(o, f);
 	if (o->mux && encode(o, f, why, sizeof(why)) < 0)
 		lost_connection(o, why);
 	else if (o->mux)

@@ -17,6 +17,7 @@ import threading
 import time
 import urllib.error
 
+import numpy as np
 import pytest
 
 import framebus
@@ -404,6 +405,41 @@ bitrate = 400k
     finally:
         states.close()
         out.stop()
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=bit_rate", "-of", "json",
+         str(path)], check=True, capture_output=True, text=True).stdout)
+    assert 200_000 < int(probe["format"]["bit_rate"]) < 800_000, probe
+
+
+def test_a_stream_that_has_just_started_gets_the_bitrate_asked_for(tmp_path):
+    """The output learns the stream's rate from its own frames: framebusd's
+    rate over the last second of a stream younger than that is a few frames,
+    which given to the encoder made it spend several times the bitrate."""
+    daemon = Daemon("")
+    path = tmp_path / "young.ts"
+    out = Output(None, daemon, f"""
+[output young]
+stream = py.young
+url = file://{path}
+format = mpegts
+bitrate = 400k
+""")  # started first: it waits for the stream, and takes it as it starts
+    rng = np.random.default_rng(1)
+    noise = [rng.integers(0, 256, (240, 320), dtype=np.uint8) for _ in range(8)]
+    try:
+        with framebus.connect(daemon.socket) as bus:
+            pub = bus.publish("py.young", 320, 240, format="gray8")
+            start = time.monotonic()
+            for i in range(150):  # 5 s at 30 fps of pictures no encoder squeezes
+                time.sleep(max(0.0, start + i / 30 - time.monotonic()))
+                with pub.frame() as frame:
+                    frame.array[:] = noise[i % len(noise)]
+            pub.close()
+        out.stop()
+        assert "learning the frame rate of py.young" in out.read_log()
+    finally:
+        out.stop()
+        daemon.stop()
     probe = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-show_entries", "format=bit_rate", "-of", "json",
          str(path)], check=True, capture_output=True, text=True).stdout)
