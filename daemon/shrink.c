@@ -66,12 +66,23 @@ static inline __attribute__((always_inline)) void sum_bytes(uint16_t *dst, const
 		dst[i] = (uint16_t)((first ? 0 : dst[i]) + src[i]);
 }
 
-/* The column sums of rows rows, stride bytes apart, of n bytes each. */
-static void sum_rows(uint16_t *dst, const uint8_t *row, size_t stride, uint32_t rows, uint32_t n)
+/* The column sums of rows rows of n bytes each, a row at a time (each read
+ * straight through: the hardware prefetches it); rows may repeat (a 4:2:0
+ * chroma row under two luma rows). */
+static void sum_rows(uint16_t *dst, const uint8_t *const *row, uint32_t rows, uint32_t n)
 {
-	sum_bytes(dst, row, n, true);
+	sum_bytes(dst, row[0], n, true);
 	for (uint32_t j = 1; j < rows; j++)
-		sum_bytes(dst, row + j * stride, n, false);
+		sum_bytes(dst, row[j], n, false);
+}
+
+/* The rows of a block: fy rows of a plane from row r on, stride bytes apart,
+ * each of a plane subsampled down by sh as the one it covers. */
+static void block_rows(const uint8_t **ret, const uint8_t *plane, size_t stride, uint32_t r,
+		       uint32_t fy, uint32_t sh)
+{
+	for (uint32_t j = 0; j < fy; j++)
+		ret[j] = plane + (size_t)((r + j) >> sh) * stride;
 }
 
 /* One output row from a row of column sums: each pixel the mean of fx of
@@ -131,29 +142,38 @@ struct yuv_to_rgb {
 };
 
 /* Each output pixel's sums of Y, Cb and Cr from rows of column sums (chroma
- * at its own width, 1 << sw input pixels a sample); inlined with fx and sw
- * constant. */
+ * at its own width, 1 << sw input pixels a sample), 1 << sw pixels at a
+ * time: their chroma samples at offsets the compiler knows, and a sample
+ * two of them share read once; inlined with fx and sw constant. */
 static inline __attribute__((always_inline)) void sum_across(int32_t *hy, int32_t *hu, int32_t *hv,
 							     const uint16_t *sy, const uint16_t *su,
 							     const uint16_t *sv, uint32_t width,
 							     const uint32_t fx, const uint32_t sw)
 {
-	for (uint32_t x = 0; x < width; x++) {
-		int32_t y = 0, u = 0, v = 0;
-		for (uint32_t i = 0, c = x * fx; i < fx; i++, c++) {
-			y += sy[c];
-			u += su[c >> sw];
-			v += sv[c >> sw];
+	for (uint32_t x = 0; x < width; x += 1u << sw) {
+		const uint16_t *y = sy + x * fx, *u = su + (x * fx >> sw), *v = sv + (x * fx >> sw);
+		const uint32_t group = width - x < 1u << sw ? width - x : 1u << sw;
+#pragma GCC unroll 2
+		for (uint32_t j = 0; j < group; j++) {
+			int32_t ys = 0, us = 0, vs = 0;
+#pragma GCC unroll 8
+			for (uint32_t i = j * fx; i < (j + 1) * fx; i++) {
+				ys += y[i];
+				us += u[i >> sw];
+				vs += v[i >> sw];
+			}
+			hy[x + j] = ys;
+			hu[x + j] = us;
+			hv[x + j] = vs;
 		}
-		hy[x] = y;
-		hu[x] = u;
-		hv[x] = v;
 	}
 	for (uint32_t x = width; x % 4; x++) /* to_rgb()'s last four */
 		hy[x] = hu[x] = hv[x] = 0;
 }
 
 typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
+typedef uint64_t u64x2 __attribute__((vector_size(16)));
 
 /* Each clamped to 0..255 without a branch: a camera's noise around
  * saturated colours would mispredict one at every other pixel. */
@@ -164,13 +184,24 @@ static inline __attribute__((always_inline)) i32x4 clip8x4(i32x4 v)
 }
 
 /* Output pixels from their sums (width rounded up to 4 of them), four at a
- * time into planar scratch rows, then interleaved; inlined with the
- * output's channels constant. */
-static inline __attribute__((always_inline)) void
-to_rgb(uint8_t *o, const int32_t *hy, const int32_t *hu, const int32_t *hv, int32_t *pr,
-       int32_t *pg, int32_t *pb, uint32_t width, const struct yuv_to_rgb *k, const int r,
-       const int g, const int b, const int a, const int size)
+ * time: converted, each pixel's bytes put together in a 32-bit lane (R, G,
+ * B and A at byte r, g, b and a: little-endian, the lane as the pixel's
+ * bytes in memory) and stored as such, four bytes a pixel, or three (the
+ * lanes' fourth bytes squeezed out in 64-bit halves, each stored 8 bytes
+ * wide, the second over the first's two spare bytes).  Pixels whose wide
+ * stores would pass the row's end, and every pixel on a big-endian host,
+ * are stored a byte at a time.  Inlined with the output's channels
+ * constant. */
+static inline __attribute__((always_inline)) void to_rgb(uint8_t *o, const int32_t *hy,
+							 const int32_t *hu, const int32_t *hv,
+							 uint32_t width, const struct yuv_to_rgb *k,
+							 const int r, const int g, const int b,
+							 const int a, const int size)
 {
+	const bool little = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+	/* Pixels below wide are stored wide (3-byte pixels: four of them
+	 * store 2 bytes past themselves, over the next pixel's). */
+	const uint32_t wide = !little ? 0 : size == 4 ? width : width - 1;
 	for (uint32_t x = 0; x < width; x += 4) {
 		i32x4 y, u, v;
 		memcpy(&y, hy + x, sizeof(y));
@@ -182,16 +213,29 @@ to_rgb(uint8_t *o, const int32_t *hy, const int32_t *hu, const int32_t *hv, int3
 		i32x4 vr = clip8x4((y + k->crv * v) >> 16);
 		i32x4 vg = clip8x4((y - k->cgu * u - k->cgv * v) >> 16);
 		i32x4 vb = clip8x4((y + k->cbu * u) >> 16);
-		memcpy(pr + x, &vr, sizeof(vr));
-		memcpy(pg + x, &vg, sizeof(vg));
-		memcpy(pb + x, &vb, sizeof(vb));
-	}
-	for (uint32_t x = 0; x < width; x++, o += size) {
-		o[r] = (uint8_t)pr[x];
-		o[g] = (uint8_t)pg[x];
-		o[b] = (uint8_t)pb[x];
-		if (a >= 0)
-			o[a] = 255;
+		if (x + 4 <= wide) {
+			u32x4 p =
+			    (u32x4)vr << (8 * r) | (u32x4)vg << (8 * g) | (u32x4)vb << (8 * b);
+			if (a >= 0)
+				p |= 255u << (8 * a);
+			if (size == 4) {
+				memcpy(o + x * 4, &p, sizeof(p));
+			} else {
+				u64x2 q = (u64x2)p;
+				q = (q & 0xffffff) | ((q >> 8) & 0xffffff000000);
+				memcpy(o + x * 3, &q[0], 8);
+				memcpy(o + x * 3 + 6, &q[1], 8);
+			}
+			continue;
+		}
+		for (uint32_t i = 0; i < 4 && x + i < width; i++) {
+			uint8_t *px = o + (x + i) * (uint32_t)size;
+			px[r] = (uint8_t)vr[i];
+			px[g] = (uint8_t)vg[i];
+			px[b] = (uint8_t)vb[i];
+			if (a >= 0)
+				px[a] = 255;
+		}
 	}
 }
 
@@ -210,23 +254,21 @@ static bool shrink_yuv(const AVFrame *in, struct fb_frame *out, const struct fb_
 				       53279 / n, 16 * n,     128 * n};
 	const uint32_t width = (uint32_t)in->width, cwidth = (width + (1u << sw) - 1) >> sw;
 	uint16_t sy[FB_MAX_DIMENSION], su[FB_MAX_DIMENSION], sv[FB_MAX_DIMENSION];
-	/* Each output pixel's sums, then its channels, a row at a time. */
+	/* Each output pixel's sums, a row at a time. */
 	int32_t hy[FB_MAX_DIMENSION / 2 + 4], hu[FB_MAX_DIMENSION / 2 + 4],
 	    hv[FB_MAX_DIMENSION / 2 + 4];
-	int32_t pr[FB_MAX_DIMENSION / 2 + 4], pg[FB_MAX_DIMENSION / 2 + 4],
-	    pb[FB_MAX_DIMENSION / 2 + 4];
+	const uint8_t *rows[MAX_FACTOR];
 
 	for (uint32_t y = 0; y < l->height; y++) {
 		const uint32_t r = y * fy;
-		sum_rows(sy, in->data[0] + (size_t)r * (size_t)in->linesize[0],
-			 (size_t)in->linesize[0], fy, width);
+		block_rows(rows, in->data[0], (size_t)in->linesize[0], r, fy, 0);
+		sum_rows(sy, rows, fy, width);
 		/* Chroma rows over the luma rows each covers (a 4:2:0 row
 		 * under two). */
-		for (uint32_t j = 0; j < fy; j++) {
-			size_t cr = (size_t)((r + j) >> sh);
-			sum_bytes(su, in->data[1] + cr * (size_t)in->linesize[1], cwidth, j == 0);
-			sum_bytes(sv, in->data[2] + cr * (size_t)in->linesize[2], cwidth, j == 0);
-		}
+		block_rows(rows, in->data[1], (size_t)in->linesize[1], r, fy, sh);
+		sum_rows(su, rows, fy, cwidth);
+		block_rows(rows, in->data[2], (size_t)in->linesize[2], r, fy, sh);
+		sum_rows(sv, rows, fy, cwidth);
 		switch (fx * 2 + sw) {
 #define ACROSS(f)                                                                                  \
 	case f * 2:                                                                                \
@@ -247,16 +289,16 @@ static bool shrink_yuv(const AVFrame *in, struct fb_frame *out, const struct fb_
 		uint8_t *o = out->data[0] + (size_t)y * out->stride[0];
 		switch (l->format) {
 		case FB_FORMAT_BGR24:
-			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 2, 1, 0, -1, 3);
+			to_rgb(o, hy, hu, hv, l->width, &k, 2, 1, 0, -1, 3);
 			break;
 		case FB_FORMAT_RGB24:
-			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 0, 1, 2, -1, 3);
+			to_rgb(o, hy, hu, hv, l->width, &k, 0, 1, 2, -1, 3);
 			break;
 		case FB_FORMAT_BGRA:
-			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 2, 1, 0, 3, 4);
+			to_rgb(o, hy, hu, hv, l->width, &k, 2, 1, 0, 3, 4);
 			break;
 		default: /* rgba */
-			to_rgb(o, hy, hu, hv, pr, pg, pb, l->width, &k, 0, 1, 2, 3, 4);
+			to_rgb(o, hy, hu, hv, l->width, &k, 0, 1, 2, 3, 4);
 			break;
 		}
 	}
@@ -285,10 +327,11 @@ bool fbd_shrink(const AVFrame *in, struct fb_frame *out, const struct fb_layout 
 	const int src[4] = {from.r, from.g, from.b, from.a};
 	/* A block's column sums, a byte each: at most 8 x 255, a uint16. */
 	uint16_t column[4 * FB_MAX_DIMENSION];
+	const uint8_t *rows[MAX_FACTOR];
 
 	for (uint32_t y = 0; y < l->height; y++) {
-		sum_rows(column, in->data[0] + (size_t)y * fy * (size_t)in->linesize[0],
-			 (size_t)in->linesize[0], fy, row_bytes);
+		block_rows(rows, in->data[0], (size_t)in->linesize[0], y * fy, fy, 0);
+		sum_rows(column, rows, fy, row_bytes);
 		uint8_t *o = out->data[0] + (size_t)y * out->stride[0];
 		if (from.size == 3)
 			across(o, column, l->width, fx, &to, src, fx * fy, 3);
