@@ -744,6 +744,12 @@ static void *stream_thread(void *arg)
 	uint64_t backoff = cfg->retry_min_ns;
 	char why[FB__ERROR_TEXT_MAX];
 
+	/* Named after its stream, as far as the kernel keeps (15 bytes), for
+	 * top -H, perf and /proc/PID/task/TID: a stream's CPU apart (the
+	 * decoder threads it starts take the name too). */
+	char name[16];
+	snprintf(name, sizeof(name), "%.15s", cfg->name);
+	pthread_setname_np(pthread_self(), name);
 	while (!atomic_load(&s->stop)) {
 		alive(s);
 		if (cfg->from && follow_parent(s))
@@ -979,14 +985,6 @@ int fbd_decoded_start(const struct fbd_stream_config *config, uint64_t last_seq,
 		r = -ENOMEM;
 	if (r == 0)
 		r = -pthread_create(&s->thread, NULL, stream_thread, s);
-	if (r == 0) {
-		/* Named after its stream, as far as the kernel keeps (15 bytes),
-		 * for top -H, perf and /proc/PID/task/TID: a stream's CPU apart
-		 * (its decoder's threads, which it starts, take its name too). */
-		char name[16];
-		snprintf(name, sizeof(name), "%.15s", config->name);
-		pthread_setname_np(s->thread, name);
-	}
 	if (r < 0) {
 		pictures_unref(s->pictures);
 		fb_producer_free(s->producer);

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Derived streams: one decode, many sizes, formats and rates.  framebusd
 scales a parent's frames into a stream of their own (from = PARENT)."""
+import glob
 import json
 import signal
 import subprocess
@@ -361,6 +362,12 @@ format = rgb24
                      "factors (shrink.c, its own thread)"):
             assert line in log, log
         assert log.count("stream bars: 320x240 yuv420p to") == 1, "said once"
+        # Each stream's thread has its name (the kernel keeps 15 bytes).
+        comms = set()
+        for task in glob.glob(f"/proc/{d.proc.pid}/task/*/comm"):
+            with open(task) as f:
+                comms.add(f.read().strip())
+        assert {"bars", "bars.odd", "bars.half", "bars~96x72.bgr2"} <= comms, comms
         sub.close()
         bus.close()
     finally:
