@@ -135,65 +135,84 @@ static bool planar_yuv(int format, uint32_t *ret_sw, uint32_t *ret_sh, bool *ret
 }
 
 /* BT.601 Y'CbCr to RGB, x 65536 (libswscale's SWS_CS_ITU601 for limited
- * range), divided by the pixels a block sums: applied to sums. */
+ * range), divided by the pixels a block sums: applied to sums less their
+ * offsets.  Each fits 16 bits (blocks of 4 pixels or more) but Cb's for
+ * blue: that is 2 x cbu_half, plus a sum itself when it is odd. */
 struct yuv_to_rgb {
-	int32_t y, crv, cbu, cgu, cgv;
+	int16_t y, crv, cbu_half, cgu, cgv;
+	int16_t cbu_odd;      /* -1 (all bits) when cbu is odd, else 0 */
 	int32_t y_off, c_off; /* 16 and 128 per summed pixel */
 };
 
-/* Each output pixel's sums of Y, Cb and Cr from rows of column sums (chroma
- * at its own width, 1 << sw input pixels a sample), 1 << sw pixels at a
- * time: their chroma samples at offsets the compiler knows, and a sample
- * two of them share read once; inlined with fx and sw constant. */
-static inline __attribute__((always_inline)) void sum_across(int32_t *hy, int32_t *hu, int32_t *hv,
+/* n output pixels' sums less their offsets from their columns' sums at y,
+ * u and v; inlined with n, fx and sw constant. */
+static inline __attribute__((always_inline)) void sum_group(int16_t *hy, int16_t *hu, int16_t *hv,
+							    const uint16_t *y, const uint16_t *u,
+							    const uint16_t *v, const uint32_t n,
+							    const struct yuv_to_rgb *k,
+							    const uint32_t fx, const uint32_t sw)
+{
+	const int32_t y_off = k->y_off, c_off = k->c_off;
+#pragma GCC unroll 2
+	for (uint32_t j = 0; j < n; j++) {
+		int32_t ys = 0, us = 0, vs = 0;
+#pragma GCC unroll 8
+		for (uint32_t i = j * fx; i < (j + 1) * fx; i++) {
+			ys += y[i];
+			us += u[i >> sw];
+			vs += v[i >> sw];
+		}
+		hy[j] = (int16_t)(ys - y_off);
+		hu[j] = (int16_t)(us - c_off);
+		hv[j] = (int16_t)(vs - c_off);
+	}
+}
+
+/* Each output pixel's sums of Y, Cb and Cr less their offsets (16 bits:
+ * at most 64 x 255 and no less than -64 x 128) from rows of column sums
+ * (chroma at its own width, 1 << sw input pixels a sample), 1 << sw pixels
+ * at a time: their chroma samples at offsets the compiler knows, and a
+ * sample two of them share read once; inlined with fx and sw constant. */
+static inline __attribute__((always_inline)) void sum_across(int16_t *hy, int16_t *hu, int16_t *hv,
 							     const uint16_t *sy, const uint16_t *su,
 							     const uint16_t *sv, uint32_t width,
+							     const struct yuv_to_rgb *k,
 							     const uint32_t fx, const uint32_t sw)
 {
-	for (uint32_t x = 0; x < width; x += 1u << sw) {
-		const uint16_t *y = sy + x * fx, *u = su + (x * fx >> sw), *v = sv + (x * fx >> sw);
-		const uint32_t group = width - x < 1u << sw ? width - x : 1u << sw;
-#pragma GCC unroll 2
-		for (uint32_t j = 0; j < group; j++) {
-			int32_t ys = 0, us = 0, vs = 0;
-#pragma GCC unroll 8
-			for (uint32_t i = j * fx; i < (j + 1) * fx; i++) {
-				ys += y[i];
-				us += u[i >> sw];
-				vs += v[i >> sw];
-			}
-			hy[x + j] = ys;
-			hu[x + j] = us;
-			hv[x + j] = vs;
-		}
-	}
-	for (uint32_t x = width; x % 4; x++) /* to_rgb()'s last four */
+	const uint32_t group = 1u << sw;
+	uint32_t x = 0;
+	for (; x + group <= width; x += group)
+		sum_group(hy + x, hu + x, hv + x, sy + x * fx, su + (x * fx >> sw),
+			  sv + (x * fx >> sw), group, k, fx, sw);
+	if (x < width) /* 4:2:0 or 4:2:2 to an odd width: one left */
+		sum_group(hy + x, hu + x, hv + x, sy + x * fx, su + (x * fx >> sw),
+			  sv + (x * fx >> sw), 1, k, fx, sw);
+	for (x = width; x % 8; x++) /* to_rgb()'s last eight */
 		hy[x] = hu[x] = hv[x] = 0;
 }
 
-typedef int32_t i32x4 __attribute__((vector_size(16)));
-typedef uint32_t u32x4 __attribute__((vector_size(16)));
 typedef uint64_t u64x2 __attribute__((vector_size(16)));
 
-/* Each clamped to 0..255 without a branch: a camera's noise around
- * saturated colours would mispredict one at every other pixel. */
-static inline __attribute__((always_inline)) i32x4 clip8x4(i32x4 v)
+/* Clamped to 0..255 without a branch once vectorized (compares and masks;
+ * else conditional moves): a camera's noise around saturated colours would
+ * mispredict one at every other pixel. */
+static inline __attribute__((always_inline)) int32_t clip8(int32_t v)
 {
-	v &= ~(v >> 31);
-	return (v | ((255 - v) >> 31)) & 255;
+	return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-/* Output pixels from their sums (width rounded up to 4 of them), four at a
- * time: converted, each pixel's bytes put together in a 32-bit lane (R, G,
- * B and A at byte r, g, b and a: little-endian, the lane as the pixel's
- * bytes in memory) and stored as such, four bytes a pixel, or three (the
- * lanes' fourth bytes squeezed out in 64-bit halves, each stored 8 bytes
- * wide, the second over the first's two spare bytes).  Pixels whose wide
- * stores would pass the row's end, and every pixel on a big-endian host,
- * are stored a byte at a time.  Inlined with the output's channels
- * constant. */
-static inline __attribute__((always_inline)) void to_rgb(uint8_t *o, const int32_t *hy,
-							 const int32_t *hu, const int32_t *hv,
+/* Output pixels from their sums (width rounded up to 8 of them), eight at
+ * a time, as a plain loop of eight that compilers vectorize (16 x 16-bit
+ * products: SSE2's pmullw and pmulhw, NEON's smull), each pixel's bytes put
+ * together in a 32-bit word (R, G, B and A at byte r, g, b and a:
+ * little-endian, the word as the pixel's bytes in memory); stored four
+ * bytes a pixel, or three (the words' fourth bytes squeezed out in 64-bit
+ * halves, each stored 8 bytes wide, the second over the first's two spare
+ * bytes).  The pixels whose wide stores would pass the row's end, and
+ * every pixel on a big-endian host, are stored a byte at a time.  Inlined
+ * with the output's channels constant. */
+static inline __attribute__((always_inline)) void to_rgb(uint8_t *o, const int16_t *hy,
+							 const int16_t *hu, const int16_t *hv,
 							 uint32_t width, const struct yuv_to_rgb *k,
 							 const int r, const int g, const int b,
 							 const int a, const int size)
@@ -202,39 +221,41 @@ static inline __attribute__((always_inline)) void to_rgb(uint8_t *o, const int32
 	/* Pixels below wide are stored wide (3-byte pixels: four of them
 	 * store 2 bytes past themselves, over the next pixel's). */
 	const uint32_t wide = !little ? 0 : size == 4 ? width : width - 1;
-	for (uint32_t x = 0; x < width; x += 4) {
-		i32x4 y, u, v;
-		memcpy(&y, hy + x, sizeof(y));
-		memcpy(&u, hu + x, sizeof(u));
-		memcpy(&v, hv + x, sizeof(v));
-		y = k->y * (y - k->y_off) + (1 << 15);
-		u -= k->c_off;
-		v -= k->c_off;
-		i32x4 vr = clip8x4((y + k->crv * v) >> 16);
-		i32x4 vg = clip8x4((y - k->cgu * u - k->cgv * v) >> 16);
-		i32x4 vb = clip8x4((y + k->cbu * u) >> 16);
-		if (x + 4 <= wide) {
-			u32x4 p =
-			    (u32x4)vr << (8 * r) | (u32x4)vg << (8 * g) | (u32x4)vb << (8 * b);
-			if (a >= 0)
-				p |= 255u << (8 * a);
-			if (size == 4) {
-				memcpy(o + x * 4, &p, sizeof(p));
-			} else {
-				u64x2 q = (u64x2)p;
-				q = (q & 0xffffff) | ((q >> 8) & 0xffffff000000);
-				memcpy(o + x * 3, &q[0], 8);
-				memcpy(o + x * 3 + 6, &q[1], 8);
-			}
-			continue;
+	const int32_t ky = k->y, crv = k->crv, cgu = k->cgu, cgv = k->cgv, cbh = k->cbu_half;
+	const int16_t odd = k->cbu_odd;
+	for (uint32_t x0 = 0; x0 < width; x0 += 8) {
+		const int16_t *y8 = hy + x0, *u8 = hu + x0, *v8 = hv + x0;
+		uint32_t p[8];
+		for (int i = 0; i < 8; i++) {
+			const int32_t y = y8[i] * ky + (1 << 15);
+			const int32_t cr = clip8((y + v8[i] * crv) >> 16);
+			const int32_t cg = clip8((y - u8[i] * cgu - v8[i] * cgv) >> 16);
+			const int32_t cb = clip8((y + 2 * (u8[i] * cbh) + (u8[i] & odd)) >> 16);
+			p[i] = (uint32_t)cr << (8 * r) | (uint32_t)cg << (8 * g) |
+			       (uint32_t)cb << (8 * b) | (a >= 0 ? 255u << (8 * a) : 0);
 		}
-		for (uint32_t i = 0; i < 4 && x + i < width; i++) {
-			uint8_t *px = o + (x + i) * (uint32_t)size;
-			px[r] = (uint8_t)vr[i];
-			px[g] = (uint8_t)vg[i];
-			px[b] = (uint8_t)vb[i];
-			if (a >= 0)
-				px[a] = 255;
+		for (uint32_t h = 0, x = x0; h < 8 && x < width; h += 4, x += 4) {
+			if (x + 4 <= wide) {
+				if (size == 4) {
+					memcpy(o + x * 4, p + h, 16);
+				} else {
+					u64x2 q;
+					memcpy(&q, p + h, sizeof(q));
+					q = (q & 0xffffff) | ((q >> 8) & 0xffffff000000);
+					memcpy(o + x * 3, &q[0], 8);
+					memcpy(o + x * 3 + 6, &q[1], 8);
+				}
+				continue;
+			}
+			for (uint32_t i = 0; i < 4 && x + i < width; i++) {
+				uint8_t *px = o + (x + i) * (uint32_t)size;
+				const uint32_t w = p[h + i];
+				px[r] = (uint8_t)(w >> (8 * r));
+				px[g] = (uint8_t)(w >> (8 * g));
+				px[b] = (uint8_t)(w >> (8 * b));
+				if (a >= 0)
+					px[a] = 255;
+			}
 		}
 	}
 }
@@ -247,16 +268,25 @@ static bool shrink_yuv(const AVFrame *in, struct fb_frame *out, const struct fb_
 	if (!planar_yuv(in->format, &sw, &sh, &full))
 		return false;
 	const int32_t n = (int32_t)(fx * fy);
-	const struct yuv_to_rgb k =
-	    full ? (struct yuv_to_rgb){65536 / n, 91881 / n, 116130 / n, 22554 / n,
-				       46802 / n, 0,         128 * n}
-		 : (struct yuv_to_rgb){76309 / n, 104597 / n, 132201 / n, 25675 / n,
-				       53279 / n, 16 * n,     128 * n};
+	/* y, crv, cbu, cgu, cgv x 65536, then divided by n. */
+	static const int32_t limited[5] = {76309, 104597, 132201, 25675, 53279},
+			     jpeg[5] = {65536, 91881, 116130, 22554, 46802};
+	const int32_t *c = full ? jpeg : limited;
+	const struct yuv_to_rgb k = {
+	    .y = (int16_t)(c[0] / n),
+	    .crv = (int16_t)(c[1] / n),
+	    .cbu_half = (int16_t)(c[2] / n / 2),
+	    .cgu = (int16_t)(c[3] / n),
+	    .cgv = (int16_t)(c[4] / n),
+	    .cbu_odd = (int16_t)(c[2] / n % 2 ? -1 : 0),
+	    .y_off = full ? 0 : 16 * n,
+	    .c_off = 128 * n,
+	};
 	const uint32_t width = (uint32_t)in->width, cwidth = (width + (1u << sw) - 1) >> sw;
 	uint16_t sy[FB_MAX_DIMENSION], su[FB_MAX_DIMENSION], sv[FB_MAX_DIMENSION];
 	/* Each output pixel's sums, a row at a time. */
-	int32_t hy[FB_MAX_DIMENSION / 2 + 4], hu[FB_MAX_DIMENSION / 2 + 4],
-	    hv[FB_MAX_DIMENSION / 2 + 4];
+	int16_t hy[FB_MAX_DIMENSION / 2 + 8], hu[FB_MAX_DIMENSION / 2 + 8],
+	    hv[FB_MAX_DIMENSION / 2 + 8];
 	const uint8_t *rows[MAX_FACTOR];
 
 	for (uint32_t y = 0; y < l->height; y++) {
@@ -272,10 +302,10 @@ static bool shrink_yuv(const AVFrame *in, struct fb_frame *out, const struct fb_
 		switch (fx * 2 + sw) {
 #define ACROSS(f)                                                                                  \
 	case f * 2:                                                                                \
-		sum_across(hy, hu, hv, sy, su, sv, l->width, f, 0);                                \
+		sum_across(hy, hu, hv, sy, su, sv, l->width, &k, f, 0);                            \
 		break;                                                                             \
 	case f * 2 + 1:                                                                            \
-		sum_across(hy, hu, hv, sy, su, sv, l->width, f, 1);                                \
+		sum_across(hy, hu, hv, sy, su, sv, l->width, &k, f, 1);                            \
 		break
 			ACROSS(2);
 			ACROSS(3);
