@@ -242,8 +242,9 @@ static inline __attribute__((always_inline)) void to_rgb(uint8_t *o, const int16
 					u64x2 q;
 					memcpy(&q, p + h, sizeof(q));
 					q = (q & 0xffffff) | ((q >> 8) & 0xffffff000000);
-					memcpy(o + x * 3, &q[0], 8);
-					memcpy(o + x * 3 + 6, &q[1], 8);
+					const uint64_t lo = q[0], hi = q[1];
+					memcpy(o + x * 3, &lo, sizeof(lo));
+					memcpy(o + x * 3 + 6, &hi, sizeof(hi));
 				}
 				continue;
 			}
