@@ -118,7 +118,11 @@ cpu_seconds() {
     if [ -n "${2:-}" ]; then
         tb=$(thread_ticks "$2")
         fb=$(published "$2")
-        echo "scale=3; ($tb - $ta) * 1000 / $ticks / ($fb - $fa)" | bc >"$work/thread_ms"
+        if [ "$fb" -gt "$fa" ]; then
+            echo "scale=3; ($tb - $ta) * 1000 / $ticks / ($fb - $fa)" | bc
+        else
+            echo "none" # it made no frame
+        fi >"$work/thread_ms"
     fi
     kill "$daemon"
     wait "$daemon" || true
