@@ -317,8 +317,8 @@ static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 	fbpy_bus_unlock(bus);
 	if (r < 0) {
 		free(infos);
-		return fbpy_raise(r, &(struct fbpy_failure){FBPY_LIST, .path = bus->path,
-							     .why = why});
+		return fbpy_raise(r,
+				  &(struct fbpy_failure){FBPY_LIST, .path = bus->path, .why = why});
 	}
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
@@ -347,7 +347,7 @@ static PyObject *bus_stream(struct fbpy_bus *bus, PyObject *arg)
 	fbpy_bus_unlock(bus);
 	if (r < 0)
 		return fbpy_raise(r, &(struct fbpy_failure){FBPY_DESCRIBE, .name = name,
-							     .path = bus->path, .why = why});
+							    .path = bus->path, .why = why});
 	return stream_info_new(&info);
 }
 
@@ -364,8 +364,8 @@ static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
 	/* While framebusd is away, process() tries to connect again: what it
 	 * finds is a ConnectionEvent, not an error. */
 	if (r < 0 && r != -ECONNRESET)
-		return fbpy_raise(r, &(struct fbpy_failure){FBPY_EVENTS, .path = bus->path,
-							     .why = why});
+		return fbpy_raise(
+		    r, &(struct fbpy_failure){FBPY_EVENTS, .path = bus->path, .why = why});
 	PyObject *events = bus->events;
 	bus->events = PyList_New(0);
 	if (!bus->events) {
