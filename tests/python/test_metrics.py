@@ -123,3 +123,22 @@ def test_a_bad_address_is_named_and_a_taken_port_is_no_failure(tmp_path):
     finally:
         d.stop()
         taken.close()
+
+
+def test_a_queue_subscriber_that_stalls_a_block_stream_is_counted():
+    d = Daemon(f"metrics = 127.0.0.1:{PORT + 4}\n" + DEFAULT_STREAMS +
+               "[stream strict]\nurl = testsrc2=size=64x48:rate=50\ninput_format = lavfi\n"
+               "width = 64\nheight = 48\nformat = gray8\nslots = 4\n"
+               "policy = block\nblock_timeout = 500ms\n")
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "strict")
+        stuck = bus.subscribe("strict", mode="queue")  # never reads
+        d.wait_for_log("stream strict: client")
+        m = samples(http(PORT + 4, "/metrics")[2])
+        assert m['framebus_stream_stalls_total{stream="strict"}'] == 1
+        assert m['framebus_stream_stalls_total{stream="cam0"}'] == 0
+        stuck.close()
+        bus.close()
+    finally:
+        d.stop()
