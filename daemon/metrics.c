@@ -168,7 +168,17 @@ void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const
  * stream. */
 static void stream_metrics(struct fbd_daemon *d, FILE *out)
 {
-	enum field { PUBLISHED, DROPPED, SKIPPED, STALLS, SUBSCRIBERS, RETRIES, STATE, CAPTURE };
+	enum field {
+		PUBLISHED,
+		DROPPED,
+		SKIPPED,
+		STALLS,
+		HOLD_DROPS,
+		SUBSCRIBERS,
+		RETRIES,
+		STATE,
+		CAPTURE
+	};
 	static const struct {
 		enum field field;
 		const char *name, *type, *help;
@@ -182,6 +192,8 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 	     "by its fps limit."},
 	    {STALLS, "framebus_stream_stalls_total", "counter",
 	     "Queue subscribers that kept the block stream waiting past its block_timeout."},
+	    {HOLD_DROPS, "framebus_stream_hold_drops_total", "counter",
+	     "Subscriptions dropped for holding one frame past the stream's hold_timeout."},
 	    {SUBSCRIBERS, "framebus_stream_subscribers", "gauge", "Subscribers of the stream."},
 	    {RETRIES, "framebus_stream_retries", "gauge",
 	     "Consecutive failures to open or read its source."},
@@ -224,6 +236,9 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 				break;
 			case STALLS:
 				fprintf(out, "} %u\n", s->stalls);
+				break;
+			case HOLD_DROPS:
+				fprintf(out, "} %u\n", d->streams[i]->hold_drops);
 				break;
 			case SUBSCRIBERS:
 				fprintf(out, "} %u\n", s->info.subscribers);
