@@ -35,6 +35,8 @@ void fbd_rtp_depay_clear(struct fbd_rtp_depay *d)
 
 static int append(struct fbd_rtp_buffer *b, const uint8_t *p, size_t n, char *why, size_t size)
 {
+	if (!n)
+		return 0;
 	if (n > FBD_RTP_MAX_ACCESS_UNIT - b->len)
 		return fail(why, size, -EMSGSIZE, "an access unit over %u bytes",
 			    FBD_RTP_MAX_ACCESS_UNIT);

@@ -12,6 +12,8 @@ numpy array and touching it with frame[::4, ::4].mean(), by one of:
   gstreamer  uridecodebin ! videoconvert ! BGR ! appsink per process (PyGObject)
   framebus   one framebusd decoding each camera once (bgr24), K queue
              subscribers per camera taking zero-copy arrays
+  framebus-ffmpeg  the same with rtsp_client = ffmpeg: FFmpeg's rtsp demuxer
+             reads the camera instead of framebusd's own RTSP client
 Every frame's index is burned into its picture (bench/e2e/clip.sh); the
 camera logs when it sent each index, each consumer when it had each index's
 array; joined afterwards, that is capture-to-array latency, and frames sent
@@ -46,7 +48,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PYTHON = os.environ.get("FRAMEBUS_PYTHON", "/usr/bin/python3")
-TRANSPORTS = ["cv2", "ffmpeg", "gstreamer", "framebus"]
+TRANSPORTS = ["cv2", "ffmpeg", "gstreamer", "framebus", "framebus-ffmpeg"]
 PEERS = ["cv2", "ffmpeg", "gstreamer"]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 CASES = ["720p:1x1", "720p:1x2", "720p:1x4", "1080p:1x1", "1080p:1x2", "1080p:1x4",
@@ -144,13 +146,15 @@ class Run:
         env = dict(os.environ, PYTHONPATH=os.path.join(self.b.build, "python"))
         daemon = None
         sock = os.path.join(self.dir, "fb.sock")
-        if self.t == "framebus":
+        framebus = self.t.startswith("framebus")
+        if framebus:
             conf = os.path.join(self.dir, "framebusd.conf")
             with open(conf, "w") as f:
                 f.write(f"[daemon]\nsocket = {sock}\n")
                 for c in range(self.n):
                     f.write(f"[stream cam{c}]\nurl = {self.url(c)}\noption.rtsp_transport = tcp\n"
-                            f"width = {self.w}\nheight = {self.h}\nformat = bgr24\n")
+                            f"width = {self.w}\nheight = {self.h}\nformat = bgr24\n"
+                            f"rtsp_client = {'ffmpeg' if self.t == 'framebus-ffmpeg' else 'builtin'}\n")
                     f.writelines(f"{o}\n" for o in args.framebus_option)
             daemon = self.spawn([os.path.join(self.b.build, "daemon", "framebusd"),
                                  "--config", conf], "framebusd")
@@ -163,9 +167,9 @@ class Run:
         consumers = []
         for c in range(self.n):
             for i in range(self.k):
-                cmd = [PYTHON, os.path.join(HERE, "consumer.py"), self.t,
+                cmd = [PYTHON, os.path.join(HERE, "consumer.py"), "framebus" if framebus else self.t,
                        "--out", os.path.join(self.dir, f"cam{c}-{i}.bin")]
-                if self.t == "framebus":
+                if framebus:
                     cmd += ["--socket", sock, "--stream", f"cam{c}"]
                 else:
                     cmd += ["--url", self.url(c), "--size", f"{self.w}x{self.h}"]
