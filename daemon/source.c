@@ -445,16 +445,28 @@ int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char 
 		if (s->flushing) {
 			if (s->pictures)
 				return 1;
-			snprintf(why, size,
-				 "the input (FFmpeg read it as %s, codec %s) ended before its "
-				 "first picture",
-				 s->fmt->iformat->name, s->dec->codec->name);
+			if (s->rtsp)
+				snprintf(
+				    why, size,
+				    "the camera (framebusd's RTSP client, codec %s) closed the "
+				    "connection before its first picture",
+				    s->dec->codec->name);
+			else
+				snprintf(why, size,
+					 "the input (FFmpeg read it as %s, codec %s) ended before "
+					 "its first picture",
+					 s->fmt->iformat->name, s->dec->codec->name);
 			return -ENODATA;
 		}
 		if (s->rtsp) {
 			r = read_builtin(s, why, size);
 			if (r == -ETIMEDOUT)
 				return stalled(s, why, size);
+			if (r == -ECONNRESET) { /* the camera closed it: the input ended */
+				s->flushing = true;
+				avcodec_send_packet(s->dec, NULL);
+				continue;
+			}
 			if (r < 0)
 				return r;
 			r = avcodec_send_packet(s->dec, s->pkt);
