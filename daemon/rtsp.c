@@ -265,7 +265,7 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 	char session_control[FBD_RTSP_MAX_URL] = "";
 	char encoding[64] = "", fmtp[FBD_RTSP_MAX_EXTRADATA] = "";
 	const char *p = sdp, *end = sdp + sdp_size;
-	/* 0: the session's lines, 1: in the first video, 2: after it. */
+	/* 0: the session's lines, 1: in the first video, 2: in another medium. */
 	int at = 0;
 	bool video_seen = false;
 
@@ -288,12 +288,10 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 			return fail(why, size, -EPROTO, "an SDP line over %d bytes",
 				    FBD_RTSP_MAX_EXTRADATA);
 		if (line[0] == 'm') {
-			if (at == 1 || video_seen) {
-				at = 2;
+			if (video_seen || strncmp(text, "video ", 6)) {
+				at = 2; /* audio, data, more video: not set up */
 				continue;
 			}
-			if (strncmp(text, "video ", 6))
-				continue; /* audio, data: not set up */
 			video_seen = true;
 			char proto[32];
 			int pt = -1;
@@ -599,6 +597,20 @@ static int send_request(struct fbd_rtsp *c, const char *method, const char *url,
 	return send_all(c, text, (size_t)n, why, size);
 }
 
+/* Whether a message's first line is a request's: "METHOD URL RTSP/1.x". */
+static bool is_request(const char *head, size_t n)
+{
+	const char *eol = memchr(head, '\n', n);
+	size_t len = eol ? (size_t)(eol - head) : n;
+	size_t method = 0;
+	while (method < len && (isupper((unsigned char)head[method]) || head[method] == '_'))
+		method++;
+	if (!method || method == len || head[method] != ' ')
+		return false;
+	const char *version = memmem(head, len, " RTSP/1.", 8);
+	return version && version > head + method;
+}
+
 /* The next message in, read as needed: an interleaved frame (returns its
  * channel, 0-255, and payload) or a response (returns 256, its headers
  * parsed, its body in ret_data).  Requests from the server are skipped. */
@@ -629,6 +641,16 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 			if (end) {
 				bool request = have < 5 || memcmp(p, "RTSP/", 5);
 				int r = 0;
+				if (request && !is_request((const char *)p, head)) {
+					size_t shown = strnlen((const char *)p, head);
+					shown = strcspn((const char *)p, "\r\n") < shown
+						    ? strcspn((const char *)p, "\r\n")
+						    : shown;
+					return fail(
+					    why, size, -EPROTO,
+					    "bytes that are no RTSP from the camera: '%.*s'",
+					    (int)(shown < 60 ? shown : 60), (const char *)p);
+				}
 				if (request) {
 					/* Its headers are a request's: only its
 					 * Content-Length matters. */
@@ -707,7 +729,7 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 			r = next_message(c, resp, &body, &len, why, size);
 			if (r < 0)
 				return r;
-		} while (r != 256 || resp->cseq != c->cseq);
+		} while (r != 256 || (resp->cseq != c->cseq && resp->cseq != -1));
 		if (resp->status == 401 && attempt == 0 && c->user[0] && c->auth != AUTH_DIGEST) {
 			char qop[64] = "", algorithm[32] = "", *save = NULL;
 			if (resp->digest[0] &&

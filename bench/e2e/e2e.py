@@ -327,15 +327,15 @@ def summarize(runs):
 
 def print_case(case, res, transports):
     print(f"\n{case}  (N cameras x K consumers; medians of the runs that did not fail)")
-    print(f"  {'transport':10s} {'CPU ms/frame':>12s} {'cores':>6s} {'fbd':>5s} {'camera':>6s} "
+    print(f"  {'transport':15s} {'CPU ms/frame':>12s} {'cores':>6s} {'fbd':>5s} {'camera':>6s} "
           f"{'fps/cons':>8s} {'RSS MiB':>8s} {'PSS MiB':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
           f"{'lost':>5s}")
     for t in transports:
         if t not in res:
-            print(f"  {t:10s} every run failed")
+            print(f"  {t:15s} every run failed")
             continue
         r = res[t]
-        print(f"  {t:10s} {r['cpu_ms_per_frame']:12.2f} {r['cpu_cores']:6.2f} "
+        print(f"  {t:15s} {r['cpu_ms_per_frame']:12.2f} {r['cpu_cores']:6.2f} "
               f"{r['daemon_cores']:5.2f} {r['camera_cores']:6.2f} {r['fps_per_consumer']:8.1f} "
               f"{r['rss_mib']:8.0f} {r['pss_mib']:8.0f} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} "
               f"{r['lost']:5d} {len(r['runs'])} runs" + (f"   (trace capture->array p50 {r['trace_p50_ms']:.1f} "
@@ -385,12 +385,12 @@ def main():
                         r = Run(bench, t, res, n, k, port).run()
                     except Failed as e:
                         # The other cases go on; the run fails at the end.
-                        print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
+                        print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:15s} "
                               f"FAILED: {e}", flush=True)
                         failures.append(str(e))
                         continue
                     runs.setdefault((args.cases[ci], t), []).append(r)
-                    print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
+                    print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:15s} "
                           f"CPU {r['cpu_ms_per_frame']:6.2f} ms/frame ({r['cpu_cores']:.2f} "
                           f"cores)  p50 {r['p50_ms']:7.1f} p99 {r['p99_ms']:7.1f} ms  "
                           f"{r['fps_per_consumer']:5.1f} fps  lost {r['lost']}  longest gap "

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -232,3 +233,42 @@ def test_rtsp_client_ffmpeg_and_ffmpeg_options_choose_ffmpeg(clips):
         finally:
             daemon.stop()
     camera.stop()
+
+
+def test_bytes_that_are_no_rtsp_end_the_source_with_why_and_touch_nothing_else():
+    """A "camera" answering OPTIONS with HTTP: its stream retries naming
+    what came; the daemon's other stream runs on."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def answer():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    daemon = Daemon(f"[stream door]\nurl = rtsp://127.0.0.1:{port}/cam\nretry_min = 200ms\n"
+                    "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n")
+    try:
+        bus = framebus.connect(daemon.socket)
+        info = wait_state(bus, "door", "retrying")
+        assert "bytes that are no RTSP from the camera: 'HTTP/1.1 200 OK'" in info.detail, info
+        wait_running(bus, "other")
+        with bus.subscribe("other").acquire(timeout=5) as frame:
+            assert frame.array.shape == (120, 160, 3)
+        bus.close()
+    finally:
+        daemon.stop()
+        stop.set()
+        thread.join()
+        server.close()
