@@ -4,6 +4,7 @@
  * (rtsp.c, rtp.c) reads it; libavcodec decodes. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <pthread.h>
@@ -418,11 +419,19 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 		    .monotonic_ns = fb_now_ns(),
 		    .realtime_ns = fb__now_ns(CLOCK_REALTIME),
 		};
+		uint64_t dropped = s->depay.dropped;
 		r = fbd_rtp_depay_push(&s->depay, packet, len, s->units, why, size);
 		if (r < 0)
 			return r;
 		s->n_units = r;
 		s->next_unit = 0;
+		/* The first, then every 100th: a lossy link does not flood the log. */
+		if (s->depay.dropped != dropped && s->depay.dropped % 100 == 1)
+			fbd_log_about(
+			    LOG_WARNING, s->cfg->name, NULL,
+			    "stream %s: a frame dropped, RTP packets of it were lost (%" PRIu64
+			    " so far)",
+			    s->cfg->name, s->depay.dropped);
 	}
 	const struct fbd_rtp_access_unit *u = &s->units[s->next_unit++];
 	int r = av_new_packet(s->pkt, (int)u->size);

@@ -272,3 +272,102 @@ def test_bytes_that_are_no_rtsp_end_the_source_with_why_and_touch_nothing_else()
         stop.set()
         thread.join()
         server.close()
+
+
+class LossyProxy:
+    """Between framebusd and a camera: passes RTSP both ways, and drops one
+    in every `every` RTP packets (interleaved channel 0) the camera sends, as
+    a camera whose own sending queue overflows does: RTP sequence gaps."""
+
+    def __init__(self, camera_port, every=40):
+        self.camera_port, self.every = camera_port, every
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.stop = threading.Event()
+        self.dropped = 0
+        self.threads = [threading.Thread(target=self.accept)]
+        self.threads[0].start()
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            camera = socket.create_connection(("127.0.0.1", self.camera_port))
+            for t in (threading.Thread(target=self.upstream, args=(client, camera)),
+                      threading.Thread(target=self.downstream, args=(camera, client))):
+                t.start()
+                self.threads.append(t)
+
+    def upstream(self, client, camera):
+        client.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data = client.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            camera.sendall(data)
+        camera.close()
+
+    def downstream(self, camera, client):
+        f = camera.makefile("rb")
+        n = 0
+        try:
+            while not self.stop.is_set():
+                first = f.read(1)
+                if not first:
+                    break
+                if first == b"$":
+                    head = f.read(3)
+                    data = f.read(int.from_bytes(head[1:3], "big"))
+                    if head[0] == 0:
+                        n += 1
+                        if n % self.every == 0:
+                            self.dropped += 1
+                            continue
+                    client.sendall(first + head + data)
+                else:
+                    msg = first
+                    while not msg.endswith(b"\r\n\r\n"):
+                        msg += f.read(1)
+                    length = [int(h.split(b":")[1]) for h in msg.split(b"\r\n")
+                              if h.lower().startswith(b"content-length:")]
+                    client.sendall(msg + (f.read(length[0]) if length else b""))
+        except OSError:
+            pass
+        client.close()
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.server.close()
+
+
+def test_lost_rtp_packets_drop_their_frames_and_the_stream_goes_on(clips):
+    camera = Camera("--clip", clips["h264"])
+    proxy = LossyProxy(camera.port)
+    daemon = camera_daemon(camera, url=f"rtsp://127.0.0.1:{proxy.port}/cam")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        for _ in range(60):
+            with sub.acquire(timeout=10) as frame:
+                assert frame.array.shape == (240, 320, 3)
+        assert proxy.dropped > 0
+        log = daemon.wait_for_log("a frame dropped, RTP packets of it were lost (1 so far)")
+        assert bus.stream("door").state == "running", log
+        bus.close()
+    finally:
+        daemon.stop()
+        proxy.close()
+        camera.stop()
