@@ -9,7 +9,9 @@ or H.265, from its start, looped.
     rtsp-camera.py PORT --clip FILE [--frames N] [--auth basic|digest --user U:P]
 
 --frames N sends a client the clip's first N frames, then nothing (with
-the connection open).  --auth makes the camera ask for that user and
+the connection open).  --session-timeout S gives sessions that timeout (s)
+and prints a line "keepalive METHOD" for each GET_PARAMETER or OPTIONS a
+client sends once it plays.  --auth makes the camera ask for that user and
 password.  Prints "ready" once it listens.  SIGTERM or SIGINT stops it
 cleanly (its sessions are torn down, TCP closes): a camera that reboots.
 SIGSTOP makes it a camera that stalls with its connections open."""
@@ -87,6 +89,7 @@ def main():
     ap.add_argument("--frames", type=int, default=0)
     ap.add_argument("--auth", choices=("basic", "digest"))
     ap.add_argument("--user", default="user:secret")
+    ap.add_argument("--session-timeout", type=int, default=0)
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -123,6 +126,17 @@ def main():
         factory.add_role_from_structure(Gst.Structure.from_string(
             "user, media.factory.access=(boolean)true, "
             "media.factory.construct=(boolean)true")[0])
+    if args.session_timeout:
+        def on_client(server, client):
+            playing = []
+            client.connect("new-session",
+                           lambda c, session: session.set_timeout(args.session_timeout))
+            client.connect("play-request", lambda c, ctx: playing.append(True))
+            for method in ("GET_PARAMETER", "OPTIONS"):
+                client.connect(f"{method.lower().replace('_', '-')}-request",
+                               lambda c, ctx, m=method: playing and
+                               print(f"keepalive {m}", flush=True))
+        server.connect("client-connected", on_client)
     server.get_mount_points().add_factory("/cam", factory)
     if server.attach(None) == 0:
         sys.exit(f"rtsp-camera: cannot listen on 127.0.0.1:{args.port}")

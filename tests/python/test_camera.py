@@ -6,6 +6,7 @@ cameras go through framebusd's own RTSP client (daemon/rtsp.c), which hands a
 frame to the decoder as soon as its last packet came, with Basic or Digest
 authentication; an RTP/JPEG camera falls back to FFmpeg."""
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -370,4 +371,32 @@ def test_lost_rtp_packets_drop_their_frames_and_the_stream_goes_on(clips):
     finally:
         daemon.stop()
         proxy.close()
+        camera.stop()
+
+
+def test_keepalives_come_before_the_session_times_out(clips):
+    """The camera's sessions time out after 4 s: framebusd's client sends
+    GET_PARAMETER (listed by OPTIONS) every 2 s, and frames go on."""
+    camera = Camera("--clip", clips["h264"], "--session-timeout", "4")
+    daemon = camera_daemon(camera)
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        with sub.acquire(timeout=10) as frame:
+            first = frame.seq
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line.strip()) for line in camera.proc.stdout],
+                         daemon=True).start()
+        keepalives = [lines.get(timeout=10) for _ in range(3)]  # queue.Empty: none came
+        assert keepalives == ["keepalive GET_PARAMETER"] * 3, keepalives
+        while True:  # past the 6 s the keepalives took: no gap, no discontinuity
+            with sub.acquire(timeout=5) as frame:
+                assert not frame.discontinuity
+                if frame.seq >= first + 150:
+                    break
+        assert bus.stream("door").state == "running"
+        bus.close()
+    finally:
+        daemon.stop()
         camera.stop()
