@@ -240,6 +240,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	    [FBD_ON_STALL_LATEST] = "latest", [FBD_ON_STALL_DROP] = "drop"};
 	static const char *const on_ends[] = {
 	    [FBD_ON_END_AUTO] = "auto", [FBD_ON_END_RETRY] = "retry", [FBD_ON_END_END] = "end"};
+	static const char *const rtsp_clients[] = {
+	    [FBD_RTSP_CLIENT_BUILTIN] = "builtin", [FBD_RTSP_CLIENT_FFMPEG] = "ffmpeg"};
 	uint64_t n;
 	uint32_t e;
 	int f;
@@ -327,6 +329,12 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 			return fbd_ini_fail(&p->ini, section, key,
 					    "'%s' is not auto, native or fast", v);
 		s->pacing = e;
+		return 1;
+	}
+	if (!strcmp(key, "rtsp_client")) {
+		if (!fbd_ini_enum(v, rtsp_clients, 2, &s->rtsp_client))
+			return fbd_ini_fail(&p->ini, section, key, "'%s' is not builtin or ffmpeg",
+					    v);
 		return 1;
 	}
 	if (!strcmp(key, "scale")) {
@@ -737,10 +745,10 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
 	    !str_eq(a->input_format, b->input_format) || a->width != b->width ||
 	    a->height != b->height || a->format != b->format || a->slots != b->slots ||
 	    a->policy != b->policy || a->meta_max != b->meta_max || a->pacing != b->pacing ||
-	    a->on_end != b->on_end || a->scale != b->scale || a->loop != b->loop ||
-	    a->decoder_threads != b->decoder_threads || a->scale_threads != b->scale_threads ||
-	    a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
-	    a->stall_timeout_ns != b->stall_timeout_ns ||
+	    a->rtsp_client != b->rtsp_client || a->on_end != b->on_end || a->scale != b->scale ||
+	    a->loop != b->loop || a->decoder_threads != b->decoder_threads ||
+	    a->scale_threads != b->scale_threads || a->retry_min_ns != b->retry_min_ns ||
+	    a->retry_max_ns != b->retry_max_ns || a->stall_timeout_ns != b->stall_timeout_ns ||
 	    a->block_timeout_ns != b->block_timeout_ns || a->on_stall != b->on_stall ||
 	    a->hold_timeout_ns != b->hold_timeout_ns || a->n_options != b->n_options)
 		return false;

@@ -46,6 +46,12 @@ enum fbd_pacing {
 	FBD_PACING_FAST,     /* as fast as the decoder (and a block ring) allow */
 };
 
+/* Who reads an rtsp:// input. */
+enum fbd_rtsp_client {
+	FBD_RTSP_CLIENT_BUILTIN = 0, /* framebusd's own (H.264, H.265 over TCP), else FFmpeg */
+	FBD_RTSP_CLIENT_FFMPEG,      /* FFmpeg's rtsp demuxer */
+};
+
 struct fbd_stream_config {
 	char name[FB_NAME_MAX + 1];
 	char *url;              /* NULL for a derived stream */
@@ -61,8 +67,9 @@ struct fbd_stream_config {
 	/* A derived stream's part of its parent's picture: x, y, width, height;
 	 * width 0: the whole picture. */
 	uint32_t crop[4];
-	uint32_t on_end; /* enum fbd_on_end */
-	uint32_t scale;  /* enum fbd_scale */
+	uint32_t on_end;      /* enum fbd_on_end */
+	uint32_t scale;       /* enum fbd_scale */
+	uint32_t rtsp_client; /* enum fbd_rtsp_client */
 	bool loop;
 	uint32_t decoder_threads; /* 0: FFmpeg's choice */
 	/* libswscale's threads where its frames are scaled or converted: 1,

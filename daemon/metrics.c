@@ -168,7 +168,17 @@ void fbd_metric_histogram(FILE *out, const char *name, const char *labels, const
  * stream. */
 static void stream_metrics(struct fbd_daemon *d, FILE *out)
 {
-	enum field { PUBLISHED, DROPPED, SKIPPED, SUBSCRIBERS, RETRIES, STATE, CAPTURE };
+	enum field {
+		PUBLISHED,
+		DROPPED,
+		SKIPPED,
+		STALLS,
+		HOLD_DROPS,
+		SUBSCRIBERS,
+		RETRIES,
+		STATE,
+		CAPTURE
+	};
 	static const struct {
 		enum field field;
 		const char *name, *type, *help;
@@ -180,6 +190,10 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 	    {SKIPPED, "framebus_stream_parent_frames_skipped_total", "counter",
 	     "A derived stream's parent frames it passed over: busy with an earlier one, or "
 	     "by its fps limit."},
+	    {STALLS, "framebus_stream_stalls_total", "counter",
+	     "Queue subscribers that kept the block stream waiting past its block_timeout."},
+	    {HOLD_DROPS, "framebus_stream_hold_drops_total", "counter",
+	     "Subscriptions dropped for holding one frame past the stream's hold_timeout."},
 	    {SUBSCRIBERS, "framebus_stream_subscribers", "gauge", "Subscribers of the stream."},
 	    {RETRIES, "framebus_stream_retries", "gauge",
 	     "Consecutive failures to open or read its source."},
@@ -219,6 +233,12 @@ static void stream_metrics(struct fbd_daemon *d, FILE *out)
 				fbd_metric_label(out, "stream", d->streams[i]->name);
 				fprintf(out, ",reason=\"rate\"} %llu\n",
 					(unsigned long long)s->parent_skipped_rate);
+				break;
+			case STALLS:
+				fprintf(out, "} %u\n", s->stalls);
+				break;
+			case HOLD_DROPS:
+				fprintf(out, "} %u\n", d->streams[i]->hold_drops);
 				break;
 			case SUBSCRIBERS:
 				fprintf(out, "} %u\n", s->info.subscribers);

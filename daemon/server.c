@@ -446,6 +446,7 @@ static void check_holds(struct fbd_client *c, uint32_t i, const struct fb__subsc
 			 sub->id, seq, (double)(now - sub->hold_since_ns[slot]) / 1e9);
 		fbd_log_about(LOG_WARNING, st->name, c->label, "stream %s: client %s (uid %u): %s",
 			      st->name, c->label, (unsigned)c->peer.uid, detail);
+		st->hold_drops++;
 		send_event(c, st, sub->id, fbd_stream_state(st), detail);
 		drop_subscription(c, i);
 		return;

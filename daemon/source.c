@@ -1,18 +1,23 @@
 /* SPDX-License-Identifier: MIT */
-/* A video input as a pull decoder: FFmpeg demuxes and decodes it, one
- * picture per call. */
+/* A video input as a pull decoder, one picture per call: FFmpeg demuxes it,
+ * or, for an RTSP camera's H.264 or H.265, framebusd's own RTSP client
+ * (rtsp.c, rtp.c) reads it; libavcodec decodes. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <inttypes.h>
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "log.h"
 #include "ring-private.h"
+#include "rtp.h"
+#include "rtsp.h"
 #include "source.h"
 
 /* Consecutive undecodable packets after which the source counts as broken. */
@@ -37,6 +42,16 @@ struct fbd_source {
 	AVPacket *pkt;
 	AVFrame *frame;
 	int video;
+	AVRational time_base;
+	/* framebusd's RTSP client, or NULL (FFmpeg reads the input): the
+	 * access units of its last RTP packet, and when the last two packets
+	 * came (an access unit ended by a new timestamp came with the one
+	 * before). */
+	struct fbd_rtsp *rtsp;
+	struct fbd_rtp_depay depay;
+	struct fbd_rtp_access_unit units[2];
+	int n_units, next_unit;
+	struct arrival packet_now, packet_before;
 	bool flushing; /* the input ended: the decoder gives what it still has */
 	int errors;    /* consecutive decoding errors */
 	uint64_t pictures;
@@ -105,6 +120,9 @@ static void describe_codec(char *why, size_t size, AVFormatContext *fmt)
 		snprintf(why, size, "FFmpeg does not know its video codec");
 }
 
+static int open_decoder(struct fbd_source *s, const AVCodec *codec, const char *via, char *why,
+			size_t size);
+
 static int open_input(struct fbd_source *s, char *why, size_t size)
 {
 	const AVInputFormat *ifmt = NULL;
@@ -155,6 +173,7 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 		return r;
 	}
 	s->video = r;
+	s->time_base = s->fmt->streams[s->video]->time_base;
 	s->dec = avcodec_alloc_context3(codec);
 	if (!s->dec)
 		return -ENOMEM;
@@ -163,6 +182,14 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 		describe(why, size, "bad codec parameters", r);
 		return r;
 	}
+	return open_decoder(s, codec, "", why, size);
+}
+
+/* Open s->dec, made for codec: via says who reads the input, for the log. */
+static int open_decoder(struct fbd_source *s, const AVCodec *codec, const char *via, char *why,
+			size_t size)
+{
+	int r;
 	s->dec->thread_count = (int)s->cfg->decoder_threads;
 	/* Frame threads hold each picture back a frame per thread: for a
 	 * camera that is latency (about 68 ms at 30 fps on this 2-core host,
@@ -175,10 +202,66 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 		describe(why, size, "cannot open the decoder", r);
 		return r;
 	}
-	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d%s)",
+	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d%s%s)",
 		      s->cfg->name, s->cfg->url, codec->name, s->dec->width, s->dec->height,
-		      slices ? ", slice threads" : "");
+		      slices ? ", slice threads" : "", via);
 	return 0;
+}
+
+/* Why framebusd's RTSP client does not read this input, or NULL if it
+ * does. */
+static const char *not_builtin(const struct fbd_stream_config *cfg, char *text, size_t size)
+{
+	if (strncasecmp(cfg->url, "rtsp://", 7))
+		return "";
+	if (cfg->rtsp_client == FBD_RTSP_CLIENT_FFMPEG)
+		return "rtsp_client = ffmpeg";
+	if (cfg->input_format && strcmp(cfg->input_format, "rtsp")) {
+		snprintf(text, size, "input_format = %s", cfg->input_format);
+		return text;
+	}
+	/* TCP is what it does: that option changes nothing. */
+	for (uint32_t i = 0; i < cfg->n_options; i++)
+		if (strcmp(cfg->option_keys[i], "rtsp_transport") ||
+		    strcmp(cfg->option_values[i], "tcp")) {
+			snprintf(text, size, "FFmpeg option option.%s is set", cfg->option_keys[i]);
+			return text;
+		}
+	return NULL;
+}
+
+/* The input through framebusd's RTSP client: -ENOTSUP (and why) if it
+ * cannot take it, but FFmpeg may. */
+static int open_builtin(struct fbd_source *s, char *why, size_t size)
+{
+	int r = fbd_rtsp_open(s->cfg->url, s->stop, s->alive_ns, s->cfg->stall_timeout_ns, &s->rtsp,
+			      why, size);
+	if (r < 0)
+		return r;
+	const struct fbd_rtsp_video *v = fbd_rtsp_video(s->rtsp);
+	fbd_rtp_depay_init(&s->depay, v->codec, v->payload_type);
+	s->time_base = (AVRational){1, (int)v->clock_rate};
+	const AVCodec *codec =
+	    avcodec_find_decoder(v->codec == FBD_RTP_H265 ? AV_CODEC_ID_HEVC : AV_CODEC_ID_H264);
+	if (!codec) {
+		snprintf(why, size, "no decoder for its video codec %s in this FFmpeg",
+			 v->codec == FBD_RTP_H265 ? "hevc" : "h264");
+		return -ENOTSUP;
+	}
+	s->dec = avcodec_alloc_context3(codec);
+	if (!s->dec)
+		return -ENOMEM;
+	if (v->extradata_size) {
+		s->dec->extradata = av_mallocz(v->extradata_size + AV_INPUT_BUFFER_PADDING_SIZE);
+		if (!s->dec->extradata)
+			return -ENOMEM;
+		memcpy(s->dec->extradata, v->extradata, v->extradata_size);
+		s->dec->extradata_size = (int)v->extradata_size;
+	}
+	s->dec->pkt_timebase = s->time_base;
+	r = open_decoder(s, codec, ", framebusd's RTSP client", why, size);
+	/* Not -ENOTSUP: that would be read by FFmpeg. */
+	return r == -ENOTSUP ? -EINVAL : r;
 }
 
 /* Whether the decoder's error count says the input is broken. */
@@ -212,7 +295,28 @@ int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *s
 	s->thread = pthread_self();
 	s->pkt = av_packet_alloc();
 	s->frame = av_frame_alloc();
-	r = s->pkt && s->frame ? open_input(s, why, size) : -ENOMEM;
+	r = s->pkt && s->frame ? 0 : -ENOMEM;
+	char text[160];
+	const char *ffmpeg = r < 0 || !config->url ? "" : not_builtin(config, text, sizeof(text));
+	if (!ffmpeg) {
+		r = open_builtin(s, why, size);
+		if (r == -ENOTSUP) {
+			fbd_log_about(LOG_INFO, config->name, NULL,
+				      "stream %s: FFmpeg reads it, not framebusd's RTSP client: %s",
+				      config->name, why);
+			fbd_rtsp_close(s->rtsp);
+			s->rtsp = NULL;
+			why[0] = 0;
+		}
+	} else if (ffmpeg[0]) {
+		fbd_log_about(LOG_INFO, config->name, NULL,
+			      "stream %s: FFmpeg reads it, not framebusd's RTSP client: %s",
+			      config->name, ffmpeg);
+	}
+	if (r >= 0 ? !s->rtsp : r == -ENOTSUP)
+		r = open_input(s, why, size);
+	if (r == -ETIMEDOUT && !ffmpeg)
+		r = stalled(s, why, size);
 	if (r < 0 && atomic_load(&s->stalled) && !atomic_load(stop))
 		r = stalled(s, why, size);
 	if (r < 0) {
@@ -279,7 +383,7 @@ static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, siz
 	s->errors = 0;
 	s->pictures++;
 	int64_t pts = s->frame->best_effort_timestamp;
-	AVRational tb = s->fmt->streams[s->video]->time_base;
+	AVRational tb = s->time_base;
 	const struct arrival *a = arrival_of(s, s->frame->pts);
 	*ret = (struct fbd_picture){
 	    .frame = s->frame,
@@ -296,6 +400,51 @@ static int receive(struct fbd_source *s, struct fbd_picture *ret, char *why, siz
 	return 0;
 }
 
+static void remember_arrival(struct fbd_source *s, const struct arrival *a)
+{
+	s->arrivals[s->next_arrival++ % ARRIVALS] = *a;
+}
+
+/* The next access unit from framebusd's RTSP client into s->pkt. */
+static int read_builtin(struct fbd_source *s, char *why, size_t size)
+{
+	while (s->next_unit == s->n_units) {
+		const uint8_t *packet;
+		size_t len;
+		int r = fbd_rtsp_read(s->rtsp, &packet, &len, why, size);
+		if (r < 0)
+			return r;
+		s->packet_before = s->packet_now;
+		s->packet_now = (struct arrival){
+		    .monotonic_ns = fb_now_ns(),
+		    .realtime_ns = fb__now_ns(CLOCK_REALTIME),
+		};
+		uint64_t dropped = s->depay.dropped;
+		r = fbd_rtp_depay_push(&s->depay, packet, len, s->units, why, size);
+		if (r < 0)
+			return r;
+		s->n_units = r;
+		s->next_unit = 0;
+		/* The first, then every 100th: a lossy link does not flood the log. */
+		if (s->depay.dropped != dropped && s->depay.dropped % 100 == 1)
+			fbd_log_about(
+			    LOG_WARNING, s->cfg->name, NULL,
+			    "stream %s: a frame dropped, RTP packets of it were lost (%" PRIu64
+			    " so far)",
+			    s->cfg->name, s->depay.dropped);
+	}
+	const struct fbd_rtp_access_unit *u = &s->units[s->next_unit++];
+	int r = av_new_packet(s->pkt, (int)u->size);
+	if (r < 0)
+		return -ENOMEM;
+	memcpy(s->pkt->data, u->data, u->size);
+	s->pkt->pts = s->pkt->dts = u->pts;
+	struct arrival a = u->ended_here ? s->packet_now : s->packet_before;
+	a.pts = u->pts;
+	remember_arrival(s, &a);
+	return 0;
+}
+
 int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char *why, size_t size)
 {
 	for (;;) {
@@ -305,11 +454,35 @@ int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char 
 		if (s->flushing) {
 			if (s->pictures)
 				return 1;
-			snprintf(why, size,
-				 "the input (FFmpeg read it as %s, codec %s) ended before its "
-				 "first picture",
-				 s->fmt->iformat->name, s->dec->codec->name);
+			if (s->rtsp)
+				snprintf(
+				    why, size,
+				    "the camera (framebusd's RTSP client, codec %s) closed the "
+				    "connection before its first picture",
+				    s->dec->codec->name);
+			else
+				snprintf(why, size,
+					 "the input (FFmpeg read it as %s, codec %s) ended before "
+					 "its first picture",
+					 s->fmt->iformat->name, s->dec->codec->name);
 			return -ENODATA;
+		}
+		if (s->rtsp) {
+			r = read_builtin(s, why, size);
+			if (r == -ETIMEDOUT)
+				return stalled(s, why, size);
+			if (r == -ECONNRESET) { /* the camera closed it: the input ended */
+				s->flushing = true;
+				avcodec_send_packet(s->dec, NULL);
+				continue;
+			}
+			if (r < 0)
+				return r;
+			r = avcodec_send_packet(s->dec, s->pkt);
+			av_packet_unref(s->pkt);
+			if (r < 0 && r != AVERROR(EAGAIN) && decode_error(s, r, why, size) < 0)
+				return r > -4096 ? r : -EIO;
+			continue;
 		}
 		/* Only time spent reading counts as a stall, not time spent
 		 * waiting for a slot or pacing. */
@@ -326,11 +499,11 @@ int fbd_source_next(struct fbd_source *s, struct fbd_picture *ret_picture, char 
 			describe(why, size, "reading the input failed", r);
 			return r > -4096 ? r : -EIO;
 		} else if (s->pkt->stream_index == s->video) {
-			s->arrivals[s->next_arrival++ % ARRIVALS] = (struct arrival){
-			    .pts = s->pkt->pts,
-			    .monotonic_ns = fb_now_ns(),
-			    .realtime_ns = fb__now_ns(CLOCK_REALTIME),
-			};
+			remember_arrival(s, &(struct arrival){
+						.pts = s->pkt->pts,
+						.monotonic_ns = fb_now_ns(),
+						.realtime_ns = fb__now_ns(CLOCK_REALTIME),
+					    });
 			r = avcodec_send_packet(s->dec, s->pkt);
 		}
 		av_packet_unref(s->pkt);
@@ -347,6 +520,8 @@ void fbd_source_close(struct fbd_source *s)
 	s->watched = NULL; /* closing may call interrupted() */
 	avcodec_free_context(&s->dec);
 	avformat_close_input(&s->fmt);
+	fbd_rtsp_close(s->rtsp);
+	fbd_rtp_depay_clear(&s->depay);
 	av_packet_free(&s->pkt);
 	av_frame_free(&s->frame);
 	free(s);

@@ -91,8 +91,10 @@ struct fbd_stream {
 	/* Main thread only: frames published, sampled every second. */
 	struct fbd_window rates;
 	/* Main thread only: queue subscribers server.c found stalling it
-	 * (block_timeout) since it started. */
+	 * (block_timeout) since it started, and subscriptions it dropped for
+	 * holding one frame past hold_timeout (Prometheus only). */
 	uint32_t stalls;
+	uint32_t hold_drops;
 };
 
 /* What every back-end does first: the common part, state starting. */

@@ -26,8 +26,11 @@ FRAMEBUS_PACKAGES=(
     opencv-doc
     # frames as DLPack tensors, tests/python/test_dlpack.py and scripts/bench dlpack
     python3-torch
-    # tests/cameras/rtsp-camera.py, the RTSP camera the tests start
+    # tests/cameras/rtsp-camera.py, the RTSP camera the tests start (its H.264
+    # and H.265 cameras: h264parse, h265parse from plugins-bad; the clips are
+    # encoded by ffmpeg's libx264 and libx265)
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad
     # the GStreamer plugin (gst/) and its tests: gst-check, gst-launch-1.0
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
     gstreamer1.0-plugins-base

@@ -71,6 +71,8 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	     "framebusd.conf:4: [daemon] scale_threads: 'all' is not a number from 0 to 64"},
 	    {"[stream a]\nurl = x\non_end = restart\n",
 	     "framebusd.conf:3: [stream a] on_end: 'restart' is not auto, retry or end"},
+	    {"[stream a]\nurl = rtsp://cam/\nrtsp_client = gstreamer\n",
+	     "framebusd.conf:3: [stream a] rtsp_client: 'gstreamer' is not builtin or ffmpeg"},
 	    {"[stream a]\nurl = x\nretry_min = soon\n",
 	     "[stream a] retry_min: 'soon' is not a duration"},
 	    {"# comment\n[stream a b]\nurl = x\n",

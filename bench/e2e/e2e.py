@@ -12,6 +12,8 @@ numpy array and touching it with frame[::4, ::4].mean(), by one of:
   gstreamer  uridecodebin ! videoconvert ! BGR ! appsink per process (PyGObject)
   framebus   one framebusd decoding each camera once (bgr24), K queue
              subscribers per camera taking zero-copy arrays
+  framebus-ffmpeg  the same with rtsp_client = ffmpeg: FFmpeg's rtsp demuxer
+             reads the camera instead of framebusd's own RTSP client
 Every frame's index is burned into its picture (bench/e2e/clip.sh); the
 camera logs when it sent each index, each consumer when it had each index's
 array; joined afterwards, that is capture-to-array latency, and frames sent
@@ -46,7 +48,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 PYTHON = os.environ.get("FRAMEBUS_PYTHON", "/usr/bin/python3")
-TRANSPORTS = ["cv2", "ffmpeg", "gstreamer", "framebus"]
+TRANSPORTS = ["cv2", "ffmpeg", "gstreamer", "framebus", "framebus-ffmpeg"]
 PEERS = ["cv2", "ffmpeg", "gstreamer"]
 SIZES = {"720p": (1280, 720), "1080p": (1920, 1080)}
 CASES = ["720p:1x1", "720p:1x2", "720p:1x4", "1080p:1x1", "1080p:1x2", "1080p:1x4",
@@ -144,13 +146,15 @@ class Run:
         env = dict(os.environ, PYTHONPATH=os.path.join(self.b.build, "python"))
         daemon = None
         sock = os.path.join(self.dir, "fb.sock")
-        if self.t == "framebus":
+        framebus = self.t.startswith("framebus")
+        if framebus:
             conf = os.path.join(self.dir, "framebusd.conf")
             with open(conf, "w") as f:
                 f.write(f"[daemon]\nsocket = {sock}\n")
                 for c in range(self.n):
                     f.write(f"[stream cam{c}]\nurl = {self.url(c)}\noption.rtsp_transport = tcp\n"
-                            f"width = {self.w}\nheight = {self.h}\nformat = bgr24\n")
+                            f"width = {self.w}\nheight = {self.h}\nformat = bgr24\n"
+                            f"rtsp_client = {'ffmpeg' if self.t == 'framebus-ffmpeg' else 'builtin'}\n")
                     f.writelines(f"{o}\n" for o in args.framebus_option)
             daemon = self.spawn([os.path.join(self.b.build, "daemon", "framebusd"),
                                  "--config", conf], "framebusd")
@@ -163,9 +167,9 @@ class Run:
         consumers = []
         for c in range(self.n):
             for i in range(self.k):
-                cmd = [PYTHON, os.path.join(HERE, "consumer.py"), self.t,
+                cmd = [PYTHON, os.path.join(HERE, "consumer.py"), "framebus" if framebus else self.t,
                        "--out", os.path.join(self.dir, f"cam{c}-{i}.bin")]
-                if self.t == "framebus":
+                if framebus:
                     cmd += ["--socket", sock, "--stream", f"cam{c}"]
                 else:
                     cmd += ["--url", self.url(c), "--size", f"{self.w}x{self.h}"]
@@ -323,15 +327,15 @@ def summarize(runs):
 
 def print_case(case, res, transports):
     print(f"\n{case}  (N cameras x K consumers; medians of the runs that did not fail)")
-    print(f"  {'transport':10s} {'CPU ms/frame':>12s} {'cores':>6s} {'fbd':>5s} {'camera':>6s} "
+    print(f"  {'transport':15s} {'CPU ms/frame':>12s} {'cores':>6s} {'fbd':>5s} {'camera':>6s} "
           f"{'fps/cons':>8s} {'RSS MiB':>8s} {'PSS MiB':>8s} {'p50 ms':>7s} {'p99 ms':>7s} "
           f"{'lost':>5s}")
     for t in transports:
         if t not in res:
-            print(f"  {t:10s} every run failed")
+            print(f"  {t:15s} every run failed")
             continue
         r = res[t]
-        print(f"  {t:10s} {r['cpu_ms_per_frame']:12.2f} {r['cpu_cores']:6.2f} "
+        print(f"  {t:15s} {r['cpu_ms_per_frame']:12.2f} {r['cpu_cores']:6.2f} "
               f"{r['daemon_cores']:5.2f} {r['camera_cores']:6.2f} {r['fps_per_consumer']:8.1f} "
               f"{r['rss_mib']:8.0f} {r['pss_mib']:8.0f} {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} "
               f"{r['lost']:5d} {len(r['runs'])} runs" + (f"   (trace capture->array p50 {r['trace_p50_ms']:.1f} "
@@ -381,12 +385,12 @@ def main():
                         r = Run(bench, t, res, n, k, port).run()
                     except Failed as e:
                         # The other cases go on; the run fails at the end.
-                        print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
+                        print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:15s} "
                               f"FAILED: {e}", flush=True)
                         failures.append(str(e))
                         continue
                     runs.setdefault((args.cases[ci], t), []).append(r)
-                    print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:10s} "
+                    print(f"run {rep + 1}/{args.runs} {args.cases[ci]:10s} {t:15s} "
                           f"CPU {r['cpu_ms_per_frame']:6.2f} ms/frame ({r['cpu_cores']:.2f} "
                           f"cores)  p50 {r['p50_ms']:7.1f} p99 {r['p99_ms']:7.1f} ms  "
                           f"{r['fps_per_consumer']:5.1f} fps  lost {r['lost']}  longest gap "

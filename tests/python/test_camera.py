@@ -1,18 +1,23 @@
 # SPDX-License-Identifier: MIT
 """framebusd pulling a real RTSP camera (gst-rtsp-server on 127.0.0.1,
 tests/cameras/rtsp-camera.py): a camera that reboots or stalls comes back by
-itself, and its subscribers go on in the same subscription."""
+itself, and its subscribers go on in the same subscription; H.264 and H.265
+cameras go through framebusd's own RTSP client (daemon/rtsp.c), which hands a
+frame to the decoder as soon as its last packet came, with Basic or Digest
+authentication; an RTP/JPEG camera falls back to FFmpeg."""
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 import framebus
-from conftest import Daemon, wait_running
+from conftest import Daemon, wait_for, wait_running
 
 CAMERA = os.path.join(os.path.dirname(__file__), "..", "cameras", "rtsp-camera.py")
 
@@ -24,14 +29,16 @@ def free_port():
 
 
 class Camera:
-    """The RTSP camera process; start() again after stop() is a reboot."""
+    """The RTSP camera process (args: rtsp-camera.py's options); start()
+    again after stop() is a reboot."""
 
-    def __init__(self):
+    def __init__(self, *args):
         self.port = free_port()
+        self.args = [str(a) for a in args]
         self.start()
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, CAMERA, str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, CAMERA, str(self.port)] + self.args,
                                      stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout.readline().strip() == "ready", "the camera did not start"
 
@@ -41,16 +48,33 @@ class Camera:
         self.proc.wait(timeout=10)
 
 
-@pytest.fixture
-def camera():
-    c = Camera()
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """320x240 25 fps clips as cameras send them: no B-frames, a keyframe
+    every second."""
+    d = tmp_path_factory.mktemp("clips")
+    encoders = {"h264": ["libx264", "-bf", "0", "-g", "25"],
+                "h265": ["libx265", "-x265-params", "bframes=0:keyint=25:log-level=error",
+                         "-tag:v", "hvc1"]}
+    for codec, encoder in encoders.items():
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc2=size=320x240:rate=25", "-t", "10", "-pix_fmt", "yuv420p",
+                        "-c:v"] + encoder + ["-preset", "veryfast", str(d / f"{codec}.mp4")],
+                       check=True)
+    return {codec: str(d / f"{codec}.mp4") for codec in encoders}
+
+
+@pytest.fixture(params=["jpeg", "h264"])
+def camera(request, clips):
+    c = Camera() if request.param == "jpeg" else Camera("--clip", clips[request.param])
     yield c
     c.stop()
 
 
-def camera_daemon(camera):
-    return Daemon(f"[stream door]\nurl = rtsp://127.0.0.1:{camera.port}/cam\n"
-                  "retry_min = 200ms\nretry_max = 1s\nstall_timeout = 2s\n")
+def camera_daemon(camera, url=None, extra="", stall_timeout="2s"):
+    url = url or f"rtsp://127.0.0.1:{camera.port}/cam"
+    return Daemon(f"[stream door]\nurl = {url}\nretry_min = 200ms\nretry_max = 1s\n"
+                  f"stall_timeout = {stall_timeout}\n{extra}")
 
 
 def wait_state(bus, name, state, timeout=15):
@@ -111,3 +135,268 @@ def test_a_camera_that_stalls_is_noticed_and_retried(camera):
         bus.close()
     finally:
         daemon.stop()
+
+
+BUILTIN = "framebusd's RTSP client)"
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_h264_and_h265_cameras_are_read_by_framebusd_s_own_client(clips, codec):
+    camera = Camera("--clip", clips[codec])
+    daemon = camera_daemon(camera)
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        for _ in range(10):
+            with sub.acquire(timeout=10) as frame:
+                assert frame.array.shape == (240, 320, 3)
+        log = daemon.wait_for_log("opened")
+        want = {"h264": "(h264", "h265": "(hevc"}[codec]
+        assert f"{want} " in log and BUILTIN in log, log
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.stop()
+
+
+def test_a_frame_is_published_while_the_camera_is_silent_after_it(clips):
+    """The camera sends one frame, then nothing: framebus publishes it
+    without waiting for a next frame (FFmpeg's h264 parser would: its
+    access unit ends only when the next one begins)."""
+    camera = Camera("--clip", clips["h264"], "--frames", "1")
+    daemon = camera_daemon(camera, stall_timeout="60s")
+    try:
+        bus = framebus.connect(daemon.socket)
+        info = wait_for("the camera's one frame published",
+                        lambda: bus.stream("door").published and bus.stream("door"))
+        assert info.published == 1 and info.state == "running", info
+        time.sleep(2)  # the camera stays silent: that was its one frame
+        assert bus.stream("door").published == 1
+        with bus.subscribe("door").acquire(timeout=5) as frame:  # the newest frame: that one
+            assert frame.array.shape == (240, 320, 3) and frame.seq == 1
+        assert BUILTIN in daemon.read_log()
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.stop()
+
+
+@pytest.mark.parametrize("method", ["basic", "digest"])
+def test_a_camera_asking_for_a_password(clips, method):
+    camera = Camera("--clip", clips["h264"], "--auth", method, "--user", "viewer:s3cret")
+    right = camera_daemon(camera, url=f"rtsp://viewer:s3cret@127.0.0.1:{camera.port}/cam")
+    try:
+        bus = framebus.connect(right.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        with sub.acquire(timeout=10) as frame:
+            assert frame.array.shape == (240, 320, 3)
+        bus.close()
+    finally:
+        right.stop()
+    wrong = camera_daemon(camera, url=f"rtsp://viewer:wrong@127.0.0.1:{camera.port}/cam")
+    try:
+        bus = framebus.connect(wrong.socket)
+        info = wait_state(bus, "door", "retrying")
+        assert "401 Unauthorized: the camera refused the URL's user and password" in info.detail
+        bus.close()
+    finally:
+        wrong.stop()
+        camera.stop()
+
+
+def test_an_rtp_jpeg_camera_is_read_by_ffmpeg():
+    camera = Camera()
+    daemon = camera_daemon(camera)
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        log = daemon.wait_for_log("opened")
+        assert ("FFmpeg reads it, not framebusd's RTSP client: its video is JPEG, "
+                "not H.264 or H.265") in log, log
+        assert "(mjpeg 320x240" in log and BUILTIN not in log, log
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.stop()
+
+
+def test_rtsp_client_ffmpeg_and_ffmpeg_options_choose_ffmpeg(clips):
+    camera = Camera("--clip", clips["h264"])
+    for extra, why in [("rtsp_client = ffmpeg\n", "rtsp_client = ffmpeg"),
+                       ("option.stimeout = 5000000\n", "FFmpeg option option.stimeout is set")]:
+        daemon = camera_daemon(camera, extra=extra)
+        try:
+            log = daemon.wait_for_log("opened", timeout=20)
+            assert f"FFmpeg reads it, not framebusd's RTSP client: {why}" in log, log
+            assert BUILTIN not in log, log
+        finally:
+            daemon.stop()
+    camera.stop()
+
+
+def test_bytes_that_are_no_rtsp_end_the_source_with_why_and_touch_nothing_else():
+    """A "camera" answering OPTIONS with HTTP: its stream retries naming
+    what came; the daemon's other stream runs on."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    stop = threading.Event()
+
+    def answer():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    daemon = Daemon(f"[stream door]\nurl = rtsp://127.0.0.1:{port}/cam\nretry_min = 200ms\n"
+                    "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n")
+    try:
+        bus = framebus.connect(daemon.socket)
+        info = wait_state(bus, "door", "retrying")
+        assert "bytes that are no RTSP from the camera: 'HTTP/1.1 200 OK'" in info.detail, info
+        wait_running(bus, "other")
+        with bus.subscribe("other").acquire(timeout=5) as frame:
+            assert frame.array.shape == (120, 160, 3)
+        bus.close()
+    finally:
+        daemon.stop()
+        stop.set()
+        thread.join()
+        server.close()
+
+
+class LossyProxy:
+    """Between framebusd and a camera: passes RTSP both ways, and drops one
+    in every `every` RTP packets (interleaved channel 0) the camera sends, as
+    a camera whose own sending queue overflows does: RTP sequence gaps."""
+
+    def __init__(self, camera_port, every=40):
+        self.camera_port, self.every = camera_port, every
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.stop = threading.Event()
+        self.dropped = 0
+        self.threads = [threading.Thread(target=self.accept)]
+        self.threads[0].start()
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            camera = socket.create_connection(("127.0.0.1", self.camera_port))
+            for t in (threading.Thread(target=self.upstream, args=(client, camera)),
+                      threading.Thread(target=self.downstream, args=(camera, client))):
+                t.start()
+                self.threads.append(t)
+
+    def upstream(self, client, camera):
+        client.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                data = client.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            camera.sendall(data)
+        camera.close()
+
+    def downstream(self, camera, client):
+        f = camera.makefile("rb")
+        n = 0
+        try:
+            while not self.stop.is_set():
+                first = f.read(1)
+                if not first:
+                    break
+                if first == b"$":
+                    head = f.read(3)
+                    data = f.read(int.from_bytes(head[1:3], "big"))
+                    if head[0] == 0:
+                        n += 1
+                        if n % self.every == 0:
+                            self.dropped += 1
+                            continue
+                    client.sendall(first + head + data)
+                else:
+                    msg = first
+                    while not msg.endswith(b"\r\n\r\n"):
+                        msg += f.read(1)
+                    length = [int(h.split(b":")[1]) for h in msg.split(b"\r\n")
+                              if h.lower().startswith(b"content-length:")]
+                    client.sendall(msg + (f.read(length[0]) if length else b""))
+        except OSError:
+            pass
+        client.close()
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.server.close()
+
+
+def test_lost_rtp_packets_drop_their_frames_and_the_stream_goes_on(clips):
+    camera = Camera("--clip", clips["h264"])
+    proxy = LossyProxy(camera.port)
+    daemon = camera_daemon(camera, url=f"rtsp://127.0.0.1:{proxy.port}/cam")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        for _ in range(60):
+            with sub.acquire(timeout=10) as frame:
+                assert frame.array.shape == (240, 320, 3)
+        assert proxy.dropped > 0
+        log = daemon.wait_for_log("a frame dropped, RTP packets of it were lost (1 so far)")
+        assert bus.stream("door").state == "running", log
+        bus.close()
+    finally:
+        daemon.stop()
+        proxy.close()
+        camera.stop()
+
+
+def test_keepalives_come_before_the_session_times_out(clips):
+    """The camera's sessions time out after 4 s: framebusd's client sends
+    GET_PARAMETER (listed by OPTIONS) every 2 s, and frames go on."""
+    camera = Camera("--clip", clips["h264"], "--session-timeout", "4")
+    daemon = camera_daemon(camera)
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        with sub.acquire(timeout=10) as frame:
+            first = frame.seq
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line.strip()) for line in camera.proc.stdout],
+                         daemon=True).start()
+        keepalives = [lines.get(timeout=10) for _ in range(3)]  # queue.Empty: none came
+        assert keepalives == ["keepalive GET_PARAMETER"] * 3, keepalives
+        while True:  # past the 6 s the keepalives took: no gap, no discontinuity
+            with sub.acquire(timeout=5) as frame:
+                assert not frame.discontinuity
+                if frame.seq >= first + 150:
+                    break
+        assert bus.stream("door").state == "running"
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.stop()

@@ -123,3 +123,31 @@ def test_a_bad_address_is_named_and_a_taken_port_is_no_failure(tmp_path):
     finally:
         d.stop()
         taken.close()
+
+
+def test_stalls_and_frames_held_too_long_are_counted():
+    lavfi = ("url = testsrc2=size=64x48:rate=50\ninput_format = lavfi\n"
+             "width = 64\nheight = 48\nformat = gray8\nslots = 4\n")
+    d = Daemon(f"metrics = 127.0.0.1:{PORT + 4}\n" + DEFAULT_STREAMS +
+               f"[stream strict]\n{lavfi}policy = block\nblock_timeout = 500ms\n"
+               f"[stream pinned]\n{lavfi}hold_timeout = 500ms\n")
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "strict")
+        wait_running(bus, "pinned")
+        stuck = bus.subscribe("strict", mode="queue")  # never reads
+        holder = bus.subscribe("pinned")
+        frame = holder.acquire()  # and never gives it back
+        d.wait_for_log("stream strict: client")
+        d.wait_for_log("(hold_timeout): dropped")
+        m = samples(http(PORT + 4, "/metrics")[2])
+        assert m['framebus_stream_stalls_total{stream="strict"}'] == 1
+        assert m['framebus_stream_stalls_total{stream="pinned"}'] == 0
+        assert m['framebus_stream_hold_drops_total{stream="pinned"}'] == 1
+        assert m['framebus_stream_hold_drops_total{stream="strict"}'] == 0
+        del frame
+        holder.close()
+        stuck.close()
+        bus.close()
+    finally:
+        d.stop()

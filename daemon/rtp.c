@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: MIT */
+/* RTP H.264 (RFC 6184, non-interleaved mode) and H.265 (RFC 7798, without
+ * DONL) into Annex B access units. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rtp.h"
+
+static const uint8_t start_code[4] = {0, 0, 0, 1};
+
+static int fail(char *why, size_t size, int error, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, size, fmt, ap);
+	va_end(ap);
+	return error;
+}
+
+void fbd_rtp_depay_init(struct fbd_rtp_depay *d, uint32_t codec, int payload_type)
+{
+	*d = (struct fbd_rtp_depay){.codec = codec, .payload_type = payload_type};
+}
+
+void fbd_rtp_depay_clear(struct fbd_rtp_depay *d)
+{
+	free(d->building.data);
+	free(d->done[0].data);
+	free(d->done[1].data);
+	fbd_rtp_depay_init(d, d->codec, d->payload_type);
+}
+
+static int append(struct fbd_rtp_buffer *b, const uint8_t *p, size_t n, char *why, size_t size)
+{
+	if (!n)
+		return 0;
+	if (n > FBD_RTP_MAX_ACCESS_UNIT - b->len)
+		return fail(why, size, -EMSGSIZE, "an access unit over %u bytes",
+			    FBD_RTP_MAX_ACCESS_UNIT);
+	if (b->len + n > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		while (cap < b->len + n)
+			cap *= 2;
+		uint8_t *data = realloc(b->data, cap);
+		if (!data)
+			return -ENOMEM;
+		b->data = data;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+/* One NAL unit, its header given apart (a fragment's is rebuilt). */
+static int append_nal(struct fbd_rtp_depay *d, const uint8_t *header, size_t header_len,
+		      const uint8_t *p, size_t n, char *why, size_t size)
+{
+	int r = append(&d->building, start_code, sizeof(start_code), why, size);
+	if (r >= 0)
+		r = append(&d->building, header, header_len, why, size);
+	if (r >= 0)
+		r = append(&d->building, p, n, why, size);
+	return r;
+}
+
+/* An aggregation packet's NAL units: each after its 16-bit size. */
+static int append_aggregate(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, char *why,
+			    size_t size)
+{
+	while (n > 0) {
+		if (n < 2)
+			return fail(why, size, -EPROTO, "an aggregation packet ends inside a size");
+		size_t nal = (size_t)p[0] << 8 | p[1];
+		if (nal == 0 || nal > n - 2)
+			return fail(why, size, -EPROTO,
+				    "an aggregation packet's NAL unit of %zu bytes in %zu", nal,
+				    n - 2);
+		int r = append_nal(d, p + 2, nal, NULL, 0, why, size);
+		if (r < 0)
+			return r;
+		p += 2 + nal;
+		n -= 2 + nal;
+	}
+	return 0;
+}
+
+/* One fragment of a NAL unit: the first starts it with its rebuilt header. */
+static int append_fragment(struct fbd_rtp_depay *d, bool first, bool last, const uint8_t *header,
+			   size_t header_len, const uint8_t *p, size_t n, char *why, size_t size)
+{
+	int r;
+	if (first) {
+		if (d->in_fragment)
+			d->broken = true; /* the previous one's end was lost */
+		r = append_nal(d, header, header_len, p, n, why, size);
+	} else if (!d->in_fragment) {
+		d->broken = true; /* its start was lost, or came before we joined */
+		r = 0;
+	} else {
+		r = append(&d->building, p, n, why, size);
+	}
+	d->in_fragment = !last;
+	return r;
+}
+
+static int payload_h264(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, char *why, size_t size)
+{
+	static const char *const interleaved[] = {
+	    [25] = "STAP-B", [26] = "MTAP16", [27] = "MTAP24", [29] = "FU-B"};
+	if (n < 1)
+		return fail(why, size, -EPROTO, "an empty H.264 RTP payload");
+	unsigned type = p[0] & 0x1f;
+	if (type >= 1 && type <= 23)
+		return append_nal(d, p, n, NULL, 0, why, size);
+	if (type == 24)
+		return append_aggregate(d, p + 1, n - 1, why, size);
+	if (type == 28) {
+		if (n < 2)
+			return fail(why, size, -EPROTO, "an H.264 FU-A packet of %zu bytes", n);
+		uint8_t header = (uint8_t)((p[0] & 0xe0) | (p[1] & 0x1f));
+		return append_fragment(d, p[1] & 0x80, p[1] & 0x40, &header, 1, p + 2, n - 2, why,
+				       size);
+	}
+	if (type == 25 || type == 26 || type == 27 || type == 29)
+		return fail(why, size, -EPROTO,
+			    "H.264 RTP packets of type %u (%s, interleaved packetization mode) "
+			    "are not supported",
+			    type, interleaved[type]);
+	return 0; /* 0, 30, 31: reserved, ignored (RFC 6184 5.2) */
+}
+
+static int payload_h265(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, char *why, size_t size)
+{
+	if (n < 2)
+		return fail(why, size, -EPROTO, "an H.265 RTP payload of %zu bytes", n);
+	unsigned type = (p[0] >> 1) & 0x3f;
+	if (type <= 47)
+		return append_nal(d, p, n, NULL, 0, why, size);
+	if (type == 48)
+		return append_aggregate(d, p + 2, n - 2, why, size);
+	if (type == 49) {
+		if (n < 3)
+			return fail(why, size, -EPROTO, "an H.265 FU packet of %zu bytes", n);
+		uint8_t header[2] = {(uint8_t)((p[0] & 0x81) | (p[2] & 0x3f) << 1), p[1]};
+		return append_fragment(d, p[2] & 0x80, p[2] & 0x40, header, 2, p + 3, n - 3, why,
+				       size);
+	}
+	if (type == 50)
+		return fail(why, size, -EPROTO, "H.265 PACI RTP packets are not supported");
+	return 0; /* 51-63: unspecified, ignored (RFC 7798 4.4) */
+}
+
+/* The access unit gathered so far ends: handed out if whole, dropped if a
+ * packet of it was lost. */
+static void end_unit(struct fbd_rtp_depay *d, bool ended_here, struct fbd_rtp_access_unit *units,
+		     int *n)
+{
+	if (d->broken)
+		d->dropped++;
+	else if (d->building.len) {
+		struct fbd_rtp_buffer out = d->done[*n];
+		d->done[*n] = d->building;
+		d->building = out;
+		units[*n] = (struct fbd_rtp_access_unit){
+		    .data = d->done[*n].data,
+		    .size = d->done[*n].len,
+		    .pts = d->unwrapped,
+		    .ended_here = ended_here,
+		};
+		(*n)++;
+	}
+	d->building.len = 0;
+	d->broken = false;
+	d->in_fragment = false;
+}
+
+int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t len,
+		       struct fbd_rtp_access_unit ret_units[2], char *why, size_t size)
+{
+	if (len < 12)
+		return fail(why, size, -EPROTO, "an RTP packet of %zu bytes", len);
+	if (packet[0] >> 6 != 2)
+		return fail(why, size, -EPROTO, "an RTP packet of version %d", packet[0] >> 6);
+	size_t header = 12 + 4 * (size_t)(packet[0] & 0x0f);
+	if (packet[0] & 0x10) { /* an extension: its 16-bit length counts words */
+		if (len < header + 4)
+			return fail(why, size, -EPROTO, "an RTP packet ends in its extension");
+		header += 4 + 4 * ((size_t)packet[header + 2] << 8 | packet[header + 3]);
+	}
+	size_t padding = packet[0] & 0x20 ? packet[len - 1] : 0;
+	if (header > len || padding > len - header)
+		return fail(why, size, -EPROTO,
+			    "an RTP packet of %zu bytes with %zu of header and %zu of padding", len,
+			    header, padding);
+	bool marker = packet[1] & 0x80;
+	int pt = packet[1] & 0x7f;
+	if (pt != d->payload_type)
+		return fail(why, size, -EPROTO,
+			    "an RTP packet of payload type %d, not %d as the SDP said", pt,
+			    d->payload_type);
+	uint16_t seq = (uint16_t)(packet[2] << 8 | packet[3]);
+	uint32_t ts = (uint32_t)packet[4] << 24 | (uint32_t)packet[5] << 16 |
+		      (uint32_t)packet[6] << 8 | packet[7];
+	uint32_t ssrc = (uint32_t)packet[8] << 24 | (uint32_t)packet[9] << 16 |
+			(uint32_t)packet[10] << 8 | packet[11];
+	int n = 0;
+
+	if (!d->started || ssrc != d->ssrc) {
+		/* The first packet, or the sender started again: what was
+		 * gathered cannot be completed, the timestamps go on from
+		 * where they were. */
+		d->building.len = 0;
+		d->broken = d->in_fragment = false;
+		d->unwrapped = d->started ? d->unwrapped : ts;
+		d->started = true;
+		d->ssrc = ssrc;
+		d->timestamp = ts;
+	} else {
+		bool gap = seq != d->next_seq;
+		if (ts != d->timestamp) {
+			if (gap) /* the lost packets may be its end */
+				d->broken = d->broken || d->building.len || d->in_fragment;
+			end_unit(d, false, ret_units, &n);
+			d->unwrapped += (int32_t)(ts - d->timestamp);
+			d->timestamp = ts;
+		}
+		if (gap) /* or this one's start */
+			d->broken = true;
+	}
+	d->next_seq = (uint16_t)(seq + 1);
+	if (!d->broken) {
+		const uint8_t *p = packet + header;
+		size_t plen = len - header - padding;
+		int r = d->codec == FBD_RTP_H265 ? payload_h265(d, p, plen, why, size)
+						 : payload_h264(d, p, plen, why, size);
+		if (r < 0)
+			return r;
+	}
+	if (marker)
+		end_unit(d, true, ret_units, &n);
+	return n;
+}

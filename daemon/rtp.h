@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/* RTP depacketizer for H.264 (RFC 6184) and H.265 (RFC 7798): RTP packets
+ * in, Annex B access units out, each ended by its last packet's marker bit
+ * (or, for senders that never set it, by the next packet's new timestamp).
+ * A pure function of the packets it is given: no I/O, no clock. */
+#ifndef FBD_RTP_H
+#define FBD_RTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The largest access unit accepted: a 4K keyframe at a camera's highest
+ * quality is a few MiB. */
+#define FBD_RTP_MAX_ACCESS_UNIT (16u << 20)
+
+enum fbd_rtp_codec {
+	FBD_RTP_H264 = 0,
+	FBD_RTP_H265,
+};
+
+struct fbd_rtp_buffer {
+	uint8_t *data;
+	size_t len, cap;
+};
+
+struct fbd_rtp_depay {
+	uint32_t codec; /* enum fbd_rtp_codec */
+	int payload_type;
+	/* The access unit being gathered, and those last returned. */
+	struct fbd_rtp_buffer building, done[2];
+	bool started;     /* a packet came: seq, ssrc and timestamp are known */
+	bool broken;      /* a packet of the access unit was lost: it is dropped */
+	bool in_fragment; /* inside a fragmented NAL unit (FU-A, FU) */
+	uint16_t next_seq;
+	uint32_t ssrc;
+	uint32_t timestamp; /* the access unit's, as sent */
+	int64_t unwrapped;  /* the same, unwrapped to 64 bits */
+	uint64_t dropped;   /* access units dropped: a packet of theirs was lost */
+};
+
+/* One access unit, valid until the next fbd_rtp_depay_push() or
+ * fbd_rtp_depay_clear(). */
+struct fbd_rtp_access_unit {
+	const uint8_t *data; /* Annex B: each NAL unit after 00 00 00 01 */
+	size_t size;
+	int64_t pts; /* the RTP timestamp unwrapped to 64 bits */
+	/* true: its last packet is the one just pushed (marker bit); false:
+	 * it ended before it (the pushed packet has a new timestamp). */
+	bool ended_here;
+};
+
+/* A depacketizer for codec and RTP payload type payload_type. */
+void fbd_rtp_depay_init(struct fbd_rtp_depay *d, uint32_t codec, int payload_type);
+
+/* Take one RTP packet.  Returns how many access units it ended, 0 to 2 (a
+ * new timestamp ends the previous one, its marker bit its own), in
+ * ret_units[], oldest first, or -errno with the reason in why: -EPROTO for a malformed packet or a
+ * packetization this does not support, -EMSGSIZE for an access unit over
+ * FBD_RTP_MAX_ACCESS_UNIT, -ENOMEM. */
+int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t len,
+		       struct fbd_rtp_access_unit ret_units[2], char *why, size_t size);
+
+/* Free its buffers.  It can be initialised again. */
+void fbd_rtp_depay_clear(struct fbd_rtp_depay *d);
+
+#endif

@@ -1,0 +1,893 @@
+/* SPDX-License-Identifier: MIT */
+/* An RTSP 1.0 client (RFC 2326) for one video track over TCP interleaved
+ * RTP: OPTIONS, DESCRIBE, SETUP, PLAY, keepalives, TEARDOWN; Basic and
+ * Digest authentication (RFC 2617). */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libavutil/base64.h>
+#include <libavutil/md5.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "ring-private.h"
+#include "rtp.h"
+#include "rtsp.h"
+
+/* How often a wait looks at the stop flag. */
+#define POLL_MS 100
+/* A session without timeout= times out after 60 s (RFC 2326 12.37). */
+#define DEFAULT_SESSION_TIMEOUT 60
+#define USER_AGENT "framebusd"
+
+enum auth { AUTH_NONE = 0, AUTH_BASIC, AUTH_DIGEST };
+
+struct fbd_rtsp {
+	int fd;
+	const atomic_bool *stop;
+	_Atomic uint64_t *alive_ns;
+	uint64_t stall_ns;
+	uint64_t last_rx_ns;
+	char url[FBD_RTSP_MAX_URL]; /* without user:password@ */
+	char host[256], port[16];
+	char user[128], password[128];
+	char session_url[FBD_RTSP_MAX_URL]; /* PLAY, keepalives, TEARDOWN */
+	int cseq;
+	char session[256];
+	uint64_t keepalive_ns, next_keepalive_ns; /* 0: not playing */
+	bool get_parameter;                       /* the server has GET_PARAMETER */
+	int channel;                              /* the RTP's interleaved channel */
+	enum auth auth;
+	char realm[256], nonce[256], opaque[256];
+	bool qop_auth;
+	uint32_t nc;
+	struct fbd_rtsp_video video;
+	size_t in_off, in_len;
+	uint8_t in[2 * (FBD_RTSP_MAX_MESSAGE + 4)];
+};
+
+static int fail(char *why, size_t size, int error, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, size, fmt, ap);
+	va_end(ap);
+	return error;
+}
+
+/* Copy a value of n bytes into a field, or false if it does not fit. */
+static bool copy(char *dst, size_t dst_size, const char *src, size_t n)
+{
+	if (n >= dst_size)
+		return false;
+	memcpy(dst, src, n);
+	dst[n] = 0;
+	return true;
+}
+
+static bool name_is(const char *name, size_t n, const char *want)
+{
+	return strlen(want) == n && !strncasecmp(name, want, n);
+}
+
+/* The value of parameter key in "a=1;key=2" or "k=v, key=\"v\"" lists
+ * (sep ';' or ','), unquoted into out; false if absent or too long. */
+static bool param(const char *list, char sep, const char *key, char *out, size_t out_size)
+{
+	size_t klen = strlen(key);
+	const char *p = list;
+	while (*p) {
+		while (*p == ' ' || *p == '\t' || *p == sep)
+			p++;
+		const char *name = p;
+		while (*p && *p != '=' && *p != sep)
+			p++;
+		size_t nlen = (size_t)(p - name);
+		while (nlen && (name[nlen - 1] == ' ' || name[nlen - 1] == '\t'))
+			nlen--;
+		const char *value = p, *end = p;
+		if (*p == '=') {
+			p++;
+			while (*p == ' ' || *p == '\t')
+				p++;
+			if (*p == '"') {
+				value = ++p;
+				while (*p && *p != '"')
+					p++;
+				end = p;
+				if (*p)
+					p++;
+				while (*p && *p != sep)
+					p++;
+			} else {
+				value = p;
+				while (*p && *p != sep)
+					p++;
+				end = p;
+				while (end > value && (end[-1] == ' ' || end[-1] == '\t'))
+					end--;
+			}
+		}
+		if (nlen == klen && !strncasecmp(name, key, klen))
+			return copy(out, out_size, value, (size_t)(end - value));
+	}
+	return false;
+}
+
+int fbd_rtsp_parse_response(const char *head, size_t head_size,
+			    struct fbd_rtsp_response *ret_response, char *why, size_t size)
+{
+	struct fbd_rtsp_response r = {.cseq = -1};
+	const char *p = head, *end = head + head_size;
+	bool first = true;
+	char location[FBD_RTSP_MAX_URL] = "";
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		if (!eol)
+			return fail(why, size, -EPROTO, "an RTSP response line without its end");
+		const char *line = p;
+		size_t n = (size_t)(eol - p);
+		p = eol + 1;
+		if (n && line[n - 1] == '\r')
+			n--;
+		if (memchr(line, 0, n))
+			return fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
+		if (first) {
+			char reason[8];
+			if (n < 12 || strncmp(line, "RTSP/1.", 7) || line[8] != ' ' ||
+			    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
+			    !isdigit((unsigned char)line[11]) || (n > 12 && line[12] != ' '))
+				return fail(why, size, -EPROTO, "'%.*s' is no RTSP status line",
+					    (int)(n < 80 ? n : 80), line);
+			copy(reason, sizeof(reason), line + 9, 3);
+			r.status = atoi(reason);
+			first = false;
+			continue;
+		}
+		if (n == 0)
+			break;
+		const char *colon = memchr(line, ':', n);
+		if (!colon)
+			return fail(why, size, -EPROTO, "an RTSP header line without ':': '%.*s'",
+				    (int)(n < 80 ? n : 80), line);
+		size_t nlen = (size_t)(colon - line);
+		const char *v = colon + 1;
+		size_t vlen = n - nlen - 1;
+		while (vlen && (*v == ' ' || *v == '\t'))
+			v++, vlen--;
+		while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+			vlen--;
+		bool ok = true;
+		char number[24];
+		if (name_is(line, nlen, "CSeq")) {
+			char *e;
+			ok = copy(number, sizeof(number), v, vlen);
+			long cseq = ok ? strtol(number, &e, 10) : -1;
+			ok = ok && vlen && !*e && cseq >= 0 && cseq <= 0x7fffffff;
+			r.cseq = (int)cseq;
+		} else if (name_is(line, nlen, "Content-Length")) {
+			char *e;
+			ok = copy(number, sizeof(number), v, vlen);
+			unsigned long long len = ok ? strtoull(number, &e, 10) : 0;
+			ok = ok && vlen && isdigit((unsigned char)number[0]) && !*e &&
+			     len <= FBD_RTSP_MAX_MESSAGE;
+			if (!ok)
+				return fail(why, size, -EPROTO,
+					    "an RTSP Content-Length '%.*s' (at most %d)",
+					    (int)(vlen < 40 ? vlen : 40), v, FBD_RTSP_MAX_MESSAGE);
+			r.content_length = (size_t)len;
+		} else if (name_is(line, nlen, "Content-Base")) {
+			ok = copy(r.content_base, sizeof(r.content_base), v, vlen);
+		} else if (name_is(line, nlen, "Content-Location")) {
+			ok = copy(location, sizeof(location), v, vlen);
+		} else if (name_is(line, nlen, "Location")) {
+			ok = copy(r.location, sizeof(r.location), v, vlen);
+		} else if (name_is(line, nlen, "Session")) {
+			char timeout[24];
+			ok = copy(r.session, sizeof(r.session), v, vlen);
+			if (ok && param(r.session, ';', "timeout", timeout, sizeof(timeout))) {
+				long t = atol(timeout);
+				r.session_timeout = t > 0 && t < 86400 ? (uint32_t)t : 0;
+			}
+			if (ok)
+				r.session[strcspn(r.session, "; \t")] = 0;
+		} else if (name_is(line, nlen, "Transport")) {
+			ok = copy(r.transport, sizeof(r.transport), v, vlen);
+		} else if (name_is(line, nlen, "Public")) {
+			ok = copy(r.public_methods, sizeof(r.public_methods), v, vlen);
+		} else if (name_is(line, nlen, "WWW-Authenticate")) {
+			if (vlen >= 7 && !strncasecmp(v, "Digest ", 7) && !r.digest[0])
+				ok = copy(r.digest, sizeof(r.digest), v + 7, vlen - 7);
+			else if (vlen >= 5 && !strncasecmp(v, "Basic", 5))
+				r.basic = true;
+		}
+		if (!ok)
+			return fail(why, size, -EPROTO, "the RTSP header %.*s is too long or bad",
+				    (int)(nlen < 40 ? nlen : 40), line);
+	}
+	if (first)
+		return fail(why, size, -EPROTO, "an empty RTSP response");
+	if (!r.content_base[0])
+		memcpy(r.content_base, location, sizeof(location));
+	*ret_response = r;
+	return 0;
+}
+
+/* sprop-parameter-sets (a comma-separated list) or one sprop-vps/sps/pps
+ * value: base64 NAL units, appended to extradata after start codes. */
+static int add_parameter_sets(struct fbd_rtsp_video *v, const char *list, char *why, size_t size)
+{
+	char b64[FBD_RTSP_MAX_EXTRADATA];
+	while (*list) {
+		size_t n = strcspn(list, ",");
+		if (n && n < sizeof(b64)) {
+			memcpy(b64, list, n);
+			b64[n] = 0;
+			size_t room = sizeof(v->extradata) - v->extradata_size;
+			if (room < 4 + AV_BASE64_DECODE_SIZE(n) + 1)
+				return fail(why, size, -EPROTO,
+					    "the SDP's parameter sets are over %d bytes",
+					    FBD_RTSP_MAX_EXTRADATA);
+			uint8_t *out = v->extradata + v->extradata_size;
+			int got = av_base64_decode(out + 4, b64, (int)(room - 4));
+			if (got <= 0)
+				return fail(why, size, -EPROTO,
+					    "the SDP's parameter set '%.40s' is not base64", b64);
+			memcpy(out, (const uint8_t[]){0, 0, 0, 1}, 4);
+			v->extradata_size += 4 + (size_t)got;
+		} else if (n) {
+			return fail(why, size, -EPROTO,
+				    "the SDP's parameter sets are over %d bytes",
+				    FBD_RTSP_MAX_EXTRADATA);
+		}
+		list += n;
+		if (*list == ',')
+			list++;
+	}
+	return 0;
+}
+
+int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *ret_video,
+		       char *why, size_t size)
+{
+	struct fbd_rtsp_video v = {.payload_type = -1};
+	char session_control[FBD_RTSP_MAX_URL] = "";
+	char encoding[64] = "", fmtp[FBD_RTSP_MAX_EXTRADATA] = "";
+	const char *p = sdp, *end = sdp + sdp_size;
+	/* 0: the session's lines, 1: in the first video, 2: in another medium. */
+	int at = 0;
+	bool video_seen = false;
+
+	while (p < end) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		const char *line = p;
+		size_t n = eol ? (size_t)(eol - p) : (size_t)(end - p);
+		p = eol ? eol + 1 : end;
+		if (n && line[n - 1] == '\r')
+			n--;
+		if (!n)
+			continue;
+		if (memchr(line, 0, n))
+			return fail(why, size, -EPROTO, "a NUL byte in the SDP");
+		if (n < 2 || line[1] != '=')
+			return fail(why, size, -EPROTO, "'%.*s' is no SDP line",
+				    (int)(n < 60 ? n : 60), line);
+		char text[FBD_RTSP_MAX_EXTRADATA];
+		if (!copy(text, sizeof(text), line + 2, n - 2))
+			return fail(why, size, -EPROTO, "an SDP line over %d bytes",
+				    FBD_RTSP_MAX_EXTRADATA);
+		if (line[0] == 'm') {
+			if (video_seen || strncmp(text, "video ", 6)) {
+				at = 2; /* audio, data, more video: not set up */
+				continue;
+			}
+			video_seen = true;
+			char proto[32];
+			int pt = -1;
+			if (sscanf(text, "video %*u %31s %d", proto, &pt) != 2 || pt < 0 ||
+			    pt > 127)
+				return fail(why, size, -EPROTO,
+					    "the SDP's 'm=%.60s' has no payload type", text);
+			if (strcmp(proto, "RTP/AVP"))
+				return fail(why, size, -ENOTSUP, "its video is %s, not RTP/AVP",
+					    proto);
+			v.payload_type = pt;
+			at = 1;
+			continue;
+		}
+		if (line[0] != 'a' || at == 2)
+			continue;
+		char *value = strchr(text, ':');
+		if (!value)
+			continue;
+		*value++ = 0;
+		if (!strcmp(text, "control")) {
+			if (!copy(at ? v.control : session_control, sizeof(v.control), value,
+				  strlen(value)))
+				return fail(why, size, -EPROTO, "an SDP control URL over %d bytes",
+					    FBD_RTSP_MAX_URL);
+			continue;
+		}
+		if (at != 1)
+			continue;
+		char *rest;
+		long pt = strtol(value, &rest, 10);
+		if (rest == value || pt != v.payload_type || *rest != ' ')
+			continue;
+		rest++;
+		if (!strcmp(text, "rtpmap"))
+			copy(encoding, sizeof(encoding), rest, strlen(rest));
+		else if (!strcmp(text, "fmtp"))
+			copy(fmtp, sizeof(fmtp), rest, strlen(rest));
+	}
+	if (!video_seen)
+		return fail(why, size, -ENOTSUP, "its SDP has no video");
+	if (!encoding[0])
+		return fail(why, size, -ENOTSUP, "its video (RTP payload type %d) has no a=rtpmap",
+			    v.payload_type);
+	char *slash = strchr(encoding, '/');
+	long rate = slash ? atol(slash + 1) : 0;
+	if (slash)
+		*slash = 0;
+	if (!strcasecmp(encoding, "H264"))
+		v.codec = FBD_RTP_H264;
+	else if (!strcasecmp(encoding, "H265"))
+		v.codec = FBD_RTP_H265;
+	else
+		return fail(why, size, -ENOTSUP, "its video is %.32s, not H.264 or H.265",
+			    encoding);
+	if (rate <= 0 || rate > 1000000)
+		return fail(why, size, -EPROTO, "the SDP's %s clock rate '%s'", encoding,
+			    slash ? slash + 1 : "");
+	v.clock_rate = (uint32_t)rate;
+	char value[FBD_RTSP_MAX_EXTRADATA];
+	if (v.codec == FBD_RTP_H264 && param(fmtp, ';', "packetization-mode", value, 16) &&
+	    atoi(value) == 2)
+		return fail(why, size, -ENOTSUP,
+			    "its H.264 is in interleaved packetization mode (2)");
+	if (v.codec == FBD_RTP_H265 && param(fmtp, ';', "sprop-max-don-diff", value, 16) &&
+	    atoi(value) > 0)
+		return fail(why, size, -ENOTSUP, "its H.265 has DONL (sprop-max-don-diff > 0)");
+	static const char *const h264_sets[] = {"sprop-parameter-sets", NULL};
+	static const char *const h265_sets[] = {"sprop-vps", "sprop-sps", "sprop-pps", NULL};
+	for (const char *const *k = v.codec == FBD_RTP_H264 ? h264_sets : h265_sets; *k; k++) {
+		int r = param(fmtp, ';', *k, value, sizeof(value))
+			    ? add_parameter_sets(&v, value, why, size)
+			    : 0;
+		if (r < 0)
+			return r;
+	}
+	memcpy(v.session_control, session_control, sizeof(session_control));
+	*ret_video = v;
+	return 0;
+}
+
+/* A control URL against the base (RFC 2326 C.1.1): absolute, "*" (the base
+ * itself) or relative (appended after a '/'). */
+static bool resolve(char *out, const char *base, const char *control)
+{
+	if (!control[0] || !strcmp(control, "*"))
+		return copy(out, FBD_RTSP_MAX_URL, base, strlen(base));
+	if (!strncasecmp(control, "rtsp://", 7))
+		return copy(out, FBD_RTSP_MAX_URL, control, strlen(control));
+	size_t n = strlen(base);
+	bool slash = n && base[n - 1] == '/';
+	return snprintf(out, FBD_RTSP_MAX_URL, "%s%s%s", base, slash ? "" : "/", control) <
+	       FBD_RTSP_MAX_URL;
+}
+
+static void percent_decode(char *s)
+{
+	char *o = s;
+	for (; *s; s++) {
+		if (s[0] == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
+			char hex[3] = {s[1], s[2], 0};
+			*o++ = (char)strtol(hex, NULL, 16);
+			s += 2;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = 0;
+}
+
+/* rtsp://[user[:password]@]host[:port][/path] */
+static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size)
+{
+	if (strncasecmp(url, "rtsp://", 7))
+		return fail(why, size, -EINVAL, "'%s' is not an rtsp:// URL", url);
+	const char *auth = url + 7;
+	const char *path = auth + strcspn(auth, "/?#");
+	const char *at = memrchr(auth, '@', (size_t)(path - auth));
+	const char *host = at ? at + 1 : auth;
+	if (at) {
+		size_t n = (size_t)(at - auth);
+		const char *colon = memchr(auth, ':', n);
+		size_t ulen = colon ? (size_t)(colon - auth) : n;
+		if (!copy(c->user, sizeof(c->user), auth, ulen) ||
+		    !copy(c->password, sizeof(c->password), colon ? colon + 1 : "",
+			  colon ? n - ulen - 1 : 0))
+			return fail(why, size, -EINVAL, "the URL's user:password is too long");
+		percent_decode(c->user);
+		percent_decode(c->password);
+	}
+	const char *port = NULL, *host_end = path;
+	if (*host == '[') {
+		const char *close = memchr(host, ']', (size_t)(path - host));
+		if (!close)
+			return fail(why, size, -EINVAL, "the URL's host '%.*s' lacks its ']'",
+				    (int)(path - host), host);
+		if (close + 1 < path && close[1] == ':')
+			port = close + 2;
+		if (!copy(c->host, sizeof(c->host), host + 1, (size_t)(close - host - 1)))
+			return fail(why, size, -EINVAL, "the URL's host is too long");
+	} else {
+		port = memchr(host, ':', (size_t)(path - host));
+		if (port)
+			host_end = port++;
+		if (!copy(c->host, sizeof(c->host), host, (size_t)(host_end - host)))
+			return fail(why, size, -EINVAL, "the URL's host is too long");
+	}
+	if (!c->host[0])
+		return fail(why, size, -EINVAL, "'%s' has no host", url);
+	if (port && !copy(c->port, sizeof(c->port), port, (size_t)(path - port)))
+		return fail(why, size, -EINVAL, "the URL's port is too long");
+	if (!port || !c->port[0])
+		strcpy(c->port, "554");
+	if (snprintf(c->url, sizeof(c->url), "rtsp://%.*s%s", (int)(path - host), host, path) >=
+	    (int)sizeof(c->url))
+		return fail(why, size, -EINVAL, "the URL is over %d bytes", FBD_RTSP_MAX_URL);
+	return 0;
+}
+
+/* Wait for fd to be ready for events, POLL_MS at a time. */
+static int wait_fd(struct fbd_rtsp *c, short events, char *why, size_t size)
+{
+	for (;;) {
+		if (atomic_load(c->stop))
+			return fail(why, size, -ECANCELED, "stopped");
+		uint64_t now = fb_now_ns();
+		atomic_store_explicit(c->alive_ns, now, memory_order_relaxed);
+		if (now - c->last_rx_ns > c->stall_ns)
+			return fail(why, size, -ETIMEDOUT, "nothing came for %.1f s",
+				    (double)c->stall_ns / 1e9);
+		struct pollfd pfd = {.fd = c->fd, .events = events};
+		int r = poll(&pfd, 1, POLL_MS);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return fail(why, size, -errno, "poll: %s", strerror(errno));
+	}
+}
+
+static int connect_to(struct fbd_rtsp *c, char *why, size_t size)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *list = NULL;
+	int r = getaddrinfo(c->host, c->port, &hints, &list);
+	if (r)
+		return fail(why, size, -EHOSTUNREACH, "%s: %s", c->host, gai_strerror(r));
+	r = -ECONNREFUSED;
+	for (struct addrinfo *a = list; a; a = a->ai_next) {
+		c->fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+			       a->ai_protocol);
+		if (c->fd < 0) {
+			r = -errno;
+			continue;
+		}
+		c->last_rx_ns = fb_now_ns();
+		if (connect(c->fd, a->ai_addr, a->ai_addrlen) < 0 && errno != EINPROGRESS)
+			r = -errno;
+		else if ((r = wait_fd(c, POLLOUT, why, size)) == 0) {
+			int err = 0;
+			socklen_t len = sizeof(err);
+			getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+			r = -err;
+		}
+		if (r == 0 || r == -ECANCELED)
+			break;
+		close(c->fd);
+		c->fd = -1;
+	}
+	freeaddrinfo(list);
+	if (r == 0) {
+		int one = 1;
+		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		return 0;
+	}
+	if (r == -ECANCELED || r == -ETIMEDOUT)
+		return r == -ETIMEDOUT
+			   ? fail(why, size, r, "connecting to %s:%s timed out", c->host, c->port)
+			   : r;
+	return fail(why, size, r, "cannot connect to %s:%s: %s", c->host, c->port, strerror(-r));
+}
+
+static int send_all(struct fbd_rtsp *c, const char *buf, size_t len, char *why, size_t size)
+{
+	while (len) {
+		ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			uint64_t rx = c->last_rx_ns; /* a full socket is no silence */
+			c->last_rx_ns = fb_now_ns();
+			int r = wait_fd(c, POLLOUT, why, size);
+			c->last_rx_ns = rx;
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (n < 0)
+			return fail(why, size, -errno, "sending to the camera: %s",
+				    strerror(errno));
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+static void md5_hex(char out[33], const char *fmt, ...)
+{
+	char text[1024];
+	uint8_t sum[16];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	av_md5_sum(sum, (const uint8_t *)text,
+		   n < (int)sizeof(text) ? (size_t)n : sizeof(text) - 1);
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", sum[i]);
+}
+
+/* The Authorization header for a request, "" without one. */
+static void authorization(struct fbd_rtsp *c, const char *method, const char *url, char *out,
+			  size_t out_size)
+{
+	out[0] = 0;
+	if (c->auth == AUTH_BASIC) {
+		char plain[300], b64[AV_BASE64_SIZE(sizeof(plain))];
+		int n = snprintf(plain, sizeof(plain), "%s:%s", c->user, c->password);
+		av_base64_encode(b64, sizeof(b64), (const uint8_t *)plain, n);
+		snprintf(out, out_size, "Authorization: Basic %s\r\n", b64);
+	} else if (c->auth == AUTH_DIGEST) {
+		char ha1[33], ha2[33], response[33], cnonce[17], opaque[300] = "";
+		md5_hex(ha1, "%s:%s:%s", c->user, c->realm, c->password);
+		md5_hex(ha2, "%s:%s", method, url);
+		if (c->opaque[0])
+			snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", c->opaque);
+		if (!c->qop_auth) {
+			md5_hex(response, "%s:%s:%s", ha1, c->nonce, ha2);
+			snprintf(out, out_size,
+				 "Authorization: Digest username=\"%s\", realm=\"%s\", "
+				 "nonce=\"%s\", uri=\"%s\", response=\"%s\"%s\r\n",
+				 c->user, c->realm, c->nonce, url, response, opaque);
+			return;
+		}
+		c->nc++;
+		snprintf(cnonce, sizeof(cnonce), "%08x%08x", (unsigned)random(), c->nc);
+		md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, c->nonce, c->nc, cnonce, ha2);
+		snprintf(out, out_size,
+			 "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
+			 "uri=\"%s\", response=\"%s\", qop=auth, nc=%08x, cnonce=\"%s\"%s\r\n",
+			 c->user, c->realm, c->nonce, url, response, c->nc, cnonce, opaque);
+	}
+}
+
+static int send_request(struct fbd_rtsp *c, const char *method, const char *url, const char *extra,
+			char *why, size_t size)
+{
+	char auth[1400], session[300] = "", text[4096];
+	authorization(c, method, url, auth, sizeof(auth));
+	if (c->session[0])
+		snprintf(session, sizeof(session), "Session: %s\r\n", c->session);
+	int n = snprintf(text, sizeof(text),
+			 "%s %s RTSP/1.0\r\nCSeq: %d\r\nUser-Agent: " USER_AGENT "\r\n%s%s%s\r\n",
+			 method, url, ++c->cseq, auth, session, extra);
+	if (n >= (int)sizeof(text))
+		return fail(why, size, -EINVAL, "an RTSP request over %zu bytes", sizeof(text));
+	return send_all(c, text, (size_t)n, why, size);
+}
+
+/* Whether a message's first line is a request's: "METHOD URL RTSP/1.x". */
+static bool is_request(const char *head, size_t n)
+{
+	const char *eol = memchr(head, '\n', n);
+	size_t len = eol ? (size_t)(eol - head) : n;
+	size_t method = 0;
+	while (method < len && (isupper((unsigned char)head[method]) || head[method] == '_'))
+		method++;
+	if (!method || method == len || head[method] != ' ')
+		return false;
+	const char *version = memmem(head, len, " RTSP/1.", 8);
+	return version && version > head + method;
+}
+
+/* The next message in, read as needed: an interleaved frame (returns its
+ * channel, 0-255, and payload) or a response (returns 256, its headers
+ * parsed, its body in ret_data).  Requests from the server are skipped. */
+static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
+			const uint8_t **ret_data, size_t *ret_len, char *why, size_t size)
+{
+	for (;;) {
+		const uint8_t *p = c->in + c->in_off;
+		size_t have = c->in_len - c->in_off;
+		if (have >= 4 && p[0] == '$') {
+			size_t len = (size_t)p[2] << 8 | p[3];
+			if (have >= 4 + len) {
+				c->in_off += 4 + len;
+				*ret_data = p + 4;
+				*ret_len = len;
+				return p[1];
+			}
+		} else if (have && p[0] != '$') {
+			size_t scan = have < FBD_RTSP_MAX_MESSAGE ? have : FBD_RTSP_MAX_MESSAGE;
+			const uint8_t *end = memmem(p, scan, "\r\n\r\n", 4);
+			size_t head = end ? (size_t)(end - p) + 4 : 0;
+			if (!end && (end = memmem(p, scan, "\n\n", 2)))
+				head = (size_t)(end - p) + 2;
+			if (!end && have >= FBD_RTSP_MAX_MESSAGE)
+				return fail(why, size, -EPROTO,
+					    "an RTSP message's headers are over %d bytes",
+					    FBD_RTSP_MAX_MESSAGE);
+			if (end) {
+				bool request = have < 5 || memcmp(p, "RTSP/", 5);
+				int r = 0;
+				if (request && !is_request((const char *)p, head)) {
+					size_t shown = strnlen((const char *)p, head);
+					shown = strcspn((const char *)p, "\r\n") < shown
+						    ? strcspn((const char *)p, "\r\n")
+						    : shown;
+					return fail(
+					    why, size, -EPROTO,
+					    "bytes that are no RTSP from the camera: '%.*s'",
+					    (int)(shown < 60 ? shown : 60), (const char *)p);
+				}
+				if (request) {
+					/* Its headers are a request's: only its
+					 * Content-Length matters. */
+					const char *cl = memmem(p, head, "\nContent-Length:", 16);
+					*resp = (struct fbd_rtsp_response){
+					    .content_length = cl ? strtoul(cl + 16, NULL, 10) : 0};
+					if (resp->content_length > FBD_RTSP_MAX_MESSAGE)
+						return fail(
+						    why, size, -EPROTO,
+						    "a request from the camera of %zu bytes",
+						    resp->content_length);
+				} else {
+					r = fbd_rtsp_parse_response((const char *)p, head, resp,
+								    why, size);
+				}
+				if (r < 0)
+					return r;
+				if (have >= head + resp->content_length) {
+					c->in_off += head + resp->content_length;
+					*ret_data = p + head;
+					*ret_len = resp->content_length;
+					if (!request)
+						return 256;
+					continue;
+				}
+			}
+		}
+		/* More bytes: move what is left to the front first. */
+		if (c->in_off) {
+			memmove(c->in, c->in + c->in_off, have);
+			c->in_len = have;
+			c->in_off = 0;
+		}
+		for (;;) {
+			if (c->keepalive_ns && fb_now_ns() >= c->next_keepalive_ns) {
+				c->next_keepalive_ns = fb_now_ns() + c->keepalive_ns;
+				int r =
+				    send_request(c, c->get_parameter ? "GET_PARAMETER" : "OPTIONS",
+						 c->session_url, "", why, size);
+				if (r < 0)
+					return r;
+			}
+			ssize_t n = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, 0);
+			if (n > 0) {
+				c->in_len += (size_t)n;
+				c->last_rx_ns = fb_now_ns();
+				break;
+			}
+			if (n == 0)
+				return fail(why, size, -ECONNRESET,
+					    "the camera closed the connection");
+			if (errno != EAGAIN && errno != EINTR)
+				return fail(why, size, -errno, "reading from the camera: %s",
+					    strerror(errno));
+			int r = wait_fd(c, POLLIN, why, size);
+			if (r < 0)
+				return r;
+		}
+	}
+}
+
+/* Send a request and wait for its response (2xx; 401 answered once with
+ * the URL's credentials).  The response's body is valid until the next
+ * read. */
+static int request(struct fbd_rtsp *c, const char *method, const char *url, const char *extra,
+		   struct fbd_rtsp_response *resp, const uint8_t **ret_body, size_t *ret_len,
+		   char *why, size_t size)
+{
+	const uint8_t *body;
+	size_t len;
+	for (int attempt = 0;; attempt++) {
+		int r = send_request(c, method, url, extra, why, size);
+		if (r < 0)
+			return r;
+		do {
+			r = next_message(c, resp, &body, &len, why, size);
+			if (r < 0)
+				return r;
+		} while (r != 256 || (resp->cseq != c->cseq && resp->cseq != -1));
+		if (resp->status == 401 && attempt == 0 && c->user[0] && c->auth != AUTH_DIGEST) {
+			char qop[64] = "", algorithm[32] = "", *save = NULL;
+			if (resp->digest[0] &&
+			    param(resp->digest, ',', "realm", c->realm, sizeof(c->realm)) &&
+			    param(resp->digest, ',', "nonce", c->nonce, sizeof(c->nonce))) {
+				param(resp->digest, ',', "algorithm", algorithm, sizeof(algorithm));
+				if (algorithm[0] && strcasecmp(algorithm, "MD5"))
+					return fail(
+					    why, size, -EACCES,
+					    "%s: 401 Unauthorized: the camera wants Digest "
+					    "algorithm %s (framebusd's RTSP client does MD5)",
+					    method, algorithm);
+				if (!param(resp->digest, ',', "opaque", c->opaque,
+					   sizeof(c->opaque)))
+					c->opaque[0] = 0;
+				param(resp->digest, ',', "qop", qop, sizeof(qop));
+				c->qop_auth = false;
+				for (char *t = strtok_r(qop, ", ", &save); t;
+				     t = strtok_r(NULL, ", ", &save))
+					c->qop_auth = c->qop_auth || !strcasecmp(t, "auth");
+				if (qop[0] && !c->qop_auth)
+					return fail(why, size, -EACCES,
+						    "%s: 401 Unauthorized: the camera wants Digest "
+						    "qop=%s (framebusd's RTSP client does auth)",
+						    method, qop);
+				c->auth = AUTH_DIGEST;
+				c->nc = 0;
+				continue;
+			}
+			if (resp->basic && c->auth == AUTH_NONE) {
+				c->auth = AUTH_BASIC;
+				continue;
+			}
+		}
+		if (resp->status == 401)
+			return fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method,
+				    c->user[0] ? "the camera refused the URL's user and password"
+					       : "the camera wants a user and password "
+						 "(rtsp://USER:PASSWORD@HOST/...)");
+		if (resp->status >= 300 && resp->status < 400)
+			return fail(why, size, -EPROTO,
+				    "%s: %d: the camera redirects to %s; framebusd's RTSP client "
+				    "does not follow redirects: put that URL in url",
+				    method, resp->status, resp->location[0] ? resp->location : "?");
+		if (resp->status == 461)
+			return fail(why, size, -ENOTSUP,
+				    "the camera refuses RTP over TCP (461 Unsupported Transport)");
+		if (resp->status < 200 || resp->status >= 300)
+			return fail(why, size, -EIO, "%s %s: the camera answered %d", method, url,
+				    resp->status);
+		if (ret_body) {
+			*ret_body = body;
+			*ret_len = len;
+		}
+		return 0;
+	}
+}
+
+static int start(struct fbd_rtsp *c, const char *url, char *why, size_t size)
+{
+	struct fbd_rtsp_response resp;
+	const uint8_t *sdp;
+	size_t sdp_len;
+	char base[FBD_RTSP_MAX_URL], setup[FBD_RTSP_MAX_URL], transport[128];
+	int r = parse_url(c, url, why, size);
+	if (r >= 0)
+		r = connect_to(c, why, size);
+	if (r >= 0)
+		r = request(c, "OPTIONS", c->url, "", &resp, NULL, NULL, why, size);
+	if (r < 0)
+		return r;
+	c->get_parameter = strstr(resp.public_methods, "GET_PARAMETER") != NULL;
+	r = request(c, "DESCRIBE", c->url, "Accept: application/sdp\r\n", &resp, &sdp, &sdp_len,
+		    why, size);
+	if (r < 0)
+		return r;
+	copy(base, sizeof(base), resp.content_base[0] ? resp.content_base : c->url,
+	     strlen(resp.content_base[0] ? resp.content_base : c->url));
+	r = fbd_rtsp_parse_sdp((const char *)sdp, sdp_len, &c->video, why, size);
+	if (r < 0)
+		return r;
+	if (!resolve(setup, base, c->video.control) ||
+	    !resolve(c->session_url, base, c->video.session_control))
+		return fail(why, size, -EPROTO, "a control URL over %d bytes", FBD_RTSP_MAX_URL);
+	r = request(c, "SETUP", setup, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n", &resp,
+		    NULL, NULL, why, size);
+	if (r < 0)
+		return r;
+	char channels[16];
+	if (!strstr(resp.transport, "/TCP") ||
+	    !param(resp.transport, ';', "interleaved", channels, sizeof(channels)))
+		return fail(why, size, -ENOTSUP, "the camera's SETUP answered Transport: %s",
+			    resp.transport);
+	c->channel = atoi(channels);
+	if (c->channel < 0 || c->channel > 255 || !resp.session[0])
+		return fail(why, size, -EPROTO, "the camera's SETUP answered %s (Session: %s)",
+			    resp.transport, resp.session);
+	memcpy(c->session, resp.session, sizeof(resp.session));
+	uint32_t timeout = resp.session_timeout ? resp.session_timeout : DEFAULT_SESSION_TIMEOUT;
+	snprintf(transport, sizeof(transport), "Range: npt=0.000-\r\n");
+	r = request(c, "PLAY", c->session_url, transport, &resp, NULL, NULL, why, size);
+	if (r < 0)
+		return r;
+	c->keepalive_ns = (uint64_t)timeout * 1000000000ull / 2;
+	c->next_keepalive_ns = fb_now_ns() + c->keepalive_ns;
+	return 0;
+}
+
+int fbd_rtsp_open(const char *url, const atomic_bool *stop, _Atomic uint64_t *alive_ns,
+		  uint64_t stall_timeout_ns, struct fbd_rtsp **ret_client, char *why, size_t size)
+{
+	struct fbd_rtsp *c = calloc(1, sizeof(*c));
+	if (!c)
+		return fail(why, size, -ENOMEM, "out of memory");
+	c->fd = -1;
+	c->stop = stop;
+	c->alive_ns = alive_ns;
+	c->stall_ns = stall_timeout_ns;
+	int r = start(c, url, why, size);
+	if (r < 0) {
+		fbd_rtsp_close(c);
+		return r;
+	}
+	*ret_client = c;
+	return 0;
+}
+
+const struct fbd_rtsp_video *fbd_rtsp_video(const struct fbd_rtsp *c)
+{
+	return &c->video;
+}
+
+int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_len, char *why,
+		  size_t size)
+{
+	struct fbd_rtsp_response resp;
+	/* Only time spent reading counts as a stall, not time spent waiting
+	 * for a slot or pacing (as source.c does with FFmpeg). */
+	c->last_rx_ns = fb_now_ns();
+	for (;;) {
+		int r = next_message(c, &resp, ret_packet, ret_len, why, size);
+		if (r < 0 || r == c->channel)
+			return r < 0 ? r : 0;
+		/* RTCP, another channel, or a keepalive's answer. */
+	}
+}
+
+void fbd_rtsp_close(struct fbd_rtsp *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0 && c->session[0]) {
+		char why[8];
+		/* Best effort: a camera that is gone times the session out. */
+		c->last_rx_ns = fb_now_ns();
+		send_request(c, "TEARDOWN", c->session_url, "", why, sizeof(why));
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}

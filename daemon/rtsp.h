@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: MIT */
+/* framebusd's RTSP 1.0 client (RFC 2326): the video track of an rtsp://
+ * URL as RTP packets over the RTSP connection (TCP interleaved), for
+ * H.264 and H.265 (rtp.c makes them access units).  The parsers of its
+ * responses and SDP are apart for fuzzing. */
+#ifndef FBD_RTSP_H
+#define FBD_RTSP_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The largest response (headers and body) accepted. */
+#define FBD_RTSP_MAX_MESSAGE 65536
+#define FBD_RTSP_MAX_URL 1024
+#define FBD_RTSP_MAX_EXTRADATA 4096
+
+/* What the client uses of a response's headers. */
+struct fbd_rtsp_response {
+	int status;
+	int cseq; /* -1: none */
+	size_t content_length;
+	char content_base[FBD_RTSP_MAX_URL]; /* Content-Base, else Content-Location */
+	char location[FBD_RTSP_MAX_URL];     /* Location (a redirect) */
+	char session[256];                   /* Session's id */
+	uint32_t session_timeout;            /* Session's timeout=, s; 0: none */
+	char transport[256];                 /* Transport */
+	char public_methods[256];            /* Public (OPTIONS) */
+	char digest[1024];                   /* WWW-Authenticate: Digest's parameters */
+	bool basic;                          /* WWW-Authenticate: Basic offered */
+};
+
+/* The SDP's first video track, if framebusd's client takes it. */
+struct fbd_rtsp_video {
+	uint32_t codec; /* enum fbd_rtp_codec */
+	int payload_type;
+	uint32_t clock_rate;
+	char control[FBD_RTSP_MAX_URL];         /* the track's a=control, "" if none */
+	char session_control[FBD_RTSP_MAX_URL]; /* the session's a=control, "" if none */
+	/* Its parameter sets from sprop-*, Annex B: the decoder's extradata. */
+	uint8_t extradata[FBD_RTSP_MAX_EXTRADATA];
+	size_t extradata_size;
+};
+
+/* Parse a response's status line and headers (size bytes, up to and with
+ * the empty line).  Returns 0, or -EPROTO with the reason in why. */
+int fbd_rtsp_parse_response(const char *head, size_t head_size,
+			    struct fbd_rtsp_response *ret_response, char *why, size_t size);
+
+/* Parse an SDP (RFC 4566).  Returns 0, -ENOTSUP if it has no video this
+ * client takes (why names what it has: FFmpeg may read it), or -EPROTO for
+ * malformed SDP, with the reason in why. */
+int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *ret_video,
+		       char *why, size_t size);
+
+struct fbd_rtsp;
+
+/* Connect to url, authenticate if asked (Basic, Digest; the URL's
+ * user:password), DESCRIBE, SETUP its video over TCP, PLAY.  Every wait
+ * looks at *stop every 100 ms (then -ECANCELED), stores fb_now_ns() in
+ * *alive_ns, and gives up after stall_timeout_ns without a byte
+ * (-ETIMEDOUT).  Returns 0, or -errno with the reason in why: -ENOTSUP when
+ * FFmpeg may do what this cannot (no H.264/H.265 video, no TCP transport),
+ * -EACCES for credentials refused (401). */
+int fbd_rtsp_open(const char *url, const atomic_bool *stop, _Atomic uint64_t *alive_ns,
+		  uint64_t stall_timeout_ns, struct fbd_rtsp **ret_client, char *why, size_t size);
+
+const struct fbd_rtsp_video *fbd_rtsp_video(const struct fbd_rtsp *c);
+
+/* The next RTP packet of the video, valid until the next call; RTCP and the
+ * answers to its keepalives are read and dropped on the way.  Returns 0, or
+ * -errno with the reason in why (-ECANCELED, -ETIMEDOUT as above, -EPROTO
+ * for bytes that are no RTSP, -ECONNRESET when the camera closed). */
+int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_len, char *why,
+		  size_t size);
+
+/* TEARDOWN and close.  Accepts NULL. */
+void fbd_rtsp_close(struct fbd_rtsp *c);
+
+#endif

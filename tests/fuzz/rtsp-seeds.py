@@ -1,0 +1,114 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: MIT
+"""Writes the seed corpora of fuzz-rtsp and fuzz-rtp from real cameras:
+tests/cameras/rtsp-camera.py serving an H.264 and an H.265 clip, read with
+a minimal RTSP exchange over TCP (the responses and SDP as they came, then
+the first RTP packets in fuzz-rtp's input format), plus packets made by hand
+for the packetizations a camera may use and gst-rtsp-server does not.
+
+    rtsp-seeds.py CLIP_H264 CLIP_H265 CORPUS_DIR"""
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+CAMERA = os.path.join(os.path.dirname(__file__), "..", "cameras", "rtsp-camera.py")
+
+
+def read_response(f):
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += f.read(1)
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, f.read(length)
+
+
+def capture(clip, port, packets=40):
+    cam = subprocess.Popen([sys.executable, CAMERA, str(port), "--clip", clip],
+                           stdout=subprocess.PIPE, text=True)
+    assert cam.stdout.readline().strip() == "ready"
+    try:
+        url = f"rtsp://127.0.0.1:{port}/cam"
+        s = socket.create_connection(("127.0.0.1", port))
+        f = s.makefile("rb")
+        heads, seq = [], 0
+
+        def ask(method, target, extra=""):
+            nonlocal seq
+            seq += 1
+            s.sendall(f"{method} {target} RTSP/1.0\r\nCSeq: {seq}\r\n{extra}\r\n".encode())
+            head, body = read_response(f)
+            heads.append(head)
+            return head, body
+
+        ask("OPTIONS", url)
+        _, sdp = ask("DESCRIBE", url, "Accept: application/sdp\r\n")
+        head, _ = ask("SETUP", url + "/stream=0",
+                      "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n")
+        session = [h for h in head.split(b"\r\n") if h.startswith(b"Session:")][0]
+        session = session.split(b":")[1].split(b";")[0].strip().decode()
+        ask("PLAY", url, f"Session: {session}\r\n")
+        rtp = []
+        while len(rtp) < packets:
+            magic, channel, n = struct.unpack(">cBH", f.read(4))
+            assert magic == b"$"
+            data = f.read(n)
+            if channel == 0:
+                rtp.append(data)
+        s.close()
+        return heads, sdp, rtp
+    finally:
+        cam.terminate()
+        cam.wait()
+
+
+def rtp_input(codec, packets, pt=96):
+    return bytes([pt << 1 | codec]) + b"".join(struct.pack(">H", len(p)) + p for p in packets)
+
+
+def header(seq, ts, marker, pt=96):
+    return struct.pack(">BBHII", 0x80, (0x80 if marker else 0) | pt, seq, ts, 0x1234)
+
+
+def main():
+    clip264, clip265, out = sys.argv[1:]
+    os.makedirs(os.path.join(out, "rtsp"), exist_ok=True)
+    os.makedirs(os.path.join(out, "rtp"), exist_ok=True)
+    for codec, (clip, port) in enumerate([(clip264, 18901), (clip265, 18902)]):
+        name = ["h264", "h265"][codec]
+        heads, sdp, rtp = capture(clip, port)
+        for i, head in enumerate(heads):
+            with open(os.path.join(out, "rtsp", f"{name}-response-{i}"), "wb") as f:
+                f.write(head)
+        with open(os.path.join(out, "rtsp", f"{name}-sdp"), "wb") as f:
+            f.write(sdp)
+        with open(os.path.join(out, "rtp", f"{name}-camera"), "wb") as f:
+            f.write(rtp_input(codec, rtp))
+        with open(os.path.join(out, "rtp", f"{name}-camera-lost"), "wb") as f:
+            f.write(rtp_input(codec, rtp[:5] + rtp[6:]))
+    sps, pps, idr = b"\x67\x42\x00\x1e\xab", b"\x68\xce\x38\x80", b"\x65" + bytes(range(1, 200))
+    stap = b"\x18" + struct.pack(">H", len(sps)) + sps + struct.pack(">H", len(pps)) + pps
+    fu = [b"\x7c\x85" + idr[1:80], b"\x7c\x05" + idr[80:150], b"\x7c\x45" + idr[150:]]
+    hand = [header(1, 0, False) + stap] + [header(2 + i, 0, i == 2) + p for i, p in enumerate(fu)]
+    hand += [header(5, 3000, False) + b"\x41\x9a\x00", header(6, 6000, True) + b"\x41\x9b\x00"]
+    with open(os.path.join(out, "rtp", "h264-stap-fu"), "wb") as f:
+        f.write(rtp_input(0, hand))
+    vps, sps5, pps5 = b"\x40\x01\x0c", b"\x42\x01\x01", b"\x44\x01\xc1"
+    ap = b"\x60\x01" + b"".join(struct.pack(">H", len(n)) + n for n in (vps, sps5, pps5))
+    idr5 = b"\x26\x01" + bytes(range(1, 200))
+    fu5 = [b"\x62\x01\x93" + idr5[2:90], b"\x62\x01\x53" + idr5[90:]]
+    hand = [header(1, 0, False) + ap, header(2, 0, False) + fu5[0], header(3, 0, True) + fu5[1]]
+    with open(os.path.join(out, "rtp", "h265-ap-fu"), "wb") as f:
+        f.write(rtp_input(1, hand))
+    with open(os.path.join(out, "rtsp", "digest-401"), "wb") as f:
+        f.write(b'RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\nWWW-Authenticate: Digest '
+                b'realm="cam", nonce="abc", qop="auth", opaque="x"\r\nWWW-Authenticate: Basic '
+                b'realm="cam"\r\n\r\n')
+
+
+if __name__ == "__main__":
+    main()
