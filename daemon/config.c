@@ -219,6 +219,16 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 	return fbd_ini_fail(&p->ini, section, key, "unknown key");
 }
 
+static const char *const scales[] = {[FBD_SCALE_BILINEAR] = "bilinear",
+				     [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
+				     [FBD_SCALE_AREA] = "area",
+				     [FBD_SCALE_BICUBIC] = "bicubic"};
+
+const char *fbd_scale_name(uint32_t scale)
+{
+	return scale < sizeof(scales) / sizeof(scales[0]) ? scales[scale] : "?";
+}
+
 static int stream_key(struct parser *p, const char *section, const char *key, const char *v)
 {
 	struct fbd_stream_config *s = p->stream;
@@ -226,10 +236,6 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 	    [FB_POLICY_DROP] = "drop", [FB_POLICY_BLOCK] = "block"};
 	static const char *const pacings[] = {
 	    [FBD_PACING_AUTO] = "auto", [FBD_PACING_NATIVE] = "native", [FBD_PACING_FAST] = "fast"};
-	static const char *const scales[] = {[FBD_SCALE_BILINEAR] = "bilinear",
-					     [FBD_SCALE_FAST_BILINEAR] = "fast_bilinear",
-					     [FBD_SCALE_AREA] = "area",
-					     [FBD_SCALE_BICUBIC] = "bicubic"};
 	static const char *const on_stalls[] = {
 	    [FBD_ON_STALL_LATEST] = "latest", [FBD_ON_STALL_DROP] = "drop"};
 	static const char *const on_ends[] = {

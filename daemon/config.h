@@ -155,6 +155,9 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
  * when it ends, and it is decoded without frame threads (source.c). */
 bool fbd_stream_config_live(const struct fbd_stream_config *cfg);
 
+/* The scale key's spelling of an enum fbd_scale ("bilinear", ...). */
+const char *fbd_scale_name(uint32_t scale);
+
 /* Deep copy of one stream section (NULL on allocation failure). */
 struct fbd_stream_config *fbd_stream_config_dup(const struct fbd_stream_config *c);
 void fbd_stream_config_free(struct fbd_stream_config *c);

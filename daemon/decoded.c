@@ -83,6 +83,8 @@ struct decoded {
 	struct SwsContext *sws;
 	int sws_width, sws_height, sws_format; /* the pictures it was made for */
 	AVFrame *sws_in, *sws_out;             /* sws_scale_frame()'s, with scale_threads */
+	/* The pictures the log last said how they are converted, and how. */
+	int told_width, told_height, told_format, told_shrunk;
 	bool paced;
 	uint64_t pace_origin_ns;
 	int64_t pace_origin_pts_ns;
@@ -361,6 +363,31 @@ static struct SwsContext *scaler(struct decoded *s, const AVFrame *in, const str
 	return c;
 }
 
+/* Say how pictures like in become the stream's frames, once (not again at
+ * each loop of a file): by whole factors (shrink.c, in this thread) or by
+ * libswscale, with its method and scale_threads. */
+static void tell_conversion(struct decoded *s, const AVFrame *in, const struct fb_layout *l,
+			    bool shrunk)
+{
+	const struct fbd_stream_config *cfg = s->config;
+	if (s->told_width == in->width && s->told_height == in->height &&
+	    s->told_format == in->format && s->told_shrunk == shrunk)
+		return;
+	s->told_width = in->width;
+	s->told_height = in->height;
+	s->told_format = in->format;
+	s->told_shrunk = shrunk;
+	char how[96];
+	if (shrunk)
+		snprintf(how, sizeof(how), "shrunk by whole factors (shrink.c, its own thread)");
+	else
+		snprintf(how, sizeof(how), "with libswscale (%s, scale_threads %u)",
+			 fbd_scale_name(cfg->scale), cfg->scale_threads);
+	fbd_log_about(LOG_INFO, cfg->name, NULL, "stream %s: %dx%d %s to %ux%u %s %s", cfg->name,
+		      in->width, in->height, av_get_pix_fmt_name(in->format), l->width, l->height,
+		      fb_format_name(l->format), how);
+}
+
 /* libswscale converts in into slot out: in this thread, or with
  * scale_threads in sws_scale_frame()'s. */
 static void scale(struct decoded *s, const AVFrame *in, struct fb_frame *out,
@@ -438,8 +465,10 @@ static int deliver(struct decoded *s, const struct fbd_picture *pic, char *why, 
 	}
 	/* Whole-factor shrinks of packed RGB (a derived stream's usual case)
 	 * average blocks here; bicubic, as asked, stays libswscale's. */
-	if (cfg->scale == FBD_SCALE_BICUBIC || !fbd_shrink(in, out, l))
+	const bool shrunk = cfg->scale != FBD_SCALE_BICUBIC && fbd_shrink(in, out, l);
+	if (!shrunk)
 		scale(s, in, out, l);
+	tell_conversion(s, in, l, shrunk);
 	out->pts = pic->pts;
 	if (pic->parent) {
 		fb_frame_made_from(out, pic->parent);
@@ -715,6 +744,12 @@ static void *stream_thread(void *arg)
 	uint64_t backoff = cfg->retry_min_ns;
 	char why[FB__ERROR_TEXT_MAX];
 
+	/* Named after its stream, as far as the kernel keeps (15 bytes), for
+	 * top -H, perf and /proc/PID/task/TID: a stream's CPU apart (the
+	 * decoder threads it starts take the name too). */
+	char name[16];
+	snprintf(name, sizeof(name), "%.15s", cfg->name);
+	pthread_setname_np(pthread_self(), name);
 	while (!atomic_load(&s->stop)) {
 		alive(s);
 		if (cfg->from && follow_parent(s))

@@ -34,6 +34,9 @@ class StreamInfo(NamedTuple):
     fps: float
     retries: int
     detail: str
+    stalls: int
+    parent_skipped_busy: int
+    parent_skipped_rate: int
 
 class StreamEvent(NamedTuple):
     stream: str

@@ -27,11 +27,17 @@ static PyStructSequence_Field stream_info_fields[] = {
     {"fps", "frames published per second, lately"},
     {"retries", "consecutive failures to open or read its source"},
     {"detail", "why it is retrying or ended, else ''"},
+    {"stalls", "queue subscribers that kept this block stream waiting past its block_timeout "
+	       "since it started"},
+    {"parent_skipped_busy", "a derived stream's parent frames it passed over since it started, "
+			    "still busy with an earlier one (0 for other streams)"},
+    {"parent_skipped_rate", "a derived stream's parent frames its fps limit left out since it "
+			    "started (0 for other streams)"},
     {NULL},
 };
 
 static PyStructSequence_Desc stream_info_desc = {
-    "framebus.StreamInfo", "A stream as the daemon describes it.", stream_info_fields, 15};
+    "framebus.StreamInfo", "A stream as the daemon describes it.", stream_info_fields, 18};
 
 static PyStructSequence_Field stream_event_fields[] = {
     {"stream", "the stream's name"},
@@ -84,6 +90,9 @@ static PyObject *stream_info_new(const struct fb_stream_info *i)
 	    PyLong_FromUnsignedLong(i->retries),
 	    PyUnicode_DecodeUTF8(i->detail, (Py_ssize_t)strnlen(i->detail, sizeof(i->detail)),
 				 "replace"),
+	    PyLong_FromUnsignedLong(i->stalls),
+	    PyLong_FromUnsignedLongLong(i->parent_skipped_busy),
+	    PyLong_FromUnsignedLongLong(i->parent_skipped_rate),
 	};
 	for (Py_ssize_t k = 0; k < (Py_ssize_t)(sizeof(items) / sizeof(items[0])); k++) {
 		if (!items[k]) {
@@ -277,6 +286,18 @@ static PyObject *bus_close(struct fbpy_bus *bus, PyObject *unused)
 	Py_RETURN_NONE;
 }
 
+/* A stream's description with the figures only its detail carries (stalls,
+ * the parent frames a derived stream skipped). */
+static int describe(struct fbpy_bus *bus, const char *name, struct fb_stream_info *ret_info)
+{
+	struct fb_subscription_info *subs;
+	size_t n;
+	int r = fb_client_inspect(bus->client, name, ret_info, &subs, &n);
+	if (r >= 0)
+		free(subs);
+	return r;
+}
+
 static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 {
 	struct fb_stream_info *infos = NULL;
@@ -287,11 +308,18 @@ static PyObject *bus_streams(struct fbpy_bus *bus, PyObject *unused)
 		return NULL;
 	fbpy_bus_lock(bus);
 	r = fb_client_list_streams(bus->client, &infos, &n);
+	/* Each in detail; one removed since the list keeps the list's
+	 * description. */
+	for (size_t i = 0; r >= 0 && i < n; i++)
+		if ((r = describe(bus, infos[i].name, &infos[i])) == -ENOENT)
+			r = 0;
 	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
-	if (r < 0)
-		return fbpy_raise(r, &(struct fbpy_failure){FBPY_LIST, .path = bus->path,
-							     .why = why});
+	if (r < 0) {
+		free(infos);
+		return fbpy_raise(r,
+				  &(struct fbpy_failure){FBPY_LIST, .path = bus->path, .why = why});
+	}
 	PyObject *list = PyList_New((Py_ssize_t)n);
 	for (size_t i = 0; list && i < n; i++) {
 		PyObject *o = stream_info_new(&infos[i]);
@@ -314,12 +342,12 @@ static PyObject *bus_stream(struct fbpy_bus *bus, PyObject *arg)
 	if (fbpy_bus_check(bus) < 0 || !(name = PyUnicode_AsUTF8(arg)))
 		return NULL;
 	fbpy_bus_lock(bus);
-	r = fb_client_get_stream(bus->client, name, &info);
+	r = describe(bus, name, &info);
 	const char *why = fb_client_last_error(bus->client);
 	fbpy_bus_unlock(bus);
 	if (r < 0)
 		return fbpy_raise(r, &(struct fbpy_failure){FBPY_DESCRIBE, .name = name,
-							     .path = bus->path, .why = why});
+							    .path = bus->path, .why = why});
 	return stream_info_new(&info);
 }
 
@@ -336,8 +364,8 @@ static PyObject *bus_process(struct fbpy_bus *bus, PyObject *unused)
 	/* While framebusd is away, process() tries to connect again: what it
 	 * finds is a ConnectionEvent, not an error. */
 	if (r < 0 && r != -ECONNRESET)
-		return fbpy_raise(r, &(struct fbpy_failure){FBPY_EVENTS, .path = bus->path,
-							     .why = why});
+		return fbpy_raise(
+		    r, &(struct fbpy_failure){FBPY_EVENTS, .path = bus->path, .why = why});
 	PyObject *events = bus->events;
 	bus->events = PyList_New(0);
 	if (!bus->events) {

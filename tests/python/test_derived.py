@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """Derived streams: one decode, many sizes, formats and rates.  framebusd
 scales a parent's frames into a stream of their own (from = PARENT)."""
+import glob
 import json
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import framebus
-from conftest import FRAMEBUSCTL, Daemon, wait_running
+from conftest import FRAMEBUSCTL, Daemon, wait_for, wait_running
 
 STREAMS = """
 [stream bars]
@@ -263,7 +264,114 @@ def test_a_derived_rate_picks_frames_evenly(daemon):
     rate = (len(times) - 1) / ((times[-1] - times[0]) / 1e9)
     assert 4.5 <= rate <= 5.5, rate
     assert gaps.min() >= 150, f"a burst: {sorted(gaps)[:3]} ms"  # 200 ms apart, +- a frame
+    # The parent frames the fps limit left out (45 of bars.gray's 50 a
+    # second), as StreamInfo and framebusctl count them; a stream that is
+    # not derived has none.
+    after = bus.stream("bars.slow")
+    assert after.parent_skipped_rate - info.parent_skipped_rate >= 4 * 30, (info, after)
+    status = subprocess.run([FRAMEBUSCTL, "--socket", daemon.socket, "status", "--json"],
+                            capture_output=True, text=True, check=True).stdout
+    ctl = next(s for s in json.loads(status)["streams"] if s["name"] == "bars.slow")
+    listed = next(s for s in bus.streams() if s.name == "bars.slow")
+    assert (after.parent_skipped_rate <= ctl["parent_skipped_rate"]
+            <= listed.parent_skipped_rate), (after, ctl, listed)
+    bars = bus.stream("bars")
+    assert (bars.parent_skipped_busy, bars.parent_skipped_rate, bars.stalls) == (0, 0, 0)
     bus.close()
+
+
+def test_a_stalled_block_derived_stream_counts_the_stall_and_the_parent_frames_it_missed():
+    """A block derived stream whose queue subscriber reads nothing waits for
+    it (block_timeout): StreamInfo counts that stall, and the parent frames
+    the stream passed over while it waited (parent_skipped_busy)."""
+    d = Daemon("""
+[stream src]
+url = testsrc2=size=160x120:rate=50
+input_format = lavfi
+width = 160
+height = 120
+format = bgr24
+[stream src.block]
+from = src
+width = 80
+height = 60
+format = rgb24
+policy = block
+slots = 4
+block_timeout = 300ms
+""")
+    try:
+        bus = framebus.connect(d.socket)
+        wait_running(bus, "src.block")
+        before = bus.stream("src.block")
+        assert (before.stalls, before.parent_skipped_busy) == (0, 0), before
+        sub = bus.subscribe("src.block", mode="queue")  # and never read
+        info = wait_for("the stall", lambda: (i := bus.stream("src.block")).stalls and i)
+        assert info.stalls == 1, info
+        info = wait_for("skipped parent frames",
+                        lambda: (i := bus.stream("src.block")).parent_skipped_busy and i)
+        assert info.parent_skipped_busy >= 5, info  # 300 ms of a 50 fps parent, and more
+        listed = {s.name: s for s in bus.streams()}
+        assert listed["src.block"].stalls == 1
+        assert listed["src"].stalls == 0 and listed["src"].parent_skipped_busy == 0
+        sub.close()
+        bus.close()
+    finally:
+        d.stop()
+
+
+def test_scale_threads_reach_each_stream():
+    """[daemon] scale_threads is every stream's but those whose own key says
+    otherwise, derived streams on request included; the log says, for each
+    stream, how its pictures become its frames: libswscale with which method
+    and threads, or shrink.c's whole factors."""
+    d = Daemon("""scale_threads = 3
+[stream bars]
+url = testsrc2=size=320x240:rate=25
+input_format = lavfi
+width = 320
+height = 240
+format = bgr24
+[stream bars.odd]
+from = bars
+width = 100
+height = 80
+format = rgb24
+scale = area
+scale_threads = 2
+[stream bars.half]
+from = bars
+width = 160
+height = 120
+format = rgb24
+""")
+    try:
+        bus = framebus.connect(d.socket)
+        for name in ("bars", "bars.odd", "bars.half"):
+            wait_running(bus, name)
+        sub = bus.subscribe("bars", width=96, height=72, format="bgr24")
+        with sub.acquire(timeout=5):
+            pass
+        log = d.wait_for_log("stream bars~96x72.bgr24: 320x240 yuv420p to 96x72 bgr24 with "
+                             "libswscale (bilinear, scale_threads 3)")
+        for line in ("stream bars: 320x240 yuv420p to 320x240 bgr24 with libswscale "
+                     "(bilinear, scale_threads 3)",
+                     "stream bars.odd: 320x240 yuv420p to 100x80 rgb24 with libswscale "
+                     "(area, scale_threads 2)",
+                     "stream bars.half: 320x240 yuv420p to 160x120 rgb24 shrunk by whole "
+                     "factors (shrink.c, its own thread)"):
+            assert line in log, log
+        assert log.count("stream bars: 320x240 yuv420p to") == 1, "said once"
+        # Each stream's thread has its name (the kernel keeps 15 bytes).
+        comms = set()
+        for task in glob.glob(f"/proc/{d.proc.pid}/task/*/comm"):
+            with open(task) as f:
+                comms.add(f.read().strip())
+        assert {"bars", "bars.odd", "bars.half", "bars~96x72.bgr2"} <= comms, comms
+        sub.close()
+        bus.close()
+    finally:
+        d.stop()
 
 
 def test_a_derived_stream_ends_with_its_parent_and_starts_again_with_it():
