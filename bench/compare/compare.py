@@ -49,7 +49,9 @@ class Run:
     process killed at the end whatever happens."""
 
     def __init__(self, bench, transport, consumers, frames, fps):
-        self.b, self.transport, self.k = bench, transport, consumers
+        self.b, self.k = bench, consumers
+        self.transport = transport.removesuffix("+slice")
+        self.slice = transport.endswith("+slice")
         self.frames, self.fps = frames, fps
         self.dir = tempfile.mkdtemp(prefix="compare-", dir=bench.tmp)
         self.procs = []
@@ -72,6 +74,8 @@ class Run:
 
     def consumer_cmd(self, i):
         out = ["--frames", str(self.frames), "--out", os.path.join(self.dir, f"c{i}.bin")]
+        if self.slice:
+            out += ["--sched-slice", "100000"]
         py = [PYTHON, os.path.join(HERE, "consumer.py")]
         b = self.b
         if self.transport == "framebus":
@@ -209,7 +213,7 @@ class Bench:
                                         "--config", conf], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
         self.roudi = None
-        if "iceoryx/C" in self.args.transports:
+        if any(t.startswith("iceoryx/C") for t in self.args.transports):
             self.roudi = subprocess.Popen(["iox-roudi", "-c", os.path.join(HERE, "roudi.toml")],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True)
@@ -265,7 +269,7 @@ def main():
     args = ap.parse_args()
     args.transports = args.transports.split(",")
     known = set(PYTHON_PEERS + FLOORS + ["framebus", "framebus/C", "iceoryx/C"])
-    if set(args.transports) - known:
+    if set(t.removesuffix("+slice") for t in args.transports) - known:
         ap.error(f"--transports: no transport {', '.join(sorted(set(args.transports) - known))}"
                  f" (known: {', '.join(sorted(known))})")
     phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
@@ -275,7 +279,7 @@ def main():
         for rep in range(args.runs):
             for phase, k, frames, fps in phases:
                 for t in args.transports:
-                    if phase == "T" and t in FLOORS:
+                    if phase == "T" and t.removesuffix("+slice") in FLOORS:
                         continue  # no frames to move
                     runs.setdefault((t, phase, k), [])
                     try:
@@ -299,7 +303,7 @@ def main():
 def floor_of(t):
     """The floor a transport's latency is judged against: the same consumer
     language's."""
-    return "floor/C" if t.endswith("/C") else "floor"
+    return "floor/C" if t.removesuffix("+slice").endswith("/C") else "floor"
 
 
 def report(args, res, failed):
@@ -309,7 +313,7 @@ def report(args, res, failed):
           f"{'max':>8s} {'lost':>4s} {'-floor':>7s} {'/floor':>6s} | "
           f"{'T fps':>7s} {'cpu s':>6s} {'lost':>4s}")
     for t in args.transports:
-        who = "C" if t.endswith("/C") else "Python"
+        who = "C" if t.removesuffix("+slice").endswith("/C") else "Python"
         row = f"{t:12s} {who:8s} |"
         for k in (1, 4):
             lat, fl = res.get(f"{t} L K={k}"), res.get(f"{floor_of(t)} L K={k}")
@@ -318,7 +322,7 @@ def report(args, res, failed):
                 continue
             row += (f" {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {lat['max_us']:8.1f} "
                     f"{lat['lost']:4d}")
-            if fl and t not in FLOORS:
+            if fl and t.removesuffix("+slice") not in FLOORS:
                 row += (f" {lat['p50_us'] - fl['p50_us']:+7.1f} "
                         f"{lat['p99_us'] / fl['p99_us']:5.2f}x |")
             else:

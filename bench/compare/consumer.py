@@ -198,7 +198,11 @@ def main():
     ap.add_argument("--endpoint")
     ap.add_argument("--name")
     ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--sched-slice", type=int, default=0)
     args = ap.parse_args()
+    if args.sched_slice:
+        from framebus._framebus import _sched_slice
+        _sched_slice(args.sched_slice / 1e9)
     rec = Recorder(args.frames)
     {"framebus": run_framebus, "pipe": run_pipe, "zmq": run_zmq, "shm": run_shm,
      "floor": run_floor}[args.transport](args, rec)

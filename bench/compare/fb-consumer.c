@@ -16,12 +16,14 @@
 #include <time.h>
 
 #include <framebus/framebus.h>
+#include "slice.h"
 
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
+	    {"sched-slice", required_argument, NULL, 'S'},
 	    {"socket", required_argument, NULL, 's'},
 	    {0},
 	};
@@ -34,6 +36,8 @@ int main(int argc, char **argv)
 			frames = strtoull(optarg, NULL, 10);
 		else if (ch == 'o')
 			out = optarg;
+		else if (ch == 'S')
+			compare_slice(strtoull(optarg, NULL, 10));
 		else if (ch == 's')
 			socket_path = optarg;
 		else

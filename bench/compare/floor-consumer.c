@@ -25,6 +25,7 @@
 
 #include "../bench-clock.h"
 #include "floor.h"
+#include "slice.h"
 
 #define NS 1000000000ull
 #define IDLE_BEFORE_NS (15 * NS)
@@ -41,6 +42,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
+	    {"sched-slice", required_argument, NULL, 'S'},
 	    {"name", required_argument, NULL, 'N'},
 	    {0},
 	};
@@ -53,6 +55,8 @@ int main(int argc, char **argv)
 			frames = strtoull(optarg, NULL, 10);
 		else if (ch == 'o')
 			out = optarg;
+		else if (ch == 'S')
+			compare_slice(strtoull(optarg, NULL, 10));
 		else if (ch == 'N')
 			name = optarg;
 		else

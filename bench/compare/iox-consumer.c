@@ -34,6 +34,7 @@
 #include <iceoryx_binding_c/wait_set.h>
 
 #include "../bench-clock.h"
+#include "slice.h"
 
 #define FRAME_SIZE ((size_t)1920 * 1080 * 3)
 #define QUEUE_CAPACITY 8
@@ -101,6 +102,7 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
+	    {"sched-slice", required_argument, NULL, 'S'},
 	    {0},
 	};
 	static iox_sub_storage_t sub_storage;
@@ -117,6 +119,8 @@ int main(int argc, char **argv)
 			frames = strtoull(optarg, NULL, 10);
 		else if (ch == 'o')
 			out = optarg;
+		else if (ch == 'S')
+			compare_slice(strtoull(optarg, NULL, 10));
 		else
 			return 2;
 	}
