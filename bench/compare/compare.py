@@ -50,8 +50,8 @@ class Run:
 
     def __init__(self, bench, transport, consumers, frames, fps):
         self.b, self.k = bench, consumers
-        self.transport = transport.removesuffix("+slice")
-        self.slice = transport.endswith("+slice")
+        self.transport = transport.split("+")[0]
+        self.slice = transport.partition("+")[2]
         self.frames, self.fps = frames, fps
         self.dir = tempfile.mkdtemp(prefix="compare-", dir=bench.tmp)
         self.procs = []
@@ -74,8 +74,10 @@ class Run:
 
     def consumer_cmd(self, i):
         out = ["--frames", str(self.frames), "--out", os.path.join(self.dir, f"c{i}.bin")]
-        if self.slice:
+        if self.slice == "slice":
             out += ["--sched-slice", "100000"]
+        elif self.slice == "wslice":
+            out += ["--wait-slice", "100000"]
         py = [PYTHON, os.path.join(HERE, "consumer.py")]
         b = self.b
         if self.transport == "framebus":
@@ -269,7 +271,7 @@ def main():
     args = ap.parse_args()
     args.transports = args.transports.split(",")
     known = set(PYTHON_PEERS + FLOORS + ["framebus", "framebus/C", "iceoryx/C"])
-    if set(t.removesuffix("+slice") for t in args.transports) - known:
+    if set(t.split("+")[0] for t in args.transports) - known:
         ap.error(f"--transports: no transport {', '.join(sorted(set(args.transports) - known))}"
                  f" (known: {', '.join(sorted(known))})")
     phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
@@ -279,7 +281,7 @@ def main():
         for rep in range(args.runs):
             for phase, k, frames, fps in phases:
                 for t in args.transports:
-                    if phase == "T" and t.removesuffix("+slice") in FLOORS:
+                    if phase == "T" and t.split("+")[0] in FLOORS:
                         continue  # no frames to move
                     runs.setdefault((t, phase, k), [])
                     try:
@@ -303,7 +305,7 @@ def main():
 def floor_of(t):
     """The floor a transport's latency is judged against: the same consumer
     language's."""
-    return "floor/C" if t.removesuffix("+slice").endswith("/C") else "floor"
+    return "floor/C" if t.split("+")[0].endswith("/C") else "floor"
 
 
 def report(args, res, failed):
@@ -313,7 +315,7 @@ def report(args, res, failed):
           f"{'max':>8s} {'lost':>4s} {'-floor':>7s} {'/floor':>6s} | "
           f"{'T fps':>7s} {'cpu s':>6s} {'lost':>4s}")
     for t in args.transports:
-        who = "C" if t.removesuffix("+slice").endswith("/C") else "Python"
+        who = "C" if t.split("+")[0].endswith("/C") else "Python"
         row = f"{t:12s} {who:8s} |"
         for k in (1, 4):
             lat, fl = res.get(f"{t} L K={k}"), res.get(f"{floor_of(t)} L K={k}")
@@ -322,7 +324,7 @@ def report(args, res, failed):
                 continue
             row += (f" {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {lat['max_us']:8.1f} "
                     f"{lat['lost']:4d}")
-            if fl and t.removesuffix("+slice") not in FLOORS:
+            if fl and t.split("+")[0] not in FLOORS:
                 row += (f" {lat['p50_us'] - fl['p50_us']:+7.1f} "
                         f"{lat['p99_us'] / fl['p99_us']:5.2f}x |")
             else:

@@ -24,6 +24,7 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"sched-slice", required_argument, NULL, 'S'},
+	    {"wait-slice", required_argument, NULL, 'W'},
 	    {"socket", required_argument, NULL, 's'},
 	    {0},
 	};
@@ -38,6 +39,8 @@ int main(int argc, char **argv)
 			out = optarg;
 		else if (ch == 'S')
 			compare_slice(strtoull(optarg, NULL, 10));
+		else if (ch == 'W')
+			compare_wait_slice_ns = strtoull(optarg, NULL, 10);
 		else if (ch == 's')
 			socket_path = optarg;
 		else
@@ -59,9 +62,11 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	while (n < frames) {
 		const struct fb_frame *f;
+		compare_wait_begin();
 		if ((r = fb_subscriber_acquire(sub, timeout, &f)) < 0)
 			break; /* the end of the stream, or idle */
 		uint64_t t = fb_now_ns();
+		compare_wait_end();
 		const uint8_t *p = f->data[0];
 		memcpy(&records[n][0], p, 8);
 		memcpy(&records[n][1], p + 8, 8);

@@ -43,6 +43,7 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"sched-slice", required_argument, NULL, 'S'},
+	    {"wait-slice", required_argument, NULL, 'W'},
 	    {"name", required_argument, NULL, 'N'},
 	    {0},
 	};
@@ -57,6 +58,8 @@ int main(int argc, char **argv)
 			out = optarg;
 		else if (ch == 'S')
 			compare_slice(strtoull(optarg, NULL, 10));
+		else if (ch == 'W')
+			compare_wait_slice_ns = strtoull(optarg, NULL, 10);
 		else if (ch == 'N')
 			name = optarg;
 		else
@@ -89,12 +92,14 @@ int main(int argc, char **argv)
 		uint64_t idle = n ? IDLE_AFTER_NS : IDLE_BEFORE_NS;
 		struct timespec ts = {.tv_sec = (time_t)(idle / NS), .tv_nsec = (long)(idle % NS)};
 		uint32_t seq;
+		compare_wait_begin();
 		while ((seq = atomic_load_explicit(&page->seq, memory_order_acquire)) == last) {
 			if (syscall(SYS_futex, &page->seq, FUTEX_WAIT, last, &ts, NULL, 0) < 0 &&
 			    errno == ETIMEDOUT)
 				goto done;
 		}
 		records[n][2] = bench_now_ns();
+		compare_wait_end();
 		records[n][0] = seq;
 		records[n][1] = page->t_pub[seq % FLOOR_STAMPS];
 		last = seq;

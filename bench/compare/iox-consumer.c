@@ -103,6 +103,7 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"sched-slice", required_argument, NULL, 'S'},
+	    {"wait-slice", required_argument, NULL, 'W'},
 	    {0},
 	};
 	static iox_sub_storage_t sub_storage;
@@ -121,6 +122,8 @@ int main(int argc, char **argv)
 			out = optarg;
 		else if (ch == 'S')
 			compare_slice(strtoull(optarg, NULL, 10));
+		else if (ch == 'W')
+			compare_wait_slice_ns = strtoull(optarg, NULL, 10);
 		else
 			return 2;
 	}
@@ -157,6 +160,7 @@ int main(int argc, char **argv)
 		while (n < frames && !ended &&
 		       iox_sub_take_chunk(sub, &chunk) == ChunkReceiveResult_SUCCESS) {
 			uint64_t t = bench_now_ns();
+			compare_wait_end();
 			if (record(chunk, t, records[n], &touched)) {
 				n++;
 				last = t;
@@ -177,6 +181,7 @@ int main(int argc, char **argv)
 			wait = CONNECT_POLL_NS;
 		iox_notification_info_t events[1];
 		uint64_t missed;
+		compare_wait_begin();
 		iox_ws_timed_wait(ws, duration(wait), events, 1, &missed);
 	}
 
