@@ -112,6 +112,8 @@ class Run:
         t = self.transport
         producer = self.b.program("compare-producer")
         env = dict(os.environ, PYTHONPATH=os.path.join(self.b.build, "python"))
+        if self.slice == "base":
+            env["LD_LIBRARY_PATH"] = os.environ["COMPARE_BASE_LIB"]
         consumers = []
         if t == "pipe":
             pipes = [os.pipe() for _ in range(self.k)]
