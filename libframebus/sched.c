@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* The calling thread's slice under Linux's fair scheduler (sched_attr's
  * sched_runtime: EEVDF custom slices, Linux 6.12): fb_thread_set_sched_slice(),
- * which a blocking acquire uses while it sleeps and the Python binding for an
- * event loop's thread (docs/ring.md, "Short slice"). */
+ * for applications' consumer threads and the Python binding's event-loop
+ * thread (docs/ring.md, "Short slice"). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <sched.h>

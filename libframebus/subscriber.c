@@ -39,9 +39,6 @@
 #define PACED_MIN_NS 2000000u
 #define PACED_RUN 4u
 #define BUSY_NS 100000u
-/* The fair-scheduler slice a blocking acquire sleeps with: the shortest the
- * kernel has (docs/ring.md, "Short slice"). */
-#define WAIT_SLICE_NS 100000u
 
 struct fb_subscriber {
 	struct fb_subscriber_fds fds;
@@ -397,27 +394,8 @@ static bool drain_wakes(struct fb_subscriber *s)
 	return !producer_gone(s);
 }
 
-/* The calling thread's slice while a blocking acquire sleeps: its wake-up
- * then preempts a thread that has been running (docs/ring.md, "Short
- * slice").  previous: the thread's own, given back before acquire returns
- * (0: nothing to give back). */
-struct wait_slice {
-	bool asked;
-	uint64_t previous;
-};
-
-static void shorten_slice(struct wait_slice *ws)
-{
-	if (ws->asked)
-		return;
-	ws->asked = true;
-	/* A kernel without custom slices reports 0: nothing to give back. */
-	if (fb_thread_set_sched_slice(WAIT_SLICE_NS, &ws->previous) < 0)
-		ws->previous = 0;
-}
-
-static int acquire(struct fb_subscriber *s, int timeout_ms, const struct fb_frame **ret_frame,
-		   struct wait_slice *ws)
+FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
+				    const struct fb_frame **ret_frame)
 {
 	uint64_t deadline = 0, latest;
 	bool slept_long = false, lost = false;
@@ -482,23 +460,12 @@ static int acquire(struct fb_subscriber *s, int timeout_ms, const struct fb_fram
 		bool waking_ahead = ahead && ahead < until;
 		if (waking_ahead)
 			until = ahead;
-		shorten_slice(ws);
 		r = fb__futex_wait(&s->rec->armed, FB__ARMED_FUTEX, until);
 		slept_long |= fb__now_ns(CLOCK_MONOTONIC) - slept_at > STREAMING_GAP_NS;
 		if (r == -EINTR)
 			return r;
 		lost = r == -ETIMEDOUT && !waking_ahead && producer_gone(s);
 	}
-}
-
-FB_EXPORT int fb_subscriber_acquire(fb_subscriber *s, int timeout_ms,
-				    const struct fb_frame **ret_frame)
-{
-	struct wait_slice ws = {0};
-	int r = acquire(s, timeout_ms, ret_frame, &ws);
-	if (ws.previous && ws.previous != WAIT_SLICE_NS)
-		(void)fb_thread_set_sched_slice(ws.previous, NULL);
-	return r;
 }
 
 FB_EXPORT int fb_subscriber_release(fb_subscriber *s, const struct fb_frame *frame)

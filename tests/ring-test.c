@@ -973,3 +973,71 @@ Test(ring, paced_stream_that_stops_times_out_on_time)
 		      (fb_now_ns() - t0) / 1e6);
 	free_pair(&pr);
 }
+
+/* A thread's fair-scheduler slice as the kernel shows it
+ * (/proc/self/task/TID/sched, "se.slice"), or -1 where it has none (before
+ * Linux 6.6). */
+static long long sched_slice_of(pid_t tid)
+{
+	char path[64], line[256];
+	long long ns = -1;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/sched", (int)tid);
+	FILE *f = fopen(path, "re");
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "se.slice", 8) == 0)
+			ns = strtoll(strchr(line, ':') + 1, NULL, 10);
+	fclose(f);
+	return ns;
+}
+
+/* Does the kernel keep a slice per thread that a thread may ask for (Linux
+ * 6.12)?  Before, the request is accepted and the slice stays. */
+static bool custom_slices(void)
+{
+	uint64_t previous;
+	cr_assert_eq(fb_thread_set_sched_slice(200000, &previous), 0);
+	bool honoured = sched_slice_of(gettid()) == 200000;
+	cr_assert_eq(fb_thread_set_sched_slice(previous, NULL), 0);
+	return honoured;
+}
+
+static void *idle_thread_slice(void *arg)
+{
+	struct sched_param none = {0};
+	uint64_t previous = 7;
+	int *r = arg;
+	cr_assert_eq(sched_setscheduler(0, SCHED_IDLE, &none), 0);
+	*r = fb_thread_set_sched_slice(100000, &previous);
+	cr_assert_eq(previous, 7, "ret_previous_ns written on failure");
+	return NULL;
+}
+
+/* The slice is set on the calling thread alone, and the previous one comes
+ * back to give it back with; nothing but a fair-class thread is touched. */
+Test(ring, thread_sched_slice_is_set_and_given_back)
+{
+	long long before = sched_slice_of(gettid());
+	bool honoured = custom_slices();
+	uint64_t previous = 7, again;
+
+	cr_assert_eq(fb_thread_set_sched_slice(FB_SCHED_SLICE_MAX_NS + 1, &previous), -EINVAL);
+	cr_assert_eq(previous, 7, "ret_previous_ns written on failure");
+	cr_assert_eq(fb_thread_set_sched_slice(300000, &previous), 0);
+	if (honoured) {
+		cr_assert_eq(previous, (uint64_t)before, "the kernel reports %lld", before);
+		cr_assert_eq(sched_slice_of(gettid()), 300000);
+	}
+	cr_assert_eq(fb_thread_set_sched_slice(100000, &again), 0);
+	if (honoured)
+		cr_assert_eq(again, 300000, "the previous slice: %llu", (unsigned long long)again);
+	cr_assert_eq(fb_thread_set_sched_slice(previous, NULL), 0);
+	cr_assert_eq(sched_slice_of(gettid()), before, "given back");
+
+	pthread_t t;
+	int r = 0;
+	cr_assert_eq(pthread_create(&t, NULL, idle_thread_slice, &r), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(r, -EOPNOTSUPP, "a SCHED_IDLE thread: %s", fb_strerror(r));
+	cr_assert_eq(sched_slice_of(gettid()), before, "another thread's slice left alone");
+}

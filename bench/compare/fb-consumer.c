@@ -3,7 +3,7 @@
  * A C consumer of the framebus stream of bench/compare (PROTOCOL.md), for the
  * row that compares framebus with iceoryx, which has no Python binding:
  *
- *   compare-fb-consumer --frames N --out PATH [--socket PATH]
+ *   compare-fb-consumer --frames N --out PATH [--socket PATH] [--sched-slice NS]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -16,7 +16,6 @@
 #include <time.h>
 
 #include <framebus/framebus.h>
-#include "slice.h"
 
 int main(int argc, char **argv)
 {
@@ -24,12 +23,11 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"sched-slice", required_argument, NULL, 'S'},
-	    {"wait-slice", required_argument, NULL, 'W'},
 	    {"socket", required_argument, NULL, 's'},
 	    {0},
 	};
 	const char *out = NULL, *socket_path = NULL;
-	uint64_t frames = 0, n = 0, touched = 0;
+	uint64_t frames = 0, n = 0, slice_ns = 0, touched = 0;
 	int ch, r, timeout = 15000;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -38,9 +36,7 @@ int main(int argc, char **argv)
 		else if (ch == 'o')
 			out = optarg;
 		else if (ch == 'S')
-			compare_slice(strtoull(optarg, NULL, 10));
-		else if (ch == 'W')
-			compare_wait_slice_ns = strtoull(optarg, NULL, 10);
+			slice_ns = strtoull(optarg, NULL, 10);
 		else if (ch == 's')
 			socket_path = optarg;
 		else
@@ -50,8 +46,16 @@ int main(int argc, char **argv)
 	fb_client *c;
 	fb_subscriber *sub;
 	if (!out || !frames || !records) {
-		fprintf(stderr, "usage: compare-fb-consumer --frames N --out PATH [--socket PATH]\n");
+		fprintf(stderr, "usage: compare-fb-consumer --frames N --out PATH [--socket PATH] "
+				"[--sched-slice NS]\n");
 		return 2;
+	}
+	/* The consumer thread's fair-scheduler slice (compare.py's TRANSPORT+slice),
+	 * set with framebus's helper whatever the transport. */
+	int slice_r = slice_ns ? fb_thread_set_sched_slice(slice_ns, NULL) : 0;
+	if (slice_r < 0) {
+		fprintf(stderr, "compare-fb-consumer: --sched-slice: %s\n", fb_strerror(slice_r));
+		return 1;
 	}
 	if ((r = fb_client_connect(socket_path, "compare-fb-consumer", &c)) < 0 ||
 	    (r = fb_client_subscribe(c, "compare", FB_MODE_QUEUE, 0, &sub)) < 0) {
@@ -62,11 +66,9 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	while (n < frames) {
 		const struct fb_frame *f;
-		compare_wait_begin();
 		if ((r = fb_subscriber_acquire(sub, timeout, &f)) < 0)
 			break; /* the end of the stream, or idle */
 		uint64_t t = fb_now_ns();
-		compare_wait_end();
 		const uint8_t *p = f->data[0];
 		memcpy(&records[n][0], p, 8);
 		memcpy(&records[n][1], p + 8, 8);

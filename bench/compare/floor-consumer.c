@@ -2,7 +2,7 @@
 /*
  * The C consumer of bench/compare's wake-up floor (floor.h, PROTOCOL.md):
  *
- *   floor-consumer --name /NAME --frames N --out PATH
+ *   floor-consumer --name /NAME --frames N --out PATH [--sched-slice NS]
  *
  * Sleeps in FUTEX_WAIT on the floor page's seq; each wake-up's record is
  * (seq, t_pub, t_recv) with t_recv taken the moment FUTEX_WAIT returned with
@@ -23,9 +23,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <framebus/framebus.h>
+
 #include "../bench-clock.h"
 #include "floor.h"
-#include "slice.h"
 
 #define NS 1000000000ull
 #define IDLE_BEFORE_NS (15 * NS)
@@ -43,12 +44,11 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"sched-slice", required_argument, NULL, 'S'},
-	    {"wait-slice", required_argument, NULL, 'W'},
 	    {"name", required_argument, NULL, 'N'},
 	    {0},
 	};
 	const char *out = NULL, *name = NULL;
-	uint64_t frames = 0, n = 0;
+	uint64_t frames = 0, n = 0, slice_ns = 0;
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -57,9 +57,7 @@ int main(int argc, char **argv)
 		else if (ch == 'o')
 			out = optarg;
 		else if (ch == 'S')
-			compare_slice(strtoull(optarg, NULL, 10));
-		else if (ch == 'W')
-			compare_wait_slice_ns = strtoull(optarg, NULL, 10);
+			slice_ns = strtoull(optarg, NULL, 10);
 		else if (ch == 'N')
 			name = optarg;
 		else
@@ -67,8 +65,16 @@ int main(int argc, char **argv)
 	}
 	uint64_t(*records)[3] = calloc(frames ? frames : 1, sizeof(*records));
 	if (optind != argc || !out || !name || !frames || !records) {
-		fprintf(stderr, "usage: floor-consumer --name /NAME --frames N --out PATH\n");
+		fprintf(stderr, "usage: floor-consumer --name /NAME --frames N --out PATH "
+				"[--sched-slice NS]\n");
 		return 2;
+	}
+	/* The consumer thread's fair-scheduler slice (compare.py's TRANSPORT+slice),
+	 * set with framebus's helper whatever the transport. */
+	int slice_r = slice_ns ? fb_thread_set_sched_slice(slice_ns, NULL) : 0;
+	if (slice_r < 0) {
+		fprintf(stderr, "floor-consumer: --sched-slice: %s\n", fb_strerror(slice_r));
+		return 1;
 	}
 	int fd = shm_open(name, O_RDWR, 0);
 	if (fd < 0)
@@ -92,14 +98,12 @@ int main(int argc, char **argv)
 		uint64_t idle = n ? IDLE_AFTER_NS : IDLE_BEFORE_NS;
 		struct timespec ts = {.tv_sec = (time_t)(idle / NS), .tv_nsec = (long)(idle % NS)};
 		uint32_t seq;
-		compare_wait_begin();
 		while ((seq = atomic_load_explicit(&page->seq, memory_order_acquire)) == last) {
 			if (syscall(SYS_futex, &page->seq, FUTEX_WAIT, last, &ts, NULL, 0) < 0 &&
 			    errno == ETIMEDOUT)
 				goto done;
 		}
 		records[n][2] = bench_now_ns();
-		compare_wait_end();
 		records[n][0] = seq;
 		records[n][1] = page->t_pub[seq % FLOOR_STAMPS];
 		last = seq;

@@ -2,7 +2,7 @@
 /*
  * The iceoryx 2 consumer of bench/compare (PROTOCOL.md), with the C binding:
  *
- *   iox-consumer --frames N --out PATH
+ *   iox-consumer --frames N --out PATH [--sched-slice NS]
  *
  * RouDi must run.  Subscribes to ("framebus", "compare", "frames") with a
  * BLOCK_PRODUCER queue, so that iox-producer waits for it rather than dropping.
@@ -33,8 +33,9 @@
 #include <iceoryx_binding_c/subscriber.h>
 #include <iceoryx_binding_c/wait_set.h>
 
+#include <framebus/framebus.h>
+
 #include "../bench-clock.h"
-#include "slice.h"
 
 #define FRAME_SIZE ((size_t)1920 * 1080 * 3)
 #define QUEUE_CAPACITY 8
@@ -103,13 +104,12 @@ int main(int argc, char **argv)
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
 	    {"sched-slice", required_argument, NULL, 'S'},
-	    {"wait-slice", required_argument, NULL, 'W'},
 	    {0},
 	};
 	static iox_sub_storage_t sub_storage;
 	static iox_ws_storage_t ws_storage;
 	const char *out = NULL;
-	uint64_t frames = 0, n = 0, touched = 0;
+	uint64_t frames = 0, n = 0, slice_ns = 0, touched = 0;
 	iox_pub_t ack = NULL;
 	bool ended = false;
 	char name[64];
@@ -121,16 +121,21 @@ int main(int argc, char **argv)
 		else if (ch == 'o')
 			out = optarg;
 		else if (ch == 'S')
-			compare_slice(strtoull(optarg, NULL, 10));
-		else if (ch == 'W')
-			compare_wait_slice_ns = strtoull(optarg, NULL, 10);
+			slice_ns = strtoull(optarg, NULL, 10);
 		else
 			return 2;
 	}
 	uint64_t(*records)[3] = calloc(frames ? frames : 1, sizeof(*records));
 	if (optind != argc || !out || !frames || !records) {
-		fprintf(stderr, "usage: iox-consumer --frames N --out PATH\n");
+		fprintf(stderr, "usage: iox-consumer --frames N --out PATH [--sched-slice NS]\n");
 		return 2;
+	}
+	/* The consumer thread's fair-scheduler slice (compare.py's TRANSPORT+slice),
+	 * set with framebus's helper whatever the transport. */
+	int slice_r = slice_ns ? fb_thread_set_sched_slice(slice_ns, NULL) : 0;
+	if (slice_r < 0) {
+		fprintf(stderr, "iox-consumer: --sched-slice: %s\n", fb_strerror(slice_r));
+		return 1;
 	}
 
 	iox_set_loglevel(Iceoryx_LogLevel_Warn);
@@ -160,7 +165,6 @@ int main(int argc, char **argv)
 		while (n < frames && !ended &&
 		       iox_sub_take_chunk(sub, &chunk) == ChunkReceiveResult_SUCCESS) {
 			uint64_t t = bench_now_ns();
-			compare_wait_end();
 			if (record(chunk, t, records[n], &touched)) {
 				n++;
 				last = t;
@@ -181,7 +185,6 @@ int main(int argc, char **argv)
 			wait = CONNECT_POLL_NS;
 		iox_notification_info_t events[1];
 		uint64_t missed;
-		compare_wait_begin();
 		iox_ws_timed_wait(ws, duration(wait), events, 1, &missed);
 	}
 

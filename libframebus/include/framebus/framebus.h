@@ -149,10 +149,9 @@ uint64_t fb_now_ns(void);
  * that has run for a while instead of waiting for that thread's slice to
  * end.  The kernel keeps slices between 0.1 and 100 ms (100000 asks for the
  * shortest); kernels before 6.12 accept and ignore it.  The thread's
- * policy, nice value and reset-on-fork flag stay as they are.
- * fb_subscriber_acquire() uses it while it sleeps (docs/ring.md, "Short
- * slice"); a thread that waits for frames in its own event loop can ask for
- * it around its loop.
+ * policy, nice value and reset-on-fork flag stay as they are.  The library
+ * never calls it by itself: a consumer thread on a busy host may ask for
+ * it (docs/ring.md, "Short slice", says what it gains and where it costs).
  *
  * *ret_previous_ns (may be NULL): the slice the thread had, as the kernel
  * reports it (0 from a kernel without custom slices), to give it back with.
@@ -391,11 +390,7 @@ int fb_subscriber_get_fd(const fb_subscriber *subscriber);
  * Take the next frame (the newest unseen one in FB_MODE_LATEST, the next in
  * order in FB_MODE_QUEUE) and hold it until fb_subscriber_release().
  *
- * timeout_ms: -1 waits forever, 0 never waits.  While it sleeps for a frame
- * the calling thread has a 0.1 ms fair-scheduler slice, so that its wake-up
- * preempts other work on a busy host (fb_thread_set_sched_slice(); Linux
- * 6.12 and later, a thread under SCHED_OTHER or SCHED_BATCH); its own slice
- * is given back before it returns.
+ * timeout_ms: -1 waits forever, 0 never waits.
  * Returns 0 and the frame; -EAGAIN (timeout 0) or -ETIMEDOUT when no frame
  * came; -EDQUOT when the subscriber already holds max_holds frames; -EPIPE
  * once the producer ended the stream and every frame was read; -ECANCELED
