@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "ring-private.h"
@@ -991,25 +992,33 @@ static long long sched_slice_of(pid_t tid)
 	return ns;
 }
 
-/* Does the kernel keep a slice per thread that a thread may ask for (Linux
- * 6.12)?  Before, the request is accepted and the slice stays. */
+/* Does the kernel keep a slice per thread that a thread may ask for?  From
+ * Linux 6.12; before, the request is accepted and the slice stays. */
 static bool custom_slices(void)
 {
-	uint64_t previous;
-	cr_assert_eq(fb_thread_set_sched_slice(200000, &previous), 0);
-	bool honoured = sched_slice_of(gettid()) == 200000;
-	cr_assert_eq(fb_thread_set_sched_slice(previous, NULL), 0);
-	return honoured;
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+	cr_assert_eq(uname(&u), 0);
+	cr_assert_geq(sscanf(u.release, "%u.%u", &major, &minor), 1, "release %s", u.release);
+	return major > 6 || (major == 6 && minor >= 12);
 }
 
-static void *idle_thread_slice(void *arg)
+/* Another thread: sets its own slice, then as a SCHED_IDLE thread asks again. */
+struct other_thread {
+	int set, idle;
+	long long own;
+	uint64_t previous;
+};
+
+static void *other_thread_main(void *arg)
 {
+	struct other_thread *o = arg;
 	struct sched_param none = {0};
-	uint64_t previous = 7;
-	int *r = arg;
-	cr_assert_eq(sched_setscheduler(0, SCHED_IDLE, &none), 0);
-	*r = fb_thread_set_sched_slice(100000, &previous);
-	cr_assert_eq(previous, 7, "ret_previous_ns written on failure");
+	o->set = fb_thread_set_sched_slice(300000, NULL);
+	o->own = sched_slice_of(gettid());
+	o->idle = sched_setscheduler(0, SCHED_IDLE, &none) < 0
+		      ? -errno
+		      : fb_thread_set_sched_slice(100000, &o->previous);
 	return NULL;
 }
 
@@ -1035,9 +1044,13 @@ Test(ring, thread_sched_slice_is_set_and_given_back)
 	cr_assert_eq(sched_slice_of(gettid()), before, "given back");
 
 	pthread_t t;
-	int r = 0;
-	cr_assert_eq(pthread_create(&t, NULL, idle_thread_slice, &r), 0);
+	struct other_thread o = {.previous = 7};
+	cr_assert_eq(pthread_create(&t, NULL, other_thread_main, &o), 0);
 	pthread_join(t, NULL);
-	cr_assert_eq(r, -EOPNOTSUPP, "a SCHED_IDLE thread: %s", fb_strerror(r));
-	cr_assert_eq(sched_slice_of(gettid()), before, "another thread's slice left alone");
+	cr_assert_eq(o.set, 0, "%s", fb_strerror(o.set));
+	if (honoured)
+		cr_assert_eq(o.own, 300000, "the other thread's own slice: %lld", o.own);
+	cr_assert_eq(sched_slice_of(gettid()), before, "this thread's left alone");
+	cr_assert_eq(o.idle, -EOPNOTSUPP, "a SCHED_IDLE thread: %s", fb_strerror(o.idle));
+	cr_assert_eq(o.previous, 7, "ret_previous_ns written on failure");
 }

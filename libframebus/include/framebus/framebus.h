@@ -154,7 +154,9 @@ uint64_t fb_now_ns(void);
  * it (docs/ring.md, "Short slice", says what it gains and where it costs).
  *
  * *ret_previous_ns (may be NULL): the slice the thread had, as the kernel
- * reports it (0 from a kernel without custom slices), to give it back with.
+ * reports it (0 from a kernel without custom slices), to give it back with
+ * (a default slice given back so becomes the thread's own: the same length,
+ * no longer following the kernel's default).
  * Returns -EINVAL for a slice above FB_SCHED_SLICE_MAX_NS, -EOPNOTSUPP when
  * the thread is not under the fair scheduler (SCHED_OTHER, SCHED_BATCH), or
  * the kernel's error.
