@@ -25,10 +25,10 @@ static PyObject *format_names(PyObject *module, PyObject *unused)
  * frames_async() asks for one (docs/python.md, "Event loops"): an event loop
  * runs tens of microseconds of Python per frame, and under load without it
  * its wake-ups waited ~150 us more for a CPU than a blocking acquire's
- * (which sleeps with one: docs/ring.md, "Short slice").  Returns the
- * previous slice in seconds, or None where the thread is not under the fair
- * scheduler or the kernel refuses (before 6.12 the field is accepted and
- * ignored). */
+ * (docs/ring.md, "Short slice", says why a blocking acquire sets none).
+ * Returns the previous slice in seconds, or None where the thread is not
+ * under the fair scheduler or the kernel refuses (before 6.12 the field is
+ * accepted and ignored). */
 static PyObject *sched_slice(PyObject *module, PyObject *arg)
 {
 	double seconds = PyFloat_AsDouble(arg);
