@@ -16,6 +16,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include "ring-private.h"
@@ -972,4 +973,84 @@ Test(ring, paced_stream_that_stops_times_out_on_time)
 	cr_assert_geq(fb_now_ns() - t0, 300000000u, "returned after %.1f ms, before its timeout",
 		      (fb_now_ns() - t0) / 1e6);
 	free_pair(&pr);
+}
+
+/* A thread's fair-scheduler slice as the kernel shows it
+ * (/proc/self/task/TID/sched, "se.slice"), or -1 where it has none (before
+ * Linux 6.6). */
+static long long sched_slice_of(pid_t tid)
+{
+	char path[64], line[256];
+	long long ns = -1;
+	snprintf(path, sizeof(path), "/proc/self/task/%d/sched", (int)tid);
+	FILE *f = fopen(path, "re");
+	cr_assert(f, "%s: %s", path, strerror(errno));
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, "se.slice", 8) == 0)
+			ns = strtoll(strchr(line, ':') + 1, NULL, 10);
+	fclose(f);
+	return ns;
+}
+
+/* Does the kernel keep a slice per thread that a thread may ask for?  From
+ * Linux 6.12; before, the request is accepted and the slice stays. */
+static bool custom_slices(void)
+{
+	struct utsname u;
+	unsigned major = 0, minor = 0;
+	cr_assert_eq(uname(&u), 0);
+	cr_assert_geq(sscanf(u.release, "%u.%u", &major, &minor), 1, "release %s", u.release);
+	return major > 6 || (major == 6 && minor >= 12);
+}
+
+/* Another thread: sets its own slice, then as a SCHED_IDLE thread asks again. */
+struct other_thread {
+	int set, idle;
+	long long own;
+	uint64_t previous;
+};
+
+static void *other_thread_main(void *arg)
+{
+	struct other_thread *o = arg;
+	struct sched_param none = {0};
+	o->set = fb_thread_set_sched_slice(300000, NULL);
+	o->own = sched_slice_of(gettid());
+	o->idle = sched_setscheduler(0, SCHED_IDLE, &none) < 0
+		      ? -errno
+		      : fb_thread_set_sched_slice(100000, &o->previous);
+	return NULL;
+}
+
+/* The slice is set on the calling thread alone, and the previous one comes
+ * back to give it back with; nothing but a fair-class thread is touched. */
+Test(ring, thread_sched_slice_is_set_and_given_back)
+{
+	long long before = sched_slice_of(gettid());
+	bool honoured = custom_slices();
+	uint64_t previous = 7, again;
+
+	cr_assert_eq(fb_thread_set_sched_slice(FB_SCHED_SLICE_MAX_NS + 1, &previous), -EINVAL);
+	cr_assert_eq(previous, 7, "ret_previous_ns written on failure");
+	cr_assert_eq(fb_thread_set_sched_slice(300000, &previous), 0);
+	if (honoured) {
+		cr_assert_eq(previous, (uint64_t)before, "the kernel reports %lld", before);
+		cr_assert_eq(sched_slice_of(gettid()), 300000);
+	}
+	cr_assert_eq(fb_thread_set_sched_slice(100000, &again), 0);
+	if (honoured)
+		cr_assert_eq(again, 300000, "the previous slice: %llu", (unsigned long long)again);
+	cr_assert_eq(fb_thread_set_sched_slice(previous, NULL), 0);
+	cr_assert_eq(sched_slice_of(gettid()), before, "given back");
+
+	pthread_t t;
+	struct other_thread o = {.previous = 7};
+	cr_assert_eq(pthread_create(&t, NULL, other_thread_main, &o), 0);
+	pthread_join(t, NULL);
+	cr_assert_eq(o.set, 0, "%s", fb_strerror(o.set));
+	if (honoured)
+		cr_assert_eq(o.own, 300000, "the other thread's own slice: %lld", o.own);
+	cr_assert_eq(sched_slice_of(gettid()), before, "this thread's left alone");
+	cr_assert_eq(o.idle, -EOPNOTSUPP, "a SCHED_IDLE thread: %s", fb_strerror(o.idle));
+	cr_assert_eq(o.previous, 7, "ret_previous_ns written on failure");
 }

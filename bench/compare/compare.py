@@ -15,6 +15,9 @@ Transports (bench/compare/PROTOCOL.md has the workload):
   floor       the wake-up floor: no frame, only a futex wake-up of each sleeping
               consumer process at the same moments, Python consumers (ctypes)
   floor/C     the same with C consumers
+TRANSPORT+slice (framebus/C+slice, iceoryx/C+slice, floor/C+slice, ...; not
+gstreamer) runs TRANSPORT with its consumers' threads on a 0.1 ms fair-scheduler
+slice (Linux 6.12), beside TRANSPORT itself in the same run.
 
 Every producer writes every pixel of every frame, then stamps it.
 Phases: latency (L): --frames frames at --fps to K=1 and K=4 consumers,
@@ -42,6 +45,15 @@ PYTHON = os.environ.get("FRAMEBUS_PYTHON", "/usr/bin/python3")
 PYTHON_PEERS = ["pipe", "zeromq", "shm+sem", "gstreamer"]
 COPY_PEERS = ["pipe", "zeromq"]
 FLOORS = ["floor", "floor/C"]
+# TRANSPORT+slice: the same transport, its consumers' threads with a 0.1 ms
+# fair-scheduler slice (fb_thread_set_sched_slice(), docs/performance.md,
+# "The wake-ahead at K=4"), to compare with and without in one run.
+SLICED, SLICE_NS = "+slice", 100000
+
+
+def base(transport):
+    """The transport a --transports name runs (framebus/C+slice: framebus/C)."""
+    return transport.removesuffix(SLICED)
 
 
 class Run:
@@ -49,7 +61,8 @@ class Run:
     process killed at the end whatever happens."""
 
     def __init__(self, bench, transport, consumers, frames, fps):
-        self.b, self.transport, self.k = bench, transport, consumers
+        self.b, self.k = bench, consumers
+        self.transport, self.sliced = base(transport), transport.endswith(SLICED)
         self.frames, self.fps = frames, fps
         self.dir = tempfile.mkdtemp(prefix="compare-", dir=bench.tmp)
         self.procs = []
@@ -72,6 +85,8 @@ class Run:
 
     def consumer_cmd(self, i):
         out = ["--frames", str(self.frames), "--out", os.path.join(self.dir, f"c{i}.bin")]
+        if self.sliced:
+            out += ["--sched-slice", str(SLICE_NS)]
         py = [PYTHON, os.path.join(HERE, "consumer.py")]
         b = self.b
         if self.transport == "framebus":
@@ -209,7 +224,7 @@ class Bench:
                                         "--config", conf], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, start_new_session=True)
         self.roudi = None
-        if "iceoryx/C" in self.args.transports:
+        if "iceoryx/C" in map(base, self.args.transports):
             self.roudi = subprocess.Popen(["iox-roudi", "-c", os.path.join(HERE, "roudi.toml")],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                           start_new_session=True)
@@ -265,9 +280,12 @@ def main():
     args = ap.parse_args()
     args.transports = args.transports.split(",")
     known = set(PYTHON_PEERS + FLOORS + ["framebus", "framebus/C", "iceoryx/C"])
-    if set(args.transports) - known:
-        ap.error(f"--transports: no transport {', '.join(sorted(set(args.transports) - known))}"
+    if set(map(base, args.transports)) - known:
+        ap.error(f"--transports: no transport "
+                 f"{', '.join(sorted(set(map(base, args.transports)) - known))}"
                  f" (known: {', '.join(sorted(known))})")
+    if "gstreamer" + SLICED in args.transports:
+        ap.error(f"--transports: gstreamer{SLICED}: its consumer sets no slice")
     phases = [("L", 1, args.frames, args.fps), ("L", 4, args.frames, args.fps),
               ("T", 1, args.throughput_frames, 0)]
     runs, failed = {}, {}
@@ -275,7 +293,7 @@ def main():
         for rep in range(args.runs):
             for phase, k, frames, fps in phases:
                 for t in args.transports:
-                    if phase == "T" and t in FLOORS:
+                    if phase == "T" and base(t) in FLOORS:
                         continue  # no frames to move
                     runs.setdefault((t, phase, k), [])
                     try:
@@ -299,7 +317,7 @@ def main():
 def floor_of(t):
     """The floor a transport's latency is judged against: the same consumer
     language's."""
-    return "floor/C" if t.endswith("/C") else "floor"
+    return "floor/C" if base(t).endswith("/C") else "floor"
 
 
 def report(args, res, failed):
@@ -309,7 +327,7 @@ def report(args, res, failed):
           f"{'max':>8s} {'lost':>4s} {'-floor':>7s} {'/floor':>6s} | "
           f"{'T fps':>7s} {'cpu s':>6s} {'lost':>4s}")
     for t in args.transports:
-        who = "C" if t.endswith("/C") else "Python"
+        who = "C" if base(t).endswith("/C") else "Python"
         row = f"{t:12s} {who:8s} |"
         for k in (1, 4):
             lat, fl = res.get(f"{t} L K={k}"), res.get(f"{floor_of(t)} L K={k}")
@@ -318,7 +336,7 @@ def report(args, res, failed):
                 continue
             row += (f" {lat['p50_us']:8.1f} {lat['p99_us']:8.1f} {lat['max_us']:8.1f} "
                     f"{lat['lost']:4d}")
-            if fl and t not in FLOORS:
+            if fl and base(t) not in FLOORS:
                 row += (f" {lat['p50_us'] - fl['p50_us']:+7.1f} "
                         f"{lat['p99_us'] / fl['p99_us']:5.2f}x |")
             else:

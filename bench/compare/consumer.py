@@ -11,7 +11,7 @@
     consumer.py floor --name /NAME              no frame: the bare futex wake-up of this
                                                 process (floor.h), through ctypes
 
-common options: --frames N --out PATH
+common options: --frames N --out PATH [--sched-slice NS]
 """
 import argparse
 import ctypes
@@ -198,7 +198,14 @@ def main():
     ap.add_argument("--endpoint")
     ap.add_argument("--name")
     ap.add_argument("--index", type=int, default=0)
+    ap.add_argument("--sched-slice", type=int, default=0, metavar="NS",
+                    help="this thread's fair-scheduler slice (compare.py's TRANSPORT+slice)")
     args = ap.parse_args()
+    if args.sched_slice:
+        # framebus's helper (fb_thread_set_sched_slice()), whatever the transport.
+        from framebus._framebus import _sched_slice
+        if _sched_slice(args.sched_slice / 1e9) is None:
+            sys.exit("consumer.py: --sched-slice: not a fair-scheduler thread")
     rec = Recorder(args.frames)
     {"framebus": run_framebus, "pipe": run_pipe, "zmq": run_zmq, "shm": run_shm,
      "floor": run_floor}[args.transport](args, rec)

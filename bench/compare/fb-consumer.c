@@ -3,7 +3,7 @@
  * A C consumer of the framebus stream of bench/compare (PROTOCOL.md), for the
  * row that compares framebus with iceoryx, which has no Python binding:
  *
- *   compare-fb-consumer --frames N --out PATH [--socket PATH]
+ *   compare-fb-consumer --frames N --out PATH [--socket PATH] [--sched-slice NS]
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,11 +22,12 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
+	    {"sched-slice", required_argument, NULL, 'S'},
 	    {"socket", required_argument, NULL, 's'},
 	    {0},
 	};
 	const char *out = NULL, *socket_path = NULL;
-	uint64_t frames = 0, n = 0, touched = 0;
+	uint64_t frames = 0, n = 0, slice_ns = 0, touched = 0;
 	int ch, r, timeout = 15000;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -34,6 +35,8 @@ int main(int argc, char **argv)
 			frames = strtoull(optarg, NULL, 10);
 		else if (ch == 'o')
 			out = optarg;
+		else if (ch == 'S')
+			slice_ns = strtoull(optarg, NULL, 10);
 		else if (ch == 's')
 			socket_path = optarg;
 		else
@@ -43,8 +46,16 @@ int main(int argc, char **argv)
 	fb_client *c;
 	fb_subscriber *sub;
 	if (!out || !frames || !records) {
-		fprintf(stderr, "usage: compare-fb-consumer --frames N --out PATH [--socket PATH]\n");
+		fprintf(stderr, "usage: compare-fb-consumer --frames N --out PATH [--socket PATH] "
+				"[--sched-slice NS]\n");
 		return 2;
+	}
+	/* The consumer thread's fair-scheduler slice (compare.py's TRANSPORT+slice),
+	 * set with framebus's helper whatever the transport. */
+	int slice_r = slice_ns ? fb_thread_set_sched_slice(slice_ns, NULL) : 0;
+	if (slice_r < 0) {
+		fprintf(stderr, "compare-fb-consumer: --sched-slice: %s\n", fb_strerror(slice_r));
+		return 1;
 	}
 	if ((r = fb_client_connect(socket_path, "compare-fb-consumer", &c)) < 0 ||
 	    (r = fb_client_subscribe(c, "compare", FB_MODE_QUEUE, 0, &sub)) < 0) {

@@ -2,7 +2,7 @@
 /*
  * The C consumer of bench/compare's wake-up floor (floor.h, PROTOCOL.md):
  *
- *   floor-consumer --name /NAME --frames N --out PATH
+ *   floor-consumer --name /NAME --frames N --out PATH [--sched-slice NS]
  *
  * Sleeps in FUTEX_WAIT on the floor page's seq; each wake-up's record is
  * (seq, t_pub, t_recv) with t_recv taken the moment FUTEX_WAIT returned with
@@ -23,6 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <framebus/framebus.h>
+
 #include "../bench-clock.h"
 #include "floor.h"
 
@@ -41,11 +43,12 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
+	    {"sched-slice", required_argument, NULL, 'S'},
 	    {"name", required_argument, NULL, 'N'},
 	    {0},
 	};
 	const char *out = NULL, *name = NULL;
-	uint64_t frames = 0, n = 0;
+	uint64_t frames = 0, n = 0, slice_ns = 0;
 	int ch;
 
 	while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -53,6 +56,8 @@ int main(int argc, char **argv)
 			frames = strtoull(optarg, NULL, 10);
 		else if (ch == 'o')
 			out = optarg;
+		else if (ch == 'S')
+			slice_ns = strtoull(optarg, NULL, 10);
 		else if (ch == 'N')
 			name = optarg;
 		else
@@ -60,8 +65,16 @@ int main(int argc, char **argv)
 	}
 	uint64_t(*records)[3] = calloc(frames ? frames : 1, sizeof(*records));
 	if (optind != argc || !out || !name || !frames || !records) {
-		fprintf(stderr, "usage: floor-consumer --name /NAME --frames N --out PATH\n");
+		fprintf(stderr, "usage: floor-consumer --name /NAME --frames N --out PATH "
+				"[--sched-slice NS]\n");
 		return 2;
+	}
+	/* The consumer thread's fair-scheduler slice (compare.py's TRANSPORT+slice),
+	 * set with framebus's helper whatever the transport. */
+	int slice_r = slice_ns ? fb_thread_set_sched_slice(slice_ns, NULL) : 0;
+	if (slice_r < 0) {
+		fprintf(stderr, "floor-consumer: --sched-slice: %s\n", fb_strerror(slice_r));
+		return 1;
 	}
 	int fd = shm_open(name, O_RDWR, 0);
 	if (fd < 0)

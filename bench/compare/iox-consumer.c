@@ -2,7 +2,7 @@
 /*
  * The iceoryx 2 consumer of bench/compare (PROTOCOL.md), with the C binding:
  *
- *   iox-consumer --frames N --out PATH
+ *   iox-consumer --frames N --out PATH [--sched-slice NS]
  *
  * RouDi must run.  Subscribes to ("framebus", "compare", "frames") with a
  * BLOCK_PRODUCER queue, so that iox-producer waits for it rather than dropping.
@@ -32,6 +32,8 @@
 #include <iceoryx_binding_c/runtime.h>
 #include <iceoryx_binding_c/subscriber.h>
 #include <iceoryx_binding_c/wait_set.h>
+
+#include <framebus/framebus.h>
 
 #include "../bench-clock.h"
 
@@ -101,12 +103,13 @@ int main(int argc, char **argv)
 	static const struct option longopts[] = {
 	    {"frames", required_argument, NULL, 'n'},
 	    {"out", required_argument, NULL, 'o'},
+	    {"sched-slice", required_argument, NULL, 'S'},
 	    {0},
 	};
 	static iox_sub_storage_t sub_storage;
 	static iox_ws_storage_t ws_storage;
 	const char *out = NULL;
-	uint64_t frames = 0, n = 0, touched = 0;
+	uint64_t frames = 0, n = 0, slice_ns = 0, touched = 0;
 	iox_pub_t ack = NULL;
 	bool ended = false;
 	char name[64];
@@ -117,13 +120,22 @@ int main(int argc, char **argv)
 			frames = strtoull(optarg, NULL, 10);
 		else if (ch == 'o')
 			out = optarg;
+		else if (ch == 'S')
+			slice_ns = strtoull(optarg, NULL, 10);
 		else
 			return 2;
 	}
 	uint64_t(*records)[3] = calloc(frames ? frames : 1, sizeof(*records));
 	if (optind != argc || !out || !frames || !records) {
-		fprintf(stderr, "usage: iox-consumer --frames N --out PATH\n");
+		fprintf(stderr, "usage: iox-consumer --frames N --out PATH [--sched-slice NS]\n");
 		return 2;
+	}
+	/* The consumer thread's fair-scheduler slice (compare.py's TRANSPORT+slice),
+	 * set with framebus's helper whatever the transport. */
+	int slice_r = slice_ns ? fb_thread_set_sched_slice(slice_ns, NULL) : 0;
+	if (slice_r < 0) {
+		fprintf(stderr, "iox-consumer: --sched-slice: %s\n", fb_strerror(slice_r));
+		return 1;
 	}
 
 	iox_set_loglevel(Iceoryx_LogLevel_Warn);

@@ -2,27 +2,6 @@
 /* framebus._framebus: the module, its exceptions and types. */
 #include "fbpy.h" /* Python.h first, as the C-API asks */
 
-#include <sched.h>
-#include <stdint.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-/* The kernel's struct sched_attr (SCHED_ATTR_SIZE_VER1): glibc before 2.41
- * has no declaration of it, and <linux/sched/types.h> clashes with
- * <sched.h>. */
-struct fbpy_sched_attr {
-	uint32_t size;
-	uint32_t sched_policy;
-	uint64_t sched_flags;
-	int32_t sched_nice;
-	uint32_t sched_priority;
-	uint64_t sched_runtime;
-	uint64_t sched_deadline;
-	uint64_t sched_period;
-	uint32_t sched_util_min;
-	uint32_t sched_util_max;
-};
-
 static PyObject *format_names(PyObject *module, PyObject *unused)
 {
 	PyObject *list = PyList_New(0);
@@ -40,13 +19,13 @@ static PyObject *format_names(PyObject *module, PyObject *unused)
 	return list;
 }
 
-/* The calling thread's slice under the fair scheduler (sched_attr's
- * sched_runtime, Linux 6.12's EEVDF custom slices): a thread that asks for a
- * short one gets an early deadline, so that when it wakes it preempts a task
- * that has run for a while instead of waiting for that task's slice to end.
+/* The calling thread's slice under the fair scheduler
+ * (fb_thread_set_sched_slice(): a short one gives its wake-ups an early
+ * deadline, so that they preempt a task that has run for a while).
  * frames_async() asks for one (docs/python.md, "Event loops"): an event loop
  * runs tens of microseconds of Python per frame, and under load without it
- * its wake-ups waited ~150 us more for a CPU than a blocking acquire's.
+ * its wake-ups waited ~150 us more for a CPU than a blocking acquire's
+ * (docs/ring.md, "Short slice", says why a blocking acquire sets none).
  * Returns the previous slice in seconds, or None where the thread is not
  * under the fair scheduler or the kernel refuses (before 6.12 the field is
  * accepted and ignored). */
@@ -55,21 +34,14 @@ static PyObject *sched_slice(PyObject *module, PyObject *arg)
 	double seconds = PyFloat_AsDouble(arg);
 	if (seconds == -1.0 && PyErr_Occurred())
 		return NULL;
-	if (!(seconds >= 0 && seconds <= 1)) {
+	if (!(seconds >= 0 && seconds <= FB_SCHED_SLICE_MAX_NS / 1e9)) {
 		PyErr_Format(PyExc_ValueError, "a slice is between 0 and 1 seconds, not %R", arg);
 		return NULL;
 	}
-	struct fbpy_sched_attr attr = {0};
-	if (syscall(SYS_sched_getattr, 0, &attr, sizeof(attr), 0) < 0 ||
-	    (attr.sched_policy != SCHED_OTHER && attr.sched_policy != SCHED_BATCH))
+	uint64_t previous;
+	if (fb_thread_set_sched_slice((uint64_t)(seconds * 1e9), &previous) < 0)
 		Py_RETURN_NONE;
-	double previous = (double)attr.sched_runtime / 1e9;
-	attr.size = sizeof(attr);
-	attr.sched_flags &= 0x01; /* SCHED_FLAG_RESET_ON_FORK stays; no other flag set */
-	attr.sched_runtime = (uint64_t)(seconds * 1e9);
-	if (syscall(SYS_sched_setattr, 0, &attr, 0) < 0)
-		Py_RETURN_NONE;
-	return PyFloat_FromDouble(previous);
+	return PyFloat_FromDouble((double)previous / 1e9);
 }
 
 static PyMethodDef module_methods[] = {

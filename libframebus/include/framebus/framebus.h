@@ -137,6 +137,32 @@ const char *fb_version(void);
  * so a frame's age is fb_now_ns() - frame->monotonic_ns. */
 uint64_t fb_now_ns(void);
 
+/** The longest slice fb_thread_set_sched_slice() takes (the kernel keeps
+ * slices between 0.1 and 100 ms). */
+#define FB_SCHED_SLICE_MAX_NS 1000000000u
+
+/**
+ * Set the calling thread's time slice under Linux's fair scheduler
+ * (sched_setattr()'s sched_runtime, EEVDF custom slices from Linux 6.12) to
+ * slice_ns; 0 gives it the kernel's default back.  A thread with a short
+ * slice gets an early deadline, so that when it wakes it preempts a thread
+ * that has run for a while instead of waiting for that thread's slice to
+ * end.  The kernel keeps slices between 0.1 and 100 ms (100000 asks for the
+ * shortest); kernels before 6.12 accept and ignore it.  The thread's
+ * policy, nice value and reset-on-fork flag stay as they are.  The library
+ * never calls it by itself: a consumer thread on a busy host may ask for
+ * it (docs/ring.md, "Short slice", says what it gains and where it costs).
+ *
+ * *ret_previous_ns (may be NULL): the slice the thread had, as the kernel
+ * reports it (0 from a kernel without custom slices), to give it back with
+ * (a default slice given back so becomes the thread's own: the same length,
+ * no longer following the kernel's default).
+ * Returns -EINVAL for a slice above FB_SCHED_SLICE_MAX_NS, -EOPNOTSUPP when
+ * the thread is not under the fair scheduler (SCHED_OTHER, SCHED_BATCH), or
+ * the kernel's error.
+ */
+int fb_thread_set_sched_slice(uint64_t slice_ns, uint64_t *ret_previous_ns);
+
 /** Everything needed to create a ring.  Zero-initialise, then fill in: the
  * reserved room must stay zero (-EINVAL otherwise), so that fields added
  * there later mean "as before" when zero. */
