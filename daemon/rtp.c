@@ -2,23 +2,14 @@
 /* RTP H.264 (RFC 6184, non-interleaved mode) and H.265 (RFC 7798, without
  * DONL) into Annex B access units. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "rtp.h"
+#include "why.h"
 
 static const uint8_t start_code[4] = {0, 0, 0, 1};
-
-static int fail(char *why, size_t size, int error, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, size, fmt, ap);
-	va_end(ap);
-	return error;
-}
 
 void fbd_rtp_depay_init(struct fbd_rtp_depay *d, uint32_t codec, int payload_type)
 {
@@ -38,8 +29,8 @@ static int append(struct fbd_rtp_buffer *b, const uint8_t *p, size_t n, char *wh
 	if (!n)
 		return 0;
 	if (n > FBD_RTP_MAX_ACCESS_UNIT - b->len)
-		return fail(why, size, -EMSGSIZE, "an access unit over %u bytes",
-			    FBD_RTP_MAX_ACCESS_UNIT);
+		return fbd_fail(why, size, -EMSGSIZE, "an access unit over %u bytes",
+				FBD_RTP_MAX_ACCESS_UNIT);
 	if (b->len + n > b->cap) {
 		size_t cap = b->cap ? b->cap : 65536;
 		while (cap < b->len + n)
@@ -73,12 +64,13 @@ static int append_aggregate(struct fbd_rtp_depay *d, const uint8_t *p, size_t n,
 {
 	while (n > 0) {
 		if (n < 2)
-			return fail(why, size, -EPROTO, "an aggregation packet ends inside a size");
+			return fbd_fail(why, size, -EPROTO,
+					"an aggregation packet ends inside a size");
 		size_t nal = (size_t)p[0] << 8 | p[1];
 		if (nal == 0 || nal > n - 2)
-			return fail(why, size, -EPROTO,
-				    "an aggregation packet's NAL unit of %zu bytes in %zu", nal,
-				    n - 2);
+			return fbd_fail(why, size, -EPROTO,
+					"an aggregation packet's NAL unit of %zu bytes in %zu", nal,
+					n - 2);
 		int r = append_nal(d, p + 2, nal, NULL, 0, why, size);
 		if (r < 0)
 			return r;
@@ -112,7 +104,7 @@ static int payload_h264(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, cha
 	static const char *const interleaved[] = {
 	    [25] = "STAP-B", [26] = "MTAP16", [27] = "MTAP24", [29] = "FU-B"};
 	if (n < 1)
-		return fail(why, size, -EPROTO, "an empty H.264 RTP payload");
+		return fbd_fail(why, size, -EPROTO, "an empty H.264 RTP payload");
 	unsigned type = p[0] & 0x1f;
 	if (type >= 1 && type <= 23)
 		return append_nal(d, p, n, NULL, 0, why, size);
@@ -120,23 +112,23 @@ static int payload_h264(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, cha
 		return append_aggregate(d, p + 1, n - 1, why, size);
 	if (type == 28) {
 		if (n < 2)
-			return fail(why, size, -EPROTO, "an H.264 FU-A packet of %zu bytes", n);
+			return fbd_fail(why, size, -EPROTO, "an H.264 FU-A packet of %zu bytes", n);
 		uint8_t header = (uint8_t)((p[0] & 0xe0) | (p[1] & 0x1f));
 		return append_fragment(d, p[1] & 0x80, p[1] & 0x40, &header, 1, p + 2, n - 2, why,
 				       size);
 	}
 	if (type == 25 || type == 26 || type == 27 || type == 29)
-		return fail(why, size, -EPROTO,
-			    "H.264 RTP packets of type %u (%s, interleaved packetization mode) "
-			    "are not supported",
-			    type, interleaved[type]);
+		return fbd_fail(why, size, -EPROTO,
+				"H.264 RTP packets of type %u (%s, interleaved packetization mode) "
+				"are not supported",
+				type, interleaved[type]);
 	return 0; /* 0, 30, 31: reserved, ignored (RFC 6184 5.2) */
 }
 
 static int payload_h265(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, char *why, size_t size)
 {
 	if (n < 2)
-		return fail(why, size, -EPROTO, "an H.265 RTP payload of %zu bytes", n);
+		return fbd_fail(why, size, -EPROTO, "an H.265 RTP payload of %zu bytes", n);
 	unsigned type = (p[0] >> 1) & 0x3f;
 	if (type <= 47)
 		return append_nal(d, p, n, NULL, 0, why, size);
@@ -144,13 +136,13 @@ static int payload_h265(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, cha
 		return append_aggregate(d, p + 2, n - 2, why, size);
 	if (type == 49) {
 		if (n < 3)
-			return fail(why, size, -EPROTO, "an H.265 FU packet of %zu bytes", n);
+			return fbd_fail(why, size, -EPROTO, "an H.265 FU packet of %zu bytes", n);
 		uint8_t header[2] = {(uint8_t)((p[0] & 0x81) | (p[2] & 0x3f) << 1), p[1]};
 		return append_fragment(d, p[2] & 0x80, p[2] & 0x40, header, 2, p + 3, n - 3, why,
 				       size);
 	}
 	if (type == 50)
-		return fail(why, size, -EPROTO, "H.265 PACI RTP packets are not supported");
+		return fbd_fail(why, size, -EPROTO, "H.265 PACI RTP packets are not supported");
 	return 0; /* 51-63: unspecified, ignored (RFC 7798 4.4) */
 }
 
@@ -182,26 +174,26 @@ int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t le
 		       struct fbd_rtp_access_unit ret_units[2], char *why, size_t size)
 {
 	if (len < 12)
-		return fail(why, size, -EPROTO, "an RTP packet of %zu bytes", len);
+		return fbd_fail(why, size, -EPROTO, "an RTP packet of %zu bytes", len);
 	if (packet[0] >> 6 != 2)
-		return fail(why, size, -EPROTO, "an RTP packet of version %d", packet[0] >> 6);
+		return fbd_fail(why, size, -EPROTO, "an RTP packet of version %d", packet[0] >> 6);
 	size_t header = 12 + 4 * (size_t)(packet[0] & 0x0f);
 	if (packet[0] & 0x10) { /* an extension: its 16-bit length counts words */
 		if (len < header + 4)
-			return fail(why, size, -EPROTO, "an RTP packet ends in its extension");
+			return fbd_fail(why, size, -EPROTO, "an RTP packet ends in its extension");
 		header += 4 + 4 * ((size_t)packet[header + 2] << 8 | packet[header + 3]);
 	}
 	size_t padding = packet[0] & 0x20 ? packet[len - 1] : 0;
 	if (header > len || padding > len - header)
-		return fail(why, size, -EPROTO,
-			    "an RTP packet of %zu bytes with %zu of header and %zu of padding", len,
-			    header, padding);
+		return fbd_fail(why, size, -EPROTO,
+				"an RTP packet of %zu bytes with %zu of header and %zu of padding",
+				len, header, padding);
 	bool marker = packet[1] & 0x80;
 	int pt = packet[1] & 0x7f;
 	if (pt != d->payload_type)
-		return fail(why, size, -EPROTO,
-			    "an RTP packet of payload type %d, not %d as the SDP said", pt,
-			    d->payload_type);
+		return fbd_fail(why, size, -EPROTO,
+				"an RTP packet of payload type %d, not %d as the SDP said", pt,
+				d->payload_type);
 	uint16_t seq = (uint16_t)(packet[2] << 8 | packet[3]);
 	uint32_t ts = (uint32_t)packet[4] << 24 | (uint32_t)packet[5] << 16 |
 		      (uint32_t)packet[6] << 8 | packet[7];

@@ -23,6 +23,7 @@
 #include "ring-private.h"
 #include "rtp.h"
 #include "rtsp.h"
+#include "why.h"
 
 /* How often a wait looks at the stop flag. */
 #define POLL_MS 100
@@ -55,15 +56,6 @@ struct fbd_rtsp {
 	size_t in_off, in_len;
 	uint8_t in[2 * (FBD_RTSP_MAX_MESSAGE + 4)];
 };
-
-static int fail(char *why, size_t size, int error, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, size, fmt, ap);
-	va_end(ap);
-	return error;
-}
 
 /* Copy a value of n bytes into a field, or false if it does not fit. */
 static bool copy(char *dst, size_t dst_size, const char *src, size_t n)
@@ -135,21 +127,22 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
 		if (!eol)
-			return fail(why, size, -EPROTO, "an RTSP response line without its end");
+			return fbd_fail(why, size, -EPROTO,
+					"an RTSP response line without its end");
 		const char *line = p;
 		size_t n = (size_t)(eol - p);
 		p = eol + 1;
 		if (n && line[n - 1] == '\r')
 			n--;
 		if (memchr(line, 0, n))
-			return fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
+			return fbd_fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
 		if (first) {
 			char reason[8];
 			if (n < 12 || strncmp(line, "RTSP/1.", 7) || line[8] != ' ' ||
 			    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
 			    !isdigit((unsigned char)line[11]) || (n > 12 && line[12] != ' '))
-				return fail(why, size, -EPROTO, "'%.*s' is no RTSP status line",
-					    (int)(n < 80 ? n : 80), line);
+				return fbd_fail(why, size, -EPROTO, "'%.*s' is no RTSP status line",
+						(int)(n < 80 ? n : 80), line);
 			copy(reason, sizeof(reason), line + 9, 3);
 			r.status = atoi(reason);
 			first = false;
@@ -159,8 +152,9 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			break;
 		const char *colon = memchr(line, ':', n);
 		if (!colon)
-			return fail(why, size, -EPROTO, "an RTSP header line without ':': '%.*s'",
-				    (int)(n < 80 ? n : 80), line);
+			return fbd_fail(why, size, -EPROTO,
+					"an RTSP header line without ':': '%.*s'",
+					(int)(n < 80 ? n : 80), line);
 		size_t nlen = (size_t)(colon - line);
 		const char *v = colon + 1;
 		size_t vlen = n - nlen - 1;
@@ -183,9 +177,10 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			ok = ok && vlen && isdigit((unsigned char)number[0]) && !*e &&
 			     len <= FBD_RTSP_MAX_MESSAGE;
 			if (!ok)
-				return fail(why, size, -EPROTO,
-					    "an RTSP Content-Length '%.*s' (at most %d)",
-					    (int)(vlen < 40 ? vlen : 40), v, FBD_RTSP_MAX_MESSAGE);
+				return fbd_fail(why, size, -EPROTO,
+						"an RTSP Content-Length '%.*s' (at most %d)",
+						(int)(vlen < 40 ? vlen : 40), v,
+						FBD_RTSP_MAX_MESSAGE);
 			r.content_length = (size_t)len;
 		} else if (name_is(line, nlen, "Content-Base")) {
 			ok = copy(r.content_base, sizeof(r.content_base), v, vlen);
@@ -213,11 +208,12 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 				r.basic = true;
 		}
 		if (!ok)
-			return fail(why, size, -EPROTO, "the RTSP header %.*s is too long or bad",
-				    (int)(nlen < 40 ? nlen : 40), line);
+			return fbd_fail(why, size, -EPROTO,
+					"the RTSP header %.*s is too long or bad",
+					(int)(nlen < 40 ? nlen : 40), line);
 	}
 	if (first)
-		return fail(why, size, -EPROTO, "an empty RTSP response");
+		return fbd_fail(why, size, -EPROTO, "an empty RTSP response");
 	if (!r.content_base[0])
 		memcpy(r.content_base, location, sizeof(location));
 	*ret_response = r;
@@ -236,20 +232,21 @@ static int add_parameter_sets(struct fbd_rtsp_video *v, const char *list, char *
 			b64[n] = 0;
 			size_t room = sizeof(v->extradata) - v->extradata_size;
 			if (room < 4 + AV_BASE64_DECODE_SIZE(n) + 1)
-				return fail(why, size, -EPROTO,
-					    "the SDP's parameter sets are over %d bytes",
-					    FBD_RTSP_MAX_EXTRADATA);
+				return fbd_fail(why, size, -EPROTO,
+						"the SDP's parameter sets are over %d bytes",
+						FBD_RTSP_MAX_EXTRADATA);
 			uint8_t *out = v->extradata + v->extradata_size;
 			int got = av_base64_decode(out + 4, b64, (int)(room - 4));
 			if (got <= 0)
-				return fail(why, size, -EPROTO,
-					    "the SDP's parameter set '%.40s' is not base64", b64);
+				return fbd_fail(why, size, -EPROTO,
+						"the SDP's parameter set '%.40s' is not base64",
+						b64);
 			memcpy(out, (const uint8_t[]){0, 0, 0, 1}, 4);
 			v->extradata_size += 4 + (size_t)got;
 		} else if (n) {
-			return fail(why, size, -EPROTO,
-				    "the SDP's parameter sets are over %d bytes",
-				    FBD_RTSP_MAX_EXTRADATA);
+			return fbd_fail(why, size, -EPROTO,
+					"the SDP's parameter sets are over %d bytes",
+					FBD_RTSP_MAX_EXTRADATA);
 		}
 		list += n;
 		if (*list == ',')
@@ -279,14 +276,14 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 		if (!n)
 			continue;
 		if (memchr(line, 0, n))
-			return fail(why, size, -EPROTO, "a NUL byte in the SDP");
+			return fbd_fail(why, size, -EPROTO, "a NUL byte in the SDP");
 		if (n < 2 || line[1] != '=')
-			return fail(why, size, -EPROTO, "'%.*s' is no SDP line",
-				    (int)(n < 60 ? n : 60), line);
+			return fbd_fail(why, size, -EPROTO, "'%.*s' is no SDP line",
+					(int)(n < 60 ? n : 60), line);
 		char text[FBD_RTSP_MAX_EXTRADATA];
 		if (!copy(text, sizeof(text), line + 2, n - 2))
-			return fail(why, size, -EPROTO, "an SDP line over %d bytes",
-				    FBD_RTSP_MAX_EXTRADATA);
+			return fbd_fail(why, size, -EPROTO, "an SDP line over %d bytes",
+					FBD_RTSP_MAX_EXTRADATA);
 		if (line[0] == 'm') {
 			if (video_seen || strncmp(text, "video ", 6)) {
 				at = 2; /* audio, data, more video: not set up */
@@ -297,11 +294,11 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 			int pt = -1;
 			if (sscanf(text, "video %*u %31s %d", proto, &pt) != 2 || pt < 0 ||
 			    pt > 127)
-				return fail(why, size, -EPROTO,
-					    "the SDP's 'm=%.60s' has no payload type", text);
+				return fbd_fail(why, size, -EPROTO,
+						"the SDP's 'm=%.60s' has no payload type", text);
 			if (strcmp(proto, "RTP/AVP"))
-				return fail(why, size, -ENOTSUP, "its video is %s, not RTP/AVP",
-					    proto);
+				return fbd_fail(why, size, -ENOTSUP, "its video is %s, not RTP/AVP",
+						proto);
 			v.payload_type = pt;
 			at = 1;
 			continue;
@@ -315,8 +312,9 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 		if (!strcmp(text, "control")) {
 			if (!copy(at ? v.control : session_control, sizeof(v.control), value,
 				  strlen(value)))
-				return fail(why, size, -EPROTO, "an SDP control URL over %d bytes",
-					    FBD_RTSP_MAX_URL);
+				return fbd_fail(why, size, -EPROTO,
+						"an SDP control URL over %d bytes",
+						FBD_RTSP_MAX_URL);
 			continue;
 		}
 		if (at != 1)
@@ -332,10 +330,10 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 			copy(fmtp, sizeof(fmtp), rest, strlen(rest));
 	}
 	if (!video_seen)
-		return fail(why, size, -ENOTSUP, "its SDP has no video");
+		return fbd_fail(why, size, -ENOTSUP, "its SDP has no video");
 	if (!encoding[0])
-		return fail(why, size, -ENOTSUP, "its video (RTP payload type %d) has no a=rtpmap",
-			    v.payload_type);
+		return fbd_fail(why, size, -ENOTSUP,
+				"its video (RTP payload type %d) has no a=rtpmap", v.payload_type);
 	char *slash = strchr(encoding, '/');
 	long rate = slash ? atol(slash + 1) : 0;
 	if (slash)
@@ -345,20 +343,20 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 	else if (!strcasecmp(encoding, "H265"))
 		v.codec = FBD_RTP_H265;
 	else
-		return fail(why, size, -ENOTSUP, "its video is %.32s, not H.264 or H.265",
-			    encoding);
+		return fbd_fail(why, size, -ENOTSUP, "its video is %.32s, not H.264 or H.265",
+				encoding);
 	if (rate <= 0 || rate > 1000000)
-		return fail(why, size, -EPROTO, "the SDP's %s clock rate '%s'", encoding,
-			    slash ? slash + 1 : "");
+		return fbd_fail(why, size, -EPROTO, "the SDP's %s clock rate '%s'", encoding,
+				slash ? slash + 1 : "");
 	v.clock_rate = (uint32_t)rate;
 	char value[FBD_RTSP_MAX_EXTRADATA];
 	if (v.codec == FBD_RTP_H264 && param(fmtp, ';', "packetization-mode", value, 16) &&
 	    atoi(value) == 2)
-		return fail(why, size, -ENOTSUP,
-			    "its H.264 is in interleaved packetization mode (2)");
+		return fbd_fail(why, size, -ENOTSUP,
+				"its H.264 is in interleaved packetization mode (2)");
 	if (v.codec == FBD_RTP_H265 && param(fmtp, ';', "sprop-max-don-diff", value, 16) &&
 	    atoi(value) > 0)
-		return fail(why, size, -ENOTSUP, "its H.265 has DONL (sprop-max-don-diff > 0)");
+		return fbd_fail(why, size, -ENOTSUP, "its H.265 has DONL (sprop-max-don-diff > 0)");
 	static const char *const h264_sets[] = {"sprop-parameter-sets", NULL};
 	static const char *const h265_sets[] = {"sprop-vps", "sprop-sps", "sprop-pps", NULL};
 	for (const char *const *k = v.codec == FBD_RTP_H264 ? h264_sets : h265_sets; *k; k++) {
@@ -406,7 +404,7 @@ static void percent_decode(char *s)
 static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size)
 {
 	if (strncasecmp(url, "rtsp://", 7))
-		return fail(why, size, -EINVAL, "'%s' is not an rtsp:// URL", url);
+		return fbd_fail(why, size, -EINVAL, "'%s' is not an rtsp:// URL", url);
 	const char *auth = url + 7;
 	const char *path = auth + strcspn(auth, "/?#");
 	const char *at = memrchr(auth, '@', (size_t)(path - auth));
@@ -418,7 +416,7 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 		if (!copy(c->user, sizeof(c->user), auth, ulen) ||
 		    !copy(c->password, sizeof(c->password), colon ? colon + 1 : "",
 			  colon ? n - ulen - 1 : 0))
-			return fail(why, size, -EINVAL, "the URL's user:password is too long");
+			return fbd_fail(why, size, -EINVAL, "the URL's user:password is too long");
 		percent_decode(c->user);
 		percent_decode(c->password);
 	}
@@ -426,28 +424,28 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 	if (*host == '[') {
 		const char *close = memchr(host, ']', (size_t)(path - host));
 		if (!close)
-			return fail(why, size, -EINVAL, "the URL's host '%.*s' lacks its ']'",
-				    (int)(path - host), host);
+			return fbd_fail(why, size, -EINVAL, "the URL's host '%.*s' lacks its ']'",
+					(int)(path - host), host);
 		if (close + 1 < path && close[1] == ':')
 			port = close + 2;
 		if (!copy(c->host, sizeof(c->host), host + 1, (size_t)(close - host - 1)))
-			return fail(why, size, -EINVAL, "the URL's host is too long");
+			return fbd_fail(why, size, -EINVAL, "the URL's host is too long");
 	} else {
 		port = memchr(host, ':', (size_t)(path - host));
 		if (port)
 			host_end = port++;
 		if (!copy(c->host, sizeof(c->host), host, (size_t)(host_end - host)))
-			return fail(why, size, -EINVAL, "the URL's host is too long");
+			return fbd_fail(why, size, -EINVAL, "the URL's host is too long");
 	}
 	if (!c->host[0])
-		return fail(why, size, -EINVAL, "'%s' has no host", url);
+		return fbd_fail(why, size, -EINVAL, "'%s' has no host", url);
 	if (port && !copy(c->port, sizeof(c->port), port, (size_t)(path - port)))
-		return fail(why, size, -EINVAL, "the URL's port is too long");
+		return fbd_fail(why, size, -EINVAL, "the URL's port is too long");
 	if (!port || !c->port[0])
 		strcpy(c->port, "554");
 	if (snprintf(c->url, sizeof(c->url), "rtsp://%.*s%s", (int)(path - host), host, path) >=
 	    (int)sizeof(c->url))
-		return fail(why, size, -EINVAL, "the URL is over %d bytes", FBD_RTSP_MAX_URL);
+		return fbd_fail(why, size, -EINVAL, "the URL is over %d bytes", FBD_RTSP_MAX_URL);
 	return 0;
 }
 
@@ -456,18 +454,18 @@ static int wait_fd(struct fbd_rtsp *c, short events, char *why, size_t size)
 {
 	for (;;) {
 		if (atomic_load(c->stop))
-			return fail(why, size, -ECANCELED, "stopped");
+			return fbd_fail(why, size, -ECANCELED, "stopped");
 		uint64_t now = fb_now_ns();
 		atomic_store_explicit(c->alive_ns, now, memory_order_relaxed);
 		if (now - c->last_rx_ns > c->stall_ns)
-			return fail(why, size, -ETIMEDOUT, "nothing came for %.1f s",
-				    (double)c->stall_ns / 1e9);
+			return fbd_fail(why, size, -ETIMEDOUT, "nothing came for %.1f s",
+					(double)c->stall_ns / 1e9);
 		struct pollfd pfd = {.fd = c->fd, .events = events};
 		int r = poll(&pfd, 1, POLL_MS);
 		if (r > 0)
 			return 0;
 		if (r < 0 && errno != EINTR)
-			return fail(why, size, -errno, "poll: %s", strerror(errno));
+			return fbd_fail(why, size, -errno, "poll: %s", strerror(errno));
 	}
 }
 
@@ -476,7 +474,7 @@ static int connect_to(struct fbd_rtsp *c, char *why, size_t size)
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *list = NULL;
 	int r = getaddrinfo(c->host, c->port, &hints, &list);
 	if (r)
-		return fail(why, size, -EHOSTUNREACH, "%s: %s", c->host, gai_strerror(r));
+		return fbd_fail(why, size, -EHOSTUNREACH, "%s: %s", c->host, gai_strerror(r));
 	r = -ECONNREFUSED;
 	for (struct addrinfo *a = list; a; a = a->ai_next) {
 		c->fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
@@ -506,10 +504,11 @@ static int connect_to(struct fbd_rtsp *c, char *why, size_t size)
 		return 0;
 	}
 	if (r == -ECANCELED || r == -ETIMEDOUT)
-		return r == -ETIMEDOUT
-			   ? fail(why, size, r, "connecting to %s:%s timed out", c->host, c->port)
-			   : r;
-	return fail(why, size, r, "cannot connect to %s:%s: %s", c->host, c->port, strerror(-r));
+		return r == -ETIMEDOUT ? fbd_fail(why, size, r, "connecting to %s:%s timed out",
+						  c->host, c->port)
+				       : r;
+	return fbd_fail(why, size, r, "cannot connect to %s:%s: %s", c->host, c->port,
+			strerror(-r));
 }
 
 static int send_all(struct fbd_rtsp *c, const char *buf, size_t len, char *why, size_t size)
@@ -526,8 +525,8 @@ static int send_all(struct fbd_rtsp *c, const char *buf, size_t len, char *why, 
 			continue;
 		}
 		if (n < 0)
-			return fail(why, size, -errno, "sending to the camera: %s",
-				    strerror(errno));
+			return fbd_fail(why, size, -errno, "sending to the camera: %s",
+					strerror(errno));
 		buf += n;
 		len -= (size_t)n;
 	}
@@ -593,7 +592,7 @@ static int send_request(struct fbd_rtsp *c, const char *method, const char *url,
 			 "%s %s RTSP/1.0\r\nCSeq: %d\r\nUser-Agent: " USER_AGENT "\r\n%s%s%s\r\n",
 			 method, url, ++c->cseq, auth, session, extra);
 	if (n >= (int)sizeof(text))
-		return fail(why, size, -EINVAL, "an RTSP request over %zu bytes", sizeof(text));
+		return fbd_fail(why, size, -EINVAL, "an RTSP request over %zu bytes", sizeof(text));
 	return send_all(c, text, (size_t)n, why, size);
 }
 
@@ -635,9 +634,9 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 			if (!end && (end = memmem(p, scan, "\n\n", 2)))
 				head = (size_t)(end - p) + 2;
 			if (!end && have >= FBD_RTSP_MAX_MESSAGE)
-				return fail(why, size, -EPROTO,
-					    "an RTSP message's headers are over %d bytes",
-					    FBD_RTSP_MAX_MESSAGE);
+				return fbd_fail(why, size, -EPROTO,
+						"an RTSP message's headers are over %d bytes",
+						FBD_RTSP_MAX_MESSAGE);
 			if (end) {
 				bool request = have < 5 || memcmp(p, "RTSP/", 5);
 				int r = 0;
@@ -646,7 +645,7 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 					shown = strcspn((const char *)p, "\r\n") < shown
 						    ? strcspn((const char *)p, "\r\n")
 						    : shown;
-					return fail(
+					return fbd_fail(
 					    why, size, -EPROTO,
 					    "bytes that are no RTSP from the camera: '%.*s'",
 					    (int)(shown < 60 ? shown : 60), (const char *)p);
@@ -658,7 +657,7 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 					*resp = (struct fbd_rtsp_response){
 					    .content_length = cl ? strtoul(cl + 16, NULL, 10) : 0};
 					if (resp->content_length > FBD_RTSP_MAX_MESSAGE)
-						return fail(
+						return fbd_fail(
 						    why, size, -EPROTO,
 						    "a request from the camera of %zu bytes",
 						    resp->content_length);
@@ -700,11 +699,11 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 				break;
 			}
 			if (n == 0)
-				return fail(why, size, -ECONNRESET,
-					    "the camera closed the connection");
+				return fbd_fail(why, size, -ECONNRESET,
+						"the camera closed the connection");
 			if (errno != EAGAIN && errno != EINTR)
-				return fail(why, size, -errno, "reading from the camera: %s",
-					    strerror(errno));
+				return fbd_fail(why, size, -errno, "reading from the camera: %s",
+						strerror(errno));
 			int r = wait_fd(c, POLLIN, why, size);
 			if (r < 0)
 				return r;
@@ -737,7 +736,7 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 			    param(resp->digest, ',', "nonce", c->nonce, sizeof(c->nonce))) {
 				param(resp->digest, ',', "algorithm", algorithm, sizeof(algorithm));
 				if (algorithm[0] && strcasecmp(algorithm, "MD5"))
-					return fail(
+					return fbd_fail(
 					    why, size, -EACCES,
 					    "%s: 401 Unauthorized: the camera wants Digest "
 					    "algorithm %s (framebusd's RTSP client does MD5)",
@@ -751,10 +750,11 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 				     t = strtok_r(NULL, ", ", &save))
 					c->qop_auth = c->qop_auth || !strcasecmp(t, "auth");
 				if (qop[0] && !c->qop_auth)
-					return fail(why, size, -EACCES,
-						    "%s: 401 Unauthorized: the camera wants Digest "
-						    "qop=%s (framebusd's RTSP client does auth)",
-						    method, qop);
+					return fbd_fail(
+					    why, size, -EACCES,
+					    "%s: 401 Unauthorized: the camera wants Digest "
+					    "qop=%s (framebusd's RTSP client does auth)",
+					    method, qop);
 				c->auth = AUTH_DIGEST;
 				c->nc = 0;
 				continue;
@@ -765,21 +765,24 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 			}
 		}
 		if (resp->status == 401)
-			return fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method,
-				    c->user[0] ? "the camera refused the URL's user and password"
-					       : "the camera wants a user and password "
-						 "(rtsp://USER:PASSWORD@HOST/...)");
+			return fbd_fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method,
+					c->user[0]
+					    ? "the camera refused the URL's user and password"
+					    : "the camera wants a user and password "
+					      "(rtsp://USER:PASSWORD@HOST/...)");
 		if (resp->status >= 300 && resp->status < 400)
-			return fail(why, size, -EPROTO,
-				    "%s: %d: the camera redirects to %s; framebusd's RTSP client "
-				    "does not follow redirects: put that URL in url",
-				    method, resp->status, resp->location[0] ? resp->location : "?");
+			return fbd_fail(
+			    why, size, -EPROTO,
+			    "%s: %d: the camera redirects to %s; framebusd's RTSP client "
+			    "does not follow redirects: put that URL in url",
+			    method, resp->status, resp->location[0] ? resp->location : "?");
 		if (resp->status == 461)
-			return fail(why, size, -ENOTSUP,
-				    "the camera refuses RTP over TCP (461 Unsupported Transport)");
+			return fbd_fail(
+			    why, size, -ENOTSUP,
+			    "the camera refuses RTP over TCP (461 Unsupported Transport)");
 		if (resp->status < 200 || resp->status >= 300)
-			return fail(why, size, -EIO, "%s %s: the camera answered %d", method, url,
-				    resp->status);
+			return fbd_fail(why, size, -EIO, "%s %s: the camera answered %d", method,
+					url, resp->status);
 		if (ret_body) {
 			*ret_body = body;
 			*ret_len = len;
@@ -813,7 +816,8 @@ static int start(struct fbd_rtsp *c, const char *url, char *why, size_t size)
 		return r;
 	if (!resolve(setup, base, c->video.control) ||
 	    !resolve(c->session_url, base, c->video.session_control))
-		return fail(why, size, -EPROTO, "a control URL over %d bytes", FBD_RTSP_MAX_URL);
+		return fbd_fail(why, size, -EPROTO, "a control URL over %d bytes",
+				FBD_RTSP_MAX_URL);
 	r = request(c, "SETUP", setup, "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\n", &resp,
 		    NULL, NULL, why, size);
 	if (r < 0)
@@ -821,12 +825,12 @@ static int start(struct fbd_rtsp *c, const char *url, char *why, size_t size)
 	char channels[16];
 	if (!strstr(resp.transport, "/TCP") ||
 	    !param(resp.transport, ';', "interleaved", channels, sizeof(channels)))
-		return fail(why, size, -ENOTSUP, "the camera's SETUP answered Transport: %s",
-			    resp.transport);
+		return fbd_fail(why, size, -ENOTSUP, "the camera's SETUP answered Transport: %s",
+				resp.transport);
 	c->channel = atoi(channels);
 	if (c->channel < 0 || c->channel > 255 || !resp.session[0])
-		return fail(why, size, -EPROTO, "the camera's SETUP answered %s (Session: %s)",
-			    resp.transport, resp.session);
+		return fbd_fail(why, size, -EPROTO, "the camera's SETUP answered %s (Session: %s)",
+				resp.transport, resp.session);
 	memcpy(c->session, resp.session, sizeof(resp.session));
 	uint32_t timeout = resp.session_timeout ? resp.session_timeout : DEFAULT_SESSION_TIMEOUT;
 	snprintf(transport, sizeof(transport), "Range: npt=0.000-\r\n");
@@ -843,7 +847,7 @@ int fbd_rtsp_open(const char *url, const atomic_bool *stop, _Atomic uint64_t *al
 {
 	struct fbd_rtsp *c = calloc(1, sizeof(*c));
 	if (!c)
-		return fail(why, size, -ENOMEM, "out of memory");
+		return fbd_fail(why, size, -ENOMEM, "out of memory");
 	c->fd = -1;
 	c->stop = stop;
 	c->alive_ns = alive_ns;
