@@ -764,12 +764,15 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 				continue;
 			}
 		}
+		if (resp->status == 401 && c->user[0])
+			return fbd_fail(why, size, -EACCES,
+					"401 Unauthorized: wrong user or password for %s (%s)",
+					c->url, method);
 		if (resp->status == 401)
-			return fbd_fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method,
-					c->user[0]
-					    ? "the camera refused the URL's user and password"
-					    : "the camera wants a user and password "
-					      "(rtsp://USER:PASSWORD@HOST/...)");
+			return fbd_fail(why, size, -EACCES,
+					"401 Unauthorized: %s wants a user and password "
+					"(rtsp://USER:PASSWORD@HOST/...) (%s)",
+					c->url, method);
 		if (resp->status >= 300 && resp->status < 400)
 			return fbd_fail(
 			    why, size, -EPROTO,

@@ -153,7 +153,8 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 	av_dict_free(&opts);
 	if (r < 0) {
 		describe(why, size, s->cfg->url, r);
-		return r;
+		/* Credentials refused, as framebusd's RTSP client says it. */
+		return r == AVERROR_HTTP_UNAUTHORIZED ? -EACCES : r;
 	}
 	r = avformat_find_stream_info(s->fmt, NULL);
 	if (r < 0) {

@@ -43,8 +43,9 @@ struct fbd_picture {
  * once *stop is true, and on an input that sent nothing for stall_timeout;
  * while FFmpeg waits in one, *alive_ns (fb_now_ns()) says the caller's
  * thread is not stuck.  Returns 0, or -errno with the reason in why:
- * -ENOTSUP when this FFmpeg cannot decode its video (it stays so until the
- * input changes). */
+ * -ENOTSUP when this FFmpeg cannot decode its video, -EACCES when the
+ * camera refuses the URL's credentials (both stay so until the input
+ * changes). */
 int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *stop,
 		    _Atomic uint64_t *alive_ns, struct fbd_source **ret_source, char *why,
 		    size_t size);

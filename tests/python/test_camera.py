@@ -199,10 +199,68 @@ def test_a_camera_asking_for_a_password(clips, method):
     try:
         bus = framebus.connect(wrong.socket)
         info = wait_state(bus, "door", "retrying")
-        assert "401 Unauthorized: the camera refused the URL's user and password" in info.detail
+        assert ("401 Unauthorized: wrong user or password for "
+                f"rtsp://127.0.0.1:{camera.port}/cam (DESCRIBE)") in info.detail, info
         bus.close()
     finally:
         wrong.stop()
+        camera.stop()
+
+
+def lines_of(proc):
+    """A queue of proc's output lines, read by a thread."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in proc.stdout],
+                     daemon=True).start()
+    return lines
+
+
+def drain(lines):
+    out = []
+    while True:
+        try:
+            out.append(lines.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def test_a_wrong_password_is_tried_again_only_every_retry_max(clips):
+    """Cameras lock the account after a few failed logins (Hikvision,
+    Dahua: 5-7, then 30 min): a 401 to the URL's user and password waits
+    retry_max, not retry_min's doubling backoff; the daemon's other stream
+    runs on; a reload with the right password tries at once."""
+    camera = Camera("--clip", clips["h264"], "--auth", "digest", "--user", "viewer:s3cret",
+                    "--print-requests")
+    lines = lines_of(camera.proc)
+    streams = ("[stream door]\nurl = rtsp://viewer:{}@127.0.0.1:" + str(camera.port) + "/cam\n"
+               "retry_min = 100ms\nretry_max = 60s\n"
+               "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n")
+    daemon = Daemon(streams.format("wrong"))
+    try:
+        bus = framebus.connect(daemon.socket)
+        info = wait_state(bus, "door", "retrying")
+        assert info.detail == ("401 Unauthorized: wrong user or password for "
+                               f"rtsp://127.0.0.1:{camera.port}/cam (DESCRIBE) "
+                               "(next try in 60.0 s)"), info
+        # 75 frames of the other stream: 3 s, in which retry_min's backoff
+        # (0.1, 0.2, 0.4, 0.8, 1.6 s) would have logged in 5 times more.
+        sub = bus.subscribe("other", mode="queue")
+        for _ in range(75):
+            with sub.acquire(timeout=5) as frame:
+                assert frame.array.shape == (120, 160, 3)
+        describes = [line for line in drain(lines) if line.startswith("request DESCRIBE")]
+        assert describes == ["request DESCRIBE", "request DESCRIBE with Authorization"], describes
+        assert bus.stream("door").state == "retrying"
+
+        with open(daemon.config, "w") as f:
+            f.write(f"[daemon]\nsocket = {daemon.socket}\n" + streams.format("s3cret"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_running(bus, "door", timeout=20)  # not 60 s later
+        with bus.subscribe("door").acquire(timeout=10) as frame:
+            assert frame.array.shape == (240, 320, 3)
+        bus.close()
+    finally:
+        daemon.stop()
         camera.stop()
 
 
