@@ -49,9 +49,15 @@ struct fbd_rtsp {
 	bool get_parameter;                       /* the server has GET_PARAMETER */
 	int channel;                              /* the RTP's interleaved channel */
 	enum auth auth;
-	char realm[256], nonce[256], opaque[256];
-	bool qop_auth;
+	struct fbd_rtsp_digest digest;
 	uint32_t nc;
+	/* The last keepalive: its CSeq, whether it was sent again after a
+	 * stale nonce; the status of the last refusal told
+	 * (fbd_rtsp_take_notice()), and one not yet told. */
+	int keepalive_cseq;
+	bool keepalive_again;
+	int refused_status;
+	char notice[256];
 	struct fbd_rtsp_video video;
 	size_t in_off, in_len;
 	uint8_t in[2 * (FBD_RTSP_MAX_MESSAGE + 4)];
@@ -217,6 +223,41 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 	if (!r.content_base[0])
 		memcpy(r.content_base, location, sizeof(location));
 	*ret_response = r;
+	return 0;
+}
+
+int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_digest, char *why,
+			  size_t size)
+{
+	struct fbd_rtsp_digest d = {0};
+	char qop[64] = "", algorithm[32] = "", stale[8] = "", *save = NULL;
+
+	if (!param(challenge, ',', "realm", d.realm, sizeof(d.realm)) ||
+	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)))
+		return fbd_fail(why, size, -EPROTO,
+				"the camera's Digest challenge has no realm or nonce (or one over "
+				"%zu bytes)",
+				sizeof(d.nonce) - 1);
+	if (param(challenge, ',', "algorithm", algorithm, sizeof(algorithm)) &&
+	    strcasecmp(algorithm, "MD5"))
+		return fbd_fail(why, size, -ENOTSUP,
+				"the camera wants Digest algorithm %s (framebusd's RTSP client "
+				"does MD5)",
+				algorithm);
+	param(challenge, ',', "opaque", d.opaque, sizeof(d.opaque));
+	param(challenge, ',', "qop", qop, sizeof(qop));
+	char offered[sizeof(qop)];
+	memcpy(offered, qop, sizeof(qop));
+	for (char *t = strtok_r(qop, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+		d.qop_auth = d.qop_auth || !strcasecmp(t, "auth");
+	if (offered[0] && !d.qop_auth)
+		return fbd_fail(why, size, -ENOTSUP,
+				"the camera wants Digest qop=%s (framebusd's RTSP client does "
+				"auth)",
+				offered);
+	d.stale =
+	    param(challenge, ',', "stale", stale, sizeof(stale)) && !strcasecmp(stale, "true");
+	*ret_digest = d;
 	return 0;
 }
 
@@ -558,26 +599,27 @@ static void authorization(struct fbd_rtsp *c, const char *method, const char *ur
 		av_base64_encode(b64, sizeof(b64), (const uint8_t *)plain, n);
 		snprintf(out, out_size, "Authorization: Basic %s\r\n", b64);
 	} else if (c->auth == AUTH_DIGEST) {
+		const struct fbd_rtsp_digest *d = &c->digest;
 		char ha1[33], ha2[33], response[33], cnonce[17], opaque[300] = "";
-		md5_hex(ha1, "%s:%s:%s", c->user, c->realm, c->password);
+		md5_hex(ha1, "%s:%s:%s", c->user, d->realm, c->password);
 		md5_hex(ha2, "%s:%s", method, url);
-		if (c->opaque[0])
-			snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", c->opaque);
-		if (!c->qop_auth) {
-			md5_hex(response, "%s:%s:%s", ha1, c->nonce, ha2);
+		if (d->opaque[0])
+			snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", d->opaque);
+		if (!d->qop_auth) {
+			md5_hex(response, "%s:%s:%s", ha1, d->nonce, ha2);
 			snprintf(out, out_size,
 				 "Authorization: Digest username=\"%s\", realm=\"%s\", "
 				 "nonce=\"%s\", uri=\"%s\", response=\"%s\"%s\r\n",
-				 c->user, c->realm, c->nonce, url, response, opaque);
+				 c->user, d->realm, d->nonce, url, response, opaque);
 			return;
 		}
 		c->nc++;
 		snprintf(cnonce, sizeof(cnonce), "%08x%08x", (unsigned)random(), c->nc);
-		md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, c->nonce, c->nc, cnonce, ha2);
+		md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, d->nonce, c->nc, cnonce, ha2);
 		snprintf(out, out_size,
 			 "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
 			 "uri=\"%s\", response=\"%s\", qop=auth, nc=%08x, cnonce=\"%s\"%s\r\n",
-			 c->user, c->realm, c->nonce, url, response, c->nc, cnonce, opaque);
+			 c->user, d->realm, d->nonce, url, response, c->nc, cnonce, opaque);
 	}
 }
 
@@ -594,6 +636,50 @@ static int send_request(struct fbd_rtsp *c, const char *method, const char *url,
 	if (n >= (int)sizeof(text))
 		return fbd_fail(why, size, -EINVAL, "an RTSP request over %zu bytes", sizeof(text));
 	return send_all(c, text, (size_t)n, why, size);
+}
+
+static const char *keepalive_method(const struct fbd_rtsp *c)
+{
+	return c->get_parameter ? "GET_PARAMETER" : "OPTIONS";
+}
+
+static int send_keepalive(struct fbd_rtsp *c, char *why, size_t size)
+{
+	int r = send_request(c, keepalive_method(c), c->session_url, "", why, size);
+	c->keepalive_cseq = c->cseq;
+	return r;
+}
+
+/* A keepalive's answer: a Digest camera's stale nonce (stale=true) is
+ * replaced and the keepalive sent again, once; any other refusal (a 401
+ * to that too, a 454 Session Not Found...) is a notice, once per status. */
+static int keepalive_answered(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp, char *why,
+			      size_t size)
+{
+	struct fbd_rtsp_digest d;
+	char text[256];
+	if (resp->status >= 200 && resp->status < 300) {
+		c->refused_status = 0;
+		return 0;
+	}
+	if (resp->status == 401 && c->auth == AUTH_DIGEST && !c->keepalive_again &&
+	    resp->digest[0] && fbd_rtsp_parse_digest(resp->digest, &d, text, sizeof(text)) == 0 &&
+	    d.stale) {
+		c->digest = d;
+		c->nc = 0;
+		c->keepalive_again = true;
+		return send_keepalive(c, why, size);
+	}
+	if (resp->status == c->refused_status)
+		return 0;
+	c->refused_status = resp->status;
+	snprintf(c->notice, sizeof(c->notice),
+		 "the camera answered a keepalive (%s) %d%s: the session may time out",
+		 keepalive_method(c), resp->status,
+		 resp->status == 401   ? " Unauthorized"
+		 : resp->status == 454 ? " Session Not Found"
+				       : "");
+	return 0;
 }
 
 /* Whether a message's first line is a request's: "METHOD URL RTSP/1.x". */
@@ -686,9 +772,8 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 		for (;;) {
 			if (c->keepalive_ns && fb_now_ns() >= c->next_keepalive_ns) {
 				c->next_keepalive_ns = fb_now_ns() + c->keepalive_ns;
-				int r =
-				    send_request(c, c->get_parameter ? "GET_PARAMETER" : "OPTIONS",
-						 c->session_url, "", why, size);
+				c->keepalive_again = false;
+				int r = send_keepalive(c, why, size);
 				if (r < 0)
 					return r;
 			}
@@ -711,6 +796,32 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 	}
 }
 
+/* How to answer a 401 with the URL's credentials: 1 to send the request
+ * again (Digest if offered, else Basic; a Digest camera's stale nonce
+ * replaced), 0 if they were refused, or -EACCES for a challenge the client
+ * cannot answer. */
+static int authenticate(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp,
+			const char *method, char *why, size_t size)
+{
+	struct fbd_rtsp_digest d;
+	char text[256];
+	int r =
+	    resp->digest[0] ? fbd_rtsp_parse_digest(resp->digest, &d, text, sizeof(text)) : -EPROTO;
+	if (r == -ENOTSUP)
+		return fbd_fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method, text);
+	if (r == 0 && (c->auth != AUTH_DIGEST || d.stale)) {
+		c->digest = d;
+		c->auth = AUTH_DIGEST;
+		c->nc = 0;
+		return 1;
+	}
+	if (r < 0 && resp->basic && c->auth == AUTH_NONE) {
+		c->auth = AUTH_BASIC;
+		return 1;
+	}
+	return 0;
+}
+
 /* Send a request and wait for its response (2xx; 401 answered once with
  * the URL's credentials).  The response's body is valid until the next
  * read. */
@@ -729,40 +840,12 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 			if (r < 0)
 				return r;
 		} while (r != 256 || (resp->cseq != c->cseq && resp->cseq != -1));
-		if (resp->status == 401 && attempt == 0 && c->user[0] && c->auth != AUTH_DIGEST) {
-			char qop[64] = "", algorithm[32] = "", *save = NULL;
-			if (resp->digest[0] &&
-			    param(resp->digest, ',', "realm", c->realm, sizeof(c->realm)) &&
-			    param(resp->digest, ',', "nonce", c->nonce, sizeof(c->nonce))) {
-				param(resp->digest, ',', "algorithm", algorithm, sizeof(algorithm));
-				if (algorithm[0] && strcasecmp(algorithm, "MD5"))
-					return fbd_fail(
-					    why, size, -EACCES,
-					    "%s: 401 Unauthorized: the camera wants Digest "
-					    "algorithm %s (framebusd's RTSP client does MD5)",
-					    method, algorithm);
-				if (!param(resp->digest, ',', "opaque", c->opaque,
-					   sizeof(c->opaque)))
-					c->opaque[0] = 0;
-				param(resp->digest, ',', "qop", qop, sizeof(qop));
-				c->qop_auth = false;
-				for (char *t = strtok_r(qop, ", ", &save); t;
-				     t = strtok_r(NULL, ", ", &save))
-					c->qop_auth = c->qop_auth || !strcasecmp(t, "auth");
-				if (qop[0] && !c->qop_auth)
-					return fbd_fail(
-					    why, size, -EACCES,
-					    "%s: 401 Unauthorized: the camera wants Digest "
-					    "qop=%s (framebusd's RTSP client does auth)",
-					    method, qop);
-				c->auth = AUTH_DIGEST;
-				c->nc = 0;
+		if (resp->status == 401 && attempt == 0 && c->user[0]) {
+			r = authenticate(c, resp, method, why, size);
+			if (r < 0)
+				return r;
+			if (r > 0)
 				continue;
-			}
-			if (resp->basic && c->auth == AUTH_NONE) {
-				c->auth = AUTH_BASIC;
-				continue;
-			}
 		}
 		if (resp->status == 401 && c->user[0])
 			return fbd_fail(why, size, -EACCES,
@@ -881,7 +964,19 @@ int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_le
 		if (r < 0 || r == c->channel)
 			return r < 0 ? r : 0;
 		/* RTCP, another channel, or a keepalive's answer. */
+		if (r == 256 && c->keepalive_cseq && resp.cseq == c->keepalive_cseq &&
+		    (r = keepalive_answered(c, &resp, why, size)) < 0)
+			return r;
 	}
+}
+
+bool fbd_rtsp_take_notice(struct fbd_rtsp *c, char *text, size_t size)
+{
+	if (!c->notice[0])
+		return false;
+	snprintf(text, size, "%s", c->notice);
+	c->notice[0] = 0;
+	return true;
 }
 
 void fbd_rtsp_close(struct fbd_rtsp *c)

@@ -31,6 +31,13 @@ struct fbd_rtsp_response {
 	bool basic;                          /* WWW-Authenticate: Basic offered */
 };
 
+/* A Digest challenge (RFC 2617), as the client uses it. */
+struct fbd_rtsp_digest {
+	char realm[256], nonce[256], opaque[256];
+	bool qop_auth; /* qop=auth offered (and then used) */
+	bool stale;    /* stale=true: the nonce expired, the credentials were right */
+};
+
 /* The SDP's first video track, if framebusd's client takes it. */
 struct fbd_rtsp_video {
 	uint32_t codec; /* enum fbd_rtp_codec */
@@ -47,6 +54,13 @@ struct fbd_rtsp_video {
  * the empty line).  Returns 0, or -EPROTO with the reason in why. */
 int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			    struct fbd_rtsp_response *ret_response, char *why, size_t size);
+
+/* Parse a Digest challenge: a response's digest (WWW-Authenticate's
+ * parameters after "Digest ").  Returns 0, -EPROTO without realm or nonce,
+ * or -ENOTSUP for what the client does not do (an algorithm other than MD5,
+ * a qop without auth), with the reason in why. */
+int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_digest, char *why,
+			  size_t size);
 
 /* Parse an SDP (RFC 4566).  Returns 0, -ENOTSUP if it has no video this
  * client takes (why names what it has: FFmpeg may read it), or -EPROTO for
@@ -69,11 +83,18 @@ int fbd_rtsp_open(const char *url, const atomic_bool *stop, _Atomic uint64_t *al
 const struct fbd_rtsp_video *fbd_rtsp_video(const struct fbd_rtsp *c);
 
 /* The next RTP packet of the video, valid until the next call; RTCP and the
- * answers to its keepalives are read and dropped on the way.  Returns 0, or
+ * answers to its keepalives are read and dropped on the way (a Digest
+ * camera's 401 with stale=true to a keepalive: the keepalive is sent again
+ * once with the new nonce; any other refusal: fbd_rtsp_take_notice()).  Returns 0, or
  * -errno with the reason in why (-ECANCELED, -ETIMEDOUT as above, -EPROTO
  * for bytes that are no RTSP, -ECONNRESET when the camera closed). */
 int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_len, char *why,
 		  size_t size);
+
+/* Something the caller should log once (a keepalive the camera refused,
+ * and why: the session may time out), new since the last call: true and
+ * its text, else false. */
+bool fbd_rtsp_take_notice(struct fbd_rtsp *c, char *text, size_t size);
 
 /* TEARDOWN and close.  Accepts NULL. */
 void fbd_rtsp_close(struct fbd_rtsp *c);

@@ -413,6 +413,10 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 		const uint8_t *packet;
 		size_t len;
 		int r = fbd_rtsp_read(s->rtsp, &packet, &len, why, size);
+		char notice[256];
+		if (fbd_rtsp_take_notice(s->rtsp, notice, sizeof(notice)))
+			fbd_log_about(LOG_WARNING, s->cfg->name, NULL, "stream %s: %s",
+				      s->cfg->name, notice);
 		if (r < 0)
 			return r;
 		s->packet_before = s->packet_now;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzz target: framebusd's RTSP client's parsers (daemon/rtsp.c) on any
- * bytes a camera may answer: the input read as a response's head and as an
- * SDP.  Besides crashes it checks what is read: strings ended within their
- * fields, the parameter sets' Annex B within their limit.
+ * bytes a camera may answer: the input read as a response's head (and its
+ * Digest challenge), as a Digest challenge itself, and as an SDP.  Besides crashes it checks what
+ * is read: strings ended within their fields, the parameter sets' Annex B within their limit.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -15,6 +15,18 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define ENDED(field) (memchr((field), 0, sizeof(field)) != NULL)
+
+static void challenge(const char *text)
+{
+	struct fbd_rtsp_digest d;
+	char why[256] = "";
+	int e = fbd_rtsp_parse_digest(text, &d, why, sizeof(why));
+	if (e == 0 &&
+	    (!ENDED(d.realm) || !ENDED(d.nonce) || !ENDED(d.opaque) || !d.nonce[0] || !d.realm[0]))
+		abort();
+	if (e < 0 && ((e != -EPROTO && e != -ENOTSUP) || !why[0]))
+		abort();
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -29,6 +41,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	if (e < 0 && (e != -EPROTO || !why[0]))
 		abort();
+	if (e == 0)
+		challenge(r.digest);
+	char *text = malloc(size + 1);
+	if (!text)
+		return 0;
+	memcpy(text, data, size);
+	text[size] = 0;
+	challenge(text);
+	free(text);
 	why[0] = 0;
 	e = fbd_rtsp_parse_sdp((const char *)data, size, &v, why, sizeof(why));
 	if (e == 0 &&

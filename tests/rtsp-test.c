@@ -1,0 +1,94 @@
+/* SPDX-License-Identifier: MIT */
+/* daemon/rtsp.c's parsers of what a camera answers: a 401's Digest
+ * challenge, read from the response as the client reads it (a stale nonce
+ * is told from refused credentials; what the client cannot answer is an
+ * error naming it). */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rtsp.h"
+
+/* The Digest challenge of a 401 response whose WWW-Authenticate lines are
+ * those given. */
+static int challenge(const char *headers, struct fbd_rtsp_digest *ret, char *why, size_t size)
+{
+	char head[2048];
+	struct fbd_rtsp_response r;
+	int n =
+	    snprintf(head, sizeof(head), "RTSP/1.0 401 Unauthorized\r\nCSeq: 7\r\n%s\r\n", headers);
+	cr_assert_eq(fbd_rtsp_parse_response(head, (size_t)n, &r, why, size), 0, "%s", why);
+	cr_assert_eq(r.status, 401);
+	cr_assert_eq(r.cseq, 7);
+	return fbd_rtsp_parse_digest(r.digest, ret, why, size);
+}
+
+Test(rtsp, a_stale_nonce_is_told_from_refused_credentials)
+{
+	struct fbd_rtsp_digest d;
+	char why[256] = "";
+
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\", nonce=\"n2\", "
+			       "stale=true, qop=\"auth\"\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert_str_eq(d.realm, "cam");
+	cr_assert_str_eq(d.nonce, "n2");
+	cr_assert(d.stale && d.qop_auth);
+
+	/* Quoted and in capitals (RFC 2617: case-insensitive), as cameras send it. */
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\",nonce=\"n3\",stale=\"TRUE\""
+			       "\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert(d.stale && !d.qop_auth);
+	cr_assert_str_eq(d.nonce, "n3");
+
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\", nonce=\"n4\", stale=false"
+			       "\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert(!d.stale);
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\", nonce=\"n5\", "
+			       "opaque=\"xyz\"\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert(!d.stale);
+	cr_assert_str_eq(d.opaque, "xyz");
+}
+
+Test(rtsp, the_first_digest_challenge_is_taken_next_to_basic)
+{
+	struct fbd_rtsp_digest d;
+	char why[256] = "";
+	cr_assert_eq(challenge("WWW-Authenticate: Basic realm=\"cam\"\r\n"
+			       "WWW-Authenticate: Digest realm=\"cam\", nonce=\"a\", stale=TRUE\r\n"
+			       "WWW-Authenticate: Digest realm=\"other\", nonce=\"b\"\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert_str_eq(d.nonce, "a");
+	cr_assert(d.stale);
+}
+
+Test(rtsp, a_challenge_the_client_cannot_answer_says_why)
+{
+	struct fbd_rtsp_digest d;
+	char why[256] = "";
+
+	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", nonce=\"n\", algorithm=SHA-256", &d, why,
+					   sizeof(why)),
+		     -ENOTSUP);
+	cr_assert(strstr(why, "algorithm SHA-256"), "%s", why);
+	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", nonce=\"n\", qop=\"auth-int\"", &d, why,
+					   sizeof(why)),
+		     -ENOTSUP);
+	cr_assert(strstr(why, "qop=auth-int"), "%s", why);
+	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", nonce=\"n\", qop=\"auth-int,auth\"", &d,
+					   why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert(d.qop_auth);
+	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", stale=true", &d, why, sizeof(why)),
+		     -EPROTO);
+	cr_assert(strstr(why, "no realm or nonce"), "%s", why);
+}
