@@ -85,6 +85,9 @@ struct decoded {
 	AVFrame *sws_in, *sws_out;             /* sws_scale_frame()'s, with scale_threads */
 	/* The pictures the log last said how they are converted, and how. */
 	int told_width, told_height, told_format, told_shrunk;
+	/* Why FFmpeg reads the input, as the log last said it (source.c's; "":
+	 * framebusd's RTSP client reads it, or nothing said yet). */
+	char told_fallback[FB__ERROR_TEXT_MAX];
 	bool paced;
 	uint64_t pace_origin_ns;
 	int64_t pace_origin_pts_ns;
@@ -522,7 +525,8 @@ static int run_source(struct decoded *s, char *why, size_t size)
 		   (s->config->pacing == FBD_PACING_AUTO && !fbd_stream_config_live(s->config));
 	s->frames = 0;
 	s->discontinuity = true;
-	r = fbd_source_open(s->config, &s->stop, &s->alive_ns, &src, why, size);
+	r = fbd_source_open(s->config, &s->stop, &s->alive_ns, s->told_fallback,
+			    sizeof(s->told_fallback), &src, why, size);
 	if (r < 0)
 		return r;
 	while (!atomic_load(&s->stop) && (r = fbd_source_next(src, &pic, why, size)) == 0)

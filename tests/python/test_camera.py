@@ -282,6 +282,28 @@ def test_an_rtp_jpeg_camera_is_read_by_ffmpeg():
         camera.stop()
 
 
+def test_why_ffmpeg_reads_a_camera_is_logged_once_not_at_every_reopen():
+    camera = Camera()
+    daemon = camera_daemon(camera)
+    fallback = ("stream door: FFmpeg reads it, not framebusd's RTSP client: its video is JPEG, "
+                "not H.264 or H.265")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        for _ in range(2):  # the camera reboots twice: the stream opens it three times
+            camera.stop()
+            wait_state(bus, "door", "retrying")
+            camera.start()
+            wait_running(bus, "door", timeout=20)
+        log = daemon.read_log()
+        assert log.count("stream door: opened") == 3, log
+        assert log.count(fallback) == 1, log
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.stop()
+
+
 def test_rtsp_client_ffmpeg_and_ffmpeg_options_choose_ffmpeg(clips):
     camera = Camera("--clip", clips["h264"])
     for extra, why in [("rtsp_client = ffmpeg\n", "rtsp_client = ffmpeg"),
