@@ -20,6 +20,9 @@
 #include "rtsp.h"
 #include "source.h"
 
+_Static_assert(FBD_RTP_PADDING == AV_INPUT_BUFFER_PADDING_SIZE,
+	       "rtp.c pads access units as libavcodec wants");
+
 /* Consecutive undecodable packets after which the source counts as broken. */
 #define MAX_DECODE_ERRORS 50
 /* Packets whose arrival is remembered until their picture comes out of the
@@ -449,11 +452,13 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 			    " so far)",
 			    s->cfg->name, s->depay.dropped);
 	}
+	/* The access unit as it is, padded by the depacketizer: no copy. */
 	const struct fbd_rtp_access_unit *u = &s->units[s->next_unit++];
-	int r = av_new_packet(s->pkt, (int)u->size);
-	if (r < 0)
+	s->pkt->buf = av_buffer_ref(u->buf);
+	if (!s->pkt->buf)
 		return -ENOMEM;
-	memcpy(s->pkt->data, u->data, u->size);
+	s->pkt->data = (uint8_t *)u->data;
+	s->pkt->size = (int)u->size;
 	s->pkt->pts = s->pkt->dts = u->pts;
 	struct arrival a = u->ended_here ? s->packet_now : s->packet_before;
 	a.pts = u->pts;
