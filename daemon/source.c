@@ -154,10 +154,13 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 			      e->value);
 	}
 	av_dict_free(&opts);
+	if (r == AVERROR_HTTP_UNAUTHORIZED) { /* as framebusd's RTSP client says it */
+		snprintf(why, size, "401 Unauthorized: wrong user or password (FFmpeg read it)");
+		return -EACCES;
+	}
 	if (r < 0) {
 		describe(why, size, s->cfg->url, r);
-		/* Credentials refused, as framebusd's RTSP client says it. */
-		return r == AVERROR_HTTP_UNAUTHORIZED ? -EACCES : r;
+		return r;
 	}
 	r = avformat_find_stream_info(s->fmt, NULL);
 	if (r < 0) {
