@@ -233,7 +233,7 @@ int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_dig
 	char qop[64] = "", algorithm[32] = "", stale[8] = "", *save = NULL;
 
 	if (!param(challenge, ',', "realm", d.realm, sizeof(d.realm)) ||
-	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)))
+	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)) || !d.nonce[0])
 		return fbd_fail(why, size, -EPROTO,
 				"the camera's Digest challenge has no realm or nonce (or one over "
 				"%zu bytes)",

@@ -56,7 +56,8 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			    struct fbd_rtsp_response *ret_response, char *why, size_t size);
 
 /* Parse a Digest challenge: a response's digest (WWW-Authenticate's
- * parameters after "Digest ").  Returns 0, -EPROTO without realm or nonce,
+ * parameters after "Digest ").  Returns 0, -EPROTO without realm or nonce
+ * (or with an empty nonce),
  * or -ENOTSUP for what the client does not do (an algorithm other than MD5,
  * a qop without auth), with the reason in why. */
 int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_digest, char *why,

@@ -90,5 +90,8 @@ Test(rtsp, a_challenge_the_client_cannot_answer_says_why)
 	cr_assert(d.qop_auth);
 	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", stale=true", &d, why, sizeof(why)),
 		     -EPROTO);
+	cr_assert_eq(
+	    fbd_rtsp_parse_digest("realm=\"cam\", nonce, stale=true", &d, why, sizeof(why)),
+	    -EPROTO);
 	cr_assert(strstr(why, "no realm or nonce"), "%s", why);
 }

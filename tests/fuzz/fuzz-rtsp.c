@@ -21,8 +21,7 @@ static void challenge(const char *text)
 	struct fbd_rtsp_digest d;
 	char why[256] = "";
 	int e = fbd_rtsp_parse_digest(text, &d, why, sizeof(why));
-	if (e == 0 &&
-	    (!ENDED(d.realm) || !ENDED(d.nonce) || !ENDED(d.opaque) || !d.nonce[0] || !d.realm[0]))
+	if (e == 0 && (!ENDED(d.realm) || !ENDED(d.nonce) || !ENDED(d.opaque) || !d.nonce[0]))
 		abort();
 	if (e < 0 && ((e != -EPROTO && e != -ENOTSUP) || !why[0]))
 		abort();
