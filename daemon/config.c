@@ -729,6 +729,19 @@ static bool str_eq(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
+void fbd_url_shown(const char *url, char *out, size_t size)
+{
+	const char *scheme = strstr(url, "://");
+	const char *userinfo = scheme ? scheme + 3 : url;
+	size_t authority = strcspn(userinfo, "/?#");
+	const char *at = memrchr(userinfo, '@', authority);
+	const char *colon = at ? memchr(userinfo, ':', (size_t)(at - userinfo)) : NULL;
+	if (!colon)
+		snprintf(out, size, "%s", url);
+	else
+		snprintf(out, size, "%.*s%s", (int)(colon - url), url, at);
+}
+
 bool fbd_stream_config_live(const struct fbd_stream_config *cfg)
 {
 	if (!cfg->url)

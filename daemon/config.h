@@ -155,6 +155,10 @@ bool fbd_stream_config_equal(const struct fbd_stream_config *a, const struct fbd
  * when it ends, and it is decoded without frame threads (source.c). */
 bool fbd_stream_config_live(const struct fbd_stream_config *cfg);
 
+/* url as logs and status show it: without the password of a
+ * SCHEME://USER:PASSWORD@HOST... ("rtsp://viewer@cam/..."). */
+void fbd_url_shown(const char *url, char *out, size_t size);
+
 /* The scale key's spelling of an enum fbd_scale ("bilinear", ...). */
 const char *fbd_scale_name(uint32_t scale);
 

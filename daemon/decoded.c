@@ -768,8 +768,10 @@ static void *stream_thread(void *arg)
 		if (r == 0 && cfg->loop)
 			continue; /* open it again from the start */
 		if (r == 0 && !retries_at_end(cfg)) {
+			char url[1024];
+			fbd_url_shown(cfg->url, url, sizeof(url));
 			fbd_log_about(LOG_INFO, cfg->name, NULL, "stream %s: end of %s", cfg->name,
-				      cfg->url);
+				      url);
 			end_stream(s, "end of input");
 			break;
 		}
@@ -976,12 +978,16 @@ int fbd_decoded_start(const struct fbd_stream_config *config, uint64_t last_seq,
 	};
 	fbd_stream_init(&s->base, &decoded_ops, config->name, &params);
 	s->base.config = s->config;
-	if (config->from)
+	if (config->from) {
 		snprintf(s->base.source, sizeof(s->base.source), "from:%s", config->from);
-	else
-		snprintf(s->base.source, sizeof(s->base.source), "%s%s%s",
-			 config->input_format ? config->input_format : "",
-			 config->input_format ? ":" : "", config->url);
+	} else { /* "[FORMAT:]URL", possibly truncated */
+		int n = snprintf(s->base.source, sizeof(s->base.source), "%s%s",
+				 config->input_format ? config->input_format : "",
+				 config->input_format ? ":" : "");
+		size_t at =
+		    n < (int)sizeof(s->base.source) ? (size_t)n : sizeof(s->base.source) - 1;
+		fbd_url_shown(config->url, s->base.source + at, sizeof(s->base.source) - at);
+	}
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->wake, &ca);

@@ -159,7 +159,9 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 		return -EACCES;
 	}
 	if (r < 0) {
-		describe(why, size, s->cfg->url, r);
+		char url[1024];
+		fbd_url_shown(s->cfg->url, url, sizeof(url));
+		describe(why, size, url, r);
 		return r;
 	}
 	r = avformat_find_stream_info(s->fmt, NULL);
@@ -209,8 +211,10 @@ static int open_decoder(struct fbd_source *s, const AVCodec *codec, const char *
 		describe(why, size, "cannot open the decoder", r);
 		return r;
 	}
+	char url[1024];
+	fbd_url_shown(s->cfg->url, url, sizeof(url));
 	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d%s%s)",
-		      s->cfg->name, s->cfg->url, codec->name, s->dec->width, s->dec->height,
+		      s->cfg->name, url, codec->name, s->dec->width, s->dec->height,
 		      slices ? ", slice threads" : "", via);
 	return 0;
 }

@@ -194,6 +194,11 @@ def test_a_camera_asking_for_a_password(clips, method):
         sub = bus.subscribe("door", mode="queue")
         with sub.acquire(timeout=10) as frame:
             assert frame.array.shape == (240, 320, 3)
+        # The password shows nowhere: not in status, not in the log.
+        info = bus.stream("door")
+        assert info.source == f"rtsp://viewer@127.0.0.1:{camera.port}/cam", info
+        log = right.wait_for_log("stream door: opened")
+        assert "s3cret" not in log and f"opened rtsp://viewer@127.0.0.1:{camera.port}/cam" in log
         bus.close()
     finally:
         right.stop()
