@@ -63,13 +63,15 @@ def test_the_street_camera_is_read_by_framebusd_s_rtsp_client_into_people_py_acr
     # Both framebusds, before and after the restart, opened the camera with
     # their own client: FFmpeg never read it.
     log = (work / "framebusd.log").read_text()
+    assert log.count("listening on ") == 2, log
     opened = re.findall(r"stream street: opened (\S+) \(h264.*framebusd's RTSP client\)", log)
-    assert opened == [url, url], log
+    assert len(opened) >= 2 and set(opened) == {url}, log
     assert "FFmpeg reads it" not in log
     # The demo says so.
     assert f"== street: {url}" in out.stdout
     assert re.search(r"^   .*stream street: opened .*framebusd's RTSP client", out.stdout, re.M)
-    assert re.search(rf"^street: running\n  source +{re.escape(url)}$", out.stdout, re.M)
+    status = re.search(r"^street: running\n(  .*\n)*", out.stdout, re.M)  # framebusctl status
+    assert status and url in status.group(0), out.stdout
 
     # people.py's detections, each made from a frame of the RTSP-fed street
     # (through street.detect); the new daemon numbers its frames from 1
@@ -85,8 +87,6 @@ def test_the_street_camera_is_read_by_framebusd_s_rtsp_client_into_people_py_acr
     assert sum(r["meta"]["people"] for r in after) > 0
     assert re.search(r"^   framebus-record: stopped \(the stream ended\): \d+ frames in 1 files, "
                      r"0 skipped, 1 daemon restarts$", out.stdout, re.M)
-    done = re.search(r"^people\.py: (\d+) frames, (\d+) people found$", out.stdout, re.M)
-    assert done and int(done.group(1)) >= len(seqs) and int(done.group(2)) > 0, out.stdout
 
 
 def test_a_demo_stopped_half_way_leaves_nothing_running(tmp_path):
