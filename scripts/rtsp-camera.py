@@ -5,7 +5,7 @@ rtsp://127.0.0.1:PORT/cam, as an IP camera does: a test pattern as RTP/JPEG,
 or an H.264 or H.265 clip (an .mp4 without B-frames: fb_camera_clip in
 scripts/lib.sh makes one from any video) as RTP H.264 or H.265, from its
 start, looped.  scripts/demo's street camera, and the camera of
-tests/python/test_camera.py, test_demo.py and tests/fuzz/rtsp-seeds.py.
+tests/python/test_camera.py and of tests/fuzz/rtsp-seeds.py.
 
     rtsp-camera.py PORT [--size WxH] [--rate FPS]
     rtsp-camera.py PORT --clip FILE [--frames N] [--auth basic|digest --user U:P]
