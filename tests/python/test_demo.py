@@ -57,13 +57,35 @@ def left_after(work):
     return left
 
 
+def start(tmp_path, *args):
+    """scripts/demo on this build tree, its directory in tmp_path; its
+    stdout and stderr in one pipe."""
+    return subprocess.Popen([DEMO, "--build", build_root()] + list(args),
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def stop(demo):
+    """A demo still running (a test failed) stopped by SIGTERM, so that it
+    stops what it started (SIGKILL would leave it all running)."""
+    if demo.poll() is None:
+        demo.terminate()
+        try:
+            demo.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            demo.kill()
+            demo.wait()
+
+
 def test_the_street_camera_is_read_by_framebusd_s_rtsp_client_into_people_py_across_a_restart(
         tmp_path):
-    out = subprocess.run([DEMO, "--build", build_root(), "--seconds", "16"],
-                         env={**os.environ, "TMPDIR": str(tmp_path)},
-                         capture_output=True, text=True, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert "Everything stopped cleanly." in out.stdout
+    demo = start(tmp_path, "--seconds", "16")
+    try:
+        stdout = demo.communicate(timeout=240)[0]
+    finally:
+        stop(demo)
+    assert demo.returncode == 0, stdout
+    assert "Everything stopped cleanly." in stdout
     work = work_dir(tmp_path)
     assert left_after(work) == []
 
@@ -79,10 +101,10 @@ def test_the_street_camera_is_read_by_framebusd_s_rtsp_client_into_people_py_acr
     assert len(opened) >= 2 and set(opened) == {url}, log
     assert "FFmpeg reads it" not in log
     # The demo says so.
-    assert f"== street: {url}" in out.stdout
-    assert re.search(r"^   .*stream street: opened .*framebusd's RTSP client", out.stdout, re.M)
-    status = re.search(r"^street: running\n(  .*\n)*", out.stdout, re.M)  # framebusctl status
-    assert status and url in status.group(0), out.stdout
+    assert f"== street: {url}" in stdout
+    assert re.search(r"^   .*stream street: opened .*framebusd's RTSP client", stdout, re.M)
+    status = re.search(r"^street: running\n(  .*\n)*", stdout, re.M)  # framebusctl status
+    assert status and url in status.group(0), stdout
 
     # people.py's detections, each made from a frame of the RTSP-fed street
     # (through street.detect); the new daemon numbers its frames from 1
@@ -97,13 +119,11 @@ def test_the_street_camera_is_read_by_framebusd_s_rtsp_client_into_people_py_acr
     assert len(before) >= 5 and len(after) >= 5, seqs
     assert sum(r["meta"]["people"] for r in after) > 0
     assert re.search(r"^   framebus-record: stopped \(the stream ended\): \d+ frames in 1 files, "
-                     r"0 skipped, 1 daemon restarts$", out.stdout, re.M)
+                     r"0 skipped, 1 daemon restarts$", stdout, re.M)
 
 
 def test_a_demo_stopped_half_way_leaves_nothing_running(tmp_path):
-    demo = subprocess.Popen([DEMO, "--build", build_root(), "--seconds", "60"],
-                            env={**os.environ, "TMPDIR": str(tmp_path)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    demo = start(tmp_path, "--seconds", "60")
     try:
         lines = []
         for line in demo.stdout:  # until the collector's first line: everything runs
@@ -120,7 +140,5 @@ def test_a_demo_stopped_half_way_leaves_nothing_running(tmp_path):
         assert demo.wait(timeout=60) != 0
         assert left_after(work) == []
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
+        stop(demo)
         demo.stdout.close()
