@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Writes the seed corpora of fuzz-rtsp and fuzz-rtp from real cameras:
-tests/cameras/rtsp-camera.py serving an H.264 and an H.265 clip, read with
+scripts/rtsp-camera.py serving an H.264 and an H.265 clip, read with
 a minimal RTSP exchange over TCP (the responses and SDP as they came, then
 the first RTP packets in fuzz-rtp's input format), plus packets made by hand
 for the packetizations a camera may use and gst-rtsp-server does not.
@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 
-CAMERA = os.path.join(os.path.dirname(__file__), "..", "cameras", "rtsp-camera.py")
+CAMERA = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "rtsp-camera.py")
 
 
 def read_response(f):
@@ -30,7 +30,7 @@ def read_response(f):
 def capture(clip, port, packets=40):
     cam = subprocess.Popen([sys.executable, CAMERA, str(port), "--clip", clip],
                            stdout=subprocess.PIPE, text=True)
-    assert cam.stdout.readline().strip() == "ready"
+    assert cam.stdout.readline().strip() == f"ready rtsp://127.0.0.1:{port}/cam"
     try:
         url = f"rtsp://127.0.0.1:{port}/cam"
         s = socket.create_connection(("127.0.0.1", port))
