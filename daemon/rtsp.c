@@ -957,12 +957,16 @@ int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_le
 {
 	struct fbd_rtsp_response resp;
 	/* Only time spent reading counts as a stall, not time spent waiting
-	 * for a slot or pacing (as source.c does with FFmpeg). */
-	c->last_rx_ns = fb_now_ns();
+	 * for a slot or pacing (as source.c does with FFmpeg); and only video
+	 * stops the clock: a camera whose encoder died may go on sending RTCP
+	 * and answering keepalives. */
+	uint64_t since = fb_now_ns();
+	c->last_rx_ns = since;
 	for (;;) {
 		int r = next_message(c, &resp, ret_packet, ret_len, why, size);
 		if (r < 0 || r == c->channel)
 			return r < 0 ? r : 0;
+		c->last_rx_ns = since;
 		/* RTCP, another channel, or a keepalive's answer. */
 		if (r == 256 && c->keepalive_cseq && resp.cseq == c->keepalive_cseq &&
 		    (r = keepalive_answered(c, &resp, why, size)) < 0)

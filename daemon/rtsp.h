@@ -86,8 +86,9 @@ const struct fbd_rtsp_video *fbd_rtsp_video(const struct fbd_rtsp *c);
  * answers to its keepalives are read and dropped on the way (a Digest
  * camera's 401 with stale=true to a keepalive: the keepalive is sent again
  * once with the new nonce; any other refusal: fbd_rtsp_take_notice()).  Returns 0, or
- * -errno with the reason in why (-ECANCELED, -ETIMEDOUT as above, -EPROTO
- * for bytes that are no RTSP, -ECONNRESET when the camera closed). */
+ * -errno with the reason in why (-ECANCELED as above; -ETIMEDOUT after
+ * stall_timeout_ns without a video packet: RTCP and answers do not count;
+ * -EPROTO for bytes that are no RTSP, -ECONNRESET when the camera closed). */
 int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_len, char *why,
 		  size_t size);
 

@@ -1,0 +1,262 @@
+# SPDX-License-Identifier: MIT
+"""framebusd's own RTSP client (daemon/rtsp.c) against what cameras do that
+gst-rtsp-server does not: a scripted RTSP camera in the test (a real TCP
+socket on 127.0.0.1, real RTSP and RTP bytes: a real H.264 clip's NAL units
+as single-NAL and FU-A packets over the RTSP connection) whose quirks each
+test chooses."""
+import hashlib
+import re
+import socket
+import struct
+import subprocess
+import threading
+import time
+
+import pytest
+
+import framebus
+from conftest import Daemon, wait_for, wait_running
+
+BUILTIN = "framebusd's RTSP client)"
+
+
+@pytest.fixture(scope="module")
+def access_units(tmp_path_factory):
+    """A 320x240 25 fps H.264 clip as cameras send it (no B-frames, a
+    keyframe every second, parameter sets before each), Annex B, split into
+    access units (lists of NAL units) at its access unit delimiters."""
+    path = tmp_path_factory.mktemp("clip") / "clip.h264"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=320x240:rate=25", "-t", "2", "-pix_fmt", "yuv420p",
+                    "-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", "25",
+                    "-x264-params", "aud=1:repeat-headers=1", "-f", "h264", str(path)],
+                   check=True)
+    nals = [n for n in re.split(b"\x00\x00\x00\x01|\x00\x00\x01", path.read_bytes()) if n]
+    units = []
+    for nal in nals:
+        if nal[0] & 0x1F == 9:  # an access unit delimiter: a new one
+            units.append([])
+        else:
+            units[-1].append(nal)
+    assert len(units) == 50
+    return units
+
+
+def rtp_packets(nals, seq, ts, ssrc=0x5C5C5C5C, mtu=1400):
+    """An access unit as H.264 RTP packets (RFC 6184): a NAL unit that fits
+    whole, else FU-A fragments; the marker on its last packet."""
+    payloads = []
+    for nal in nals:
+        if len(nal) <= mtu:
+            payloads.append(nal)
+            continue
+        indicator, kind, rest = nal[0] & 0xE0 | 28, nal[0] & 0x1F, nal[1:]
+        for i in range(0, len(rest), mtu):
+            start, end = i == 0, i + mtu >= len(rest)
+            header = kind | (0x80 if start else 0) | (0x40 if end else 0)
+            payloads.append(bytes([indicator, header]) + rest[i:i + mtu])
+    return [struct.pack(">BBHII", 0x80, (0x80 if i == len(payloads) - 1 else 0) | 96,
+                        (seq + i) & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + p
+            for i, p in enumerate(payloads)]
+
+
+def rtcp_sender_report(ts, packets, octets, ssrc=0x5C5C5C5C):
+    ntp = time.time() + 2208988800
+    return struct.pack(">BBHIIIIII", 0x80, 200, 6, ssrc, int(ntp), int(ntp % 1 * 2**32),
+                       ts & 0xFFFFFFFF, packets, octets)
+
+
+def md5(text):
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def read_message(f):
+    """(first line, headers with lowercase names, body) of the next RTSP
+    message, or None at the end of the connection."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = f.read(1)
+        if not byte:
+            return None
+        head += byte
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip()
+               for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    return lines[0], headers, f.read(int(headers.get("content-length", 0)))
+
+
+class ScriptedCamera:
+    """An H.264 RTSP camera serving access_units at 25 fps from the first
+    for each connection, whose behaviour the test sets:
+      video_frames: after that many frames, no more video, only an RTCP
+          sender report every second (an encoder that died);
+      challenge: the WWW-Authenticate lines of its 401 (Digest: the nonce
+          "n1", realm "cam"; the MD5 answer with qop=auth checked for
+          user:password) when user is set;
+      request_after: after that many frames, it sends framebusd the request
+          in request (bytes) and records the answer in answers;
+      transport: its SETUP's Transport.
+    requests: the request lines it got; digests: the Authorization
+    parameters it accepted; quiet_reports: the RTCP reports it sent after
+    its last frame."""
+
+    def __init__(self, units, video_frames=None, user=None, challenge="",
+                 request_after=None, request=b"", transport=None):
+        self.units, self.video_frames = units, video_frames
+        self.user, self.challenge = user, challenge
+        self.request_after, self.request = request_after, request
+        self.transport = transport or "RTP/AVP/TCP;unicast;interleaved=0-1"
+        self.requests, self.digests, self.answers = [], [], []
+        self.quiet_reports = 0
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(8)
+        self.server.settimeout(0.2)
+        self.port = self.server.getsockname()[1]
+        self.stop = threading.Event()
+        self.conns = []
+        self.threads = [threading.Thread(target=self.accept)]
+        self.threads[0].start()
+
+    def url(self, auth=""):
+        return f"rtsp://{auth}127.0.0.1:{self.port}/cam"
+
+    def accept(self):
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            self.conns.append(conn)
+            t = threading.Thread(target=self.serve, args=(conn,))
+            t.start()
+            self.threads.append(t)
+
+    def authorized(self, method, headers):
+        if not self.user:
+            return True
+        value = headers.get("authorization", "")
+        p = dict(re.findall(r'(\w+)="?([^",]*)"?', value))
+        user, password = self.user.split(":")
+        ha1 = md5(f"{user}:cam:{password}")
+        ha2 = md5(f"{method}:{p.get('uri')}")
+        want = md5(f"{ha1}:n1:{p.get('nc')}:{p.get('cnonce')}:auth:{ha2}")
+        if (value.startswith("Digest ") and p.get("username") == user and
+                p.get("nonce") == "n1" and p.get("qop") == "auth" and
+                p.get("response") == want):
+            self.digests.append(p)
+            return True
+        return False
+
+    def serve(self, conn):
+        lock = threading.Lock()  # one whole message at a time
+        f = conn.makefile("rb")
+
+        def send(data):
+            with lock:
+                conn.sendall(data)
+        try:
+            while (msg := read_message(f)) is not None:
+                line, headers, _ = msg
+                if line.startswith("RTSP/"):  # an answer to our own request
+                    self.answers.append((line, headers))
+                    continue
+                self.requests.append(line)
+                method = line.split(" ")[0]
+                cseq = headers.get("cseq", "0")
+                if not self.authorized(method, headers):
+                    send(f"RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\n"
+                         f"{self.challenge}\r\n".encode())
+                    continue
+                extra, body = "", b""
+                if method == "OPTIONS":
+                    extra = "Public: OPTIONS, DESCRIBE, SETUP, PLAY, TEARDOWN, GET_PARAMETER\r\n"
+                elif method == "DESCRIBE":
+                    body = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=scripted\r\nt=0 0\r\n"
+                            b"m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
+                            b"a=fmtp:96 packetization-mode=1\r\na=control:track1\r\n")
+                    extra = (f"Content-Base: {self.url()}/\r\nContent-Type: application/sdp\r\n"
+                             f"Content-Length: {len(body)}\r\n")
+                elif method == "SETUP":
+                    extra = f"Transport: {self.transport}\r\nSession: 7a7a;timeout=60\r\n"
+                elif method not in ("PLAY", "TEARDOWN", "GET_PARAMETER"):
+                    send(f"RTSP/1.0 501 Not Implemented\r\nCSeq: {cseq}\r\n\r\n".encode())
+                    continue
+                send(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}\r\n".encode() + body)
+                if method == "PLAY":
+                    t = threading.Thread(target=self.play, args=(send,))
+                    t.start()
+                    self.threads.append(t)
+        except OSError:
+            pass
+
+    def play(self, send):
+        seq = ts = packets = octets = 0
+        n = 0
+        next_rtcp = time.monotonic() + 1
+        try:
+            while not self.stop.is_set():
+                if self.video_frames is None or n < self.video_frames:
+                    for p in rtp_packets(self.units[n % len(self.units)], seq, ts):
+                        send(b"$\x00" + struct.pack(">H", len(p)) + p)
+                        seq, packets, octets = seq + 1, packets + 1, octets + len(p) - 12
+                    n, ts = n + 1, ts + 3600
+                    if n == self.request_after:
+                        send(self.request)
+                if time.monotonic() >= next_rtcp:
+                    sr = rtcp_sender_report(ts, packets, octets)
+                    send(b"$\x01" + struct.pack(">H", len(sr)) + sr)
+                    next_rtcp += 1
+                    self.quiet_reports += n == self.video_frames
+                time.sleep(0.04)
+        except OSError:
+            pass
+
+    def close(self):
+        self.stop.set()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for t in self.threads:
+            t.join(timeout=5)
+        for c in self.conns:
+            c.close()
+        self.server.close()
+
+
+def wait_state(bus, name, state, timeout=15):
+    return wait_for(f"stream {name} {state}",
+                    lambda: (info := bus.stream(name)).state == state and info, timeout)
+
+
+OTHER = "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n"
+
+
+def camera_daemon(url, stall_timeout="2s", extra=""):
+    return Daemon(f"[stream door]\nurl = {url}\nretry_min = 200ms\nretry_max = 1s\n"
+                  f"stall_timeout = {stall_timeout}\n{extra}")
+
+
+def test_video_that_stops_while_rtcp_goes_on_is_a_stall(access_units):
+    """The camera's encoder dies, its RTSP server does not: RTCP sender
+    reports every second, no video.  framebusd's client calls it a stall
+    after stall_timeout as FFmpeg's reader would; the daemon's other stream
+    runs on."""
+    camera = ScriptedCamera(access_units, video_frames=10)
+    daemon = camera_daemon(camera.url(), extra=OTHER)
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        assert BUILTIN in daemon.wait_for_log("stream door: opened")
+        info = wait_state(bus, "door", "retrying")
+        assert "the input stalled: nothing came for 2.0 s" in info.detail, info
+        assert info.published and camera.quiet_reports >= 1, (info, camera.quiet_reports)
+        wait_running(bus, "other")
+        with bus.subscribe("other").acquire(timeout=5) as frame:
+            assert frame.array.shape == (120, 160, 3)
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
