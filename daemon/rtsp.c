@@ -127,7 +127,7 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 {
 	struct fbd_rtsp_response r = {.cseq = -1};
 	const char *p = head, *end = head + head_size;
-	bool first = true;
+	bool first = true, digest_usable = false;
 	char location[FBD_RTSP_MAX_URL] = "";
 
 	while (p < end) {
@@ -208,10 +208,20 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 		} else if (name_is(line, nlen, "Public")) {
 			ok = copy(r.public_methods, sizeof(r.public_methods), v, vlen);
 		} else if (name_is(line, nlen, "WWW-Authenticate")) {
-			if (vlen >= 7 && !strncasecmp(v, "Digest ", 7) && !r.digest[0])
-				ok = copy(r.digest, sizeof(r.digest), v + 7, vlen - 7);
-			else if (vlen >= 5 && !strncasecmp(v, "Basic", 5))
+			/* The first Digest challenge the client can answer (RFC
+			 * 7616 cameras offer SHA-256 first, then MD5), else the
+			 * first one: its parse says why not. */
+			if (vlen >= 7 && !strncasecmp(v, "Digest ", 7) && !digest_usable) {
+				struct fbd_rtsp_digest d;
+				char challenge[sizeof(r.digest)], text[8];
+				ok = copy(challenge, sizeof(challenge), v + 7, vlen - 7);
+				digest_usable = ok && fbd_rtsp_parse_digest(challenge, &d, text,
+									    sizeof(text)) == 0;
+				if (ok && (digest_usable || !r.digest[0]))
+					memcpy(r.digest, challenge, sizeof(r.digest));
+			} else if (vlen >= 5 && !strncasecmp(v, "Basic", 5)) {
 				r.basic = true;
+			}
 		}
 		if (!ok)
 			return fbd_fail(why, size, -EPROTO,
@@ -242,7 +252,7 @@ int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_dig
 	    strcasecmp(algorithm, "MD5"))
 		return fbd_fail(why, size, -ENOTSUP,
 				"the camera wants Digest algorithm %s (framebusd's RTSP client "
-				"does MD5)",
+				"does MD5 only, not MD5-sess or SHA-256)",
 				algorithm);
 	param(challenge, ',', "opaque", d.opaque, sizeof(d.opaque));
 	param(challenge, ',', "qop", qop, sizeof(qop));
@@ -797,9 +807,9 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 }
 
 /* How to answer a 401 with the URL's credentials: 1 to send the request
- * again (Digest if offered, else Basic; a Digest camera's stale nonce
- * replaced), 0 if they were refused, or -EACCES for a challenge the client
- * cannot answer. */
+ * again (Digest if offered in a way the client can answer, else Basic; a
+ * Digest camera's stale nonce replaced), 0 if they were refused, or -EACCES
+ * for a challenge the client cannot answer and no Basic. */
 static int authenticate(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp,
 			const char *method, char *why, size_t size)
 {
@@ -807,7 +817,7 @@ static int authenticate(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp
 	char text[256];
 	int r =
 	    resp->digest[0] ? fbd_rtsp_parse_digest(resp->digest, &d, text, sizeof(text)) : -EPROTO;
-	if (r == -ENOTSUP)
+	if (r == -ENOTSUP && !(resp->basic && c->auth == AUTH_NONE))
 		return fbd_fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method, text);
 	if (r == 0 && (c->auth != AUTH_DIGEST || d.stale)) {
 		c->digest = d;

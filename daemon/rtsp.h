@@ -27,8 +27,10 @@ struct fbd_rtsp_response {
 	uint32_t session_timeout;            /* Session's timeout=, s; 0: none */
 	char transport[256];                 /* Transport */
 	char public_methods[256];            /* Public (OPTIONS) */
-	char digest[1024];                   /* WWW-Authenticate: Digest's parameters */
-	bool basic;                          /* WWW-Authenticate: Basic offered */
+	/* The parameters of the first WWW-Authenticate: Digest challenge
+	 * fbd_rtsp_parse_digest() takes, else of the first one. */
+	char digest[1024];
+	bool basic; /* WWW-Authenticate: Basic offered */
 };
 
 /* A Digest challenge (RFC 2617), as the client uses it. */
@@ -57,8 +59,8 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 
 /* Parse a Digest challenge: a response's digest (WWW-Authenticate's
  * parameters after "Digest ").  Returns 0, -EPROTO without realm or nonce,
- * or -ENOTSUP for what the client does not do (an algorithm other than MD5,
- * a qop without auth), with the reason in why. */
+ * or -ENOTSUP for what the client does not do (an algorithm other than MD5:
+ * MD5-sess, SHA-256...; a qop without auth), with the reason in why. */
 int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_digest, char *why,
 			  size_t size);
 

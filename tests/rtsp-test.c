@@ -92,3 +92,38 @@ Test(rtsp, a_challenge_the_client_cannot_answer_says_why)
 		     -EPROTO);
 	cr_assert(strstr(why, "no realm or nonce"), "%s", why);
 }
+
+Test(rtsp, the_first_md5_digest_challenge_is_taken_after_sha256_ones)
+{
+	struct fbd_rtsp_digest d;
+	char why[256] = "";
+
+	/* RFC 7616 servers list SHA-256 first. */
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\", nonce=\"s\", "
+			       "algorithm=SHA-256, qop=\"auth\"\r\n"
+			       "WWW-Authenticate: Digest realm=\"cam\", nonce=\"m\", "
+			       "algorithm=MD5, qop=\"auth\"\r\n"
+			       "WWW-Authenticate: Digest realm=\"cam\", nonce=\"x\"\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert_str_eq(d.nonce, "m");
+	cr_assert(d.qop_auth);
+
+	/* No algorithm is MD5 (RFC 2617); one the client cannot answer is passed. */
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\", nonce=\"i\", "
+			       "qop=\"auth-int\"\r\n"
+			       "WWW-Authenticate: Digest realm=\"cam\", nonce=\"p\"\r\n",
+			       &d, why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert_str_eq(d.nonce, "p");
+
+	/* Only what the client cannot do: the first says why. */
+	cr_assert_eq(challenge("WWW-Authenticate: Digest realm=\"cam\", nonce=\"a\", "
+			       "algorithm=MD5-sess\r\n"
+			       "WWW-Authenticate: Digest realm=\"cam\", nonce=\"b\", "
+			       "algorithm=SHA-256\r\n",
+			       &d, why, sizeof(why)),
+		     -ENOTSUP);
+	cr_assert(strstr(why, "algorithm MD5-sess (framebusd's RTSP client does MD5 only"), "%s",
+		  why);
+}

@@ -260,3 +260,26 @@ def test_video_that_stops_while_rtcp_goes_on_is_a_stall(access_units):
     finally:
         daemon.stop()
         camera.close()
+
+
+RFC7616 = ('WWW-Authenticate: Digest realm="cam", nonce="n1", algorithm=SHA-256, qop="auth"\r\n'
+           'WWW-Authenticate: Digest realm="cam", nonce="n1", algorithm=MD5, qop="auth"\r\n')
+
+
+def test_a_camera_offering_sha256_then_md5_is_answered_with_md5(access_units):
+    """An RFC 7616 camera lists its SHA-256 Digest challenge first, then
+    MD5: framebusd answers the MD5 one (the camera checks the answer) and
+    gets frames."""
+    camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=RFC7616)
+    daemon = camera_daemon(camera.url("viewer:s3cret@"))
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        with bus.subscribe("door", mode="queue").acquire(timeout=10) as frame:
+            assert frame.array.shape == (240, 320, 3)
+        assert [d["uri"] for d in camera.digests[:2]] == [camera.url(), camera.url()], \
+            camera.digests
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
