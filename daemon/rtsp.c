@@ -122,6 +122,18 @@ static bool param(const char *list, char sep, const char *key, char *out, size_t
 	return false;
 }
 
+size_t fbd_rtsp_head_size(const uint8_t *data, size_t size)
+{
+	for (const uint8_t *p = data, *end = data + size;
+	     (p = memchr(p, '\n', (size_t)(end - p))) && ++p < end;) {
+		if (*p == '\n')
+			return (size_t)(p - data) + 1;
+		if (*p == '\r' && p + 1 < end && p[1] == '\n')
+			return (size_t)(p - data) + 2;
+	}
+	return 0;
+}
+
 int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			    struct fbd_rtsp_response *ret_response, char *why, size_t size)
 {
@@ -724,16 +736,13 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 				return p[1];
 			}
 		} else if (have && p[0] != '$') {
-			size_t scan = have < FBD_RTSP_MAX_MESSAGE ? have : FBD_RTSP_MAX_MESSAGE;
-			const uint8_t *end = memmem(p, scan, "\r\n\r\n", 4);
-			size_t head = end ? (size_t)(end - p) + 4 : 0;
-			if (!end && (end = memmem(p, scan, "\n\n", 2)))
-				head = (size_t)(end - p) + 2;
-			if (!end && have >= FBD_RTSP_MAX_MESSAGE)
+			size_t head = fbd_rtsp_head_size(
+			    p, have < FBD_RTSP_MAX_MESSAGE ? have : FBD_RTSP_MAX_MESSAGE);
+			if (!head && have >= FBD_RTSP_MAX_MESSAGE)
 				return fbd_fail(why, size, -EPROTO,
 						"an RTSP message's headers are over %d bytes",
 						FBD_RTSP_MAX_MESSAGE);
-			if (end) {
+			if (head) {
 				bool request = have < 5 || memcmp(p, "RTSP/", 5);
 				int r = 0;
 				if (request && !is_request((const char *)p, head)) {

@@ -52,6 +52,12 @@ struct fbd_rtsp_video {
 	size_t extradata_size;
 };
 
+/* The size of a message's head in data: its first line and headers up to
+ * and with the empty line that ends them (the first one, whether its lines
+ * end in CRLF or, as some cameras send, LF alone), or 0 if it has not all
+ * come. */
+size_t fbd_rtsp_head_size(const uint8_t *data, size_t size);
+
 /* Parse a response's status line and headers (size bytes, up to and with
  * the empty line).  Returns 0, or -EPROTO with the reason in why. */
 int fbd_rtsp_parse_response(const char *head, size_t head_size,

@@ -127,3 +127,29 @@ Test(rtsp, the_first_md5_digest_challenge_is_taken_after_sha256_ones)
 	cr_assert(strstr(why, "algorithm MD5-sess (framebusd's RTSP client does MD5 only"), "%s",
 		  why);
 }
+
+Test(rtsp, a_head_ends_at_its_first_empty_line_with_lf_or_crlf)
+{
+	/* Bare LF line ends, then an RTP frame whose bytes hold CRLF CRLF:
+	 * the head is the response's alone. */
+	static const char lf[] = "RTSP/1.0 200 OK\nCSeq: 3\n\n$\0\0\6\r\n\r\nab";
+	size_t want = strlen("RTSP/1.0 200 OK\nCSeq: 3\n\n");
+	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)lf, sizeof(lf) - 1), want);
+
+	static const char crlf[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r\n$\0\0\2\n\n";
+	want = strlen("RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r\n");
+	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)crlf, sizeof(crlf) - 1), want);
+
+	/* Mixed: CRLF lines, then an empty line of LF alone, and the reverse. */
+	static const char mixed[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\n\nbody";
+	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)mixed, sizeof(mixed) - 1),
+		     sizeof(mixed) - 1 - 4);
+	static const char mixed2[] = "RTSP/1.0 200 OK\nCSeq: 3\n\r\nbody";
+	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)mixed2, sizeof(mixed2) - 1),
+		     sizeof(mixed2) - 1 - 4);
+
+	/* Not all come yet. */
+	static const char part[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r";
+	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)part, sizeof(part) - 1), 0);
+	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)part, 0), 0);
+}

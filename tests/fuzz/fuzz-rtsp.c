@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Fuzz target: framebusd's RTSP client's parsers (daemon/rtsp.c) on any
- * bytes a camera may answer: the input read as a response's head (and its
+ * bytes a camera may answer: the input's head found, the input read as a response's head (and its
  * Digest challenge), as a Digest challenge itself, and as an SDP.  Besides crashes it checks what
  * is read: strings ended within their fields, the parameter sets' Annex B within their limit.
  */
@@ -34,6 +34,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fbd_rtsp_video v;
 	char why[256] = "";
 
+	size_t head = fbd_rtsp_head_size(data, size);
+	if (head > size || (head && (head < 2 || data[head - 1] != '\n')))
+		abort();
 	int e = fbd_rtsp_parse_response((const char *)data, size, &r, why, sizeof(why));
 	if (e == 0 && (!ENDED(r.content_base) || !ENDED(r.location) || !ENDED(r.session) ||
 		       !ENDED(r.transport) || !ENDED(r.public_methods) || !ENDED(r.digest) ||
