@@ -329,6 +329,10 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 	int at = 0;
 	bool video_seen = false;
 
+	/* Cameras end their SDP with a NUL or blanks, or slip in lines that are
+	 * not "x=...": FFmpeg reads past both, and so does this. */
+	while (end > p && (!end[-1] || isspace((unsigned char)end[-1])))
+		end--;
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
 		const char *line = p;
@@ -336,13 +340,8 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 		p = eol ? eol + 1 : end;
 		if (n && line[n - 1] == '\r')
 			n--;
-		if (!n)
+		if (n < 2 || line[1] != '=' || memchr(line, 0, n))
 			continue;
-		if (memchr(line, 0, n))
-			return fbd_fail(why, size, -EPROTO, "a NUL byte in the SDP");
-		if (n < 2 || line[1] != '=')
-			return fbd_fail(why, size, -EPROTO, "'%.*s' is no SDP line",
-					(int)(n < 60 ? n : 60), line);
 		char text[FBD_RTSP_MAX_EXTRADATA];
 		if (!copy(text, sizeof(text), line + 2, n - 2))
 			return fbd_fail(why, size, -EPROTO, "an SDP line over %d bytes",

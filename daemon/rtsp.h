@@ -70,9 +70,10 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_digest, char *why,
 			  size_t size);
 
-/* Parse an SDP (RFC 4566).  Returns 0, -ENOTSUP if it has no video this
- * client takes (why names what it has: FFmpeg may read it), or -EPROTO for
- * malformed SDP, with the reason in why. */
+/* Parse an SDP (RFC 4566): lines that are no "x=..." (with a NUL, say) are
+ * skipped, trailing NULs and blanks too.  Returns 0, -ENOTSUP if it has no
+ * video this client takes (why names what it has: FFmpeg may read it), or
+ * -EPROTO for a malformed video description, with the reason in why. */
 int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *ret_video,
 		       char *why, size_t size);
 

@@ -2,12 +2,13 @@
 /* daemon/rtsp.c's parsers of what a camera answers: a 401's Digest
  * challenge, read from the response as the client reads it (a stale nonce
  * is told from refused credentials; what the client cannot answer is an
- * error naming it). */
+ * error naming it); where a message's head ends; SDP as cameras write it. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "rtp.h"
 #include "rtsp.h"
 
 /* The Digest challenge of a 401 response whose WWW-Authenticate lines are
@@ -152,4 +153,35 @@ Test(rtsp, a_head_ends_at_its_first_empty_line_with_lf_or_crlf)
 	static const char part[] = "RTSP/1.0 200 OK\r\nCSeq: 3\r\n\r";
 	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)part, sizeof(part) - 1), 0);
 	cr_assert_eq(fbd_rtsp_head_size((const uint8_t *)part, 0), 0);
+}
+
+#define SDP_HEAD "v=0\r\no=- 1 1 IN IP4 10.0.0.2\r\ns=cam\r\nt=0 0\r\n"
+#define SDP_VIDEO                                                                                  \
+	"m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"                                       \
+	"a=fmtp:96 packetization-mode=1;sprop-parameter-sets=Z0IAHpWoLQSZ,aM48gA==\r\n"            \
+	"a=control:trackID=1\r\n"
+
+Test(rtsp, stray_bytes_in_an_sdp_are_passed_over)
+{
+	struct fbd_rtsp_video v;
+	char why[256] = "";
+
+	/* A trailing NUL (and blanks), as some cameras count it in
+	 * Content-Length, and a line that is no "x=". */
+	static const char sdp[] = SDP_HEAD "garbage without an equals sign\r\n"
+					   "a=tool:x\0y\r\n" SDP_VIDEO "\r\n \n";
+	cr_assert_eq(fbd_rtsp_parse_sdp(sdp, sizeof(sdp), &v, why, sizeof(why)), 0, "%s", why);
+	cr_assert_eq(v.codec, FBD_RTP_H264);
+	cr_assert_eq(v.payload_type, 96);
+	cr_assert_eq(v.clock_rate, 90000);
+	cr_assert_str_eq(v.control, "trackID=1");
+	cr_assert_eq(v.extradata_size, 4 + 9 + 4 + 4, "%zu", v.extradata_size);
+
+	/* No video the client takes stays FFmpeg's turn, stray bytes or not. */
+	static const char audio[] = SDP_HEAD "m=audio 0 RTP/AVP 0\r\nbad line\r\n";
+	cr_assert_eq(fbd_rtsp_parse_sdp(audio, sizeof(audio), &v, why, sizeof(why)), -ENOTSUP);
+	cr_assert(strstr(why, "no video"), "%s", why);
+	static const char jpeg[] = SDP_HEAD "m=video 0 RTP/AVP 26\r\n\r\n\0";
+	cr_assert_eq(fbd_rtsp_parse_sdp(jpeg, sizeof(jpeg), &v, why, sizeof(why)), -ENOTSUP);
+	cr_assert(strstr(why, "no a=rtpmap"), "%s", why);
 }

@@ -116,6 +116,8 @@ HAND_RTSP = {
                              b'realm="cam", nonce="n", algorithm=SHA-256, qop="auth"\r\n'
                              b'WWW-Authenticate: Digest realm="cam", nonce="n", algorithm=MD5, '
                              b'qop="auth"\r\n\r\n',
+    "sdp-stray-bytes": b"v=0\r\ns=cam\r\nnot a line\r\nm=video 0 RTP/AVP 96\r\n"
+                       b"a=rtpmap:96 H264/90000\r\na=tool:x\x00y\r\n\r\n\x00",
     "lf-response-then-rtp": b"RTSP/1.0 200 OK\nCSeq: 3\nSession: 12\n\n$\x00\x00\x06\r\n\r\nab",
 }
 
