@@ -595,60 +595,88 @@ static int send_all(struct fbd_rtsp *c, const char *buf, size_t len, char *why, 
 	return 0;
 }
 
-static void md5_hex(char out[33], const char *fmt, ...)
+/* The MD5 of a text, in hex; false if the text would be cut (over the
+ * URL's limit and those of the challenge's fields and the credentials). */
+__attribute__((format(printf, 2, 3))) static bool md5_hex(char out[33], const char *fmt, ...)
 {
-	char text[1024];
+	char text[FBD_RTSP_MAX_URL + 1024];
 	uint8_t sum[16];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	av_md5_sum(sum, (const uint8_t *)text,
-		   n < (int)sizeof(text) ? (size_t)n : sizeof(text) - 1);
+	if (n < 0 || n >= (int)sizeof(text))
+		return false;
+	av_md5_sum(sum, (const uint8_t *)text, (size_t)n);
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", sum[i]);
+	return true;
+}
+
+int fbd_rtsp_digest_authorization(const struct fbd_rtsp_digest *d, const char *user,
+				  const char *password, const char *method, const char *uri,
+				  uint32_t nc, const char *cnonce, char *out, size_t out_size,
+				  char *why, size_t size)
+{
+	char ha1[33], ha2[33], response[33], opaque[sizeof(d->opaque) + 16] = "";
+	if (!md5_hex(ha1, "%s:%s:%s", user, d->realm, password) ||
+	    !md5_hex(ha2, "%s:%s", method, uri) ||
+	    !(d->qop_auth
+		  ? md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, d->nonce, nc, cnonce, ha2)
+		  : md5_hex(response, "%s:%s:%s", ha1, d->nonce, ha2)))
+		return fbd_fail(why, size, -EINVAL,
+				"the Digest answer to %s %.80s... would be cut: its user, realm, "
+				"nonce or URL is too long",
+				method, uri);
+	if (d->opaque[0])
+		snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", d->opaque);
+	int n;
+	if (d->qop_auth)
+		n = snprintf(out, out_size,
+			     "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
+			     "uri=\"%s\", response=\"%s\", qop=auth, nc=%08x, cnonce=\"%s\"%s\r\n",
+			     user, d->realm, d->nonce, uri, response, nc, cnonce, opaque);
+	else
+		n = snprintf(out, out_size,
+			     "Authorization: Digest username=\"%s\", realm=\"%s\", "
+			     "nonce=\"%s\", uri=\"%s\", response=\"%s\"%s\r\n",
+			     user, d->realm, d->nonce, uri, response, opaque);
+	if (n < 0 || (size_t)n >= out_size)
+		return fbd_fail(why, size, -EINVAL,
+				"the Authorization header for %s %.80s... is over %zu bytes",
+				method, uri, out_size - 1);
+	return 0;
 }
 
 /* The Authorization header for a request, "" without one. */
-static void authorization(struct fbd_rtsp *c, const char *method, const char *url, char *out,
-			  size_t out_size)
+static int authorization(struct fbd_rtsp *c, const char *method, const char *url, char *out,
+			 size_t out_size, char *why, size_t size)
 {
 	out[0] = 0;
 	if (c->auth == AUTH_BASIC) {
-		char plain[300], b64[AV_BASE64_SIZE(sizeof(plain))];
+		char plain[sizeof(c->user) + sizeof(c->password)],
+		    b64[AV_BASE64_SIZE(sizeof(plain))];
 		int n = snprintf(plain, sizeof(plain), "%s:%s", c->user, c->password);
 		av_base64_encode(b64, sizeof(b64), (const uint8_t *)plain, n);
 		snprintf(out, out_size, "Authorization: Basic %s\r\n", b64);
 	} else if (c->auth == AUTH_DIGEST) {
-		const struct fbd_rtsp_digest *d = &c->digest;
-		char ha1[33], ha2[33], response[33], cnonce[17], opaque[300] = "";
-		md5_hex(ha1, "%s:%s:%s", c->user, d->realm, c->password);
-		md5_hex(ha2, "%s:%s", method, url);
-		if (d->opaque[0])
-			snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", d->opaque);
-		if (!d->qop_auth) {
-			md5_hex(response, "%s:%s:%s", ha1, d->nonce, ha2);
-			snprintf(out, out_size,
-				 "Authorization: Digest username=\"%s\", realm=\"%s\", "
-				 "nonce=\"%s\", uri=\"%s\", response=\"%s\"%s\r\n",
-				 c->user, d->realm, d->nonce, url, response, opaque);
-			return;
-		}
-		c->nc++;
-		snprintf(cnonce, sizeof(cnonce), "%08x%08x", (unsigned)random(), c->nc);
-		md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, d->nonce, c->nc, cnonce, ha2);
-		snprintf(out, out_size,
-			 "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
-			 "uri=\"%s\", response=\"%s\", qop=auth, nc=%08x, cnonce=\"%s\"%s\r\n",
-			 c->user, d->realm, d->nonce, url, response, c->nc, cnonce, opaque);
+		char cnonce[17] = "";
+		if (c->digest.qop_auth)
+			snprintf(cnonce, sizeof(cnonce), "%08x%08x", (unsigned)random(), ++c->nc);
+		return fbd_rtsp_digest_authorization(&c->digest, c->user, c->password, method, url,
+						     c->nc, cnonce, out, out_size, why, size);
 	}
+	return 0;
 }
 
 static int send_request(struct fbd_rtsp *c, const char *method, const char *url, const char *extra,
 			char *why, size_t size)
 {
-	char auth[1400], session[300] = "", text[4096];
-	authorization(c, method, url, auth, sizeof(auth));
+	char auth[FBD_RTSP_MAX_AUTHORIZATION], session[300] = "";
+	char text[sizeof(auth) + sizeof(session) + 2 * FBD_RTSP_MAX_URL];
+	int r = authorization(c, method, url, auth, sizeof(auth), why, size);
+	if (r < 0)
+		return r;
 	if (c->session[0])
 		snprintf(session, sizeof(session), "Session: %s\r\n", c->session);
 	int n = snprintf(text, sizeof(text),

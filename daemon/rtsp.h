@@ -40,6 +40,10 @@ struct fbd_rtsp_digest {
 	bool stale;    /* stale=true: the nonce expired, the credentials were right */
 };
 
+/* The longest Authorization header: a Digest answer with every field at its
+ * limit (the URL, realm, nonce, opaque, user). */
+#define FBD_RTSP_MAX_AUTHORIZATION (FBD_RTSP_MAX_URL + 4 * 256 + 256)
+
 /* The SDP's first video track, if framebusd's client takes it. */
 struct fbd_rtsp_video {
 	uint32_t codec; /* enum fbd_rtp_codec */
@@ -76,6 +80,16 @@ int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_dig
  * -EPROTO for a malformed video description, with the reason in why. */
 int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *ret_video,
 		       char *why, size_t size);
+
+/* The Authorization header (RFC 2617, with its CRLF) answering challenge d
+ * for a request (method, uri) as user with password; with qop=auth, nc
+ * and cnonce are its count and client nonce.  Returns 0, or -EINVAL with
+ * the reason in why if it would not fit out_size (or its hashed texts
+ * their limit): never a cut header. */
+int fbd_rtsp_digest_authorization(const struct fbd_rtsp_digest *d, const char *user,
+				  const char *password, const char *method, const char *uri,
+				  uint32_t nc, const char *cnonce, char *out, size_t out_size,
+				  char *why, size_t size);
 
 struct fbd_rtsp;
 

@@ -4,6 +4,7 @@
  * is told from refused credentials; what the client cannot answer is an
  * error naming it); where a message's head ends; SDP as cameras write it. */
 #include <criterion/criterion.h>
+#include <libavutil/md5.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -184,4 +185,69 @@ Test(rtsp, stray_bytes_in_an_sdp_are_passed_over)
 	static const char jpeg[] = SDP_HEAD "m=video 0 RTP/AVP 26\r\n\r\n\0";
 	cr_assert_eq(fbd_rtsp_parse_sdp(jpeg, sizeof(jpeg), &v, why, sizeof(why)), -ENOTSUP);
 	cr_assert(strstr(why, "no a=rtpmap"), "%s", why);
+}
+
+static void md5_of(char out[33], const char *text)
+{
+	uint8_t sum[16];
+	av_md5_sum(sum, (const uint8_t *)text, strlen(text));
+	for (int i = 0; i < 16; i++)
+		snprintf(out + 2 * i, 3, "%02x", sum[i]);
+}
+
+Test(rtsp, a_digest_answer_is_whole_or_an_error)
+{
+	/* RFC 2617 3.5's example. */
+	struct fbd_rtsp_digest d = {.realm = "testrealm@host.com",
+				    .nonce = "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+				    .opaque = "5ccc069c403ebaf9f0171e9517f40e41",
+				    .qop_auth = true};
+	char out[FBD_RTSP_MAX_AUTHORIZATION], why[256] = "";
+	cr_assert_eq(fbd_rtsp_digest_authorization(&d, "Mufasa", "Circle Of Life", "GET",
+						   "/dir/index.html", 1, "0a4f113b", out,
+						   sizeof(out), why, sizeof(why)),
+		     0, "%s", why);
+	cr_assert_str_eq(out,
+			 "Authorization: Digest username=\"Mufasa\", "
+			 "realm=\"testrealm@host.com\", "
+			 "nonce=\"dcd98b7102dd2f0e8b11d0f600bfb0c093\", uri=\"/dir/index.html\", "
+			 "response=\"6629fae49393a05397450978507c4ef1\", qop=auth, nc=00000001, "
+			 "cnonce=\"0a4f113b\", opaque=\"5ccc069c403ebaf9f0171e9517f40e41\"\r\n");
+
+	/* A URL at the client's limit, every challenge field at its own: the
+	 * whole URL is hashed and the header ends with its CRLF. */
+	char url[FBD_RTSP_MAX_URL], text[2 * FBD_RTSP_MAX_URL], ha1[33], ha2[33], want[33];
+	memset(url, 'x', sizeof(url) - 1);
+	url[sizeof(url) - 1] = 0;
+	memcpy(url, "rtsp://10.0.0.2/", 16);
+	cr_assert_eq(strlen(url), FBD_RTSP_MAX_URL - 1);
+	memset(d.realm, 'r', sizeof(d.realm) - 1);
+	memset(d.nonce, 'n', sizeof(d.nonce) - 1);
+	memset(d.opaque, 'o', sizeof(d.opaque) - 1);
+	char user[128] = "", password[128] = "";
+	memset(user, 'u', sizeof(user) - 1);
+	memset(password, 'p', sizeof(password) - 1);
+	cr_assert_eq(fbd_rtsp_digest_authorization(&d, user, password, "GET_PARAMETER", url, 2,
+						   "00c0ffee00000002", out, sizeof(out), why,
+						   sizeof(why)),
+		     0, "%s", why);
+	snprintf(text, sizeof(text), "%s:%s:%s", user, d.realm, password);
+	md5_of(ha1, text);
+	snprintf(text, sizeof(text), "GET_PARAMETER:%s", url);
+	md5_of(ha2, text);
+	snprintf(text, sizeof(text), "%s:%s:00000002:00c0ffee00000002:auth:%s", ha1, d.nonce, ha2);
+	md5_of(want, text);
+	cr_assert(strstr(out, want), "%s", out);
+	snprintf(text, sizeof(text), "uri=\"%s\"", url);
+	cr_assert(strstr(out, text));
+	size_t n = strlen(out);
+	cr_assert(n > 2 && !strcmp(out + n - 2, "\r\n"));
+
+	/* A buffer one byte too small: an error naming the request, no cut
+	 * header. */
+	cr_assert_eq(fbd_rtsp_digest_authorization(&d, user, password, "GET_PARAMETER", url, 2,
+						   "00c0ffee00000002", out, n, why, sizeof(why)),
+		     -EINVAL);
+	cr_assert(strstr(why, "Authorization header for GET_PARAMETER rtsp://10.0.0.2/"), "%s",
+		  why);
 }

@@ -2,8 +2,9 @@
 /*
  * Fuzz target: framebusd's RTSP client's parsers (daemon/rtsp.c) on any
  * bytes a camera may answer: the input's head found, the input read as a response's head (and its
- * Digest challenge), as a Digest challenge itself, and as an SDP.  Besides crashes it checks what
- * is read: strings ended within their fields, the parameter sets' Annex B within their limit.
+ * Digest challenge), as a Digest challenge itself (and answered), and as an SDP.  Besides crashes
+ * it checks what is read: strings ended within their fields, the parameter sets' Annex B within
+ * their limit.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +26,17 @@ static void challenge(const char *text)
 	    (!ENDED(d.realm) || !ENDED(d.nonce) || !ENDED(d.opaque) || !d.nonce[0] || !d.realm[0]))
 		abort();
 	if (e < 0 && ((e != -EPROTO && e != -ENOTSUP) || !why[0]))
+		abort();
+	if (e < 0)
+		return;
+	/* Its answer, for the text itself as the URL: whole or an error. */
+	char out[FBD_RTSP_MAX_AUTHORIZATION];
+	why[0] = 0;
+	e = fbd_rtsp_digest_authorization(&d, "user", "password", "DESCRIBE", text, 1,
+					  "0123456789abcdef", out, sizeof(out), why, sizeof(why));
+	size_t n = e == 0 ? strlen(out) : 0;
+	if ((e == 0 && (n < 2 || strcmp(out + n - 2, "\r\n"))) ||
+	    (e < 0 && (e != -EINVAL || !why[0])))
 		abort();
 }
 
