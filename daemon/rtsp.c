@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -661,8 +662,15 @@ static int authorization(struct fbd_rtsp *c, const char *method, const char *url
 		snprintf(out, out_size, "Authorization: Basic %s\r\n", b64);
 	} else if (c->auth == AUTH_DIGEST) {
 		char cnonce[17] = "";
-		if (c->digest.qop_auth)
-			snprintf(cnonce, sizeof(cnonce), "%08x%08x", (unsigned)random(), ++c->nc);
+		uint32_t nonce[2];
+		if (c->digest.qop_auth) {
+			/* Not to be guessed (random() was never seeded: every
+			 * framebusd sent the same ones). */
+			if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+				return fbd_fail(why, size, -EIO, "getrandom: %s", strerror(errno));
+			snprintf(cnonce, sizeof(cnonce), "%08x%08x", nonce[0], nonce[1]);
+			c->nc++;
+		}
 		return fbd_rtsp_digest_authorization(&c->digest, c->user, c->password, method, url,
 						     c->nc, cnonce, out, out_size, why, size);
 	}

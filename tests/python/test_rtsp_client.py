@@ -283,3 +283,26 @@ def test_a_camera_offering_sha256_then_md5_is_answered_with_md5(access_units):
     finally:
         daemon.stop()
         camera.close()
+
+
+def test_digest_client_nonces_are_not_to_be_guessed(access_units):
+    """Two framebusd side by side answering the same Digest camera: their
+    client nonces differ (from getrandom(); random() was never seeded, so
+    every framebusd sent the same ones), and so do one's from request to
+    request."""
+    camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=RFC7616)
+    daemons = [camera_daemon(camera.url("viewer:s3cret@")) for _ in range(2)]
+    try:
+        for d in daemons:
+            bus = framebus.connect(d.socket)
+            wait_running(bus, "door", timeout=20)
+            bus.close()
+        firsts = [p["cnonce"] for p in camera.digests if p["nc"] == "00000001"]
+        assert len(firsts) >= 2 and len(set(firsts)) == len(firsts), camera.digests
+        cnonces = [p["cnonce"] for p in camera.digests]
+        assert len(set(cnonces)) == len(cnonces), camera.digests
+        assert all(re.fullmatch("[0-9a-f]{16}", c) for c in cnonces), cnonces
+    finally:
+        for d in daemons:
+            d.stop()
+        camera.close()
