@@ -123,6 +123,33 @@ static bool param(const char *list, char sep, const char *key, char *out, size_t
 	return false;
 }
 
+/* "RTSP/1.x NNN reason": its status into r. */
+static bool status_line(const char *line, size_t n, struct fbd_rtsp_response *r)
+{
+	char status[4];
+	if (n < 12 || strncmp(line, "RTSP/1.", 7) || line[8] != ' ' ||
+	    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
+	    !isdigit((unsigned char)line[11]) || (n > 12 && line[12] != ' '))
+		return false;
+	copy(status, sizeof(status), line + 9, 3);
+	r->status = atoi(status);
+	return true;
+}
+
+/* "METHOD URI RTSP/1.x" (a request from the server): its method into r. */
+static bool request_line(const char *line, size_t n, struct fbd_rtsp_response *r)
+{
+	size_t m = 0;
+	while (m < n && (isupper((unsigned char)line[m]) || line[m] == '_'))
+		m++;
+	const char *uri = line + m + 1;
+	const char *space = m && m < n && line[m] == ' ' ? memchr(uri, ' ', n - m - 1) : NULL;
+	if (!space || space == uri || (size_t)(line + n - space) != 9 ||
+	    strncmp(space, " RTSP/1.", 8) || !isdigit((unsigned char)space[8]))
+		return false;
+	return copy(r->method, sizeof(r->method), line, m);
+}
+
 size_t fbd_rtsp_head_size(const uint8_t *data, size_t size)
 {
 	for (const uint8_t *p = data, *end = data + size;
@@ -156,14 +183,10 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 		if (memchr(line, 0, n))
 			return fbd_fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
 		if (first) {
-			char reason[8];
-			if (n < 12 || strncmp(line, "RTSP/1.", 7) || line[8] != ' ' ||
-			    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
-			    !isdigit((unsigned char)line[11]) || (n > 12 && line[12] != ' '))
-				return fbd_fail(why, size, -EPROTO, "'%.*s' is no RTSP status line",
+			if (!status_line(line, n, &r) && !request_line(line, n, &r))
+				return fbd_fail(why, size, -EPROTO,
+						"bytes that are no RTSP from the camera: '%.*s'",
 						(int)(n < 80 ? n : 80), line);
-			copy(reason, sizeof(reason), line + 9, 3);
-			r.status = atoi(reason);
 			first = false;
 			continue;
 		}
@@ -739,23 +762,26 @@ static int keepalive_answered(struct fbd_rtsp *c, const struct fbd_rtsp_response
 	return 0;
 }
 
-/* Whether a message's first line is a request's: "METHOD URL RTSP/1.x". */
-static bool is_request(const char *head, size_t n)
+/* A request from the server, answered: 200 to OPTIONS and GET_PARAMETER
+ * (servers send them to see the client is alive, and may end a session
+ * they get no answer for), 501 Not Implemented to anything else (nothing
+ * the client could do with ANNOUNCE, REDIRECT, SET_PARAMETER...). */
+static int answer_server(struct fbd_rtsp *c, const struct fbd_rtsp_response *req, char *why,
+			 size_t size)
 {
-	const char *eol = memchr(head, '\n', n);
-	size_t len = eol ? (size_t)(eol - head) : n;
-	size_t method = 0;
-	while (method < len && (isupper((unsigned char)head[method]) || head[method] == '_'))
-		method++;
-	if (!method || method == len || head[method] != ' ')
-		return false;
-	const char *version = memmem(head, len, " RTSP/1.", 8);
-	return version && version > head + method;
+	bool ok = !strcmp(req->method, "OPTIONS") || !strcmp(req->method, "GET_PARAMETER");
+	char text[128], cseq[32] = "";
+	if (req->cseq >= 0)
+		snprintf(cseq, sizeof(cseq), "CSeq: %d\r\n", req->cseq);
+	int n = snprintf(text, sizeof(text), "RTSP/1.0 %s\r\n%sUser-Agent: " USER_AGENT "\r\n\r\n",
+			 ok ? "200 OK" : "501 Not Implemented", cseq);
+	return send_all(c, text, (size_t)n, why, size);
 }
 
 /* The next message in, read as needed: an interleaved frame (returns its
  * channel, 0-255, and payload) or a response (returns 256, its headers
- * parsed, its body in ret_data).  Requests from the server are skipped. */
+ * parsed, its body in ret_data).  Requests from the server are answered
+ * (answer_server()) and skipped. */
 static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 			const uint8_t **ret_data, size_t *ret_len, char *why, size_t size)
 {
@@ -778,41 +804,18 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 						"an RTSP message's headers are over %d bytes",
 						FBD_RTSP_MAX_MESSAGE);
 			if (head) {
-				bool request = have < 5 || memcmp(p, "RTSP/", 5);
-				int r = 0;
-				if (request && !is_request((const char *)p, head)) {
-					size_t shown = strnlen((const char *)p, head);
-					shown = strcspn((const char *)p, "\r\n") < shown
-						    ? strcspn((const char *)p, "\r\n")
-						    : shown;
-					return fbd_fail(
-					    why, size, -EPROTO,
-					    "bytes that are no RTSP from the camera: '%.*s'",
-					    (int)(shown < 60 ? shown : 60), (const char *)p);
-				}
-				if (request) {
-					/* Its headers are a request's: only its
-					 * Content-Length matters. */
-					const char *cl = memmem(p, head, "\nContent-Length:", 16);
-					*resp = (struct fbd_rtsp_response){
-					    .content_length = cl ? strtoul(cl + 16, NULL, 10) : 0};
-					if (resp->content_length > FBD_RTSP_MAX_MESSAGE)
-						return fbd_fail(
-						    why, size, -EPROTO,
-						    "a request from the camera of %zu bytes",
-						    resp->content_length);
-				} else {
-					r = fbd_rtsp_parse_response((const char *)p, head, resp,
-								    why, size);
-				}
+				int r =
+				    fbd_rtsp_parse_response((const char *)p, head, resp, why, size);
 				if (r < 0)
 					return r;
 				if (have >= head + resp->content_length) {
 					c->in_off += head + resp->content_length;
 					*ret_data = p + head;
 					*ret_len = resp->content_length;
-					if (!request)
+					if (!resp->method[0])
 						return 256;
+					if ((r = answer_server(c, resp, why, size)) < 0)
+						return r;
 					continue;
 				}
 			}

@@ -16,8 +16,10 @@
 #define FBD_RTSP_MAX_URL 1024
 #define FBD_RTSP_MAX_EXTRADATA 4096
 
-/* What the client uses of a response's headers. */
+/* What the client uses of a response's headers (or of a request's from the
+ * server: method set, status 0). */
 struct fbd_rtsp_response {
+	char method[32]; /* a request's method, "" in a response */
 	int status;
 	int cseq; /* -1: none */
 	size_t content_length;
@@ -63,7 +65,9 @@ struct fbd_rtsp_video {
 size_t fbd_rtsp_head_size(const uint8_t *data, size_t size);
 
 /* Parse a response's status line and headers (size bytes, up to and with
- * the empty line).  Returns 0, or -EPROTO with the reason in why. */
+ * the empty line), or a request's from the server ("METHOD URI RTSP/1.0"
+ * and headers): header names in any case.  Returns 0, or -EPROTO with the
+ * reason in why. */
 int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			    struct fbd_rtsp_response *ret_response, char *why, size_t size);
 

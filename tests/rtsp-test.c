@@ -251,3 +251,34 @@ Test(rtsp, a_digest_answer_is_whole_or_an_error)
 	cr_assert(strstr(why, "Authorization header for GET_PARAMETER rtsp://10.0.0.2/"), "%s",
 		  why);
 }
+
+Test(rtsp, a_request_from_the_server_is_read_as_a_response_is)
+{
+	struct fbd_rtsp_response r;
+	char why[256] = "";
+	static const char req[] = "GET_PARAMETER rtsp://10.0.0.2/cam RTSP/1.0\r\n"
+				  "cseq: 41\r\ncontent-LENGTH: 12\r\n"
+				  "Content-Type: text/parameters\r\n\r\n";
+	cr_assert_eq(fbd_rtsp_parse_response(req, sizeof(req) - 1, &r, why, sizeof(why)), 0, "%s",
+		     why);
+	cr_assert_str_eq(r.method, "GET_PARAMETER");
+	cr_assert_eq(r.status, 0);
+	cr_assert_eq(r.cseq, 41);
+	cr_assert_eq(r.content_length, 12);
+
+	static const char resp[] = "RTSP/1.0 200 OK\r\nCSeq: 2\r\n\r\n";
+	cr_assert_eq(fbd_rtsp_parse_response(resp, sizeof(resp) - 1, &r, why, sizeof(why)), 0, "%s",
+		     why);
+	cr_assert_str_eq(r.method, "");
+	cr_assert_eq(r.status, 200);
+
+	static const char *const bad[] = {"HTTP/1.1 200 OK\r\n\r\n",
+					  "get_parameter * RTSP/1.0\r\n\r\n",
+					  "GET_PARAMETER RTSP/1.0\r\n\r\n",
+					  "OPTIONS * HTTP/1.1\r\n\r\n", "RTSP/1.0 2x0 OK\r\n\r\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		cr_assert_eq(fbd_rtsp_parse_response(bad[i], strlen(bad[i]), &r, why, sizeof(why)),
+			     -EPROTO, "%s", bad[i]);
+		cr_assert(strstr(why, "bytes that are no RTSP from the camera: '"), "%s", why);
+	}
+}

@@ -118,6 +118,8 @@ HAND_RTSP = {
                              b'qop="auth"\r\n\r\n',
     "sdp-stray-bytes": b"v=0\r\ns=cam\r\nnot a line\r\nm=video 0 RTP/AVP 96\r\n"
                        b"a=rtpmap:96 H264/90000\r\na=tool:x\x00y\r\n\r\n\x00",
+    "server-request": b"GET_PARAMETER rtsp://10.0.0.2/cam RTSP/1.0\r\nCSeq: 41\r\n"
+                      b"Content-length: 12\r\n\r\npackets: 1\r\n",
     "lf-response-then-rtp": b"RTSP/1.0 200 OK\nCSeq: 3\nSession: 12\n\n$\x00\x00\x06\r\n\r\nab",
 }
 

@@ -306,3 +306,36 @@ def test_digest_client_nonces_are_not_to_be_guessed(access_units):
         for d in daemons:
             d.stop()
         camera.close()
+
+
+def test_a_request_from_the_camera_is_answered_and_frames_go_on(access_units):
+    """Mid-stream the camera asks framebusd something (a GET_PARAMETER with
+    a body, its length in a Content-length header: names are
+    case-insensitive), then something it does not do: the first is
+    answered 200, the second 501, each with its CSeq, and the video goes
+    on in the same session."""
+    request = (b"GET_PARAMETER rtsp://127.0.0.1/cam RTSP/1.0\r\nCSeq: 41\r\nSession: 7a7a\r\n"
+               b"Content-Type: text/parameters\r\nContent-length: 12\r\n\r\n"
+               b"packets: 1\r\n"
+               b"ANNOUNCE rtsp://127.0.0.1/cam RTSP/1.0\r\nCSeq: 42\r\n\r\n")
+    camera = ScriptedCamera(access_units, request_after=5, request=request)
+    daemon = camera_daemon(camera.url())
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        while True:  # well past the request, in one session
+            with sub.acquire(timeout=5) as frame:
+                assert not frame.discontinuity or frame.seq == 1, frame.seq
+                if frame.seq >= 30:
+                    break
+        answers = [(line, h.get("cseq")) for line, h in camera.answers]
+        assert answers == [("RTSP/1.0 200 OK", "41"), ("RTSP/1.0 501 Not Implemented", "42")], \
+            camera.answers
+        info = bus.stream("door")
+        assert info.state == "running" and info.retries == 0, info
+        assert [r.split(" ")[0] for r in camera.requests].count("PLAY") == 1, camera.requests
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
