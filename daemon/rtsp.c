@@ -150,6 +150,24 @@ static bool request_line(const char *line, size_t n, struct fbd_rtsp_response *r
 	return copy(r->method, sizeof(r->method), line, m);
 }
 
+/* The next line of a head at *p, without its end (CR LF or LF). */
+static int head_line(const char **p, const char *end, const char **ret_line, size_t *ret_n,
+		     char *why, size_t size)
+{
+	const char *eol = memchr(*p, '\n', (size_t)(end - *p));
+	if (!eol)
+		return fbd_fail(why, size, -EPROTO, "an RTSP response line without its end");
+	size_t n = (size_t)(eol - *p);
+	if (n && (*p)[n - 1] == '\r')
+		n--;
+	if (memchr(*p, 0, n))
+		return fbd_fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
+	*ret_line = *p;
+	*ret_n = n;
+	*p = eol + 1;
+	return 0;
+}
+
 size_t fbd_rtsp_head_size(const uint8_t *data, size_t size)
 {
 	for (const uint8_t *p = data, *end = data + size;
@@ -171,17 +189,11 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 	char location[FBD_RTSP_MAX_URL] = "";
 
 	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			return fbd_fail(why, size, -EPROTO,
-					"an RTSP response line without its end");
-		const char *line = p;
-		size_t n = (size_t)(eol - p);
-		p = eol + 1;
-		if (n && line[n - 1] == '\r')
-			n--;
-		if (memchr(line, 0, n))
-			return fbd_fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
+		const char *line;
+		size_t n;
+		int err = head_line(&p, end, &line, &n, why, size);
+		if (err < 0)
+			return err;
 		if (first) {
 			if (!status_line(line, n, &r) && !request_line(line, n, &r))
 				return fbd_fail(why, size, -EPROTO,
@@ -192,6 +204,10 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 		}
 		if (n == 0)
 			break;
+		if (line[0] == ' ' || line[0] == '\t')
+			return fbd_fail(
+			    why, size, -EPROTO,
+			    "an RTSP header's continuation line without a header before it");
 		const char *colon = memchr(line, ':', n);
 		if (!colon)
 			return fbd_fail(why, size, -EPROTO,
@@ -204,6 +220,34 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			v++, vlen--;
 		while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
 			vlen--;
+		/* A folded header (RFC 2326 takes HTTP/1.1's: lines that start
+		 * with a blank continue it): its lines joined by a space.  Too
+		 * long for joined is too long for any field kept. */
+		char joined[2 * FBD_RTSP_MAX_URL];
+		bool cut = false;
+		while (p < end && (*p == ' ' || *p == '\t')) {
+			const char *more;
+			size_t m;
+			if ((err = head_line(&p, end, &more, &m, why, size)) < 0)
+				return err;
+			while (m && (*more == ' ' || *more == '\t'))
+				more++, m--;
+			if (v != joined) {
+				vlen = vlen < sizeof(joined) ? vlen : sizeof(joined);
+				memcpy(joined, v, vlen);
+				v = joined;
+			}
+			if (vlen < sizeof(joined))
+				joined[vlen++] = ' ';
+			size_t fit = sizeof(joined) - vlen < m ? sizeof(joined) - vlen : m;
+			memcpy(joined + vlen, more, fit);
+			vlen += fit;
+			cut = cut || fit < m;
+			while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+				vlen--;
+		}
+		if (cut)
+			vlen = sizeof(joined);
 		bool ok = true;
 		char number[24];
 		if (name_is(line, nlen, "CSeq")) {

@@ -282,3 +282,34 @@ Test(rtsp, a_request_from_the_server_is_read_as_a_response_is)
 		cr_assert(strstr(why, "bytes that are no RTSP from the camera: '"), "%s", why);
 	}
 }
+
+Test(rtsp, a_folded_header_is_one_value)
+{
+	struct fbd_rtsp_response r;
+	char why[256] = "";
+	static const char head[] =
+	    "RTSP/1.0 200 OK\r\nCSeq: 4\r\n"
+	    "Transport: RTP/AVP/TCP;unicast;\r\n \tinterleaved=0-1;\r\n  ssrc=1234ABCD\r\n"
+	    "Public: OPTIONS,\r\n DESCRIBE\r\n"
+	    "Session: 5B9A\r\n\r\n";
+	cr_assert_eq(fbd_rtsp_parse_response(head, sizeof(head) - 1, &r, why, sizeof(why)), 0, "%s",
+		     why);
+	cr_assert_str_eq(r.transport, "RTP/AVP/TCP;unicast; interleaved=0-1; ssrc=1234ABCD");
+	cr_assert_str_eq(r.public_methods, "OPTIONS, DESCRIBE");
+	cr_assert_str_eq(r.session, "5B9A");
+	cr_assert_eq(r.cseq, 4);
+
+	static const char orphan[] = "RTSP/1.0 200 OK\r\n CSeq: 4\r\n\r\n";
+	cr_assert_eq(fbd_rtsp_parse_response(orphan, sizeof(orphan) - 1, &r, why, sizeof(why)),
+		     -EPROTO);
+	cr_assert(strstr(why, "continuation line without a header"), "%s", why);
+
+	/* Folded past every field's size: too long, not cut. */
+	char big[8192];
+	int n = snprintf(big, sizeof(big), "RTSP/1.0 200 OK\r\nSession: 1");
+	for (int i = 0; i < 30; i++)
+		n += snprintf(big + n, sizeof(big) - (size_t)n, "\r\n %0100d", i);
+	n += snprintf(big + n, sizeof(big) - (size_t)n, "\r\n\r\n");
+	cr_assert_eq(fbd_rtsp_parse_response(big, (size_t)n, &r, why, sizeof(why)), -EPROTO);
+	cr_assert(strstr(why, "Session is too long"), "%s", why);
+}

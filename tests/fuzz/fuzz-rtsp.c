@@ -50,9 +50,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (head > size || (head && (head < 2 || data[head - 1] != '\n')))
 		abort();
 	int e = fbd_rtsp_parse_response((const char *)data, size, &r, why, sizeof(why));
-	if (e == 0 && (!ENDED(r.content_base) || !ENDED(r.location) || !ENDED(r.session) ||
-		       !ENDED(r.transport) || !ENDED(r.public_methods) || !ENDED(r.digest) ||
-		       r.status < 0 || r.status > 999 || r.content_length > FBD_RTSP_MAX_MESSAGE))
+	if (e == 0 && (!ENDED(r.method) || (r.method[0] && r.status) || !ENDED(r.content_base) ||
+		       !ENDED(r.location) || !ENDED(r.session) || !ENDED(r.transport) ||
+		       !ENDED(r.public_methods) || !ENDED(r.digest) || r.status < 0 ||
+		       r.status > 999 || r.content_length > FBD_RTSP_MAX_MESSAGE))
 		abort();
 	if (e < 0 && (e != -EPROTO || !why[0]))
 		abort();

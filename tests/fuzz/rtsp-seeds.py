@@ -120,6 +120,8 @@ HAND_RTSP = {
                        b"a=rtpmap:96 H264/90000\r\na=tool:x\x00y\r\n\r\n\x00",
     "server-request": b"GET_PARAMETER rtsp://10.0.0.2/cam RTSP/1.0\r\nCSeq: 41\r\n"
                       b"Content-length: 12\r\n\r\npackets: 1\r\n",
+    "folded-headers": b"RTSP/1.0 200 OK\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;unicast;\r\n"
+                      b" \tinterleaved=0-1\r\nSession: 5B9A;\r\n timeout=60\r\n\r\n",
     "lf-response-then-rtp": b"RTSP/1.0 200 OK\nCSeq: 3\nSession: 12\n\n$\x00\x00\x06\r\n\r\nab",
 }
 
