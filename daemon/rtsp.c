@@ -515,19 +515,25 @@ static bool resolve(char *out, const char *base, const char *control)
 	       FBD_RTSP_MAX_URL;
 }
 
-static void percent_decode(char *s)
+/* Decode s's percent-escapes in place; false if one is a NUL, CR or LF
+ * (they would end or split the request's Authorization header). */
+static bool percent_decode(char *s)
 {
 	char *o = s;
 	for (; *s; s++) {
 		if (s[0] == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
 			char hex[3] = {s[1], s[2], 0};
-			*o++ = (char)strtol(hex, NULL, 16);
+			*o = (char)strtol(hex, NULL, 16);
+			if (!*o || *o == '\r' || *o == '\n')
+				return false;
+			o++;
 			s += 2;
 		} else {
 			*o++ = *s;
 		}
 	}
 	*o = 0;
+	return true;
 }
 
 /* rtsp://[user[:password]@]host[:port][/path] */
@@ -535,8 +541,15 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 {
 	if (strncasecmp(url, "rtsp://", 7))
 		return fbd_fail(why, size, -EINVAL, "'%s' is not an rtsp:// URL", url);
+	for (const char *b = url; *b; b++)
+		if ((unsigned char)*b < 0x20 || *b == 0x7f)
+			return fbd_fail(why, size, -EINVAL,
+					"the URL has a control character (0x%02x) at byte %zu",
+					(unsigned char)*b, (size_t)(b - url));
 	const char *auth = url + 7;
 	const char *path = auth + strcspn(auth, "/?#");
+	/* The #fragment is the client's, not sent (RFC 3986 3.5). */
+	int path_len = (int)strcspn(path, "#");
 	const char *at = memrchr(auth, '@', (size_t)(path - auth));
 	const char *host = at ? at + 1 : auth;
 	if (at) {
@@ -547,8 +560,13 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 		    !copy(c->password, sizeof(c->password), colon ? colon + 1 : "",
 			  colon ? n - ulen - 1 : 0))
 			return fbd_fail(why, size, -EINVAL, "the URL's user:password is too long");
-		percent_decode(c->user);
-		percent_decode(c->password);
+		if (!percent_decode(c->user))
+			return fbd_fail(why, size, -EINVAL,
+					"the URL's user has %%00, %%0D or %%0A (a NUL, CR or LF)");
+		if (!percent_decode(c->password))
+			return fbd_fail(
+			    why, size, -EINVAL,
+			    "the URL's password has %%00, %%0D or %%0A (a NUL, CR or LF)");
 	}
 	const char *port = NULL, *host_end = path;
 	if (*host == '[') {
@@ -573,8 +591,8 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 		return fbd_fail(why, size, -EINVAL, "the URL's port is too long");
 	if (!port || !c->port[0])
 		strcpy(c->port, "554");
-	if (snprintf(c->url, sizeof(c->url), "rtsp://%.*s%s", (int)(path - host), host, path) >=
-	    (int)sizeof(c->url))
+	if (snprintf(c->url, sizeof(c->url), "rtsp://%.*s%.*s", (int)(path - host), host, path_len,
+		     path) >= (int)sizeof(c->url))
 		return fbd_fail(why, size, -EINVAL, "the URL is over %d bytes", FBD_RTSP_MAX_URL);
 	return 0;
 }
@@ -1010,7 +1028,7 @@ static int start(struct fbd_rtsp *c, const char *url, char *why, size_t size)
 	if (r < 0)
 		return r;
 	char channels[16];
-	if (!strstr(resp.transport, "/TCP") ||
+	if (!strcasestr(resp.transport, "/TCP") ||
 	    !param(resp.transport, ';', "interleaved", channels, sizeof(channels)))
 		return fbd_fail(why, size, -ENOTSUP, "the camera's SETUP answered Transport: %s",
 				resp.transport);

@@ -313,3 +313,27 @@ Test(rtsp, a_folded_header_is_one_value)
 	cr_assert_eq(fbd_rtsp_parse_response(big, (size_t)n, &r, why, sizeof(why)), -EPROTO);
 	cr_assert(strstr(why, "Session is too long"), "%s", why);
 }
+
+Test(rtsp, a_url_whose_credentials_would_split_a_header_is_refused)
+{
+	static const struct {
+		const char *url, *why;
+	} bad[] = {
+	    {"rtsp://us%0D%0AX-Injected:%201@127.0.0.1:9/cam",
+	     "the URL's user has %00, %0D or %0A"},
+	    {"rtsp://user:pass%00word@127.0.0.1:9/cam", "the URL's password has %00, %0D or %0A"},
+	    {"rtsp://user:pass%0aword@127.0.0.1:9/cam", "the URL's password has"},
+	    {"rtsp://127.0.0.1:9/cam\r\nX-Injected: 1", "the URL has a control character (0x0d)"},
+	};
+	atomic_bool stop = false;
+	_Atomic uint64_t alive = 0;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct fbd_rtsp *c = NULL;
+		char why[256] = "";
+		cr_assert_eq(
+		    fbd_rtsp_open(bad[i].url, &stop, &alive, 1000000000, &c, why, sizeof(why)),
+		    -EINVAL, "%s", bad[i].url);
+		cr_assert(strstr(why, bad[i].why), "%s: %s", bad[i].url, why);
+		cr_assert_null(c);
+	}
+}

@@ -339,3 +339,26 @@ def test_a_request_from_the_camera_is_answered_and_frames_go_on(access_units):
     finally:
         daemon.stop()
         camera.close()
+
+
+def test_a_url_fragment_is_not_sent_and_transport_is_read_in_any_case(access_units):
+    """The URL's #fragment stays framebusd's (RFC 3986: never sent); a
+    camera answering SETUP with its Transport in lower case
+    (rtp/avp/tcp) is still read by framebusd's own client."""
+    camera = ScriptedCamera(access_units, transport="rtp/avp/tcp;unicast;interleaved=0-1")
+    daemon = camera_daemon(camera.url() + "#main")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        with bus.subscribe("door", mode="queue").acquire(timeout=10) as frame:
+            assert frame.array.shape == (240, 320, 3)
+        log = daemon.wait_for_log("stream door: opened")
+        assert BUILTIN in log, log
+        methods = [r.split(" ")[0] for r in camera.requests]
+        assert methods[:4] == ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"], camera.requests
+        assert not [r for r in camera.requests if "#" in r], camera.requests
+        assert camera.requests[1] == f"DESCRIBE {camera.url()} RTSP/1.0", camera.requests
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
