@@ -323,10 +323,10 @@ int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_dig
 	char qop[64] = "", algorithm[32] = "", stale[8] = "", *save = NULL;
 
 	if (!param(challenge, ',', "realm", d.realm, sizeof(d.realm)) ||
-	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)))
+	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)) || !d.realm[0] || !d.nonce[0])
 		return fbd_fail(why, size, -EPROTO,
-				"the camera's Digest challenge has no realm or nonce (or one over "
-				"%zu bytes)",
+				"the camera's Digest challenge has no realm or nonce (or an empty "
+				"one, or one over %zu bytes)",
 				sizeof(d.nonce) - 1);
 	if (param(challenge, ',', "algorithm", algorithm, sizeof(algorithm)) &&
 	    strcasecmp(algorithm, "MD5"))

@@ -93,6 +93,10 @@ Test(rtsp, a_challenge_the_client_cannot_answer_says_why)
 	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", stale=true", &d, why, sizeof(why)),
 		     -EPROTO);
 	cr_assert(strstr(why, "no realm or nonce"), "%s", why);
+	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"cam\", nonce=", &d, why, sizeof(why)), -EPROTO);
+	cr_assert_eq(fbd_rtsp_parse_digest("realm=\"\", nonce=\"n\"", &d, why, sizeof(why)),
+		     -EPROTO);
+	cr_assert(strstr(why, "no realm or nonce (or an empty one"), "%s", why);
 }
 
 Test(rtsp, the_first_md5_digest_challenge_is_taken_after_sha256_ones)
