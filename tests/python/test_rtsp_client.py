@@ -4,6 +4,7 @@ gst-rtsp-server does not: a scripted RTSP camera in the test (a real TCP
 socket on 127.0.0.1, real RTSP and RTP bytes: a real H.264 clip's NAL units
 as single-NAL and FU-A packets over the RTSP connection) whose quirks each
 test chooses."""
+import base64
 import hashlib
 import re
 import socket
@@ -92,7 +93,8 @@ class ScriptedCamera:
           sender report every second (an encoder that died);
       challenge: the WWW-Authenticate lines of its 401 (Digest: the nonce
           "n1", realm "cam"; the MD5 answer with qop=auth checked for
-          user:password) when user is set;
+          user:password; Basic accepted if the lines offer it) when user
+          is set;
       request_after: after that many frames, it sends framebusd the request
           in request (bytes) and records the answer in answers;
       transport: its SETUP's Transport.
@@ -136,6 +138,8 @@ class ScriptedCamera:
         if not self.user:
             return True
         value = headers.get("authorization", "")
+        if "Basic" in self.challenge and value.startswith("Basic "):
+            return base64.b64decode(value[6:]).decode() == self.user
         p = dict(re.findall(r'(\w+)="?([^",]*)"?', value))
         user, password = self.user.split(":")
         ha1 = md5(f"{user}:cam:{password}")
@@ -279,6 +283,37 @@ def test_a_camera_offering_sha256_then_md5_is_answered_with_md5(access_units):
             assert frame.array.shape == (240, 320, 3)
         assert [d["uri"] for d in camera.digests[:2]] == [camera.url(), camera.url()], \
             camera.digests
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
+
+
+def test_basic_is_used_when_the_only_digest_cannot_be_answered(access_units):
+    """A camera offering Digest with SHA-256 alone and Basic: framebusd
+    answers Basic (it was refused, naming SHA-256); the same camera
+    without Basic is retrying, naming the algorithm."""
+    challenge = ('WWW-Authenticate: Digest realm="cam", nonce="n1", algorithm=SHA-256\r\n'
+                 'WWW-Authenticate: Basic realm="cam"\r\n')
+    camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=challenge)
+    daemon = camera_daemon(camera.url("viewer:s3cret@"))
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        with bus.subscribe("door", mode="queue").acquire(timeout=10) as frame:
+            assert frame.array.shape == (240, 320, 3)
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
+    sha256_only = challenge.split("\n")[0] + "\n"
+    camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=sha256_only)
+    daemon = camera_daemon(camera.url("viewer:s3cret@"))
+    try:
+        bus = framebus.connect(daemon.socket)
+        info = wait_state(bus, "door", "retrying")
+        assert ("OPTIONS: 401 Unauthorized: the camera wants Digest algorithm SHA-256 "
+                "(framebusd's RTSP client does MD5 only") in info.detail, info
         bus.close()
     finally:
         daemon.stop()
