@@ -85,6 +85,9 @@ struct decoded {
 	AVFrame *sws_in, *sws_out;             /* sws_scale_frame()'s, with scale_threads */
 	/* The pictures the log last said how they are converted, and how. */
 	int told_width, told_height, told_format, told_shrunk;
+	/* Why FFmpeg reads the input, as the log last said it (source.c's; "":
+	 * framebusd's RTSP client reads it, or nothing said yet). */
+	char told_fallback[FB__ERROR_TEXT_MAX];
 	bool paced;
 	uint64_t pace_origin_ns;
 	int64_t pace_origin_pts_ns;
@@ -511,7 +514,7 @@ static bool retries_at_end(const struct fbd_stream_config *cfg)
 
 /* Open the source and deliver its pictures until it ends (0) or fails
  * (-errno, with the reason in why): -ENOTSUP if this FFmpeg cannot decode
- * its video. */
+ * its video, -EACCES if the camera refuses the URL's credentials. */
 static int run_source(struct decoded *s, char *why, size_t size)
 {
 	struct fbd_source *src;
@@ -522,7 +525,8 @@ static int run_source(struct decoded *s, char *why, size_t size)
 		   (s->config->pacing == FBD_PACING_AUTO && !fbd_stream_config_live(s->config));
 	s->frames = 0;
 	s->discontinuity = true;
-	r = fbd_source_open(s->config, &s->stop, &s->alive_ns, &src, why, size);
+	r = fbd_source_open(s->config, &s->stop, &s->alive_ns, s->told_fallback,
+			    sizeof(s->told_fallback), &src, why, size);
 	if (r < 0)
 		return r;
 	while (!atomic_load(&s->stop) && (r = fbd_source_next(src, &pic, why, size)) == 0)
@@ -776,12 +780,17 @@ static void *stream_thread(void *arg)
 		 * the shortest wait. */
 		if (fb_now_ns() - started > cfg->retry_max_ns)
 			backoff = cfg->retry_min_ns;
-		/* An input this FFmpeg cannot decode stays so until someone
-		 * changes it: try it again only every retry_max. */
-		if (r == -ENOTSUP)
+		/* An input this FFmpeg cannot decode, or a camera refusing the
+		 * URL's user and password, stays so until someone changes it:
+		 * try it again only every retry_max (many cameras lock the
+		 * account for half an hour after 5-7 failed logins).  A reload
+		 * with another url starts a new stream, which tries at once. */
+		if (r == -ENOTSUP || r == -EACCES)
 			backoff = cfg->retry_max_ns;
 		fbd_log_about(LOG_WARNING, cfg->name, NULL, "stream %s: %s; retrying in %.1f s",
 			      cfg->name, why, backoff / 1e9);
+		size_t n = strlen(why);
+		snprintf(why + n, sizeof(why) - n, " (next try in %.1f s)", backoff / 1e9);
 		fbd_stream_set_state(&s->base, FB_STREAM_RETRYING, why);
 		if (!sleep_unless_stopped(s, backoff))
 			break;

@@ -153,7 +153,8 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 	av_dict_free(&opts);
 	if (r < 0) {
 		describe(why, size, s->cfg->url, r);
-		return r;
+		/* Credentials refused, as framebusd's RTSP client says it. */
+		return r == AVERROR_HTTP_UNAUTHORIZED ? -EACCES : r;
 	}
 	r = avformat_find_stream_info(s->fmt, NULL);
 	if (r < 0) {
@@ -280,9 +281,22 @@ static int stalled(struct fbd_source *s, char *why, size_t size)
 	return -ETIMEDOUT;
 }
 
+/* Log why FFmpeg reads the input rather than framebusd's RTSP client,
+ * unless told says it already. */
+static void tell_fallback(const struct fbd_stream_config *cfg, char *told, size_t told_size,
+			  const char *why)
+{
+	if (!why[0] || !strcmp(told, why))
+		return;
+	fbd_log_about(LOG_INFO, cfg->name, NULL,
+		      "stream %s: FFmpeg reads it, not framebusd's RTSP client: %s", cfg->name,
+		      why);
+	snprintf(told, told_size, "%s", why);
+}
+
 int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *stop,
-		    _Atomic uint64_t *alive_ns, struct fbd_source **ret_source, char *why,
-		    size_t size)
+		    _Atomic uint64_t *alive_ns, char *told, size_t told_size,
+		    struct fbd_source **ret_source, char *why, size_t size)
 {
 	struct fbd_source *s = calloc(1, sizeof(*s));
 	int r;
@@ -301,17 +315,15 @@ int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *s
 	if (!ffmpeg) {
 		r = open_builtin(s, why, size);
 		if (r == -ENOTSUP) {
-			fbd_log_about(LOG_INFO, config->name, NULL,
-				      "stream %s: FFmpeg reads it, not framebusd's RTSP client: %s",
-				      config->name, why);
+			tell_fallback(config, told, told_size, why);
 			fbd_rtsp_close(s->rtsp);
 			s->rtsp = NULL;
 			why[0] = 0;
+		} else if (r >= 0) {
+			told[0] = 0;
 		}
-	} else if (ffmpeg[0]) {
-		fbd_log_about(LOG_INFO, config->name, NULL,
-			      "stream %s: FFmpeg reads it, not framebusd's RTSP client: %s",
-			      config->name, ffmpeg);
+	} else {
+		tell_fallback(config, told, told_size, ffmpeg);
 	}
 	if (r >= 0 ? !s->rtsp : r == -ENOTSUP)
 		r = open_input(s, why, size);
@@ -412,6 +424,10 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 		const uint8_t *packet;
 		size_t len;
 		int r = fbd_rtsp_read(s->rtsp, &packet, &len, why, size);
+		char notice[256];
+		if (fbd_rtsp_take_notice(s->rtsp, notice, sizeof(notice)))
+			fbd_log_about(LOG_WARNING, s->cfg->name, NULL, "stream %s: %s",
+				      s->cfg->name, notice);
 		if (r < 0)
 			return r;
 		s->packet_before = s->packet_now;

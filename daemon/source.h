@@ -42,12 +42,17 @@ struct fbd_picture {
 /* Open config's input and its video decoder.  Every blocking call gives up
  * once *stop is true, and on an input that sent nothing for stall_timeout;
  * while FFmpeg waits in one, *alive_ns (fb_now_ns()) says the caller's
- * thread is not stuck.  Returns 0, or -errno with the reason in why:
- * -ENOTSUP when this FFmpeg cannot decode its video (it stays so until the
- * input changes). */
+ * thread is not stuck.  told: what the log last said of why FFmpeg reads an
+ * rtsp:// URL rather than framebusd's RTSP client ("rtsp_client = ffmpeg",
+ * "its video is JPEG, ..."), kept by the caller across opens ("" at first):
+ * the log says it again only when it changes, not at every reopen.  Returns
+ * 0, or -errno with the reason in why:
+ * -ENOTSUP when this FFmpeg cannot decode its video, -EACCES when the
+ * camera refuses the URL's credentials (both stay so until the input
+ * changes). */
 int fbd_source_open(const struct fbd_stream_config *config, const atomic_bool *stop,
-		    _Atomic uint64_t *alive_ns, struct fbd_source **ret_source, char *why,
-		    size_t size);
+		    _Atomic uint64_t *alive_ns, char *told, size_t told_size,
+		    struct fbd_source **ret_source, char *why, size_t size);
 
 /* The next picture.  Returns 0 and the picture, 1 at the end of the input,
  * or -errno with the reason in why: -ETIMEDOUT if the input stalled,

@@ -14,9 +14,12 @@ PORT 0 takes any free port.  --frames N sends a client the clip's first N
 frames, then nothing (with the connection open).  --session-timeout S gives
 sessions that timeout (s) and prints a line "keepalive METHOD" for each
 GET_PARAMETER or OPTIONS a client sends once it plays.  --auth makes the
-camera ask for that user and password.  Prints "ready URL" (the camera's
-rtsp:// URL, its port filled in) once it listens.  SIGTERM or SIGINT stops
-it cleanly (its sessions are torn down, TCP closes): a camera that reboots.
+camera ask for that user and password.  --print-requests prints a line
+"request METHOD" for each request a client sends ("request METHOD with
+Authorization" when it carries one), whether the camera accepts it or not.
+Prints "ready URL" (the camera's rtsp:// URL, its port filled in) once it
+listens.  SIGTERM or SIGINT stops it cleanly (its sessions are torn down,
+TCP closes): a camera that reboots.
 SIGSTOP makes it a camera that stalls with its connections open."""
 import argparse
 import signal
@@ -93,6 +96,7 @@ def main():
     ap.add_argument("--auth", choices=("basic", "digest"))
     ap.add_argument("--user", default="user:secret")
     ap.add_argument("--session-timeout", type=int, default=0)
+    ap.add_argument("--print-requests", action="store_true")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.split("x"))
 
@@ -140,6 +144,18 @@ def main():
                                lambda c, ctx, m=method: playing and
                                print(f"keepalive {m}", flush=True))
         server.connect("client-connected", on_client)
+    if args.print_requests:
+        def on_request(client, ctx, method):
+            auth = ctx.request.get_header(GstRtsp.RTSPHeaderField.AUTHORIZATION, 0)[0]
+            print(f"request {method}" + (" with Authorization" if auth == GstRtsp.RTSPResult.OK
+                                         else ""), flush=True)
+            return GstRtsp.RTSPStatusCode.OK
+
+        def print_requests(server, client):
+            for method in ("OPTIONS", "DESCRIBE", "SETUP", "PLAY", "GET_PARAMETER", "TEARDOWN"):
+                client.connect(f"pre-{method.lower().replace('_', '-')}-request", on_request,
+                               method)
+        server.connect("client-connected", print_requests)
     server.get_mount_points().add_factory("/cam", factory)
     if server.attach(None) == 0:
         sys.exit(f"rtsp-camera: cannot listen on 127.0.0.1:{args.port}")

@@ -5,8 +5,10 @@ itself, and its subscribers go on in the same subscription; H.264 and H.265
 cameras go through framebusd's own RTSP client (daemon/rtsp.c), which hands a
 frame to the decoder as soon as its last packet came, with Basic or Digest
 authentication; an RTP/JPEG camera falls back to FFmpeg."""
+import hashlib
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -200,10 +202,68 @@ def test_a_camera_asking_for_a_password(clips, method):
     try:
         bus = framebus.connect(wrong.socket)
         info = wait_state(bus, "door", "retrying")
-        assert "401 Unauthorized: the camera refused the URL's user and password" in info.detail
+        assert ("401 Unauthorized: wrong user or password for "
+                f"rtsp://127.0.0.1:{camera.port}/cam (DESCRIBE)") in info.detail, info
         bus.close()
     finally:
         wrong.stop()
+        camera.stop()
+
+
+def lines_of(proc):
+    """A queue of proc's output lines, read by a thread."""
+    lines = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.strip()) for line in proc.stdout],
+                     daemon=True).start()
+    return lines
+
+
+def drain(lines):
+    out = []
+    while True:
+        try:
+            out.append(lines.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def test_a_wrong_password_is_tried_again_only_every_retry_max(clips):
+    """Cameras lock the account after a few failed logins (Hikvision,
+    Dahua: 5-7, then 30 min): a 401 to the URL's user and password waits
+    retry_max, not retry_min's doubling backoff; the daemon's other stream
+    runs on; a reload with the right password tries at once."""
+    camera = Camera("--clip", clips["h264"], "--auth", "digest", "--user", "viewer:s3cret",
+                    "--print-requests")
+    lines = lines_of(camera.proc)
+    streams = ("[stream door]\nurl = rtsp://viewer:{}@127.0.0.1:" + str(camera.port) + "/cam\n"
+               "retry_min = 100ms\nretry_max = 60s\n"
+               "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n")
+    daemon = Daemon(streams.format("wrong"))
+    try:
+        bus = framebus.connect(daemon.socket)
+        info = wait_state(bus, "door", "retrying")
+        assert info.detail == ("401 Unauthorized: wrong user or password for "
+                               f"rtsp://127.0.0.1:{camera.port}/cam (DESCRIBE) "
+                               "(next try in 60.0 s)"), info
+        # 75 frames of the other stream: 3 s, in which retry_min's backoff
+        # (0.1, 0.2, 0.4, 0.8, 1.6 s) would have logged in 5 times more.
+        sub = bus.subscribe("other", mode="queue")
+        for _ in range(75):
+            with sub.acquire(timeout=5) as frame:
+                assert frame.array.shape == (120, 160, 3)
+        describes = [line for line in drain(lines) if line.startswith("request DESCRIBE")]
+        assert describes == ["request DESCRIBE", "request DESCRIBE with Authorization"], describes
+        assert bus.stream("door").state == "retrying"
+
+        with open(daemon.config, "w") as f:
+            f.write(f"[daemon]\nsocket = {daemon.socket}\n" + streams.format("s3cret"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        wait_running(bus, "door", timeout=20)  # not 60 s later
+        with bus.subscribe("door").acquire(timeout=10) as frame:
+            assert frame.array.shape == (240, 320, 3)
+        bus.close()
+    finally:
+        daemon.stop()
         camera.stop()
 
 
@@ -217,6 +277,28 @@ def test_an_rtp_jpeg_camera_is_read_by_ffmpeg():
         assert ("FFmpeg reads it, not framebusd's RTSP client: its video is JPEG, "
                 "not H.264 or H.265") in log, log
         assert "(mjpeg 320x240" in log and BUILTIN not in log, log
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.stop()
+
+
+def test_why_ffmpeg_reads_a_camera_is_logged_once_not_at_every_reopen():
+    camera = Camera()
+    daemon = camera_daemon(camera)
+    fallback = ("stream door: FFmpeg reads it, not framebusd's RTSP client: its video is JPEG, "
+                "not H.264 or H.265")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        for _ in range(2):  # the camera reboots twice: the stream opens it three times
+            camera.stop()
+            wait_state(bus, "door", "retrying")
+            camera.start()
+            wait_running(bus, "door", timeout=20)
+        log = daemon.read_log()
+        assert log.count("stream door: opened") == 3, log
+        assert log.count(fallback) == 1, log
         bus.close()
     finally:
         daemon.stop()
@@ -276,22 +358,33 @@ def test_bytes_that_are_no_rtsp_end_the_source_with_why_and_touch_nothing_else()
         server.close()
 
 
-class LossyProxy:
-    """Between framebusd and a camera: passes RTSP both ways, and drops one
-    in every `every` RTP packets (interleaved channel 0) the camera sends, as
-    a camera whose own sending queue overflows does: RTP sequence gaps."""
+class Proxy:
+    """Between framebusd and a camera, real bytes on real sockets, message by
+    message: each request framebusd sends goes through request() (which may
+    answer it itself), each RTP or RTCP packet (an interleaved frame) the
+    camera sends through rtp(); the camera's responses pass."""
 
-    def __init__(self, camera_port, every=40):
-        self.camera_port, self.every = camera_port, every
+    def __init__(self, camera_port):
+        self.camera_port = camera_port
         self.server = socket.socket()
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(4)
         self.server.settimeout(0.2)
         self.port = self.server.getsockname()[1]
         self.stop = threading.Event()
-        self.dropped = 0
+        self.sockets = []
         self.threads = [threading.Thread(target=self.accept)]
         self.threads[0].start()
+
+    def request(self, msg, answer, conn):
+        """The request (bytes) to send the camera, or None after
+        answer(bytes); conn: a dict of the connection's own ("id": its
+        number from 1)."""
+        return msg
+
+    def rtp(self, channel, packet):
+        """Whether to pass the camera's packet on."""
+        return True
 
     def accept(self):
         while not self.stop.is_set():
@@ -300,28 +393,42 @@ class LossyProxy:
             except socket.timeout:
                 continue
             camera = socket.create_connection(("127.0.0.1", self.camera_port))
-            for t in (threading.Thread(target=self.upstream, args=(client, camera)),
-                      threading.Thread(target=self.downstream, args=(camera, client))):
+            self.sockets += [client, camera]
+            lock = threading.Lock()  # one whole message down at a time
+            conn = {"id": len(self.sockets) // 2}
+            for t in (threading.Thread(target=self.upstream, args=(client, camera, lock, conn)),
+                      threading.Thread(target=self.downstream, args=(camera, client, lock))):
                 t.start()
                 self.threads.append(t)
 
-    def upstream(self, client, camera):
-        client.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                data = client.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            camera.sendall(data)
+    @staticmethod
+    def read_message(f, first=b""):
+        msg = first
+        while not msg.endswith(b"\r\n\r\n"):
+            byte = f.read(1)
+            if not byte:
+                return None
+            msg += byte
+        length = [int(h.split(b":")[1]) for h in msg.split(b"\r\n")
+                  if h.lower().startswith(b"content-length:")]
+        return msg + (f.read(length[0]) if length else b"")
+
+    def upstream(self, client, camera, lock, conn):
+        f = client.makefile("rb")
+        try:
+            while (msg := self.read_message(f)) is not None:
+                def answer(data):
+                    with lock:
+                        client.sendall(data)
+                msg = self.request(msg, answer, conn)
+                if msg is not None:
+                    camera.sendall(msg)
+        except OSError:
+            pass
         camera.close()
 
-    def downstream(self, camera, client):
+    def downstream(self, camera, client, lock):
         f = camera.makefile("rb")
-        n = 0
         try:
             while not self.stop.is_set():
                 first = f.read(1)
@@ -330,28 +437,163 @@ class LossyProxy:
                 if first == b"$":
                     head = f.read(3)
                     data = f.read(int.from_bytes(head[1:3], "big"))
-                    if head[0] == 0:
-                        n += 1
-                        if n % self.every == 0:
-                            self.dropped += 1
-                            continue
-                    client.sendall(first + head + data)
+                    msg = first + head + data if self.rtp(head[0], data) else b""
                 else:
-                    msg = first
-                    while not msg.endswith(b"\r\n\r\n"):
-                        msg += f.read(1)
-                    length = [int(h.split(b":")[1]) for h in msg.split(b"\r\n")
-                              if h.lower().startswith(b"content-length:")]
-                    client.sendall(msg + (f.read(length[0]) if length else b""))
+                    msg = self.read_message(f, first) or b""
+                with lock:
+                    client.sendall(msg)
         except OSError:
             pass
         client.close()
 
     def close(self):
         self.stop.set()
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for t in self.threads:
             t.join(timeout=5)
         self.server.close()
+
+
+class LossyProxy(Proxy):
+    """Drops one in every `every` RTP packets (interleaved channel 0) the
+    camera sends, as a camera whose own sending queue overflows does: RTP
+    sequence gaps."""
+
+    def __init__(self, camera_port, every=40):
+        self.every, self.n, self.dropped = every, 0, 0
+        super().__init__(camera_port)
+
+    def rtp(self, channel, packet):
+        if channel != 0:
+            return True
+        self.n += 1
+        if self.n % self.every:
+            return True
+        self.dropped += 1
+        return False
+
+
+def md5(text):
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+class DigestProxy(Proxy):
+    """Asks for Digest (qop=auth) itself, in front of a camera that asks for
+    nothing, and passes on what it accepts without its Authorization: a
+    camera whose nonces expire.  keepalive="stale": the first keepalive
+    after PLAY finds its nonce expired (401, stale=true, a new nonce: the
+    old one is stale from then on); "refuse": every keepalive is refused
+    (401, not stale).  answers: (connection, method, status, stale) of every
+    request, in order."""
+
+    REALM = "cam"
+
+    def __init__(self, camera_port, user, password, keepalive):
+        self.user, self.password, self.keepalive = user, password, keepalive
+        self.nonces = ["n1"]  # the current one last
+        self.answers = []
+        super().__init__(camera_port)
+
+    def nonce_of(self, authorization, method):
+        """The nonce of a right Digest answer for method, else None."""
+        if not authorization.startswith("Digest "):
+            return None
+        p = dict(re.findall(r'(\w+)="?([^",]*)"?', authorization))
+        ha1 = md5(f"{self.user}:{self.REALM}:{self.password}")
+        ha2 = md5(f"{method}:{p.get('uri')}")
+        want = md5(f"{ha1}:{p.get('nonce')}:{p.get('nc')}:{p.get('cnonce')}:auth:{ha2}")
+        right = p.get("username") == self.user and p.get("qop") == "auth"
+        return p.get("nonce") if right and p.get("response") == want else None
+
+    def request(self, msg, answer, conn):
+        lines = msg.decode().split("\r\n")
+        method = lines[0].split(" ")[0]
+        headers = {k.strip().lower(): v.strip()
+                   for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        nonce = self.nonce_of(headers.get("authorization", ""), method)
+        keepalive = conn.get("playing") and method in ("GET_PARAMETER", "OPTIONS")
+        if keepalive and self.keepalive == "stale" and len(self.nonces) == 1:
+            self.nonces.append("n2")  # the nonce expired just now
+        ok = nonce == self.nonces[-1] and not (keepalive and self.keepalive == "refuse")
+        stale = nonce in self.nonces[:-1]
+        self.answers.append((conn["id"], method, 200 if ok else 401, stale))
+        if not ok:
+            answer(f"RTSP/1.0 401 Unauthorized\r\nCSeq: {headers['cseq']}\r\n"
+                   f'WWW-Authenticate: Digest realm="{self.REALM}", nonce="{self.nonces[-1]}", '
+                   f'qop="auth"{", stale=true" if stale else ""}\r\n\r\n'.encode())
+            return None
+        conn["playing"] = conn.get("playing") or method == "PLAY"
+        return "\r\n".join(line for line in lines
+                           if not line.lower().startswith("authorization:")).encode()
+
+
+def test_a_stale_nonce_on_a_keepalive_is_answered_with_the_new_one(clips):
+    """A Digest camera whose nonce expires answers a keepalive 401 with
+    stale=true and a new nonce: framebusd's client sends the keepalive again
+    with it, the session does not time out, frames go on."""
+    camera = Camera("--clip", clips["h264"], "--session-timeout", "4")
+    proxy = DigestProxy(camera.port, "viewer", "s3cret", keepalive="stale")
+    daemon = camera_daemon(camera, url=f"rtsp://viewer:s3cret@127.0.0.1:{proxy.port}/cam")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+        sub = bus.subscribe("door", mode="queue")
+        with sub.acquire(timeout=10) as frame:
+            first = frame.seq
+        lines = lines_of(camera.proc)
+        keepalives = [lines.get(timeout=10) for _ in range(3)]  # queue.Empty: none came
+        assert keepalives == ["keepalive GET_PARAMETER"] * 3, keepalives
+        while True:  # past the 6 s the keepalives took: no gap, no discontinuity
+            with sub.acquire(timeout=5) as frame:
+                assert not frame.discontinuity
+                if frame.seq >= first + 150:
+                    break
+        answers = [a for a in proxy.answers if a[1] == "GET_PARAMETER"]
+        assert answers[:2] == [(1, "GET_PARAMETER", 401, True),
+                               (1, "GET_PARAMETER", 200, False)], proxy.answers
+        assert all(a[2] == 200 for a in answers[2:]), proxy.answers
+        assert bus.stream("door").state == "running"
+        assert "keepalive" not in daemon.read_log()
+        bus.close()
+    finally:
+        daemon.stop()
+        proxy.close()
+        camera.stop()
+
+
+def test_a_refused_keepalive_is_logged_once(clips):
+    """A keepalive answered 401 without stale=true: the credentials are
+    refused now; framebusd's log says so once per connection, not at every
+    keepalive (the session may then time out)."""
+    camera = Camera("--clip", clips["h264"], "--session-timeout", "2")
+    proxy = DigestProxy(camera.port, "viewer", "s3cret", keepalive="refuse")
+    daemon = camera_daemon(camera, url=f"rtsp://viewer:s3cret@127.0.0.1:{proxy.port}/cam",
+                           stall_timeout="30s")
+    try:
+        bus = framebus.connect(daemon.socket)
+        wait_running(bus, "door", timeout=20)
+
+        def refused():
+            count = {}
+            for conn, method, status, _ in list(proxy.answers):
+                if method == "GET_PARAMETER" and status == 401:
+                    count[conn] = count.get(conn, 0) + 1
+            return count
+        wait_for("three keepalives refused on one connection",
+                 lambda: max(refused().values(), default=0) >= 3)
+        said = daemon.read_log().count(
+            "stream door: the camera answered a keepalive (GET_PARAMETER) 401 Unauthorized: "
+            "the session may time out")
+        assert 1 <= said <= len(refused()), (said, refused(), daemon.read_log())
+        bus.close()
+    finally:
+        daemon.stop()
+        proxy.close()
+        camera.stop()
 
 
 def test_lost_rtp_packets_drop_their_frames_and_the_stream_goes_on(clips):
