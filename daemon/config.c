@@ -14,9 +14,10 @@
 
 #define DEFAULT_SOCKET_MODE 0660
 #define NS_PER_S 1000000000ull
-/* A stream section without scale_threads takes [daemon]'s, which may come
- * after it. */
+/* A stream section without scale_threads or hold_timeout takes [daemon]'s,
+ * which may come after it. */
 #define SCALE_THREADS_UNSET UINT32_MAX
+#define HOLD_TIMEOUT_UNSET UINT64_MAX
 
 struct parser {
 	struct fbd_config *config;
@@ -79,6 +80,20 @@ static char *read_line(char *str, int num, void *stream)
 {
 	struct parser *p = stream;
 	return fbd_ini_read_line(&p->ini, str, num);
+}
+
+/* hold_timeout's value, in [daemon] or a stream's section: off or a
+ * duration. */
+static int hold_timeout(struct parser *p, const char *section, const char *key, const char *v,
+			uint64_t *ret_ns)
+{
+	uint64_t ns = 0;
+	if (strcmp(v, "off") && (!fbd_ini_duration(v, &ns) || ns == 0))
+		return fbd_ini_fail(&p->ini, section, key,
+				    "'%s' is neither off nor a duration such as 500ms, 2s or 1m",
+				    v);
+	*ret_ns = ns;
+	return 1;
 }
 
 static int daemon_key(struct parser *p, const char *section, const char *key, const char *v)
@@ -210,6 +225,8 @@ static int daemon_key(struct parser *p, const char *section, const char *key, co
 		c->scale_threads = (uint32_t)n;
 		return 1;
 	}
+	if (!strcmp(key, "hold_timeout"))
+		return hold_timeout(p, section, key, v, &c->hold_timeout_ns);
 	if (!strcmp(key, "max_derived_memory")) {
 		if (!fbd_ini_size(v, &c->max_derived_memory))
 			return fbd_ini_fail(&p->ini, section, key,
@@ -387,15 +404,8 @@ static int stream_key(struct parser *p, const char *section, const char *key, co
 						  : &s->block_timeout_ns) = ns;
 		return 1;
 	}
-	if (!strcmp(key, "hold_timeout")) {
-		uint64_t ns = 0;
-		if (strcmp(v, "off") && (!fbd_ini_duration(v, &ns) || ns == 0))
-			return fbd_ini_fail(
-			    &p->ini, section, key,
-			    "'%s' is neither off nor a duration such as 500ms, 2s or 1m", v);
-		s->hold_timeout_ns = ns;
-		return 1;
-	}
+	if (!strcmp(key, "hold_timeout"))
+		return hold_timeout(p, section, key, v, &s->hold_timeout_ns);
 	if (!strcmp(key, "on_stall")) {
 		if (!fbd_ini_enum(v, on_stalls, 2, &s->on_stall))
 			return fbd_ini_fail(&p->ini, section, key, "'%s' is not latest or drop", v);
@@ -540,7 +550,9 @@ static int handler(void *user, const char *section, const char *key, const char 
 						    FBD_MAX_STREAMS);
 			p->stream = &p->config->streams[p->config->n_streams++];
 			fbd_stream_config_defaults(p->stream);
-			p->stream->scale_threads = SCALE_THREADS_UNSET; /* [daemon]'s, below */
+			/* [daemon]'s, below */
+			p->stream->scale_threads = SCALE_THREADS_UNSET;
+			p->stream->hold_timeout_ns = HOLD_TIMEOUT_UNSET;
 			strcpy(p->stream->name, name);
 		}
 		return stream_key(p, section, key, value);
@@ -654,9 +666,13 @@ int fbd_config_load(const char *path, struct fbd_config **ret_config, char *erro
 			 r);
 		p.ini.failed = true;
 	}
-	for (uint32_t i = 0; i < p.config->n_streams; i++)
-		if (p.config->streams[i].scale_threads == SCALE_THREADS_UNSET)
-			p.config->streams[i].scale_threads = p.config->scale_threads;
+	for (uint32_t i = 0; i < p.config->n_streams; i++) {
+		struct fbd_stream_config *s = &p.config->streams[i];
+		if (s->scale_threads == SCALE_THREADS_UNSET)
+			s->scale_threads = p.config->scale_threads;
+		if (s->hold_timeout_ns == HOLD_TIMEOUT_UNSET)
+			s->hold_timeout_ns = p.config->hold_timeout_ns;
+	}
 	for (uint32_t i = 0; !p.ini.failed && i < p.config->n_streams; i++) {
 		const char *why = check_stream(&p.config->streams[i]);
 		if (!why)

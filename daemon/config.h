@@ -118,6 +118,10 @@ struct fbd_config {
 	uint32_t max_derived_per_client;     /* streams it may have made on request */
 	uint64_t max_derived_memory;         /* bytes of all rings made on request */
 	uint32_t scale_threads;              /* the streams' default scale_threads */
+	/* The default hold_timeout of stream sections without one, of streams
+	 * made on request and of clients' streams (which have no section); 0:
+	 * off. */
+	uint64_t hold_timeout_ns;
 	/* The same, per user (uid) over all its connections; root and the
 	 * daemon's own user are exempt. */
 	uint32_t max_connections_per_user;

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -122,40 +123,91 @@ static bool param(const char *list, char sep, const char *key, char *out, size_t
 	return false;
 }
 
+/* "RTSP/1.x NNN reason": its status into r. */
+static bool status_line(const char *line, size_t n, struct fbd_rtsp_response *r)
+{
+	char status[4];
+	if (n < 12 || strncmp(line, "RTSP/1.", 7) || line[8] != ' ' ||
+	    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
+	    !isdigit((unsigned char)line[11]) || (n > 12 && line[12] != ' '))
+		return false;
+	copy(status, sizeof(status), line + 9, 3);
+	r->status = atoi(status);
+	return true;
+}
+
+/* "METHOD URI RTSP/1.x" (a request from the server): its method into r. */
+static bool request_line(const char *line, size_t n, struct fbd_rtsp_response *r)
+{
+	size_t m = 0;
+	while (m < n && (isupper((unsigned char)line[m]) || line[m] == '_'))
+		m++;
+	const char *uri = line + m + 1;
+	const char *space = m && m < n && line[m] == ' ' ? memchr(uri, ' ', n - m - 1) : NULL;
+	if (!space || space == uri || (size_t)(line + n - space) != 9 ||
+	    strncmp(space, " RTSP/1.", 8) || !isdigit((unsigned char)space[8]))
+		return false;
+	return copy(r->method, sizeof(r->method), line, m);
+}
+
+/* The next line of a head at *p, without its end (CR LF or LF). */
+static int head_line(const char **p, const char *end, const char **ret_line, size_t *ret_n,
+		     char *why, size_t size)
+{
+	const char *eol = memchr(*p, '\n', (size_t)(end - *p));
+	if (!eol)
+		return fbd_fail(why, size, -EPROTO, "an RTSP response line without its end");
+	size_t n = (size_t)(eol - *p);
+	if (n && (*p)[n - 1] == '\r')
+		n--;
+	if (memchr(*p, 0, n))
+		return fbd_fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
+	*ret_line = *p;
+	*ret_n = n;
+	*p = eol + 1;
+	return 0;
+}
+
+size_t fbd_rtsp_head_size(const uint8_t *data, size_t size)
+{
+	for (const uint8_t *p = data, *end = data + size;
+	     (p = memchr(p, '\n', (size_t)(end - p))) && ++p < end;) {
+		if (*p == '\n')
+			return (size_t)(p - data) + 1;
+		if (*p == '\r' && p + 1 < end && p[1] == '\n')
+			return (size_t)(p - data) + 2;
+	}
+	return 0;
+}
+
 int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			    struct fbd_rtsp_response *ret_response, char *why, size_t size)
 {
 	struct fbd_rtsp_response r = {.cseq = -1};
 	const char *p = head, *end = head + head_size;
-	bool first = true;
+	bool first = true, digest_usable = false;
 	char location[FBD_RTSP_MAX_URL] = "";
 
 	while (p < end) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		if (!eol)
-			return fbd_fail(why, size, -EPROTO,
-					"an RTSP response line without its end");
-		const char *line = p;
-		size_t n = (size_t)(eol - p);
-		p = eol + 1;
-		if (n && line[n - 1] == '\r')
-			n--;
-		if (memchr(line, 0, n))
-			return fbd_fail(why, size, -EPROTO, "a NUL byte in an RTSP response");
+		const char *line;
+		size_t n;
+		int err = head_line(&p, end, &line, &n, why, size);
+		if (err < 0)
+			return err;
 		if (first) {
-			char reason[8];
-			if (n < 12 || strncmp(line, "RTSP/1.", 7) || line[8] != ' ' ||
-			    !isdigit((unsigned char)line[9]) || !isdigit((unsigned char)line[10]) ||
-			    !isdigit((unsigned char)line[11]) || (n > 12 && line[12] != ' '))
-				return fbd_fail(why, size, -EPROTO, "'%.*s' is no RTSP status line",
+			if (!status_line(line, n, &r) && !request_line(line, n, &r))
+				return fbd_fail(why, size, -EPROTO,
+						"bytes that are no RTSP from the camera: '%.*s'",
 						(int)(n < 80 ? n : 80), line);
-			copy(reason, sizeof(reason), line + 9, 3);
-			r.status = atoi(reason);
 			first = false;
 			continue;
 		}
 		if (n == 0)
 			break;
+		if (line[0] == ' ' || line[0] == '\t')
+			return fbd_fail(
+			    why, size, -EPROTO,
+			    "an RTSP header's continuation line without a header before it");
 		const char *colon = memchr(line, ':', n);
 		if (!colon)
 			return fbd_fail(why, size, -EPROTO,
@@ -168,6 +220,34 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			v++, vlen--;
 		while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
 			vlen--;
+		/* A folded header (RFC 2326 takes HTTP/1.1's: lines that start
+		 * with a blank continue it): its lines joined by a space.  Too
+		 * long for joined is too long for any field kept. */
+		char joined[2 * FBD_RTSP_MAX_URL];
+		bool cut = false;
+		while (p < end && (*p == ' ' || *p == '\t')) {
+			const char *more;
+			size_t m;
+			if ((err = head_line(&p, end, &more, &m, why, size)) < 0)
+				return err;
+			while (m && (*more == ' ' || *more == '\t'))
+				more++, m--;
+			if (v != joined) {
+				vlen = vlen < sizeof(joined) ? vlen : sizeof(joined);
+				memcpy(joined, v, vlen);
+				v = joined;
+			}
+			if (vlen < sizeof(joined))
+				joined[vlen++] = ' ';
+			size_t fit = sizeof(joined) - vlen < m ? sizeof(joined) - vlen : m;
+			memcpy(joined + vlen, more, fit);
+			vlen += fit;
+			cut = cut || fit < m;
+			while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+				vlen--;
+		}
+		if (cut)
+			vlen = sizeof(joined);
 		bool ok = true;
 		char number[24];
 		if (name_is(line, nlen, "CSeq")) {
@@ -208,10 +288,20 @@ int fbd_rtsp_parse_response(const char *head, size_t head_size,
 		} else if (name_is(line, nlen, "Public")) {
 			ok = copy(r.public_methods, sizeof(r.public_methods), v, vlen);
 		} else if (name_is(line, nlen, "WWW-Authenticate")) {
-			if (vlen >= 7 && !strncasecmp(v, "Digest ", 7) && !r.digest[0])
-				ok = copy(r.digest, sizeof(r.digest), v + 7, vlen - 7);
-			else if (vlen >= 5 && !strncasecmp(v, "Basic", 5))
+			/* The first Digest challenge the client can answer (RFC
+			 * 7616 cameras offer SHA-256 first, then MD5), else the
+			 * first one: its parse says why not. */
+			if (vlen >= 7 && !strncasecmp(v, "Digest ", 7) && !digest_usable) {
+				struct fbd_rtsp_digest d;
+				char challenge[sizeof(r.digest)], text[8];
+				ok = copy(challenge, sizeof(challenge), v + 7, vlen - 7);
+				digest_usable = ok && fbd_rtsp_parse_digest(challenge, &d, text,
+									    sizeof(text)) == 0;
+				if (ok && (digest_usable || !r.digest[0]))
+					memcpy(r.digest, challenge, sizeof(r.digest));
+			} else if (vlen >= 5 && !strncasecmp(v, "Basic", 5)) {
 				r.basic = true;
+			}
 		}
 		if (!ok)
 			return fbd_fail(why, size, -EPROTO,
@@ -233,16 +323,16 @@ int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_dig
 	char qop[64] = "", algorithm[32] = "", stale[8] = "", *save = NULL;
 
 	if (!param(challenge, ',', "realm", d.realm, sizeof(d.realm)) ||
-	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)) || !d.nonce[0])
+	    !param(challenge, ',', "nonce", d.nonce, sizeof(d.nonce)) || !d.realm[0] || !d.nonce[0])
 		return fbd_fail(why, size, -EPROTO,
-				"the camera's Digest challenge has no realm or nonce (or one over "
-				"%zu bytes)",
+				"the camera's Digest challenge has no realm or nonce (or an empty "
+				"one, or one over %zu bytes)",
 				sizeof(d.nonce) - 1);
 	if (param(challenge, ',', "algorithm", algorithm, sizeof(algorithm)) &&
 	    strcasecmp(algorithm, "MD5"))
 		return fbd_fail(why, size, -ENOTSUP,
 				"the camera wants Digest algorithm %s (framebusd's RTSP client "
-				"does MD5)",
+				"does MD5 only, not MD5-sess or SHA-256)",
 				algorithm);
 	param(challenge, ',', "opaque", d.opaque, sizeof(d.opaque));
 	param(challenge, ',', "qop", qop, sizeof(qop));
@@ -307,6 +397,10 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 	int at = 0;
 	bool video_seen = false;
 
+	/* Cameras end their SDP with a NUL or blanks, or slip in lines that are
+	 * not "x=...": FFmpeg reads past both, and so does this. */
+	while (end > p && (!end[-1] || isspace((unsigned char)end[-1])))
+		end--;
 	while (p < end) {
 		const char *eol = memchr(p, '\n', (size_t)(end - p));
 		const char *line = p;
@@ -314,13 +408,8 @@ int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *
 		p = eol ? eol + 1 : end;
 		if (n && line[n - 1] == '\r')
 			n--;
-		if (!n)
+		if (n < 2 || line[1] != '=' || memchr(line, 0, n))
 			continue;
-		if (memchr(line, 0, n))
-			return fbd_fail(why, size, -EPROTO, "a NUL byte in the SDP");
-		if (n < 2 || line[1] != '=')
-			return fbd_fail(why, size, -EPROTO, "'%.*s' is no SDP line",
-					(int)(n < 60 ? n : 60), line);
 		char text[FBD_RTSP_MAX_EXTRADATA];
 		if (!copy(text, sizeof(text), line + 2, n - 2))
 			return fbd_fail(why, size, -EPROTO, "an SDP line over %d bytes",
@@ -426,19 +515,25 @@ static bool resolve(char *out, const char *base, const char *control)
 	       FBD_RTSP_MAX_URL;
 }
 
-static void percent_decode(char *s)
+/* Decode s's percent-escapes in place; false if one is a NUL, CR or LF
+ * (they would end or split the request's Authorization header). */
+static bool percent_decode(char *s)
 {
 	char *o = s;
 	for (; *s; s++) {
 		if (s[0] == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2])) {
 			char hex[3] = {s[1], s[2], 0};
-			*o++ = (char)strtol(hex, NULL, 16);
+			*o = (char)strtol(hex, NULL, 16);
+			if (!*o || *o == '\r' || *o == '\n')
+				return false;
+			o++;
 			s += 2;
 		} else {
 			*o++ = *s;
 		}
 	}
 	*o = 0;
+	return true;
 }
 
 /* rtsp://[user[:password]@]host[:port][/path] */
@@ -446,8 +541,15 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 {
 	if (strncasecmp(url, "rtsp://", 7))
 		return fbd_fail(why, size, -EINVAL, "'%s' is not an rtsp:// URL", url);
+	for (const char *b = url; *b; b++)
+		if ((unsigned char)*b < 0x20 || *b == 0x7f)
+			return fbd_fail(why, size, -EINVAL,
+					"the URL has a control character (0x%02x) at byte %zu",
+					(unsigned char)*b, (size_t)(b - url));
 	const char *auth = url + 7;
 	const char *path = auth + strcspn(auth, "/?#");
+	/* The #fragment is the client's, not sent (RFC 3986 3.5). */
+	int path_len = (int)strcspn(path, "#");
 	const char *at = memrchr(auth, '@', (size_t)(path - auth));
 	const char *host = at ? at + 1 : auth;
 	if (at) {
@@ -458,8 +560,13 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 		    !copy(c->password, sizeof(c->password), colon ? colon + 1 : "",
 			  colon ? n - ulen - 1 : 0))
 			return fbd_fail(why, size, -EINVAL, "the URL's user:password is too long");
-		percent_decode(c->user);
-		percent_decode(c->password);
+		if (!percent_decode(c->user))
+			return fbd_fail(why, size, -EINVAL,
+					"the URL's user has %%00, %%0D or %%0A (a NUL, CR or LF)");
+		if (!percent_decode(c->password))
+			return fbd_fail(
+			    why, size, -EINVAL,
+			    "the URL's password has %%00, %%0D or %%0A (a NUL, CR or LF)");
 	}
 	const char *port = NULL, *host_end = path;
 	if (*host == '[') {
@@ -484,8 +591,8 @@ static int parse_url(struct fbd_rtsp *c, const char *url, char *why, size_t size
 		return fbd_fail(why, size, -EINVAL, "the URL's port is too long");
 	if (!port || !c->port[0])
 		strcpy(c->port, "554");
-	if (snprintf(c->url, sizeof(c->url), "rtsp://%.*s%s", (int)(path - host), host, path) >=
-	    (int)sizeof(c->url))
+	if (snprintf(c->url, sizeof(c->url), "rtsp://%.*s%.*s", (int)(path - host), host, path_len,
+		     path) >= (int)sizeof(c->url))
 		return fbd_fail(why, size, -EINVAL, "the URL is over %d bytes", FBD_RTSP_MAX_URL);
 	return 0;
 }
@@ -574,60 +681,95 @@ static int send_all(struct fbd_rtsp *c, const char *buf, size_t len, char *why, 
 	return 0;
 }
 
-static void md5_hex(char out[33], const char *fmt, ...)
+/* The MD5 of a text, in hex; false if the text would be cut (over the
+ * URL's limit and those of the challenge's fields and the credentials). */
+__attribute__((format(printf, 2, 3))) static bool md5_hex(char out[33], const char *fmt, ...)
 {
-	char text[1024];
+	char text[FBD_RTSP_MAX_URL + 1024];
 	uint8_t sum[16];
 	va_list ap;
 	va_start(ap, fmt);
 	int n = vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	av_md5_sum(sum, (const uint8_t *)text,
-		   n < (int)sizeof(text) ? (size_t)n : sizeof(text) - 1);
+	if (n < 0 || n >= (int)sizeof(text))
+		return false;
+	av_md5_sum(sum, (const uint8_t *)text, (size_t)n);
 	for (int i = 0; i < 16; i++)
 		snprintf(out + 2 * i, 3, "%02x", sum[i]);
+	return true;
+}
+
+int fbd_rtsp_digest_authorization(const struct fbd_rtsp_digest *d, const char *user,
+				  const char *password, const char *method, const char *uri,
+				  uint32_t nc, const char *cnonce, char *out, size_t out_size,
+				  char *why, size_t size)
+{
+	char ha1[33], ha2[33], response[33], opaque[sizeof(d->opaque) + 16] = "";
+	if (!md5_hex(ha1, "%s:%s:%s", user, d->realm, password) ||
+	    !md5_hex(ha2, "%s:%s", method, uri) ||
+	    !(d->qop_auth
+		  ? md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, d->nonce, nc, cnonce, ha2)
+		  : md5_hex(response, "%s:%s:%s", ha1, d->nonce, ha2)))
+		return fbd_fail(why, size, -EINVAL,
+				"the Digest answer to %s %.80s... would be cut: its user, realm, "
+				"nonce or URL is too long",
+				method, uri);
+	if (d->opaque[0])
+		snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", d->opaque);
+	int n;
+	if (d->qop_auth)
+		n = snprintf(out, out_size,
+			     "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
+			     "uri=\"%s\", response=\"%s\", qop=auth, nc=%08x, cnonce=\"%s\"%s\r\n",
+			     user, d->realm, d->nonce, uri, response, nc, cnonce, opaque);
+	else
+		n = snprintf(out, out_size,
+			     "Authorization: Digest username=\"%s\", realm=\"%s\", "
+			     "nonce=\"%s\", uri=\"%s\", response=\"%s\"%s\r\n",
+			     user, d->realm, d->nonce, uri, response, opaque);
+	if (n < 0 || (size_t)n >= out_size)
+		return fbd_fail(why, size, -EINVAL,
+				"the Authorization header for %s %.80s... is over %zu bytes",
+				method, uri, out_size - 1);
+	return 0;
 }
 
 /* The Authorization header for a request, "" without one. */
-static void authorization(struct fbd_rtsp *c, const char *method, const char *url, char *out,
-			  size_t out_size)
+static int authorization(struct fbd_rtsp *c, const char *method, const char *url, char *out,
+			 size_t out_size, char *why, size_t size)
 {
 	out[0] = 0;
 	if (c->auth == AUTH_BASIC) {
-		char plain[300], b64[AV_BASE64_SIZE(sizeof(plain))];
+		char plain[sizeof(c->user) + sizeof(c->password)],
+		    b64[AV_BASE64_SIZE(sizeof(plain))];
 		int n = snprintf(plain, sizeof(plain), "%s:%s", c->user, c->password);
 		av_base64_encode(b64, sizeof(b64), (const uint8_t *)plain, n);
 		snprintf(out, out_size, "Authorization: Basic %s\r\n", b64);
 	} else if (c->auth == AUTH_DIGEST) {
-		const struct fbd_rtsp_digest *d = &c->digest;
-		char ha1[33], ha2[33], response[33], cnonce[17], opaque[300] = "";
-		md5_hex(ha1, "%s:%s:%s", c->user, d->realm, c->password);
-		md5_hex(ha2, "%s:%s", method, url);
-		if (d->opaque[0])
-			snprintf(opaque, sizeof(opaque), ", opaque=\"%s\"", d->opaque);
-		if (!d->qop_auth) {
-			md5_hex(response, "%s:%s:%s", ha1, d->nonce, ha2);
-			snprintf(out, out_size,
-				 "Authorization: Digest username=\"%s\", realm=\"%s\", "
-				 "nonce=\"%s\", uri=\"%s\", response=\"%s\"%s\r\n",
-				 c->user, d->realm, d->nonce, url, response, opaque);
-			return;
+		char cnonce[17] = "";
+		uint32_t nonce[2];
+		if (c->digest.qop_auth) {
+			/* Not to be guessed (random() was never seeded: every
+			 * framebusd sent the same ones). */
+			if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
+				return fbd_fail(why, size, -EIO, "getrandom: %s", strerror(errno));
+			snprintf(cnonce, sizeof(cnonce), "%08x%08x", nonce[0], nonce[1]);
+			c->nc++;
 		}
-		c->nc++;
-		snprintf(cnonce, sizeof(cnonce), "%08x%08x", (unsigned)random(), c->nc);
-		md5_hex(response, "%s:%s:%08x:%s:auth:%s", ha1, d->nonce, c->nc, cnonce, ha2);
-		snprintf(out, out_size,
-			 "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
-			 "uri=\"%s\", response=\"%s\", qop=auth, nc=%08x, cnonce=\"%s\"%s\r\n",
-			 c->user, d->realm, d->nonce, url, response, c->nc, cnonce, opaque);
+		return fbd_rtsp_digest_authorization(&c->digest, c->user, c->password, method, url,
+						     c->nc, cnonce, out, out_size, why, size);
 	}
+	return 0;
 }
 
 static int send_request(struct fbd_rtsp *c, const char *method, const char *url, const char *extra,
 			char *why, size_t size)
 {
-	char auth[1400], session[300] = "", text[4096];
-	authorization(c, method, url, auth, sizeof(auth));
+	char auth[FBD_RTSP_MAX_AUTHORIZATION], session[300] = "";
+	char text[sizeof(auth) + sizeof(session) + 2 * FBD_RTSP_MAX_URL];
+	int r = authorization(c, method, url, auth, sizeof(auth), why, size);
+	if (r < 0)
+		return r;
 	if (c->session[0])
 		snprintf(session, sizeof(session), "Session: %s\r\n", c->session);
 	int n = snprintf(text, sizeof(text),
@@ -682,23 +824,26 @@ static int keepalive_answered(struct fbd_rtsp *c, const struct fbd_rtsp_response
 	return 0;
 }
 
-/* Whether a message's first line is a request's: "METHOD URL RTSP/1.x". */
-static bool is_request(const char *head, size_t n)
+/* A request from the server, answered: 200 to OPTIONS and GET_PARAMETER
+ * (servers send them to see the client is alive, and may end a session
+ * they get no answer for), 501 Not Implemented to anything else (nothing
+ * the client could do with ANNOUNCE, REDIRECT, SET_PARAMETER...). */
+static int answer_server(struct fbd_rtsp *c, const struct fbd_rtsp_response *req, char *why,
+			 size_t size)
 {
-	const char *eol = memchr(head, '\n', n);
-	size_t len = eol ? (size_t)(eol - head) : n;
-	size_t method = 0;
-	while (method < len && (isupper((unsigned char)head[method]) || head[method] == '_'))
-		method++;
-	if (!method || method == len || head[method] != ' ')
-		return false;
-	const char *version = memmem(head, len, " RTSP/1.", 8);
-	return version && version > head + method;
+	bool ok = !strcmp(req->method, "OPTIONS") || !strcmp(req->method, "GET_PARAMETER");
+	char text[128], cseq[32] = "";
+	if (req->cseq >= 0)
+		snprintf(cseq, sizeof(cseq), "CSeq: %d\r\n", req->cseq);
+	int n = snprintf(text, sizeof(text), "RTSP/1.0 %s\r\n%sUser-Agent: " USER_AGENT "\r\n\r\n",
+			 ok ? "200 OK" : "501 Not Implemented", cseq);
+	return send_all(c, text, (size_t)n, why, size);
 }
 
 /* The next message in, read as needed: an interleaved frame (returns its
  * channel, 0-255, and payload) or a response (returns 256, its headers
- * parsed, its body in ret_data).  Requests from the server are skipped. */
+ * parsed, its body in ret_data).  Requests from the server are answered
+ * (answer_server()) and skipped. */
 static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 			const uint8_t **ret_data, size_t *ret_len, char *why, size_t size)
 {
@@ -714,51 +859,25 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 				return p[1];
 			}
 		} else if (have && p[0] != '$') {
-			size_t scan = have < FBD_RTSP_MAX_MESSAGE ? have : FBD_RTSP_MAX_MESSAGE;
-			const uint8_t *end = memmem(p, scan, "\r\n\r\n", 4);
-			size_t head = end ? (size_t)(end - p) + 4 : 0;
-			if (!end && (end = memmem(p, scan, "\n\n", 2)))
-				head = (size_t)(end - p) + 2;
-			if (!end && have >= FBD_RTSP_MAX_MESSAGE)
+			size_t head = fbd_rtsp_head_size(
+			    p, have < FBD_RTSP_MAX_MESSAGE ? have : FBD_RTSP_MAX_MESSAGE);
+			if (!head && have >= FBD_RTSP_MAX_MESSAGE)
 				return fbd_fail(why, size, -EPROTO,
 						"an RTSP message's headers are over %d bytes",
 						FBD_RTSP_MAX_MESSAGE);
-			if (end) {
-				bool request = have < 5 || memcmp(p, "RTSP/", 5);
-				int r = 0;
-				if (request && !is_request((const char *)p, head)) {
-					size_t shown = strnlen((const char *)p, head);
-					shown = strcspn((const char *)p, "\r\n") < shown
-						    ? strcspn((const char *)p, "\r\n")
-						    : shown;
-					return fbd_fail(
-					    why, size, -EPROTO,
-					    "bytes that are no RTSP from the camera: '%.*s'",
-					    (int)(shown < 60 ? shown : 60), (const char *)p);
-				}
-				if (request) {
-					/* Its headers are a request's: only its
-					 * Content-Length matters. */
-					const char *cl = memmem(p, head, "\nContent-Length:", 16);
-					*resp = (struct fbd_rtsp_response){
-					    .content_length = cl ? strtoul(cl + 16, NULL, 10) : 0};
-					if (resp->content_length > FBD_RTSP_MAX_MESSAGE)
-						return fbd_fail(
-						    why, size, -EPROTO,
-						    "a request from the camera of %zu bytes",
-						    resp->content_length);
-				} else {
-					r = fbd_rtsp_parse_response((const char *)p, head, resp,
-								    why, size);
-				}
+			if (head) {
+				int r =
+				    fbd_rtsp_parse_response((const char *)p, head, resp, why, size);
 				if (r < 0)
 					return r;
 				if (have >= head + resp->content_length) {
 					c->in_off += head + resp->content_length;
 					*ret_data = p + head;
 					*ret_len = resp->content_length;
-					if (!request)
+					if (!resp->method[0])
 						return 256;
+					if ((r = answer_server(c, resp, why, size)) < 0)
+						return r;
 					continue;
 				}
 			}
@@ -797,9 +916,9 @@ static int next_message(struct fbd_rtsp *c, struct fbd_rtsp_response *resp,
 }
 
 /* How to answer a 401 with the URL's credentials: 1 to send the request
- * again (Digest if offered, else Basic; a Digest camera's stale nonce
- * replaced), 0 if they were refused, or -EACCES for a challenge the client
- * cannot answer. */
+ * again (Digest if offered in a way the client can answer, else Basic; a
+ * Digest camera's stale nonce replaced), 0 if they were refused, or -EACCES
+ * for a challenge the client cannot answer and no Basic. */
 static int authenticate(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp,
 			const char *method, char *why, size_t size)
 {
@@ -807,7 +926,7 @@ static int authenticate(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp
 	char text[256];
 	int r =
 	    resp->digest[0] ? fbd_rtsp_parse_digest(resp->digest, &d, text, sizeof(text)) : -EPROTO;
-	if (r == -ENOTSUP)
+	if (r == -ENOTSUP && !(resp->basic && c->auth == AUTH_NONE))
 		return fbd_fail(why, size, -EACCES, "%s: 401 Unauthorized: %s", method, text);
 	if (r == 0 && (c->auth != AUTH_DIGEST || d.stale)) {
 		c->digest = d;
@@ -909,7 +1028,7 @@ static int start(struct fbd_rtsp *c, const char *url, char *why, size_t size)
 	if (r < 0)
 		return r;
 	char channels[16];
-	if (!strstr(resp.transport, "/TCP") ||
+	if (!strcasestr(resp.transport, "/TCP") ||
 	    !param(resp.transport, ';', "interleaved", channels, sizeof(channels)))
 		return fbd_fail(why, size, -ENOTSUP, "the camera's SETUP answered Transport: %s",
 				resp.transport);
@@ -957,12 +1076,16 @@ int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_le
 {
 	struct fbd_rtsp_response resp;
 	/* Only time spent reading counts as a stall, not time spent waiting
-	 * for a slot or pacing (as source.c does with FFmpeg). */
-	c->last_rx_ns = fb_now_ns();
+	 * for a slot or pacing (as source.c does with FFmpeg); and only video
+	 * stops the clock: a camera whose encoder died may go on sending RTCP
+	 * and answering keepalives. */
+	uint64_t since = fb_now_ns();
+	c->last_rx_ns = since;
 	for (;;) {
 		int r = next_message(c, &resp, ret_packet, ret_len, why, size);
 		if (r < 0 || r == c->channel)
 			return r < 0 ? r : 0;
+		c->last_rx_ns = since;
 		/* RTCP, another channel, or a keepalive's answer. */
 		if (r == 256 && c->keepalive_cseq && resp.cseq == c->keepalive_cseq &&
 		    (r = keepalive_answered(c, &resp, why, size)) < 0)

@@ -16,8 +16,10 @@
 #define FBD_RTSP_MAX_URL 1024
 #define FBD_RTSP_MAX_EXTRADATA 4096
 
-/* What the client uses of a response's headers. */
+/* What the client uses of a response's headers (or of a request's from the
+ * server: method set, status 0). */
 struct fbd_rtsp_response {
+	char method[32]; /* a request's method, "" in a response */
 	int status;
 	int cseq; /* -1: none */
 	size_t content_length;
@@ -27,8 +29,10 @@ struct fbd_rtsp_response {
 	uint32_t session_timeout;            /* Session's timeout=, s; 0: none */
 	char transport[256];                 /* Transport */
 	char public_methods[256];            /* Public (OPTIONS) */
-	char digest[1024];                   /* WWW-Authenticate: Digest's parameters */
-	bool basic;                          /* WWW-Authenticate: Basic offered */
+	/* The parameters of the first WWW-Authenticate: Digest challenge
+	 * fbd_rtsp_parse_digest() takes, else of the first one. */
+	char digest[1024];
+	bool basic; /* WWW-Authenticate: Basic offered */
 };
 
 /* A Digest challenge (RFC 2617), as the client uses it. */
@@ -37,6 +41,10 @@ struct fbd_rtsp_digest {
 	bool qop_auth; /* qop=auth offered (and then used) */
 	bool stale;    /* stale=true: the nonce expired, the credentials were right */
 };
+
+/* The longest Authorization header: a Digest answer with every field at its
+ * limit (the URL, realm, nonce, opaque, user). */
+#define FBD_RTSP_MAX_AUTHORIZATION (FBD_RTSP_MAX_URL + 4 * 256 + 256)
 
 /* The SDP's first video track, if framebusd's client takes it. */
 struct fbd_rtsp_video {
@@ -50,24 +58,42 @@ struct fbd_rtsp_video {
 	size_t extradata_size;
 };
 
+/* The size of a message's head in data: its first line and headers up to
+ * and with the empty line that ends them (the first one, whether its lines
+ * end in CRLF or, as some cameras send, LF alone), or 0 if it has not all
+ * come. */
+size_t fbd_rtsp_head_size(const uint8_t *data, size_t size);
+
 /* Parse a response's status line and headers (size bytes, up to and with
- * the empty line).  Returns 0, or -EPROTO with the reason in why. */
+ * the empty line), or a request's from the server ("METHOD URI RTSP/1.0"
+ * and headers): header names in any case.  Returns 0, or -EPROTO with the
+ * reason in why. */
 int fbd_rtsp_parse_response(const char *head, size_t head_size,
 			    struct fbd_rtsp_response *ret_response, char *why, size_t size);
 
 /* Parse a Digest challenge: a response's digest (WWW-Authenticate's
- * parameters after "Digest ").  Returns 0, -EPROTO without realm or nonce
- * (or with an empty nonce),
- * or -ENOTSUP for what the client does not do (an algorithm other than MD5,
- * a qop without auth), with the reason in why. */
+ * parameters after "Digest ").  Returns 0, -EPROTO without realm or nonce,
+ * or -ENOTSUP for what the client does not do (an algorithm other than MD5:
+ * MD5-sess, SHA-256...; a qop without auth), with the reason in why. */
 int fbd_rtsp_parse_digest(const char *challenge, struct fbd_rtsp_digest *ret_digest, char *why,
 			  size_t size);
 
-/* Parse an SDP (RFC 4566).  Returns 0, -ENOTSUP if it has no video this
- * client takes (why names what it has: FFmpeg may read it), or -EPROTO for
- * malformed SDP, with the reason in why. */
+/* Parse an SDP (RFC 4566): lines that are no "x=..." (with a NUL, say) are
+ * skipped, trailing NULs and blanks too.  Returns 0, -ENOTSUP if it has no
+ * video this client takes (why names what it has: FFmpeg may read it), or
+ * -EPROTO for a malformed video description, with the reason in why. */
 int fbd_rtsp_parse_sdp(const char *sdp, size_t sdp_size, struct fbd_rtsp_video *ret_video,
 		       char *why, size_t size);
+
+/* The Authorization header (RFC 2617, with its CRLF) answering challenge d
+ * for a request (method, uri) as user with password; with qop=auth, nc
+ * and cnonce are its count and client nonce.  Returns 0, or -EINVAL with
+ * the reason in why if it would not fit out_size (or its hashed texts
+ * their limit): never a cut header. */
+int fbd_rtsp_digest_authorization(const struct fbd_rtsp_digest *d, const char *user,
+				  const char *password, const char *method, const char *uri,
+				  uint32_t nc, const char *cnonce, char *out, size_t out_size,
+				  char *why, size_t size);
 
 struct fbd_rtsp;
 
@@ -87,8 +113,9 @@ const struct fbd_rtsp_video *fbd_rtsp_video(const struct fbd_rtsp *c);
  * answers to its keepalives are read and dropped on the way (a Digest
  * camera's 401 with stale=true to a keepalive: the keepalive is sent again
  * once with the new nonce; any other refusal: fbd_rtsp_take_notice()).  Returns 0, or
- * -errno with the reason in why (-ECANCELED, -ETIMEDOUT as above, -EPROTO
- * for bytes that are no RTSP, -ECONNRESET when the camera closed). */
+ * -errno with the reason in why (-ECANCELED as above; -ETIMEDOUT after
+ * stall_timeout_ns without a video packet: RTCP and answers do not count;
+ * -EPROTO for bytes that are no RTSP, -ECONNRESET when the camera closed). */
 int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_len, char *why,
 		  size_t size);
 

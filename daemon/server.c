@@ -427,7 +427,7 @@ static void check_holds(struct fbd_client *c, uint32_t i, const struct fb__subsc
 {
 	struct subscription *sub = &c->subs[i];
 	struct fbd_stream *st = sub->stream;
-	uint64_t timeout = st->config ? st->config->hold_timeout_ns : 0;
+	uint64_t timeout = st->config ? st->config->hold_timeout_ns : c->d->config->hold_timeout_ns;
 
 	if (!timeout)
 		return;

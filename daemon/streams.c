@@ -206,11 +206,13 @@ void fbd_streams_apply(struct fbd_daemon *d, struct fbd_config *config)
 }
 
 /* The configuration of the stream spec derives from parent (whose ring has
- * params), and its name: "PARENT~WxH.FORMAT[@FPS][+X,Y,W,H]".  Every zero
- * of spec resolved; false, with why, for a spec that cannot be made. */
+ * params), and its name: "PARENT~WxH.FORMAT[@FPS][+X,Y,W,H]", with the
+ * daemon's defaults (scale_threads, hold_timeout).  Every zero of spec
+ * resolved; false, with why, for a spec that cannot be made. */
 static bool derived_config(const struct fbd_stream *parent, struct fb_ring_params params,
-			   double parent_fps, uint32_t scale_threads, const struct fb_derived *spec,
-			   struct fbd_stream_config *ret, char *why, size_t size)
+			   double parent_fps, const struct fbd_config *daemon,
+			   const struct fb_derived *spec, struct fbd_stream_config *ret, char *why,
+			   size_t size)
 {
 	struct fbd_stream_config *c = ret;
 	struct fb_layout l;
@@ -226,7 +228,8 @@ static bool derived_config(const struct fbd_stream *parent, struct fb_ring_param
 		return false;
 	}
 	fbd_stream_config_defaults(c);
-	c->scale_threads = scale_threads;
+	c->scale_threads = daemon->scale_threads;
+	c->hold_timeout_ns = daemon->hold_timeout_ns;
 	c->format = spec->format ? spec->format : params.format;
 	c->fps_milli = spec->fps_milli;
 	memcpy(c->crop, crop, sizeof(c->crop));
@@ -294,8 +297,8 @@ int fbd_streams_derive(struct fbd_daemon *d, struct fbd_stream *parent,
 		return -EAGAIN;
 	}
 	fbd_stream_describe(parent, &info);
-	if (!derived_config(parent, params, info.fps_in_milli / 1000.0, d->config->scale_threads,
-			    spec, &c, why, size))
+	if (!derived_config(parent, params, info.fps_in_milli / 1000.0, d->config, spec, &c, why,
+			    size))
 		return -EINVAL;
 	if ((st = fbd_streams_find(d, c.name))) {
 		if (!st->on_demand) {

@@ -766,6 +766,7 @@ FB_EXPORT int fb_client_resubscribe(fb_client *c, const fb_subscriber *old,
 		snprintf(c->last_error, sizeof(c->last_error), "%s", why);
 		return -ESTALE;
 	}
+	fb__subscriber_go_on_from(sub, old);
 	*ret_subscriber = sub;
 	return 0;
 }

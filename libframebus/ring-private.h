@@ -260,9 +260,8 @@ struct fb__subscriber_sample {
 /* Read it, and the frames in the slots it holds from the ring's header h;
  * last_seq: the newest frame published. */
 void fb__subscriber_slot_sample(const struct fb__subscriber_slot *slot,
-				const struct fb__ring_header *h, uint32_t mode,
-				uint64_t slot_mask, uint64_t last_seq,
-				struct fb__subscriber_sample *ret_sample);
+				const struct fb__ring_header *h, uint32_t mode, uint64_t slot_mask,
+				uint64_t last_seq, struct fb__subscriber_sample *ret_sample);
 
 /* A memfd of size bytes, all of it allocated now, sealed against resizing.
  * Returns the fd or -errno. */
@@ -304,6 +303,11 @@ const struct fb__subscription *fb__subscriber_get_origin(const fb_subscriber *su
  * it), -EPIPE (the stream ended) or -EOWNERDEAD (the producer went away
  * without ending it); 0 while it may still get frames. */
 int fb__subscriber_get_end(const fb_subscriber *subscriber);
+/* A subscription made again (fb_client_resubscribe) on the very ring the
+ * old one read, a client's ring that outlived a daemon restart, goes on
+ * after the last frame the old one took: none twice.  A new ring (the
+ * daemon's own, made again) changes nothing. */
+void fb__subscriber_go_on_from(fb_subscriber *subscriber, const fb_subscriber *old);
 
 /* A producer whose subscribers come from the daemon (fb_client_publish):
  * a new channel for the daemon to send it subscribers on (ADD_SUBSCRIBER,

@@ -563,6 +563,16 @@ const struct fb__subscription *fb__subscriber_get_origin(const fb_subscriber *s)
 	return &s->origin;
 }
 
+void fb__subscriber_go_on_from(fb_subscriber *s, const fb_subscriber *old)
+{
+	struct stat now, was;
+	if (fstat(s->fds.frame_fd, &now) < 0 || fstat(old->fds.frame_fd, &was) < 0 ||
+	    now.st_dev != was.st_dev || now.st_ino != was.st_ino || old->cursor <= s->cursor)
+		return;
+	s->cursor = old->cursor;
+	atomic_store(&s->rec->cursor, s->cursor);
+}
+
 int fb__subscriber_get_end(const fb_subscriber *s)
 {
 	if (atomic_load(&s->rec->revoked))

@@ -26,9 +26,9 @@ FRAMEBUS_PACKAGES=(
     opencv-doc
     # frames as DLPack tensors, tests/python/test_dlpack.py and scripts/bench dlpack
     python3-torch
-    # tests/cameras/rtsp-camera.py, the RTSP camera the tests start (its H.264
-    # and H.265 cameras: h264parse, h265parse from plugins-bad; the clips are
-    # encoded by ffmpeg's libx264 and libx265)
+    # scripts/rtsp-camera.py, the RTSP camera of scripts/demo and the tests
+    # (its H.264 and H.265 cameras: h264parse, h265parse from plugins-bad;
+    # the clips are encoded by ffmpeg's libx264 and libx265)
     python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad
     # the GStreamer plugin (gst/) and its tests: gst-check, gst-launch-1.0
@@ -70,6 +70,23 @@ fb_install_deps() {
     "${sudo[@]}" apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
+}
+
+# fb_camera_clip FILE FPS BITRATE FFMPEG_INPUT_ARGS...: make FILE (once: a
+# FILE already there is kept) from what ffmpeg's input arguments give, encoded
+# as an IP camera sends H.264: no B-frames (the order of access units is the
+# order of pictures), a keyframe every second, 4:2:0, at a camera's bit rate;
+# an .mp4 that scripts/rtsp-camera.py --clip serves (bench/e2e/clip.sh makes
+# the e2e cameras' clips with it, scripts/demo its street camera's).
+fb_camera_clip() {
+    local file=$1 fps=$2 rate=$3
+    shift 3
+    [ -s "$file" ] && return 0
+    mkdir -p "$(dirname "$file")"
+    ffmpeg -loglevel error -y "$@" -pix_fmt yuv420p -c:v libx264 -preset veryfast -bf 0 \
+        -g "$fps" -b:v "$rate" -maxrate "$rate" -bufsize "$rate" -movflags +faststart \
+        "$file.tmp.mp4"
+    mv "$file.tmp.mp4" "$file"
 }
 
 # fb_build DIR [meson options...]: configure DIR if needed (again if the

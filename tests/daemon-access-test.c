@@ -735,6 +735,69 @@ Test(daemon, a_subscriber_holding_a_frame_past_hold_timeout_is_dropped)
 	stop(&d);
 }
 
+/* Whether holder's subscription is dropped within seconds: frames it takes
+ * meanwhile (beside the one it holds) it gives back at once. */
+static bool dropped_within(fb_subscriber *holder, int seconds)
+{
+	const struct fb_frame *f;
+	for (int i = 0; i < seconds * 20; i++) {
+		int r = fb_subscriber_acquire(holder, 0, &f);
+		if (r == -ECANCELED)
+			return true;
+		if (r == 0)
+			fb_subscriber_release(holder, f);
+		th_sleep_us(50000);
+	}
+	return false;
+}
+
+/* [daemon]'s hold_timeout covers the sections without their own and
+ * clients' streams, which have no section; a section's own (off) wins. */
+Test(daemon, the_daemons_hold_timeout_covers_clients_streams_and_sections_without_one)
+{
+	struct daemon d;
+	char config[1024];
+	struct fb_ring_params params = th_params(16, 16, FB_FORMAT_GRAY8, 4, FB_POLICY_DROP);
+	snprintf(config, sizeof(config),
+		 "[daemon]\nhold_timeout = 1s\n%s"
+		 "[stream free]\nurl = testsrc2=size=64x48:rate=25\ninput_format = lavfi\n"
+		 "width = 64\nheight = 48\nformat = gray8\nhold_timeout = off\n",
+		 lavfi_config);
+	start(&d, config);
+	fb_client *c = client(&d), *publisher = client(&d);
+	wait_state(c, "bars", FB_STREAM_RUNNING, 5);
+	wait_state(c, "free", FB_STREAM_RUNNING, 5);
+	fb_producer *prod;
+	cr_assert_eq(fb_client_publish(publisher, "pub.held", &params, &prod), 0);
+	fb_subscriber *bars, *free_holder, *pub_holder;
+	cr_assert_eq(fb_client_subscribe(c, "bars", FB_MODE_LATEST, 0, &bars), 0);
+	cr_assert_eq(fb_client_subscribe(c, "free", FB_MODE_LATEST, 0, &free_holder), 0);
+	cr_assert_eq(fb_client_subscribe(c, "pub.held", FB_MODE_LATEST, 0, &pub_holder), 0);
+	struct fb_frame *out;
+	cr_assert_eq(fb_producer_acquire(prod, 1000, &out), 0);
+	cr_assert_eq(fb_producer_publish(prod, out), 0);
+	const struct fb_frame *held[3], *f;
+	cr_assert_eq(fb_subscriber_acquire(bars, 2000, &held[0]), 0);
+	cr_assert_eq(fb_subscriber_acquire(free_holder, 2000, &held[1]), 0);
+	cr_assert_eq(fb_subscriber_acquire(pub_holder, 2000, &held[2]), 0);
+
+	cr_assert(dropped_within(pub_holder, 5), "the holder of a client's stream was not dropped");
+	cr_assert(dropped_within(bars, 5), "the holder of a section without hold_timeout was kept");
+	wait_log(&d, "stream pub.held: client", 2);
+	/* The section that says off keeps its holder. */
+	int r = fb_subscriber_acquire(free_holder, 2000, &f);
+	cr_assert_eq(r, 0, "the holder of a stream with hold_timeout = off: %s", fb_strerror(r));
+	fb_subscriber_release(free_holder, f);
+	fb_subscriber_release(free_holder, held[1]);
+	fb_client_unsubscribe(c, bars);
+	fb_client_unsubscribe(c, free_holder);
+	fb_client_unsubscribe(c, pub_holder);
+	cr_assert_eq(fb_client_unpublish(publisher, prod), 0);
+	fb_client_free(publisher);
+	fb_client_free(c);
+	stop(&d);
+}
+
 /* The limits in force, and a user's use of them, through the library and
  * in framebusctl status, for root (exempt) and for another user. */
 Test(daemon, status_shows_the_limits_in_force)

@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -234,6 +235,8 @@ Test(daemon, sigterm_is_no_end_of_stream)
 	th_fill_frame(w, fb_producer_get_layout(prod), 2);
 	cr_assert_eq(fb_producer_publish(prod, w), 0);
 	cr_assert_eq(fb_subscriber_acquire(again, 2000, &f), 0);
+	/* The same ring: on after the frame the old subscription took. */
+	cr_assert_eq(f->seq, 2, "frame %" PRIu64 " again after the restart", f->seq);
 	cr_assert(th_frame_is_whole(f, fb_subscriber_get_layout(again)));
 	fb_subscriber_release(again, f);
 	fb_client_unsubscribe(c, psub);

@@ -93,6 +93,8 @@ Test(daemon, bad_configs_are_refused_with_file_line_and_key)
 	     "framebusd.conf:4: [stream a] block_timeout: '0' is not a duration"},
 	    {"[stream a]\nurl = x\nhold_timeout = soon\n",
 	     "framebusd.conf:3: [stream a] hold_timeout: 'soon' is neither off nor a duration"},
+	    {"[daemon]\nhold_timeout = 0s\n",
+	     "framebusd.conf:2: [daemon] hold_timeout: '0s' is neither off nor a duration"},
 	    {"[daemon]\nmax_connections_per_user = 0\n",
 	     "framebusd.conf:2: [daemon] max_connections_per_user: '0' is not a number from 1 to "
 	     "100000"},

@@ -347,8 +347,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=10, help="measured window of each run")
-    ap.add_argument("--warmup", type=float, default=8, help="seconds before the window")
+    ap.add_argument("--seconds", type=float, default=20, help="measured window of each run")
+    ap.add_argument("--warmup", type=float, default=6, help="seconds before the window")
     ap.add_argument("--cases", default=",".join(CASES),
                     help="RES:NxK,... (RES 720p or 1080p, N cameras, K consumers each)")
     ap.add_argument("--transports", default=",".join(TRANSPORTS))

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
 """Writes the seed corpora of fuzz-rtsp and fuzz-rtp from real cameras:
-tests/cameras/rtsp-camera.py serving an H.264 and an H.265 clip, read with
+scripts/rtsp-camera.py serving an H.264 and an H.265 clip, read with
 a minimal RTSP exchange over TCP (the responses and SDP as they came, then
 the first RTP packets in fuzz-rtp's input format), plus packets made by hand
 for the packetizations a camera may use and gst-rtsp-server does not.
@@ -13,7 +13,7 @@ import struct
 import subprocess
 import sys
 
-CAMERA = os.path.join(os.path.dirname(__file__), "..", "cameras", "rtsp-camera.py")
+CAMERA = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "rtsp-camera.py")
 
 
 def read_response(f):
@@ -30,7 +30,7 @@ def read_response(f):
 def capture(clip, port, packets=40):
     cam = subprocess.Popen([sys.executable, CAMERA, str(port), "--clip", clip],
                            stdout=subprocess.PIPE, text=True)
-    assert cam.stdout.readline().strip() == "ready"
+    assert cam.stdout.readline().strip() == f"ready rtsp://127.0.0.1:{port}/cam"
     try:
         url = f"rtsp://127.0.0.1:{port}/cam"
         s = socket.create_connection(("127.0.0.1", port))
@@ -104,10 +104,34 @@ def main():
     hand = [header(1, 0, False) + ap, header(2, 0, False) + fu5[0], header(3, 0, True) + fu5[1]]
     with open(os.path.join(out, "rtp", "h265-ap-fu"), "wb") as f:
         f.write(rtp_input(1, hand))
-    with open(os.path.join(out, "rtsp", "digest-401"), "wb") as f:
-        f.write(b'RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\nWWW-Authenticate: Digest '
-                b'realm="cam", nonce="abc", qop="auth", opaque="x"\r\nWWW-Authenticate: Basic '
-                b'realm="cam"\r\n\r\n')
+    write_hand_rtsp(out)
+
+
+# What cameras send that gst-rtsp-server does not, made by hand.
+HAND_RTSP = {
+    "digest-401": b'RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\nWWW-Authenticate: Digest '
+                  b'realm="cam", nonce="abc", qop="auth", opaque="x"\r\nWWW-Authenticate: Basic '
+                  b'realm="cam"\r\n\r\n',
+    "digest-401-sha256-md5": b'RTSP/1.0 401 Unauthorized\r\nCSeq: 2\r\nWWW-Authenticate: Digest '
+                             b'realm="cam", nonce="n", algorithm=SHA-256, qop="auth"\r\n'
+                             b'WWW-Authenticate: Digest realm="cam", nonce="n", algorithm=MD5, '
+                             b'qop="auth"\r\n\r\n',
+    "sdp-stray-bytes": b"v=0\r\ns=cam\r\nnot a line\r\nm=video 0 RTP/AVP 96\r\n"
+                       b"a=rtpmap:96 H264/90000\r\na=tool:x\x00y\r\n\r\n\x00",
+    "server-request": b"GET_PARAMETER rtsp://10.0.0.2/cam RTSP/1.0\r\nCSeq: 41\r\n"
+                      b"Content-length: 12\r\n\r\npackets: 1\r\n",
+    "folded-headers": b"RTSP/1.0 200 OK\r\nCSeq: 4\r\nTransport: RTP/AVP/TCP;unicast;\r\n"
+                      b" \tinterleaved=0-1\r\nSession: 5B9A;\r\n timeout=60\r\n\r\n",
+    "lf-response-then-rtp": b"RTSP/1.0 200 OK\nCSeq: 3\nSession: 12\n\n$\x00\x00\x06\r\n\r\nab",
+}
+
+
+def write_hand_rtsp(out):
+    """HAND_RTSP's seeds into out/rtsp: no clips needed, so it can be run
+    alone (importlib) when a seed is added."""
+    for name, data in HAND_RTSP.items():
+        with open(os.path.join(out, "rtsp", name), "wb") as f:
+            f.write(data)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: MIT
 """framebusd pulling a real RTSP camera (gst-rtsp-server on 127.0.0.1,
-tests/cameras/rtsp-camera.py): a camera that reboots or stalls comes back by
+scripts/rtsp-camera.py): a camera that reboots or stalls comes back by
 itself, and its subscribers go on in the same subscription; H.264 and H.265
 cameras go through framebusd's own RTSP client (daemon/rtsp.c), which hands a
 frame to the decoder as soon as its last packet came, with Basic or Digest
@@ -21,7 +21,7 @@ import pytest
 import framebus
 from conftest import Daemon, wait_for, wait_running
 
-CAMERA = os.path.join(os.path.dirname(__file__), "..", "cameras", "rtsp-camera.py")
+CAMERA = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "rtsp-camera.py")
 
 
 def free_port():
@@ -42,7 +42,8 @@ class Camera:
     def start(self):
         self.proc = subprocess.Popen([sys.executable, CAMERA, str(self.port)] + self.args,
                                      stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout.readline().strip() == "ready", "the camera did not start"
+        ready = self.proc.stdout.readline().strip()
+        assert ready == f"ready rtsp://127.0.0.1:{self.port}/cam", "the camera did not start"
 
     def stop(self):
         self.proc.send_signal(signal.SIGCONT)

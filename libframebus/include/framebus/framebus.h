@@ -640,7 +640,10 @@ int fb_client_subscribe_derived(fb_client *client, const char *parent,
  * connects again if need be and subscribes to the same stream in the same
  * mode with the same max_holds.  On success *ret_subscriber is the new
  * subscription; old is left as it was: release its frames and free it
- * (fb_client_unsubscribe()) when done with them.
+ * (fb_client_unsubscribe()) when done with them.  On a client's stream,
+ * whose ring outlives a daemon restart, the new subscription goes on after
+ * the last frame old took (no frame twice); on the daemon's own streams,
+ * made again, it starts at the newest frame.
  *
  * Returns 0; -EAGAIN while the daemon or the stream is not back yet (call it
  * again later, e.g. when fb_client_get_fd() wakes or in a quarter of a

@@ -1,21 +1,25 @@
 #!/usr/bin/python3
 # SPDX-License-Identifier: MIT
-"""An RTSP camera for tests: gst-rtsp-server on 127.0.0.1 serving live
-video at rtsp://127.0.0.1:PORT/cam, as an IP camera does: a test pattern as
-RTP/JPEG, or an H.264 or H.265 clip (an .mp4 without B-frames) as RTP H.264
-or H.265, from its start, looped.
+"""A local RTSP camera: gst-rtsp-server on 127.0.0.1 serving live video at
+rtsp://127.0.0.1:PORT/cam, as an IP camera does: a test pattern as RTP/JPEG,
+or an H.264 or H.265 clip (an .mp4 without B-frames: fb_camera_clip in
+scripts/lib.sh makes one from any video) as RTP H.264 or H.265, from its
+start, looped.  scripts/demo's street camera, and the camera of
+tests/python/test_camera.py and of tests/fuzz/rtsp-seeds.py.
 
     rtsp-camera.py PORT [--size WxH] [--rate FPS]
     rtsp-camera.py PORT --clip FILE [--frames N] [--auth basic|digest --user U:P]
 
---frames N sends a client the clip's first N frames, then nothing (with
-the connection open).  --session-timeout S gives sessions that timeout (s)
-and prints a line "keepalive METHOD" for each GET_PARAMETER or OPTIONS a
-client sends once it plays.  --auth makes the camera ask for that user and
-password.  --print-requests prints a line "request METHOD" for each request a
-client sends ("request METHOD with Authorization" when it carries one),
-whether the camera accepts it or not.  Prints "ready" once it listens.  SIGTERM or SIGINT stops it
-cleanly (its sessions are torn down, TCP closes): a camera that reboots.
+PORT 0 takes any free port.  --frames N sends a client the clip's first N
+frames, then nothing (with the connection open).  --session-timeout S gives
+sessions that timeout (s) and prints a line "keepalive METHOD" for each
+GET_PARAMETER or OPTIONS a client sends once it plays.  --auth makes the
+camera ask for that user and password.  --print-requests prints a line
+"request METHOD" for each request a client sends ("request METHOD with
+Authorization" when it carries one), whether the camera accepts it or not.
+Prints "ready URL" (the camera's rtsp:// URL, its port filled in) once it
+listens.  SIGTERM or SIGINT stops it cleanly (its sessions are torn down,
+TCP closes): a camera that reboots.
 SIGSTOP makes it a camera that stalls with its connections open."""
 import argparse
 import signal
@@ -158,7 +162,7 @@ def main():
     loop = GLib.MainLoop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signum, loop.quit)
-    print("ready", flush=True)
+    print(f"ready rtsp://127.0.0.1:{server.get_bound_port()}/cam", flush=True)
     loop.run()
     server.client_filter(lambda server, client: GstRtspServer.RTSPFilterResult.REMOVE)
 
