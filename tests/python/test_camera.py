@@ -256,6 +256,7 @@ def test_a_wrong_password_is_tried_again_only_every_retry_max(clips, reader):
                       "(next try in 60.0 s)"}[reader], info
         # 75 frames of the other stream: 3 s, in which retry_min's backoff
         # (0.1, 0.2, 0.4, 0.8, 1.6 s) would have logged in 5 times more.
+        wait_running(bus, "other")
         sub = bus.subscribe("other", mode="queue")
         for _ in range(75):
             with sub.acquire(timeout=5) as frame:
