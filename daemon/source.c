@@ -211,11 +211,13 @@ static int open_decoder(struct fbd_source *s, const AVCodec *codec, const char *
 		describe(why, size, "cannot open the decoder", r);
 		return r;
 	}
-	char url[1024];
+	char url[1024], size_text[32] = "";
 	fbd_url_shown(s->cfg->url, url, sizeof(url));
-	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s %dx%d%s%s)",
-		      s->cfg->name, url, codec->name, s->dec->width, s->dec->height,
-		      slices ? ", slice threads" : "", via);
+	/* framebusd's RTSP client knows the size only from the first picture. */
+	if (s->dec->width && s->dec->height)
+		snprintf(size_text, sizeof(size_text), " %dx%d", s->dec->width, s->dec->height);
+	fbd_log_about(LOG_INFO, s->cfg->name, NULL, "stream %s: opened %s (%s%s%s%s)", s->cfg->name,
+		      url, codec->name, size_text, slices ? ", slice threads" : "", via);
 	return 0;
 }
 
@@ -466,7 +468,8 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 		return -ENOMEM;
 	s->pkt->data = (uint8_t *)u->data;
 	s->pkt->size = (int)u->size;
-	s->pkt->pts = s->pkt->dts = u->pts;
+	s->pkt->pts = u->pts; /* dts unknown: the decoder orders pictures itself */
+	s->pkt->dts = AV_NOPTS_VALUE;
 	struct arrival a = u->ended_here ? s->packet_now : s->packet_before;
 	a.pts = u->pts;
 	remember_arrival(s, &a);
