@@ -114,7 +114,10 @@ def test_the_street_camera_is_read_by_framebusd_s_rtsp_client_into_people_py_acr
     assert records and all(r["origin"][0] == "street" for r in records)
     seqs = [r["origin"][1] for r in records]
     drops = [i for i in range(1, len(seqs)) if seqs[i] < seqs[i - 1]]
-    assert len(drops) == 1, seqs
+    # All of them on failure (pytest cuts a long list), with what framebusd
+    # said of the street (one failure under heavy load saw two drops).
+    street_log = "\n".join(line for line in log.splitlines() if "street" in line)
+    assert len(drops) == 1, f"drops at {drops} of {' '.join(map(str, seqs))}\n{street_log}"
     before, after = records[:drops[0]], records[drops[0]:]
     assert len(before) >= 5 and len(after) >= 5, seqs
     assert sum(r["meta"]["people"] for r in after) > 0
