@@ -781,10 +781,11 @@ static void *stream_thread(void *arg)
 		if (fb_now_ns() - started > cfg->retry_max_ns)
 			backoff = cfg->retry_min_ns;
 		/* An input this FFmpeg cannot decode, or a camera refusing the
-		 * URL's user and password, stays so until someone changes it:
-		 * try it again only every retry_max (many cameras lock the
-		 * account for half an hour after 5-7 failed logins).  A reload
-		 * with another url starts a new stream, which tries at once. */
+		 * URL's user and password (-EACCES, as is a file this user may
+		 * not read), stays so until someone changes it: try it again
+		 * only every retry_max (many cameras lock the account for half
+		 * an hour after 5-7 failed logins).  A reload with another url
+		 * starts a new stream, which tries at once. */
 		if (r == -ENOTSUP || r == -EACCES)
 			backoff = cfg->retry_max_ns;
 		fbd_log_about(LOG_WARNING, cfg->name, NULL, "stream %s: %s; retrying in %.1f s",

@@ -18,9 +18,9 @@ void fbd_rtp_depay_init(struct fbd_rtp_depay *d, uint32_t codec, int payload_typ
 
 void fbd_rtp_depay_clear(struct fbd_rtp_depay *d)
 {
-	free(d->building.data);
-	free(d->done[0].data);
-	free(d->done[1].data);
+	av_buffer_unref(&d->building.ref);
+	av_buffer_unref(&d->done[0].ref);
+	av_buffer_unref(&d->done[1].ref);
 	fbd_rtp_depay_init(d, d->codec, d->payload_type);
 }
 
@@ -31,17 +31,17 @@ static int append(struct fbd_rtp_buffer *b, const uint8_t *p, size_t n, char *wh
 	if (n > FBD_RTP_MAX_ACCESS_UNIT - b->len)
 		return fbd_fail(why, size, -EMSGSIZE, "an access unit over %u bytes",
 				FBD_RTP_MAX_ACCESS_UNIT);
-	if (b->len + n > b->cap) {
-		size_t cap = b->cap ? b->cap : 65536;
+	size_t cap = b->ref ? b->ref->size - FBD_RTP_PADDING : 0;
+	if (b->len + n > cap) {
+		cap = cap ? cap : 65536;
 		while (cap < b->len + n)
 			cap *= 2;
-		uint8_t *data = realloc(b->data, cap);
-		if (!data)
+		/* The building buffer is never shared: this grows it in place
+		 * or moves it. */
+		if (av_buffer_realloc(&b->ref, cap + FBD_RTP_PADDING) < 0)
 			return -ENOMEM;
-		b->data = data;
-		b->cap = cap;
 	}
-	memcpy(b->data + b->len, p, n);
+	memcpy(b->ref->data + b->len, p, n);
 	b->len += n;
 	return 0;
 }
@@ -157,9 +157,16 @@ static void end_unit(struct fbd_rtp_depay *d, bool ended_here, struct fbd_rtp_ac
 		struct fbd_rtp_buffer out = d->done[*n];
 		d->done[*n] = d->building;
 		d->building = out;
+		/* Built in again only when nobody else holds it (a decoder
+		 * may still hold an access unit handed out before). */
+		if (d->building.ref && !av_buffer_is_writable(d->building.ref))
+			av_buffer_unref(&d->building.ref);
+		struct fbd_rtp_buffer *b = &d->done[*n];
+		memset(b->ref->data + b->len, 0, FBD_RTP_PADDING);
 		units[*n] = (struct fbd_rtp_access_unit){
-		    .data = d->done[*n].data,
-		    .size = d->done[*n].len,
+		    .data = b->ref->data,
+		    .size = b->len,
+		    .buf = b->ref,
 		    .pts = d->unwrapped,
 		    .ended_here = ended_here,
 		};

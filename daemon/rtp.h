@@ -2,10 +2,14 @@
 /* RTP depacketizer for H.264 (RFC 6184) and H.265 (RFC 7798): RTP packets
  * in, Annex B access units out, each ended by its last packet's marker bit
  * (or, for senders that never set it, by the next packet's new timestamp).
- * A pure function of the packets it is given: no I/O, no clock. */
+ * A pure function of the packets it is given: no I/O, no clock.  Each
+ * access unit is built in a refcounted buffer (libavutil's AVBufferRef),
+ * padded with AV_INPUT_BUFFER_PADDING_SIZE zeros as libavcodec wants its
+ * packets: a decoder takes it as it is, without a copy. */
 #ifndef FBD_RTP_H
 #define FBD_RTP_H
 
+#include <libavutil/buffer.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -19,9 +23,14 @@ enum fbd_rtp_codec {
 	FBD_RTP_H265,
 };
 
+/* The zeros after each access unit (libavcodec's AV_INPUT_BUFFER_PADDING_SIZE,
+ * which is 64 in every FFmpeg this builds with: held by a static assert in
+ * source.c, where libavcodec is). */
+#define FBD_RTP_PADDING 64
+
 struct fbd_rtp_buffer {
-	uint8_t *data;
-	size_t len, cap;
+	AVBufferRef *ref; /* NULL: none yet; its size: the capacity and the padding */
+	size_t len;
 };
 
 struct fbd_rtp_depay {
@@ -40,11 +49,13 @@ struct fbd_rtp_depay {
 };
 
 /* One access unit, valid until the next fbd_rtp_depay_push() or
- * fbd_rtp_depay_clear(). */
+ * fbd_rtp_depay_clear(); av_buffer_ref(buf) keeps it longer (the
+ * depacketizer then builds the next ones elsewhere). */
 struct fbd_rtp_access_unit {
 	const uint8_t *data; /* Annex B: each NAL unit after 00 00 00 01 */
-	size_t size;
-	int64_t pts; /* the RTP timestamp unwrapped to 64 bits */
+	size_t size;         /* followed by FBD_RTP_PADDING zeros */
+	AVBufferRef *buf;    /* the buffer data is in */
+	int64_t pts;         /* the RTP timestamp unwrapped to 64 bits */
 	/* true: its last packet is the one just pushed (marker bit); false:
 	 * it ended before it (the pushed packet has a new timestamp). */
 	bool ended_here;

@@ -20,6 +20,9 @@
 #include "rtsp.h"
 #include "source.h"
 
+_Static_assert(FBD_RTP_PADDING == AV_INPUT_BUFFER_PADDING_SIZE,
+	       "rtp.c pads access units as libavcodec wants");
+
 /* Consecutive undecodable packets after which the source counts as broken. */
 #define MAX_DECODE_ERRORS 50
 /* Packets whose arrival is remembered until their picture comes out of the
@@ -151,10 +154,13 @@ static int open_input(struct fbd_source *s, char *why, size_t size)
 			      e->value);
 	}
 	av_dict_free(&opts);
+	if (r == AVERROR_HTTP_UNAUTHORIZED) { /* as framebusd's RTSP client says it */
+		snprintf(why, size, "401 Unauthorized: wrong user or password (FFmpeg read it)");
+		return -EACCES;
+	}
 	if (r < 0) {
 		describe(why, size, s->cfg->url, r);
-		/* Credentials refused, as framebusd's RTSP client says it. */
-		return r == AVERROR_HTTP_UNAUTHORIZED ? -EACCES : r;
+		return r;
 	}
 	r = avformat_find_stream_info(s->fmt, NULL);
 	if (r < 0) {
@@ -449,11 +455,13 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 			    " so far)",
 			    s->cfg->name, s->depay.dropped);
 	}
+	/* The access unit as it is, padded by the depacketizer: no copy. */
 	const struct fbd_rtp_access_unit *u = &s->units[s->next_unit++];
-	int r = av_new_packet(s->pkt, (int)u->size);
-	if (r < 0)
+	s->pkt->buf = av_buffer_ref(u->buf);
+	if (!s->pkt->buf)
 		return -ENOMEM;
-	memcpy(s->pkt->data, u->data, u->size);
+	s->pkt->data = (uint8_t *)u->data;
+	s->pkt->size = (int)u->size;
 	s->pkt->pts = s->pkt->dts = u->pts;
 	struct arrival a = u->ended_here ? s->packet_now : s->packet_before;
 	a.pts = u->pts;

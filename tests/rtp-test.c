@@ -55,6 +55,31 @@ Test(rtp, h264_fu_a_ends_on_the_marker_bit)
 	fbd_rtp_depay_clear(&p.d);
 }
 
+Test(rtp, an_access_unit_is_a_padded_buffer_a_decoder_can_keep)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	cr_assert_eq(push(&p, 0, true, "\x65\x01\x02", 3), 1);
+	const struct fbd_rtp_access_unit *u = &p.units[0];
+	/* Padded with zeros, as libavcodec reads packets. */
+	cr_assert_not_null(u->buf);
+	cr_assert_eq(u->data, u->buf->data);
+	cr_assert_geq(u->buf->size, u->size + FBD_RTP_PADDING);
+	for (size_t i = 0; i < FBD_RTP_PADDING; i++)
+		cr_assert_eq(u->data[u->size + i], 0);
+	/* Kept (a decoder's packet): the next access units are built
+	 * elsewhere and it stays as it was. */
+	AVBufferRef *kept = av_buffer_ref(u->buf);
+	const uint8_t *data = u->data;
+	for (uint8_t i = 0; i < 4; i++) {
+		cr_assert_eq(push(&p, 3000u * (i + 1u), true, (uint8_t[]){0x41, i, i, i, i}, 5), 1);
+		cr_assert_neq(p.units[0].data, data);
+	}
+	cr_assert(!memcmp(kept->data, "\0\0\0\1\x65\x01\x02\0\0\0", 10));
+	fbd_rtp_depay_clear(&p.d);
+	av_buffer_unref(&kept);
+}
+
 Test(rtp, h264_stap_a_and_single_nal_units)
 {
 	struct packets p = {0};

@@ -227,24 +227,28 @@ def drain(lines):
             return out
 
 
-def test_a_wrong_password_is_tried_again_only_every_retry_max(clips):
+@pytest.mark.parametrize("reader", ["builtin", "ffmpeg"])
+def test_a_wrong_password_is_tried_again_only_every_retry_max(clips, reader):
     """Cameras lock the account after a few failed logins (Hikvision,
     Dahua: 5-7, then 30 min): a 401 to the URL's user and password waits
-    retry_max, not retry_min's doubling backoff; the daemon's other stream
-    runs on; a reload with the right password tries at once."""
+    retry_max, not retry_min's doubling backoff, whichever client reads the
+    camera; the daemon's other stream runs on; a reload with the right
+    password tries at once."""
     camera = Camera("--clip", clips["h264"], "--auth", "digest", "--user", "viewer:s3cret",
                     "--print-requests")
     lines = lines_of(camera.proc)
     streams = ("[stream door]\nurl = rtsp://viewer:{}@127.0.0.1:" + str(camera.port) + "/cam\n"
-               "retry_min = 100ms\nretry_max = 60s\n"
+               f"retry_min = 100ms\nretry_max = 60s\nrtsp_client = {reader}\n"
                "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n")
     daemon = Daemon(streams.format("wrong"))
     try:
         bus = framebus.connect(daemon.socket)
         info = wait_state(bus, "door", "retrying")
-        assert info.detail == ("401 Unauthorized: wrong user or password for "
-                               f"rtsp://127.0.0.1:{camera.port}/cam (DESCRIBE) "
-                               "(next try in 60.0 s)"), info
+        assert info.detail == {
+            "builtin": "401 Unauthorized: wrong user or password for "
+                       f"rtsp://127.0.0.1:{camera.port}/cam (DESCRIBE) (next try in 60.0 s)",
+            "ffmpeg": "401 Unauthorized: wrong user or password (FFmpeg read it) "
+                      "(next try in 60.0 s)"}[reader], info
         # 75 frames of the other stream: 3 s, in which retry_min's backoff
         # (0.1, 0.2, 0.4, 0.8, 1.6 s) would have logged in 5 times more.
         sub = bus.subscribe("other", mode="queue")
