@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* daemon/rtp.c: RTP H.264 and H.265 packets into Annex B access units, each
- * ended on its marker bit (or a new timestamp); a lost packet drops its
- * access unit; what it does not support is an error naming it. */
+ * ended on its marker bit (or a new timestamp); a lost packet costs its
+ * access unit and, if it may be a reference, those until the next keyframe;
+ * what it does not support is an error naming it. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <string.h>
@@ -106,20 +107,165 @@ Test(rtp, without_marker_bits_a_new_timestamp_ends_the_access_unit)
 	fbd_rtp_depay_clear(&p.d);
 }
 
-Test(rtp, a_lost_packet_drops_its_access_unit_only)
+/* H.264: an IDR picture, a reference P picture and a non-reference one,
+ * each one slice, the first of its picture (the bit after the NAL header:
+ * first_mb_in_slice == 0); an IDR picture's second slice. */
+#define IDR "\x65\x88\x01"
+#define P "\x41\x9a\x02"
+#define P_NONREF "\x01\x9a\x03"
+#define IDR_SLICE_2 "\x65\x40\x04"
+#define ANNEXB(nal) "\0\0\0\1" nal
+
+/* Push a one-packet access unit, expecting it handed out (1) or not (0). */
+static void push_unit(struct packets *p, uint32_t ts, const char *nal, int handed_out)
+{
+	cr_assert_eq(push(p, ts, true, nal, 3), handed_out, "at %u", ts);
+	if (handed_out) {
+		cr_assert_eq(p->units[0].size, 7);
+		cr_assert(!memcmp(p->units[0].data + 4, nal, 3));
+		cr_assert_eq(p->units[0].pts, ts);
+	}
+}
+
+Test(rtp, a_lost_packet_costs_its_access_unit_and_those_until_the_next_keyframe)
 {
 	struct packets p = {0};
 	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
-	cr_assert_eq(push(&p, 0, false, "\x7c\x85\x01", 3), 0);
-	p.seq++; /* the middle fragment is lost */
-	cr_assert_eq(push(&p, 0, true, "\x7c\x45\x03", 3), 0);
-	cr_assert_eq(p.d.dropped, 1);
-	cr_assert_eq(push(&p, 3000, true, "\x41\x04", 2), 1);
-	expect_unit(&p.units[0], "\0\0\0\1\x41\x04", 6, 3000, true);
-	/* The first packet of the next one lost, with its marker: dropped too. */
+	push_unit(&p, 0, IDR, 1);
+	/* A P picture in three fragments, the middle one lost. */
+	cr_assert_eq(push(&p, 3000, false, "\x5c\x81\x9a", 3), 0);
 	p.seq++;
-	cr_assert_eq(push(&p, 9000, true, "\x41\x06", 2), 0);
+	cr_assert_eq(push(&p, 3000, true, "\x5c\x41\x03", 3), 0);
+	cr_assert_eq(p.d.dropped, 1);
+	/* The next ones refer to it: held back, counted. */
+	push_unit(&p, 6000, P, 0);
+	push_unit(&p, 9000, P, 0);
+	cr_assert_eq(p.d.dropped, 3);
+	/* Parameter sets are handed out (the keyframe needs them)... */
+	cr_assert_eq(push(&p, 12000, false, "\x67\x42\x00\x1e", 4), 0);
+	cr_assert_eq(push(&p, 12000, true, "\x68\xce\x38", 3), 1);
+	cr_assert_eq(p.d.dropped, 3);
+	/* ...and from the keyframe on, everything. */
+	push_unit(&p, 15000, IDR, 1);
+	push_unit(&p, 18000, P, 1);
+	cr_assert_eq(p.d.dropped, 3);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, a_whole_access_unit_lost_at_a_boundary_costs_the_next_ones_until_a_keyframe)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, IDR, 1);
+	p.seq++;                   /* frame 2, one packet, lost */
+	push_unit(&p, 6000, P, 0); /* frame 3 came whole, but refers to 2 */
+	push_unit(&p, 9000, P, 0);
+	cr_assert_eq(p.d.dropped, 3); /* 2, 3, 4 */
+	push_unit(&p, 12000, IDR, 1);
+	push_unit(&p, 15000, P, 1);
+	cr_assert_eq(p.d.dropped, 3);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, a_keyframe_after_a_gap_at_a_boundary_is_handed_out)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, IDR, 1);
+	push_unit(&p, 3000, P, 1);
+	p.seq += 2; /* two whole frames lost (counted as one: which, nobody knows) */
+	push_unit(&p, 12000, IDR, 1);
+	push_unit(&p, 15000, P, 1);
+	cr_assert_eq(p.d.dropped, 1);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, a_gap_that_took_an_access_units_start_drops_it)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, IDR, 1);
+	p.seq++; /* the keyframe's first slice lost: its second is no picture */
+	push_unit(&p, 3000, IDR_SLICE_2, 0);
+	cr_assert_eq(p.d.dropped, 1);
+	push_unit(&p, 6000, P, 0);
 	cr_assert_eq(p.d.dropped, 2);
+	/* A fragment's start lost alike. */
+	push_unit(&p, 9000, IDR, 1);
+	p.seq++;
+	cr_assert_eq(push(&p, 12000, true, "\x5c\x41\x03", 3), 0);
+	cr_assert_eq(p.d.dropped, 3);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, a_lost_non_reference_picture_costs_itself_only)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, IDR, 1);
+	cr_assert_eq(push(&p, 3000, false, "\x1c\x81\x9a", 3), 0); /* nal_ref_idc 0 */
+	p.seq++;
+	cr_assert_eq(push(&p, 3000, true, "\x1c\x41\x03", 3), 0);
+	cr_assert_eq(p.d.dropped, 1);
+	push_unit(&p, 6000, P, 1);
+	push_unit(&p, 9000, P_NONREF, 1);
+	cr_assert_eq(p.d.dropped, 1);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, a_recovery_point_sei_ends_the_wait)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, IDR, 1);
+	p.seq++;
+	push_unit(&p, 6000, P, 0);
+	/* An SEI with user data (type 5, 3 bytes, an emulation prevention
+	 * byte in them), then a recovery point (type 6): intra refresh. */
+	cr_assert_eq(push(&p, 9000, false, "\x06\x05\x03\x00\x00\x03\x01\x06\x01\x84\x80", 11), 0);
+	cr_assert_eq(push(&p, 9000, true, P, 3), 1);
+	cr_assert_eq(p.units[0].size, 11 + 4 + 3 + 4);
+	push_unit(&p, 12000, P, 1);
+	cr_assert_eq(p.d.dropped, 2);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, without_a_keyframe_for_max_wait_the_pictures_come_again)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, IDR, 1);
+	p.seq++;
+	/* The wait starts with the first picture after the loss. */
+	uint32_t ts = 6000;
+	for (; ts - 6000 < FBD_RTP_MAX_WAIT; ts += 3000)
+		push_unit(&p, ts, P, 0);
+	push_unit(&p, ts, P, 1);
+	push_unit(&p, ts + 3000, P, 1);
+	cr_assert_eq(p.d.dropped, 1 + FBD_RTP_MAX_WAIT / 3000);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, h265_a_loss_waits_for_an_irap_picture)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H265, PT);
+	cr_assert_eq(push(&p, 0, true, "\x26\x01\xaf\x01", 4), 1); /* IDR_W_RADL */
+	p.seq++;
+	cr_assert_eq(push(&p, 6000, true, "\x02\x01\xd0\x01", 4), 0); /* TRAIL_R */
+	cr_assert_eq(push(&p, 9000, true, "\x02\x01\xd0\x02", 4), 0);
+	cr_assert_eq(p.d.dropped, 3);
+	cr_assert_eq(push(&p, 12000, true, "\x2a\x01\xaf\x03", 4), 1); /* CRA */
+	cr_assert_eq(push(&p, 15000, true, "\x02\x01\xd0\x04", 4), 1);
+	/* A lost TRAIL_N (a sub-layer non-reference picture) costs itself. */
+	cr_assert_eq(push(&p, 18000, false, "\x62\x01\x80\xd0", 4), 0); /* FU start, type 0 */
+	p.seq++;
+	cr_assert_eq(push(&p, 18000, true, "\x62\x01\x40\x05", 4), 0);
+	cr_assert_eq(push(&p, 21000, true, "\x02\x01\xd0\x06", 4), 1);
+	/* A slice that is not its picture's first after a gap: its start lost. */
+	p.seq++;
+	cr_assert_eq(push(&p, 27000, true, "\x02\x01\x50\x07", 4), 0);
+	cr_assert_eq(p.d.dropped, 5);
 	fbd_rtp_depay_clear(&p.d);
 }
 
