@@ -342,9 +342,16 @@ int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t le
 	if (!d->started || ssrc != d->ssrc) {
 		/* The first packet, or the sender started again: what was
 		 * gathered cannot be completed, the timestamps go on from
-		 * where they were. */
+		 * where they were.  Joining a stream (or a PLAY answered after
+		 * the first packets came, which were not kept) may fall in
+		 * the middle of an access unit, or of a GOP: the first one
+		 * handed out is a whole keyframe, and what comes before it
+		 * was not lost. */
 		reset_unit(d);
 		d->unwrapped = d->started ? d->unwrapped : ts;
+		d->unchecked = d->waiting = d->joining = true;
+		d->lost_before = false;
+		d->waiting_since = d->unwrapped;
 		d->started = true;
 		d->ssrc = ssrc;
 		d->timestamp = ts;

@@ -53,15 +53,15 @@ struct fbd_rtp_depay {
 	 * picture's, a keyframe (IDR, IRAP, a recovery point SEI). */
 	bool unit_vcl, unit_reference, unit_key;
 	/* The next NAL unit must start an access unit (a parameter set, SEI,
-	 * AUD or a picture's first slice), else its access unit is broken:
-	 * after a gap before a new timestamp. */
+	 * AUD or a picture's first slice), else its access unit is broken: at
+	 * the start, after a new SSRC, after a gap before a new timestamp. */
 	bool unchecked;
 	bool lost_before; /* ...and if it does, whole access units were lost before it */
 	/* A reference picture was lost (or none came yet): access units with
 	 * slices are held back until a keyframe, or FBD_RTP_MAX_WAIT after
 	 * waiting_since. */
 	bool waiting;
-	bool joining; /* losses are not counted (see fbd_rtp_depay_init()) */
+	bool joining; /* no picture handed out since the start or a new SSRC: not counted */
 	int64_t waiting_since;
 	uint16_t next_seq;
 	uint32_t ssrc;
@@ -87,7 +87,12 @@ struct fbd_rtp_access_unit {
 	bool ended_here;
 };
 
-/* A depacketizer for codec and RTP payload type payload_type. */
+/* A depacketizer for codec and RTP payload type payload_type.  The first
+ * access unit with slices it hands out is a keyframe (or what comes
+ * FBD_RTP_MAX_WAIT after the first packet): those before it, and a first
+ * one that started before the first packet, are not handed out, nor
+ * counted in dropped: nothing was lost.  The same again when the SSRC
+ * changes (the sender started again). */
 void fbd_rtp_depay_init(struct fbd_rtp_depay *d, uint32_t codec, int payload_type);
 
 /* Take one RTP packet.  Returns how many access units it ended, 0 to 2 (a

@@ -49,10 +49,10 @@ Test(rtp, h264_fu_a_ends_on_the_marker_bit)
 {
 	struct packets p = {.seq = 65534}; /* and the sequence number wraps */
 	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
-	cr_assert_eq(push(&p, 1000, false, "\x7c\x85\x01\x02", 4), 0);
+	cr_assert_eq(push(&p, 1000, false, "\x7c\x85\x81\x02", 4), 0);
 	cr_assert_eq(push(&p, 1000, false, "\x7c\x05\x03", 3), 0);
 	cr_assert_eq(push(&p, 1000, true, "\x7c\x45\x04", 3), 1);
-	expect_unit(&p.units[0], "\0\0\0\1\x65\x01\x02\x03\x04", 9, 1000, true);
+	expect_unit(&p.units[0], "\0\0\0\1\x65\x81\x02\x03\x04", 9, 1000, true);
 	fbd_rtp_depay_clear(&p.d);
 }
 
@@ -60,7 +60,7 @@ Test(rtp, an_access_unit_is_a_padded_buffer_a_decoder_can_keep)
 {
 	struct packets p = {0};
 	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
-	cr_assert_eq(push(&p, 0, true, "\x65\x01\x02", 3), 1);
+	cr_assert_eq(push(&p, 0, true, "\x65\x81\x02", 3), 1);
 	const struct fbd_rtp_access_unit *u = &p.units[0];
 	/* Padded with zeros, as libavcodec reads packets. */
 	cr_assert_not_null(u->buf);
@@ -76,7 +76,7 @@ Test(rtp, an_access_unit_is_a_padded_buffer_a_decoder_can_keep)
 		cr_assert_eq(push(&p, 3000u * (i + 1u), true, (uint8_t[]){0x41, i, i, i, i}, 5), 1);
 		cr_assert_neq(p.units[0].data, data);
 	}
-	cr_assert(!memcmp(kept->data, "\0\0\0\1\x65\x01\x02\0\0\0", 10));
+	cr_assert(!memcmp(kept->data, "\0\0\0\1\x65\x81\x02\0\0\0", 10));
 	fbd_rtp_depay_clear(&p.d);
 	av_buffer_unref(&kept);
 }
@@ -95,11 +95,11 @@ Test(rtp, without_marker_bits_a_new_timestamp_ends_the_access_unit)
 {
 	struct packets p = {0};
 	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
-	cr_assert_eq(push(&p, 0xfffff000u, false, "\x65\x01", 2), 0);
+	cr_assert_eq(push(&p, 0xfffff000u, false, "\x65\x81", 2), 0);
 	cr_assert_eq(push(&p, 0xfffff000u, false, "\x65\x02", 2), 0);
 	/* The timestamp wraps: pts goes on past 2^32. */
 	cr_assert_eq(push(&p, 0x00000b00u, false, "\x41\x03", 2), 1);
-	expect_unit(&p.units[0], "\0\0\0\1\x65\x01\0\0\0\1\x65\x02", 12, 0xfffff000u, false);
+	expect_unit(&p.units[0], "\0\0\0\1\x65\x81\0\0\0\1\x65\x02", 12, 0xfffff000u, false);
 	/* A new timestamp and its own marker: two at once, oldest first. */
 	cr_assert_eq(push(&p, 0x00001700u, true, "\x41\x04", 2), 2);
 	expect_unit(&p.units[0], "\0\0\0\1\x41\x03", 6, 0x100000b00ll, false);
@@ -269,6 +269,45 @@ Test(rtp, h265_a_loss_waits_for_an_irap_picture)
 	fbd_rtp_depay_clear(&p.d);
 }
 
+Test(rtp, a_first_access_unit_joined_in_its_middle_is_not_handed_out_nor_counted)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	/* SPS, PPS and the keyframe's first slice came before the PLAY
+	 * answer (not kept): its second slice alone is no keyframe. */
+	push_unit(&p, 0, IDR_SLICE_2, 0);
+	/* The P pictures after it refer to it. */
+	push_unit(&p, 3000, P, 0);
+	push_unit(&p, 6000, IDR, 1);
+	push_unit(&p, 9000, P, 1);
+	cr_assert_eq(p.d.dropped, 0);
+	fbd_rtp_depay_clear(&p.d);
+	/* Joined inside a fragmented NAL unit. */
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	cr_assert_eq(push(&p, 0, false, "\x7c\x05\x02", 3), 0);
+	cr_assert_eq(push(&p, 0, true, "\x7c\x45\x03", 3), 0);
+	push_unit(&p, 3000, IDR, 1);
+	cr_assert_eq(p.d.dropped, 0);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, joined_inside_a_gop_the_first_picture_handed_out_is_a_keyframe)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 0, P, 0);
+	/* Parameter sets are handed out. */
+	cr_assert_eq(push(&p, 3000, true, "\x18\x00\x02\x67\x42\x00\x02\x68\xce", 9), 1);
+	push_unit(&p, 3000, P, 0);
+	push_unit(&p, 6000, IDR, 1);
+	cr_assert_eq(p.d.dropped, 0);
+	/* Then a loss counts. */
+	p.seq++;
+	push_unit(&p, 12000, P, 0);
+	cr_assert_eq(p.d.dropped, 2);
+	fbd_rtp_depay_clear(&p.d);
+}
+
 Test(rtp, h265_aggregation_and_fragmentation)
 {
 	struct packets p = {0};
@@ -308,7 +347,7 @@ Test(rtp, an_access_unit_over_the_limit_is_an_error)
 	struct packets p = {0};
 	int r = 0;
 	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
-	memcpy(fragment, "\x7c\x85", 2);
+	memcpy(fragment, "\x7c\x85\x80", 3);
 	cr_assert_eq(push(&p, 0, false, fragment, sizeof(fragment)), 0);
 	fragment[1] = 0x05;
 	for (int i = 0; i < 1000 && r == 0; i++)
