@@ -342,13 +342,16 @@ int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t le
 	if (!d->started || ssrc != d->ssrc) {
 		/* The first packet, or the sender started again: what was
 		 * gathered cannot be completed, the timestamps go on from
-		 * where they were.  Joining a stream (or a PLAY answered after
-		 * the first packets came, which were not kept) may fall in
+		 * where they were, a frame later (the last timestamp step,
+		 * or 3000: 30 fps at 90 kHz; not the same pts again, which
+		 * source.c would take for the last frame's arrival).  Joining
+		 * a stream (or a PLAY answered after the first packets came,
+		 * which were not kept) may fall in
 		 * the middle of an access unit, or of a GOP: the first one
 		 * handed out is a whole keyframe, and what comes before it
 		 * was not lost. */
 		reset_unit(d);
-		d->unwrapped = d->started ? d->unwrapped : ts;
+		d->unwrapped = d->started ? d->unwrapped + (d->step ? d->step : 3000) : ts;
 		d->unchecked = d->waiting = d->joining = true;
 		d->lost_before = false;
 		d->waiting_since = d->unwrapped;
@@ -365,7 +368,10 @@ int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t le
 			if (gap && partial)
 				d->broken = true;
 			end_unit(d, false, ret_units, &n);
-			d->unwrapped += (int32_t)(ts - d->timestamp);
+			int32_t step = (int32_t)(ts - d->timestamp);
+			d->unwrapped += step;
+			if (step > 0)
+				d->step = step;
 			d->timestamp = ts;
 			if (gap) {
 				d->unchecked = true;

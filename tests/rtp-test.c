@@ -16,6 +16,7 @@ struct packets {
 	struct fbd_rtp_access_unit units[2];
 	char why[256];
 	uint16_t seq;
+	uint32_t ssrc; /* 0: 0x12345678 */
 };
 
 /* Push one packet of payload (n bytes) with timestamp ts. */
@@ -30,7 +31,9 @@ static int push(struct packets *p, uint32_t ts, bool marker, const void *payload
 	p->seq++;
 	for (int i = 0; i < 4; i++)
 		buf[4 + i] = (uint8_t)(ts >> (24 - 8 * i));
-	memcpy(buf + 8, "\x12\x34\x56\x78", 4);
+	uint32_t ssrc = p->ssrc ? p->ssrc : 0x12345678;
+	for (int i = 0; i < 4; i++)
+		buf[8 + i] = (uint8_t)(ssrc >> (24 - 8 * i));
 	memcpy(buf + 12, payload, n);
 	p->why[0] = 0;
 	return fbd_rtp_depay_push(&p->d, buf, 12 + n, p->units, p->why, sizeof(p->why));
@@ -305,6 +308,32 @@ Test(rtp, joined_inside_a_gop_the_first_picture_handed_out_is_a_keyframe)
 	p.seq++;
 	push_unit(&p, 12000, P, 0);
 	cr_assert_eq(p.d.dropped, 2);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, a_new_ssrc_goes_on_a_frame_later)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 1000, IDR, 1);
+	push_unit(&p, 4600, P, 1);
+	/* The camera restarts its stream: a new SSRC, sequence numbers and
+	 * timestamps from elsewhere, a frame in progress cut. */
+	cr_assert_eq(push(&p, 8200, false, "\x5c\x81\x9a", 3), 0);
+	p.ssrc = 0xabcdef01;
+	p.seq = 40000;
+	cr_assert_eq(push(&p, 123456, true, IDR, 3), 1);
+	cr_assert_eq(p.units[0].pts, 8200 + 3600); /* a step after the last timestamp */
+	cr_assert_eq(push(&p, 127056, true, P, 3), 1);
+	cr_assert_eq(p.units[0].pts, 8200 + 2 * 3600);
+	cr_assert_eq(p.d.dropped, 0);
+	fbd_rtp_depay_clear(&p.d);
+	/* No step seen yet: 3000 (30 fps at 90 kHz). */
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	push_unit(&p, 500, IDR, 1);
+	p.ssrc = 0x01020304;
+	cr_assert_eq(push(&p, 9, true, IDR, 3), 1);
+	cr_assert_eq(p.units[0].pts, 3500);
 	fbd_rtp_depay_clear(&p.d);
 }
 
