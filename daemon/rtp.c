@@ -209,12 +209,11 @@ static int append_fragment(struct fbd_rtp_depay *d, bool first, bool last, const
 	return r;
 }
 
+/* A payload of n > 0 bytes. */
 static int payload_h264(struct fbd_rtp_depay *d, const uint8_t *p, size_t n, char *why, size_t size)
 {
 	static const char *const interleaved[] = {
 	    [25] = "STAP-B", [26] = "MTAP16", [27] = "MTAP24", [29] = "FU-B"};
-	if (n < 1)
-		return fbd_fail(why, size, -EPROTO, "an empty H.264 RTP payload");
 	unsigned type = p[0] & 0x1f;
 	if (type >= 1 && type <= 23)
 		return append_nal(d, p, n, NULL, 0, why, size);
@@ -382,9 +381,11 @@ int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t le
 		}
 	}
 	d->next_seq = (uint16_t)(seq + 1);
-	if (!d->broken) {
-		const uint8_t *p = packet + header;
-		size_t plen = len - header - padding;
+	const uint8_t *p = packet + header;
+	size_t plen = len - header - padding;
+	/* An empty payload (some cameras send them, padding alone) carries
+	 * nothing: its sequence number and marker bit count. */
+	if (!d->broken && plen > 0) {
 		int r = d->codec == FBD_RTP_H265 ? payload_h265(d, p, plen, why, size)
 						 : payload_h264(d, p, plen, why, size);
 		if (r < 0)

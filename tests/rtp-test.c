@@ -16,7 +16,8 @@ struct packets {
 	struct fbd_rtp_access_unit units[2];
 	char why[256];
 	uint16_t seq;
-	uint32_t ssrc; /* 0: 0x12345678 */
+	uint32_t ssrc;   /* 0: 0x12345678 */
+	uint8_t padding; /* the next packet's padding bytes */
 };
 
 /* Push one packet of payload (n bytes) with timestamp ts. */
@@ -35,6 +36,13 @@ static int push(struct packets *p, uint32_t ts, bool marker, const void *payload
 	for (int i = 0; i < 4; i++)
 		buf[8 + i] = (uint8_t)(ssrc >> (24 - 8 * i));
 	memcpy(buf + 12, payload, n);
+	if (p->padding) {
+		buf[0] |= 0x20;
+		memset(buf + 12 + n, 0, p->padding);
+		n += p->padding;
+		buf[12 + n - 1] = p->padding;
+		p->padding = 0;
+	}
 	p->why[0] = 0;
 	return fbd_rtp_depay_push(&p->d, buf, 12 + n, p->units, p->why, sizeof(p->why));
 }
@@ -335,6 +343,28 @@ Test(rtp, a_new_ssrc_goes_on_a_frame_later)
 	cr_assert_eq(push(&p, 9, true, IDR, 3), 1);
 	cr_assert_eq(p.units[0].pts, 3500);
 	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, empty_payloads_are_passed_over)
+{
+	for (uint32_t codec = FBD_RTP_H264; codec <= FBD_RTP_H265; codec++) {
+		struct packets p = {0};
+		fbd_rtp_depay_init(&p.d, codec, PT);
+		const char *idr = codec == FBD_RTP_H265 ? "\x26\x01\xaf" : IDR;
+		/* Zero bytes, and padding alone, inside an access unit... */
+		cr_assert_eq(push(&p, 0, false, idr, 3), 0);
+		cr_assert_eq(push(&p, 0, false, "", 0), 0);
+		p.padding = 4;
+		cr_assert_eq(push(&p, 0, false, "", 0), 0);
+		cr_assert_eq(push(&p, 0, true, "", 0), 1); /* ...its marker bit ends it */
+		cr_assert_eq(p.units[0].size, 7);
+		/* ...and alone (no gap in the sequence numbers). */
+		p.padding = 1;
+		cr_assert_eq(push(&p, 3000, true, "", 0), 0);
+		cr_assert_eq(push(&p, 6000, true, idr, 3), 1);
+		cr_assert_eq(p.d.dropped, 0);
+		fbd_rtp_depay_clear(&p.d);
+	}
 }
 
 Test(rtp, h265_aggregation_and_fragmentation)
