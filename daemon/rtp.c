@@ -39,7 +39,9 @@ static int append(struct fbd_rtp_buffer *b, const uint8_t *p, size_t n, char *wh
 		/* The building buffer is never shared: this grows it in place
 		 * or moves it. */
 		if (av_buffer_realloc(&b->ref, cap + FBD_RTP_PADDING) < 0)
-			return -ENOMEM;
+			return fbd_fail(why, size, -ENOMEM,
+					"out of memory for an access unit of %zu bytes",
+					b->len + n);
 	}
 	memcpy(b->ref->data + b->len, p, n);
 	b->len += n;

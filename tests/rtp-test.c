@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <libavutil/mem.h>
+
 #include "rtp.h"
 
 #define PT 96
@@ -413,5 +415,20 @@ Test(rtp, an_access_unit_over_the_limit_is_an_error)
 		r = push(&p, 0, false, fragment, sizeof(fragment));
 	cr_assert_eq(r, -EMSGSIZE);
 	cr_assert(strstr(p.why, "an access unit over 16777216 bytes"), "%s", p.why);
+	fbd_rtp_depay_clear(&p.d);
+}
+
+Test(rtp, out_of_memory_is_an_error_saying_so)
+{
+	static uint8_t fragment[30002];
+	struct packets p = {0};
+	int r = 0;
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H264, PT);
+	av_max_alloc(100000); /* libavutil's allocations over it fail */
+	memcpy(fragment, "\x7c\x85\x80", 3);
+	for (int i = 0; i < 10 && r == 0; i++, fragment[1] = 0x05)
+		r = push(&p, 0, false, fragment, sizeof(fragment));
+	cr_assert_eq(r, -ENOMEM);
+	cr_assert(strstr(p.why, "out of memory for an access unit of"), "%s", p.why);
 	fbd_rtp_depay_clear(&p.d);
 }
