@@ -139,8 +139,10 @@ def write_hand_rtp(out):
     # is not its picture's first after a gap.
     hand = [header(1, 0, True) + idr5[:20], header(3, 3000, True) + b"\x02\x01\xd0\x01"]
     hand += [header(4, 6000, True) + b"\x2a\x01\xaf\x02"]
-    hand += [header(5, 9000, False) + b"\x62\x01\x80\xd0", header(7, 9000, True) + b"\x62\x01\x40\x03"]
-    hand += [header(8, 12000, True) + b"\x02\x01\xd0\x04", header(10, 18000, True) + b"\x02\x01\x50\x05"]
+    hand += [header(5, 9000, False) + b"\x62\x01\x80\xd0",
+             header(7, 9000, True) + b"\x62\x01\x40\x03"]
+    hand += [header(8, 12000, True) + b"\x02\x01\xd0\x04",
+             header(10, 18000, True) + b"\x02\x01\x50\x05"]
     hand += [header(11, 21000, False) + b"\x4e\x01\x06\x01\x84\x80",
              header(12, 21000, True) + b"\x02\x01\xd0\x06", header(13, 24000, True)]
     write("h265-losses", 1, hand)
