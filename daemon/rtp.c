@@ -346,11 +346,9 @@ int fbd_rtp_depay_push(struct fbd_rtp_depay *d, const uint8_t *packet, size_t le
 		 * where they were, a frame later (the last timestamp step,
 		 * or 3000: 30 fps at 90 kHz; not the same pts again, which
 		 * source.c would take for the last frame's arrival).  Joining
-		 * a stream (or a PLAY answered after the first packets came,
-		 * which were not kept) may fall in
-		 * the middle of an access unit, or of a GOP: the first one
-		 * handed out is a whole keyframe, and what comes before it
-		 * was not lost. */
+		 * a live stream may fall in the middle of an access unit, or
+		 * of a GOP: the first one handed out is a whole keyframe, and
+		 * what comes before it was not lost. */
 		reset_unit(d);
 		d->unwrapped = d->started ? d->unwrapped + (d->step ? d->step : 3000) : ts;
 		d->unchecked = d->waiting = d->joining = true;
