@@ -147,6 +147,8 @@ static void note_nal(struct fbd_rtp_depay *d, const uint8_t *h, size_t hn, const
 	d->unit_vcl = d->unit_vcl || vcl;
 	d->unit_reference = d->unit_reference || reference;
 	d->unit_key = d->unit_key || key;
+	d->unit_cra = d->unit_cra || (h265 && type == 21);
+	d->unit_rasl = d->unit_rasl || (h265 && (type == 8 || type == 9));
 	if (d->unchecked) {
 		d->unchecked = false;
 		if (!starts)
@@ -261,7 +263,7 @@ static void reset_unit(struct fbd_rtp_depay *d)
 {
 	d->building.len = 0;
 	d->broken = d->in_fragment = false;
-	d->unit_vcl = d->unit_reference = d->unit_key = false;
+	d->unit_vcl = d->unit_reference = d->unit_key = d->unit_cra = d->unit_rasl = false;
 }
 
 /* The access unit gathered so far ends: dropped if a packet of it was lost
@@ -278,10 +280,14 @@ static void end_unit(struct fbd_rtp_depay *d, bool ended_here, struct fbd_rtp_ac
 	} else if (d->building.len) {
 		/* Parameter sets and SEI alone are handed out: the decoder
 		 * needs them for the keyframe it waits for. */
-		if (d->waiting && d->unit_vcl &&
-		    (d->unit_key || d->unwrapped - d->waiting_since >= FBD_RTP_MAX_WAIT))
-			d->waiting = false;
-		if (d->waiting && d->unit_vcl) {
+		bool hold = d->waiting && d->unit_vcl;
+		if (hold && (d->unit_key || d->unwrapped - d->waiting_since >= FBD_RTP_MAX_WAIT)) {
+			d->waiting = hold = false;
+			d->after_cra = d->unit_cra && !d->joining;
+		} else if (!hold && d->after_cra && d->unit_vcl) {
+			hold = d->after_cra = d->unit_rasl;
+		}
+		if (hold) {
 			if (!d->joining)
 				d->dropped++;
 		} else {

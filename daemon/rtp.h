@@ -52,6 +52,7 @@ struct fbd_rtp_depay {
 	/* What the access unit's NAL units said: a slice, a reference
 	 * picture's, a keyframe (IDR, IRAP, a recovery point SEI). */
 	bool unit_vcl, unit_reference, unit_key;
+	bool unit_cra, unit_rasl; /* H.265: a CRA picture, a RASL one */
 	/* The next NAL unit must start an access unit (a parameter set, SEI,
 	 * AUD or a picture's first slice), else its access unit is broken: at
 	 * the start, after a new SSRC, after a gap before a new timestamp. */
@@ -62,6 +63,10 @@ struct fbd_rtp_depay {
 	 * waiting_since. */
 	bool waiting;
 	bool joining; /* no picture handed out since the start or a new SSRC: not counted */
+	/* The wait ended on a CRA: the RASL pictures after it (its leading
+	 * pictures) refer to pictures before it, and are held back too
+	 * (decoders skip them only after a CRA that starts the stream). */
+	bool after_cra;
 	int64_t waiting_since;
 	uint16_t next_seq;
 	uint32_t ssrc;

@@ -369,6 +369,29 @@ Test(rtp, empty_payloads_are_passed_over)
 	}
 }
 
+Test(rtp, h265_after_a_wait_ended_on_a_cra_its_rasl_pictures_are_held_back)
+{
+	struct packets p = {0};
+	fbd_rtp_depay_init(&p.d, FBD_RTP_H265, PT);
+	/* Joined at a CRA: the decoder skips its RASL pictures itself. */
+	cr_assert_eq(push(&p, 0, true, "\x2a\x01\xaf\x01", 4), 1);    /* CRA */
+	cr_assert_eq(push(&p, 3000, true, "\x10\x01\xd0\x02", 4), 1); /* RASL_N */
+	cr_assert_eq(push(&p, 6000, true, "\x02\x01\xd0\x03", 4), 1); /* TRAIL_R */
+	p.seq++;                                                      /* lost */
+	cr_assert_eq(push(&p, 12000, true, "\x02\x01\xd0\x04", 4), 0);
+	cr_assert_eq(push(&p, 15000, true, "\x2a\x01\xaf\x05", 4), 1); /* CRA */
+	cr_assert_eq(push(&p, 18000, true, "\x12\x01\xd0\x06", 4), 0); /* RASL_R */
+	cr_assert_eq(push(&p, 21000, true, "\x10\x01\xd0\x07", 4), 0); /* RASL_N */
+	cr_assert_eq(push(&p, 24000, true, "\x02\x01\xd0\x08", 4), 1);
+	cr_assert_eq(p.d.dropped, 4);
+	/* After an IDR, nothing more is held back. */
+	p.seq++;
+	cr_assert_eq(push(&p, 30000, true, "\x26\x01\xaf\x09", 4), 1); /* IDR_W_RADL */
+	cr_assert_eq(push(&p, 33000, true, "\x02\x01\xd0\x0a", 4), 1);
+	cr_assert_eq(p.d.dropped, 5);
+	fbd_rtp_depay_clear(&p.d);
+}
+
 Test(rtp, h265_aggregation_and_fragmentation)
 {
 	struct packets p = {0};

@@ -136,7 +136,7 @@ def write_hand_rtp(out):
     write("h265-ap-fu", 1, hand)
     # H.265: a TRAIL_R lost and the next held back until a CRA; a TRAIL_N
     # lost; a recovery point SEI (prefix SEI, 39); a slice segment that
-    # is not its picture's first after a gap.
+    # is not its picture's first after a gap; a CRA's RASL pictures.
     hand = [header(1, 0, True) + idr5[:20], header(3, 3000, True) + b"\x02\x01\xd0\x01"]
     hand += [header(4, 6000, True) + b"\x2a\x01\xaf\x02"]
     hand += [header(5, 9000, False) + b"\x62\x01\x80\xd0",
@@ -145,6 +145,11 @@ def write_hand_rtp(out):
              header(10, 18000, True) + b"\x02\x01\x50\x05"]
     hand += [header(11, 21000, False) + b"\x4e\x01\x06\x01\x84\x80",
              header(12, 21000, True) + b"\x02\x01\xd0\x06", header(13, 24000, True)]
+    # A loss, a CRA, its RASL pictures (held back), a trailing one.
+    hand += [header(15, 27000, True) + b"\x2a\x01\xaf\x07",
+             header(16, 30000, True) + b"\x12\x01\xd0\x08",
+             header(17, 33000, True) + b"\x10\x01\xd0\x09",
+             header(18, 36000, True) + b"\x02\x01\xd0\x0a"]
     write("h265-losses", 1, hand)
 
 
