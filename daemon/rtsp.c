@@ -31,6 +31,8 @@
 /* A session without timeout= times out after 60 s (RFC 2326 12.37). */
 #define DEFAULT_SESSION_TIMEOUT 60
 #define USER_AGENT "framebusd"
+/* The most of the video packets that come before PLAY's answer kept. */
+#define MAX_EARLY (4u << 20)
 
 enum auth { AUTH_NONE = 0, AUTH_BASIC, AUTH_DIGEST };
 
@@ -60,6 +62,11 @@ struct fbd_rtsp {
 	int refused_status;
 	char notice[256];
 	struct fbd_rtsp_video video;
+	/* Video packets that came before PLAY's answer, each after its
+	 * 16-bit length, for fbd_rtsp_read() to return first (joining in the
+	 * middle of a keyframe would cost the GOP). */
+	uint8_t *early;
+	size_t early_off, early_len;
 	size_t in_off, in_len;
 	uint8_t in[2 * (FBD_RTSP_MAX_MESSAGE + 4)];
 };
@@ -941,6 +948,23 @@ static int authenticate(struct fbd_rtsp *c, const struct fbd_rtsp_response *resp
 	return 0;
 }
 
+/* Keep a video packet that came before PLAY's answer; past
+ * MAX_EARLY bytes, it is not kept (the depacketizer sees a gap). */
+static int keep(struct fbd_rtsp *c, const uint8_t *packet, size_t len)
+{
+	if (c->early_len + 2 + len > MAX_EARLY)
+		return 0;
+	uint8_t *early = realloc(c->early, c->early_len + 2 + len);
+	if (!early)
+		return -ENOMEM;
+	c->early = early;
+	early[c->early_len] = (uint8_t)(len >> 8);
+	early[c->early_len + 1] = (uint8_t)len;
+	memcpy(early + c->early_len + 2, packet, len);
+	c->early_len += 2 + len;
+	return 0;
+}
+
 /* Send a request and wait for its response (2xx; 401 answered once with
  * the URL's credentials).  The response's body is valid until the next
  * read. */
@@ -958,6 +982,9 @@ static int request(struct fbd_rtsp *c, const char *method, const char *url, cons
 			r = next_message(c, resp, &body, &len, why, size);
 			if (r < 0)
 				return r;
+			if (r == c->channel && !strcmp(method, "PLAY") && keep(c, body, len) < 0)
+				return fbd_fail(why, size, -ENOMEM,
+						"out of memory for the video before PLAY's answer");
 		} while (r != 256 || (resp->cseq != c->cseq && resp->cseq != -1));
 		if (resp->status == 401 && attempt == 0 && c->user[0]) {
 			r = authenticate(c, resp, method, why, size);
@@ -1081,6 +1108,15 @@ int fbd_rtsp_read(struct fbd_rtsp *c, const uint8_t **ret_packet, size_t *ret_le
 	 * and answering keepalives. */
 	uint64_t since = fb_now_ns();
 	c->last_rx_ns = since;
+	if (c->early && c->early_off < c->early_len) {
+		const uint8_t *p = c->early + c->early_off;
+		*ret_len = (size_t)p[0] << 8 | p[1];
+		*ret_packet = p + 2;
+		c->early_off += 2 + *ret_len;
+		return 0;
+	}
+	free(c->early); /* the last one returned is no longer used */
+	c->early = NULL;
 	for (;;) {
 		int r = next_message(c, &resp, ret_packet, ret_len, why, size);
 		if (r < 0 || r == c->channel)
@@ -1114,5 +1150,6 @@ void fbd_rtsp_close(struct fbd_rtsp *c)
 	}
 	if (c->fd >= 0)
 		close(c->fd);
+	free(c->early);
 	free(c);
 }

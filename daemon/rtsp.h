@@ -109,7 +109,8 @@ int fbd_rtsp_open(const char *url, const atomic_bool *stop, _Atomic uint64_t *al
 
 const struct fbd_rtsp_video *fbd_rtsp_video(const struct fbd_rtsp *c);
 
-/* The next RTP packet of the video, valid until the next call; RTCP and the
+/* The next RTP packet of the video (first those that came before PLAY's
+ * answer, kept), valid until the next call; RTCP and the
  * answers to its keepalives are read and dropped on the way (a Digest
  * camera's 401 with stale=true to a keepalive: the keepalive is sent again
  * once with the new nonce; any other refusal: fbd_rtsp_take_notice()).  Returns 0, or

@@ -97,14 +97,18 @@ class ScriptedCamera:
           is set;
       request_after: after that many frames, it sends framebusd the request
           in request (bytes) and records the answer in answers;
-      transport: its SETUP's Transport.
+      transport: its SETUP's Transport;
+      early: that many of the first frame's packets go before PLAY's answer;
+      lost: the frames (indexes) whose packets it loses (its queue overflowed).
+    sent: the frames it sent (lost ones too).
     requests: the request lines it got; digests: the Authorization
     parameters it accepted; quiet_reports: the RTCP reports it sent after
     its last frame."""
 
     def __init__(self, units, video_frames=None, user=None, challenge="",
-                 request_after=None, request=b"", transport=None):
+                 request_after=None, request=b"", transport=None, early=0, lost=()):
         self.units, self.video_frames = units, video_frames
+        self.early, self.lost, self.sent = early, lost, 0
         self.user, self.challenge = user, challenge
         self.request_after, self.request = request_after, request
         self.transport = transport or "RTP/AVP/TCP;unicast;interleaved=0-1"
@@ -183,7 +187,10 @@ class ScriptedCamera:
                              f"Content-Length: {len(body)}\r\n")
                 elif method == "SETUP":
                     extra = f"Transport: {self.transport}\r\nSession: 7a7a;timeout=60\r\n"
-                elif method not in ("PLAY", "TEARDOWN", "GET_PARAMETER"):
+                elif method == "PLAY":
+                    for p in rtp_packets(self.units[0], 0, 0)[:self.early]:
+                        send(b"$\x00" + struct.pack(">H", len(p)) + p)
+                elif method not in ("TEARDOWN", "GET_PARAMETER"):
                     send(f"RTSP/1.0 501 Not Implemented\r\nCSeq: {cseq}\r\n\r\n".encode())
                     continue
                 send(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}\r\n".encode() + body)
@@ -201,10 +208,12 @@ class ScriptedCamera:
         try:
             while not self.stop.is_set():
                 if self.video_frames is None or n < self.video_frames:
-                    for p in rtp_packets(self.units[n % len(self.units)], seq, ts):
-                        send(b"$\x00" + struct.pack(">H", len(p)) + p)
+                    for i, p in enumerate(rtp_packets(self.units[n % len(self.units)], seq, ts)):
+                        if n not in self.lost and (n or i >= self.early):
+                            send(b"$\x00" + struct.pack(">H", len(p)) + p)
                         seq, packets, octets = seq + 1, packets + 1, octets + len(p) - 12
                     n, ts = n + 1, ts + 3600
+                    self.sent = n
                     if n == self.request_after:
                         send(self.request)
                 if time.monotonic() >= next_rtcp:
@@ -393,6 +402,54 @@ def test_a_url_fragment_is_not_sent_and_transport_is_read_in_any_case(access_uni
         assert methods[:4] == ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"], camera.requests
         assert not [r for r in camera.requests if "#" in r], camera.requests
         assert camera.requests[1] == f"DESCRIBE {camera.url()} RTSP/1.0", camera.requests
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
+
+
+def published_after(bus, camera, frames):
+    """How many frames the stream published once the camera sent its
+    frames (video_frames) and framebusd went through them: the count stays
+    the same for a second."""
+    wait_for("the camera's frames sent", lambda: camera.sent == frames)
+    last = -1
+    while (now := bus.stream("door").published) != last:
+        last = now
+        time.sleep(1)
+    return last
+
+
+def test_a_lost_frame_costs_the_frames_until_the_next_keyframe(access_units):
+    """The camera loses frame 5 (all its packets, a gap between two frames)
+    of 30, a keyframe every 25: frames 0-4 and 25-29 are published, not
+    6-24, which refer to it (the decoder would conceal what is missing:
+    smears); the log says frames were dropped."""
+    camera = ScriptedCamera(access_units, video_frames=30, lost={5})
+    daemon = camera_daemon(camera.url(), stall_timeout="60s")
+    try:
+        bus = framebus.connect(daemon.socket)
+        assert published_after(bus, camera, 30) == 10
+        assert "a frame dropped, RTP packets of it were lost" in daemon.read_log()
+        bus.close()
+    finally:
+        daemon.stop()
+        camera.close()
+
+
+def test_packets_before_plays_answer_are_kept(access_units):
+    """The camera sends the parameter sets and the keyframe's first
+    fragment before its PLAY answer: framebusd keeps them, and publishes
+    all 10 frames (the keyframe's rest alone would be no frame, and the
+    next keyframe comes at 25); nothing is logged as dropped."""
+    first = access_units[0]
+    assert first[-1][0] & 0x1F == 5 and len(first[-1]) > 1400  # an IDR in FU-As
+    camera = ScriptedCamera(access_units, video_frames=10, early=len(first))
+    daemon = camera_daemon(camera.url(), stall_timeout="60s")
+    try:
+        bus = framebus.connect(daemon.socket)
+        assert published_after(bus, camera, 10) == 10
+        assert "dropped" not in daemon.read_log()
         bus.close()
     finally:
         daemon.stop()
