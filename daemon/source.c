@@ -453,13 +453,14 @@ static int read_builtin(struct fbd_source *s, char *why, size_t size)
 			return r;
 		s->n_units = r;
 		s->next_unit = 0;
-		/* The first, then every 100th: a lossy link does not flood the log. */
-		if (s->depay.dropped != dropped && s->depay.dropped % 100 == 1)
-			fbd_log_about(
-			    LOG_WARNING, s->cfg->name, NULL,
-			    "stream %s: a frame dropped, RTP packets of it were lost (%" PRIu64
-			    " so far)",
-			    s->cfg->name, s->depay.dropped);
+		/* The first, then once a hundred more: a lossy link does not
+		 * flood the log (one packet may drop several frames). */
+		uint64_t now = s->depay.dropped;
+		if (now != dropped && (!dropped || now / 100 != dropped / 100))
+			fbd_log_about(LOG_WARNING, s->cfg->name, NULL,
+				      "stream %s: frames dropped: RTP packets were lost, the next "
+				      "frames wait for a keyframe (%" PRIu64 " so far)",
+				      s->cfg->name, now);
 	}
 	/* The access unit as it is, padded by the depacketizer: no copy. */
 	const struct fbd_rtp_access_unit *u = &s->units[s->next_unit++];
