@@ -747,9 +747,10 @@ static bool str_eq(const char *a, const char *b)
 
 void fbd_url_shown(const char *url, char *out, size_t size)
 {
+	/* Only a URL has a user and password: a file's name is shown whole. */
 	const char *scheme = strstr(url, "://");
 	const char *userinfo = scheme ? scheme + 3 : url;
-	size_t authority = strcspn(userinfo, "/?#");
+	size_t authority = scheme ? strcspn(userinfo, "/?#") : 0;
 	const char *at = memrchr(userinfo, '@', authority);
 	const char *colon = at ? memchr(userinfo, ':', (size_t)(at - userinfo)) : NULL;
 	if (!colon)
