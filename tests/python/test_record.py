@@ -179,7 +179,7 @@ def test_random_kills_leave_files_that_play_and_match_their_sidecars(daemon, tmp
                 continue
             lines = jsonl(video[:-4] + ".jsonl")
             assert [line["frame"] for line in lines] == list(range(len(lines))), where
-            assert plays(video) == len(lines) > 0, where
+            assert plays(video, where) == len(lines) > 0, where
             with_frames += 1
     assert with_frames >= 5, f"too few kills after a fragment (seed {seed})"
 
@@ -473,11 +473,12 @@ def test_a_results_stream_is_refused_with_a_reason(daemon, tmp_path):
     assert "'cam0.people' is a results stream: it has no pictures" in r.stderr, r.stderr
 
 
-def plays(video):
-    """Frames in video, decoded to the end without a word from FFmpeg."""
+def plays(video, where=""):
+    """Frames in video, decoded to the end without a word from FFmpeg (where:
+    how the file was made, for the failure's message)."""
     probe = subprocess.run(["ffmpeg", "-v", "error", "-i", video, *EVERY_FRAME, "-f", "null",
                             "-"], capture_output=True, text=True, timeout=60)
-    assert probe.returncode == 0 and not probe.stderr, (video, probe.stderr)
+    assert probe.returncode == 0 and not probe.stderr, (video, where, probe.stderr)
     return ffprobe(video)[2]
 
 
