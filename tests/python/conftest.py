@@ -147,14 +147,25 @@ def in_a_ring(ptr, size):
     return False
 
 
-def wait_running(bus, name, timeout=10):
+def wait_state(bus, name, state, timeout=15):
+    """The stream's info once it is in state, polled until timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         info = bus.stream(name)
-        if info.state == "running":
+        if info.state == state:
             return info
         time.sleep(0.05)
-    raise AssertionError(f"stream {name} not running: {bus.stream(name)}")
+    raise AssertionError(f"stream {name} not {state}: {bus.stream(name)}")
+
+
+def wait_running(bus, name, timeout=10):
+    return wait_state(bus, name, "running", timeout)
+
+
+def daemon_on(url, extra="", stall_timeout="2s"):
+    """A framebusd reading the camera at url as stream door, retrying fast."""
+    return Daemon(f"[stream door]\nurl = {url}\nretry_min = 200ms\nretry_max = 1s\n"
+                  f"stall_timeout = {stall_timeout}\n{extra}")
 
 
 def wait_for(what, check, timeout=20):

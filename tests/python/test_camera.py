@@ -19,7 +19,7 @@ import time
 import pytest
 
 import framebus
-from conftest import Daemon, wait_for, wait_running
+from conftest import Daemon, daemon_on, wait_for, wait_running, wait_state
 
 CAMERA = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "rtsp-camera.py")
 
@@ -75,19 +75,7 @@ def camera(request, clips):
 
 
 def camera_daemon(camera, url=None, extra="", stall_timeout="2s"):
-    url = url or f"rtsp://127.0.0.1:{camera.port}/cam"
-    return Daemon(f"[stream door]\nurl = {url}\nretry_min = 200ms\nretry_max = 1s\n"
-                  f"stall_timeout = {stall_timeout}\n{extra}")
-
-
-def wait_state(bus, name, state, timeout=15):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        info = bus.stream(name)
-        if info.state == state:
-            return info
-        time.sleep(0.05)
-    raise AssertionError(f"stream {name} not {state}: {bus.stream(name)}")
+    return daemon_on(url or f"rtsp://127.0.0.1:{camera.port}/cam", extra, stall_timeout)
 
 
 def test_a_camera_that_reboots_comes_back_in_the_same_subscription(camera):

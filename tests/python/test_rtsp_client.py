@@ -16,7 +16,7 @@ import time
 import pytest
 
 import framebus
-from conftest import Daemon, wait_for, wait_running
+from conftest import daemon_on, wait_for, wait_running, wait_state
 
 BUILTIN = "framebusd's RTSP client)"
 
@@ -239,17 +239,7 @@ class ScriptedCamera:
         self.server.close()
 
 
-def wait_state(bus, name, state, timeout=15):
-    return wait_for(f"stream {name} {state}",
-                    lambda: (info := bus.stream(name)).state == state and info, timeout)
-
-
 OTHER = "[stream other]\nurl = testsrc2=size=160x120:rate=25\ninput_format = lavfi\n"
-
-
-def camera_daemon(url, stall_timeout="2s", extra=""):
-    return Daemon(f"[stream door]\nurl = {url}\nretry_min = 200ms\nretry_max = 1s\n"
-                  f"stall_timeout = {stall_timeout}\n{extra}")
 
 
 def test_video_that_stops_while_rtcp_goes_on_is_a_stall(access_units):
@@ -258,7 +248,7 @@ def test_video_that_stops_while_rtcp_goes_on_is_a_stall(access_units):
     after stall_timeout as FFmpeg's reader would; the daemon's other stream
     runs on."""
     camera = ScriptedCamera(access_units, video_frames=10)
-    daemon = camera_daemon(camera.url(), extra=OTHER)
+    daemon = daemon_on(camera.url(), extra=OTHER)
     try:
         bus = framebus.connect(daemon.socket)
         wait_running(bus, "door", timeout=20)
@@ -284,7 +274,7 @@ def test_a_camera_offering_sha256_then_md5_is_answered_with_md5(access_units):
     MD5: framebusd answers the MD5 one (the camera checks the answer) and
     gets frames."""
     camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=RFC7616)
-    daemon = camera_daemon(camera.url("viewer:s3cret@"))
+    daemon = daemon_on(camera.url("viewer:s3cret@"))
     try:
         bus = framebus.connect(daemon.socket)
         wait_running(bus, "door", timeout=20)
@@ -305,7 +295,7 @@ def test_basic_is_used_when_the_only_digest_cannot_be_answered(access_units):
     challenge = ('WWW-Authenticate: Digest realm="cam", nonce="n1", algorithm=SHA-256\r\n'
                  'WWW-Authenticate: Basic realm="cam"\r\n')
     camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=challenge)
-    daemon = camera_daemon(camera.url("viewer:s3cret@"))
+    daemon = daemon_on(camera.url("viewer:s3cret@"))
     try:
         bus = framebus.connect(daemon.socket)
         wait_running(bus, "door", timeout=20)
@@ -317,7 +307,7 @@ def test_basic_is_used_when_the_only_digest_cannot_be_answered(access_units):
         camera.close()
     sha256_only = challenge.split("\n")[0] + "\n"
     camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=sha256_only)
-    daemon = camera_daemon(camera.url("viewer:s3cret@"))
+    daemon = daemon_on(camera.url("viewer:s3cret@"))
     try:
         bus = framebus.connect(daemon.socket)
         info = wait_state(bus, "door", "retrying")
@@ -335,7 +325,7 @@ def test_digest_client_nonces_are_not_to_be_guessed(access_units):
     every framebusd sent the same ones), and so do one's from request to
     request."""
     camera = ScriptedCamera(access_units, user="viewer:s3cret", challenge=RFC7616)
-    daemons = [camera_daemon(camera.url("viewer:s3cret@")) for _ in range(2)]
+    daemons = [daemon_on(camera.url("viewer:s3cret@")) for _ in range(2)]
     try:
         for d in daemons:
             bus = framebus.connect(d.socket)
@@ -363,7 +353,7 @@ def test_a_request_from_the_camera_is_answered_and_frames_go_on(access_units):
                b"packets: 1\r\n"
                b"ANNOUNCE rtsp://127.0.0.1/cam RTSP/1.0\r\nCSeq: 42\r\n\r\n")
     camera = ScriptedCamera(access_units, request_after=5, request=request)
-    daemon = camera_daemon(camera.url())
+    daemon = daemon_on(camera.url())
     try:
         bus = framebus.connect(daemon.socket)
         wait_running(bus, "door", timeout=20)
@@ -390,7 +380,7 @@ def test_a_url_fragment_is_not_sent_and_transport_is_read_in_any_case(access_uni
     camera answering SETUP with its Transport in lower case
     (rtp/avp/tcp) is still read by framebusd's own client."""
     camera = ScriptedCamera(access_units, transport="rtp/avp/tcp;unicast;interleaved=0-1")
-    daemon = camera_daemon(camera.url() + "#main")
+    daemon = daemon_on(camera.url() + "#main")
     try:
         bus = framebus.connect(daemon.socket)
         wait_running(bus, "door", timeout=20)
@@ -426,7 +416,7 @@ def test_a_lost_frame_costs_the_frames_until_the_next_keyframe(access_units):
     6-24, which refer to it (the decoder would conceal what is missing:
     smears); the log says frames were dropped."""
     camera = ScriptedCamera(access_units, video_frames=30, lost={5})
-    daemon = camera_daemon(camera.url(), stall_timeout="60s")
+    daemon = daemon_on(camera.url(), stall_timeout="60s")
     try:
         bus = framebus.connect(daemon.socket)
         assert published_after(bus, camera, 30) == 10
@@ -446,7 +436,7 @@ def test_packets_before_plays_answer_are_kept(access_units):
     first = access_units[0]
     assert first[-1][0] & 0x1F == 5 and len(first[-1]) > 1400  # an IDR in FU-As
     camera = ScriptedCamera(access_units, video_frames=10, early=len(first))
-    daemon = camera_daemon(camera.url(), stall_timeout="60s")
+    daemon = daemon_on(camera.url(), stall_timeout="60s")
     try:
         bus = framebus.connect(daemon.socket)
         assert published_after(bus, camera, 10) == 10
